@@ -1,0 +1,1 @@
+"""Auxiliary tasks and loss weightings that plug into any primary-task training loop."""
