@@ -1,0 +1,98 @@
+"""Backbones: networks that map images ``[B, C, H, W]`` to features ``[B, F]``.
+
+One VGG-style class serves all three built-in sizes; any ``nn.Module`` with the same
+contract (and an ``out_features`` attribute, or pass ``feature_dim`` to the networks) can be
+used instead.
+
+References:
+    Simonyan, Zisserman. "Very Deep Convolutional Networks for Large-Scale Image
+    Recognition". ICLR 2015 (VGG-16, configuration D). Ioffe, Szegedy. "Batch
+    Normalization". ICML 2015. Liu, Davison, Johns, NeurIPS 2019: VGG-16-BN on CIFAR.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ConvNet", "vgg16_bn", "mnist_cnn", "tiny_cnn", "BACKBONES", "build_backbone"]
+
+
+class ConvNet(nn.Module):
+    """VGG-style blocks of (3×3 conv → BatchNorm → ReLU) × n, each block ending in a 2×2
+    max-pool, then a global average pool.
+
+    Args:
+        in_channels: C of the input images.
+        widths: output channels of each block.
+        convs_per_block: number of convolutions in each block (same length as ``widths``).
+
+    Shapes:
+        ``forward``: float ``[B, C, H, W]`` → float ``[B, widths[-1]]``. H and W must be at
+        least ``2 ** len(widths)``.
+    """
+
+    def __init__(self, in_channels: int, widths: Sequence[int], convs_per_block: Sequence[int]):
+        super().__init__()
+        if len(widths) != len(convs_per_block):
+            raise ValueError(f"widths {widths} and convs_per_block {convs_per_block} differ in length")
+        layers: list[nn.Module] = []
+        c = in_channels
+        for width, n in zip(widths, convs_per_block):
+            for _ in range(n):
+                layers += [nn.Conv2d(c, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                c = width
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.in_channels = in_channels
+        self.min_size = 2 ** len(widths)
+        self.out_features = c
+        for m in self.modules():  # the MAXL reference: Xavier init, zero biases
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_normal_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected images [B, {self.in_channels}, H, W], got shape {tuple(x.shape)}"
+            )
+        if min(x.shape[-2:]) < self.min_size:
+            raise ValueError(
+                f"images of {x.shape[-2]}x{x.shape[-1]} are too small for this backbone "
+                f"({self.min_size} pixels at least)"
+            )
+        return self.pool(self.features(x)).flatten(1)  # [B, C', 1, 1] -> [B, C']
+
+
+def vgg16_bn(in_channels: int = 3) -> ConvNet:
+    """VGG-16 with BatchNorm as in MAXL's CIFAR experiments: 13 convs in blocks of 2,2,3,3,3
+    with 64,128,256,512,512 filters; 32×32 input → 512 features."""
+    return ConvNet(in_channels, (64, 128, 256, 512, 512), (2, 2, 3, 3, 3))
+
+
+def mnist_cnn(in_channels: int = 1) -> ConvNet:
+    """A small CNN for 28×28 images (MNIST): blocks of 1,1,2 convs with 32,64,128 filters → 128."""
+    return ConvNet(in_channels, (32, 64, 128), (1, 1, 2))
+
+
+def tiny_cnn(in_channels: int = 1) -> ConvNet:
+    """A tiny CNN for 8×8 images (scikit-learn digits): two blocks, 16 and 32 filters → 32."""
+    return ConvNet(in_channels, (16, 32), (1, 1))
+
+
+BACKBONES = {"vgg16": vgg16_bn, "mnist-cnn": mnist_cnn, "tiny": tiny_cnn}
+
+
+def build_backbone(name: str, in_channels: int) -> ConvNet:
+    """Build a built-in backbone by name (a key of :data:`BACKBONES`).
+
+    Raises:
+        ValueError: unknown name.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
+    return BACKBONES[name](in_channels)

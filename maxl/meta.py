@@ -1,0 +1,211 @@
+"""The meta-gradient of the label-generation network (MAXL's outer step).
+
+The multi-task network f(θ1) learns from primary and generated auxiliary labels; the
+generator g(θ2) is trained so that this learning helps the primary task. With the
+look-ahead (inner) step
+
+    θ1⁺(θ2) = θ1 − α ∇θ1 [L_pri(f(x; θ1), y) + L_aux(f(x; θ1), g(x, y; θ2))]
+
+the generator minimises the outer objective
+
+    J(θ2) = L_pri(f(x; θ1⁺(θ2)), y) + λ Σ_k ȳ_k log ȳ_k,   ȳ = mean_b g(x_b, y_b; θ2)
+
+(Liu, Davison, Johns, NeurIPS 2019, arXiv:1901.08933, Eq. 3–4 and Algorithm 1). Its
+gradient passes through the look-ahead, so it contains the mixed second derivative
+∂²L_aux/∂θ1∂θ2: the *second-order meta-gradient*.
+
+Why the auxiliary loss is not part of J: the generator could lower L_aux trivially by
+emitting labels that the multi-task network already predicts (or that are easy to
+predict), which teaches nothing. J only rewards labels through the primary loss after a
+step of learning from them, so the generator serves the primary task alone; the entropy
+term λH keeps it from collapsing onto a few auxiliary classes.
+
+Engines, all computing ∇θ2 J for the same J through the network's own ``forward``:
+
+* ``"func"`` (default): ``torch.func.functional_call`` with the look-ahead parameters and
+  ``torch.autograd.grad(create_graph=True)``.
+* ``"higher"``: the same step through the ``higher`` package's differentiable SGD.
+* ``order="first"``: the DARTS-style finite-difference approximation of the second-order
+  term (Liu, Simonyan, Yang, "DARTS", ICLR 2019, Eq. 7–8): with d = ∇θ1⁺ L_pri(θ1⁺) and
+  ε = ε₀/‖d‖, ∇θ2 J ≈ −α [∇θ2 L_aux(θ1+εd) − ∇θ2 L_aux(θ1−εd)] / (2ε) + λ∇θ2 H. No
+  double backward is needed, so it works with every op.
+
+The look-ahead never changes the real network: it runs on copies of the BatchNorm running
+statistics, and no ``.grad`` of θ1 is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .losses import negative_entropy
+
+__all__ = ["MetaConfig", "MetaResult", "meta_gradient", "ENGINES", "ORDERS"]
+
+ENGINES = ("func", "higher")
+ORDERS = ("second", "first")
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class MetaConfig:
+    """Settings of the generator's meta step.
+
+    Attributes:
+        inner_lr: α, the look-ahead step size (the paper: equal to the multi-task lr, 0.01).
+        entropy_weight: λ of the negative-entropy term (0.2 in the paper).
+        order: ``"second"`` (exact) or ``"first"`` (finite-difference approximation).
+        engine: ``"func"`` (torch.func) or ``"higher"``; used by ``order="second"``.
+        fd_epsilon: ε₀ of the first-order variant, ε = ε₀/‖d‖ (0.01 as in DARTS).
+    """
+
+    inner_lr: float = 0.01
+    entropy_weight: float = 0.2
+    order: str = "second"
+    engine: str = "func"
+    fd_epsilon: float = 0.01
+
+    def __post_init__(self):
+        if self.order not in ORDERS:
+            raise ValueError(f"unknown meta order {self.order!r}; expected one of {ORDERS}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown meta engine {self.engine!r}; expected one of {ENGINES}")
+        if self.inner_lr <= 0:
+            raise ValueError(f"inner_lr (look-ahead step α) must be > 0, got {self.inner_lr}")
+
+
+@dataclass
+class MetaResult:
+    """Output of :func:`meta_gradient`.
+
+    Attributes:
+        grads: ∇θ2 J, one tensor per parameter of the generator (same order as
+            ``generator.parameters()``).
+        outer_loss: L_pri(f(x; θ1⁺), y) (for ``order="first"``: at the virtual step).
+        neg_entropy: H = Σ ȳ log ȳ of the batch.
+        soft_labels: the generated labels, detached, float ``[B, sum(ψ)]``.
+    """
+
+    grads: list[Tensor]
+    outer_loss: Tensor
+    neg_entropy: Tensor
+    soft_labels: Tensor
+
+
+def multitask_loss(outputs: tuple[Tensor, Tensor], y: Tensor, soft: Tensor, loss_fn: LossFn) -> Tensor:
+    """L_pri + L_aux of the multi-task network's ``(primary_logits, aux_logits)``."""
+    primary_logits, aux_logits = outputs
+    return loss_fn(primary_logits, y) + loss_fn(aux_logits, soft)
+
+
+def _buffer_copies(net: nn.Module) -> dict[str, Tensor]:
+    # functional_call in train mode writes BatchNorm running statistics into the buffers it
+    # is given: hand it copies so that the real network's statistics stay as they were.
+    return {name: b.clone() for name, b in net.named_buffers()}
+
+
+def _second_order_func(net, generator, x, y, loss_fn, cfg: MetaConfig):
+    names = [n for n, p in net.named_parameters() if p.requires_grad]
+    params = [p for p in net.parameters() if p.requires_grad]
+    buffers = _buffer_copies(net)
+    soft = generator(x, y)  # [B, K], a function of θ2
+    outputs = functional_call(net, ({**dict(zip(names, params)), **buffers}), (x,))
+    inner = multitask_loss(outputs, y, soft, loss_fn)
+    grads = torch.autograd.grad(inner, params, create_graph=True)
+    # θ1⁺ = θ1 − α ∇θ1 (L_pri + L_aux), differentiable in θ2
+    fast = {n: p - cfg.inner_lr * g for n, p, g in zip(names, params, grads)}
+    primary_logits, _ = functional_call(net, ({**fast, **buffers}), (x,))
+    return soft, loss_fn(primary_logits, y)
+
+
+def _second_order_higher(net, generator, x, y, loss_fn, cfg: MetaConfig):
+    import higher  # optional second engine
+
+    saved = {n: b.detach().clone() for n, b in net.named_buffers()}
+    inner_opt = torch.optim.SGD(net.parameters(), lr=cfg.inner_lr)
+    try:
+        with higher.innerloop_ctx(net, inner_opt, copy_initial_weights=True) as (fnet, diffopt):
+            soft = generator(x, y)
+            diffopt.step(multitask_loss(fnet(x), y, soft, loss_fn))  # θ1⁺
+            primary_logits, _ = fnet(x)
+            return soft, loss_fn(primary_logits, y)
+    finally:
+        with torch.no_grad():  # whatever higher did to the buffers, the real net keeps its own
+            for n, b in net.named_buffers():
+                b.copy_(saved[n])
+
+
+def _first_order(net, generator, x, y, loss_fn, cfg: MetaConfig):
+    names = [n for n, p in net.named_parameters() if p.requires_grad]
+    theta = [p.detach() for p in net.parameters() if p.requires_grad]
+    buffers = _buffer_copies(net)
+
+    def call(ps):
+        return functional_call(net, ({**dict(zip(names, ps)), **buffers}), (x,))
+
+    soft = generator(x, y)
+    with torch.enable_grad():
+        leaves = [t.clone().requires_grad_() for t in theta]
+        g = torch.autograd.grad(multitask_loss(call(leaves), y, soft.detach(), loss_fn), leaves)
+        virtual = [(t - cfg.inner_lr * gi).requires_grad_() for t, gi in zip(theta, g)]  # θ1′
+        outer = loss_fn(call(virtual)[0], y)
+        # d = ∇θ1′ L_pri(θ1′); the auxiliary head plays no part in L_pri (d = 0 there)
+        d = torch.autograd.grad(outer, virtual, allow_unused=True)
+        d = [torch.zeros_like(v) if di is None else di for v, di in zip(virtual, d)]
+    norm = torch.sqrt(sum((di * di).sum() for di in d))
+    eps = cfg.fd_epsilon / norm.clamp_min(1e-12)
+    aux_plus = call([t + eps * di for t, di in zip(theta, d)])[1]
+    aux_minus = call([t - eps * di for t, di in zip(theta, d)])[1]
+    # ∇θ2 of this surrogate is −α [∇θ2 L_aux(θ1+εd) − ∇θ2 L_aux(θ1−εd)] / (2ε)
+    surrogate = -cfg.inner_lr / (2 * eps) * (loss_fn(aux_plus, soft) - loss_fn(aux_minus, soft))
+    return soft, outer.detach(), surrogate
+
+
+def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
+                  config: MetaConfig | None = None) -> MetaResult:
+    """Compute the generator's meta-gradient ∇θ2 J on one batch (see the module docstring).
+
+    Neither network's parameters, ``.grad`` or BatchNorm running statistics of the
+    multi-task network are changed; the caller applies ``grads`` with its optimiser.
+
+    Args:
+        net: the multi-task network; ``net(x)`` returns ``(primary [B, P], aux [B, K])``.
+        generator: the label-generation network; ``generator(x, y)`` returns soft labels
+            ``[B, K]``.
+        x: images float ``[B, C, H, W]``.
+        y: primary labels int64 ``[B]``.
+        loss_fn: ``loss(logits, target) -> scalar`` for hard ``[B]`` and soft ``[B, K]``
+            targets (e.g. :func:`maxl.losses.focal_loss`).
+        config: :class:`MetaConfig`; defaults to the paper's settings.
+
+    Returns:
+        :class:`MetaResult`.
+
+    Raises:
+        RuntimeError: from autograd if an op of the network has no double-backward
+            (use ``order="first"`` then).
+    """
+    cfg = config or MetaConfig()
+    gen_params = [p for p in generator.parameters() if p.requires_grad]
+    if cfg.order == "first":
+        soft, outer, surrogate = _first_order(net, generator, x, y, loss_fn, cfg)
+        objective = surrogate
+    else:
+        engine = _second_order_func if cfg.engine == "func" else _second_order_higher
+        soft, outer = engine(net, generator, x, y, loss_fn, cfg)
+        objective = outer
+    neg_entropy = negative_entropy(soft)
+    objective = objective + cfg.entropy_weight * neg_entropy  # J = L_pri(θ1⁺) + λ H
+    grads = torch.autograd.grad(objective, gen_params)
+    return MetaResult(
+        grads=list(grads),
+        outer_loss=outer.detach(),
+        neg_entropy=neg_entropy.detach(),
+        soft_labels=soft.detach(),
+    )
