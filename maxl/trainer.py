@@ -1,0 +1,405 @@
+"""The training loop: multi-task network, optional auxiliary labels, optional generator.
+
+Nothing here depends on a particular backbone or data set: the trainer takes the networks
+and data sets it is given. Data sets yield ``(image [C, H, W], primary label, index)``.
+
+Methods:
+    * ``single``: the primary task alone.
+    * ``human`` (or any fixed labels): a fixed auxiliary label per training image
+      (``aux_labels[index]``), learnt as a second task.
+    * ``maxl``: auxiliary labels from the label-generation network, which is trained with
+      the meta-gradient of :mod:`maxl.meta` (Liu, Davison, Johns, NeurIPS 2019, Alg. 1).
+
+Schedules for ``maxl``:
+    * ``alternate`` (the reference code): each epoch, one pass of multi-task updates with
+      the generator frozen, then one pass over the reshuffled training set of generator
+      updates with the multi-task network frozen.
+    * ``per-step``: in one pass, a generator update every ``gen_every`` steps; labels and
+      look-ahead of that step come from the networks before either update.
+
+The run folder receives ``config.json`` (written by the caller), ``metrics.jsonl`` (one
+JSON record per epoch), ``summary.json`` and ``checkpoint.pt`` (written atomically).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .losses import LOSSES, classification_loss
+from .meta import MetaConfig, meta_gradient
+
+__all__ = ["TrainConfig", "Trainer", "METHODS", "SCHEDULES", "NonFiniteLossError"]
+
+METHODS = ("single", "human", "maxl")
+SCHEDULES = ("alternate", "per-step")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or Inf; the message names the loss, the epoch and the step."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; the defaults are the paper's CIFAR-100 settings.
+
+    Attributes:
+        method: one of :data:`METHODS`.
+        epochs: number of epochs (200 in the paper).
+        batch_size: images per batch (100).
+        lr: SGD learning rate of the multi-task network (0.01).
+        momentum, weight_decay: of the multi-task SGD (0 and 0 in the reference code).
+        gen_lr: SGD learning rate of the generator (1e-3).
+        gen_weight_decay: weight decay of the generator (5e-4).
+        lr_step, lr_gamma: both learning rates are multiplied by ``lr_gamma`` every
+            ``lr_step`` epochs (50 and 0.5).
+        loss: ``"focal"`` (the reference code, γ = 2) or ``"ce"``, for both heads.
+        focal_gamma: γ of the focal loss.
+        schedule: one of :data:`SCHEDULES` (``maxl`` only).
+        gen_every: generator update every k multi-task steps (``per-step`` only).
+        seed: seeds python, numpy, torch and the data order.
+        device: ``"cpu"``, ``"cuda"``, ... or ``"auto"`` (CUDA if available).
+        progress: show a tqdm progress bar.
+        meta: settings of the meta step; ``meta.inner_lr`` None means ``lr``.
+    """
+
+    method: str = "maxl"
+    epochs: int = 200
+    batch_size: int = 100
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    gen_lr: float = 1e-3
+    gen_weight_decay: float = 5e-4
+    lr_step: int = 50
+    lr_gamma: float = 0.5
+    loss: str = "focal"
+    focal_gamma: float = 2.0
+    schedule: str = "alternate"
+    gen_every: int = 1
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    meta: MetaConfig = field(default_factory=MetaConfig)
+
+    def __post_init__(self):
+        if isinstance(self.meta, dict):
+            self.meta = MetaConfig(**self.meta)
+        checks = [
+            (self.method in METHODS, f"unknown method {self.method!r}; expected one of {METHODS}"),
+            (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}"),
+            (self.loss in LOSSES, f"unknown loss {self.loss!r}; expected one of {LOSSES}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"batch_size must be >= 2 (BatchNorm), got {self.batch_size}"),
+            (self.lr > 0 and self.gen_lr > 0, f"learning rates must be > 0, got {self.lr}, {self.gen_lr}"),
+            (self.gen_every >= 1, f"gen_every must be >= 1, got {self.gen_every}"),
+            (self.lr_step >= 1, f"lr_step must be >= 1, got {self.lr_step}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``:
+    a crash mid-write never leaves a truncated checkpoint behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Train a multi-task network (and a label-generation network for ``maxl``).
+
+    Args:
+        net: the multi-task network, ``net(x) -> (primary [B, P], aux [B, K] or None)``.
+        train_set, test_set: data sets yielding ``(image [C, H, W], primary label, index)``.
+        config: :class:`TrainConfig`.
+        out_dir: run folder (created); None writes nothing.
+        generator: the label-generation network (``maxl`` only).
+        aux_labels: int64 ``[N_train]`` fixed auxiliary labels indexed by the training
+            sample's index (``human`` only), each inside its sample's ψ block.
+
+    Raises:
+        ValueError: the networks or labels do not fit the method.
+    """
+
+    def __init__(self, net: nn.Module, train_set: Dataset, test_set: Dataset, config: TrainConfig,
+                 out_dir: str | os.PathLike | None = None, generator: nn.Module | None = None,
+                 aux_labels: Tensor | None = None):
+        self.config = cfg = config
+        if cfg.method == "maxl" and generator is None:
+            raise ValueError("method 'maxl' needs a label-generation network (generator=)")
+        if cfg.method == "human" and aux_labels is None:
+            raise ValueError("method 'human' needs fixed auxiliary labels (aux_labels=)")
+        if cfg.method != "single" and getattr(net, "aux_head", None) is None:
+            raise ValueError(f"method {cfg.method!r} needs a multi-task network with an auxiliary head")
+        self.device = resolve_device(cfg.device)
+        self.net = net.to(self.device)
+        self.generator = generator.to(self.device) if generator is not None else None
+        self.aux_labels = aux_labels.to(self.device) if aux_labels is not None else None
+        self.train_set, self.test_set = train_set, test_set
+        self.loss_fn = classification_loss(cfg.loss, cfg.focal_gamma)
+        if cfg.meta.inner_lr is None:
+            cfg.meta.inner_lr = cfg.lr
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step, cfg.lr_gamma)
+        self.gen_optimizer = self.gen_scheduler = None
+        if self.generator is not None:
+            self.gen_optimizer = torch.optim.SGD(self.generator.parameters(), lr=cfg.gen_lr,
+                                                 weight_decay=cfg.gen_weight_decay)
+            self.gen_scheduler = torch.optim.lr_scheduler.StepLR(self.gen_optimizer, cfg.lr_step, cfg.lr_gamma)
+        self.data_rng = torch.Generator().manual_seed(cfg.seed)  # the order of the batches
+        self.epoch = 0  # epochs completed
+        self.step = 0  # multi-task steps completed
+        self.history: list[dict] = []
+
+    # ----------------------------------------------------------------- data
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=train, drop_last=train,
+                          generator=self.data_rng if train else None, num_workers=0)
+
+    def _to_device(self, batch):
+        x, y, idx = batch
+        return x.to(self.device), torch.as_tensor(y).to(self.device), torch.as_tensor(idx).to(self.device)
+
+    # ----------------------------------------------------------------- steps
+    def _check_finite(self, **losses: Tensor) -> None:
+        for name, value in losses.items():
+            if not torch.isfinite(value):
+                raise NonFiniteLossError(
+                    f"{name} became {value.item()} at epoch {self.epoch + 1}, step {self.step + 1}; "
+                    "try a smaller learning rate"
+                )
+
+    def _aux_targets(self, x: Tensor, y: Tensor, idx: Tensor) -> Tensor | None:
+        """Targets of the auxiliary head: float ``[B, K]`` rows, or None for ``single``."""
+        if self.config.method == "human":
+            return torch.nn.functional.one_hot(self.aux_labels[idx], self.net.num_aux).to(x.dtype)
+        if self.config.method == "maxl":
+            with torch.no_grad():
+                return self.generator(x, y)
+        return None
+
+    def _multitask_step(self, x: Tensor, y: Tensor, targets: Tensor | None) -> dict[str, float]:
+        primary_logits, aux_logits = self.net(x)
+        primary_loss = self.loss_fn(primary_logits, y)
+        loss = primary_loss
+        stats = {}
+        if targets is not None:
+            aux_loss = self.loss_fn(aux_logits, targets)
+            loss = primary_loss + aux_loss  # equal weights, as in the reference code
+            stats["aux_loss"] = aux_loss.item()
+        self._check_finite(primary_loss=primary_loss, multitask_loss=loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        stats["primary_loss"] = primary_loss.item()
+        stats["primary_correct"] = (primary_logits.argmax(1) == y).sum().item()
+        return stats
+
+    def _generator_step(self, x: Tensor, y: Tensor):
+        result = meta_gradient(self.net, self.generator, x, y, self.loss_fn, self.config.meta)
+        self._check_finite(meta_outer_loss=result.outer_loss, neg_entropy=result.neg_entropy)
+        self.gen_optimizer.zero_grad(set_to_none=True)
+        for p, g in zip((p for p in self.generator.parameters() if p.requires_grad), result.grads):
+            p.grad = g
+        self.gen_optimizer.step()
+        return result
+
+    # ----------------------------------------------------------------- epochs
+    def _bar(self, loader, desc):
+        return tqdm(loader, desc=desc, leave=False, disable=not self.config.progress, dynamic_ncols=True)
+
+    def train_epoch(self) -> dict[str, float]:
+        """One epoch: the multi-task pass (and, for ``maxl``, the generator updates)."""
+        cfg = self.config
+        self.net.train()
+        if self.generator is not None:
+            self.generator.train()
+        sums: dict[str, float] = {}
+        n_images = n_steps = n_meta = 0
+        per_step = cfg.method == "maxl" and cfg.schedule == "per-step"
+        epoch_tag = f"epoch {self.epoch + 1}/{cfg.epochs}"
+        for batch in (bar := self._bar(self._loader(self.train_set, True), f"{epoch_tag} train")):
+            x, y, idx = self._to_device(batch)
+            if per_step and self.step % cfg.gen_every == 0:
+                result = self._generator_step(x, y)  # θ2 update from the current θ1, θ2
+                targets = result.soft_labels  # labels of the generator before its update
+                sums["meta_outer_loss"] = sums.get("meta_outer_loss", 0.0) + result.outer_loss.item()
+                sums["neg_entropy"] = sums.get("neg_entropy", 0.0) + result.neg_entropy.item()
+                n_meta += 1
+            else:
+                targets = self._aux_targets(x, y, idx)
+            stats = self._multitask_step(x, y, targets)
+            for k in ("primary_loss", "aux_loss"):
+                if k in stats:
+                    sums[k] = sums.get(k, 0.0) + stats[k]
+            sums["primary_correct"] = sums.get("primary_correct", 0.0) + stats["primary_correct"]
+            n_images += len(y)
+            n_steps += 1
+            self.step += 1
+            bar.set_postfix(loss=f"{stats['primary_loss']:.3f}")
+        record = {"train_acc": sums.pop("primary_correct") / max(n_images, 1)}
+        for k in ("primary_loss", "aux_loss"):
+            if k in sums:
+                record[f"train_{k}"] = sums.pop(k) / max(n_steps, 1)
+
+        if cfg.method == "maxl" and cfg.schedule == "alternate":
+            # second pass over the reshuffled training set: θ2 updates, θ1 frozen
+            for batch in (bar := self._bar(self._loader(self.train_set, True), f"{epoch_tag} generator")):
+                x, y, _ = self._to_device(batch)
+                result = self._generator_step(x, y)
+                sums["meta_outer_loss"] = sums.get("meta_outer_loss", 0.0) + result.outer_loss.item()
+                sums["neg_entropy"] = sums.get("neg_entropy", 0.0) + result.neg_entropy.item()
+                n_meta += 1
+                bar.set_postfix(outer=f"{result.outer_loss.item():.3f}")
+        for k in list(sums):
+            record[k] = sums[k] / max(n_meta, 1)
+        return record
+
+    @torch.no_grad()
+    def evaluate(self, dataset: Dataset | None = None) -> dict[str, float]:
+        """Primary-task loss and accuracy on ``dataset`` (default: the test set), eval mode."""
+        self.net.eval()
+        correct = total = 0
+        loss_sum = 0.0
+        for batch in self._loader(dataset if dataset is not None else self.test_set, False):
+            x, y, _ = self._to_device(batch)
+            logits, _ = self.net(x)
+            loss_sum += self.loss_fn(logits, y).item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            total += len(y)
+        return {"test_loss": loss_sum / max(total, 1), "test_acc": correct / max(total, 1)}
+
+    def fit(self) -> dict:
+        """Train for the remaining epochs; returns the summary (also ``summary.json``)."""
+        cfg = self.config
+        start_time = time.time()
+        for _ in range(self.epoch, cfg.epochs):
+            t0 = time.time()
+            lrs = {"lr": self.optimizer.param_groups[0]["lr"]}
+            if self.gen_optimizer is not None:
+                lrs["gen_lr"] = self.gen_optimizer.param_groups[0]["lr"]
+            record = {"epoch": self.epoch + 1, **lrs, **self.train_epoch()}
+            record.update(self.evaluate())
+            record["epoch_time_s"] = time.time() - t0
+            self.scheduler.step()
+            if self.gen_scheduler is not None:
+                self.gen_scheduler.step()
+            self.epoch += 1
+            self.history.append(record)
+            self._log(record)
+        summary = self.summary(time.time() - start_time)
+        if self.out_dir is not None:
+            atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def summary(self, wall_time_s: float) -> dict:
+        accs = [r["test_acc"] for r in self.history]
+        last = accs[-5:]
+        return {
+            "method": self.config.method,
+            "epochs": self.epoch,
+            "final_test_acc": accs[-1] if accs else math.nan,
+            "best_test_acc": max(accs) if accs else math.nan,
+            "best_epoch": 1 + int(np.argmax(accs)) if accs else None,
+            "last5_mean_test_acc": float(np.mean(last)) if last else math.nan,
+            "wall_time_s": wall_time_s,
+            "mean_epoch_time_s": float(np.mean([r["epoch_time_s"] for r in self.history])) if accs else math.nan,
+        }
+
+    def _log(self, record: dict) -> None:
+        msg = f"epoch {record['epoch']:>3}  train acc {record['train_acc']:.4f}  test acc {record['test_acc']:.4f}"
+        if "neg_entropy" in record:
+            msg += f"  H {record['neg_entropy']:.3f}"
+        msg += f"  ({record['epoch_time_s']:.1f}s)"
+        if self.config.progress:
+            tqdm.write(msg)
+        if self.out_dir is None:
+            return
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.save_checkpoint(self.out_dir / "checkpoint.pt")
+
+    # ----------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        state = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "net": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": self.history,
+            "config": asdict(self.config),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "data": self.data_rng.get_state(),
+                "numpy": np.random.get_state()[1].astype(np.int64).tolist(),
+                "numpy_pos": int(np.random.get_state()[2]),
+                "python": repr(random.getstate()),
+            },
+        }
+        if self.generator is not None:
+            state["generator"] = self.generator.state_dict()
+            state["gen_optimizer"] = self.gen_optimizer.state_dict()
+            state["gen_scheduler"] = self.gen_scheduler.state_dict()
+        return state
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """Write the full training state to ``path`` atomically."""
+        atomic_torch_save(self.state_dict(), Path(path))
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Restore the state written by :meth:`save_checkpoint` (``weights_only`` loading:
+        a checkpoint cannot run code)."""
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.generator is not None:
+            self.generator.load_state_dict(state["generator"])
+            self.gen_optimizer.load_state_dict(state["gen_optimizer"])
+            self.gen_scheduler.load_state_dict(state["gen_scheduler"])
+        self.epoch, self.step, self.history = state["epoch"], state["step"], list(state["history"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        self.data_rng.set_state(rng["data"].cpu())
+        np.random.set_state(("MT19937", np.array(rng["numpy"], dtype=np.uint32), rng["numpy_pos"], 0, 0.0))
+        random.setstate(ast.literal_eval(rng["python"]))
