@@ -1,0 +1,116 @@
+"""Tiny end-to-end runs of the trainer and the CLI on the embedded digits data."""
+
+import json
+
+import pytest
+import torch
+
+from maxl.backbones import tiny_cnn
+from maxl.cli import main, parse_psi
+from maxl.data import load_dataset
+from maxl.meta import MetaConfig
+from maxl.networks import LabelGenerator, MultiTaskNetwork
+from maxl.trainer import NonFiniteLossError, TrainConfig, Trainer, seed_everything
+
+pytestmark = pytest.mark.integration
+
+FAST = ["--batch-size", "32", "--lr", "0.05", "--momentum", "0.9", "--hidden", "32", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", train_subset=320, test_subset=200)
+
+
+def make_trainer(data, out, method="maxl", epochs=2, seed=0, **overrides):
+    seed_everything(seed)
+    psi = [3] * data.num_primary
+    net = MultiTaskNetwork(tiny_cnn(1), data.num_primary, 0 if method == "single" else sum(psi), hidden=16)
+    gen = LabelGenerator(tiny_cnn(1), psi, hidden=16) if method == "maxl" else None
+    cfg = TrainConfig(method=method, epochs=epochs, batch_size=32, lr=0.05, momentum=0.9, seed=seed,
+                      device="cpu", progress=False, meta=MetaConfig(inner_lr=0.05), **overrides)
+    return Trainer(net, data.train, data.test, cfg, out, generator=gen)
+
+
+def test_cli_run_writes_the_run_folder_and_learns(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--method", "single", "maxl", "--epochs", "3", "--out", str(out),
+                 *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "single" in printed and "maxl" in printed
+    for method in ("single", "maxl"):
+        folder = out / method
+        config = json.loads((folder / "config.json").read_text())
+        assert config["train"]["method"] == method and config["model"]["psi"] == [5] * 10
+        metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert [m["epoch"] for m in metrics] == [1, 2, 3]
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["final_test_acc"] == metrics[-1]["test_acc"]
+        assert summary["final_test_acc"] > 0.6, f"{method}: {summary}"  # chance is 0.1
+        state = torch.load(folder / "checkpoint.pt", weights_only=True)
+        assert state["epoch"] == 3
+    maxl_metrics = json.loads((out / "maxl" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"meta_outer_loss", "neg_entropy", "train_aux_loss", "gen_lr"} <= set(maxl_metrics)
+
+
+def test_cli_reports_bad_psi(tmp_path, capsys):
+    assert main(["train", "--dataset", "digits", "--psi", "6,4", "--epochs", "1", "--out", str(tmp_path)]) == 2
+    assert "2 entries but the data set has 10 primary classes" in capsys.readouterr().err
+
+
+def test_parse_psi():
+    assert parse_psi("3", 4, None) == [3, 3, 3, 3]
+    assert parse_psi("6, 4", 2, None) == [6, 4]
+    assert parse_psi(None, 2, [6, 4]) == [6, 4]
+    assert parse_psi(None, 3, None) == [5, 5, 5]
+    with pytest.raises(ValueError, match="comma-separated"):
+        parse_psi("a,b", 2, None)
+    with pytest.raises(ValueError, match=r"psi\[1\] = 0"):
+        parse_psi("2,0", 2, None)
+
+
+@pytest.mark.parametrize("schedule", ["alternate", "per-step"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, digits, schedule):
+    full = make_trainer(digits, tmp_path / "full", epochs=4, schedule=schedule, gen_every=2)
+    full.fit()
+    half = make_trainer(digits, tmp_path / "half", epochs=2, schedule=schedule, gen_every=2)
+    half.fit()
+    torch.manual_seed(123)  # the resumed process starts from another RNG state
+    resumed = make_trainer(digits, tmp_path / "half", epochs=4, seed=7, schedule=schedule, gen_every=2)
+    resumed.load_checkpoint(tmp_path / "half" / "checkpoint.pt")
+    resumed.fit()
+
+    def strip(path):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        return [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in rows]
+
+    assert strip(tmp_path / "half" / "metrics.jsonl") == strip(tmp_path / "full" / "metrics.jsonl")
+    for a, b in zip(full.generator.parameters(), resumed.generator.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_human_method_learns_from_fixed_labels(tmp_path, digits):
+    seed_everything(0)
+    psi = [1] * 10  # one auxiliary class per digit: the aux labels equal the primary ones
+    net = MultiTaskNetwork(tiny_cnn(1), 10, sum(psi), hidden=16)
+    cfg = TrainConfig(method="human", epochs=4, batch_size=32, lr=0.05, momentum=0.9, device="cpu", progress=False)
+    aux = torch.tensor([int(digits.train[i][1]) for i in range(len(digits.train))])
+    trainer = Trainer(net, digits.train, digits.test, cfg, None, aux_labels=aux)
+    summary = trainer.fit()
+    assert summary["final_test_acc"] > 0.3 and trainer.history[-1]["train_aux_loss"] > 0
+
+
+def test_nan_loss_stops_with_a_message(digits, tmp_path):
+    trainer = make_trainer(digits, tmp_path, method="single")
+    with torch.no_grad():
+        trainer.net.primary_head[-1].bias.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="primary_loss became nan at epoch 1, step 1"):
+        trainer.fit()
+
+
+def test_trainer_rejects_missing_generator(digits):
+    net = MultiTaskNetwork(tiny_cnn(1), 10, 30, hidden=8)
+    with pytest.raises(ValueError, match="needs a label-generation network"):
+        Trainer(net, digits.train, digits.test, TrainConfig(method="maxl", progress=False))
+    with pytest.raises(ValueError, match="unknown method"):
+        TrainConfig(method="magic")
