@@ -6,7 +6,7 @@ auxiliary labels that a label-generation network invents, the generator being tr
 second-order meta-gradients so that its labels help the primary task.
 """
 
-from .backbones import BACKBONES, ConvNet, build_backbone, mnist_cnn, tiny_cnn, vgg16_bn
+from .backbones import BACKBONES, ConvNet, build_backbone, small_cnn, tiny_cnn, vgg16_bn
 from .hierarchy import Hierarchy, masked_log_softmax, masked_softmax, validate_psi
 from .losses import focal_loss, negative_entropy
 from .meta import MetaConfig, MetaResult, meta_gradient
@@ -16,7 +16,7 @@ from .trainer import TrainConfig, Trainer
 __version__ = "0.1.0"
 
 __all__ = [
-    "BACKBONES", "ConvNet", "build_backbone", "mnist_cnn", "tiny_cnn", "vgg16_bn",
+    "BACKBONES", "ConvNet", "build_backbone", "small_cnn", "tiny_cnn", "vgg16_bn",
     "Hierarchy", "masked_log_softmax", "masked_softmax", "validate_psi",
     "focal_loss", "negative_entropy",
     "MetaConfig", "MetaResult", "meta_gradient",

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ConvNet", "vgg16_bn", "mnist_cnn", "tiny_cnn", "BACKBONES", "build_backbone"]
+__all__ = ["ConvNet", "vgg16_bn", "small_cnn", "tiny_cnn", "BACKBONES", "build_backbone"]
 
 
 class ConvNet(nn.Module):
@@ -74,8 +74,9 @@ def vgg16_bn(in_channels: int = 3) -> ConvNet:
     return ConvNet(in_channels, (64, 128, 256, 512, 512), (2, 2, 3, 3, 3))
 
 
-def mnist_cnn(in_channels: int = 1) -> ConvNet:
-    """A small CNN for 28×28 images (MNIST): blocks of 1,1,2 convs with 32,64,128 filters → 128."""
+def small_cnn(in_channels: int = 1) -> ConvNet:
+    """A small CNN for MNIST-sized images (≥ 8×8; MNIST, CIFAR on a CPU): blocks of 1,1,2 convs
+    with 32,64,128 filters → 128 features."""
     return ConvNet(in_channels, (32, 64, 128), (1, 1, 2))
 
 
@@ -84,7 +85,7 @@ def tiny_cnn(in_channels: int = 1) -> ConvNet:
     return ConvNet(in_channels, (16, 32), (1, 1))
 
 
-BACKBONES = {"vgg16": vgg16_bn, "mnist-cnn": mnist_cnn, "tiny": tiny_cnn}
+BACKBONES = {"vgg16": vgg16_bn, "small-cnn": small_cnn, "tiny-cnn": tiny_cnn}
 
 
 def build_backbone(name: str, in_channels: int) -> ConvNet:

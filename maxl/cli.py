@@ -26,7 +26,7 @@ from .trainer import METHODS, SCHEDULES, TrainConfig, Trainer, atomic_write_text
 __all__ = ["main", "build_parser", "run_training", "parse_psi"]
 
 # Per data set: the backbone that fits its images and the default auxiliary classes per primary class.
-DEFAULT_BACKBONE = {"digits": "tiny", "mnist": "mnist-cnn", "cifar10": "vgg16", "cifar100": "vgg16",
+DEFAULT_BACKBONE = {"digits": "tiny-cnn", "mnist": "small-cnn", "cifar10": "vgg16", "cifar100": "vgg16",
                     "imagefolder": "vgg16"}
 DEFAULT_AUX_PER_CLASS = 5
 
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--method", nargs="+", choices=METHODS, default=["maxl"],
                    help="one or more methods; several are run one after another into OUT/METHOD")
     m.add_argument("--backbone", choices=sorted(BACKBONES), default=None,
-                   help="backbone of both networks (default: tiny for digits, mnist-cnn for mnist, vgg16 else)")
+                   help="backbone of both networks (default: tiny-cnn for digits, small-cnn for mnist, vgg16 else)")
     m.add_argument("--hidden", type=int, default=512, help="hidden width of the heads")
     m.add_argument("--psi", default=None,
                    help="hierarchy psi: auxiliary classes per primary class, an int or a list like 6,4 "
