@@ -135,6 +135,8 @@ def run_training(args: argparse.Namespace) -> dict[str, dict]:
     summaries = {}
     for method in args.method:
         out = Path(args.out) / method if len(args.method) > 1 else Path(args.out)
+        if method in ("random", "kmeans"):
+            raise ValueError(f"method {method!r} is not available from the command line yet")
         if method == "human" and (data.aux_train is None or data.psi != psi):
             raise ValueError(f"method 'human' needs a data set with a human hierarchy matching psi={psi}; "
                              f"{data.name} has psi={data.psi}")

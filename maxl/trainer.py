@@ -5,8 +5,8 @@ and data sets it is given. Data sets yield ``(image [C, H, W], primary label, in
 
 Methods:
     * ``single``: the primary task alone.
-    * ``human`` (or any fixed labels): a fixed auxiliary label per training image
-      (``aux_labels[index]``), learnt as a second task.
+    * ``human``, ``random``, ``kmeans``: a fixed auxiliary label per training image
+      (``aux_labels[index]``, made by the caller), learnt as a second task.
     * ``maxl``: auxiliary labels from the label-generation network, which is trained with
       the meta-gradient of :mod:`maxl.meta` (Liu, Davison, Johns, NeurIPS 2019, Alg. 1).
 
@@ -41,9 +41,10 @@ from tqdm.auto import tqdm
 from .losses import LOSSES, classification_loss
 from .meta import MetaConfig, meta_gradient
 
-__all__ = ["TrainConfig", "Trainer", "METHODS", "SCHEDULES", "NonFiniteLossError"]
+__all__ = ["TrainConfig", "Trainer", "METHODS", "FIXED_LABEL_METHODS", "SCHEDULES", "NonFiniteLossError"]
 
-METHODS = ("single", "human", "maxl")
+METHODS = ("single", "human", "random", "kmeans", "maxl")
+FIXED_LABEL_METHODS = ("human", "random", "kmeans")
 SCHEDULES = ("alternate", "per-step")
 
 
@@ -149,7 +150,7 @@ class Trainer:
         out_dir: run folder (created); None writes nothing.
         generator: the label-generation network (``maxl`` only).
         aux_labels: int64 ``[N_train]`` fixed auxiliary labels indexed by the training
-            sample's index (``human`` only), each inside its sample's ψ block.
+            sample's index (``human``, ``random``, ``kmeans``), each inside its sample's ψ block.
 
     Raises:
         ValueError: the networks or labels do not fit the method.
@@ -161,8 +162,8 @@ class Trainer:
         self.config = cfg = config
         if cfg.method == "maxl" and generator is None:
             raise ValueError("method 'maxl' needs a label-generation network (generator=)")
-        if cfg.method == "human" and aux_labels is None:
-            raise ValueError("method 'human' needs fixed auxiliary labels (aux_labels=)")
+        if cfg.method in FIXED_LABEL_METHODS and aux_labels is None:
+            raise ValueError(f"method {cfg.method!r} needs fixed auxiliary labels (aux_labels=)")
         if cfg.method != "single" and getattr(net, "aux_head", None) is None:
             raise ValueError(f"method {cfg.method!r} needs a multi-task network with an auxiliary head")
         self.device = resolve_device(cfg.device)
@@ -210,7 +211,7 @@ class Trainer:
 
     def _aux_targets(self, x: Tensor, y: Tensor, idx: Tensor) -> Tensor | None:
         """Targets of the auxiliary head: float ``[B, K]`` rows, or None for ``single``."""
-        if self.config.method == "human":
+        if self.config.method in FIXED_LABEL_METHODS:
             return torch.nn.functional.one_hot(self.aux_labels[idx], self.net.num_aux).to(x.dtype)
         if self.config.method == "maxl":
             with torch.no_grad():
