@@ -63,6 +63,11 @@ _DIGITS_NORM = (0.3053, 0.3760)  # pixel mean / std of all 1797 digits images, v
 _MNIST_FILES = (
     "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
 )  # fmt: skip
+# Human two-level hierarchies of the ten digits (MNIST, digits): primary names, parent of each digit.
+DIGIT_GROUPINGS = {
+    "even-odd": (("even", "odd"), tuple(d % 2 for d in range(10))),
+    "low-high": (("0-4", "5-9"), tuple(int(d >= 5) for d in range(10))),
+}
 _CACHE_VERSION = 1  # bump when the cache layout changes
 
 
@@ -390,7 +395,9 @@ def _parse_hierarchy(name: str, hierarchy: str | None) -> tuple[int, int | None]
                 f"or 'P' (primary only), with levels in {cifar100.LEVELS}, e.g. '20-100' or '3-10'"
             )
         return int(parts[0]), (int(parts[1]) if len(parts) == 2 else None)
-    allowed = {"cifar10": (None, "animal-vehicle"), "imagefolder": (None, "animal-vehicle")}.get(name, (None,))
+    digit_groupings = (None, *DIGIT_GROUPINGS)
+    allowed = {"cifar10": (None, "animal-vehicle"), "imagefolder": (None, "animal-vehicle"),
+               "mnist": digit_groupings, "digits": digit_groupings}.get(name, (None,))
     if hierarchy not in allowed:
         raise ValueError(f"bad hierarchy {hierarchy!r} for {name}: allowed {allowed}")
     return hierarchy
@@ -408,6 +415,11 @@ def _apply_hierarchy(spec, labels: Tensor, class_names: list[str]):
         to_cifar10 = torch.tensor([cifar100.CIFAR10_NAMES.index(c) for c in class_names])
         primary, aux, psi, aux_names = cifar100.animal_vehicle_labels(to_cifar10[labels])
         return primary, aux, list(cifar100.ANIMAL_VEHICLE_NAMES), psi, aux_names
+    if spec in DIGIT_GROUPINGS:  # digits 0-9 grouped into two primary classes, digits auxiliary
+        primary_names, parent_of = DIGIT_GROUPINGS[spec]
+        primary, aux, psi = cifar100.grouped_labels(labels, parent_of)
+        aux_names = [class_names[c] for c in cifar100.block_order(parent_of)]
+        return primary, aux, list(primary_names), psi, aux_names
     primary_level, aux_level = spec  # CIFAR-100 levels
     if aux_level is None:
         return cifar100.level_labels(labels, primary_level), None, list(cifar100.level_names(primary_level)), None, None
@@ -435,9 +447,9 @@ def load_dataset(
     ============ ============================================= ===================== ===========
     name         source (under ``root``)                       hierarchy             images
     ============ ============================================= ===================== ===========
-    digits       scikit-learn ``load_digits`` (no files);      none                  1 x 8 x 8
-                 fixed stratified split 1347 / 450
-    mnist        ``MNIST/raw/*-idx?-ubyte(.gz)``               none                  1 x 28 x 28
+    digits       scikit-learn ``load_digits`` (no files);      None, even-odd,       1 x 8 x 8
+                 fixed stratified split 1347 / 450             low-high
+    mnist        ``MNIST/raw/*-idx?-ubyte(.gz)``               as digits             1 x 28 x 28
     cifar10      ``cifar-10-batches-py/`` (python pickles)     None, animal-vehicle  3 x 32 x 32
     cifar100     ``cifar-100-python/`` (python pickles)        'P-A' or 'P',         3 x 32 x 32
                                                                default '20-100'
@@ -448,7 +460,8 @@ def load_dataset(
     ``'20-100'`` makes the 20 superclasses the primary task and the 100 fine classes the human
     auxiliary task (ψ = [5] * 20), the paper's main setting; ``'100'`` is the flat 100-class task.
     ``'animal-vehicle'`` (CIFAR-10, or an ImageFolder of the 10 CIFAR-10 classes) makes animal /
-    vehicle primary and the 10 classes auxiliary (ψ = [6, 4]).
+    vehicle primary and the 10 classes auxiliary (ψ = [6, 4]). ``'even-odd'`` and ``'low-high'``
+    (digits, MNIST) make two groups of five digits primary and the digits auxiliary (ψ = [5, 5]).
 
     Image folders are decoded once and cached as a ``.pt`` file in ``cache_dir`` (default
     ``root/.maxl-cache`` if writable, else ``~/.cache/maxl``); the cache key covers every file's

@@ -327,3 +327,18 @@ def test_imagefolder_errors(tmp_path):
     (root / "test").rename(root / "val")
     with pytest.raises(FileNotFoundError, match=re.escape(str(root / "test"))):
         load_dataset("imagefolder", root)
+
+
+@pytest.mark.parametrize("grouping, psi, primary_of", [("even-odd", [5, 5], lambda d: d % 2),
+                                                       ("low-high", [5, 5], lambda d: int(d >= 5))])
+def test_digit_groupings(grouping, psi, primary_of):
+    flat = load_dataset("digits")
+    grouped = load_dataset("digits", hierarchy=grouping)
+    assert grouped.psi == psi and grouped.num_primary == 2
+    digits = [int(flat.train[i][1]) for i in range(len(flat.train))]
+    for i, d in enumerate(digits):
+        primary = int(grouped.train[i][1])
+        aux = int(grouped.aux_train[i])
+        assert primary == primary_of(d)
+        assert 5 * primary <= aux < 5 * primary + 5  # inside the primary's block
+        assert grouped.aux_names[aux] == flat.primary_names[d]  # the block position names the digit
