@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alternate: a multi-task pass then a generator pass per epoch (reference); "
                         "per-step: generator update every --gen-every steps")
     g.add_argument("--gen-every", type=int, default=1, help="generator update every k steps (per-step schedule)")
+    g.add_argument("--no-fused", action="store_true",
+                   help="per-step schedule: take the multi-task update and the look-ahead from separate "
+                        "forward/backward passes (default: one shared pass, same gradients)")
     r = t.add_argument_group("run")
     r.add_argument("--seed", type=int, default=0, help="random seed")
     r.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto")
@@ -146,7 +149,7 @@ def run_training(args: argparse.Namespace) -> dict[str, dict]:
                              momentum=args.momentum, weight_decay=args.weight_decay, gen_lr=args.gen_lr,
                              gen_weight_decay=args.gen_weight_decay, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
                              loss=args.loss, focal_gamma=args.focal_gamma, schedule=args.schedule,
-                             gen_every=args.gen_every, seed=args.seed, device=args.device,
+                             gen_every=args.gen_every, fused=not args.no_fused, seed=args.seed, device=args.device,
                              progress=not args.no_progress, meta=meta)
         seed_everything(args.seed)
         num_aux = 0 if method == "single" else sum(psi)

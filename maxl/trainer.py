@@ -15,7 +15,9 @@ Schedules for ``maxl``:
       the generator frozen, then one pass over the reshuffled training set of generator
       updates with the multi-task network frozen.
     * ``per-step``: in one pass, a generator update every ``gen_every`` steps; labels and
-      look-ahead of that step come from the networks before either update.
+      look-ahead of that step come from the networks before either update. With ``fused``
+      (default) that step's multi-task update and look-ahead share one forward/backward
+      (:func:`maxl.fused.fused_step`; same gradients, fewer passes).
 
 The run folder receives ``config.json`` (written by the caller), ``metrics.jsonl`` (one
 JSON record per epoch), ``summary.json`` and ``checkpoint.pt`` (written atomically).
@@ -38,6 +40,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .fused import FUSED_ENGINES, fused_step
 from .losses import LOSSES, classification_loss
 from .meta import MetaConfig, meta_gradient
 
@@ -70,6 +73,9 @@ class TrainConfig:
         focal_gamma: γ of the focal loss.
         schedule: one of :data:`SCHEDULES` (``maxl`` only).
         gen_every: generator update every k multi-task steps (``per-step`` only).
+        fused: ``per-step`` only: compute a generator step's multi-task update and look-ahead
+            from one shared forward/backward (:func:`maxl.fused.fused_step`); the
+            ``higher`` engine always takes the two separately.
         seed: seeds python, numpy, torch and the data order.
         device: ``"cpu"``, ``"cuda"``, ... or ``"auto"`` (CUDA if available).
         progress: show a tqdm progress bar.
@@ -90,6 +96,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     schedule: str = "alternate"
     gen_every: int = 1
+    fused: bool = True
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -235,6 +242,24 @@ class Trainer:
         stats["primary_correct"] = (primary_logits.argmax(1) == y).sum().item()
         return stats
 
+    def _fused_step(self, x: Tensor, y: Tensor):
+        """A generator update and a multi-task update from one shared forward/backward; the
+        same updates as :meth:`_generator_step` then :meth:`_multitask_step` on its labels."""
+        r = fused_step(self.net, self.generator, x, y, self.loss_fn, self.config.meta)
+        self._check_finite(primary_loss=r.primary_loss, multitask_loss=r.primary_loss + r.aux_loss,
+                           meta_outer_loss=r.meta.outer_loss, neg_entropy=r.meta.neg_entropy)
+        self.gen_optimizer.zero_grad(set_to_none=True)
+        for p, g in zip((p for p in self.generator.parameters() if p.requires_grad), r.meta.grads):
+            p.grad = g
+        self.gen_optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        for p, g in zip((p for p in self.net.parameters() if p.requires_grad), r.net_grads):
+            p.grad = g
+        self.optimizer.step()
+        stats = {"aux_loss": r.aux_loss.item(), "primary_loss": r.primary_loss.item(),
+                 "primary_correct": (r.primary_logits.argmax(1) == y).sum().item()}
+        return r.meta, stats
+
     def _generator_step(self, x: Tensor, y: Tensor):
         result = meta_gradient(self.net, self.generator, x, y, self.loss_fn, self.config.meta)
         self._check_finite(meta_outer_loss=result.outer_loss, neg_entropy=result.neg_entropy)
@@ -257,18 +282,23 @@ class Trainer:
         sums: dict[str, float] = {}
         n_images = n_steps = n_meta = 0
         per_step = cfg.method == "maxl" and cfg.schedule == "per-step"
+        fused = per_step and cfg.fused and (cfg.meta.order == "first" or cfg.meta.engine in FUSED_ENGINES)
         epoch_tag = f"epoch {self.epoch + 1}/{cfg.epochs}"
         for batch in (bar := self._bar(self._loader(self.train_set, True), f"{epoch_tag} train")):
             x, y, idx = self._to_device(batch)
+            fused_stats = None
             if per_step and self.step % cfg.gen_every == 0:
-                result = self._generator_step(x, y)  # θ2 update from the current θ1, θ2
+                if fused:  # θ2 and θ1 updates from one shared forward/backward
+                    result, fused_stats = self._fused_step(x, y)
+                else:
+                    result = self._generator_step(x, y)  # θ2 update from the current θ1, θ2
                 targets = result.soft_labels  # labels of the generator before its update
                 sums["meta_outer_loss"] = sums.get("meta_outer_loss", 0.0) + result.outer_loss.item()
                 sums["neg_entropy"] = sums.get("neg_entropy", 0.0) + result.neg_entropy.item()
                 n_meta += 1
             else:
                 targets = self._aux_targets(x, y, idx)
-            stats = self._multitask_step(x, y, targets)
+            stats = fused_stats or self._multitask_step(x, y, targets)
             for k in ("primary_loss", "aux_loss"):
                 if k in stats:
                     sums[k] = sums.get(k, 0.0) + stats[k]

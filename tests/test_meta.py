@@ -2,16 +2,20 @@
 
 * float64 central finite differences of the outer objective J(θ2), where J is evaluated by
   a naive path: a deep copy of the multi-task network takes one plain SGD step in place;
-* the `higher` engine against the torch.func engine;
-* the first-order (finite-difference Hessian-vector) variant against the exact one.
+* the `higher` and forward-mode (`jvp`) engines against the torch.func engine;
+* the first-order (finite-difference Hessian-vector) variant against the exact one;
+* the fused step (multi-task gradient and meta-gradient from one shared forward/backward)
+  against the separate computations.
 """
 
 import copy
+import functools
 
 import pytest
 import torch
 
 from maxl.backbones import ConvNet
+from maxl.fused import fused_step
 from maxl.losses import classification_loss, negative_entropy
 from maxl.meta import MetaConfig, meta_gradient
 from maxl.networks import LabelGenerator, MultiTaskNetwork
@@ -61,16 +65,38 @@ def flat(tensors):
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
+def exact_meta_grads(variant, net, gen, x, y, loss_fn, cfg):
+    """∇θ2 J by one of the variants that claim to be exact: ``meta_gradient`` with an engine,
+    or ``fused_step`` (on a copy of the network: it advances the BatchNorm statistics)."""
+    kind, engine = variant.split("-")
+    cfg = MetaConfig(inner_lr=cfg.inner_lr, entropy_weight=cfg.entropy_weight, engine=engine)
+    if kind == "fused":
+        return fused_step(copy.deepcopy(net), gen, x, y, loss_fn, cfg).meta.grads
+    return meta_gradient(net, gen, x, y, loss_fn, cfg).grads
+
+
+EXACT_VARIANTS = ["meta-func", "meta-higher", "meta-jvp", "fused-func", "fused-jvp"]
+
+
+@functools.cache
+def finite_difference_meta_gradient(loss):
+    """float64 central differences of the naive J(θ2), α = 0.5, λ = 0.2 (computed once per loss)."""
+    net, gen, x, y = tiny_networks()
+    loss_fn = classification_loss(loss, gamma=2.0)
+    with torch.no_grad():
+        return flat(finite_difference_gradient(
+            lambda: torch.enable_grad().__enter__() or naive_outer_objective(net, gen, x, y, loss_fn, 0.5, 0.2),
+            list(gen.parameters())))
+
+
+@pytest.mark.parametrize("variant", EXACT_VARIANTS)
 @pytest.mark.parametrize("loss", ["focal", "ce"])
-def test_second_order_meta_gradient_equals_finite_differences(loss):
+def test_second_order_meta_gradient_equals_finite_differences(loss, variant):
     net, gen, x, y = tiny_networks()
     loss_fn = classification_loss(loss, gamma=2.0)
     cfg = MetaConfig(inner_lr=0.5, entropy_weight=0.2)  # a large α makes the 2nd-order term count
-    exact = flat(meta_gradient(net, gen, x, y, loss_fn, cfg).grads)
-    with torch.no_grad():
-        fd = flat(finite_difference_gradient(
-            lambda: torch.enable_grad().__enter__() or naive_outer_objective(net, gen, x, y, loss_fn, 0.5, 0.2),
-            list(gen.parameters())))
+    exact = flat(exact_meta_grads(variant, net, gen, x, y, loss_fn, cfg))
+    fd = finite_difference_meta_gradient(loss)
     rel = (exact - fd).norm() / fd.norm()
     assert rel < 1e-5, f"relative error {rel:.2e}"
     # the second-order term is not negligible here: dropping it (entropy only) is far off
@@ -78,11 +104,12 @@ def test_second_order_meta_gradient_equals_finite_differences(loss):
     assert (ent_only - fd).norm() / fd.norm() > 1e-2
 
 
-def test_higher_engine_equals_torch_func_engine():
+@pytest.mark.parametrize("engine", ["higher", "jvp"])
+def test_engines_equal_torch_func_engine(engine):
     net, gen, x, y = tiny_networks()
     loss_fn = classification_loss("focal")
     a = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=0.3, engine="func"))
-    b = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=0.3, engine="higher"))
+    b = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=0.3, engine=engine))
     torch.testing.assert_close(flat(a.grads), flat(b.grads), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(a.outer_loss, b.outer_loss)
 
@@ -97,8 +124,8 @@ def test_first_order_is_close_to_second_order(inner_lr):
     assert cosine > 0.99, f"cosine {cosine:.4f}"
 
 
-@pytest.mark.parametrize("cfg", [MetaConfig(engine="func"), MetaConfig(engine="higher"), MetaConfig(order="first")],
-                         ids=["func", "higher", "first"])
+@pytest.mark.parametrize("cfg", [MetaConfig(engine="func"), MetaConfig(engine="higher"), MetaConfig(engine="jvp"),
+                                 MetaConfig(order="first")], ids=["func", "higher", "jvp", "first"])
 def test_meta_step_leaves_the_multitask_network_untouched(cfg):
     net, gen, x, y = tiny_networks(torch.float32)
     net(x)  # give the BatchNorm statistics a non-default value first
@@ -133,3 +160,35 @@ def test_meta_config_rejects_unknown_settings():
         MetaConfig(order="third")
     with pytest.raises(ValueError, match="inner_lr"):
         MetaConfig(inner_lr=0)
+
+
+@pytest.mark.parametrize("cfg", [MetaConfig(inner_lr=0.3, engine="func"), MetaConfig(inner_lr=0.3, engine="jvp"),
+                                 MetaConfig(inner_lr=0.3, order="first")], ids=["func", "jvp", "first"])
+def test_fused_step_equals_meta_gradient_then_multitask_backward(cfg):
+    net, gen, x, y = tiny_networks()
+    loss_fn = classification_loss("focal")
+    net(x)  # non-default BatchNorm statistics
+    before = copy.deepcopy(net.state_dict())
+    separate = meta_gradient(net, gen, x, y, loss_fn, cfg)
+    plain = copy.deepcopy(net)  # the plain multi-task step on the generator's labels
+    pri, aux = plain(x)
+    (loss_fn(pri, y) + loss_fn(aux, separate.soft_labels)).backward()
+
+    fused = fused_step(net, gen, x, y, loss_fn, cfg)
+    torch.testing.assert_close(flat(fused.meta.grads), flat(separate.grads), rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(flat(fused.net_grads), flat(p.grad for p in plain.parameters()),
+                               rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(fused.meta.outer_loss, separate.outer_loss)
+    torch.testing.assert_close(fused.meta.soft_labels, separate.soft_labels)
+    torch.testing.assert_close(fused.primary_loss, loss_fn(pri, y).detach())
+    # parameters and .grad untouched; BatchNorm statistics advanced exactly once, as by `plain`
+    for (k, v), (_, w) in zip(net.state_dict().items(), plain.state_dict().items()):
+        assert torch.equal(v, w), f"{k}: not the statistics of one multi-task forward"
+    assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items() if "running" in k)
+    assert all(p.grad is None for p in list(net.parameters()) + list(gen.parameters()))
+
+
+def test_fused_step_rejects_the_higher_engine():
+    net, gen, x, y = tiny_networks()
+    with pytest.raises(ValueError, match="higher"):
+        fused_step(net, gen, x, y, classification_loss("focal"), MetaConfig(engine="higher"))

@@ -1,9 +1,11 @@
 """Tiny end-to-end runs of the trainer and the CLI on the embedded digits data."""
 
 import json
+import types
 
 import pytest
 import torch
+from torch.utils.data import Subset
 
 from maxl.backbones import tiny_cnn
 from maxl.cli import main, parse_psi
@@ -114,3 +116,26 @@ def test_trainer_rejects_missing_generator(digits):
         Trainer(net, digits.train, digits.test, TrainConfig(method="maxl", progress=False))
     with pytest.raises(ValueError, match="unknown method"):
         TrainConfig(method="magic")
+
+
+@pytest.mark.parametrize("meta", [MetaConfig(inner_lr=0.05, engine="func"), MetaConfig(inner_lr=0.05, engine="jvp"),
+                                  MetaConfig(inner_lr=0.05, order="first")], ids=["func", "jvp", "first"])
+def test_fused_per_step_schedule_takes_the_same_steps_as_the_separate_one(digits, meta):
+    small = types.SimpleNamespace(train=Subset(digits.train, range(128)), test=digits.test,
+                                  num_primary=digits.num_primary)  # 4 steps, 2 of them generator steps
+    runs = {}
+    for fused in (True, False):
+        trainer = make_trainer(small, None, epochs=1, schedule="per-step", gen_every=2, fused=fused)
+        trainer.config.meta = meta
+        calls = []
+        fused_step = trainer._fused_step
+        trainer._fused_step = lambda x, y: calls.append(len(y)) or fused_step(x, y)
+        runs[fused] = (trainer.train_epoch(), trainer.net.state_dict(), trainer.generator.state_dict())
+        assert len(calls) == (2 if fused else 0)
+    (rec_f, net_f, gen_f), (rec_s, net_s, gen_s) = runs[True], runs[False]
+    assert rec_f.keys() == rec_s.keys()
+    for k in rec_f:
+        assert rec_f[k] == pytest.approx(rec_s[k], rel=1e-4), k
+    for a, b in ((net_f, net_s), (gen_f, gen_s)):
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)

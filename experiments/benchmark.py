@@ -1,0 +1,410 @@
+"""Cost of a MAXL training iteration against a single-task one: time, FLOPs and peak memory.
+
+For each backbone, every variant trains on one fixed random batch (data loading is the same
+for all variants and left out) through the trainer's own step methods:
+
+* ``single``: one SGD step of the primary-only network.
+* ``maxl-<engine>``: the reference ``alternate`` schedule per batch: a multi-task step on the
+  generator's labels, then a generator step with :func:`maxl.meta.meta_gradient`
+  (engines ``func``, ``higher``, ``jvp``; ``first`` is the first-order variant).
+* ``fused-<engine>``: the ``per-step`` schedule with ``gen_every=1``: both updates from
+  :func:`maxl.fused.fused_step`, one shared multi-task forward/backward.
+* ``every<k>``: the ``per-step`` schedule with the generator updated every k steps (fused,
+  exact ``jvp`` engine); its time is that of k iterations divided by k.
+
+Timing: after warm-up, ``--repeats`` rounds; each round times one iteration of every
+variant, in an order rotated from round to round, so that a busy machine slows all variants
+alike. Reported: the median time per iteration and the median over rounds of the ratio to
+``single`` in the same round. FLOPs (``torch.utils.flop_counter``: convolutions and matrix
+products) do not depend on the load of the machine. Peak memory comes from a fresh
+subprocess per variant: CPU, the peak resident set size (``VmHWM``) above the resident size
+after importing torch (the networks, optimisers, activations and workspace); CUDA,
+``torch.cuda.max_memory_allocated``.
+
+Writes ``OUT.json`` and ``OUT.md`` (and ``OUT-profile.md`` with ``--profile``).
+
+Example (the committed table, figures/README.md)::
+
+    python experiments/benchmark.py --backbones vgg16 small-cnn --batch-size 100 --out figures/benchmark
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from maxl.backbones import build_backbone
+from maxl.meta import MetaConfig
+from maxl.networks import LabelGenerator, MultiTaskNetwork
+from maxl.trainer import TrainConfig, Trainer
+
+# backbone -> (image channels, image size, ψ): the paper's CIFAR-100 setting (20 superclasses,
+# 5 auxiliary classes each) for VGG-16-BN, MNIST with 5 auxiliary classes per digit for the CNN.
+SETTINGS = {
+    "vgg16": (3, 32, [5] * 20),
+    "small-cnn": (1, 28, [5] * 10),
+    "tiny-cnn": (1, 8, [2] * 10),  # for quick checks only
+}
+
+# variant -> (meta config, schedule, what it is); every<k> is added from --gen-every
+VARIANTS = {
+    "single": (None, None, "single task, one SGD step"),
+    "maxl-func": (MetaConfig(engine="func"), "alternate", "exact, separate steps, torch.func double backward"),
+    "maxl-higher": (MetaConfig(engine="higher"), "alternate", "exact, separate steps, higher"),
+    "maxl-jvp": (MetaConfig(engine="jvp"), "alternate", "exact, separate steps, forward-mode JVP"),
+    "maxl-first": (MetaConfig(order="first"), "alternate", "first order (finite differences), separate steps"),
+    "fused-func": (MetaConfig(engine="func"), "per-step", "exact, fused step, double backward"),
+    "fused-jvp": (MetaConfig(engine="jvp"), "per-step", "exact, fused step, forward-mode JVP"),
+    "fused-first": (MetaConfig(order="first"), "per-step", "first order, fused step"),
+}
+EXACT = ("maxl-func", "maxl-higher", "maxl-jvp", "fused-func", "fused-jvp")
+# the targets of issue 7: ratios to single-task
+TIME_TARGET = {"exact": 4.0, "first": 2.5, "every": 2.0}
+MEMORY_TARGET = 3.0
+
+
+@dataclass
+class Case:
+    """One variant ready to run: ``unit()`` performs ``iterations`` training iterations."""
+
+    name: str
+    unit: Callable[[], None]
+    iterations: int
+    sync: Callable[[], None]
+
+
+def variant_names(gen_every: int) -> list[str]:
+    return [*VARIANTS, f"every{gen_every}"]
+
+
+def describe(name: str) -> str:
+    if name.startswith("every"):
+        return f"exact, generator every {name[5:]} steps, fused, forward-mode JVP"
+    return VARIANTS[name][2]
+
+
+def target_of(name: str) -> float | None:
+    if name in EXACT:
+        return TIME_TARGET["exact"]
+    if name.endswith("first"):
+        return TIME_TARGET["first"]
+    if name.startswith("every"):
+        return TIME_TARGET["every"]
+    return None
+
+
+def make_networks(backbone: str, device: torch.device, seed: int, single: bool, maxl: bool,
+                  channels_last: bool):
+    """The single-task network and/or the MAXL pair (multi-task network, generator)."""
+    channels, _, psi = SETTINGS[backbone]
+    torch.manual_seed(seed)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    nets = {}
+    if single:
+        nets["single"] = MultiTaskNetwork(build_backbone(backbone, channels), len(psi), 0)
+    if maxl:
+        nets["net"] = MultiTaskNetwork(build_backbone(backbone, channels), len(psi), sum(psi))
+        nets["generator"] = LabelGenerator(build_backbone(backbone, channels), psi)
+    return {k: v.to(device=device, memory_format=fmt) for k, v in nets.items()}
+
+
+def make_cases(names: list[str], backbone: str, batch_size: int, device: torch.device, gen_every: int,
+               seed: int = 0, channels_last: bool = False) -> dict[str, Case]:
+    """Build the variants ``names`` on shared networks (one single-task network, one MAXL pair)."""
+    channels, size, psi = SETTINGS[backbone]
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch_size, channels, size, size, generator=gen)
+    y = torch.randint(0, len(psi), (batch_size,), generator=gen)
+    idx = torch.arange(batch_size)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x, y, idx = x.to(device=device, memory_format=fmt), y.to(device), idx.to(device)
+    nets = make_networks(backbone, device, seed, single="single" in names,
+                         maxl=any(n != "single" for n in names), channels_last=channels_last)
+    data = TensorDataset(x.cpu(), y.cpu(), idx.cpu())  # unused by the step methods
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def trainer(method, meta=None, schedule="alternate", k=1):
+        cfg = TrainConfig(method=method, batch_size=batch_size, schedule=schedule, gen_every=k, seed=seed,
+                          device=str(device), progress=False, meta=meta or MetaConfig())
+        if method == "single":
+            return Trainer(nets["single"], data, data, cfg)
+        return Trainer(nets["net"], data, data, cfg, generator=nets["generator"])
+
+    cases = {}
+    for name in names:
+        if name == "single":
+            t = trainer("single")
+            unit, iterations = (lambda t=t: t._multitask_step(x, y, None)), 1
+        elif name.startswith("every"):
+            k = int(name[5:])
+            t = trainer("maxl", MetaConfig(engine="jvp"), "per-step", k)
+
+            def unit(t=t, k=k):
+                t._fused_step(x, y)  # the generator step (and its multi-task step)
+                for _ in range(k - 1):  # plain multi-task steps on the generator's labels
+                    t._multitask_step(x, y, t._aux_targets(x, y, idx))
+            iterations = k
+        else:
+            meta, schedule, _ = VARIANTS[name]
+            t = trainer("maxl", MetaConfig(**vars(meta)), schedule)
+            if schedule == "per-step":
+                unit = lambda t=t: t._fused_step(x, y)  # noqa: E731
+            else:
+                def unit(t=t):
+                    t._multitask_step(x, y, t._aux_targets(x, y, idx))
+                    t._generator_step(x, y)
+            iterations = 1
+        cases[name] = Case(name, unit, iterations, sync)
+    return cases
+
+
+def time_cases(cases: dict[str, Case], warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per iteration of each case, ``repeats`` rounds in rotated order."""
+    for case in cases.values():
+        for _ in range(warmup):
+            case.unit()
+        case.sync()
+    names = list(cases)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            case = cases[name]
+            case.sync()
+            t0 = time.perf_counter()
+            case.unit()
+            case.sync()
+            times[name].append((time.perf_counter() - t0) / case.iterations)
+    return times
+
+
+def count_flops(case: Case) -> float:
+    """FLOPs per iteration (convolutions and matrix products, forward and backward)."""
+    with FlopCounterMode(display=False) as counter:
+        case.unit()
+    return counter.get_total_flops() / case.iterations
+
+
+def _proc_status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def memory_worker(args) -> dict:
+    """Run in a fresh process: build one variant, run it, report its peak memory."""
+    device = torch.device(args.device)
+    baseline_kib = _proc_status_kib("VmRSS")
+    cases = make_cases([args.memory_worker], args.backbone, args.batch_size, device, args.gen_every,
+                       channels_last=args.channels_last)
+    case = cases[args.memory_worker]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(2):
+        case.unit()
+    case.sync()
+    out = {"variant": args.memory_worker}
+    peak_kib = _proc_status_kib("VmHWM")
+    if peak_kib is not None and baseline_kib is not None:
+        out["peak_rss_mb"] = peak_kib / 1024
+        out["train_rss_mb"] = (peak_kib - baseline_kib) / 1024
+    if device.type == "cuda":
+        out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def measure_memory(name: str, backbone: str, args) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--memory-worker", name, "--backbone-worker", backbone,
+               "--batch-size", str(args.batch_size), "--gen-every", str(args.gen_every), "--device", args.device]
+    if args.channels_last:
+        command.append("--channels-last")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory worker for {name} ({backbone}) failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def profile_case(case: Case, device: torch.device, rows: int = 15) -> str:
+    """torch.profiler table (self time per op) of one unit of ``case``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        case.unit()
+        case.sync()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
+def benchmark_backbone(backbone: str, args, log=print) -> dict:
+    device = torch.device(args.device)
+    names = args.variants or variant_names(args.gen_every)
+    if "single" not in names:
+        names = ["single", *names]
+    cases = make_cases(names, backbone, args.batch_size, device, args.gen_every, channels_last=args.channels_last)
+    load_before = os.getloadavg()
+    log(f"[{backbone}] timing {len(names)} variants: {args.warmup} warm-up + {args.repeats} rounds")
+    times = time_cases(cases, args.warmup, args.repeats)
+    load_after = os.getloadavg()
+    flops = {n: count_flops(c) for n, c in cases.items()} if not args.no_flops else {}
+    rows = {}
+    for name in names:
+        ratios = [t / s for t, s in zip(times[name], times["single"])]
+        rows[name] = {
+            "description": describe(name),
+            "exact": name in EXACT or name.startswith("every") or name == "single",
+            "times_s": times[name],
+            "median_s": statistics.median(times[name]),
+            "ratio": statistics.median(ratios),
+            "ratio_of_medians": statistics.median(times[name]) / statistics.median(times["single"]),
+            "target_ratio": target_of(name),
+        }
+        if flops:
+            rows[name]["gflop"] = flops[name] / 1e9
+            rows[name]["flop_ratio"] = flops[name] / flops["single"]
+        log(f"[{backbone}] {name:12s} {rows[name]['median_s'] * 1000:9.1f} ms  {rows[name]['ratio']:5.2f}x"
+            + (f"  {rows[name]['flop_ratio']:5.2f}x FLOPs" if flops else ""))
+    if not args.no_memory:
+        mem_key = "cuda_max_allocated_mb" if device.type == "cuda" else "train_rss_mb"
+        for name in names:
+            rows[name].update(measure_memory(name, backbone, args))
+            rows[name].pop("variant", None)
+        for name in names:
+            rows[name]["memory_ratio"] = rows[name][mem_key] / rows["single"][mem_key]
+            log(f"[{backbone}] {name:12s} memory {rows[name][mem_key]:8.0f} MB  {rows[name]['memory_ratio']:5.2f}x")
+    profiles = {}
+    for name in args.profile or []:
+        if name in cases:
+            profiles[name] = profile_case(cases[name], device)
+    channels, size, psi = SETTINGS[backbone]
+    return {"backbone": backbone, "image": [channels, size, size], "psi": psi, "batch_size": args.batch_size,
+            "loadavg_before": load_before, "loadavg_after": load_after, "variants": rows, "profiles": profiles}
+
+
+def markdown(result: dict) -> str:
+    env = result["env"]
+    lines = [
+        "# Cost of a MAXL iteration (ratios to single-task, same process)", "",
+        f"Made by `{env['command']}` on {env['date']}: torch {env['torch']}, device {env['device']}"
+        f" ({env['processor']}), {env['threads']} threads, batch {result['batch_size']}, "
+        f"{result['warmup']} warm-up iterations, {result['repeats']} timed rounds.", "",
+        "Time: median seconds per iteration; ratio: median over rounds of (variant / single-task) in the same "
+        "round. FLOPs: convolutions and matrix products (`torch.utils.flop_counter`), independent of the "
+        "machine's load. Memory: peak resident set size above the size after `import torch` (CPU) or "
+        "`torch.cuda.max_memory_allocated` (GPU), each variant in a fresh process.", "",
+    ]
+    for bench in result["backbones"]:
+        c, h, w = bench["image"]
+        lines += [f"## {bench['backbone']}, {c}×{h}×{w}, ψ = [{bench['psi'][0]}]×{len(bench['psi'])}", "",
+                  f"Load average (1 min) {bench['loadavg_before'][0]:.1f} before, "
+                  f"{bench['loadavg_after'][0]:.1f} after the timing.", ""]
+        header = "| variant | what | time (ms) | ratio | target | GFLOP | FLOP ratio | memory (MB) | memory ratio |"
+        lines += [header, "|---|---|---:|---:|---|---:|---:|---:|---:|"]
+        for name, row in bench["variants"].items():
+            target = row["target_ratio"]
+            verdict = "" if target is None else f"≤ {target:.1f} {'met' if row['ratio'] <= target else 'missed'}"
+            mem = row.get("cuda_max_allocated_mb", row.get("train_rss_mb"))
+            mem_verdict = ""
+            if "memory_ratio" in row and name in EXACT:
+                mem_verdict = f" ({'≤' if row['memory_ratio'] <= MEMORY_TARGET else '>'} {MEMORY_TARGET:.0f})"
+            lines.append(
+                f"| {name} | {row['description']} | {row['median_s'] * 1000:.0f} | {row['ratio']:.2f}× | {verdict} | "
+                + (f"{row['gflop']:.1f} | {row['flop_ratio']:.2f}× | " if "gflop" in row else "– | – | ")
+                + (f"{mem:.0f} | {row['memory_ratio']:.2f}×{mem_verdict} |" if mem is not None else "– | – |"))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def profile_markdown(result: dict) -> str:
+    lines = ["# Where the time of an iteration goes (torch.profiler, self time per op)", ""]
+    for bench in result["backbones"]:
+        for name, table in bench["profiles"].items():
+            lines += [f"## {bench['backbone']}: {name}", "", "```", table.rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--backbones", nargs="+", choices=sorted(SETTINGS), default=["vgg16", "small-cnn"])
+    p.add_argument("--batch-size", type=int, default=100, help="images per batch (100 in the paper)")
+    p.add_argument("--variants", nargs="+", default=None,
+                   help="variants to run (single is always added); default: all")
+    p.add_argument("--gen-every", type=int, default=4, help="k of the every<k> variant")
+    p.add_argument("--warmup", type=int, default=2, help="untimed iterations per variant first")
+    p.add_argument("--repeats", type=int, default=7, help="timed rounds")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format for every variant")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+    p.add_argument("--profile", nargs="*", default=None, metavar="VARIANT",
+                   help="write a torch.profiler table of these variants to OUT-profile.md")
+    p.add_argument("--out", default="figures/benchmark", help="writes OUT.json and OUT.md")
+    p.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--backbone-worker", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.memory_worker is not None:  # internal: one variant in a fresh process
+        args.backbone = args.backbone_worker
+        print(json.dumps(memory_worker(args)))
+        return 0
+    known = variant_names(args.gen_every)
+    for name in args.variants or []:
+        if name not in known:
+            raise SystemExit(f"benchmark: unknown variant {name!r}; expected one of {known}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"benchmark: --device {args.device} but CUDA is not available")
+    result = {
+        "env": {"torch": torch.__version__, "python": platform.python_version(), "device": args.device,
+                "processor": (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
+                              else platform.processor() or platform.machine()),
+                "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+                "channels_last": args.channels_last,
+                "command": "python experiments/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                "date": time.strftime("%Y-%m-%d %H:%M")},
+        "batch_size": args.batch_size, "warmup": args.warmup, "repeats": args.repeats,
+        "backbones": [benchmark_backbone(b, args) for b in args.backbones],
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
+    atomic_write(out.with_suffix(".md"), markdown(result) + "\n")
+    if args.profile:
+        atomic_write(out.with_name(out.name + "-profile.md"), profile_markdown(result) + "\n")
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

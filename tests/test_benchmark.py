@@ -1,0 +1,54 @@
+"""The benchmark's plumbing on a tiny network (no timing is asserted: only what does not
+depend on the machine — that every variant runs, FLOP counts, the written files)."""
+
+import argparse
+import json
+
+import pytest
+
+from experiments import benchmark
+
+pytestmark = pytest.mark.integration
+
+
+def args(tmp_path, **overrides):
+    a = benchmark.build_parser().parse_args(["--backbones", "tiny-cnn", "--batch-size", "4", "--warmup", "0",
+                                             "--repeats", "1", "--device", "cpu", "--out", str(tmp_path / "b")])
+    return argparse.Namespace(**{**vars(a), **overrides})
+
+
+def test_fused_and_amortised_variants_count_fewer_flops(tmp_path):
+    cases = benchmark.make_cases(benchmark.variant_names(4), "tiny-cnn", 4, benchmark.torch.device("cpu"), 4)
+    flops = {name: benchmark.count_flops(case) for name, case in cases.items()}
+    assert all(f > 0 for f in flops.values()), flops
+    # sharing the multi-task forward/backward saves passes, whatever the engine
+    assert flops["fused-func"] < flops["maxl-func"]
+    assert flops["fused-jvp"] < flops["maxl-jvp"]
+    assert flops["fused-first"] < flops["maxl-first"]
+    assert flops["maxl-func"] == flops["maxl-higher"]  # the same passes, two implementations
+    # a generator step every 4 iterations costs less per iteration than one every iteration
+    assert flops["single"] < flops["every4"] < flops["fused-jvp"]
+
+
+def test_benchmark_writes_json_and_markdown_with_every_variant(tmp_path):
+    assert benchmark.main(["--backbones", "tiny-cnn", "--batch-size", "4", "--warmup", "0", "--repeats", "2",
+                           "--no-memory", "--variants", "fused-jvp", "every2", "--gen-every", "2",
+                           "--device", "cpu", "--out", str(tmp_path / "b")]) == 0
+    result = json.loads((tmp_path / "b.json").read_text())
+    rows = result["backbones"][0]["variants"]
+    assert list(rows) == ["single", "fused-jvp", "every2"]
+    assert rows["single"]["ratio"] == 1.0 and len(rows["every2"]["times_s"]) == 2
+    assert rows["every2"]["target_ratio"] == 2.0 and rows["fused-jvp"]["target_ratio"] == 4.0
+    table = (tmp_path / "b.md").read_text()
+    for name in rows:
+        assert f"| {name} |" in table
+
+
+def test_memory_is_measured_in_a_fresh_process(tmp_path):
+    row = benchmark.measure_memory("single", "tiny-cnn", args(tmp_path))
+    assert row["peak_rss_mb"] > row["train_rss_mb"] > 0
+
+
+def test_unknown_variant_is_rejected(tmp_path):
+    with pytest.raises(SystemExit, match="unknown variant 'fused-higher'"):
+        benchmark.main(["--backbones", "tiny-cnn", "--variants", "fused-higher", "--out", str(tmp_path / "b")])
