@@ -32,6 +32,12 @@ Engines, all computing ∇θ2 J for the same J through the network's own ``forwa
 
 The look-ahead never changes the real network: it runs on copies of the BatchNorm running
 statistics, and no ``.grad`` of θ1 is touched.
+
+Other auxiliary tasks trained on the same network (rotation, colourisation, ... from
+:mod:`auxtasks`) also move θ1 in the real step. ``extra_inner_loss`` adds their loss L_x(θ1)
+to the look-ahead, θ1⁺ = θ1 − α ∇θ1 (L_pri + L_aux + L_x), so that θ1⁺ is where the real step
+goes. L_x does not depend on θ2: it shifts the point at which L_pri(θ1⁺) is differentiated
+but adds no mixed derivative of its own.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ ENGINES = ("func", "higher")
 ORDERS = ("second", "first")
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+ExtraInnerLoss = Callable[[dict[str, Tensor]], Tensor]
 
 
 @dataclass
@@ -110,13 +117,15 @@ def _buffer_copies(net: nn.Module) -> dict[str, Tensor]:
     return {name: b.clone() for name, b in net.named_buffers()}
 
 
-def _second_order_func(net, generator, x, y, loss_fn, cfg: MetaConfig):
+def _second_order_func(net, generator, x, y, loss_fn, cfg: MetaConfig, extra=None):
     names = [n for n, p in net.named_parameters() if p.requires_grad]
     params = [p for p in net.parameters() if p.requires_grad]
     buffers = _buffer_copies(net)
     soft = generator(x, y)  # [B, K], a function of θ2
     outputs = functional_call(net, ({**dict(zip(names, params)), **buffers}), (x,))
     inner = multitask_loss(outputs, y, soft, loss_fn)
+    if extra is not None:
+        inner = inner + extra(dict(zip(names, params)))
     grads = torch.autograd.grad(inner, params, create_graph=True)
     # θ1⁺ = θ1 − α ∇θ1 (L_pri + L_aux), differentiable in θ2
     fast = {n: p - cfg.inner_lr * g for n, p, g in zip(names, params, grads)}
@@ -124,7 +133,7 @@ def _second_order_func(net, generator, x, y, loss_fn, cfg: MetaConfig):
     return soft, loss_fn(primary_logits, y)
 
 
-def _second_order_higher(net, generator, x, y, loss_fn, cfg: MetaConfig):
+def _second_order_higher(net, generator, x, y, loss_fn, cfg: MetaConfig, extra=None):
     import higher  # optional second engine
 
     saved = {n: b.detach().clone() for n, b in net.named_buffers()}
@@ -132,7 +141,10 @@ def _second_order_higher(net, generator, x, y, loss_fn, cfg: MetaConfig):
     try:
         with higher.innerloop_ctx(net, inner_opt, copy_initial_weights=True) as (fnet, diffopt):
             soft = generator(x, y)
-            diffopt.step(multitask_loss(fnet(x), y, soft, loss_fn))  # θ1⁺
+            inner = multitask_loss(fnet(x), y, soft, loss_fn)
+            if extra is not None:  # fast_params follow the order of net.parameters()
+                inner = inner + extra(dict(zip([n for n, _ in net.named_parameters()], fnet.fast_params)))
+            diffopt.step(inner)  # θ1⁺
             primary_logits, _ = fnet(x)
             return soft, loss_fn(primary_logits, y)
     finally:
@@ -141,7 +153,7 @@ def _second_order_higher(net, generator, x, y, loss_fn, cfg: MetaConfig):
                 b.copy_(saved[n])
 
 
-def _first_order(net, generator, x, y, loss_fn, cfg: MetaConfig):
+def _first_order(net, generator, x, y, loss_fn, cfg: MetaConfig, extra=None):
     names = [n for n, p in net.named_parameters() if p.requires_grad]
     theta = [p.detach() for p in net.parameters() if p.requires_grad]
     buffers = _buffer_copies(net)
@@ -152,7 +164,10 @@ def _first_order(net, generator, x, y, loss_fn, cfg: MetaConfig):
     soft = generator(x, y)
     with torch.enable_grad():
         leaves = [t.clone().requires_grad_() for t in theta]
-        g = torch.autograd.grad(multitask_loss(call(leaves), y, soft.detach(), loss_fn), leaves)
+        inner = multitask_loss(call(leaves), y, soft.detach(), loss_fn)
+        if extra is not None:
+            inner = inner + extra(dict(zip(names, leaves)))
+        g = torch.autograd.grad(inner, leaves)
         virtual = [(t - cfg.inner_lr * gi).requires_grad_() for t, gi in zip(theta, g)]  # θ1′
         outer = loss_fn(call(virtual)[0], y)
         # d = ∇θ1′ L_pri(θ1′); the auxiliary head plays no part in L_pri (d = 0 there)
@@ -168,7 +183,8 @@ def _first_order(net, generator, x, y, loss_fn, cfg: MetaConfig):
 
 
 def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
-                  config: MetaConfig | None = None) -> MetaResult:
+                  config: MetaConfig | None = None, *, extra_inner_loss: ExtraInnerLoss | None = None
+                  ) -> MetaResult:
     """Compute the generator's meta-gradient ∇θ2 J on one batch (see the module docstring).
 
     Neither network's parameters, ``.grad`` or BatchNorm running statistics of the
@@ -183,6 +199,12 @@ def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, lo
         loss_fn: ``loss(logits, target) -> scalar`` for hard ``[B]`` and soft ``[B, K]``
             targets (e.g. :func:`maxl.losses.focal_loss`).
         config: :class:`MetaConfig`; defaults to the paper's settings.
+        extra_inner_loss: optional ``L_x(params) -> scalar``, called with the multi-task
+            network's trainable parameters by name (``dict(net.named_parameters())``; the
+            tensors may carry a graph and must be used instead of the module's own, e.g.
+            through ``torch.func.functional_call``). It is added to the look-ahead loss:
+            θ1⁺ = θ1 − α ∇θ1 (L_pri + L_aux + L_x). Used by :mod:`auxtasks` to include the
+            other auxiliary tasks of the real step.
 
     Returns:
         :class:`MetaResult`.
@@ -194,11 +216,11 @@ def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, lo
     cfg = config or MetaConfig()
     gen_params = [p for p in generator.parameters() if p.requires_grad]
     if cfg.order == "first":
-        soft, outer, surrogate = _first_order(net, generator, x, y, loss_fn, cfg)
+        soft, outer, surrogate = _first_order(net, generator, x, y, loss_fn, cfg, extra_inner_loss)
         objective = surrogate
     else:
         engine = _second_order_func if cfg.engine == "func" else _second_order_higher
-        soft, outer = engine(net, generator, x, y, loss_fn, cfg)
+        soft, outer = engine(net, generator, x, y, loss_fn, cfg, extra_inner_loss)
         objective = outer
     neg_entropy = negative_entropy(soft)
     objective = objective + cfg.entropy_weight * neg_entropy  # J = L_pri(θ1⁺) + λ H
