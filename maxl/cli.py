@@ -15,10 +15,14 @@ from pathlib import Path
 
 import torch
 
+from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
+from auxtasks.for_maxl import TASK_NAMES as AUX_TASKS
+from auxtasks.for_maxl import build_learner, dataset_normalisation, normalised_images
+
 from .backbones import BACKBONES, build_backbone
 from .data import DATASETS, load_dataset
 from .hierarchy import Hierarchy
-from .losses import LOSSES
+from .losses import LOSSES, classification_loss
 from .meta import ENGINES, ORDERS, MetaConfig
 from .networks import LabelGenerator, MultiTaskNetwork
 from .trainer import METHODS, SCHEDULES, TrainConfig, Trainer, atomic_write_text, seed_everything
@@ -108,6 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-fused", action="store_true",
                    help="per-step schedule: take the multi-task update and the look-ahead from separate "
                         "forward/backward passes (default: one shared pass, same gradients)")
+    a = t.add_argument_group("auxiliary tasks (auxtasks) on the shared backbone")
+    a.add_argument("--aux", action="append", choices=AUX_TASKS, default=[],
+                   help="add an auxiliary task (repeat for several): rotation (Gidaris et al. 2018), "
+                        "colourisation (Zhang et al. 2016, RGB data only)")
+    a.add_argument("--weighting", choices=sorted(WEIGHTINGS), default=None,
+                   help="loss weighting of the primary and auxiliary tasks (default equal)")
+    a.add_argument("--aux-weight", action="append", default=[], metavar="TASK=W",
+                   help="fixed weight of a task's loss, e.g. rotation=0.5 (the method's own task is named after "
+                        "the method: maxl, human; the primary task 'primary'); unnamed tasks keep 1")
+    a.add_argument("--rotation-mode", choices=ROTATION_MODES, default="all",
+                   help="all four rotations of every image (the paper) or one random rotation per image")
+    a.add_argument("--colourisation-mode", choices=COLOURISATION_MODES, default="regression",
+                   help="ab regression, or the paper's classification over ab bins with class rebalancing")
     r = t.add_argument_group("run")
     r.add_argument("--seed", type=int, default=0, help="random seed")
     r.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto")
@@ -170,13 +187,50 @@ def run_training(args: argparse.Namespace) -> dict[str, dict]:
             "env": {"torch": torch.__version__, "python": platform.python_version(),
                     "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
         }
+        learner = make_aux_learner(args, data, method, net, generator, config)
+        if learner is not None:
+            resolved["aux"] = {"tasks": list(args.aux), "weighting": args.weighting or "equal",
+                               "aux_weights": parse_aux_weights(args.aux_weight), "rotation_mode": args.rotation_mode,
+                               "colourisation_mode": args.colourisation_mode}
         atomic_write_text(out / "config.json", json.dumps(resolved, indent=2) + "\n")
         trainer = Trainer(net, data.train, data.test, config, out, generator=generator,
-                          aux_labels=data.aux_train if method == "human" else None)
+                          aux_labels=data.aux_train if method == "human" else None, learner=learner)
         print(f"[{method}] training {config.epochs} epochs -> {out}")
         summaries[method] = trainer.fit()
     print_table(summaries)
     return summaries
+
+
+def parse_aux_weights(items: list[str]) -> dict[str, float]:
+    """``["rotation=0.5", ...]`` -> ``{"rotation": 0.5}``.
+
+    Raises:
+        ValueError: an item that is not ``TASK=NUMBER``.
+    """
+    weights = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ValueError(f"--aux-weight {item!r}: expected TASK=WEIGHT, e.g. rotation=0.5")
+    return weights
+
+
+def make_aux_learner(args: argparse.Namespace, data, method: str, net, generator, config: TrainConfig):
+    """The auxtasks learner of a run with ``--aux``, ``--weighting`` or ``--aux-weight``; None without."""
+    if not (args.aux or args.weighting or args.aux_weight):
+        return None
+    mode = args.colourisation_mode
+    return build_learner(
+        net, method, args.aux, args.weighting or "equal", loss_fn=classification_loss(args.loss, args.focal_gamma),
+        in_channels=data.in_channels, image_size=data.image_size, normalisation=dataset_normalisation(data.test),
+        generator=generator, aux_labels=data.aux_train if method == "human" else None, meta=config.meta,
+        aux_weights=parse_aux_weights(args.aux_weight), rotation_mode=args.rotation_mode, colourisation_mode=mode,
+        prior_images=normalised_images(data.train) if "colourisation" in args.aux and mode == "classification" else None,
+        hidden=args.hidden)
 
 
 def print_table(summaries: dict[str, dict]) -> None:

@@ -41,6 +41,12 @@ Engines, all computing ∇θ2 J for the same J through the network's own ``forwa
 
 The look-ahead never changes the real network: it runs on copies of the BatchNorm running
 statistics, and no ``.grad`` of θ1 is touched.
+
+Other auxiliary tasks trained on the same network (rotation, colourisation, ... from
+:mod:`auxtasks`) also move θ1 in the real step. ``extra_inner_loss`` adds their loss L_x(θ1)
+to the look-ahead, θ1⁺ = θ1 − α ∇θ1 (L_pri + L_aux + L_x), so that θ1⁺ is where the real step
+goes. L_x does not depend on θ2: it shifts the point at which L_pri(θ1⁺) is differentiated
+but adds no mixed derivative of its own.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ ENGINES = ("func", "higher", "jvp")
 ORDERS = ("second", "first")
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+ExtraInnerLoss = Callable[[dict[str, Tensor]], Tensor]
 
 
 @dataclass
@@ -126,12 +133,14 @@ def _trainable(net: nn.Module) -> tuple[list[str], list[Tensor]]:
     return [n for n, _ in named], [p for _, p in named]
 
 
-def _second_order_func(net, generator, x, y, loss_fn, cfg: MetaConfig):
+def _second_order_func(net, generator, x, y, loss_fn, cfg: MetaConfig, extra=None):
     names, params = _trainable(net)
     buffers = _buffer_copies(net)
     soft = generator(x, y)  # [B, K], a function of θ2
     outputs = functional_call(net, ({**dict(zip(names, params)), **buffers}), (x,))
     inner = multitask_loss(outputs, y, soft, loss_fn)
+    if extra is not None:
+        inner = inner + extra(dict(zip(names, params)))
     grads = torch.autograd.grad(inner, params, create_graph=True)
     # θ1⁺ = θ1 − α ∇θ1 (L_pri + L_aux), differentiable in θ2
     fast = {n: p - cfg.inner_lr * g for n, p, g in zip(names, params, grads)}
@@ -139,7 +148,7 @@ def _second_order_func(net, generator, x, y, loss_fn, cfg: MetaConfig):
     return soft, loss_fn(primary_logits, y)
 
 
-def _second_order_higher(net, generator, x, y, loss_fn, cfg: MetaConfig):
+def _second_order_higher(net, generator, x, y, loss_fn, cfg: MetaConfig, extra=None):
     import higher  # optional second engine
 
     saved = {n: b.detach().clone() for n, b in net.named_buffers()}
@@ -147,7 +156,10 @@ def _second_order_higher(net, generator, x, y, loss_fn, cfg: MetaConfig):
     try:
         with higher.innerloop_ctx(net, inner_opt, copy_initial_weights=True) as (fnet, diffopt):
             soft = generator(x, y)
-            diffopt.step(multitask_loss(fnet(x), y, soft, loss_fn))  # θ1⁺
+            inner = multitask_loss(fnet(x), y, soft, loss_fn)
+            if extra is not None:  # fast_params follow the order of net.parameters()
+                inner = inner + extra(dict(zip([n for n, _ in net.named_parameters()], fnet.fast_params)))
+            diffopt.step(inner)  # θ1⁺
             primary_logits, _ = fnet(x)
             return soft, loss_fn(primary_logits, y)
     finally:
@@ -191,7 +203,7 @@ def _jvp_surrogate(call, theta, v, soft, loss_fn, cfg: MetaConfig) -> Tensor:
     return -cfg.inner_lr * (grad_z * u).sum()
 
 
-def _detached_lookahead(net, generator, x, y, loss_fn, cfg: MetaConfig, surrogate_fn):
+def _detached_lookahead(net, generator, x, y, loss_fn, cfg: MetaConfig, surrogate_fn, extra=None):
     """The look-ahead without a graph through the inner gradient; ``surrogate_fn`` turns the
     direction v into a scalar whose ∇θ2 is the look-ahead's term of ∇θ2 J."""
     names, params = _trainable(net)
@@ -204,21 +216,25 @@ def _detached_lookahead(net, generator, x, y, loss_fn, cfg: MetaConfig, surrogat
     soft = generator(x, y)
     with torch.enable_grad():
         leaves = [t.detach().requires_grad_() for t in theta]
-        g = torch.autograd.grad(multitask_loss(call(leaves), y, soft.detach(), loss_fn), leaves)
+        inner = multitask_loss(call(leaves), y, soft.detach(), loss_fn)
+        if extra is not None:
+            inner = inner + extra(dict(zip(names, leaves)))
+        g = torch.autograd.grad(inner, leaves)
     outer, v = _lookahead_direction(call, theta, g, y, loss_fn, cfg)  # v: the DARTS direction d
     return soft, outer, surrogate_fn(call, theta, v, soft, loss_fn, cfg)
 
 
-def _first_order(net, generator, x, y, loss_fn, cfg: MetaConfig):
-    return _detached_lookahead(net, generator, x, y, loss_fn, cfg, _fd_surrogate)
+def _first_order(net, generator, x, y, loss_fn, cfg: MetaConfig, extra=None):
+    return _detached_lookahead(net, generator, x, y, loss_fn, cfg, _fd_surrogate, extra)
 
 
-def _second_order_jvp(net, generator, x, y, loss_fn, cfg: MetaConfig):
-    return _detached_lookahead(net, generator, x, y, loss_fn, cfg, _jvp_surrogate)
+def _second_order_jvp(net, generator, x, y, loss_fn, cfg: MetaConfig, extra=None):
+    return _detached_lookahead(net, generator, x, y, loss_fn, cfg, _jvp_surrogate, extra)
 
 
 def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
-                  config: MetaConfig | None = None) -> MetaResult:
+                  config: MetaConfig | None = None, *, extra_inner_loss: ExtraInnerLoss | None = None
+                  ) -> MetaResult:
     """Compute the generator's meta-gradient ∇θ2 J on one batch (see the module docstring).
 
     Neither network's parameters, ``.grad`` or BatchNorm running statistics of the
@@ -233,6 +249,12 @@ def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, lo
         loss_fn: ``loss(logits, target) -> scalar`` for hard ``[B]`` and soft ``[B, K]``
             targets (e.g. :func:`maxl.losses.focal_loss`).
         config: :class:`MetaConfig`; defaults to the paper's settings.
+        extra_inner_loss: optional ``L_x(params) -> scalar``, called with the multi-task
+            network's trainable parameters by name (``dict(net.named_parameters())``; the
+            tensors may carry a graph and must be used instead of the module's own, e.g.
+            through ``torch.func.functional_call``). It is added to the look-ahead loss:
+            θ1⁺ = θ1 − α ∇θ1 (L_pri + L_aux + L_x). Used by :mod:`auxtasks` to include the
+            other auxiliary tasks of the real step.
 
     Returns:
         :class:`MetaResult`.
@@ -245,11 +267,11 @@ def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, lo
     gen_params = [p for p in generator.parameters() if p.requires_grad]
     if cfg.order == "first" or cfg.engine == "jvp":
         detached = _first_order if cfg.order == "first" else _second_order_jvp
-        soft, outer, surrogate = detached(net, generator, x, y, loss_fn, cfg)
+        soft, outer, surrogate = detached(net, generator, x, y, loss_fn, cfg, extra_inner_loss)
         objective = surrogate
     else:
         engine = _second_order_func if cfg.engine == "func" else _second_order_higher
-        soft, outer = engine(net, generator, x, y, loss_fn, cfg)
+        soft, outer = engine(net, generator, x, y, loss_fn, cfg, extra_inner_loss)
         objective = outer
     neg_entropy = negative_entropy(soft)
     objective = objective + cfg.entropy_weight * neg_entropy  # J = L_pri(θ1⁺) + λ H

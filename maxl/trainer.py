@@ -158,6 +158,9 @@ class Trainer:
         generator: the label-generation network (``maxl`` only).
         aux_labels: int64 ``[N_train]`` fixed auxiliary labels indexed by the training
             sample's index (``human``, ``random``, ``kmeans``), each inside its sample's ψ block.
+        learner: an :class:`auxtasks.AuxiliaryLearner` on ``net``'s backbone and heads (see
+            :func:`auxtasks.for_maxl.build_learner`): the multi-task step then trains every
+            task of the learner with its weighting, and the generator's look-ahead includes them.
 
     Raises:
         ValueError: the networks or labels do not fit the method.
@@ -165,7 +168,7 @@ class Trainer:
 
     def __init__(self, net: nn.Module, train_set: Dataset, test_set: Dataset, config: TrainConfig,
                  out_dir: str | os.PathLike | None = None, generator: nn.Module | None = None,
-                 aux_labels: Tensor | None = None):
+                 aux_labels: Tensor | None = None, learner: nn.Module | None = None):
         self.config = cfg = config
         if cfg.method == "maxl" and generator is None:
             raise ValueError("method 'maxl' needs a label-generation network (generator=)")
@@ -177,6 +180,10 @@ class Trainer:
         self.net = net.to(self.device)
         self.generator = generator.to(self.device) if generator is not None else None
         self.aux_labels = aux_labels.to(self.device) if aux_labels is not None else None
+        self.learner = learner.to(self.device) if learner is not None else None
+        # per-task losses and weights of the learner, averaged over the epoch like the losses above
+        self._learner_keys = () if learner is None else (
+            *(f"loss_{n}" for n in learner.task_names[1:]), *(f"weight_{n}" for n in learner.task_names))
         self.train_set, self.test_set = train_set, test_set
         self.loss_fn = classification_loss(cfg.loss, cfg.focal_gamma)
         if cfg.meta.inner_lr is None:
@@ -185,7 +192,8 @@ class Trainer:
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
 
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+        params = self.learner.network_parameters() if self.learner is not None else self.net.parameters()
+        self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step, cfg.lr_gamma)
         self.gen_optimizer = self.gen_scheduler = None
@@ -218,6 +226,8 @@ class Trainer:
 
     def _aux_targets(self, x: Tensor, y: Tensor, idx: Tensor) -> Tensor | None:
         """Targets of the auxiliary head: float ``[B, K]`` rows, or None for ``single``."""
+        if self.learner is not None:
+            return None  # the learner's tasks make their own targets
         if self.config.method in FIXED_LABEL_METHODS:
             return torch.nn.functional.one_hot(self.aux_labels[idx], self.net.num_aux).to(x.dtype)
         if self.config.method == "maxl":
@@ -225,7 +235,10 @@ class Trainer:
                 return self.generator(x, y)
         return None
 
-    def _multitask_step(self, x: Tensor, y: Tensor, targets: Tensor | None) -> dict[str, float]:
+    def _multitask_step(self, x: Tensor, y: Tensor, targets: Tensor | None, idx: Tensor | None = None
+                        ) -> dict[str, float]:
+        if self.learner is not None:
+            return self._learner_step(x, y, targets, idx)
         primary_logits, aux_logits = self.net(x)
         primary_loss = self.loss_fn(primary_logits, y)
         loss = primary_loss
@@ -260,8 +273,28 @@ class Trainer:
                  "primary_correct": (r.primary_logits.argmax(1) == y).sum().item()}
         return r.meta, stats
 
+    def _learner_step(self, x: Tensor, y: Tensor, targets: Tensor | None, idx: Tensor | None) -> dict[str, float]:
+        """The multi-task step through the auxtasks learner: all tasks, the weighting's update."""
+        generated = self.learner.generated
+        given = {generated.name: targets} if targets is not None and generated is not None else None
+        out = self.learner(x, y, index=idx, aux_targets=given)
+        self._check_finite(**{f"{name}_loss": loss for name, loss in out.losses.items()}, multitask_loss=out.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.learner.backward(out)
+        self.optimizer.step()
+        stats = {f"loss_{name}": loss.item() for name, loss in out.losses.items() if name != "primary"}
+        stats.update({f"weight_{name}": w for name, w in self.learner.weighting.weights().items()})
+        if self.config.method in out.losses:  # the method's own auxiliary head (maxl, human, ...)
+            stats["aux_loss"] = stats[f"loss_{self.config.method}"]
+        stats["primary_loss"] = out.losses["primary"].item()
+        stats["primary_correct"] = (out.primary_logits.argmax(1) == y).sum().item()
+        return stats
+
     def _generator_step(self, x: Tensor, y: Tensor):
-        result = meta_gradient(self.net, self.generator, x, y, self.loss_fn, self.config.meta)
+        if self.learner is not None:  # the look-ahead also takes the learner's other tasks
+            result = self.learner.meta_gradient(x, y)
+        else:
+            result = meta_gradient(self.net, self.generator, x, y, self.loss_fn, self.config.meta)
         self._check_finite(meta_outer_loss=result.outer_loss, neg_entropy=result.neg_entropy)
         self.gen_optimizer.zero_grad(set_to_none=True)
         for p, g in zip((p for p in self.generator.parameters() if p.requires_grad), result.grads):
@@ -279,10 +312,14 @@ class Trainer:
         self.net.train()
         if self.generator is not None:
             self.generator.train()
+        if self.learner is not None:
+            self.learner.train()
         sums: dict[str, float] = {}
         n_images = n_steps = n_meta = 0
         per_step = cfg.method == "maxl" and cfg.schedule == "per-step"
-        fused = per_step and cfg.fused and (cfg.meta.order == "first" or cfg.meta.engine in FUSED_ENGINES)
+        # the fused step knows only the method's own auxiliary head, not the learner's other tasks
+        fused = (per_step and cfg.fused and self.learner is None
+                 and (cfg.meta.order == "first" or cfg.meta.engine in FUSED_ENGINES))
         epoch_tag = f"epoch {self.epoch + 1}/{cfg.epochs}"
         for batch in (bar := self._bar(self._loader(self.train_set, True), f"{epoch_tag} train")):
             x, y, idx = self._to_device(batch)
@@ -298,8 +335,8 @@ class Trainer:
                 n_meta += 1
             else:
                 targets = self._aux_targets(x, y, idx)
-            stats = fused_stats or self._multitask_step(x, y, targets)
-            for k in ("primary_loss", "aux_loss"):
+            stats = fused_stats or self._multitask_step(x, y, targets, idx)
+            for k in ("primary_loss", "aux_loss", *self._learner_keys):
                 if k in stats:
                     sums[k] = sums.get(k, 0.0) + stats[k]
             sums["primary_correct"] = sums.get("primary_correct", 0.0) + stats["primary_correct"]
@@ -308,7 +345,7 @@ class Trainer:
             self.step += 1
             bar.set_postfix(loss=f"{stats['primary_loss']:.3f}")
         record = {"train_acc": sums.pop("primary_correct") / max(n_images, 1)}
-        for k in ("primary_loss", "aux_loss"):
+        for k in ("primary_loss", "aux_loss", *self._learner_keys):
             if k in sums:
                 record[f"train_{k}"] = sums.pop(k) / max(n_steps, 1)
 
@@ -323,6 +360,8 @@ class Trainer:
                 bar.set_postfix(outer=f"{result.outer_loss.item():.3f}")
         for k in list(sums):
             record[k] = sums[k] / max(n_meta, 1)
+        if self.learner is not None:
+            self.learner.end_epoch()  # loss-history weightings (DWA) roll over
         return record
 
     @torch.no_grad()
@@ -411,6 +450,9 @@ class Trainer:
             state["generator"] = self.generator.state_dict()
             state["gen_optimizer"] = self.gen_optimizer.state_dict()
             state["gen_scheduler"] = self.gen_scheduler.state_dict()
+        if self.learner is not None:  # what the learner adds to net and generator: new heads, weighting state
+            held = {t.data_ptr() for m in (self.net, self.generator) if m is not None for t in m.state_dict().values()}
+            state["learner"] = {k: v for k, v in self.learner.state_dict().items() if v.data_ptr() not in held}
         return state
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:
@@ -428,6 +470,10 @@ class Trainer:
             self.generator.load_state_dict(state["generator"])
             self.gen_optimizer.load_state_dict(state["gen_optimizer"])
             self.gen_scheduler.load_state_dict(state["gen_scheduler"])
+        if self.learner is not None:
+            unexpected = self.learner.load_state_dict(state["learner"], strict=False).unexpected_keys
+            if unexpected:
+                raise ValueError(f"checkpoint {path} holds learner entries this learner lacks: {unexpected}")
         self.epoch, self.step, self.history = state["epoch"], state["step"], list(state["history"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"].cpu())

@@ -1,0 +1,96 @@
+"""MAXL's generated labels as an auxiliary task.
+
+A label-generation network g(θ2) gives every image a soft auxiliary label inside the block
+of its primary class (the hierarchy-masked softmax); the shared network learns to predict it.
+θ2 is not trained by this task's loss but by MAXL's meta-gradient: the primary loss after
+a look-ahead step of the shared network, through that step back to the labels
+(:func:`maxl.meta.meta_gradient`). :meth:`auxtasks.AuxiliaryLearner.meta_step` runs it, with
+the other auxiliary tasks of the learner in the look-ahead when ``lookahead_other_tasks``.
+
+References:
+    Liu, Davison, Johns. "Self-Supervised Generalisation with Meta Auxiliary Learning".
+    NeurIPS 2019, arXiv:1901.08933, Sec. 3, Eq. 3–4, Algorithm 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from maxl.losses import focal_loss
+from maxl.meta import MetaConfig
+from maxl.networks import LabelGenerator, mlp_head
+
+from .task import AuxiliaryTask
+
+__all__ = ["GeneratedLabels"]
+
+
+class GeneratedLabels(AuxiliaryTask):
+    """Predict the soft labels of MAXL's label-generation network.
+
+    Args:
+        generator: the label-generation network, ``generator(x, y) -> [B, sum(ψ)]`` soft
+            labels (a :class:`maxl.LabelGenerator`). It must not share weights with the
+            learner's backbone.
+        meta: settings of the meta step (look-ahead step α, entropy weight λ, order, engine);
+            default :class:`maxl.MetaConfig` (α = 0.01, λ = 0.2, exact second order).
+        loss_fn: ``loss(logits [B, K], soft [B, K]) -> scalar`` of the auxiliary head, also
+            used for the primary loss of the meta objective; default the focal loss with γ = 2
+            of the MAXL reference code.
+        lookahead_other_tasks: put the learner's other auxiliary tasks into the look-ahead
+            step (θ1⁺ = θ1 − α∇(L_pri + L_gen + Σ L_other)), so that the step the generator
+            plans for is the step the shared network takes. Costs a pass of each other task
+            in the look-ahead. False gives MAXL's look-ahead on L_pri + L_gen alone.
+        hidden: width of the head's hidden layer.
+        name: key of the loss (default ``"generated"``).
+        head: a ready head producing ``sum(ψ)`` logits (e.g. a ``MultiTaskNetwork``'s ``aux_head``).
+
+    Notes:
+        The generator's parameters never keep a ``.grad`` outside ``meta_step``, so an
+        optimiser built on all of the learner's parameters leaves them alone; give the
+        generator its own optimiser (MAXL: SGD, lr 1e-3, weight decay 5e-4).
+
+    References:
+        Liu, Davison, Johns. NeurIPS 2019, arXiv:1901.08933.
+    """
+
+    name = "generated"
+
+    def __init__(self, generator: nn.Module, *, meta: MetaConfig | None = None,
+                 loss_fn: Callable[[Tensor, Tensor], Tensor] = focal_loss, lookahead_other_tasks: bool = True,
+                 hidden: int = 512, name: str | None = None, head: nn.Module | None = None):
+        super().__init__(name, head)
+        if not isinstance(generator, nn.Module):
+            raise ValueError(f"generator must be an nn.Module (a maxl.LabelGenerator), got {type(generator).__name__}")
+        self.generator = generator
+        self.meta = meta if meta is not None else MetaConfig()
+        self.loss_fn = loss_fn
+        self.lookahead_other_tasks = lookahead_other_tasks
+        self.hidden = hidden
+
+    @property
+    def num_classes(self) -> int:
+        """``sum(ψ)``, the number of auxiliary classes."""
+        if isinstance(self.generator, LabelGenerator):
+            return self.generator.hierarchy.num_aux
+        raise AttributeError("num_classes is known for a maxl.LabelGenerator only; pass head= for other generators")
+
+    def make_inputs_and_targets(self, images, primary_labels, *, index=None, target=None):
+        """``(images, soft labels float [B, sum(ψ)])``: the generator's current labels (no
+        gradient to θ2), or ``target`` if the caller made them already."""
+        if target is not None:
+            return images, target
+        with torch.no_grad():
+            return images, self.generator(images, primary_labels)
+
+    def build_head(self, feature_dim: int) -> nn.Module:
+        return mlp_head(feature_dim, self.num_classes, self.hidden)
+
+    def loss(self, predictions: Tensor, targets: Tensor) -> Tensor:
+        return self.loss_fn(predictions, targets)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, lookahead_other_tasks={self.lookahead_other_tasks}"

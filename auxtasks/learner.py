@@ -1,0 +1,290 @@
+"""The learner: a user's backbone and primary head, a list of auxiliary tasks and a weighting.
+
+It replaces the two lines ``logits = net(x); loss = criterion(logits, y)`` of a training loop
+and returns the total loss and every task's loss; ``learner.backward(out)`` replaces
+``loss.backward()`` so that weightings acting on gradients (GradNorm, PCGrad, gradient
+similarity) can do their work. Nothing here depends on the backbone, the data set or maxl's
+trainer::
+
+    model = AuxiliaryLearner(backbone, head, [Rotation(), Colourisation()], Uncertainty())
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for x, y in loader:
+        out = model(x, y)                       # out.loss, out.losses["rotation"], ...
+        opt.zero_grad(); model.backward(out); opt.step()
+
+MAXL's generated labels (:class:`auxtasks.GeneratedLabels`) need one more call per step or
+per pass, ``model.meta_step(x, y, gen_optimizer)``: the label-generation network's update by
+the meta-gradient of the primary loss through a look-ahead step of the shared network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from maxl.meta import MetaResult, meta_gradient
+
+from .generated import GeneratedLabels
+from .task import LIKELIHOODS, AuxiliaryTask
+from .weighting import PRIMARY, Equal, Weighting
+
+__all__ = ["AuxiliaryLearner", "AuxOutput"]
+
+
+@dataclass
+class AuxOutput:
+    """What :meth:`AuxiliaryLearner.forward` returns.
+
+    Attributes:
+        loss: the weighted total, a scalar (what the update minimises for loss weightings;
+            for gradient weightings ``Σ_i w_i L_i`` as logged, their update differs).
+        losses: every task's own loss, ``{"primary": L_0, "rotation": L_1, ...}``, scalars
+            with their graphs.
+        weights: the weight of every task's loss at this step (floats, for logging).
+        primary_logits: float ``[B, P]``, the primary head's output on the batch.
+    """
+
+    loss: Tensor
+    losses: dict[str, Tensor]
+    weights: dict[str, float]
+    primary_logits: Tensor
+
+
+@contextlib.contextmanager
+def frozen_running_stats(module: nn.Module) -> Iterator[None]:
+    """Inside, BatchNorm layers in training mode normalise with the batch's statistics but
+    leave their running statistics unchanged (momentum 0; the batch counter is restored)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None) for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 − 0)·running + 0·batch
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(norms, saved):
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
+
+
+class _LookaheadNetwork(nn.Module):
+    """Backbone + primary head + generated-labels head as MAXL's multi-task network f(θ1):
+    ``x -> (primary logits, generated-label logits)``; shares the modules, copies nothing."""
+
+    def __init__(self, backbone: nn.Module, primary_head: nn.Module, aux_head: nn.Module):
+        super().__init__()
+        self.backbone, self.primary_head, self.aux_head = backbone, primary_head, aux_head
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.backbone(x)
+        return self.primary_head(features), self.aux_head(features)
+
+
+class AuxiliaryLearner(nn.Module):
+    """A primary task with auxiliary tasks on a shared backbone.
+
+    Args:
+        backbone: the user's shared network, images ``[B, C, H, W]`` → features ``[B, F]``.
+        primary_head: the user's primary head, features ``[B, F]`` → logits ``[B, P]``.
+        tasks: the auxiliary tasks (:class:`auxtasks.AuxiliaryTask`), with distinct names;
+            their heads are built here for features of size F.
+        weighting: a :class:`auxtasks.weighting.Weighting`; default equal weights. It is
+            bound to the tasks here, so build the optimiser after the learner.
+        primary_loss: ``loss(logits [B, P], labels [B]) -> scalar``; default cross-entropy.
+        feature_dim: F, if the backbone has no ``out_features`` attribute.
+        aux_batchnorm_stats: let the auxiliary tasks' own inputs (rotated, grey images) update
+            the backbone's BatchNorm running statistics. Default False: those inputs are
+            normalised with their own batch statistics, but the running statistics, which the
+            primary task is evaluated with, follow the primary images only.
+
+    Raises:
+        ValueError: tasks with the same name or the name ``"primary"``, more than one
+            :class:`GeneratedLabels`, an unknown feature size, an unknown likelihood.
+    """
+
+    def __init__(self, backbone: nn.Module, primary_head: nn.Module, tasks: Sequence[AuxiliaryTask] = (),
+                 weighting: Weighting | None = None, *, primary_loss=None, feature_dim: int | None = None,
+                 aux_batchnorm_stats: bool = False):
+        super().__init__()
+        tasks = list(tasks)
+        for task in tasks:
+            if not isinstance(task, AuxiliaryTask):
+                raise ValueError(f"tasks must be auxtasks.AuxiliaryTask objects, got {type(task).__name__}")
+            if task.likelihood not in LIKELIHOODS:
+                raise ValueError(f"task {task.name!r} has likelihood {task.likelihood!r}; expected one of {LIKELIHOODS}")
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names) or PRIMARY in names:
+            raise ValueError(f"auxiliary task names must be distinct and not {PRIMARY!r}, got {names}; "
+                             "pass name= to tell two tasks of one kind apart")
+        if sum(isinstance(t, GeneratedLabels) for t in tasks) > 1:
+            raise ValueError("at most one GeneratedLabels task per learner (one label-generation network)")
+        dim = feature_dim if feature_dim is not None else getattr(backbone, "out_features", None)
+        if dim is None and any(t.head is None for t in tasks):
+            raise ValueError(f"cannot tell the feature size of backbone {type(backbone).__name__}: give it an "
+                             "`out_features` attribute or pass feature_dim=")
+        self.backbone, self.primary_head = backbone, primary_head
+        for task in tasks:
+            task.attach(dim)
+        self.tasks = nn.ModuleList(tasks)
+        self.weighting = weighting if weighting is not None else Equal()
+        self.weighting.bind([PRIMARY, *names], {t.name: t.likelihood for t in tasks})
+        self.primary_loss = primary_loss if primary_loss is not None else F.cross_entropy
+        self.aux_batchnorm_stats = aux_batchnorm_stats
+
+    @classmethod
+    def from_multitask_network(cls, net: nn.Module, tasks: Sequence[AuxiliaryTask] = (),
+                               weighting: Weighting | None = None, **kwargs) -> AuxiliaryLearner:
+        """A learner on a :class:`maxl.MultiTaskNetwork`'s backbone and primary head (shared,
+        not copied), so that ``net`` still evaluates the primary task. ``kwargs`` go to the
+        constructor."""
+        return cls(net.backbone, net.primary_head, tasks, weighting, **kwargs)
+
+    # ------------------------------------------------------------------ parameters
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        """``("primary", aux task names...)``, the keys of :attr:`AuxOutput.losses`."""
+        return (PRIMARY, *(t.name for t in self.tasks))
+
+    @property
+    def generated(self) -> GeneratedLabels | None:
+        """The :class:`GeneratedLabels` task, if the learner has one."""
+        return next((t for t in self.tasks if isinstance(t, GeneratedLabels)), None)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The backbone's trainable parameters (shared by all tasks)."""
+        return [p for p in self.backbone.parameters() if p.requires_grad]
+
+    def task_parameters(self) -> list[nn.Parameter]:
+        """The heads' trainable parameters (the primary head's and each task's)."""
+        heads = [self.primary_head, *(t.head for t in self.tasks)]
+        seen, out = set(), []
+        for head in heads:
+            for p in head.parameters():
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    out.append(p)
+        return out
+
+    def network_parameters(self) -> list[nn.Parameter]:
+        """Every trainable parameter except the label-generation network's (backbone, heads,
+        and the weighting's own, e.g. uncertainty's log σ²): what the main optimiser trains."""
+        generator = self.generated.generator if self.generated is not None else None
+        excluded = {id(p) for p in generator.parameters()} if generator is not None else set()
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in excluded]
+
+    # ------------------------------------------------------------------ forward / backward
+    def _task_features(self, inputs: Tensor) -> Tensor:
+        if self.aux_batchnorm_stats or not self.training:
+            return self.backbone(inputs)
+        with frozen_running_stats(self.backbone):
+            return self.backbone(inputs)
+
+    def forward(self, images: Tensor, labels: Tensor, *, index: Tensor | None = None,
+                aux_targets: Mapping[str, Tensor] | None = None) -> AuxOutput:
+        """Losses of the primary task and of every auxiliary task on one batch.
+
+        Args:
+            images: float ``[B, C, H, W]``.
+            labels: int64 ``[B]`` primary labels.
+            index: int64 ``[B]`` positions of the samples in the training set, for tasks
+                with a per-sample table (:class:`auxtasks.SupervisedLabels`).
+            aux_targets: targets supplied with the batch, ``{task name: targets}``.
+
+        Returns:
+            :class:`AuxOutput`.
+
+        Raises:
+            ValueError: ``aux_targets`` names an unknown task; a task rejects the batch.
+        """
+        aux_targets = dict(aux_targets or {})
+        unknown = sorted(set(aux_targets) - set(self.task_names[1:]))
+        if unknown:
+            raise ValueError(f"aux_targets for unknown tasks {unknown}; the tasks are {list(self.task_names[1:])}")
+        features = self.backbone(images)  # [B, F]
+        primary_logits = self.primary_head(features)  # [B, P]
+        losses = {PRIMARY: self.primary_loss(primary_logits, labels)}
+        for task in self.tasks:
+            inputs, targets = task.make_inputs_and_targets(images, labels, index=index,
+                                                           target=aux_targets.get(task.name))
+            task_features = features if inputs is images else self._task_features(inputs)
+            losses[task.name] = task.loss(task(task_features), targets)
+        total = self.weighting.combine(losses)
+        return AuxOutput(total, losses, self.weighting.weights(), primary_logits)
+
+    def backward(self, out: AuxOutput) -> None:
+        """Accumulate the update of ``out`` into the parameters' ``.grad`` (use it in place of
+        ``out.loss.backward()``; gradient weightings combine the per-task gradients here)."""
+        self.weighting.backward(out.losses, out.loss, self.shared_parameters(), self.task_parameters())
+
+    def predict(self, images: Tensor) -> Tensor:
+        """Primary logits ``[B, P]`` of images ``[B, C, H, W]``."""
+        return self.primary_head(self.backbone(images))
+
+    def end_epoch(self) -> None:
+        """Close an epoch for weightings with a loss history (DWA). Call once per epoch."""
+        self.weighting.end_epoch()
+
+    # ------------------------------------------------------------------ MAXL
+    def _other_tasks_loss(self, images, labels, index, exclude: AuxiliaryTask):
+        """L_x(params): the other tasks' losses as a function of the look-ahead's parameters."""
+        prepared = []
+        for task in self.tasks:
+            if task is not exclude:
+                prepared.append((task, *task.make_inputs_and_targets(images, labels, index=index)))
+        if not prepared:
+            return None
+        buffers = {n: b.clone() for n, b in self.backbone.named_buffers()}  # BatchNorm stats stay untouched
+
+        def other_tasks_loss(params: dict[str, Tensor]) -> Tensor:
+            backbone_params = {n.removeprefix("backbone."): p for n, p in params.items() if n.startswith("backbone.")}
+            total = 0.0
+            for task, inputs, targets in prepared:
+                features = functional_call(self.backbone, {**backbone_params, **buffers}, (inputs,))
+                total = total + task.loss(task(features), targets)
+            return total
+
+        return other_tasks_loss
+
+    def meta_gradient(self, images: Tensor, labels: Tensor, *, index: Tensor | None = None) -> MetaResult:
+        """MAXL's meta-gradient ∇θ2 J of the label-generation network on one batch.
+
+        J(θ2) = L_pri(θ1⁺) + λ Σ ȳ log ȳ with the look-ahead θ1⁺ = θ1 − α ∇θ1 (L_pri + L_gen
+        + Σ L_other), the last sum over the other auxiliary tasks if the task's
+        ``lookahead_other_tasks`` is set (every loss with weight 1 in the look-ahead, as in
+        MAXL). Changes no parameter, ``.grad`` or BatchNorm statistic of the learner.
+
+        Raises:
+            ValueError: the learner has no :class:`GeneratedLabels` task.
+        """
+        task = self.generated
+        if task is None:
+            raise ValueError("meta_gradient needs a GeneratedLabels task (MAXL's label-generation network)")
+        extra = None
+        if task.lookahead_other_tasks:
+            extra = self._other_tasks_loss(images, labels, index, exclude=task)
+
+        def loss_fn(logits: Tensor, target: Tensor) -> Tensor:
+            # soft generated labels go to the task's loss, hard primary labels to the primary loss
+            return task.loss(logits, target) if target.dtype.is_floating_point else self.primary_loss(logits, target)
+
+        network = _LookaheadNetwork(self.backbone, self.primary_head, task.head)
+        return meta_gradient(network, task.generator, images, labels, loss_fn, task.meta, extra_inner_loss=extra)
+
+    def meta_step(self, images: Tensor, labels: Tensor, optimizer: torch.optim.Optimizer, *,
+                  index: Tensor | None = None) -> MetaResult:
+        """One update of the label-generation network by ``optimizer`` with :meth:`meta_gradient`.
+        The generator's ``.grad`` is cleared afterwards, so the main optimiser never sees it."""
+        result = self.meta_gradient(images, labels, index=index)
+        params = [p for p in self.generated.generator.parameters() if p.requires_grad]
+        for p, g in zip(params, result.grads):
+            p.grad = g
+        optimizer.step()
+        for p in params:
+            p.grad = None
+        return result

@@ -1,0 +1,37 @@
+"""Loss weightings of the multi-task literature, one per file behind :class:`Weighting`.
+
+=========================  =============================================  ==========
+name                       class                                          acts on
+=========================  =============================================  ==========
+``equal``, ``fixed``       :class:`Equal`, :class:`Fixed`                 losses
+``uncertainty``            :class:`Uncertainty` (Kendall et al. 2018)     losses
+``dwa``                    :class:`DynamicWeightAverage` (Liu et al. 2019) losses
+``gradnorm``               :class:`GradNorm` (Chen et al. 2018)           gradients
+``pcgrad``                 :class:`PCGrad` (Yu et al. 2020)               gradients
+``gcs``                    :class:`GradientCosineSimilarity` (Du et al.)  gradients
+=========================  =============================================  ==========
+"""
+
+from .base import PRIMARY, GradientWeighting, Weighting, flat_gradients
+from .dwa import DynamicWeightAverage
+from .fixed import Equal, Fixed
+from .gcs import GradientCosineSimilarity
+from .gradnorm import GradNorm
+from .pcgrad import PCGrad
+from .uncertainty import Uncertainty
+
+#: Weightings by their command-line name (``fixed`` needs its weights, so it is not here).
+WEIGHTINGS = {
+    "equal": Equal,
+    "uncertainty": Uncertainty,
+    "dwa": DynamicWeightAverage,
+    "gradnorm": GradNorm,
+    "pcgrad": PCGrad,
+    "gcs": GradientCosineSimilarity,
+}
+
+__all__ = [
+    "PRIMARY", "Weighting", "GradientWeighting", "flat_gradients",
+    "Equal", "Fixed", "Uncertainty", "DynamicWeightAverage", "GradNorm", "PCGrad", "GradientCosineSimilarity",
+    "WEIGHTINGS",
+]

@@ -1,0 +1,144 @@
+"""The base classes of the loss weightings.
+
+A weighting turns the per-task losses ``{"primary": L_0, "rotation": L_1, ...}`` of a batch
+into the update of the network. Two kinds:
+
+* :class:`Weighting`: a weighted sum ``L = Σ_i w_i L_i`` (weights fixed, learnt, or set
+  from the loss history); the update is the gradient of ``L``.
+* :class:`GradientWeighting`: acts on the gradients of the *shared* parameters. It takes the
+  gradient ``g_i = ∇_shared L_i`` of every task, combines them into one vector (projecting,
+  dropping or scaling them), and writes it into the shared parameters' ``.grad``; the
+  task-specific parameters (the heads) get the gradient of ``Σ_i w_i L_i``, that is each
+  head the gradient of its own loss.
+
+The learner calls :meth:`Weighting.bind` once with the task names, ``"primary"`` first, so
+that parameters and buffers that depend on the number of tasks exist before the user builds
+the optimiser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Weighting", "GradientWeighting", "flat_gradients", "PRIMARY"]
+
+#: Name of the primary task's loss.
+PRIMARY = "primary"
+
+
+def flat_gradients(loss: Tensor, params: Sequence[Tensor], retain_graph: bool = True) -> Tensor:
+    """``∇_params loss`` as one flat vector (zeros for parameters the loss does not use)."""
+    grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
+
+
+class Weighting(nn.Module):
+    """A weighted sum of the task losses, ``L = Σ_i w_i L_i``.
+
+    Subclasses implement :meth:`loss_weights` (and, if they learn, add terms in
+    :meth:`combine`); may create parameters in :meth:`_build` and keep a loss history
+    through :meth:`end_epoch`.
+
+    Attributes:
+        task_names: the task names in order, ``"primary"`` first (set by :meth:`bind`).
+        likelihoods: ``{name: "softmax" or "gaussian"}`` (see :data:`auxtasks.task.LIKELIHOODS`).
+    """
+
+    #: True for weightings that act on the gradients of the shared parameters.
+    uses_gradients: bool = False
+
+    def __init__(self):
+        super().__init__()
+        self.task_names: tuple[str, ...] = ()
+        self.likelihoods: dict[str, str] = {}
+
+    def bind(self, task_names: Sequence[str], likelihoods: Mapping[str, str] | None = None) -> None:
+        """Set the tasks (``"primary"`` first) and build what depends on them.
+
+        Raises:
+            ValueError: the names are not unique, do not start with ``"primary"``, or the
+                weighting is already bound to other tasks.
+        """
+        names = tuple(task_names)
+        if not names or names[0] != PRIMARY or len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique and start with {PRIMARY!r}, got {list(names)}")
+        if self.task_names and self.task_names != names:
+            raise ValueError(f"{type(self).__name__} is bound to tasks {list(self.task_names)} already; "
+                             f"make a new one for {list(names)}")
+        if self.task_names:
+            return
+        self.task_names = names
+        self.likelihoods = {n: (likelihoods or {}).get(n, "softmax") for n in names}
+        self._build()
+
+    def _build(self) -> None:
+        """Create the parameters / buffers that depend on ``task_names`` (none by default)."""
+
+    def _check(self, losses: Mapping[str, Tensor]) -> None:
+        if not self.task_names:
+            raise RuntimeError(f"{type(self).__name__} is not bound to any tasks: call bind(names) first")
+        if tuple(losses) != self.task_names:
+            raise ValueError(f"losses for tasks {list(losses)} do not match the bound tasks {list(self.task_names)}")
+
+    def loss_weights(self) -> dict[str, Tensor]:
+        """Current weight of every task's loss, ``{name: scalar tensor}``."""
+        raise NotImplementedError
+
+    def combine(self, losses: Mapping[str, Tensor]) -> Tensor:
+        """The scalar to minimise, ``Σ_i w_i L_i`` (plus any term the weighting learns from)."""
+        self._check(losses)
+        weights = self.loss_weights()
+        return sum(weights[n] * losses[n] for n in self.task_names)
+
+    def weights(self) -> dict[str, float]:
+        """Current weights as floats, for logging."""
+        return {n: float(w.detach()) for n, w in self.loss_weights().items()}
+
+    def backward(self, losses: Mapping[str, Tensor], total: Tensor, shared: Sequence[Tensor],
+                 specific: Sequence[Tensor]) -> None:
+        """Accumulate the update into ``.grad``: here ``total.backward()``.
+
+        Args:
+            losses: per-task losses, as given to :meth:`combine`.
+            total: ``combine(losses)``.
+            shared: the shared parameters (the backbone's).
+            specific: the task-specific parameters (the heads').
+        """
+        total.backward()
+
+    def end_epoch(self) -> None:
+        """Called by the learner's ``end_epoch``; weightings with a loss history roll it here."""
+
+
+class GradientWeighting(Weighting):
+    """A weighting that combines the per-task gradients of the shared parameters.
+
+    :meth:`combine` is ``Σ_i w_i L_i`` (all ``w_i = 1`` unless a subclass says otherwise) and
+    serves the heads and the logs; the shared parameters get
+    :meth:`combine_gradients` of the per-task gradients instead.
+    """
+
+    uses_gradients = True
+
+    def loss_weights(self) -> dict[str, Tensor]:
+        return {n: torch.tensor(1.0) for n in self.task_names}
+
+    def combine_gradients(self, grads: dict[str, Tensor], losses: Mapping[str, Tensor]) -> Tensor:
+        """Combine the flat per-task gradients ``{name: float [P]}`` into one ``[P]`` update."""
+        raise NotImplementedError
+
+    def backward(self, losses, total, shared, specific) -> None:
+        self._check(losses)
+        shared = [p for p in shared if p.requires_grad]
+        grads = {n: flat_gradients(losses[n], shared) for n in self.task_names}  # g_i = ∇_shared L_i
+        update = self.combine_gradients(grads, losses)  # [P]
+        if specific:
+            torch.autograd.backward(total, inputs=list(specific))  # each head: the gradient of its own loss
+        offset = 0
+        for p in shared:
+            g = update[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+            p.grad = g.clone() if p.grad is None else p.grad + g
