@@ -69,7 +69,7 @@ def make_extra(net, x_other, target_other):
     return extra
 
 
-@pytest.mark.parametrize("engine", ["func", "higher"])
+@pytest.mark.parametrize("engine", ["func", "higher", "jvp"])
 def test_extra_inner_loss_meta_gradient_equals_finite_differences(engine):
     net, gen, x, y, x_other, target_other = setup()
     loss_fn = classification_loss("focal")
