@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .diagnostics import LabelUsage, warn_label_usage
 from .losses import LOSSES, classification_loss
 from .meta import MetaConfig, meta_gradient
 
@@ -258,6 +259,7 @@ class Trainer:
         n_images = n_steps = n_meta = 0
         per_step = cfg.method == "maxl" and cfg.schedule == "per-step"
         epoch_tag = f"epoch {self.epoch + 1}/{cfg.epochs}"
+        usage = self._label_usage()
         for batch in (bar := self._bar(self._loader(self.train_set, True), f"{epoch_tag} train")):
             x, y, idx = self._to_device(batch)
             if per_step and self.step % cfg.gen_every == 0:
@@ -268,6 +270,8 @@ class Trainer:
                 n_meta += 1
             else:
                 targets = self._aux_targets(x, y, idx)
+            if usage is not None:
+                usage.update(targets, y)  # the labels the multi-task network learns from
             stats = self._multitask_step(x, y, targets)
             for k in ("primary_loss", "aux_loss"):
                 if k in stats:
@@ -293,7 +297,15 @@ class Trainer:
                 bar.set_postfix(outer=f"{result.outer_loss.item():.3f}")
         for k in list(sums):
             record[k] = sums[k] / max(n_meta, 1)
+        if usage is not None:
+            record.update(usage.summary())
         return record
+
+    def _label_usage(self) -> LabelUsage | None:
+        """Label-usage statistics of the generator (``maxl`` with a ψ-aware generator), see
+        :mod:`maxl.diagnostics`."""
+        hierarchy = getattr(self.generator, "hierarchy", None)
+        return LabelUsage(hierarchy) if self.config.method == "maxl" and hierarchy is not None else None
 
     @torch.no_grad()
     def evaluate(self, dataset: Dataset | None = None) -> dict[str, float]:
@@ -321,6 +333,7 @@ class Trainer:
             record = {"epoch": self.epoch + 1, **lrs, **self.train_epoch()}
             record.update(self.evaluate())
             record["epoch_time_s"] = time.time() - t0
+            warn_label_usage(record, getattr(self.generator, "hierarchy", None))  # collapsed or uniform labels
             self.scheduler.step()
             if self.gen_scheduler is not None:
                 self.gen_scheduler.step()
@@ -350,6 +363,8 @@ class Trainer:
         msg = f"epoch {record['epoch']:>3}  train acc {record['train_acc']:.4f}  test acc {record['test_acc']:.4f}"
         if "neg_entropy" in record:
             msg += f"  H {record['neg_entropy']:.3f}"
+        if "label_used_fraction" in record:
+            msg += f"  labels used {record['label_used_fraction']:.0%} sharp {record['label_sharpness']:.2f}"
         msg += f"  ({record['epoch_time_s']:.1f}s)"
         if self.config.progress:
             tqdm.write(msg)
