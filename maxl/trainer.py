@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .diagnostics import LabelUsage, warn_label_usage
 from .fused import FUSED_ENGINES, fused_step
 from .losses import LOSSES, classification_loss
 from .meta import MetaConfig, meta_gradient
@@ -321,6 +322,7 @@ class Trainer:
         fused = (per_step and cfg.fused and self.learner is None
                  and (cfg.meta.order == "first" or cfg.meta.engine in FUSED_ENGINES))
         epoch_tag = f"epoch {self.epoch + 1}/{cfg.epochs}"
+        usage = self._label_usage()
         for batch in (bar := self._bar(self._loader(self.train_set, True), f"{epoch_tag} train")):
             x, y, idx = self._to_device(batch)
             fused_stats = None
@@ -335,6 +337,8 @@ class Trainer:
                 n_meta += 1
             else:
                 targets = self._aux_targets(x, y, idx)
+            if usage is not None:
+                usage.update(targets, y)  # the labels the multi-task network learns from
             stats = fused_stats or self._multitask_step(x, y, targets, idx)
             for k in ("primary_loss", "aux_loss", *self._learner_keys):
                 if k in stats:
@@ -362,7 +366,15 @@ class Trainer:
             record[k] = sums[k] / max(n_meta, 1)
         if self.learner is not None:
             self.learner.end_epoch()  # loss-history weightings (DWA) roll over
+        if usage is not None:
+            record.update(usage.summary())
         return record
+
+    def _label_usage(self) -> LabelUsage | None:
+        """Label-usage statistics of the generator (``maxl`` with a ψ-aware generator), see
+        :mod:`maxl.diagnostics`."""
+        hierarchy = getattr(self.generator, "hierarchy", None)
+        return LabelUsage(hierarchy) if self.config.method == "maxl" and hierarchy is not None else None
 
     @torch.no_grad()
     def evaluate(self, dataset: Dataset | None = None) -> dict[str, float]:
@@ -390,6 +402,7 @@ class Trainer:
             record = {"epoch": self.epoch + 1, **lrs, **self.train_epoch()}
             record.update(self.evaluate())
             record["epoch_time_s"] = time.time() - t0
+            warn_label_usage(record, getattr(self.generator, "hierarchy", None))  # collapsed or uniform labels
             self.scheduler.step()
             if self.gen_scheduler is not None:
                 self.gen_scheduler.step()
@@ -419,6 +432,8 @@ class Trainer:
         msg = f"epoch {record['epoch']:>3}  train acc {record['train_acc']:.4f}  test acc {record['test_acc']:.4f}"
         if "neg_entropy" in record:
             msg += f"  H {record['neg_entropy']:.3f}"
+        if "label_used_fraction" in record:
+            msg += f"  labels used {record['label_used_fraction']:.0%} sharp {record['label_sharpness']:.2f}"
         msg += f"  ({record['epoch_time_s']:.1f}s)"
         if self.config.progress:
             tqdm.write(msg)
