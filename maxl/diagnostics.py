@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from .hierarchy import Hierarchy
+from .losses import negative_entropy
 
 __all__ = ["LabelUsage", "UsageThresholds", "GeneratorLabelWarning", "label_usage_warnings", "warn_label_usage"]
 
@@ -94,8 +95,7 @@ class LabelUsage:
             )
         p = soft_labels.detach().to("cpu", torch.float64)
         primary = primary.detach().cpu()
-        mean = p.mean(0)  # ȳ [K]
-        self.entropy_sum += -float(torch.where(mean > 0, mean * mean.clamp_min(1e-300).log(), 0.0).sum())
+        self.entropy_sum += -float(negative_entropy(p))  # entropy of ȳ
         self.batches += 1
         self.counts += torch.bincount(p.argmax(1), minlength=k)
         max_prob = p.max(1).values  # [B]

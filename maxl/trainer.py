@@ -337,7 +337,7 @@ class Trainer:
                 n_meta += 1
             else:
                 targets = self._aux_targets(x, y, idx)
-            if usage is not None:
+            if usage is not None and targets is not None:
                 usage.update(targets, y)  # the labels the multi-task network learns from
             stats = fused_stats or self._multitask_step(x, y, targets, idx)
             for k in ("primary_loss", "aux_loss", *self._learner_keys):
