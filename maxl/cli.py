@@ -15,13 +15,16 @@ from pathlib import Path
 
 import torch
 
+from .autoencoder import AutoencoderConfig
 from .backbones import BACKBONES, build_backbone
 from .data import DATASETS, load_dataset
 from .hierarchy import Hierarchy
+from .labels import fixed_aux_labels
 from .losses import LOSSES
 from .meta import ENGINES, ORDERS, MetaConfig
 from .networks import LabelGenerator, MultiTaskNetwork
-from .trainer import METHODS, SCHEDULES, TrainConfig, Trainer, atomic_write_text, seed_everything
+from .trainer import (FIXED_LABEL_METHODS, METHODS, SCHEDULES, TrainConfig, Trainer, atomic_write_text,
+                      resolve_device, seed_everything)
 
 __all__ = ["main", "build_parser", "run_training", "parse_psi"]
 
@@ -60,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="maxl", description="Meta Auxiliary Learning (Liu, Davison, Johns, NeurIPS 2019).")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train single-task, human-hierarchy or MAXL models",
+    t = sub.add_parser("train", help="train single-task, human / random / k-means auxiliary-label or MAXL models",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = t.add_argument_group("data")
     d.add_argument("--dataset", choices=DATASETS, default="digits",
@@ -105,11 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alternate: a multi-task pass then a generator pass per epoch (reference); "
                         "per-step: generator update every --gen-every steps")
     g.add_argument("--gen-every", type=int, default=1, help="generator update every k steps (per-step schedule)")
+    b = t.add_argument_group("baselines (random, kmeans)")
+    b.add_argument("--ae-epochs", type=int, default=10,
+                   help="kmeans: epochs of the autoencoder whose latent codes are clustered")
+    b.add_argument("--ae-latent", type=int, default=32, help="kmeans: size of the autoencoder's latent code")
     r = t.add_argument_group("run")
     r.add_argument("--seed", type=int, default=0, help="random seed")
     r.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto")
     r.add_argument("--out", default="runs/maxl", help="run folder (with several methods: OUT/METHOD)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
+    r.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of torch (default: torch's choice; 1 is fastest on a shared CPU)")
 
     demo = sub.add_parser("demo", help="quick start: single vs maxl on the embedded digits data, about a minute",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -125,6 +134,8 @@ DEMO_ARGS = ["--dataset", "digits", "--method", "single", "maxl", "--batch-size"
 
 def run_training(args: argparse.Namespace) -> dict[str, dict]:
     """Run every method of ``args.method``; returns ``{method: summary}``."""
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, args.data_root, hierarchy=args.hierarchy, train_subset=args.train_subset,
                         test_subset=args.test_subset, augment=not args.no_augment, seed=args.seed,
                         download=args.download)
@@ -135,8 +146,6 @@ def run_training(args: argparse.Namespace) -> dict[str, dict]:
     summaries = {}
     for method in args.method:
         out = Path(args.out) / method if len(args.method) > 1 else Path(args.out)
-        if method in ("random", "kmeans"):
-            raise ValueError(f"method {method!r} is not available from the command line yet")
         if method == "human" and (data.aux_train is None or data.psi != psi):
             raise ValueError(f"method 'human' needs a data set with a human hierarchy matching psi={psi}; "
                              f"{data.name} has psi={data.psi}")
@@ -148,6 +157,12 @@ def run_training(args: argparse.Namespace) -> dict[str, dict]:
                              loss=args.loss, focal_gamma=args.focal_gamma, schedule=args.schedule,
                              gen_every=args.gen_every, seed=args.seed, device=args.device,
                              progress=not args.no_progress, meta=meta)
+        aux_labels = label_info = None
+        if method in FIXED_LABEL_METHODS:  # made before the networks, so that their initialisation is the same
+            ae_config = AutoencoderConfig(epochs=args.ae_epochs, latent_dim=args.ae_latent)
+            aux_labels, label_info = fixed_aux_labels(method, data, psi, args.seed, ae_config,
+                                                      resolve_device(args.device))
+            print(f"[{method}] auxiliary labels made in {label_info['time_s']:.1f}s")
         seed_everything(args.seed)
         num_aux = 0 if method == "single" else sum(psi)
         net = MultiTaskNetwork(build_backbone(backbone, data.in_channels), data.num_primary, num_aux, args.hidden)
@@ -164,12 +179,13 @@ def run_training(args: argparse.Namespace) -> dict[str, dict]:
                      "num_train": len(data.train), "num_test": len(data.test)},
             "model": {"backbone": backbone, "hidden": args.hidden, "psi": psi, "num_primary": data.num_primary},
             "train": asdict(config),
+            "labels": label_info,
             "env": {"torch": torch.__version__, "python": platform.python_version(),
                     "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
         }
         atomic_write_text(out / "config.json", json.dumps(resolved, indent=2) + "\n")
         trainer = Trainer(net, data.train, data.test, config, out, generator=generator,
-                          aux_labels=data.aux_train if method == "human" else None)
+                          aux_labels=aux_labels)
         print(f"[{method}] training {config.epochs} epochs -> {out}")
         summaries[method] = trainer.fit()
     print_table(summaries)
