@@ -112,7 +112,8 @@ def describe_setting(runs: list[Run]) -> str:
             else f"all {data['num_test']} test images")
     return (f"{data['name']}, psi = {model['psi']}, backbone {model['backbone']} (heads of width {model['hidden']}), "
             f"{subset}, {test}, {train['epochs']} epochs, batch {train['batch_size']}, SGD lr {train['lr']} "
-            f"momentum {train['momentum']}, weight decay {train['weight_decay']}, {train['loss']} loss; "
+            f"momentum {train['momentum']}, weight decay {train['weight_decay']}, learning rates x{train['lr_gamma']} "
+            f"every {train['lr_step']} epochs, {train['loss']} loss; "
             f"MAXL: generator lr {train['gen_lr']}, {meta.get('order', '?')}-order meta-gradient, "
             f"{train['schedule']} schedule, entropy weight {meta.get('entropy_weight', '?')}.")
 
