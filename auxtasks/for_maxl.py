@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torchvision.transforms import v2
 
 from maxl.meta import MetaConfig
+from maxl.trainer import FIXED_LABEL_METHODS as _FIXED_LABEL_METHODS
 
 from .colourisation import Colourisation
 from .generated import GeneratedLabels
@@ -27,7 +28,6 @@ __all__ = ["TASK_NAMES", "build_learner", "dataset_normalisation", "normalised_i
 
 #: Self-supervised tasks by their command-line name.
 TASK_NAMES = ("rotation", "colourisation")
-_FIXED_LABEL_METHODS = ("human", "random", "kmeans")
 
 
 def dataset_normalisation(dataset) -> tuple[list[float], list[float]]:

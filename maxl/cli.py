@@ -19,13 +19,16 @@ from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
 from auxtasks.for_maxl import TASK_NAMES as AUX_TASKS
 from auxtasks.for_maxl import build_learner, dataset_normalisation, normalised_images
 
+from .autoencoder import AutoencoderConfig
 from .backbones import BACKBONES, build_backbone
 from .data import DATASETS, load_dataset
 from .hierarchy import Hierarchy
+from .labels import fixed_aux_labels
 from .losses import LOSSES, classification_loss
 from .meta import ENGINES, ORDERS, MetaConfig
 from .networks import LabelGenerator, MultiTaskNetwork
-from .trainer import METHODS, SCHEDULES, TrainConfig, Trainer, atomic_write_text, seed_everything
+from .trainer import (FIXED_LABEL_METHODS, METHODS, SCHEDULES, TrainConfig, Trainer, atomic_write_text,
+                      resolve_device, seed_everything)
 
 __all__ = ["main", "build_parser", "run_training", "parse_psi", "run_visualise", "run_compare"]
 
@@ -64,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="maxl", description="Meta Auxiliary Learning (Liu, Davison, Johns, NeurIPS 2019).")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train single-task, human-hierarchy or MAXL models",
+    t = sub.add_parser("train", help="train single-task, human / random / k-means auxiliary-label or MAXL models",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = t.add_argument_group("data")
     d.add_argument("--dataset", choices=DATASETS, default="digits",
@@ -125,11 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all four rotations of every image (the paper) or one random rotation per image")
     a.add_argument("--colourisation-mode", choices=COLOURISATION_MODES, default="regression",
                    help="ab regression, or the paper's classification over ab bins with class rebalancing")
+    b = t.add_argument_group("baselines (random, kmeans)")
+    b.add_argument("--ae-epochs", type=int, default=10,
+                   help="kmeans: epochs of the autoencoder whose latent codes are clustered")
+    b.add_argument("--ae-latent", type=int, default=32, help="kmeans: size of the autoencoder's latent code")
     r = t.add_argument_group("run")
     r.add_argument("--seed", type=int, default=0, help="random seed")
     r.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto")
     r.add_argument("--out", default="runs/maxl", help="run folder (with several methods: OUT/METHOD)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
+    r.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of torch (default: torch's choice; 1 is fastest on a shared CPU)")
 
     demo = sub.add_parser("demo", help="quick start: single vs maxl on the embedded digits data, about a minute",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -146,6 +155,8 @@ DEMO_ARGS = ["--dataset", "digits", "--method", "single", "maxl", "--batch-size"
 
 def run_training(args: argparse.Namespace) -> dict[str, dict]:
     """Run every method of ``args.method``; returns ``{method: summary}``."""
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, args.data_root, hierarchy=args.hierarchy, train_subset=args.train_subset,
                         test_subset=args.test_subset, augment=not args.no_augment, seed=args.seed,
                         download=args.download)
@@ -156,8 +167,6 @@ def run_training(args: argparse.Namespace) -> dict[str, dict]:
     summaries = {}
     for method in args.method:
         out = Path(args.out) / method if len(args.method) > 1 else Path(args.out)
-        if method in ("random", "kmeans"):
-            raise ValueError(f"method {method!r} is not available from the command line yet")
         if method == "human" and (data.aux_train is None or data.psi != psi):
             raise ValueError(f"method 'human' needs a data set with a human hierarchy matching psi={psi}; "
                              f"{data.name} has psi={data.psi}")
@@ -169,6 +178,12 @@ def run_training(args: argparse.Namespace) -> dict[str, dict]:
                              loss=args.loss, focal_gamma=args.focal_gamma, schedule=args.schedule,
                              gen_every=args.gen_every, fused=not args.no_fused, seed=args.seed, device=args.device,
                              progress=not args.no_progress, meta=meta)
+        aux_labels = label_info = None
+        if method in FIXED_LABEL_METHODS:  # made before the networks, so that their initialisation is the same
+            ae_config = AutoencoderConfig(epochs=args.ae_epochs, latent_dim=args.ae_latent)
+            aux_labels, label_info = fixed_aux_labels(method, data, psi, args.seed, ae_config,
+                                                      resolve_device(args.device))
+            print(f"[{method}] auxiliary labels made in {label_info['time_s']:.1f}s")
         seed_everything(args.seed)
         num_aux = 0 if method == "single" else sum(psi)
         net = MultiTaskNetwork(build_backbone(backbone, data.in_channels), data.num_primary, num_aux, args.hidden)
@@ -185,17 +200,18 @@ def run_training(args: argparse.Namespace) -> dict[str, dict]:
                      "num_train": len(data.train), "num_test": len(data.test)},
             "model": {"backbone": backbone, "hidden": args.hidden, "psi": psi, "num_primary": data.num_primary},
             "train": asdict(config),
+            "labels": label_info,
             "env": {"torch": torch.__version__, "python": platform.python_version(),
                     "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
         }
-        learner = make_aux_learner(args, data, method, net, generator, config)
+        learner = make_aux_learner(args, data, method, net, generator, config, aux_labels)
         if learner is not None:
             resolved["aux"] = {"tasks": list(args.aux), "weighting": args.weighting or "equal",
                                "aux_weights": parse_aux_weights(args.aux_weight), "rotation_mode": args.rotation_mode,
                                "colourisation_mode": args.colourisation_mode}
         atomic_write_text(out / "config.json", json.dumps(resolved, indent=2) + "\n")
         trainer = Trainer(net, data.train, data.test, config, out, generator=generator,
-                          aux_labels=data.aux_train if method == "human" else None, learner=learner)
+                          aux_labels=aux_labels, learner=learner)
         print(f"[{method}] training {config.epochs} epochs -> {out}")
         summaries[method] = trainer.fit()
     print_table(summaries)
@@ -220,7 +236,8 @@ def parse_aux_weights(items: list[str]) -> dict[str, float]:
     return weights
 
 
-def make_aux_learner(args: argparse.Namespace, data, method: str, net, generator, config: TrainConfig):
+def make_aux_learner(args: argparse.Namespace, data, method: str, net, generator, config: TrainConfig,
+                     aux_labels=None):
     """The auxtasks learner of a run with ``--aux``, ``--weighting`` or ``--aux-weight``; None without."""
     if not (args.aux or args.weighting or args.aux_weight):
         return None
@@ -228,7 +245,7 @@ def make_aux_learner(args: argparse.Namespace, data, method: str, net, generator
     return build_learner(
         net, method, args.aux, args.weighting or "equal", loss_fn=classification_loss(args.loss, args.focal_gamma),
         in_channels=data.in_channels, image_size=data.image_size, normalisation=dataset_normalisation(data.test),
-        generator=generator, aux_labels=data.aux_train if method == "human" else None, meta=config.meta,
+        generator=generator, aux_labels=aux_labels, meta=config.meta,
         aux_weights=parse_aux_weights(args.aux_weight), rotation_mode=args.rotation_mode, colourisation_mode=mode,
         prior_images=normalised_images(data.train) if "colourisation" in args.aux and mode == "classification" else None,
         hidden=args.hidden)

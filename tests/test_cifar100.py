@@ -17,6 +17,18 @@ PUBLISHED_COARSE_OF_FINE = [
     16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13,
 ]  # fmt: skip
 PAIRS = [(p, a) for p, a in itertools.combinations(c.LEVELS, 2)]
+# Typed here from the paper's tables (maxl-facts), independently of maxl.cifar100: the 20
+# superclass names in coarse-label order, and the paper's 20 -> 10 and 10 -> 3 groupings by index.
+PUBLISHED_COARSE_NAMES = [
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes", "large_omnivores_and_herbivores",
+    "medium_mammals", "non-insect_invertebrates", "people", "reptiles", "small_mammals", "trees",
+    "vehicles_1", "vehicles_2",
+]  # fmt: skip
+PAPER_TEN_OF_COARSE = {0: 1, 1: 2, 2: 5, 3: 6, 4: 5, 5: 6, 6: 6, 7: 3, 8: 0, 9: 7, 10: 8, 11: 0, 12: 1, 13: 3,
+                       14: 4, 15: 0, 16: 2, 17: 5, 18: 9, 19: 9}
+PAPER_THREE_OF_TEN = {0: 0, 1: 0, 2: 0, 3: 0, 4: 0, 5: 1, 6: 2, 7: 2, 8: 2, 9: 2}
 
 
 def block_bounds(psi):
@@ -127,3 +139,47 @@ def test_animal_vehicle():
     assert [names[a] for a in aux.tolist()] == list(c.CIFAR10_NAMES)
     start, end = block_bounds(psi)
     assert ((start[primary] <= aux) & (aux < end[primary])).all()
+
+
+def paper_ancestor(fine: int, level: int) -> int:
+    """Class index at ``level`` of fine class ``fine``, from the tables typed in this file."""
+    coarse = PUBLISHED_COARSE_OF_FINE[fine]
+    return {100: fine, 20: coarse, 10: PAPER_TEN_OF_COARSE[coarse],
+            3: PAPER_THREE_OF_TEN[PAPER_TEN_OF_COARSE[coarse]]}[level]
+
+
+@pytest.mark.parametrize("primary_level, aux_level", PAIRS)
+def test_human_labels_match_the_paper_tables_for_every_level_pair(primary_level, aux_level):
+    """For each fine class, the primary label and the auxiliary slot (and their names) are its
+    ancestors at the two levels according to the paper's tables."""
+    fine = torch.arange(100)
+    primary, aux = c.hierarchical_aux_labels(fine, primary_level, aux_level)
+    slot_names = c.aux_class_names(primary_level, aux_level)
+    start, end = block_bounds(c.psi_between(primary_level, aux_level))
+    for k in range(100):
+        p, a = int(primary[k]), int(aux[k])
+        assert p == paper_ancestor(k, primary_level)
+        assert start[p] <= a < end[p]
+        expected_aux = paper_ancestor(k, aux_level)  # index at the auxiliary level, named by slot_names[a]
+        assert slot_names[a] == c.level_names(aux_level)[expected_aux]
+        if aux_level == 100:
+            assert slot_names[a] == c.FINE_NAMES[k]
+        if aux_level == 20:
+            assert slot_names[a] == PUBLISHED_COARSE_NAMES[PUBLISHED_COARSE_OF_FINE[k]]
+        if primary_level == 20:
+            assert c.level_names(20)[p] == PUBLISHED_COARSE_NAMES[PUBLISHED_COARSE_OF_FINE[k]]
+    # every slot of block i belongs to primary class i: slot names are descendants of their block's class
+    for i in range(primary_level):
+        members = {slot_names[j] for j in range(int(start[i]), int(end[i]))}
+        expected = {c.level_names(aux_level)[paper_ancestor(k, aux_level)] for k in range(100)
+                    if paper_ancestor(k, primary_level) == i}
+        assert members == expected
+
+
+def test_group_names_describe_their_members():
+    """maxl's own names of the 10 and 3 groups agree with the paper's groupings."""
+    ten = {PUBLISHED_COARSE_NAMES[k]: c.TEN_NAMES[g] for k, g in PAPER_TEN_OF_COARSE.items()}
+    assert ten["vehicles_1"] == ten["vehicles_2"] == "vehicles"
+    assert ten["people"] == "people" and ten["trees"] == ten["flowers"] == "plants"
+    assert ten["insects"] == ten["non-insect_invertebrates"] == "invertebrates"
+    assert [c.THREE_NAMES[PAPER_THREE_OF_TEN[g]] for g in (0, 5, 9)] == ["animals", "plants", "objects_and_scenes"]

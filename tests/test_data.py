@@ -213,14 +213,21 @@ def test_cifar100_default_hierarchy_20_100(cifar100_root, no_md5):
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32 and index == 0
 
 
-@pytest.mark.parametrize("hierarchy", ["3-10", "3-20", "10-20", "10-100", "3-100"])
+@pytest.mark.parametrize("hierarchy", ["3-10", "3-20", "3-100", "10-20", "10-100", "20-100"])
 def test_cifar100_hierarchies(cifar100_root, no_md5, hierarchy):
     primary_level, aux_level = map(int, hierarchy.split("-"))
     b = load_dataset("cifar100", cifar100_root, hierarchy=hierarchy, augment=False)
     assert b.psi == cifar100.psi_between(primary_level, aux_level) and sum(b.psi) == aux_level
     assert b.num_primary == primary_level and len(b.aux_names) == aux_level
-    for ds, aux in ((b.train, b.aux_train), (b.test, b.aux_test)):
+    for ds, aux, per_class in ((b.train, b.aux_train, 2), (b.test, b.aux_test, 1)):
         assert_in_blocks(ds.labels, aux, b.psi)
+        # by name: each sample's primary and auxiliary classes are the ancestors of its fine class
+        fine = torch.arange(100).repeat(per_class)  # the fixture's fine labels
+        own_aux = cifar100.level_names(aux_level)
+        assert [b.aux_names[a] for a in aux.tolist()] == [own_aux[k] for k in cifar100.level_labels(fine, aux_level)]
+        own_primary = cifar100.level_names(primary_level)
+        assert [b.primary_names[p] for p in ds.labels.tolist()] == [
+            own_primary[k] for k in cifar100.level_labels(fine, primary_level)]
 
 
 def test_cifar100_flat_and_subset(cifar100_root, no_md5):
