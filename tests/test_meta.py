@@ -13,7 +13,7 @@ import torch
 
 from maxl.backbones import ConvNet
 from maxl.losses import classification_loss, negative_entropy
-from maxl.meta import MetaConfig, meta_gradient
+from maxl.meta import DoubleBackwardError, MetaConfig, meta_gradient
 from maxl.networks import LabelGenerator, MultiTaskNetwork
 
 PSI = [2, 1, 3]
@@ -133,3 +133,55 @@ def test_meta_config_rejects_unknown_settings():
         MetaConfig(order="third")
     with pytest.raises(ValueError, match="inner_lr"):
         MetaConfig(inner_lr=0)
+
+
+class _OnceDifferentiableReLU(torch.autograd.Function):
+    """A hand-written op whose backward autograd cannot differentiate (like many custom kernels)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x > 0)
+
+
+class _BackboneWithOp(torch.nn.Module):
+    """conv → an op without a usable double backward → mean over the image: features [B, 4]."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.op, self.out_features = op, 4
+
+    def forward(self, x):
+        h = self.conv(x)  # [B, 4, H, W]
+        if self.op == "once_differentiable":
+            return _OnceDifferentiableReLU.apply(h).mean(dim=(2, 3))
+        # max over each image row with segment_reduce, whose double backward is not implemented
+        rows = h.permute(3, 0, 1, 2).reshape(h.shape[3], -1)  # [W, B*4*H]: a segment per row
+        pooled = torch.segment_reduce(rows.T.reshape(-1), "max", lengths=torch.full((rows.shape[1],), h.shape[3]))
+        return pooled.view(h.shape[0], 4, h.shape[2]).mean(dim=2)
+
+
+@pytest.mark.parametrize("op", ["once_differentiable", "segment_reduce"])
+@pytest.mark.parametrize("engine", ["func", "higher"])
+def test_op_without_double_backward_gives_a_clear_error(op, engine):
+    torch.manual_seed(0)
+    net = MultiTaskNetwork(_BackboneWithOp(op), len(PSI), sum(PSI), hidden=5)
+    gen = LabelGenerator(ConvNet(1, (3,), (1,)), PSI, hidden=5)
+    x, y = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 2, 1])
+    loss = classification_loss("focal")
+    with pytest.raises(DoubleBackwardError, match="cannot differentiate again.*--meta-order first"):
+        meta_gradient(net, gen, x, y, loss, MetaConfig(engine=engine))
+    if op == "segment_reduce":  # without the graph walk, autograd's own error is re-raised with the fix
+        with pytest.raises(DoubleBackwardError, match=r"_segment_reduce_backward is not implemented.*"
+                                                       r"MetaConfig\(order='first'\)"):
+            meta_gradient(net, gen, x, y, loss, MetaConfig(engine=engine), check_graph=False)
+    # the first-order variant needs no double backward
+    result = meta_gradient(net, gen, x, y, loss, MetaConfig(order="first"))
+    assert all(torch.isfinite(g).all() for g in result.grads)
