@@ -314,10 +314,16 @@ class Trainer:
 
     # ----------------------------------------------------------------- steps
     def _check_finite(self, **losses: Tensor) -> None:
+        where = ""
+        if self.world_size > 1:  # a NaN/Inf on any process reaches the mean: every process stops here
+            values = torch.stack([v.detach().float() for v in losses.values()])
+            distributed.all_reduce_mean_([values])
+            losses = dict(zip(losses, values))
+            where = f" on at least one of the {self.world_size} processes"
         for name, value in losses.items():
             if not torch.isfinite(value):
                 raise NonFiniteLossError(
-                    f"{name} became {value.item()} at epoch {self.epoch + 1}, step {self.step + 1}; "
+                    f"{name} became {value.item()} at epoch {self.epoch + 1}, step {self.step + 1}{where}; "
                     "try a smaller learning rate"
                 )
 
