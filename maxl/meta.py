@@ -69,9 +69,10 @@ def _check_double_backward(outer: Tensor) -> None:
     A custom ``autograd.Function`` marked ``@once_differentiable`` (common in hand-written
     kernels) returns a gradient whose own graph ends in such a node, cut off from θ2:
     autograd never visits it and the meta-gradient silently loses every path through that
-    op (the failure the MAXL reference had before 2019-01-29, from another cause). Ops whose
-    double backward is "not implemented" leave a node of the same family. A walk over the
-    graph (about 500 nodes for VGG-16 with both heads, ~2 ms) finds both.
+    op (the failure the MAXL reference had before 2019-01-29, from another cause). A walk
+    over the graph (about 500 nodes for VGG-16 with both heads, ~2 ms) finds it. Ops whose
+    double backward is "not implemented" need no walk: autograd raises when it reaches
+    them, naming the op, and :func:`meta_gradient` adds the fix to that message.
     """
     seen, stack = set(), [outer.grad_fn]
     while stack:
@@ -79,13 +80,12 @@ def _check_double_backward(outer: Tensor) -> None:
         if fn is None or fn in seen:
             continue
         seen.add(fn)
-        if fn.name() in ("torch::autograd::Error", "torch::autograd::NotImplemented"):
+        if fn.name() == "torch::autograd::Error":
             raise DoubleBackwardError(
                 "the exact second-order meta-gradient cannot be computed: an op of the multi-task "
                 "network has a backward that autograd cannot differentiate again (a custom "
-                "autograd.Function marked @once_differentiable, or an op whose double backward is not "
-                f"implemented), so the look-ahead θ1⁺ would silently lose its dependence on the "
-                f"generator through it; {_FIRST_ORDER_HINT}"
+                "autograd.Function marked @once_differentiable), so the meta-gradient would silently "
+                f"lose every path through that op; {_FIRST_ORDER_HINT}"
             )
         stack.extend(f for f, _ in fn.next_functions)
 

@@ -33,7 +33,9 @@ import math
 import os
 import pickle
 import random
+import re
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -275,7 +277,8 @@ class Trainer:
                 if len(bad):
                     raise ValueError(
                         f"{split} sample {int(bad[0])} has primary label {int(labels[bad[0]])}, but the network "
-                        f"has {num_primary} primary classes (labels 0..{num_primary - 1}); {len(bad)} such samples"
+                        f"has {num_primary} primary classes (labels 0..{num_primary - 1}); {len(bad)} of "
+                        f"{len(labels)} labels are out of range"
                     )
             with torch.random.fork_rng(devices=[]):  # an augmenting transform draws random numbers
                 image = dataset[0][0]
@@ -580,13 +583,18 @@ class Trainer:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint file at {path}")
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive, its index at the end
+            raise CheckpointError(f"cannot read the checkpoint {path}: it is not a torch.save archive (truncated "
+                                  "or corrupt)")
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
         except pickle.UnpicklingError as err:
+            reason = re.search(r"WeightsUnpickler error: *([^.\n]+)", str(err))  # "Unsupported global: ..."
             raise CheckpointError(
                 f"refused to load {path}: it holds pickled objects that loading would have to import or "
                 "call, and weights_only loading allows only tensors, numbers, strings and containers of "
-                f"them (a checkpoint written by maxl holds nothing else). Unpickler: {err}"
+                "them (a checkpoint written by maxl holds nothing else); "
+                f"{reason.group(1).strip() if reason else str(err).splitlines()[0]}"
             ) from err
         except (RuntimeError, EOFError, OSError, ValueError) as err:
             raise CheckpointError(f"cannot read the checkpoint {path}: the file is truncated or corrupt ({err})") from err

@@ -23,7 +23,7 @@ from maxl.meta import meta_gradient
 from maxl.networks import MultiTaskNetwork
 from maxl.trainer import seed_everything
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ import torch
 from maxl.cli import main
 from maxl.trainer import Trainer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
 RUN = ["train", "--dataset", "digits", "--method", "maxl", "--train-subset", "64", "--test-subset", "40",
        "--batch-size", "16", "--lr", "0.05", "--momentum", "0.9", "--hidden", "8", "--psi", "2", "--no-progress"]
