@@ -292,10 +292,13 @@ class Trainer:
                     continue
                 was_training = module.training
                 module.eval()  # no BatchNorm statistics are touched
+                x = image[None].to(self.device)  # [1, C, H, W]
                 try:
                     with torch.no_grad():
-                        x = image[None].to(self.device)
-                        module(x) if module is self.net else module(x, torch.zeros(1, dtype=torch.long, device=x.device))
+                        if module is self.net:
+                            module(x)
+                        else:
+                            module(x, torch.zeros(1, dtype=torch.long, device=x.device))
                 except (ValueError, RuntimeError) as err:
                     raise ValueError(
                         f"the {name} cannot take the {split} images, of shape {list(image.shape)} [C, H, W]: {err}"
@@ -531,6 +534,8 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
+        """The full training state (what :meth:`save_checkpoint` writes). Under torchrun every
+        process must call it: the processes' torch RNG states are gathered."""
         state = {
             "epoch": self.epoch,
             "step": self.step,

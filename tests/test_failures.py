@@ -4,12 +4,16 @@ Also: a NaN stops the run and leaves the last good checkpoint loadable; checkpoi
 corrupt, unsafe (a pickled object that would run code) or from other settings are refused.
 """
 
+import gzip
 import json
 import pathlib
+import random
+import struct
 import sys
 
 import pytest
 import torch
+from PIL import Image
 
 from maxl import trainer as trainer_module
 from maxl.backbones import ConvNet, tiny_cnn
@@ -82,6 +86,35 @@ def test_missing_tensorboard_is_reported_before_training(digits, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # makes the import fail
     with pytest.raises(ImportError, match=r"pip install 'maxl\[tensorboard\]'"):
         make_trainer(digits, method="single", tensorboard=True)
+
+
+def test_truncated_mnist_files_are_named(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    for name in names:  # gzip streams cut in the middle
+        (raw / f"{name}.gz").write_bytes(gzip.compress(random.Random(0).randbytes(5000))[:1000])
+    with pytest.raises(ValueError, match=r"MNIST/raw/train-images-idx3-ubyte.gz is truncated or corrupt"):
+        load_dataset("mnist", tmp_path)
+    for name in names:  # IDX files whose header promises more images than they hold
+        (raw / f"{name}.gz").unlink()
+        dims = (60000 if name.startswith("train") else 10000, *((28, 28) if "images" in name else ()))
+        magic = 0x0803 if "images" in name else 0x0801
+        (raw / name).write_bytes(struct.pack(f">I{len(dims)}I", magic, *dims) + bytes(100))
+    with pytest.raises(ValueError, match=r"cannot read MNIST's train-images-idx3-ubyte, train-labels-idx1-ubyte "
+                                         r"in .*MNIST/raw: truncated or corrupt"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_an_undecodable_image_is_named(tmp_path):
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(tmp_path / split / cls / f"{i}.png")
+    (tmp_path / "train" / "b" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg after all")
+    with pytest.raises(ValueError, match=r"imagefolder: cannot decode the image .*train/b/broken.jpg"):
+        load_dataset("imagefolder", tmp_path)
 
 
 # ----------------------------------------------------------------------------- non-finite values
