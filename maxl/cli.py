@@ -294,14 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prog = f"maxl[rank {os.environ['RANK']}]" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "maxl"
     try:
+        if args.command == "train" and args.resume is not None:
+            args = resume_args(args, given_options(argv))  # first: the run's --device picks the backend
         with distributed.process_group(getattr(args, "device", "auto")):
             if args.command == "demo":
                 argv = ["train", *DEMO_ARGS, "--epochs", str(args.epochs), "--seed", str(args.seed), "--out", args.out]
                 print("maxl " + " ".join(argv))
                 run_training(parser.parse_args(argv))
             elif args.command == "train":
-                if args.resume is not None:
-                    args = resume_args(args, given_options(argv))
                 run_training(args)
     except (ValueError, FileNotFoundError, ImportError) as err:  # bad input or setup
         print(f"{prog}: error: {err}", file=sys.stderr)
