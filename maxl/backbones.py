@@ -28,13 +28,18 @@ class ConvNet(nn.Module):
         in_channels: C of the input images.
         widths: output channels of each block.
         convs_per_block: number of convolutions in each block (same length as ``widths``).
+        batchnorm: False leaves out the BatchNorm layers. Without them every image's features
+            depend on that image alone, so a data-parallel run over N processes computes the same
+            gradients as one process with the same global batch (BatchNorm normalises with the
+            statistics of each process's share of the batch instead).
 
     Shapes:
         ``forward``: float ``[B, C, H, W]`` → float ``[B, widths[-1]]``. H and W must be at
         least ``2 ** len(widths)``.
     """
 
-    def __init__(self, in_channels: int, widths: Sequence[int], convs_per_block: Sequence[int]):
+    def __init__(self, in_channels: int, widths: Sequence[int], convs_per_block: Sequence[int],
+                 batchnorm: bool = True):
         super().__init__()
         if len(widths) != len(convs_per_block):
             raise ValueError(f"widths {widths} and convs_per_block {convs_per_block} differ in length")
@@ -42,11 +47,11 @@ class ConvNet(nn.Module):
         c = in_channels
         for width, n in zip(widths, convs_per_block):
             for _ in range(n):
-                layers += [nn.Conv2d(c, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                norm = [nn.BatchNorm2d(width)] if batchnorm else []
+                layers += [nn.Conv2d(c, width, 3, padding=1), *norm, nn.ReLU(inplace=True)]
                 c = width
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.in_channels = in_channels
         self.min_size = 2 ** len(widths)
         self.out_features = c
@@ -65,35 +70,37 @@ class ConvNet(nn.Module):
                 f"images of {x.shape[-2]}x{x.shape[-1]} are too small for this backbone "
                 f"({self.min_size} pixels at least)"
             )
-        return self.pool(self.features(x)).flatten(1)  # [B, C', 1, 1] -> [B, C']
+        # global average pool as a mean: unlike AdaptiveAvgPool2d its backward is deterministic
+        # on CUDA, so torch.use_deterministic_algorithms(True) accepts it
+        return self.features(x).mean(dim=(2, 3))  # [B, C', h, w] -> [B, C']
 
 
-def vgg16_bn(in_channels: int = 3) -> ConvNet:
+def vgg16_bn(in_channels: int = 3, batchnorm: bool = True) -> ConvNet:
     """VGG-16 with BatchNorm as in MAXL's CIFAR experiments: 13 convs in blocks of 2,2,3,3,3
     with 64,128,256,512,512 filters; 32×32 input → 512 features."""
-    return ConvNet(in_channels, (64, 128, 256, 512, 512), (2, 2, 3, 3, 3))
+    return ConvNet(in_channels, (64, 128, 256, 512, 512), (2, 2, 3, 3, 3), batchnorm)
 
 
-def small_cnn(in_channels: int = 1) -> ConvNet:
+def small_cnn(in_channels: int = 1, batchnorm: bool = True) -> ConvNet:
     """A small CNN for MNIST-sized images (≥ 8×8; MNIST, CIFAR on a CPU): blocks of 1,1,2 convs
     with 32,64,128 filters → 128 features."""
-    return ConvNet(in_channels, (32, 64, 128), (1, 1, 2))
+    return ConvNet(in_channels, (32, 64, 128), (1, 1, 2), batchnorm)
 
 
-def tiny_cnn(in_channels: int = 1) -> ConvNet:
+def tiny_cnn(in_channels: int = 1, batchnorm: bool = True) -> ConvNet:
     """A tiny CNN for 8×8 images (scikit-learn digits): two blocks, 16 and 32 filters → 32."""
-    return ConvNet(in_channels, (16, 32), (1, 1))
+    return ConvNet(in_channels, (16, 32), (1, 1), batchnorm)
 
 
 BACKBONES = {"vgg16": vgg16_bn, "small-cnn": small_cnn, "tiny-cnn": tiny_cnn}
 
 
-def build_backbone(name: str, in_channels: int) -> ConvNet:
-    """Build a built-in backbone by name (a key of :data:`BACKBONES`).
+def build_backbone(name: str, in_channels: int, batchnorm: bool = True) -> ConvNet:
+    """Build a built-in backbone by name (a key of :data:`BACKBONES`), with or without BatchNorm.
 
     Raises:
         ValueError: unknown name.
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
-    return BACKBONES[name](in_channels)
+    return BACKBONES[name](in_channels, batchnorm=batchnorm)

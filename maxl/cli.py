@@ -1,12 +1,15 @@
 """Command line: ``maxl train``, ``maxl demo``.
 
 Only this module (and the experiment scripts) parse argv; the components take dataclasses.
+Under ``torchrun --nproc_per_node N -m maxl train ...`` the processes join one process group
+(:mod:`maxl.distributed`) and only rank 0 prints and writes the run folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -19,18 +22,19 @@ from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
 from auxtasks.for_maxl import TASK_NAMES as AUX_TASKS
 from auxtasks.for_maxl import build_learner, dataset_normalisation, normalised_images
 
+from . import distributed
 from .autoencoder import AutoencoderConfig
 from .backbones import BACKBONES, build_backbone
 from .data import DATASETS, load_dataset
 from .hierarchy import Hierarchy
 from .labels import fixed_aux_labels
 from .losses import LOSSES, classification_loss
-from .meta import ENGINES, ORDERS, MetaConfig
+from .meta import ENGINES, ORDERS, DoubleBackwardError, MetaConfig
 from .networks import LabelGenerator, MultiTaskNetwork
 from .trainer import (FIXED_LABEL_METHODS, METHODS, SCHEDULES, TrainConfig, Trainer, atomic_write_text,
                       resolve_device, seed_everything)
 
-__all__ = ["main", "build_parser", "run_training", "parse_psi", "run_visualise", "run_compare"]
+__all__ = ["main", "build_parser", "run_training", "parse_psi", "resume_args", "run_visualise", "run_compare"]
 
 # Per data set: the backbone that fits its images and the default auxiliary classes per primary class.
 DEFAULT_BACKBONE = {"digits": "tiny-cnn", "mnist": "small-cnn", "cifar10": "vgg16", "cifar100": "vgg16",
@@ -87,12 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--backbone", choices=sorted(BACKBONES), default=None,
                    help="backbone of both networks (default: tiny-cnn for digits, small-cnn for mnist, vgg16 else)")
     m.add_argument("--hidden", type=int, default=512, help="hidden width of the heads")
+    m.add_argument("--no-batchnorm", action="store_true",
+                   help="backbones without BatchNorm: then a torchrun run over N processes computes the "
+                        "multi-task step of one process with the same global batch")
     m.add_argument("--psi", default=None,
                    help="hierarchy psi: auxiliary classes per primary class, an int or a list like 6,4 "
                         "(default: the human hierarchy if any, else 5 per class)")
     o = t.add_argument_group("optimisation (defaults: the paper's CIFAR-100 settings)")
     o.add_argument("--epochs", type=int, default=200, help="training epochs")
-    o.add_argument("--batch-size", type=int, default=100, help="images per batch")
+    o.add_argument("--batch-size", type=int, default=100,
+                   help="images per batch (under torchrun: the global batch, split over the processes)")
     o.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of the multi-task network")
     o.add_argument("--momentum", type=float, default=0.0, help="SGD momentum of the multi-task network")
     o.add_argument("--weight-decay", type=float, default=0.0, help="weight decay of the multi-task network")
@@ -139,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
     r.add_argument("--threads", type=int, default=None,
                    help="CPU threads of torch (default: torch's choice; 1 is fastest on a shared CPU)")
+    r.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue the run in RUN_DIR from its checkpoint.pt with the settings of its config.json "
+                        "(flags that disagree with them are refused; --epochs may extend the run)")
+    r.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels only (torch.use_deterministic_algorithms): bit-identical reruns "
+                        "on a GPU too; see the README")
+    r.add_argument("--tensorboard", action="store_true",
+                   help="also write the metrics as TensorBoard events to OUT/tensorboard (needs tensorboard)")
 
     demo = sub.add_parser("demo", help="quick start: single vs maxl on the embedded digits data, about a minute",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -153,20 +169,91 @@ DEMO_ARGS = ["--dataset", "digits", "--method", "single", "maxl", "--batch-size"
              "--momentum", "0.9", "--hidden", "64", "--lr-step", "1000"]
 
 
+# Flags that may differ from a run's config.json on --resume: they change where or how long it
+# runs, not its numbers (a longer run repeats the shorter one's epochs exactly).
+RESUME_MAY_CHANGE = ("resume", "out", "epochs", "device", "no_progress", "tensorboard", "data_root", "download")
+
+
+def given_options(argv: list[str]) -> set[str]:
+    """The ``maxl train`` options written on the command line ``argv`` (not left at defaults)."""
+    parser = build_parser()
+    train = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    for action in train._actions:  # a fresh parser: nothing to restore
+        action.default = argparse.SUPPRESS  # options left out then stay out of the namespace
+    return set(vars(parser.parse_args(argv))) - {"command"}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _show(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def resume_args(args: argparse.Namespace, given: set[str]) -> argparse.Namespace:
+    """The arguments of the run in ``args.resume``, from its ``config.json``.
+
+    Args:
+        args: the parsed command line, with ``args.resume`` the run folder.
+        given: the options written on the command line (:func:`given_options`); each must
+            agree with the run's, except those in :data:`RESUME_MAY_CHANGE`.
+
+    Returns:
+        The run's arguments with ``out = resume`` and the allowed changes applied.
+
+    Raises:
+        FileNotFoundError: the folder has no ``config.json`` or no ``checkpoint.pt``.
+        ValueError: options that disagree with the run (each is named, with both values).
+    """
+    run = Path(args.resume)
+    if not (run / "config.json").is_file():
+        inside = sorted(str(c.parent) for c in run.glob("*/config.json"))
+        hint = f"; it holds the run folders {', '.join(inside)}: resume one of them" if inside else ""
+        raise FileNotFoundError(f"--resume {run}: no config.json in that folder{hint}")
+    if not (run / "checkpoint.pt").is_file():
+        raise FileNotFoundError(f"--resume {run}: no checkpoint.pt in that folder (the run stopped before the "
+                                f"end of its first epoch); start it again without --resume")
+    config = json.loads((run / "config.json").read_text())
+    if "args" not in config:
+        raise ValueError(f"--resume {run}: its config.json has no 'args' record (written by an older maxl), so "
+                         "its command line is unknown; start the run again")
+    stored = {**config["args"], "method": [config["train"]["method"]]}
+    conflicts = [f"{_flag(k)} (run: {_show(stored[k])}, command line: {_show(getattr(args, k))})"
+                 for k in sorted(given - set(RESUME_MAY_CHANGE)) if k in stored and getattr(args, k) != stored[k]]
+    if "out" in given and Path(args.out).resolve() != run.resolve():
+        conflicts.append(f"--out {args.out} (a resumed run writes into its own folder {run})")
+    if conflicts:
+        raise ValueError(
+            f"--resume {run}: the command line disagrees with the run's config.json on {'; '.join(conflicts)}. "
+            "Leave these flags out to continue the run as it was, or start a new run in another folder"
+        )
+    merged = {**vars(args), **stored, **{k: getattr(args, k) for k in given & set(RESUME_MAY_CHANGE)}}
+    merged.update(resume=str(run), out=str(run))
+    return argparse.Namespace(**merged)
+
+
 def run_training(args: argparse.Namespace) -> dict[str, dict]:
-    """Run every method of ``args.method``; returns ``{method: summary}``."""
+    """Run every method of ``args.method`` (or continue the run ``args.resume``, whose
+    arguments :func:`resume_args` made); returns ``{method: summary}``."""
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
+    resume = getattr(args, "resume", None) is not None
+    is_main = distributed.rank() == 0  # under torchrun only rank 0 prints and writes files
+    if getattr(args, "deterministic", False):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before any cuBLAS call
     data = load_dataset(args.dataset, args.data_root, hierarchy=args.hierarchy, train_subset=args.train_subset,
                         test_subset=args.test_subset, augment=not args.no_augment, seed=args.seed,
                         download=args.download)
     psi = parse_psi(args.psi, data.num_primary, data.psi)
     backbone = args.backbone or DEFAULT_BACKBONE[args.dataset]
-    print(f"{data.name}: {len(data.train)} train / {len(data.test)} test images, {data.in_channels}x"
-          f"{data.image_size}x{data.image_size}, {data.num_primary} primary classes, psi={psi}, backbone {backbone}")
+    batchnorm = not getattr(args, "no_batchnorm", False)
+    if is_main:
+        print(f"{data.name}: {len(data.train)} train / {len(data.test)} test images, {data.in_channels}x"
+              f"{data.image_size}x{data.image_size}, {data.num_primary} primary classes, psi={psi}, backbone {backbone}")
     summaries = {}
     for method in args.method:
-        out = Path(args.out) / method if len(args.method) > 1 else Path(args.out)
+        out = Path(args.out) / method if len(args.method) > 1 and not resume else Path(args.out)
         if method == "human" and (data.aux_train is None or data.psi != psi):
             raise ValueError(f"method 'human' needs a data set with a human hierarchy matching psi={psi}; "
                              f"{data.name} has psi={data.psi}")
@@ -177,44 +264,63 @@ def run_training(args: argparse.Namespace) -> dict[str, dict]:
                              gen_weight_decay=args.gen_weight_decay, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
                              loss=args.loss, focal_gamma=args.focal_gamma, schedule=args.schedule,
                              gen_every=args.gen_every, fused=not args.no_fused, seed=args.seed, device=args.device,
-                             progress=not args.no_progress, meta=meta)
+                             progress=not args.no_progress, meta=meta,
+                             deterministic=args.deterministic, tensorboard=args.tensorboard)
         aux_labels = label_info = None
         if method in FIXED_LABEL_METHODS:  # made before the networks, so that their initialisation is the same
             ae_config = AutoencoderConfig(epochs=args.ae_epochs, latent_dim=args.ae_latent)
             aux_labels, label_info = fixed_aux_labels(method, data, psi, args.seed, ae_config,
                                                       resolve_device(args.device))
-            print(f"[{method}] auxiliary labels made in {label_info['time_s']:.1f}s")
+            if is_main:
+                print(f"[{method}] auxiliary labels made in {label_info['time_s']:.1f}s")
         seed_everything(args.seed)
         num_aux = 0 if method == "single" else sum(psi)
-        net = MultiTaskNetwork(build_backbone(backbone, data.in_channels), data.num_primary, num_aux, args.hidden)
+        net = MultiTaskNetwork(build_backbone(backbone, data.in_channels, batchnorm), data.num_primary, num_aux,
+                               args.hidden)
         generator = None
         if method == "maxl":
-            generator = LabelGenerator(build_backbone(backbone, data.in_channels), psi, args.hidden)
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in ("metrics.jsonl", "summary.json"):
-            (out / stale).unlink(missing_ok=True)
+            generator = LabelGenerator(build_backbone(backbone, data.in_channels, batchnorm), psi, args.hidden)
+        if is_main and not resume:
+            out.mkdir(parents=True, exist_ok=True)
+            for stale in ("metrics.jsonl", "summary.json"):
+                (out / stale).unlink(missing_ok=True)
+        started = {"command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                   "world_size": distributed.world_size()}
         resolved = {
             "data": {"dataset": args.dataset, "name": data.name, "data_root": args.data_root,
                      "hierarchy": args.hierarchy, "train_subset": args.train_subset,
                      "test_subset": args.test_subset, "augment": not args.no_augment,
                      "num_train": len(data.train), "num_test": len(data.test)},
-            "model": {"backbone": backbone, "hidden": args.hidden, "psi": psi, "num_primary": data.num_primary},
+            "model": {"backbone": backbone, "hidden": args.hidden, "psi": psi, "num_primary": data.num_primary,
+                      "batchnorm": batchnorm},
             "train": asdict(config),
             "labels": label_info,
-            "env": {"torch": torch.__version__, "python": platform.python_version(),
-                    "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S")},
+            "env": {"torch": torch.__version__, "python": platform.python_version(), **started},
+            # the command line's values, so that --resume can rebuild and check the run
+            "args": {k: v for k, v in vars(args).items() if k != "resume"},
         }
         learner = make_aux_learner(args, data, method, net, generator, config, aux_labels)
         if learner is not None:
             resolved["aux"] = {"tasks": list(args.aux), "weighting": args.weighting or "equal",
                                "aux_weights": parse_aux_weights(args.aux_weight), "rotation_mode": args.rotation_mode,
                                "colourisation_mode": args.colourisation_mode}
-        atomic_write_text(out / "config.json", json.dumps(resolved, indent=2) + "\n")
         trainer = Trainer(net, data.train, data.test, config, out, generator=generator,
-                          aux_labels=aux_labels, learner=learner)
-        print(f"[{method}] training {config.epochs} epochs -> {out}")
+                          aux_labels=aux_labels, learner=learner, psi=psi)
+        if resume:
+            trainer.load_checkpoint(out / "checkpoint.pt")
+            if is_main:  # keep the original record; note the resume and any longer --epochs
+                stored = json.loads((out / "config.json").read_text())
+                stored.update(train=resolved["train"], args=resolved["args"])
+                stored.setdefault("resumed", []).append({**started, "after_epoch": trainer.epoch})
+                atomic_write_text(out / "config.json", json.dumps(stored, indent=2) + "\n")
+                print(f"[{method}] resuming {out} after epoch {trainer.epoch} of {config.epochs}")
+        else:
+            if is_main:
+                atomic_write_text(out / "config.json", json.dumps(resolved, indent=2) + "\n")
+                print(f"[{method}] training {config.epochs} epochs -> {out}")
         summaries[method] = trainer.fit()
-    print_table(summaries)
+    if is_main:
+        print_table(summaries)
     return summaries
 
 
@@ -259,20 +365,28 @@ def print_table(summaries: dict[str, dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    prog = f"maxl[rank {os.environ['RANK']}]" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "maxl"
     try:
-        if args.command == "demo":
-            argv = ["train", *DEMO_ARGS, "--epochs", str(args.epochs), "--seed", str(args.seed), "--out", args.out]
-            print("maxl " + " ".join(argv))
-            run_training(parser.parse_args(argv))
-        elif args.command == "train":
-            run_training(args)
-        elif args.command in ANALYSIS_COMMANDS:
-            ANALYSIS_COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"maxl: error: {err}", file=sys.stderr)
+        if args.command == "train" and args.resume is not None:
+            args = resume_args(args, given_options(argv))  # first: the run's --device picks the backend
+        with distributed.process_group(getattr(args, "device", "auto")):
+            if args.command == "demo":
+                argv = ["train", *DEMO_ARGS, "--epochs", str(args.epochs), "--seed", str(args.seed), "--out", args.out]
+                print("maxl " + " ".join(argv))
+                run_training(parser.parse_args(argv))
+            elif args.command == "train":
+                run_training(args)
+            elif args.command in ANALYSIS_COMMANDS:
+                ANALYSIS_COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError, ImportError) as err:  # bad input or setup
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    except (FloatingPointError, DoubleBackwardError) as err:  # the run stopped; its last checkpoint is intact
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -27,6 +27,7 @@ import pickle
 import shutil
 import uuid
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,6 +217,9 @@ def _load_mnist(root: Path, download: bool) -> tuple[_Split, _Split, list[str]]:
         if not (raw / base).is_file() and (raw / f"{base}.gz").is_file():
             try:
                 _gunzip(raw / f"{base}.gz", raw / base)
+            except (EOFError, gzip.BadGzipFile, zlib.error) as err:  # before OSError: BadGzipFile is one
+                raise ValueError(f"{raw / base}.gz is truncated or corrupt ({err}): replace it with the "
+                                 "official file") from err
             except OSError as err:
                 message = f"cannot extract {base}.gz in {raw} ({err}); copy the MNIST folder somewhere writable"
                 raise OSError(message) from err
@@ -229,7 +233,12 @@ def _load_mnist(root: Path, download: bool) -> tuple[_Split, _Split, list[str]]:
         )
     splits = []
     for train in (True, False):
-        ds = torchvision.datasets.MNIST(root, train=train, download=download)
+        try:
+            ds = torchvision.datasets.MNIST(root, train=train, download=download)
+        except (RuntimeError, ValueError, AssertionError) as err:  # what torchvision's IDX reader raises
+            names = ", ".join(b for b in _MNIST_FILES if b.startswith("train" if train else "t10k"))
+            raise ValueError(f"cannot read MNIST's {names} in {raw}: truncated or corrupt ({err!r}); "
+                             "replace them with the official files") from err
         splits.append(_Split(ds.data.unsqueeze(1).contiguous(), ds.targets.long()))
     return splits[0], splits[1], [str(d) for d in range(10)]
 
@@ -353,7 +362,11 @@ def _decode_images(paths: list[str], folder: Path) -> Tensor:
             jpegs = [i for i, d in enumerate(data) if d[:2].tolist() == [0xFF, 0xD8]]
             for start in range(0, len(jpegs), 4096):
                 chunk = jpegs[start : start + 4096]
-                for i, image in zip(chunk, decode_jpeg([data[i] for i in chunk], mode=mode)):
+                try:
+                    decoded = decode_jpeg([data[i] for i in chunk], mode=mode)
+                except RuntimeError:  # a damaged file in the chunk: decode one by one below
+                    decoded = [None] * len(chunk)
+                for i, image in zip(chunk, decoded):
                     images[i] = image
             for i in (i for i, image in enumerate(images) if image is None):
                 try:
@@ -361,8 +374,12 @@ def _decode_images(paths: list[str], folder: Path) -> Tensor:
                 except RuntimeError:  # a format torchvision.io cannot read (BMP, TIFF, ...)
                     pass
     for i in (i for i, image in enumerate(images) if image is None):
-        with Image.open(paths[i]) as pil:
-            images[i] = v2.functional.pil_to_tensor(pil.convert("L" if grey else "RGB"))
+        try:
+            with Image.open(paths[i]) as pil:
+                images[i] = v2.functional.pil_to_tensor(pil.convert("L" if grey else "RGB"))
+        except OSError as err:  # PIL's UnidentifiedImageError, truncated files
+            raise ValueError(f"imagefolder: cannot decode the image {paths[i]} ({err}): remove or replace "
+                             "it") from err
     first_size = images[0].shape[1:]
     odd = next((i for i, image in enumerate(images) if image.shape[1:] != first_size), None)
     if odd is not None:

@@ -97,6 +97,36 @@ class Hierarchy:
                 f"classes, so labels must lie in [0, {self.num_primary - 1}]"
             )
 
+    def check_aux_labels(self, aux: Tensor, primary: Tensor) -> None:
+        """Raise ValueError unless every fixed auxiliary label lies in its sample's ψ block.
+
+        Args:
+            aux: int64 ``[N]`` auxiliary labels, each in ``[0, sum(ψ))``.
+            primary: int64 ``[N]`` primary labels of the same samples.
+
+        Raises:
+            ValueError: shapes or dtypes differ from the above, a primary label is out of
+                range, or an auxiliary label lies outside the block of its primary class
+                (the message names the first such sample).
+        """
+        self.check_labels(primary)
+        if aux.dtype.is_floating_point or aux.dtype == torch.bool or aux.shape != primary.shape:
+            raise ValueError(
+                f"auxiliary labels must be integers of shape {tuple(primary.shape)} (one per sample), "
+                f"got {aux.dtype} {tuple(aux.shape)}"
+            )
+        starts = torch.tensor(self.starts, device=aux.device)[primary]  # [N] first column of each block
+        ends = starts + torch.tensor(self.psi, device=aux.device)[primary]
+        bad = ((aux < starts) | (aux >= ends)).nonzero().flatten()
+        if len(bad):
+            i = int(bad[0])
+            p = int(primary[i])
+            raise ValueError(
+                f"auxiliary label {int(aux[i])} of sample {i} (primary class {p}) lies outside the "
+                f"block of class {p}, which is [{int(starts[i])}, {int(ends[i])}) for psi = {list(self.psi)} "
+                f"({len(bad)} of {len(aux)} samples are outside their block)"
+            )
+
     def block_mask(self, primary: Tensor) -> Tensor:
         """The mask rows of a batch: bool ``[B, K]``, True inside each sample's block.
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["focal_loss", "negative_entropy", "LOSSES", "classification_loss"]
@@ -54,9 +53,11 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0) -> Tensor:
             f"label shape {tuple(target.shape)} must be [B] = [{logits.shape[0]}] for logits "
             f"{tuple(logits.shape)}"
         )
-    if gamma == 0:
-        return F.nll_loss(log_p, target)
+    # gather rather than F.nll_loss: nll_loss has no deterministic CUDA kernel, so
+    # torch.use_deterministic_algorithms(True) would reject it
     log_pt = log_p.gather(1, target[:, None]).squeeze(1)  # [B]
+    if gamma == 0:
+        return -log_pt.mean()
     return -((1 - log_pt.exp()).pow(gamma) * log_pt).mean()
 
 

@@ -61,13 +61,50 @@ from torch.func import functional_call
 
 from .losses import negative_entropy
 
-__all__ = ["MetaConfig", "MetaResult", "meta_gradient", "ENGINES", "ORDERS"]
+__all__ = ["MetaConfig", "MetaResult", "meta_gradient", "DoubleBackwardError", "ENGINES", "ORDERS"]
 
 ENGINES = ("func", "higher", "jvp")
 ORDERS = ("second", "first")
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 ExtraInnerLoss = Callable[[dict[str, Tensor]], Tensor]
+
+_FIRST_ORDER_HINT = (
+    "use the first-order variant, which needs no double backward: --meta-order first on the "
+    "command line, MetaConfig(order='first') in code"
+)
+
+
+class DoubleBackwardError(RuntimeError):
+    """The exact (second-order) meta-gradient needs the backward of every op of the
+    multi-task network to be differentiable itself, and one is not."""
+
+
+def _check_double_backward(outer: Tensor) -> None:
+    """Raise :class:`DoubleBackwardError` if the graph of the outer loss holds an error node.
+
+    A custom ``autograd.Function`` marked ``@once_differentiable`` (common in hand-written
+    kernels) returns a gradient whose own graph ends in such a node, cut off from θ2:
+    autograd never visits it and the meta-gradient silently loses every path through that
+    op (the failure the MAXL reference had before 2019-01-29, from another cause). A walk
+    over the graph (about 500 nodes for VGG-16 with both heads, ~2 ms) finds it. Ops whose
+    double backward is "not implemented" need no walk: autograd raises when it reaches
+    them, naming the op, and :func:`meta_gradient` adds the fix to that message.
+    """
+    seen, stack = set(), [outer.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if fn.name() == "torch::autograd::Error":
+            raise DoubleBackwardError(
+                "the exact second-order meta-gradient cannot be computed: an op of the multi-task "
+                "network has a backward that autograd cannot differentiate again (a custom "
+                "autograd.Function marked @once_differentiable), so the meta-gradient would silently "
+                f"lose every path through that op; {_FIRST_ORDER_HINT}"
+            )
+        stack.extend(f for f, _ in fn.next_functions)
 
 
 @dataclass
@@ -233,8 +270,8 @@ def _second_order_jvp(net, generator, x, y, loss_fn, cfg: MetaConfig, extra=None
 
 
 def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
-                  config: MetaConfig | None = None, *, extra_inner_loss: ExtraInnerLoss | None = None
-                  ) -> MetaResult:
+                  config: MetaConfig | None = None, check_graph: bool = True, *,
+                  extra_inner_loss: ExtraInnerLoss | None = None) -> MetaResult:
     """Compute the generator's meta-gradient ∇θ2 J on one batch (see the module docstring).
 
     Neither network's parameters, ``.grad`` or BatchNorm running statistics of the
@@ -249,6 +286,8 @@ def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, lo
         loss_fn: ``loss(logits, target) -> scalar`` for hard ``[B]`` and soft ``[B, K]``
             targets (e.g. :func:`maxl.losses.focal_loss`).
         config: :class:`MetaConfig`; defaults to the paper's settings.
+        check_graph: for ``order="second"``, walk the autograd graph once for ops whose
+            backward cannot be differentiated (a trainer does it on its first step only).
         extra_inner_loss: optional ``L_x(params) -> scalar``, called with the multi-task
             network's trainable parameters by name (``dict(net.named_parameters())``; the
             tensors may carry a graph and must be used instead of the module's own, e.g.
@@ -260,8 +299,9 @@ def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, lo
         :class:`MetaResult`.
 
     Raises:
-        RuntimeError: from autograd if an op of the network has no double-backward
-            (use ``order="first"`` then).
+        DoubleBackwardError: ``order="second"`` and an op of the network has no double
+            backward, or one that autograd cannot follow; the message suggests
+            ``order="first"``.
     """
     cfg = config or MetaConfig()
     gen_params = [p for p in generator.parameters() if p.requires_grad]
@@ -271,14 +311,35 @@ def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, lo
         objective = surrogate
     else:
         engine = _second_order_func if cfg.engine == "func" else _second_order_higher
-        soft, outer = engine(net, generator, x, y, loss_fn, cfg, extra_inner_loss)
+        try:
+            soft, outer = engine(net, generator, x, y, loss_fn, cfg, extra_inner_loss)
+        except (RuntimeError, NotImplementedError) as err:
+            _raise_if_double_backward(err)
+            raise
+        if check_graph:
+            _check_double_backward(outer)
         objective = outer
     neg_entropy = negative_entropy(soft)
     objective = objective + cfg.entropy_weight * neg_entropy  # J = L_pri(θ1⁺) + λ H
-    grads = torch.autograd.grad(objective, gen_params)
+    try:
+        grads = torch.autograd.grad(objective, gen_params)
+    except (RuntimeError, NotImplementedError) as err:
+        if cfg.order == "second":
+            _raise_if_double_backward(err)
+        raise
     return MetaResult(
         grads=list(grads),
         outer_loss=outer.detach(),
         neg_entropy=neg_entropy.detach(),
         soft_labels=soft.detach(),
     )
+
+
+def _raise_if_double_backward(err: Exception) -> None:
+    """Re-raise autograd's "not implemented" / "differentiate twice" errors with the fix."""
+    text = str(err)
+    if ("derivative for" in text and "not implemented" in text) or "differentiate twice" in text:
+        raise DoubleBackwardError(
+            f"the exact second-order meta-gradient needs the double backward of every op of the "
+            f"multi-task network, and autograd has none for one of them ({text.strip()}); {_FIRST_ORDER_HINT}"
+        ) from err

@@ -81,3 +81,18 @@ def test_primary_label_out_of_range():
 def test_logits_of_the_wrong_width():
     with pytest.raises(ValueError, match=r"\[B, sum\(psi\)\] = \[B, 5\]"):
         masked_softmax(torch.zeros(2, 4), torch.tensor([0, 1]), [2, 2, 1])
+
+
+def test_aux_labels_outside_their_block_are_rejected():
+    h = Hierarchy([2, 3, 1])  # blocks [0, 2), [2, 5), [5, 6)
+    primary = torch.tensor([0, 1, 2, 1, 0])
+    h.check_aux_labels(torch.tensor([1, 4, 5, 2, 0]), primary)  # every label in its block
+    with pytest.raises(ValueError, match=r"auxiliary label 2 of sample 0 \(primary class 0\) lies outside the "
+                                         r"block of class 0, which is \[0, 2\)"):
+        h.check_aux_labels(torch.tensor([2, 4, 5, 2, 0]), primary)
+    with pytest.raises(ValueError, match=r"auxiliary label 6 of sample 2 .* \[5, 6\) for psi = \[2, 3, 1\]"):
+        h.check_aux_labels(torch.tensor([1, 4, 6, 2, 0]), primary)
+    with pytest.raises(ValueError, match=r"auxiliary labels must be integers of shape \(5,\)"):
+        h.check_aux_labels(torch.tensor([1, 4, 5]), primary)
+    with pytest.raises(ValueError, match="primary label 3 is out of range"):
+        h.check_aux_labels(torch.tensor([1, 4, 5, 2, 0]), torch.tensor([0, 1, 3, 1, 0]))

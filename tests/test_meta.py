@@ -17,7 +17,7 @@ import torch
 from maxl.backbones import ConvNet
 from maxl.fused import fused_step
 from maxl.losses import classification_loss, negative_entropy
-from maxl.meta import MetaConfig, meta_gradient
+from maxl.meta import DoubleBackwardError, MetaConfig, meta_gradient
 from maxl.networks import LabelGenerator, MultiTaskNetwork
 
 PSI = [2, 1, 3]
@@ -192,3 +192,56 @@ def test_fused_step_rejects_the_higher_engine():
     net, gen, x, y = tiny_networks()
     with pytest.raises(ValueError, match="higher"):
         fused_step(net, gen, x, y, classification_loss("focal"), MetaConfig(engine="higher"))
+
+
+class _OnceDifferentiableReLU(torch.autograd.Function):
+    """A hand-written op whose backward autograd cannot differentiate (like many custom kernels)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x > 0)
+
+
+class _BackboneWithOp(torch.nn.Module):
+    """conv → an op without a usable double backward → mean over the image: features [B, 4]."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.op, self.out_features = op, 4
+
+    def forward(self, x):
+        h = self.conv(x)  # [B, 4, H, W]
+        if self.op == "once_differentiable":
+            return _OnceDifferentiableReLU.apply(h).mean(dim=(2, 3))
+        # max over each image row with segment_reduce, whose double backward is not implemented
+        rows = h.permute(3, 0, 1, 2).reshape(h.shape[3], -1)  # [W, B*4*H]: a segment per row
+        pooled = torch.segment_reduce(rows.T.reshape(-1), "max", lengths=torch.full((rows.shape[1],), h.shape[3]))
+        return pooled.view(h.shape[0], 4, h.shape[2]).mean(dim=2)
+
+
+@pytest.mark.parametrize("op", ["once_differentiable", "segment_reduce"])
+@pytest.mark.parametrize("engine", ["func", "higher"])
+def test_op_without_double_backward_gives_a_clear_error(op, engine):
+    torch.manual_seed(0)
+    net = MultiTaskNetwork(_BackboneWithOp(op), len(PSI), sum(PSI), hidden=5)
+    gen = LabelGenerator(ConvNet(1, (3,), (1,)), PSI, hidden=5)
+    x, y = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 2, 1])
+    loss = classification_loss("focal")
+    if op == "once_differentiable":  # autograd alone would silently drop the paths through it
+        with pytest.raises(DoubleBackwardError, match="cannot differentiate again.*--meta-order first"):
+            meta_gradient(net, gen, x, y, loss, MetaConfig(engine=engine))
+    else:  # autograd's own error, which names the op, with the fix added
+        with pytest.raises(DoubleBackwardError, match=r"derivative for aten::_segment_reduce_backward is not "
+                                                       r"implemented.*MetaConfig\(order='first'\)"):
+            meta_gradient(net, gen, x, y, loss, MetaConfig(engine=engine))
+    # the first-order variant needs no double backward
+    result = meta_gradient(net, gen, x, y, loss, MetaConfig(order="first"))
+    assert all(torch.isfinite(g).all() for g in result.grads)
