@@ -53,7 +53,7 @@ def build_learner(net: nn.Module, method: str, aux: Sequence[str] = (), weightin
         net: the :class:`maxl.MultiTaskNetwork` (its ``aux_head`` serves the method's labels).
         method: ``"single"``, ``"maxl"`` or a fixed-label method (``"human"``, ...).
         aux: names from :data:`TASK_NAMES`.
-        weighting: a key of :data:`auxtasks.weighting.WEIGHTINGS`; ignored if ``aux_weights``.
+        weighting: a key of :data:`auxtasks.weighting.WEIGHTINGS`; must be ``"equal"`` with ``aux_weights``.
         loss_fn: the loss of the primary task and of the method's auxiliary head.
         in_channels, image_size: of the data set's images.
         normalisation: per-channel ``(mean, std)`` of the images (for colourisation).
@@ -100,6 +100,8 @@ def build_learner(net: nn.Module, method: str, aux: Sequence[str] = (), weightin
         else:
             raise ValueError(f"unknown auxiliary task {name!r}; expected one of {TASK_NAMES}")
     if aux_weights:
+        if weighting != "equal":
+            raise ValueError(f"fixed weights {dict(aux_weights)} cannot be combined with the weighting {weighting!r}")
         chosen = Fixed(aux_weights)
     elif weighting in WEIGHTINGS:
         chosen = WEIGHTINGS[weighting]()

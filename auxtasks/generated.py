@@ -71,12 +71,6 @@ class GeneratedLabels(AuxiliaryTask):
         self.lookahead_other_tasks = lookahead_other_tasks
         self.hidden = hidden
 
-    @property
-    def num_classes(self) -> int:
-        """``sum(ψ)``, the number of auxiliary classes."""
-        if isinstance(self.generator, LabelGenerator):
-            return self.generator.hierarchy.num_aux
-        raise AttributeError("num_classes is known for a maxl.LabelGenerator only; pass head= for other generators")
 
     def make_inputs_and_targets(self, images, primary_labels, *, index=None, target=None):
         """``(images, soft labels float [B, sum(ψ)])``: the generator's current labels (no
@@ -87,7 +81,16 @@ class GeneratedLabels(AuxiliaryTask):
             return images, self.generator(images, primary_labels)
 
     def build_head(self, feature_dim: int) -> nn.Module:
-        return mlp_head(feature_dim, self.num_classes, self.hidden)
+        """``Linear(F, hidden) → ReLU → Linear(hidden, sum(ψ))``.
+
+        Raises:
+            ValueError: the generator is not a :class:`maxl.LabelGenerator` (its number of
+                classes is unknown: pass ``head=``).
+        """
+        if not isinstance(self.generator, LabelGenerator):
+            raise ValueError(f"cannot tell the number of generated classes of a {type(self.generator).__name__}: "
+                             "pass head= (a module producing sum(psi) logits)")
+        return mlp_head(feature_dim, self.generator.hierarchy.num_aux, self.hidden)
 
     def loss(self, predictions: Tensor, targets: Tensor) -> Tensor:
         return self.loss_fn(predictions, targets)

@@ -117,7 +117,8 @@ class AuxiliaryLearner(nn.Module):
             if not isinstance(task, AuxiliaryTask):
                 raise ValueError(f"tasks must be auxtasks.AuxiliaryTask objects, got {type(task).__name__}")
             if task.likelihood not in LIKELIHOODS:
-                raise ValueError(f"task {task.name!r} has likelihood {task.likelihood!r}; expected one of {LIKELIHOODS}")
+                raise ValueError(
+                    f"task {task.name!r} has likelihood {task.likelihood!r}; expected one of {LIKELIHOODS}")
         names = [t.name for t in tasks]
         if len(set(names)) != len(names) or PRIMARY in names:
             raise ValueError(f"auxiliary task names must be distinct and not {PRIMARY!r}, got {names}; "

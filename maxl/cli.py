@@ -127,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--aux", action="append", choices=AUX_TASKS, default=[],
                    help="add an auxiliary task (repeat for several): rotation (Gidaris et al. 2018), "
                         "colourisation (Zhang et al. 2016, RGB data only)")
-    a.add_argument("--weighting", choices=sorted(WEIGHTINGS), default=None,
-                   help="loss weighting of the primary and auxiliary tasks (default equal)")
+    a.add_argument("--weighting", choices=sorted(WEIGHTINGS), default="equal",
+                   help="loss weighting of the primary and auxiliary tasks")
     a.add_argument("--aux-weight", action="append", default=[], metavar="TASK=W",
                    help="fixed weight of a task's loss, e.g. rotation=0.5 (the method's own task is named after "
                         "the method: maxl, human; the primary task 'primary'); unnamed tasks keep 1")
@@ -301,7 +301,7 @@ def run_training(args: argparse.Namespace) -> dict[str, dict]:
         }
         learner = make_aux_learner(args, data, method, net, generator, config, aux_labels)
         if learner is not None:
-            resolved["aux"] = {"tasks": list(args.aux), "weighting": args.weighting or "equal",
+            resolved["aux"] = {"tasks": list(args.aux), "weighting": args.weighting,
                                "aux_weights": parse_aux_weights(args.aux_weight), "rotation_mode": args.rotation_mode,
                                "colourisation_mode": args.colourisation_mode}
         trainer = Trainer(net, data.train, data.test, config, out, generator=generator,
@@ -345,15 +345,18 @@ def parse_aux_weights(items: list[str]) -> dict[str, float]:
 def make_aux_learner(args: argparse.Namespace, data, method: str, net, generator, config: TrainConfig,
                      aux_labels=None):
     """The auxtasks learner of a run with ``--aux``, ``--weighting`` or ``--aux-weight``; None without."""
-    if not (args.aux or args.weighting or args.aux_weight):
-        return None
+    if not (args.aux or args.weighting != "equal" or args.aux_weight):
+        return None  # equal weights of the method's own losses: the trainer's plain path
+    if args.aux_weight and args.weighting != "equal":
+        raise ValueError(f"--aux-weight sets fixed weights and cannot be combined with --weighting {args.weighting}")
     mode = args.colourisation_mode
+    needs_prior = "colourisation" in args.aux and mode == "classification"
     return build_learner(
-        net, method, args.aux, args.weighting or "equal", loss_fn=classification_loss(args.loss, args.focal_gamma),
+        net, method, args.aux, args.weighting, loss_fn=classification_loss(args.loss, args.focal_gamma),
         in_channels=data.in_channels, image_size=data.image_size, normalisation=dataset_normalisation(data.test),
         generator=generator, aux_labels=aux_labels, meta=config.meta,
         aux_weights=parse_aux_weights(args.aux_weight), rotation_mode=args.rotation_mode, colourisation_mode=mode,
-        prior_images=normalised_images(data.train) if "colourisation" in args.aux and mode == "classification" else None,
+        prior_images=normalised_images(data.train) if needs_prior else None,
         hidden=args.hidden)
 
 

@@ -118,3 +118,23 @@ def test_regression_loss_is_mse_on_scaled_ab_and_the_decoder_fits_the_target_siz
     odd = Colourisation(mode="classification", target_size=6, rebalance=None)
     odd.attach(16)
     assert odd(torch.randn(2, 16)).shape == (2, odd.num_bins, 6, 6)
+
+
+def test_classification_head_learns_the_colour_bins_of_fixed_features():
+    torch.manual_seed(0)
+    rgb = torch.rand(4, 3, 2, 2).repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)  # 2x2 blocks of colour
+    task = Colourisation(mode="classification", target_size=2, mean=MEAN, std=STD)
+    task.estimate_prior(normalise(rgb))
+    task.attach(8)
+    features = torch.randn(4, 8)
+    _, ab = task.make_inputs_and_targets(normalise(rgb), None)
+    nearest = task.soft_encode(ab).argmax(1)  # [4, 2, 2]
+    opt = torch.optim.Adam(task.head.parameters(), lr=1e-2)
+    first = task.loss(task(features), ab).item()
+    for _ in range(150):
+        opt.zero_grad()
+        loss = task.loss(task(features), ab)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+    assert (task(features).argmax(1) == nearest).float().mean() > 0.9

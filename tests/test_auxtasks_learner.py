@@ -59,8 +59,8 @@ def test_learner_in_a_plain_pytorch_loop_learns_digits(digits):
 @pytest.mark.parametrize("name", sorted(WEIGHTINGS))
 def test_every_weighting_updates_every_parameter(name):
     torch.manual_seed(0)
-    model = AuxiliaryLearner(tiny_cnn(3), nn.Linear(32, 3), [Rotation("random", hidden=8), Colourisation(target_size=2)],
-                             WEIGHTINGS[name]())
+    tasks = [Rotation("random", hidden=8), Colourisation(target_size=2)]
+    model = AuxiliaryLearner(tiny_cnn(3), nn.Linear(32, 3), tasks, WEIGHTINGS[name]())
     out = model(torch.rand(8, 3, 8, 8), torch.randint(0, 3, (8,)))
     model.backward(out)
     for pname, p in model.named_parameters():
@@ -207,3 +207,8 @@ def test_meta_step_updates_the_generator_and_leaves_no_grad():
     assert any(not torch.equal(a, b) for a, b in zip(before, gen.parameters()))
     ids = {id(p) for p in learner.network_parameters()}
     assert not ids & {id(p) for p in gen.parameters()} and id(learner.weighting.log_variance) in ids
+
+
+def test_generated_labels_need_a_head_for_other_generators():
+    with pytest.raises(ValueError, match="pass head="):
+        GeneratedLabels(nn.Linear(2, 2)).attach(8)

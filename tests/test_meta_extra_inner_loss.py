@@ -40,7 +40,8 @@ def naive_objective(net, gen, x, y, x_other, target_other, loss_fn, alpha, lam):
     look = copy.deepcopy(net)
     pri, aux = look(x)
     backbone_params = dict(look.backbone.named_parameters())
-    inner = loss_fn(pri, y) + loss_fn(aux, soft) + other_task_loss(look.backbone, backbone_params, x_other, target_other)
+    other = other_task_loss(look.backbone, backbone_params, x_other, target_other)
+    inner = loss_fn(pri, y) + loss_fn(aux, soft) + other
     grads = torch.autograd.grad(inner, list(look.parameters()))
     with torch.no_grad():
         for p, g in zip(look.parameters(), grads):

@@ -17,7 +17,6 @@ References:
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from .base import PRIMARY, GradientWeighting
