@@ -51,7 +51,7 @@ def _table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
 
 def render_report(title: str, config: dict, metrics: Sequence[dict], figures: Sequence[tuple[str, Path]],
                   summary: dict | None = None, agreement: Sequence[dict] | None = None,
-                  notes: Sequence[str] = ()) -> str:
+                  warnings: Sequence[str] = (), remarks: Sequence[str] = ()) -> str:
     """The report as an HTML string.
 
     Args:
@@ -61,15 +61,18 @@ def render_report(title: str, config: dict, metrics: Sequence[dict], figures: Se
         figures: ``(caption, PNG path)`` pairs, embedded in this order.
         summary: the run's ``summary.json``.
         agreement: rows of the agreement table (one dict per primary class and a mean row).
-        notes: warnings and remarks shown near the top (e.g. label-usage warnings).
+        warnings: shown near the top, highlighted (e.g. the label-usage warnings of training).
+        remarks: plain lines shown under the title (e.g. the data set and hierarchy).
 
     Returns:
         A complete HTML document with no external references.
     """
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
-    if notes:
-        parts.append("<ul>" + "".join(f'<li class="warn">{html.escape(n)}</li>' for n in notes) + "</ul>")
+    if remarks:
+        parts.append("<p>" + "<br>".join(html.escape(r) for r in remarks) + "</p>")
+    if warnings:
+        parts.append("<ul>" + "".join(f'<li class="warn">{html.escape(w)}</li>' for w in warnings) + "</ul>")
     if summary:
         parts.append("<h2>Summary</h2>" + _table([summary]))
     if agreement:

@@ -207,7 +207,7 @@ def _topk_figures(run: Run, out: TestOutputs, figures_dir: Path, k: int, labels:
         row_labels = []
         for c in rows:
             members = generated == c
-            text = f"{names[c]}\n{int(members.sum())} test images\n(argmax)"
+            text = f"{names[c]}\nargmax of {int(members.sum())}\ntest images"
             if human is not None and members.any():
                 counts = np.bincount(human[members], minlength=len(data.aux_names))
                 text += f"\nmostly {data.aux_names[int(counts.argmax())]} ({counts.max() / members.sum():.0%})"
@@ -380,14 +380,19 @@ def visualise_run(run_dir: str | os.PathLike, *, against: str | os.PathLike | No
     figures.append(_embedding_figure(runs, maxl, embed_classes, max_points, embedding, seed, threads, figures_dir,
                                      f"{run.data.name}: {embedding} of test-set features"))
 
-    notes = [w for r in run.metrics for w in r.get("label_warnings", [])]
-    if len(notes) > 6:
-        notes = [f"({len(notes) - 5} earlier label-usage warnings in metrics.jsonl)"] + notes[-5:]
+    warnings = [w for r in run.metrics for w in r.get("label_warnings", [])]
+    if len(warnings) > 6:
+        warnings = [f"({len(warnings) - 5} earlier label-usage warnings in metrics.jsonl)"] + warnings[-5:]
+    m = run.config["model"]
+    remarks = [f"data {run.data.name}: {len(run.data.train)} training / {len(run.data.test)} test images; "
+               f"ψ = {m['psi']}; backbone {m['backbone']}; {len(run.metrics)} epochs",
+               f"command: {run.config.get('env', {}).get('command', '?')}"]
     if agreement is not None and agreement["aux_head_matches_generator"] is not None:
-        notes.append(f"the auxiliary head predicts the generator's label (argmax) on "
-                     f"{agreement['aux_head_matches_generator']:.1%} of the test images")
+        remarks.append(f"the auxiliary head predicts the generator's label (argmax) on "
+                       f"{agreement['aux_head_matches_generator']:.1%} of the test images")
     report = write_report(out_dir / "report.html", f"maxl run {label}", run.config, run.metrics, figures,
-                          summary=read_summary(run_dir), agreement=agreement_rows, notes=notes)
+                          summary=read_summary(run_dir), agreement=agreement_rows, warnings=warnings,
+                          remarks=remarks)
     return {"figures": [p for _, p in figures], "report": report, "agreement": agreement}
 
 

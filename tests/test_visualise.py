@@ -170,3 +170,16 @@ def test_compare_draws_several_runs(runs, tmp_path, capsys):
     assert png_size(out) == plots.CURVES_SIZE_PX and out.stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "maxl (" in printed and "single (" in printed and "wrote" in printed
+
+
+@pytest.mark.integration
+def test_visualise_a_single_task_run_alone(runs, tmp_path):
+    """No generator: the curves and the embedding (by primary and human labels) only."""
+    out = tmp_path / "single"
+    assert main(["visualise", str(runs[1]), "--out", str(out), "--max-points", "60", "--threads", "1"]) == 0
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["curves.png", "embedding.png"]
+    # 1 row by primary class + 2 primary classes by human label, 1 column
+    assert png_size(out / "figures" / "embedding.png") == (plots.EMBED_PANEL_PX + plots.EMBED_LEGEND_PX,
+                                                           plots.TITLE_PX + 3 * plots.EMBED_PANEL_PX)
+    html = (out / "report.html").read_text()
+    assert "Generated vs human" not in html and html.count("<img ") == 2
