@@ -183,3 +183,19 @@ def test_visualise_a_single_task_run_alone(runs, tmp_path):
                                                            plots.TITLE_PX + 3 * plots.EMBED_PANEL_PX)
     html = (out / "report.html").read_text()
     assert "Generated vs human" not in html and html.count("<img ") == 2
+
+
+def test_embed_2d_checks_its_input():
+    from maxl.visualise import embed_2d
+
+    with pytest.raises(ValueError, match="at least 5 points"):
+        embed_2d(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="unknown embedding"):
+        embed_2d(np.zeros((10, 3)), "pca")
+    try:
+        import umap  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="umap-learn"):
+            embed_2d(np.random.default_rng(0).normal(size=(10, 3)), "umap")
+    xy = embed_2d(np.random.default_rng(0).normal(size=(20, 3)), "tsne", threads=1)
+    assert xy.shape == (20, 2) and np.isfinite(xy).all()
