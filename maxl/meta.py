@@ -239,7 +239,8 @@ def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, lo
 
     Raises:
         RuntimeError: from autograd if an op of the network has no double-backward
-            (use ``order="first"`` then).
+            (engines ``"func"``/``"higher"``; use ``"jvp"`` or ``order="first"`` then) or,
+            for engine ``"jvp"``, no forward-mode derivative (use ``"func"`` then).
     """
     cfg = config or MetaConfig()
     gen_params = [p for p in generator.parameters() if p.requires_grad]
