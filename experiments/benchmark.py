@@ -235,6 +235,8 @@ def measure_memory(name: str, backbone: str, args) -> dict:
                "--batch-size", str(args.batch_size), "--gen-every", str(args.gen_every), "--device", args.device]
     if args.channels_last:
         command.append("--channels-last")
+    if args.threads is not None:
+        command += ["--threads", str(args.threads)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                          os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)

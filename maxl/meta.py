@@ -299,9 +299,11 @@ def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, lo
         :class:`MetaResult`.
 
     Raises:
-        DoubleBackwardError: ``order="second"`` and an op of the network has no double
-            backward, or one that autograd cannot follow; the message suggests
-            ``order="first"``.
+        DoubleBackwardError: ``order="second"`` with engine ``"func"``/``"higher"`` and an op of
+            the network has no double backward, or one that autograd cannot follow; the message
+            suggests ``order="first"`` (``"jvp"`` needs no double backward either).
+        RuntimeError: for engine ``"jvp"``, an op without a forward-mode derivative (use
+            ``"func"`` then).
     """
     cfg = config or MetaConfig()
     gen_params = [p for p in generator.parameters() if p.requires_grad]
