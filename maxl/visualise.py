@@ -195,7 +195,7 @@ def _aux_names(primary_names: Sequence[str], psi: Sequence[int]) -> list[str]:
     return [f"{name} #{j + 1}" for name, k in zip(primary_names, psi) for j in range(k)]
 
 
-def _topk_figures(run: Run, out: TestOutputs, figures_dir: Path, k: int, labels: str) -> list[tuple[str, Path]]:
+def _topk_figures(run: Run, out: TestOutputs, figures_dir: Path, k: int, run_name: str) -> list[tuple[str, Path]]:
     data, hierarchy = run.data, run.generator.hierarchy
     picks = top_k_per_aux_class(out.soft_labels, out.primary, hierarchy, k)
     generated = out.soft_labels.argmax(1)
@@ -218,7 +218,7 @@ def _topk_figures(run: Run, out: TestOutputs, figures_dir: Path, k: int, labels:
             valid = block[r] >= 0
             probs[r, valid] = out.soft_labels[block[r][valid], c]
         fig = plots.topk_grid(data.test.images, block, probs, row_labels,
-                              f"{labels}: primary class '{primary_name}', top {k} test images per auxiliary class")
+                              f"{run_name}: primary class '{primary_name}', top {k} test images per auxiliary class")
         path = plots.save_png(fig, figures_dir / f"topk-{i}.png")
         written.append((f"the {k} test images of primary class '{primary_name}' with the highest generated "
                         "probability (number under each) for each of its auxiliary classes; left: how many "
@@ -226,7 +226,7 @@ def _topk_figures(run: Run, out: TestOutputs, figures_dir: Path, k: int, labels:
     return written
 
 
-def _agreement(run: Run, out: TestOutputs, figures_dir: Path, labels: str):
+def _agreement(run: Run, out: TestOutputs, figures_dir: Path, run_name: str):
     data, hierarchy = run.data, run.generator.hierarchy
     generated = out.soft_labels.argmax(1)
     results = agreement_within_primary(out.primary, generated, data.aux_test.numpy(), hierarchy, data.psi)
@@ -242,7 +242,7 @@ def _agreement(run: Run, out: TestOutputs, figures_dir: Path, labels: str):
         titles.append(f"{data.primary_names[i]}: NMI {r.nmi:.2f}  ARI {r.ari:.2f}\npurity {r.purity:.2f} "
                       f"(chance {r.chance_purity:.2f}), n={r.num_images}")
     fig = plots.contingency_grid(tables, row_names, col_names, titles,
-                                 f"{labels}: generated (rows) vs human (columns)")
+                                 f"{run_name}: generated (rows) vs human (columns)")
     path = plots.save_png(fig, figures_dir / "contingency.png")
     aux_head = float(np.mean(out.aux_pred == generated)) if out.aux_pred is not None else None
     record = {
@@ -397,8 +397,18 @@ def visualise_run(run_dir: str | os.PathLike, *, against: str | os.PathLike | No
 
 
 def _write_json(path: Path, obj) -> None:
+    """Atomic JSON; NaN (an undefined score) is written as null, which every JSON reader accepts."""
+    def clean(value):
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(json.dumps(clean(obj), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
 
 

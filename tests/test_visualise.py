@@ -12,6 +12,7 @@ from PIL import Image
 
 from maxl import plots
 from maxl.cli import main
+from maxl.hierarchy import masked_softmax
 from maxl.run import load_run, read_metrics
 from maxl.visualise import collect_outputs, top_k_per_aux_class
 
@@ -39,8 +40,6 @@ def test_top_k_picks_the_k_most_probable_images_of_the_class():
     psi = [3, 2]
     primary = torch.randint(0, 2, (40,), generator=gen)
     logits = torch.randn(40, 5, generator=gen).round(decimals=1)  # rounding makes ties
-    from maxl.hierarchy import masked_softmax
-
     soft = masked_softmax(logits, primary, psi).numpy()
     k = 4
     picks = top_k_per_aux_class(soft, primary.numpy(), psi, k)
