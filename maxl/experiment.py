@@ -8,7 +8,7 @@ command is skipped, so an interrupted grid resumes where it stopped; an unfinish
 again from its first epoch. :mod:`maxl.results` turns the run folders into tables and figures.
 
 The named configurations (:data:`CONFIGS`) reproduce the comparison of Liu, Davison, Johns
-(NeurIPS 2019, Sec. 4, Fig. 3 and Table 1): the same multi-task network and trainer with
+(NeurIPS 2019, Sec. 4): the same multi-task network and trainer with
 auxiliary labels from nowhere (``single``), a human hierarchy, random classes, k-means clusters
 or MAXL's label-generation network, all inside the same hierarchy ψ.
 
