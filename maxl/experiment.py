@@ -78,8 +78,9 @@ class GridConfig:
             raise ValueError(f"grid {self.name!r}: train_args may not set {sorted(owned)}; the grid sets them")
 
 
-# Settings sized for 2 CPU cores: 5 methods x 3 seeds in about 20 minutes each when the machine
-# is not shared (run with --threads 1 on a shared CPU). Chosen on MNIST (single, seed 0, 10
+# Settings sized for 2 CPU cores: 5 methods x 3 seeds took 26 (MNIST) and 50 (CIFAR-10) minutes
+# on 2 cores shared with three other jobs, with --threads 1 (torch's default of 2 threads was
+# several times slower there); an idle machine is faster. Chosen on MNIST (single, seed 0, 10
 # epochs): lr 0.01 with momentum 0.9 at a constant rate ended at 86 % with the test accuracy
 # jumping by up to 10 points between epochs; halved every 3 epochs it was smooth but slow (79 %);
 # lr 0.03 halved every 3 epochs (the paper's halving every 50 of 200 epochs, compressed) reached
