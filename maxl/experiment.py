@@ -80,11 +80,11 @@ class GridConfig:
 
 # Settings sized for 2 CPU cores: 5 methods x 3 seeds took 26 (MNIST) and 50 (CIFAR-10) minutes
 # on 2 cores shared with three other jobs, with --threads 1 (torch's default of 2 threads was
-# several times slower there); an idle machine is faster. Chosen on MNIST (single, seed 0, 10
-# epochs): lr 0.01 with momentum 0.9 at a constant rate ended at 86 % with the test accuracy
-# jumping by up to 10 points between epochs; halved every 3 epochs it was smooth but slow (79 %);
-# lr 0.03 halved every 3 epochs (the paper's halving every 50 of 200 epochs, compressed) reached
-# 89 % smoothly.
+# several times slower there); an idle machine is faster. Chosen on MNIST (seed 0, 10 epochs):
+# lr 0.01 with momentum 0.9 at a constant rate ended at 86 % (single) with the test accuracy
+# dropping by 5 (single) to 10 (random) points from one epoch to the next; halved every 3 epochs
+# it was smooth but slow (79 %); lr 0.03 halved every 3 epochs (the paper's halving every 50 of
+# 200 epochs, compressed) reached 89 % smoothly.
 _CPU_OPTIMISER = ("--epochs", "10", "--batch-size", "100", "--lr", "0.03", "--momentum", "0.9", "--lr-step", "3",
                   "--hidden", "128")
 _CPU_NOTE = ("CPU-sized: class-stratified training and test subsets drawn with each seed, the tiny-cnn backbone "
