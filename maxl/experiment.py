@@ -8,7 +8,7 @@ command is skipped, so an interrupted grid resumes where it stopped; an unfinish
 again from its first epoch. :mod:`maxl.results` turns the run folders into tables and figures.
 
 The named configurations (:data:`CONFIGS`) reproduce the comparison of Liu, Davison, Johns
-(NeurIPS 2019, Sec. 4, Fig. 3 and Table 1): the same multi-task network and trainer with
+(NeurIPS 2019, Sec. 4): the same multi-task network and trainer with
 auxiliary labels from nowhere (``single``), a human hierarchy, random classes, k-means clusters
 or MAXL's label-generation network, all inside the same hierarchy ψ.
 
@@ -78,12 +78,13 @@ class GridConfig:
             raise ValueError(f"grid {self.name!r}: train_args may not set {sorted(owned)}; the grid sets them")
 
 
-# Settings sized for 2 CPU cores: 5 methods x 3 seeds in about 20 minutes each when the machine
-# is not shared (run with --threads 1 on a shared CPU). Chosen on MNIST (single, seed 0, 10
-# epochs): lr 0.01 with momentum 0.9 at a constant rate ended at 86 % with the test accuracy
-# jumping by up to 10 points between epochs; halved every 3 epochs it was smooth but slow (79 %);
-# lr 0.03 halved every 3 epochs (the paper's halving every 50 of 200 epochs, compressed) reached
-# 89 % smoothly.
+# Settings sized for 2 CPU cores: 5 methods x 3 seeds took 26 (MNIST) and 50 (CIFAR-10) minutes
+# on 2 cores shared with three other jobs, with --threads 1 (torch's default of 2 threads was
+# several times slower there); an idle machine is faster. Chosen on MNIST (seed 0, 10 epochs):
+# lr 0.01 with momentum 0.9 at a constant rate ended at 86 % (single) with the test accuracy
+# dropping by 5 (single) to 10 (random) points from one epoch to the next; halved every 3 epochs
+# it was smooth but slow (79 %); lr 0.03 halved every 3 epochs (the paper's halving every 50 of
+# 200 epochs, compressed) reached 89 % smoothly.
 _CPU_OPTIMISER = ("--epochs", "10", "--batch-size", "100", "--lr", "0.03", "--momentum", "0.9", "--lr-step", "3",
                   "--hidden", "128")
 _CPU_NOTE = ("CPU-sized: class-stratified training and test subsets drawn with each seed, the tiny-cnn backbone "

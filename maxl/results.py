@@ -78,10 +78,11 @@ def aggregate(runs: list[Run]) -> list[dict]:
     """Per method (in :data:`maxl.trainer.METHODS` order): seeds, and mean / std over seeds of
     the final, best and last-5-mean test accuracy and of the wall time per run (seconds).
 
-    With ``maxl`` among the methods, ``maxl_minus_last5_mean`` / ``_std`` hold the mean and std
-    over the seeds both methods ran of the paired difference ``last5(maxl, s) - last5(method, s)``
-    (the same seed draws the same data subsets and initial weights for every method); NaN for
-    ``maxl`` itself or without common seeds.
+    Paired differences (the same seed draws the same data subsets and initial weights for every
+    method): with ``maxl`` among the methods, ``maxl_minus_last5_mean`` / ``_std`` are the mean
+    and std over the seeds both ran of ``last5(maxl, s) - last5(method, s)``; with ``single``,
+    ``minus_single_last5_mean`` / ``_std`` those of ``last5(method, s) - last5(single, s)``.
+    NaN for the reference method itself or without common seeds.
     """
     last5 = {(r.method, r.seed): r.summary["last5_mean_test_acc"] for r in runs}
     rows = []
@@ -93,10 +94,11 @@ def aggregate(runs: list[Run]) -> list[dict]:
                             ("last5", [r.summary["last5_mean_test_acc"] for r in mine]),
                             ("time_s", [r.wall_time_s for r in mine])):
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
-        if any(r.method == "maxl" for r in runs):
-            diffs = [last5[("maxl", r.seed)] - last5[(method, r.seed)] for r in mine
-                     if method != "maxl" and ("maxl", r.seed) in last5]
-            row["maxl_minus_last5_mean"], row["maxl_minus_last5_std"] = _mean_std(diffs) if diffs else (math.nan,) * 2
+        for reference, key, sign in (("single", "minus_single", 1), ("maxl", "maxl_minus", -1)):
+            if any(r.method == reference for r in runs):
+                diffs = [sign * (last5[(method, r.seed)] - last5[(reference, r.seed)]) for r in mine
+                         if method != reference and (reference, r.seed) in last5]
+                row[f"{key}_last5_mean"], row[f"{key}_last5_std"] = _mean_std(diffs) if diffs else (math.nan,) * 2
         rows.append(row)
     return rows
 
@@ -128,21 +130,23 @@ def markdown_table(runs: list[Run], title: str, note: str = "") -> str:
     lines = [f"### {title}", "", describe_setting(runs)]
     if note:
         lines += ["", note]
-    paired = "maxl_minus_last5_mean" in rows[0]
+    paired = [(key, title) for key, title in (("minus_single", "method − single"), ("maxl_minus", "maxl − method"))
+              if f"{key}_last5_mean" in rows[0]]
     header = "| method | seeds | final test acc (%) | best test acc (%) | last-5 mean test acc (%) |"
-    header += " maxl − method, last-5 (pp, paired) |" if paired else ""
+    header += "".join(f" {title}, last-5 (pp, paired) |" for _, title in paired)
     lines += ["", header + " time / run (s) |", "| --- " * header.count("|") + "|"]
     for r in rows:
         line = (f"| {r['method']} | {r['seeds']} | {_pct(r['final_mean'], r['final_std'])} | "
                 f"{_pct(r['best_mean'], r['best_std'])} | {_pct(r['last5_mean'], r['last5_std'])} |")
-        if paired:
-            d_mean, d_std = r["maxl_minus_last5_mean"], r["maxl_minus_last5_std"]
+        for key, _ in paired:
+            d_mean, d_std = r[f"{key}_last5_mean"], r[f"{key}_last5_std"]
             line += " — |" if math.isnan(d_mean) else f" {100 * d_mean:+.2f} ± {100 * d_std:.2f} |"
         lines.append(line + f" {r['time_s_mean']:.0f} ± {r['time_s_std']:.0f} |")
     lines += ["", "Primary-task test accuracy, mean ± sample standard deviation over seeds; *final*: last epoch, "
               "*best*: best epoch, *last-5 mean*: mean of the last 5 epochs (the paper's measure)."
-              + (" *maxl − method*: the per-seed difference of the last-5 means (same seed: same data "
-                 "subsets and initial weights), mean ± std over seeds, in percentage points." if paired else "")
+              + (" *method − single*, *maxl − method*: per-seed differences of the last-5 means (same seed: "
+                 "same data subsets and initial weights), mean ± std over seeds, in percentage points."
+                 if paired else "")
               + " Time: wall time of one run, training plus making its auxiliary labels (k-means: the "
               "autoencoder too)."]
     return "\n".join(lines) + "\n"

@@ -116,6 +116,8 @@ def test_curves_are_mean_and_std_over_seeds(tmp_path):
     assert rows["maxl"]["time_s_mean"] == pytest.approx(12.5)  # training 10 / 11 s + 2 s of labels
     assert rows["single"]["maxl_minus_last5_mean"] == pytest.approx(0.6 - 0.2)  # seed 0 only: paired
     assert np.isnan(rows["maxl"]["maxl_minus_last5_mean"])
+    assert rows["maxl"]["minus_single_last5_mean"] == pytest.approx(0.6 - 0.2)
+    assert rows["maxl"]["minus_single_last5_std"] == 0.0 and np.isnan(rows["single"]["minus_single_last5_mean"])
     with pytest.raises(FileNotFoundError, match="no finished run"):
         collect_runs(tmp_path / "single" / "seed0")
 
@@ -145,4 +147,4 @@ def test_markdown_table_of_a_single_seed(tmp_path):
                                "momentum": 0.0, "weight_decay": 0.0, "loss": "ce", "gen_lr": 0.1, "lr_step": 5, "lr_gamma": 0.5,
                                "schedule": "alternate", "meta": {"order": "second", "entropy_weight": 0.2}})
     text = markdown_table(runs, "t")
-    assert "| single | 0 | 30.00 ± 0.00 | 30.00 ± 0.00 | 20.00 ± 0.00 | 10 ± 0 |" in text
+    assert "| single | 0 | 30.00 ± 0.00 | 30.00 ± 0.00 | 20.00 ± 0.00 | — | 10 ± 0 |" in text
