@@ -6,14 +6,7 @@ import torch
 from maxl.autoencoder import AutoencoderConfig, ConvAutoencoder, encode, train_autoencoder
 from maxl.data import load_dataset
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small networks run fastest on one thread; on a shared CPU more threads mostly wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("channels, size", [(1, (8, 8)), (1, (28, 28)), (3, (32, 32)), (2, (15, 13))])

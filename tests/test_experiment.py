@@ -12,7 +12,7 @@ from maxl import cli
 from maxl.experiment import CONFIGS, GridConfig, GridMismatchError, run_argv, run_grid
 from maxl.results import accuracy_curves, aggregate, collect_runs, markdown_table, plot_curves, write_tables
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]  # tests/conftest.py
 
 TINY = GridConfig(
     name="tiny", description="tiny digits grid", dataset="digits", hierarchy="even-odd",
@@ -20,15 +20,6 @@ TINY = GridConfig(
     train_args=("--epochs", "2", "--batch-size", "32", "--hidden", "16", "--train-subset", "128",
                 "--test-subset", "64", "--lr", "0.05", "--momentum", "0.9"),
 )
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small networks run fastest on one thread; on a shared CPU more threads mostly wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 
 def count_training_calls(monkeypatch):

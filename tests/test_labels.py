@@ -11,14 +11,7 @@ from maxl.data import load_dataset
 from maxl.labels import check_block_labels, fixed_aux_labels, kmeans_aux_labels, random_aux_labels
 from maxl.trainer import Trainer
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small networks run fastest on one thread; on a shared CPU more threads mostly wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def block_bounds(psi):
