@@ -34,7 +34,7 @@ from .generated import GeneratedLabels
 from .task import LIKELIHOODS, AuxiliaryTask
 from .weighting import PRIMARY, Equal, Weighting
 
-__all__ = ["AuxiliaryLearner", "AuxOutput"]
+__all__ = ["AuxiliaryLearner", "AuxOutput", "frozen_running_stats"]
 
 
 @dataclass
@@ -105,7 +105,8 @@ class AuxiliaryLearner(nn.Module):
 
     Raises:
         ValueError: tasks with the same name or the name ``"primary"``, more than one
-            :class:`GeneratedLabels`, an unknown feature size, an unknown likelihood.
+            :class:`GeneratedLabels`, an unknown feature size, an unknown likelihood, a
+            weighting that is not a :class:`auxtasks.weighting.Weighting`.
     """
 
     def __init__(self, backbone: nn.Module, primary_head: nn.Module, tasks: Sequence[AuxiliaryTask] = (),
@@ -123,6 +124,8 @@ class AuxiliaryLearner(nn.Module):
         if len(set(names)) != len(names) or PRIMARY in names:
             raise ValueError(f"auxiliary task names must be distinct and not {PRIMARY!r}, got {names}; "
                              "pass name= to tell two tasks of one kind apart")
+        if weighting is not None and not isinstance(weighting, Weighting):
+            raise ValueError(f"weighting must be an auxtasks.weighting.Weighting, got {type(weighting).__name__}")
         if sum(isinstance(t, GeneratedLabels) for t in tasks) > 1:
             raise ValueError("at most one GeneratedLabels task per learner (one label-generation network)")
         dim = feature_dim if feature_dim is not None else getattr(backbone, "out_features", None)

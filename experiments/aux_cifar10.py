@@ -2,7 +2,8 @@
 
 Two comparisons, each over seeds 0, 1, 2 (the seed also draws the stratified training subset):
 
-* ``cifar10``: the 10-class primary task alone, + rotation, + colourisation, + both;
+* ``cifar10``: the 10-class primary task alone, + rotation, + colourisation, + both (equal
+  weights), and + colourisation / + both with uncertainty weighting;
 * ``animal-vehicle``: the 2-class primary task (ψ = [6, 4]) alone, with MAXL, with MAXL + rotation.
 
     python experiments/aux_cifar10.py run --data-root /tmp/data/cifar10-jpeg --out runs/aux-cifar10
@@ -45,6 +46,12 @@ COMPARISONS = {
             "+rotation": ["--method", "single", "--aux", "rotation"],
             "+colourisation": ["--method", "single", "--aux", "colourisation"],
             "+both": ["--method", "single", "--aux", "rotation", "--aux", "colourisation"],
+            # the colourisation regression loss is ~100x smaller than the cross-entropy: let
+            # uncertainty weighting (Kendall et al. 2018) set its weight instead of equal weights
+            "+colourisation-uncertainty": ["--method", "single", "--aux", "colourisation",
+                                           "--weighting", "uncertainty"],
+            "+both-uncertainty": ["--method", "single", "--aux", "rotation", "--aux", "colourisation",
+                                  "--weighting", "uncertainty"],
         },
     },
     "animal-vehicle": {
@@ -109,7 +116,9 @@ def load_runs(root: Path) -> list[dict]:
                 summary = json.loads((folder / "summary.json").read_text())
                 metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
                 config_json = json.loads((folder / "config.json").read_text())
-                rows.append({"comparison": comparison, "config": config, "seed": seed,
+                weights = {k.removeprefix("train_weight_"): v for k, v in metrics[-1].items()
+                           if k.startswith("train_weight_")}  # last epoch's mean loss weights
+                rows.append({"comparison": comparison, "config": config, "seed": seed, "weights": weights,
                              "test_acc": [m["test_acc"] for m in metrics], "summary": summary,
                              "num_train": config_json["data"]["num_train"],
                              "num_test": config_json["data"]["num_test"]})
@@ -121,6 +130,7 @@ def report(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = load_runs(Path(args.runs))
     if not rows:
@@ -149,8 +159,9 @@ def report(args: argparse.Namespace) -> int:
         if not group:
             continue
         lines += [f"## {spec['title']}", "",
-                  "| config | seeds | final test acc | Δ vs single | best test acc | s / epoch |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "| config | seeds | final test acc | Δ vs single | best test acc | loss weights, last epoch "
+                  "| s / epoch |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         base = {r["seed"]: r["summary"]["final_test_acc"] for r in group if r["config"] == "single"}
         for config in spec["configs"]:
             runs = [r for r in group if r["config"] == config]
@@ -162,14 +173,16 @@ def report(args: argparse.Namespace) -> int:
             paired = [r["summary"]["final_test_acc"] - base[r["seed"]] for r in runs if r["seed"] in base]
             delta = "—" if config == "single" or not paired else "{:+.2f} ± {:.2f}".format(
                 *(100 * v for v in _mean_std(paired)))
+            names = list(runs[0]["weights"])
+            weights = ", ".join(f"{n} {_mean_std([r['weights'][n] for r in runs])[0]:.2g}" for n in names) or "—"
             lines.append(f"| {config} | {len(runs)} | {100 * final[0]:.2f} ± {100 * final[1]:.2f} % | {delta} | "
-                         f"{100 * best[0]:.2f} ± {100 * best[1]:.2f} % | {time[0]:.0f} |")
+                         f"{100 * best[0]:.2f} ± {100 * best[1]:.2f} % | {weights} | {time[0]:.0f} |")
         first = group[0]
         lines += ["", f"{first['num_train']} training / {first['num_test']} test images per run.", ""]
     _write(out / "aux_cifar10.md", "\n".join(lines))
 
     comparisons = [c for c in COMPARISONS if any(r["comparison"] == c for r in rows)]
-    fig, axes = plt.subplots(1, len(comparisons), figsize=(5.5 * len(comparisons), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(comparisons), figsize=(6 * len(comparisons), 4.2), squeeze=False)
     for ax, comparison in zip(axes[0], comparisons):
         for config in COMPARISONS[comparison]["configs"]:
             curves = [r["test_acc"] for r in rows if r["comparison"] == comparison and r["config"] == config]
@@ -183,6 +196,7 @@ def report(args: argparse.Namespace) -> int:
             ax.fill_between(x, [m - s for m, s in stats], [m + s for m, s in stats], alpha=0.2)
         ax.set_title(COMPARISONS[comparison]["title"], fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("primary test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
