@@ -127,6 +127,41 @@ class LabelUsage:
         }
 
 
+def label_usage_findings(record: dict, psi: Hierarchy | Sequence[int] | None = None,
+                         thresholds: UsageThresholds = UsageThresholds()) -> list[tuple[str, str]]:
+    """Problems of one epoch's labels as ``(kind, message)`` pairs; kind is ``"collapsed"`` or
+    ``"uniform"``. See :func:`label_usage_warnings` for the arguments."""
+    if "label_used_fraction" not in record or record.get("epoch", thresholds.first_epoch) < thresholds.first_epoch:
+        return []
+    findings = []
+    epoch = record.get("epoch", "?")
+    used = record["label_used_fraction"]
+    if used < thresholds.min_used_fraction:
+        counts = record.get("label_counts")
+        detail = ""
+        if counts is not None and psi is not None:
+            hierarchy = psi if isinstance(psi, Hierarchy) else Hierarchy(psi)
+            single = [i for i, (s, k) in enumerate(zip(hierarchy.starts, hierarchy.psi))
+                      if k > 1 and sum(c > 0 for c in counts[s : s + k]) <= 1]
+            if single:
+                detail = f"; primary classes {single} use one auxiliary class only"
+        findings.append(("collapsed",
+            f"epoch {epoch}: generator collapsed: only {used:.0%} of the auxiliary classes were the argmax of any "
+            f"training image (warning below {thresholds.min_used_fraction:.0%}){detail}; label sharpness "
+            f"{record.get('label_sharpness', math.nan):.3f} (0 = uniform, 1 = one-hot). The entropy term "
+            f"(--entropy-weight) should spread the labels; check it and the generator's learning rate (--gen-lr)."
+        ))
+    sharpness = record.get("label_sharpness", math.nan)
+    if sharpness < thresholds.min_sharpness:  # False for NaN
+        findings.append(("uniform",
+            f"epoch {epoch}: generated labels stay near uniform: sharpness {sharpness:.3f} (0 = uniform, "
+            f"1 = one-hot; warning below {thresholds.min_sharpness}), mean max-probability "
+            f"{record.get('label_max_prob', math.nan):.3f}. The auxiliary task carries little information; check "
+            f"that the generator learns (meta_outer_loss, --gen-lr)."
+        ))
+    return findings
+
+
 def label_usage_warnings(record: dict, psi: Hierarchy | Sequence[int] | None = None,
                          thresholds: UsageThresholds = UsageThresholds()) -> list[str]:
     """Warnings for one epoch's record (a ``metrics.jsonl`` line with :meth:`LabelUsage.summary`).
@@ -140,49 +175,33 @@ def label_usage_warnings(record: dict, psi: Hierarchy | Sequence[int] | None = N
     Returns:
         Human-readable messages, empty for healthy labels.
     """
-    if "label_used_fraction" not in record or record.get("epoch", thresholds.first_epoch) < thresholds.first_epoch:
-        return []
-    messages = []
-    epoch = record.get("epoch", "?")
-    used = record["label_used_fraction"]
-    if used < thresholds.min_used_fraction:
-        counts = record.get("label_counts")
-        detail = ""
-        if counts is not None and psi is not None:
-            hierarchy = psi if isinstance(psi, Hierarchy) else Hierarchy(psi)
-            single = [i for i, (s, k) in enumerate(zip(hierarchy.starts, hierarchy.psi))
-                      if k > 1 and sum(c > 0 for c in counts[s : s + k]) <= 1]
-            if single:
-                detail = f"; primary classes {single} use one auxiliary class only"
-        messages.append(
-            f"epoch {epoch}: generator collapsed: only {used:.0%} of the auxiliary classes were the argmax of any "
-            f"training image (warning below {thresholds.min_used_fraction:.0%}){detail}; label sharpness "
-            f"{record.get('label_sharpness', math.nan):.3f} (0 = uniform, 1 = one-hot). The entropy term "
-            f"(--entropy-weight) should spread the labels; check it and the generator's learning rate (--gen-lr)."
-        )
-    sharpness = record.get("label_sharpness", math.nan)
-    if sharpness < thresholds.min_sharpness:  # False for NaN
-        messages.append(
-            f"epoch {epoch}: generated labels stay near uniform: sharpness {sharpness:.3f} (0 = uniform, "
-            f"1 = one-hot; warning below {thresholds.min_sharpness}), mean max-probability "
-            f"{record.get('label_max_prob', math.nan):.3f}. The auxiliary task carries little information; check "
-            f"that the generator learns (meta_outer_loss, --gen-lr)."
-        )
-    return messages
+    return [message for _, message in label_usage_findings(record, psi, thresholds)]
 
 
 def warn_label_usage(record: dict, psi: Hierarchy | Sequence[int] | None = None,
-                     thresholds: UsageThresholds = UsageThresholds()) -> list[str]:
-    """Issue :class:`GeneratorLabelWarning` for each message of :func:`label_usage_warnings`
-    (printed to stderr by Python's default warning filter) and store them in
-    ``record["label_warnings"]`` so that they reach ``metrics.jsonl``.
+                     thresholds: UsageThresholds = UsageThresholds(),
+                     already_warned: set[str] | None = None) -> list[str]:
+    """Store the messages of :func:`label_usage_warnings` in ``record["label_warnings"]`` (so
+    that every epoch's reach ``metrics.jsonl``) and issue them as :class:`GeneratorLabelWarning`
+    (printed to stderr by Python's default warning filter).
+
+    Args:
+        already_warned: kinds (``"collapsed"``, ``"uniform"``) shown before in this run; a kind in
+            it is recorded but not issued again, and each issued kind is added to it. A trainer
+            passes one set per run, so a lasting problem is shown once, not every epoch.
+            ``None``: issue every message.
 
     Returns:
-        The messages.
+        The messages (issued or not).
     """
-    messages = label_usage_warnings(record, psi, thresholds)
-    if messages:
-        record["label_warnings"] = messages
-    for message in messages:
-        warnings.warn(message, GeneratorLabelWarning, stacklevel=2)
-    return messages
+    findings = label_usage_findings(record, psi, thresholds)
+    if findings:
+        record["label_warnings"] = [message for _, message in findings]
+    for kind, message in findings:
+        if already_warned is None:
+            warnings.warn(message, GeneratorLabelWarning, stacklevel=2)
+        elif kind not in already_warned:
+            already_warned.add(kind)
+            warnings.warn(f"{message} (Shown once per run; every epoch's label warnings are in metrics.jsonl.)",
+                          GeneratorLabelWarning, stacklevel=2)
+    return [message for _, message in findings]

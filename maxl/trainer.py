@@ -251,6 +251,7 @@ class Trainer:
             if self.generator is not None:  # same start on every process, whatever the seeds
                 distributed.broadcast_([t.data for t in self.generator.state_dict().values()])
         self._meta_steps = 0
+        self._label_warnings_given: set[str] = set()  # kinds of GeneratorLabelWarning already shown
         if self.learner is not None and self.world_size > 1:
             raise ValueError("auxiliary tasks (--aux/--weighting) are not supported with torchrun yet: "
                              "run them in a single process")
@@ -466,7 +467,8 @@ class Trainer:
 
     # ----------------------------------------------------------------- epochs
     def _bar(self, loader, desc):
-        return tqdm(loader, desc=desc, leave=False, disable=not (self.config.progress and self.is_main),
+        # disable=None: tqdm switches itself off when stderr is not a terminal (a log file, CI)
+        return tqdm(loader, desc=desc, leave=False, disable=None if self.config.progress and self.is_main else True,
                     dynamic_ncols=True)
 
     def train_epoch(self) -> dict[str, float]:
@@ -571,7 +573,8 @@ class Trainer:
             record.update(self.evaluate())
             self._check_finite_parameters()  # never checkpoint a broken network
             record["epoch_time_s"] = time.time() - t0
-            warn_label_usage(record, getattr(self.generator, "hierarchy", None))  # collapsed or uniform labels
+            warn_label_usage(record, getattr(self.generator, "hierarchy", None),  # collapsed or uniform labels
+                             already_warned=self._label_warnings_given)
             self.scheduler.step()
             if self.gen_scheduler is not None:
                 self.gen_scheduler.step()

@@ -29,8 +29,9 @@ def make_trainer(data, out, method="maxl", epochs=2, seed=0, **overrides):
     psi = [3] * data.num_primary
     net = MultiTaskNetwork(tiny_cnn(1), data.num_primary, 0 if method == "single" else sum(psi), hidden=16)
     gen = LabelGenerator(tiny_cnn(1), psi, hidden=16) if method == "maxl" else None
-    cfg = TrainConfig(method=method, epochs=epochs, batch_size=32, lr=0.05, momentum=0.9, seed=seed,
-                      device="cpu", progress=False, meta=MetaConfig(inner_lr=0.05), **overrides)
+    settings = dict(method=method, epochs=epochs, batch_size=32, lr=0.05, momentum=0.9, seed=seed,
+                    device="cpu", progress=False, meta=MetaConfig(inner_lr=0.05))
+    cfg = TrainConfig(**{**settings, **overrides})
     return Trainer(net, data.train, data.test, cfg, out, generator=gen)
 
 
@@ -141,3 +142,11 @@ def test_fused_per_step_schedule_takes_the_same_steps_as_the_separate_one(digits
     for a, b in ((net_f, net_s), (gen_f, gen_s)):
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_progress_bars_stay_off_a_log_file_but_the_epoch_lines_do_not(digits, capsys):
+    trainer = make_trainer(digits, None, method="maxl", epochs=1, progress=True)
+    trainer.fit()
+    captured = capsys.readouterr()  # not a terminal, like `maxl demo > log.txt 2>&1`
+    assert "it/s" not in captured.err + captured.out
+    assert "epoch   1  train acc" in captured.out
