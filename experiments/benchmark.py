@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -74,6 +75,9 @@ EXACT = ("maxl-func", "maxl-higher", "maxl-jvp", "fused-func", "fused-jvp")
 # the targets of issue 7: ratios to single-task
 TIME_TARGET = {"exact": 4.0, "first": 2.5, "every": 2.0}
 MEMORY_TARGET = 3.0
+# the paper's CIFAR-100 run (Liu et al. 2019, Sec. 4): 50 000 training images, 200 epochs
+PAPER_RUN = {"backbone": "vgg16", "images": 50_000, "epochs": 200}
+PROJECTED = ("single", "maxl-func", "fused-jvp", "fused-first")  # and every<k>
 
 
 @dataclass
@@ -333,7 +337,33 @@ def markdown(result: dict) -> str:
                 + (f"{row['gflop']:.1f} | {row['flop_ratio']:.2f}× | " if "gflop" in row else "– | – | ")
                 + (f"{mem:.0f} | {row['memory_ratio']:.2f}×{mem_verdict} |" if mem is not None else "– | – |"))
         lines.append("")
+        lines += projection_markdown(bench)
     return "\n".join(lines)
+
+
+def projected_hours(seconds_per_iteration: float, batch_size: int, images: int = PAPER_RUN["images"],
+                    epochs: int = PAPER_RUN["epochs"]) -> float:
+    """Hours of training steps (no evaluation, no data loading) for ``epochs`` passes over
+    ``images`` images in batches of ``batch_size`` (the last one partial, counted whole)."""
+    return math.ceil(images / batch_size) * epochs * seconds_per_iteration / 3600
+
+
+def projection_markdown(bench: dict) -> list[str]:
+    """The paper's 200-epoch CIFAR-100 run projected from the measured time per iteration."""
+    if bench["backbone"] != PAPER_RUN["backbone"]:
+        return []
+    batch = bench["batch_size"]
+    iterations = math.ceil(PAPER_RUN["images"] / batch) * PAPER_RUN["epochs"]
+    lines = [f"Projected time of the paper's CIFAR-100 run on this machine ({PAPER_RUN['images']} images, batch "
+             f"{batch}, {PAPER_RUN['epochs']} epochs = {iterations} iterations; training steps only, no "
+             "evaluation or data loading):", "",
+             "| variant | hours | ratio |", "|---|---:|---:|"]
+    single = bench["variants"]["single"]["median_s"]
+    for name, row in bench["variants"].items():
+        if name in PROJECTED or name.startswith("every"):
+            hours = projected_hours(row["median_s"], batch)
+            lines.append(f"| {name} | {hours:.1f} | {row['median_s'] / single:.2f}× |")
+    return [*lines, ""]
 
 
 def profile_markdown(result: dict) -> str:
@@ -342,6 +372,13 @@ def profile_markdown(result: dict) -> str:
         for name, table in bench["profiles"].items():
             lines += [f"## {bench['backbone']}: {name}", "", "```", table.rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+def write_markdown(result: dict, out: Path) -> None:
+    """``OUT.md`` and, if any variant was profiled, ``OUT-profile.md``."""
+    atomic_write(out.with_suffix(".md"), markdown(result) + "\n")
+    if any(bench["profiles"] for bench in result["backbones"]):
+        atomic_write(out.with_name(out.name + "-profile.md"), profile_markdown(result) + "\n")
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -368,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", nargs="*", default=None, metavar="VARIANT",
                    help="write a torch.profiler table of these variants to OUT-profile.md")
     p.add_argument("--out", default="figures/benchmark", help="writes OUT.json and OUT.md")
+    p.add_argument("--render", default=None, metavar="JSON",
+                   help="measure nothing: write the Markdown of a saved OUT.json again (OUT.md, OUT-profile.md)")
     p.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--backbone-worker", default=None, help=argparse.SUPPRESS)
     return p
@@ -380,6 +419,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_worker is not None:  # internal: one variant in a fresh process
         args.backbone = args.backbone_worker
         print(json.dumps(memory_worker(args)))
+        return 0
+    if args.render is not None:
+        saved = Path(args.render)
+        if not saved.is_file():
+            raise SystemExit(f"benchmark: --render {saved}: no such file")
+        write_markdown(json.loads(saved.read_text()), saved.with_suffix(""))
         return 0
     known = variant_names(args.gen_every)
     for name in args.variants or []:
@@ -401,9 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-    atomic_write(out.with_suffix(".md"), markdown(result) + "\n")
-    if args.profile:
-        atomic_write(out.with_name(out.name + "-profile.md"), profile_markdown(result) + "\n")
+    write_markdown(result, out)
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
     return 0
 

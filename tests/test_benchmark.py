@@ -52,3 +52,25 @@ def test_memory_is_measured_in_a_fresh_process(tmp_path):
 def test_unknown_variant_is_rejected(tmp_path):
     with pytest.raises(SystemExit, match="unknown variant 'fused-higher'"):
         benchmark.main(["--backbones", "tiny-cnn", "--variants", "fused-higher", "--out", str(tmp_path / "b")])
+
+
+def test_projection_of_the_papers_cifar100_run():
+    # 50 000 images / batch 100 = 500 iterations per epoch, 200 epochs: 1 s per iteration is 27.8 h
+    assert benchmark.projected_hours(1.0, batch_size=100) == pytest.approx(100_000 / 3600)
+    assert benchmark.projected_hours(1.0, batch_size=128) == pytest.approx(391 * 200 / 3600)  # last batch partial
+    bench = {"backbone": "vgg16", "batch_size": 100,
+             "variants": {"single": {"median_s": 1.0}, "fused-jvp": {"median_s": 4.0}, "maxl-jvp": {"median_s": 5.0}}}
+    table = "\n".join(benchmark.projection_markdown(bench))
+    assert "| single | 27.8 | 1.00× |" in table and "| fused-jvp | 111.1 | 4.00× |" in table
+    assert "maxl-jvp" not in table  # one engine of the reference schedule is enough
+    assert benchmark.projection_markdown({**bench, "backbone": "small-cnn"}) == []
+
+
+def test_markdown_is_rendered_again_from_the_saved_json(tmp_path):
+    assert benchmark.main(["--backbones", "tiny-cnn", "--batch-size", "4", "--warmup", "0", "--repeats", "1",
+                           "--no-memory", "--no-flops", "--variants", "fused-jvp", "--device", "cpu",
+                           "--out", str(tmp_path / "b")]) == 0
+    first = (tmp_path / "b.md").read_text()
+    (tmp_path / "b.md").unlink()
+    assert benchmark.main(["--render", str(tmp_path / "b.json")]) == 0
+    assert (tmp_path / "b.md").read_text() == first
