@@ -170,8 +170,10 @@ DEMO_ARGS = ["--dataset", "digits", "--method", "single", "maxl", "--batch-size"
 
 
 # Flags that may differ from a run's config.json on --resume: they change where or how long it
-# runs, not its numbers (a longer run repeats the shorter one's epochs exactly).
-RESUME_MAY_CHANGE = ("resume", "out", "epochs", "device", "no_progress", "tensorboard", "data_root", "download")
+# runs, not what it computes (a longer run repeats the shorter one's epochs exactly; another device
+# or thread count changes only the float rounding).
+RESUME_MAY_CHANGE = ("resume", "out", "epochs", "device", "threads", "no_progress", "tensorboard", "data_root",
+                     "download")
 
 
 def given_options(argv: list[str]) -> set[str]:

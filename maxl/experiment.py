@@ -4,8 +4,8 @@ A :class:`GridConfig` is data: the data set, the methods, the seeds and the ``ma
 flags shared by every run. :func:`run_grid` turns each (method, seed) into one ``maxl train``
 command and runs it through :func:`maxl.cli.run_training`, the command line's own code path,
 into ``OUT/<method>/seed<k>/``. A run whose folder already holds ``summary.json`` for the same
-command is skipped, so an interrupted grid resumes where it stopped; an unfinished run starts
-again from its first epoch. :mod:`maxl.results` turns the run folders into tables and figures.
+command is skipped, so an interrupted grid resumes where it stopped; an unfinished run with a
+checkpoint continues from it (``maxl train --resume``), one without starts again. :mod:`maxl.results` turns the run folders into tables and figures.
 
 The named configurations (:data:`CONFIGS`) reproduce the comparison of Liu, Davison, Johns
 (NeurIPS 2019, Sec. 4): the same multi-task network and trainer with
@@ -189,8 +189,8 @@ def run_grid(grid: GridConfig, out: str | os.PathLike, *, data_root: str | None 
         log: where progress lines go.
 
     Returns:
-        One dict per run: ``method``, ``seed``, ``folder``, ``status`` (``"skipped"``, ``"ran"``
-        or ``"todo"`` for a dry run) and ``summary`` (None if not run).
+        One dict per run: ``method``, ``seed``, ``folder``, ``status`` (``"skipped"``, ``"ran"``,
+        ``"resumed"`` or ``"todo"`` for a dry run) and ``summary`` (None if not run).
 
     Raises:
         ValueError: unknown methods; :class:`GridMismatchError` for a folder holding another run.
@@ -226,13 +226,21 @@ def run_grid(grid: GridConfig, out: str | os.PathLike, *, data_root: str | None 
             log(f"{tag}: would run maxl {shlex.join(full)}")
             results.append(dict(method=method, seed=seed, folder=folder, status="todo", summary=None))
             continue
+        # the flags agree with the run's (is_finished checked run.json), so --resume accepts them
+        resume = (folder / "checkpoint.pt").is_file() and (folder / "config.json").is_file()
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "summary.json").unlink(missing_ok=True)
         atomic_write_text(folder / RUN_SPEC_FILE, json.dumps(
             {"argv": argv, "command": f"maxl {shlex.join(full)}", "grid": grid.name}, indent=2) + "\n")
+        if resume:
+            full += ["--resume", str(folder)]
+            args = cli.resume_args(parser.parse_args(full), cli.given_options(full))
+        else:
+            args = parser.parse_args(full)
         log(f"{tag}: maxl {shlex.join(full)}")
         start = time.time()
-        summary = cli.run_training(parser.parse_args(full))[method]
+        summary = cli.run_training(args)[method]
         log(f"{tag}: last-5 mean {summary['last5_mean_test_acc']:.4f} in {time.time() - start:.0f}s")
-        results.append(dict(method=method, seed=seed, folder=folder, status="ran", summary=summary))
+        results.append(dict(method=method, seed=seed, folder=folder, status="resumed" if resume else "ran",
+                            summary=summary))
     return results

@@ -83,6 +83,26 @@ def test_grid_resumes_without_rerunning_finished_runs(tmp_path, monkeypatch):
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_grid_continues_an_interrupted_run_from_its_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "grid"
+    folder = out / "random" / "seed0"
+    argv = run_argv(TINY, "random", 0)
+    # the run was stopped after its first epoch: checkpoint.pt and one metrics line, no summary.json
+    assert cli.main(["train", *argv, "--epochs", "1", "--out", str(folder), "--device", "cpu", "--no-progress"]) == 0
+    (folder / "summary.json").unlink()
+    (folder / "run.json").write_text(json.dumps({"argv": argv}))
+    first_epoch = (folder / "metrics.jsonl").read_text()
+
+    resumed = []
+    original = cli.run_training
+    monkeypatch.setattr(cli, "run_training", lambda args: resumed.append(args.resume) or original(args))
+    [result] = run_grid(TINY, out, methods=["random"], seeds=[0], device="cpu", log=lambda _: None)
+    assert result["status"] == "resumed" and resumed == [str(folder)]
+    metrics = (folder / "metrics.jsonl").read_text()
+    assert metrics.startswith(first_epoch) and [json.loads(m)["epoch"] for m in metrics.splitlines()] == [1, 2]
+    assert result["summary"]["epochs"] == 2
+
+
 def test_curves_are_mean_and_std_over_seeds(tmp_path):
     accs = {("maxl", 0): [0.5, 0.6, 0.7], ("maxl", 1): [0.7, 0.6, 0.9], ("single", 0): [0.1, 0.2, 0.3]}
     for (method, seed), acc in accs.items():
