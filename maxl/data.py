@@ -280,7 +280,7 @@ def _load_cifar(root: Path, cls, download: bool) -> tuple[_Split, _Split, list[s
         try:
             ds = cls(root, train=train, download=download)
         except RuntimeError as err:
-            raise RuntimeError(
+            raise ValueError(
                 f"torchvision rejected the {cls.__name__} files in {folder}: they exist but fail its md5 "
                 f"check (corrupted, or not the official python-version release): {err}"
             ) from err
@@ -503,9 +503,9 @@ def load_dataset(
 
     Raises:
         ValueError: unknown ``name``, bad ``hierarchy``, missing ``root``, bad subset size,
-            images of different sizes in an image folder.
+            images of different sizes in an image folder; CIFAR files present but failing
+            torchvision's md5 check; truncated or corrupt MNIST files.
         FileNotFoundError: data set files missing; the message names them and the folder.
-        RuntimeError: CIFAR files present but failing torchvision's md5 check.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS)}")

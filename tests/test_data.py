@@ -261,10 +261,13 @@ def test_cifar100_missing_files_are_named(tmp_path):
     assert "train, test, meta" in str(err.value) and str(tmp_path / "cifar-100-python") in str(err.value)
 
 
-def test_cifar_md5_mismatch_is_explained(cifar100_root):
+def test_cifar_md5_mismatch_is_explained(cifar100_root, capsys):
     # without `no_md5`, torchvision compares every file with the official release
-    with pytest.raises(RuntimeError, match="md5"):
+    with pytest.raises(ValueError, match="md5"):
         load_dataset("cifar100", cifar100_root)
+    from maxl.cli import main
+    assert main(["train", "--dataset", "cifar100", "--data-root", str(cifar100_root), "--epochs", "1"]) == 2
+    assert "fail its md5 check" in capsys.readouterr().err  # a message, not a traceback
 
 
 # --------------------------------------------------------------------------- CIFAR-10
