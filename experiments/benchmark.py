@@ -311,7 +311,8 @@ def markdown(result: dict) -> str:
     lines = [
         "# Cost of a MAXL iteration (ratios to single-task, same process)", "",
         f"Made by `{env['command']}` on {env['date']}: torch {env['torch']}, device {env['device']}"
-        f" ({env['processor']}), {env['threads']} threads, batch {result['batch_size']}, "
+        f" ({env['processor']}), {env['threads']} threads, "
+        f"{'channels-last' if env.get('channels_last') else 'contiguous (NCHW)'} tensors, batch {result['batch_size']}, "
         f"{result['warmup']} warm-up iterations, {result['repeats']} timed rounds.", "",
         "Time: median seconds per iteration; ratio: median over rounds of (variant / single-task) in the same "
         "round. FLOPs: convolutions and matrix products (`torch.utils.flop_counter`), independent of the "
