@@ -116,28 +116,34 @@ class FixedLogitGenerator(nn.Module):
         return self.hierarchy.masked_softmax(logits, primary)
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("kind", ["forced", "healthy"])
-def test_trainer_warns_on_a_forced_generator_and_not_on_a_healthy_one(tmp_path, kind):
+def train_with_fixed_generator(out, kind: str, epochs: int, batch_size: int):
+    """Train 200 digits with a :class:`FixedLogitGenerator`; returns the GeneratorLabelWarning
+    messages issued and the records of ``metrics.jsonl``."""
     data = load_dataset("digits", train_subset=200, test_subset=60)
     psi = [5] * 10
     seed_everything(0)
     net = MultiTaskNetwork(tiny_cnn(1), 10, sum(psi), hidden=8)
-    cfg = TrainConfig(method="maxl", epochs=2, batch_size=50, lr=0.05, gen_lr=1e-9, device="cpu", progress=False,
-                      meta=MetaConfig(inner_lr=0.05))
-    trainer = Trainer(net, data.train, data.test, cfg, tmp_path, generator=FixedLogitGenerator(psi, kind))
+    cfg = TrainConfig(method="maxl", epochs=epochs, batch_size=batch_size, lr=0.05, gen_lr=1e-9, device="cpu",
+                      progress=False, meta=MetaConfig(inner_lr=0.05))
+    trainer = Trainer(net, data.train, data.test, cfg, out, generator=FixedLogitGenerator(psi, kind))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit()
-    ours = [w for w in caught if issubclass(w.category, GeneratorLabelWarning)]
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    messages = [str(w.message) for w in caught if issubclass(w.category, GeneratorLabelWarning)]
+    return messages, [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["forced", "healthy"])
+def test_trainer_warns_on_a_forced_generator_and_not_on_a_healthy_one(tmp_path, kind):
+    ours, records = train_with_fixed_generator(tmp_path, kind, epochs=2, batch_size=50)
     assert all({"label_entropy", "label_used_fraction", "label_max_prob", "label_sharpness"} <= set(r)
                for r in records)
     if kind == "forced":
         assert records[-1]["label_used_fraction"] == pytest.approx(10 / 50)
-        assert len(ours) == 1 and "epoch 2: generator collapsed" in str(ours[0].message)
+        assert len(ours) == 1 and "epoch 2: generator collapsed" in ours[0]
         assert len(records[1]["label_warnings"]) == 1 and "label_warnings" not in records[0]
-        assert str(ours[0].message).startswith(records[1]["label_warnings"][0])
+        assert ours[0].startswith(records[1]["label_warnings"][0])
     else:
         assert records[-1]["label_used_fraction"] > 0.9 and records[-1]["label_sharpness"] > 0.5
         assert ours == [] and all("label_warnings" not in r for r in records)
@@ -145,17 +151,6 @@ def test_trainer_warns_on_a_forced_generator_and_not_on_a_healthy_one(tmp_path, 
 
 @pytest.mark.integration
 def test_a_lasting_collapse_is_warned_once_per_run_and_recorded_every_epoch(tmp_path):
-    data = load_dataset("digits", train_subset=200, test_subset=60)
-    psi = [5] * 10
-    seed_everything(0)
-    net = MultiTaskNetwork(tiny_cnn(1), 10, sum(psi), hidden=8)
-    cfg = TrainConfig(method="maxl", epochs=3, batch_size=100, lr=0.05, gen_lr=1e-9, device="cpu", progress=False,
-                      meta=MetaConfig(inner_lr=0.05))
-    trainer = Trainer(net, data.train, data.test, cfg, tmp_path, generator=FixedLogitGenerator(psi, "forced"))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        trainer.fit()
-    ours = [str(w.message) for w in caught if issubclass(w.category, GeneratorLabelWarning)]
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    ours, records = train_with_fixed_generator(tmp_path, "forced", epochs=3, batch_size=100)
     assert len(ours) == 1 and ours[0].startswith("epoch 2: generator collapsed") and "once per run" in ours[0]
     assert ["generator collapsed" in " ".join(r.get("label_warnings", [])) for r in records] == [False, True, True]
