@@ -128,7 +128,8 @@ class LabelUsage:
 
 
 def label_usage_findings(record: dict, psi: Hierarchy | Sequence[int] | None = None,
-                         thresholds: UsageThresholds = UsageThresholds()) -> list[tuple[str, str]]:
+                         thresholds: UsageThresholds = UsageThresholds(),
+                         first_record: dict | None = None) -> list[tuple[str, str]]:
     """Problems of one epoch's labels as ``(kind, message)`` pairs; kind is ``"collapsed"`` or
     ``"uniform"``. See :func:`label_usage_warnings` for the arguments."""
     if "label_used_fraction" not in record or record.get("epoch", thresholds.first_epoch) < thresholds.first_epoch:
@@ -145,6 +146,10 @@ def label_usage_findings(record: dict, psi: Hierarchy | Sequence[int] | None = N
                       if k > 1 and sum(c > 0 for c in counts[s : s + k]) <= 1]
             if single:
                 detail = f"; primary classes {single} use one auxiliary class only"
+        first_used = (first_record or {}).get("label_used_fraction")
+        if first_used is not None and first_used <= used:  # as concentrated from the start
+            detail += (f"; already at epoch 1 ({first_used:.0%}): the untrained generator's labels were this "
+                       "concentrated and training has not spread them")
         findings.append(("collapsed",
             f"epoch {epoch}: generator collapsed: only {used:.0%} of the auxiliary classes were the argmax of any "
             f"training image (warning below {thresholds.min_used_fraction:.0%}){detail}; label sharpness "
@@ -163,7 +168,8 @@ def label_usage_findings(record: dict, psi: Hierarchy | Sequence[int] | None = N
 
 
 def label_usage_warnings(record: dict, psi: Hierarchy | Sequence[int] | None = None,
-                         thresholds: UsageThresholds = UsageThresholds()) -> list[str]:
+                         thresholds: UsageThresholds = UsageThresholds(),
+                         first_record: dict | None = None) -> list[str]:
     """Warnings for one epoch's record (a ``metrics.jsonl`` line with :meth:`LabelUsage.summary`).
 
     Args:
@@ -171,16 +177,18 @@ def label_usage_warnings(record: dict, psi: Hierarchy | Sequence[int] | None = N
             label statistics (methods other than ``maxl``) give no warning.
         psi: the hierarchy, to name the primary classes whose block collapsed to one class.
         thresholds: :class:`UsageThresholds`.
+        first_record: the run's first epoch; a collapse whose argmax usage was no better
+            then is reported as present from the start, not as a collapse during training.
 
     Returns:
         Human-readable messages, empty for healthy labels.
     """
-    return [message for _, message in label_usage_findings(record, psi, thresholds)]
+    return [message for _, message in label_usage_findings(record, psi, thresholds, first_record)]
 
 
 def warn_label_usage(record: dict, psi: Hierarchy | Sequence[int] | None = None,
                      thresholds: UsageThresholds = UsageThresholds(),
-                     already_warned: set[str] | None = None) -> list[str]:
+                     already_warned: set[str] | None = None, first_record: dict | None = None) -> list[str]:
     """Store the messages of :func:`label_usage_warnings` in ``record["label_warnings"]`` (so
     that every epoch's reach ``metrics.jsonl``) and issue them as :class:`GeneratorLabelWarning`
     (printed to stderr by Python's default warning filter).
@@ -190,11 +198,12 @@ def warn_label_usage(record: dict, psi: Hierarchy | Sequence[int] | None = None,
             it is recorded but not issued again, and each issued kind is added to it. A trainer
             passes one set per run, so a lasting problem is shown once, not every epoch.
             ``None``: issue every message.
+        first_record: see :func:`label_usage_warnings`.
 
     Returns:
         The messages (issued or not).
     """
-    findings = label_usage_findings(record, psi, thresholds)
+    findings = label_usage_findings(record, psi, thresholds, first_record)
     if findings:
         record["label_warnings"] = [message for _, message in findings]
     for kind, message in findings:

@@ -574,7 +574,8 @@ class Trainer:
             self._check_finite_parameters()  # never checkpoint a broken network
             record["epoch_time_s"] = time.time() - t0
             warn_label_usage(record, getattr(self.generator, "hierarchy", None),  # collapsed or uniform labels
-                             already_warned=self._label_warnings_given)
+                             already_warned=self._label_warnings_given,
+                             first_record=self.history[0] if self.history else None)
             self.scheduler.step()
             if self.gen_scheduler is not None:
                 self.gen_scheduler.step()

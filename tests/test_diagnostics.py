@@ -94,6 +94,15 @@ def test_warnings_fire_for_forced_and_uniform_labels_only():
     assert label_usage_warnings({"epoch": 5, "test_acc": 0.9}) == []
 
 
+def test_a_collapse_present_from_the_first_epoch_is_told_apart_from_one_during_training():
+    # labels that were spread at epoch 1 and collapsed later: a collapse of training
+    [later] = label_usage_warnings(record_of("forced"), PSI, first_record=record_of("healthy", epoch=1))
+    assert "collapsed" in later and "epoch 1" not in later
+    # labels as concentrated at epoch 1 as now: the generator never spread them
+    [never] = label_usage_warnings(record_of("forced"), PSI, first_record=record_of("forced", epoch=1))
+    assert "collapsed" in never and "already at epoch 1 (40%)" in never and "has not spread them" in never
+
+
 class FixedLogitGenerator(nn.Module):
     """A generator with a real backbone whose label logits are pinned by a huge head bias
     (forced) or by a fixed sharp random projection of the image (healthy)."""
