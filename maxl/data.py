@@ -59,6 +59,13 @@ DATASETS: tuple[str, ...] = ("digits", "mnist", "cifar10", "cifar100", "imagefol
 
 # Per-channel normalisation (mean, std) for images scaled to [0, 1].
 _CIFAR_NORM = (0.5, 0.2)  # MAXL reference implementation
+# what the root folder of each data set holds (torchvision's on-disk layouts)
+_LAYOUT = {
+    "mnist": "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte(.gz)",
+    "cifar10": "cifar-10-batches-py/ (the official python version)",
+    "cifar100": "cifar-100-python/ (the official python version)",
+    "imagefolder": "train/<class>/*.jpg|png and test/<class>/*.jpg|png",
+}
 _MNIST_NORM = (0.1307, 0.3081)  # the usual MNIST statistics (torchvision / PyTorch examples)
 _DIGITS_NORM = (0.3053, 0.3760)  # pixel mean / std of all 1797 digits images, values / 16
 _MNIST_FILES = (
@@ -512,7 +519,8 @@ def load_dataset(
     spec = _parse_hierarchy(name, hierarchy)
     if name != "digits":
         if root is None:
-            raise ValueError(f"data set {name!r} needs root, the folder that holds its files")
+            raise ValueError(f"data set {name!r} needs root (--data-root on the command line), the folder that "
+                             f"holds {_LAYOUT[name]}")
         root = Path(root).expanduser()
 
     if name == "digits":

@@ -261,3 +261,11 @@ def test_cli_reports_a_nan_and_the_run_folder_keeps_its_checkpoint(tmp_path, cap
         capsys.readouterr().err)
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize("dataset, layout", [("mnist", "MNIST/raw"), ("cifar100", "cifar-100-python"),
+                                             ("imagefolder", "train/<class>")])
+def test_a_data_set_without_a_data_root_names_the_flag_and_the_layout(dataset, layout, capsys):
+    assert main(["train", "--dataset", dataset, "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--data-root" in err and layout in err
