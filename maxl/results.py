@@ -200,10 +200,13 @@ def plot_curves(runs: list[Run], path: str | os.PathLike, title: str) -> Path:
     fig = Figure(figsize=(6.4, 4.2), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    colours = {m: f"C{i}" for i, m in enumerate(METHODS)}
-    for method, (epochs, mean, std) in accuracy_curves(runs).items():
+    colours = {m: f"C{i}" for i, m in enumerate(METHODS)}  # a method keeps its colour across figures
+    curves = accuracy_curves(runs)
+    others = [m for m in curves if m not in colours]  # e.g. variants of one method: the next colours
+    colours.update({m: f"C{(len(METHODS) + k) % 10}" for k, m in enumerate(others)})
+    for method, (epochs, mean, std) in curves.items():
         n = sum(r.method == method for r in runs)
-        colour = colours.get(method)
+        colour = colours[method]
         ax.plot(epochs, 100 * mean, label=f"{method} (n={n})", color=colour, lw=1.6)
         ax.fill_between(epochs, 100 * (mean - std), 100 * (mean + std), color=colour, alpha=0.18, lw=0)
     ax.set_xlabel("epoch")
