@@ -72,6 +72,7 @@ VARIANTS = {
     "fused-first": (MetaConfig(order="first"), "per-step", "first order, fused step"),
 }
 EXACT = ("maxl-func", "maxl-higher", "maxl-jvp", "fused-func", "fused-jvp")
+DOUBLE_BACKWARD = ("maxl-func", "maxl-higher", "fused-func")  # backward(create_graph=True): no torch.compile
 # the targets of issue 7: ratios to single-task
 TIME_TARGET = {"exact": 4.0, "first": 2.5, "every": 2.0}
 MEMORY_TARGET = 3.0
@@ -111,8 +112,9 @@ def target_of(name: str) -> float | None:
 
 
 def make_networks(backbone: str, device: torch.device, seed: int, single: bool, maxl: bool,
-                  channels_last: bool):
-    """The single-task network and/or the MAXL pair (multi-task network, generator)."""
+                  channels_last: bool, compile: bool = False):
+    """The single-task network and/or the MAXL pair (multi-task network, generator); with
+    ``compile``, every backbone wrapped in ``torch.compile`` (heads stay eager)."""
     channels, _, psi = SETTINGS[backbone]
     torch.manual_seed(seed)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -122,11 +124,15 @@ def make_networks(backbone: str, device: torch.device, seed: int, single: bool, 
     if maxl:
         nets["net"] = MultiTaskNetwork(build_backbone(backbone, channels), len(psi), sum(psi))
         nets["generator"] = LabelGenerator(build_backbone(backbone, channels), psi)
-    return {k: v.to(device=device, memory_format=fmt) for k, v in nets.items()}
+    nets = {k: v.to(device=device, memory_format=fmt) for k, v in nets.items()}
+    if compile:
+        for net in nets.values():
+            net.backbone = torch.compile(net.backbone)
+    return nets
 
 
 def make_cases(names: list[str], backbone: str, batch_size: int, device: torch.device, gen_every: int,
-               seed: int = 0, channels_last: bool = False) -> dict[str, Case]:
+               seed: int = 0, channels_last: bool = False, compile: bool = False) -> dict[str, Case]:
     """Build the variants ``names`` on shared networks (one single-task network, one MAXL pair)."""
     channels, size, psi = SETTINGS[backbone]
     gen = torch.Generator().manual_seed(seed)
@@ -136,7 +142,7 @@ def make_cases(names: list[str], backbone: str, batch_size: int, device: torch.d
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x, y, idx = x.to(device=device, memory_format=fmt), y.to(device), idx.to(device)
     nets = make_networks(backbone, device, seed, single="single" in names,
-                         maxl=any(n != "single" for n in names), channels_last=channels_last)
+                         maxl=any(n != "single" for n in names), channels_last=channels_last, compile=compile)
     data = TensorDataset(x.cpu(), y.cpu(), idx.cpu())  # unused by the step methods
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
@@ -217,7 +223,7 @@ def memory_worker(args) -> dict:
     device = torch.device(args.device)
     baseline_kib = _proc_status_kib("VmRSS")
     cases = make_cases([args.memory_worker], args.backbone, args.batch_size, device, args.gen_every,
-                       channels_last=args.channels_last)
+                       channels_last=args.channels_last, compile=args.compile)
     case = cases[args.memory_worker]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -239,6 +245,8 @@ def measure_memory(name: str, backbone: str, args) -> dict:
                "--batch-size", str(args.batch_size), "--gen-every", str(args.gen_every), "--device", args.device]
     if args.channels_last:
         command.append("--channels-last")
+    if args.compile:
+        command.append("--compile")
     if args.threads is not None:
         command += ["--threads", str(args.threads)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
@@ -266,7 +274,8 @@ def benchmark_backbone(backbone: str, args, log=print) -> dict:
     names = args.variants or variant_names(args.gen_every)
     if "single" not in names:
         names = ["single", *names]
-    cases = make_cases(names, backbone, args.batch_size, device, args.gen_every, channels_last=args.channels_last)
+    cases = make_cases(names, backbone, args.batch_size, device, args.gen_every, channels_last=args.channels_last,
+                       compile=args.compile)
     load_before = os.getloadavg()
     log(f"[{backbone}] timing {len(names)} variants: {args.warmup} warm-up + {args.repeats} rounds")
     times = time_cases(cases, args.warmup, args.repeats)
@@ -312,7 +321,8 @@ def markdown(result: dict) -> str:
         "# Cost of a MAXL iteration (ratios to single-task, same process)", "",
         f"Made by `{env['command']}` on {env['date']}: torch {env['torch']}, device {env['device']}"
         f" ({env['processor']}), {env['threads']} threads, "
-        f"{'channels-last' if env.get('channels_last') else 'contiguous (NCHW)'} tensors, batch {result['batch_size']}, "
+        f"{'channels-last' if env.get('channels_last') else 'contiguous (NCHW)'} tensors, "
+        f"{'torch.compile backbones' if env.get('compile') else 'eager'}, batch {result['batch_size']}, "
         f"{result['warmup']} warm-up iterations, {result['repeats']} timed rounds.", "",
         "Time: median seconds per iteration; ratio: median over rounds of (variant / single-task) in the same "
         "round. FLOPs: convolutions and matrix products (`torch.utils.flop_counter`), independent of the "
@@ -401,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format for every variant")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile every backbone (needs --variants without the double-backward ones: "
+                        f"{', '.join(DOUBLE_BACKWARD)}; use with --no-flops)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     p.add_argument("--profile", nargs="*", default=None, metavar="VARIANT",
@@ -431,6 +444,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.variants or []:
         if name not in known:
             raise SystemExit(f"benchmark: unknown variant {name!r}; expected one of {known}")
+    if args.compile:
+        refused = [n for n in (args.variants or known) if n in DOUBLE_BACKWARD]
+        if refused:
+            raise SystemExit(f"benchmark: --compile cannot run {refused}: a compiled backward does not support "
+                             "create_graph=True (double backward); pick --variants among the others")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"benchmark: --device {args.device} but CUDA is not available")
     result = {
@@ -438,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
                 "processor": (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
                               else platform.processor() or platform.machine()),
                 "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-                "channels_last": args.channels_last,
+                "channels_last": args.channels_last, "compile": args.compile,
                 "command": "python experiments/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
                 "date": time.strftime("%Y-%m-%d %H:%M")},
         "batch_size": args.batch_size, "warmup": args.warmup, "repeats": args.repeats,

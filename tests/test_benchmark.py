@@ -74,3 +74,24 @@ def test_markdown_is_rendered_again_from_the_saved_json(tmp_path):
     (tmp_path / "b.md").unlink()
     assert benchmark.main(["--render", str(tmp_path / "b.json")]) == 0
     assert (tmp_path / "b.md").read_text() == first
+
+
+def test_compile_refuses_the_double_backward_variants(tmp_path):
+    with pytest.raises(SystemExit, match="create_graph=True"):
+        benchmark.main(["--backbones", "tiny-cnn", "--compile", "--out", str(tmp_path / "b")])
+    with pytest.raises(SystemExit, match=r"\['fused-func'\]"):
+        benchmark.main(["--backbones", "tiny-cnn", "--compile", "--variants", "fused-jvp", "fused-func",
+                        "--out", str(tmp_path / "b")])
+
+
+@pytest.mark.slow
+def test_compiled_backbones_give_the_same_step(tmp_path):
+    # torch.compile changes how, not what: one fused step from the same weights, compiled or not
+    steps = {}
+    for compiled in (False, True):
+        case = benchmark.make_cases(["fused-jvp"], "tiny-cnn", 4, benchmark.torch.device("cpu"), 4,
+                                    compile=compiled)["fused-jvp"]
+        case.unit()
+        net = case.unit.__defaults__[0].net
+        steps[compiled] = benchmark.torch.cat([p.detach().flatten() for p in net.parameters()])
+    assert benchmark.torch.allclose(steps[False], steps[True], atol=1e-5)
