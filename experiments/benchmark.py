@@ -181,8 +181,10 @@ def make_cases(names: list[str], backbone: str, batch_size: int, device: torch.d
     return cases
 
 
-def time_cases(cases: dict[str, Case], warmup: int, repeats: int) -> dict[str, list[float]]:
-    """Seconds per iteration of each case, ``repeats`` rounds in rotated order."""
+def time_cases(cases: dict[str, Case], warmup: int, repeats: int, min_time: float = 0.0) -> dict[str, list[float]]:
+    """Seconds per iteration of each case, ``repeats`` rounds in rotated order; in each round
+    a case runs its unit again until ``min_time`` seconds have passed (short steps are timed
+    over several calls)."""
     for case in cases.values():
         for _ in range(warmup):
             case.unit()
@@ -195,9 +197,12 @@ def time_cases(cases: dict[str, Case], warmup: int, repeats: int) -> dict[str, l
             case = cases[name]
             case.sync()
             t0 = time.perf_counter()
-            case.unit()
-            case.sync()
-            times[name].append((time.perf_counter() - t0) / case.iterations)
+            calls = 0
+            while calls == 0 or time.perf_counter() - t0 < min_time:
+                case.unit()
+                case.sync()
+                calls += 1
+            times[name].append((time.perf_counter() - t0) / (calls * case.iterations))
     return times
 
 
@@ -278,7 +283,7 @@ def benchmark_backbone(backbone: str, args, log=print) -> dict:
                        compile=args.compile)
     load_before = os.getloadavg()
     log(f"[{backbone}] timing {len(names)} variants: {args.warmup} warm-up + {args.repeats} rounds")
-    times = time_cases(cases, args.warmup, args.repeats)
+    times = time_cases(cases, args.warmup, args.repeats, args.min_time)
     load_after = os.getloadavg()
     flops = {n: count_flops(c) for n, c in cases.items()} if not args.no_flops else {}
     rows = {}
@@ -323,7 +328,8 @@ def markdown(result: dict) -> str:
         f" ({env['processor']}), {env['threads']} threads, "
         f"{'channels-last' if env.get('channels_last') else 'contiguous (NCHW)'} tensors, "
         f"{'torch.compile backbones' if env.get('compile') else 'eager'}, batch {result['batch_size']}, "
-        f"{result['warmup']} warm-up iterations, {result['repeats']} timed rounds.", "",
+        f"{result['warmup']} warm-up iterations, {result['repeats']} timed rounds"
+        + (f" of at least {result['min_time_s']:g} s per measurement" if result.get("min_time_s") else "") + ".", "",
         "Time: median seconds per iteration; ratio: median over rounds of (variant / single-task) in the same "
         "round. FLOPs: convolutions and matrix products (`torch.utils.flop_counter`), independent of the "
         "machine's load. Memory: peak resident set size above the size after `import torch` (CPU) or "
@@ -408,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-every", type=int, default=4, help="k of the every<k> variant")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations per variant first")
     p.add_argument("--repeats", type=int, default=7, help="timed rounds")
+    p.add_argument("--min-time", type=float, default=1.0,
+                   help="seconds per measurement at least: a shorter step is timed over several calls")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format for every variant")
@@ -460,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
                 "command": "python experiments/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
                 "date": time.strftime("%Y-%m-%d %H:%M")},
         "batch_size": args.batch_size, "warmup": args.warmup, "repeats": args.repeats,
+        "min_time_s": args.min_time,
         "backbones": [benchmark_backbone(b, args) for b in args.backbones],
     }
     out = Path(args.out)

@@ -95,3 +95,19 @@ def test_compiled_backbones_give_the_same_step(tmp_path):
         net = case.unit.__defaults__[0].net
         steps[compiled] = benchmark.torch.cat([p.detach().flatten() for p in net.parameters()])
     assert benchmark.torch.allclose(steps[False], steps[True], atol=1e-5)
+
+
+def test_a_short_step_is_timed_over_several_calls():
+    calls = []
+
+    def unit():
+        calls.append(1)
+        benchmark.time.sleep(0.01)
+
+    cases = {"single": benchmark.Case("single", unit, 1, lambda: None)}
+    times = benchmark.time_cases(cases, warmup=0, repeats=2, min_time=0.05)
+    assert len(times["single"]) == 2 and len(calls) >= 2 * 5  # ≥ 0.05 s of 0.01 s calls per round
+    assert all(0.01 <= t < 0.05 for t in times["single"])  # per call, not per round
+    calls.clear()
+    benchmark.time_cases(cases, warmup=0, repeats=3, min_time=0.0)
+    assert len(calls) == 3
