@@ -374,7 +374,7 @@ def projection_markdown(bench: dict) -> list[str]:
     lines = [f"Projected time of the paper's CIFAR-100 run on this machine ({PAPER_RUN['images']} images, batch "
              f"{batch}, {PAPER_RUN['epochs']} epochs = {iterations} iterations; training steps only, no "
              "evaluation or data loading):", "",
-             "| variant | hours | ratio |", "|---|---:|---:|"]
+             "| variant | hours | hours / single-task hours |", "|---|---:|---:|"]
     single = bench["variants"]["single"]["median_s"]
     for name, row in bench["variants"].items():
         if name in PROJECTED or name.startswith("every"):
