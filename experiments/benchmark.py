@@ -358,11 +358,16 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def paper_iterations(batch_size: int, images: int = PAPER_RUN["images"], epochs: int = PAPER_RUN["epochs"]) -> int:
+    """Training iterations of ``epochs`` passes over ``images`` images in batches of
+    ``batch_size`` (the last one partial, counted whole)."""
+    return math.ceil(images / batch_size) * epochs
+
+
 def projected_hours(seconds_per_iteration: float, batch_size: int, images: int = PAPER_RUN["images"],
                     epochs: int = PAPER_RUN["epochs"]) -> float:
-    """Hours of training steps (no evaluation, no data loading) for ``epochs`` passes over
-    ``images`` images in batches of ``batch_size`` (the last one partial, counted whole)."""
-    return math.ceil(images / batch_size) * epochs * seconds_per_iteration / 3600
+    """Hours of training steps (no evaluation, no data loading) of :func:`paper_iterations`."""
+    return paper_iterations(batch_size, images, epochs) * seconds_per_iteration / 3600
 
 
 def projection_markdown(bench: dict) -> list[str]:
@@ -370,7 +375,7 @@ def projection_markdown(bench: dict) -> list[str]:
     if bench["backbone"] != PAPER_RUN["backbone"]:
         return []
     batch = bench["batch_size"]
-    iterations = math.ceil(PAPER_RUN["images"] / batch) * PAPER_RUN["epochs"]
+    iterations = paper_iterations(batch)
     lines = [f"Projected time of the paper's CIFAR-100 run on this machine ({PAPER_RUN['images']} images, batch "
              f"{batch}, {PAPER_RUN['epochs']} epochs = {iterations} iterations; training steps only, no "
              "evaluation or data loading):", "",

@@ -204,8 +204,9 @@ def warn_label_usage(record: dict, psi: Hierarchy | Sequence[int] | None = None,
         The messages (issued or not).
     """
     findings = label_usage_findings(record, psi, thresholds, first_record)
-    if findings:
-        record["label_warnings"] = [message for _, message in findings]
+    messages = [message for _, message in findings]
+    if messages:
+        record["label_warnings"] = messages
     for kind, message in findings:
         if already_warned is None:
             warnings.warn(message, GeneratorLabelWarning, stacklevel=2)
@@ -213,4 +214,4 @@ def warn_label_usage(record: dict, psi: Hierarchy | Sequence[int] | None = None,
             already_warned.add(kind)
             warnings.warn(f"{message} (Shown once per run; every epoch's label warnings are in metrics.jsonl.)",
                           GeneratorLabelWarning, stacklevel=2)
-    return [message for _, message in findings]
+    return messages

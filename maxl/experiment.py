@@ -5,7 +5,8 @@ flags shared by every run. :func:`run_grid` turns each (method, seed) into one `
 command and runs it through :func:`maxl.cli.run_training`, the command line's own code path,
 into ``OUT/<method>/seed<k>/``. A run whose folder already holds ``summary.json`` for the same
 command is skipped, so an interrupted grid resumes where it stopped; an unfinished run with a
-checkpoint continues from it (``maxl train --resume``), one without starts again. :mod:`maxl.results` turns the run folders into tables and figures.
+checkpoint continues from it (``maxl train --resume``), one without starts again.
+:mod:`maxl.results` turns the run folders into tables and figures.
 
 The named configurations (:data:`CONFIGS`) reproduce the comparison of Liu, Davison, Johns
 (NeurIPS 2019, Sec. 4): the same multi-task network and trainer with
