@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maxl.networks import mlp_head
+from maxl.core.heads import mlp_head
 
 from .task import AuxiliaryTask
 

@@ -71,7 +71,7 @@ def run_folder(root: Path, comparison: str, config: str, seed: int) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from maxl.cli import main as maxl_main  # only the run step needs torch
+    from maxl.cli.commands import main as maxl_main  # only the run step needs torch
 
     root = Path(args.out)
     for comparison, spec in COMPARISONS.items():

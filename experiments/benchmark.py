@@ -5,10 +5,10 @@ for all variants and left out) through the trainer's own step methods:
 
 * ``single``: one SGD step of the primary-only network.
 * ``maxl-<engine>``: the reference ``alternate`` schedule per batch: a multi-task step on the
-  generator's labels, then a generator step with :func:`maxl.meta.meta_gradient`
+  generator's labels, then a generator step with :func:`maxl.meta.gradient.meta_gradient`
   (engines ``func``, ``higher``, ``jvp``; ``first`` is the first-order variant).
 * ``fused-<engine>``: the ``per-step`` schedule with ``gen_every=1``: both updates from
-  :func:`maxl.fused.fused_step`, one shared multi-task forward/backward.
+  :func:`maxl.meta.fused.fused_step`, one shared multi-task forward/backward.
 * ``every<k>``: the ``per-step`` schedule with the generator updated every k steps (fused,
   exact ``jvp`` engine); its time is that of k iterations divided by k.
 
@@ -47,10 +47,10 @@ import torch
 from torch.utils.data import TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from maxl.backbones import build_backbone
-from maxl.meta import MetaConfig
-from maxl.networks import LabelGenerator, MultiTaskNetwork
-from maxl.trainer import TrainConfig, Trainer
+from maxl.nn.backbones import build_backbone
+from maxl.meta.gradient import MetaConfig
+from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
+from maxl.train.trainer import TrainConfig, Trainer
 
 # backbone -> (image channels, image size, ψ): the paper's CIFAR-100 setting (20 superclasses,
 # 5 auxiliary classes each) for VGG-16-BN, MNIST with 5 auxiliary classes per digit for the CNN.

@@ -5,7 +5,7 @@
 
 Runs already finished in --out are skipped, so the same command resumes an interrupted grid.
 The table (Markdown and CSV) goes to OUT/results.{md,csv}, and also to --table PREFIX if given.
-Every run goes through `maxl train` (maxl.cli.run_training); OUT/<method>/seed<k>/run.json holds
+Every run goes through `maxl train` (maxl.cli.commands.run_training); OUT/<method>/seed<k>/run.json holds
 the equivalent command line of each run.
 """
 
@@ -15,8 +15,8 @@ import argparse
 import shlex
 import sys
 
-from maxl.experiment import CONFIGS, GridMismatchError, run_grid
-from maxl.results import collect_runs, write_tables
+from experiments.harness import CONFIGS, GridMismatchError, run_grid
+from maxl.analysis.results import collect_runs, write_tables
 
 
 def build_parser() -> argparse.ArgumentParser:

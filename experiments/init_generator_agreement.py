@@ -23,16 +23,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from maxl.agreement import agreement_within_primary, mean_agreement
-from maxl.backbones import build_backbone
-from maxl.networks import LabelGenerator, MultiTaskNetwork
-from maxl.run import load_run
-from maxl.trainer import seed_everything
-from maxl.visualise import collect_outputs
+from maxl.analysis.agreement import agreement_within_primary, mean_agreement
+from maxl.nn.backbones import build_backbone
+from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
+from maxl.analysis.run import load_run
+from maxl.train.trainer import seed_everything
+from maxl.analysis.visualise import collect_outputs
 
 
 def initial_generator(config: dict, data) -> LabelGenerator:
-    """The generator of ``maxl train`` before training (see :func:`maxl.cli.run_training`).
+    """The generator of ``maxl train`` before training (see :func:`maxl.cli.commands.run_training`).
 
     Its BatchNorm running statistics are the defaults (mean 0, variance 1), while training runs
     the generator in train mode with batch statistics; so they are recomputed over the training

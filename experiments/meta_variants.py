@@ -2,7 +2,7 @@
 
 The benchmark (``experiments/benchmark.py``) measures what one iteration costs; this script
 checks on real data that the cheaper settings of issue 7 train as well as the reference
-schedule. It runs the ``mnist`` grid configuration (:data:`maxl.experiment.CONFIGS`: even / odd
+schedule. It runs the ``mnist`` grid configuration (:data:`experiments.harness.CONFIGS`: even / odd
 primary, ψ = [5, 5], tiny-cnn, 3000 training / 2000 test images per seed, 10 epochs) for
 
 * ``single``: no auxiliary task;
@@ -18,7 +18,7 @@ to ``maxl``, wall time per run) and the test-accuracy curves (``PREFIX.png``)::
     python -m experiments.meta_variants run --data-root /tmp/data --out runs/meta-variants --threads 1
     python -m experiments.meta_variants report --runs runs/meta-variants --prefix figures/mnist-meta-variants
 
-``run`` skips finished runs and continues interrupted ones (:func:`maxl.experiment.run_grid`).
+``run`` skips finished runs and continues interrupted ones (:func:`experiments.harness.run_grid`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from maxl.experiment import CONFIGS, run_grid
-from maxl.results import collect_runs, plot_curves, write_tables
+from experiments.harness import CONFIGS, run_grid
+from maxl.analysis.results import collect_runs, plot_curves, write_tables
 
 GRID = "mnist"
 PER_STEP = ("--schedule", "per-step", "--meta-engine", "jvp")

@@ -2,7 +2,7 @@
 
     python -m experiments.plot_curves runs/mnist --out figures/mnist-curves.png
 
-Reads only the run folders' config.json / metrics.jsonl / summary.json (via maxl.results).
+Reads only the run folders' config.json / metrics.jsonl / summary.json (via maxl.analysis.results).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from maxl.results import collect_runs, plot_curves
+from maxl.analysis.results import collect_runs, plot_curves
 
 
 def main(argv: list[str] | None = None) -> int:

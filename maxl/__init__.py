@@ -4,16 +4,34 @@ MAXL (Liu, Davison, Johns, "Self-Supervised Generalisation with Meta Auxiliary L
 NeurIPS 2019, arXiv:1901.08933) trains a multi-task network on a primary task and on
 auxiliary labels that a label-generation network invents, the generator being trained by
 second-order meta-gradients so that its labels help the primary task.
+
+Layers, imports running one way (top to bottom)::
+
+    maxl.cli                      argv -> RunConfig
+    maxl.train                    RunConfig -> Trainer; the one step path, schedules, checkpoints
+    auxtasks                      auxiliary tasks, the learner, loss weightings
+    maxl.meta, maxl.nn            meta-gradient engines; backbones and networks
+    maxl.core                     hierarchy ψ and masked softmax, losses, heads
+
+``maxl.data``, ``maxl.baselines`` and ``maxl.analysis`` sit beside them. The training names
+(``Trainer``, ``TrainConfig``, ...) load on first use, so that ``import maxl.meta`` from
+:mod:`auxtasks` does not pull in the trainer (which imports :mod:`auxtasks`).
 """
 
-from .backbones import BACKBONES, ConvNet, build_backbone, small_cnn, tiny_cnn, vgg16_bn
-from .hierarchy import Hierarchy, masked_log_softmax, masked_softmax, validate_psi
-from .losses import focal_loss, negative_entropy
-from .meta import DoubleBackwardError, MetaConfig, MetaResult, meta_gradient
-from .networks import LabelGenerator, MultiTaskNetwork
-from .trainer import CheckpointError, NonFiniteGradientError, NonFiniteLossError, TrainConfig, Trainer
+import importlib
+
+from maxl.core.hierarchy import Hierarchy, masked_log_softmax, masked_softmax, validate_psi
+from maxl.core.losses import focal_loss, negative_entropy
+from maxl.meta import DoubleBackwardError, MetaConfig, MetaResult, meta_gradient
+from maxl.nn.backbones import BACKBONES, ConvNet, build_backbone, small_cnn, tiny_cnn, vgg16_bn
+from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 
 __version__ = "0.1.0"
+
+_LAZY = {  # name -> module: the upper layers, imported on first access (PEP 562)
+    "TrainConfig": "maxl.train.trainer", "Trainer": "maxl.train.trainer", "CheckpointError": "maxl.train.trainer",
+    "NonFiniteGradientError": "maxl.train.trainer", "NonFiniteLossError": "maxl.train.trainer",
+}
 
 __all__ = [
     "BACKBONES", "ConvNet", "build_backbone", "small_cnn", "tiny_cnn", "vgg16_bn",
@@ -21,5 +39,17 @@ __all__ = [
     "focal_loss", "negative_entropy",
     "MetaConfig", "MetaResult", "meta_gradient", "DoubleBackwardError",
     "LabelGenerator", "MultiTaskNetwork",
-    "TrainConfig", "Trainer", "CheckpointError", "NonFiniteGradientError", "NonFiniteLossError",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'maxl' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

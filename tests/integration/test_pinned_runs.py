@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from maxl.cli import main
+from maxl.cli.commands import main
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,1 @@
+"""Looking at runs: loading run folders, agreement with human labels, plots, tables, reports."""

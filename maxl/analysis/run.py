@@ -1,0 +1,150 @@
+"""Reading a run folder written by ``maxl train`` (:mod:`maxl.cli.commands`, :mod:`maxl.train.trainer`).
+
+A run folder holds ``config.json`` (sections ``data``, ``model``, ``train``, ``env``),
+``metrics.jsonl`` (one JSON record per epoch), ``summary.json`` and ``checkpoint.pt``.
+:func:`load_run` rebuilds the data set and both networks from them, for analysis
+(:mod:`maxl.analysis.visualise`) or for any script of one's own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from maxl.nn.backbones import build_backbone
+from maxl.data.datasets import DataBundle, load_dataset
+from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
+
+__all__ = ["Run", "load_run", "read_config", "read_metrics", "read_summary", "run_label"]
+
+
+class Run(NamedTuple):
+    """A trained run, as returned by :func:`load_run` (unpacks as a 5-tuple).
+
+    Attributes:
+        config: ``config.json`` as a dict.
+        data: the run's data set (test split as trained; no training augmentation).
+        net: the multi-task network, eval mode.
+        generator: the label-generation network (eval mode), None for methods other than ``maxl``.
+        metrics: the records of ``metrics.jsonl``, one dict per epoch.
+    """
+
+    config: dict
+    data: DataBundle
+    net: MultiTaskNetwork
+    generator: LabelGenerator | None
+    metrics: list[dict]
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not a run folder written by `maxl train` (it has no {what})")
+    return path
+
+
+def read_config(run_dir: str | os.PathLike) -> dict:
+    """``run_dir/config.json`` as a dict.
+
+    Raises:
+        FileNotFoundError: no config.json.
+        ValueError: it lacks the sections ``data``, ``model``, ``train``.
+    """
+    path = _require(Path(run_dir) / "config.json", "config.json")
+    config = json.loads(path.read_text())
+    missing = [k for k in ("data", "model", "train") if k not in config]
+    if missing:
+        raise ValueError(f"{path} lacks the sections {missing}; expected data, model, train (and env)")
+    return config
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The per-epoch records of ``run_dir/metrics.jsonl``.
+
+    A last line cut short by a crash is skipped with a warning; any other unreadable line
+    raises.
+
+    Raises:
+        FileNotFoundError: no metrics.jsonl.
+        ValueError: an unreadable line before the last one.
+    """
+    path = _require(Path(run_dir) / "metrics.jsonl", "metrics.jsonl")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number < len(lines):
+                raise ValueError(f"{path}, line {number}: not JSON ({err})") from None
+            warnings.warn(f"{path}: skipping the truncated last line {number}", stacklevel=2)
+    return records
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict | None:
+    """``run_dir/summary.json`` as a dict, or None while the run has not finished."""
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_label(run_dir: str | os.PathLike, config: dict | None = None) -> str:
+    """A short name for plots: ``method (folder)``, e.g. ``"maxl (mnist/maxl)"``."""
+    run_dir = Path(run_dir).resolve()
+    config = config if config is not None else read_config(run_dir)
+    return f"{config['train']['method']} ({run_dir.parent.name}/{run_dir.name})"
+
+
+def load_run(run_dir: str | os.PathLike, *, data_root: str | os.PathLike | None = None,
+             device: str | torch.device = "cpu") -> Run:
+    """Rebuild a run's data set and networks from its folder.
+
+    The data set is loaded with the run's settings (data set, hierarchy, subsets, seed), so the
+    test images are the ones the run was evaluated on; the networks are rebuilt from the
+    ``model`` section and get the weights of ``checkpoint.pt`` (loaded with ``weights_only``:
+    a checkpoint cannot run code).
+
+    Args:
+        run_dir: the run folder.
+        data_root: where the data set lies, if not where it lay for training (``data.data_root``
+            of the config).
+        device: where to put the networks.
+
+    Returns:
+        A :class:`Run`.
+
+    Raises:
+        FileNotFoundError: a run file or the data set is missing.
+        ValueError: the checkpoint does not fit the networks the config describes.
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    metrics = read_metrics(run_dir)
+    checkpoint = _require(run_dir / "checkpoint.pt", "checkpoint.pt")
+    d, m = config["data"], config["model"]
+    data = load_dataset(d["dataset"], data_root if data_root is not None else d.get("data_root"),
+                        hierarchy=d.get("hierarchy"), train_subset=d.get("train_subset"),
+                        test_subset=d.get("test_subset"), augment=False, seed=config["train"].get("seed", 0))
+    if len(data.test) != d.get("num_test", len(data.test)):
+        raise ValueError(f"{run_dir}: the data set now has {len(data.test)} test images, the run had "
+                         f"{d['num_test']}; is data_root the same data set?")
+    method, psi = config["train"]["method"], list(m["psi"])
+    num_aux = 0 if method == "single" else sum(psi)
+    net = MultiTaskNetwork(build_backbone(m["backbone"], data.in_channels), m["num_primary"], num_aux, m["hidden"])
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    generator = None
+    if "generator" in state:
+        generator = LabelGenerator(build_backbone(m["backbone"], data.in_channels), psi, m["hidden"])
+    for name, module in (("net", net), ("generator", generator)):
+        if module is None:
+            continue
+        try:
+            module.load_state_dict(state[name])
+        except RuntimeError as err:
+            raise ValueError(f"{checkpoint}: the {name} weights do not fit the network described by "
+                             f"config.json ({m}): {err}") from None
+        module.to(device).eval()
+    return Run(config, data, net, generator, metrics)

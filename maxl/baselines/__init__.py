@@ -1,0 +1,1 @@
+"""Fixed auxiliary labels of the baselines: human, random and k-means (on autoencoder codes)."""

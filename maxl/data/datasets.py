@@ -1,0 +1,570 @@
+"""Data sets for maxl: real images, held in memory as uint8 tensors, with optional class hierarchies.
+
+Every source (scikit-learn's digits, torchvision's MNIST / CIFAR-10 / CIFAR-100 readers, any
+ImageFolder tree) is read once with its usual loading code and converted to one
+:class:`ImageTensorDataset`, which yields ``(image float32 [C, H, W], primary label, index)``.
+The index is the sample's position in the data set, so that per-sample auxiliary labels can be
+kept in a tensor next to it. :func:`load_dataset` returns both splits and the metadata a model
+needs in a :class:`DataBundle`, including the human auxiliary labels when the data set has a
+class hierarchy (CIFAR-100's 4 levels, CIFAR-10's animal / vehicle), block-ordered as MAXL's
+mask expects (see :mod:`maxl.data.cifar100`).
+
+Preprocessing follows the MAXL reference implementation for CIFAR (random crop 32 with padding 4,
+horizontal flip, normalisation with mean 0.5 and std 0.2 per channel); MNIST uses its usual
+mean / std and no augmentation.
+
+References:
+    Liu, Davison, Johns. "Self-Supervised Generalisation with Meta Auxiliary Learning".
+    NeurIPS 2019, arXiv:1901.08933.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import shutil
+import uuid
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from maxl.data import cifar100
+
+try:  # deprecated in torchvision 0.29, to be removed: then images are decoded with PIL
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+except ImportError:  # pragma: no cover
+    decode_jpeg = None
+
+__all__ = [
+    "DATASETS",
+    "DataBundle",
+    "ImageTensorDataset",
+    "make_transform",
+    "stratified_subset",
+    "load_dataset",
+]
+
+#: Names accepted by :func:`load_dataset`.
+DATASETS: tuple[str, ...] = ("digits", "mnist", "cifar10", "cifar100", "imagefolder")
+
+# Per-channel normalisation (mean, std) for images scaled to [0, 1].
+_CIFAR_NORM = (0.5, 0.2)  # MAXL reference implementation
+# what the root folder of each data set holds (torchvision's on-disk layouts)
+_LAYOUT = {
+    "mnist": "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte(.gz)",
+    "cifar10": "cifar-10-batches-py/ (the official python version)",
+    "cifar100": "cifar-100-python/ (the official python version)",
+    "imagefolder": "train/<class>/*.jpg|png and test/<class>/*.jpg|png",
+}
+_MNIST_NORM = (0.1307, 0.3081)  # the usual MNIST statistics (torchvision / PyTorch examples)
+_DIGITS_NORM = (0.3053, 0.3760)  # pixel mean / std of all 1797 digits images, values / 16
+_MNIST_FILES = (
+    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+)  # fmt: skip
+# Human two-level hierarchies of the ten digits (MNIST, digits): primary names, parent of each digit.
+DIGIT_GROUPINGS = {
+    "even-odd": (("even", "odd"), tuple(d % 2 for d in range(10))),
+    "low-high": (("0-4", "5-9"), tuple(int(d >= 5) for d in range(10))),
+}
+_CACHE_VERSION = 1  # bump when the cache layout changes
+
+
+@dataclass
+class DataBundle:
+    """Train and test sets of one data set, with what a model and a trainer need to know.
+
+    Attributes:
+        train: training set, yields ``(image float32 [C, H, W], primary label, index)``.
+        test: test set, same items.
+        num_primary: number of primary classes.
+        primary_names: their names, in label order.
+        in_channels: image channels C.
+        image_size: image height H (= width W for all built-in data sets).
+        psi: ψ of the human hierarchy (auxiliary classes per primary class), None if there is none.
+        aux_train: int64 [N_train], human auxiliary label of each training sample, block-ordered
+            (primary class i owns ``sum(psi[:i]) .. sum(psi[:i+1]) - 1``); None without hierarchy.
+        aux_test: int64 [N_test], the same for the test set.
+        aux_names: names of the auxiliary classes in block order; None without hierarchy.
+        name: data set name (one of ``DATASETS``), with the hierarchy if any, e.g. ``"cifar100:20-100"``.
+    """
+
+    train: Dataset
+    test: Dataset
+    num_primary: int
+    primary_names: list[str]
+    in_channels: int
+    image_size: int
+    psi: list[int] | None
+    aux_train: Tensor | None
+    aux_test: Tensor | None
+    aux_names: list[str] | None
+    name: str
+
+
+class ImageTensorDataset(Dataset):
+    """Images and labels held in memory as tensors.
+
+    Args:
+        images: uint8 [N, C, H, W].
+        labels: int64 [N], class labels.
+        transform: callable on one uint8 [C, H, W] image returning float32 [C, H, W]; None
+            scales to [0, 1] only.
+
+    Items are ``(image float32 [C, H, W], label int, index int)``, index being the position in
+    this data set.
+
+    Raises:
+        ValueError: if the dtypes or shapes do not match.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, transform=None):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {list(images.shape)}")
+        if labels.dim() != 1 or len(labels) != len(images):
+            raise ValueError(f"labels must be [N] with N = {len(images)}, got {list(labels.shape)}")
+        self.images = images
+        self.labels = labels.to(torch.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, int]:
+        image = self.images[index]
+        image = self.transform(image) if self.transform is not None else image.float().div(255)
+        return image, int(self.labels[index]), index
+
+
+def make_transform(image_size: int | tuple[int, int], mean, std, augment: bool) -> v2.Compose:
+    """Transform of one uint8 [C, H, W] image to a normalised float32 [C, H, W] image.
+
+    Args:
+        image_size: H (square) or (H, W), the size of the random crop.
+        mean: per-channel means of the [0, 1]-scaled images.
+        std: per-channel standard deviations.
+        augment: add MAXL's CIFAR augmentation: random crop with 4 pixels of zero padding and a
+            random horizontal flip (as in the reference implementation).
+
+    Returns:
+        A ``torchvision.transforms.v2.Compose``.
+    """
+    steps = [v2.RandomCrop(image_size, padding=4), v2.RandomHorizontalFlip()] if augment else []
+    return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+
+
+def stratified_subset(labels: Tensor, size: int, seed: int = 0) -> Tensor:
+    """Deterministic class-stratified random subset.
+
+    Each class gets ``size * n_c / N`` samples, rounded by largest remainder (ties to the lower
+    class index), drawn without replacement with a generator seeded by ``seed``.
+
+    Args:
+        labels: int64 [N], class labels.
+        size: subset size, 1..N.
+        seed: random seed.
+
+    Returns:
+        int64 [size], sorted indices into ``labels``.
+
+    Raises:
+        ValueError: if ``size`` is not in 1..N.
+    """
+    n = len(labels)
+    if not 1 <= size <= n:
+        raise ValueError(f"subset size must be in 1..{n} (the data set size), got {size}")
+    classes, counts = labels.unique(return_counts=True)
+    exact = counts.double() * size / n
+    quota = exact.floor().long()
+    short = size - int(quota.sum())
+    by_remainder = torch.sort(quota.double() - exact, stable=True).indices  # largest remainder first
+    quota[by_remainder[:short]] += 1
+    generator = torch.Generator().manual_seed(seed)
+    picks = []
+    for c, k in zip(classes.tolist(), quota.tolist()):
+        members = (labels == c).nonzero().squeeze(1)
+        picks.append(members[torch.randperm(len(members), generator=generator)[:k]])
+    return torch.cat(picks).sort().values
+
+
+# --------------------------------------------------------------------------- sources
+@dataclass
+class _Split:
+    images: Tensor  # uint8 [N, C, H, W]
+    labels: Tensor  # int64 [N], the finest labels of the source
+
+
+def _load_digits() -> tuple[_Split, _Split, list[str]]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()  # 1797 images, 8x8, values 0..16; shipped with scikit-learn
+    images = torch.from_numpy(digits.images * (255 / 16)).round().to(torch.uint8).unsqueeze(1)
+    labels = torch.from_numpy(digits.target).long()
+    train, test = train_test_split(range(len(labels)), test_size=450, random_state=0, stratify=digits.target)
+    train, test = torch.tensor(train), torch.tensor(test)
+    names = [str(d) for d in range(10)]
+    return _Split(images[train], labels[train]), _Split(images[test], labels[test]), names
+
+
+def _load_mnist(root: Path, download: bool) -> tuple[_Split, _Split, list[str]]:
+    raw = root / "MNIST" / "raw"
+    # torchvision reads the uncompressed IDX files and would only gunzip them inside download(),
+    # after an md5 check. Extract any .gz ourselves so that download=False works offline.
+    for base in _MNIST_FILES:
+        if not (raw / base).is_file() and (raw / f"{base}.gz").is_file():
+            try:
+                _gunzip(raw / f"{base}.gz", raw / base)
+            except (EOFError, gzip.BadGzipFile, zlib.error) as err:  # before OSError: BadGzipFile is one
+                raise ValueError(f"{raw / base}.gz is truncated or corrupt ({err}): replace it with the "
+                                 "official file") from err
+            except OSError as err:
+                message = f"cannot extract {base}.gz in {raw} ({err}); copy the MNIST folder somewhere writable"
+                raise OSError(message) from err
+    missing = [f"{b}(.gz)" for b in _MNIST_FILES if not (raw / b).is_file()]
+    if missing and not download:
+        raise FileNotFoundError(
+            f"MNIST not found: missing {', '.join(missing)} in {raw}. maxl expects "
+            f"<root>/MNIST/raw/train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz), "
+            f"t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz). Pass download=True "
+            f"(--download) to fetch them, or copy the four official .gz files into {raw}."
+        )
+    splits = []
+    for train in (True, False):
+        try:
+            ds = torchvision.datasets.MNIST(root, train=train, download=download)
+        except (RuntimeError, ValueError, AssertionError) as err:  # what torchvision's IDX reader raises
+            names = ", ".join(b for b in _MNIST_FILES if b.startswith("train" if train else "t10k"))
+            raise ValueError(f"cannot read MNIST's {names} in {raw}: truncated or corrupt ({err!r}); "
+                             "replace them with the official files") from err
+        splits.append(_Split(ds.data.unsqueeze(1).contiguous(), ds.targets.long()))
+    return splits[0], splits[1], [str(d) for d in range(10)]
+
+
+def _gunzip(src: Path, dst: Path) -> None:
+    def write(tmp: Path) -> None:
+        with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+
+    _atomic_write(dst, write)
+
+
+def _atomic_write(dst: Path, write) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``dst``, then rename it to ``dst``.
+
+    The rename is atomic, so a concurrent reader sees either no file or the whole file.
+    """
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_cifar(root: Path, cls, download: bool) -> tuple[_Split, _Split, list[str]]:
+    """CIFAR-10 / -100 through torchvision, which checks the official md5 of every file."""
+    folder = root / cls.base_folder
+    files = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing and not download:
+        raise FileNotFoundError(
+            f"{cls.__name__} not found: missing {', '.join(missing)} in {folder} (expected files: "
+            f"{', '.join(files)}). Pass download=True (--download) to fetch them, or extract the "
+            f"official {cls.filename} (python version) into {root}."
+        )
+    splits = []
+    for train in (True, False):
+        try:
+            ds = cls(root, train=train, download=download)
+        except RuntimeError as err:
+            raise ValueError(
+                f"torchvision rejected the {cls.__name__} files in {folder}: they exist but fail its md5 "
+                f"check (corrupted, or not the official python-version release): {err}"
+            ) from err
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # [N, H, W, C] -> [N, C, H, W]
+        splits.append(_Split(images, torch.tensor(ds.targets, dtype=torch.int64)))
+    return splits[0], splits[1], list(ds.classes)
+
+
+def _check_cifar100_coarse(folder: Path, split: str, fine: Tensor) -> None:
+    """torchvision keeps only the fine labels: check the pickle's coarse labels against our table."""
+    with open(folder / split, "rb") as f:
+        coarse = torch.tensor(pickle.load(f, encoding="latin1")["coarse_labels"], dtype=torch.int64)
+    if not torch.equal(coarse, cifar100.level_labels(fine, 20)):
+        raise ValueError(f"coarse labels in {folder / split} disagree with maxl.data.cifar100.COARSE_OF_FINE")
+
+
+def _default_cache_dir(root: Path) -> Path:
+    if os.access(root, os.W_OK):
+        return root / ".maxl-cache"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "maxl"
+
+
+def _load_image_folder(root: Path, cache_dir: Path | None) -> tuple[_Split, _Split, list[str]]:
+    cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir(root)
+    for folder in (root / "train", root / "test"):
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"imagefolder: {folder} not found; expected <root>/train/<class>/<image> "
+                f"and <root>/test/<class>/<image>"
+            )
+    splits, classes = [], None
+    for split in ("train", "test"):
+        folder = root / split
+        ds = torchvision.datasets.ImageFolder(folder)  # scans the tree; no image is opened here
+        if classes is not None and ds.classes != classes:
+            raise ValueError(f"imagefolder: class folders differ between train ({classes}) and test ({ds.classes})")
+        classes = ds.classes
+        splits.append(_cached_decode(folder, ds.samples, cache_dir))
+    return splits[0], splits[1], classes
+
+
+def _cached_decode(folder: Path, samples: list[tuple[str, int]], cache_dir: Path) -> _Split:
+    """Decode an ImageFolder's images once; later calls read a .pt cache keyed on the files' stats."""
+    key = hashlib.sha256(f"{_CACHE_VERSION}\0{folder.resolve()}\0{len(samples)}\n".encode())
+    prefix = os.path.join(folder, "")
+    for path, label in samples:  # any added, removed, renamed, relabelled or touched file changes the key
+        stat = os.stat(path)
+        key.update(f"{path.removeprefix(prefix)}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    cache = cache_dir / f"{folder.parent.name}-{folder.name}-{key.hexdigest()[:24]}.pt"
+    if cache.is_file():
+        try:
+            data = torch.load(cache, weights_only=True)
+            if len(data["images"]) != len(samples) or len(data["labels"]) != len(samples):
+                raise ValueError(f"holds {len(data['labels'])} images, the folder {len(samples)}")
+            return _Split(data["images"], data["labels"])
+        except Exception as err:  # a damaged cache is rebuilt, never trusted
+            warnings.warn(f"ignoring unreadable cache {cache}: {err}", stacklevel=3)
+    split = _Split(_decode_images([p for p, _ in samples], folder), torch.tensor([lab for _, lab in samples]))
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(cache, lambda tmp: torch.save({"images": split.images, "labels": split.labels}, tmp))
+    except OSError as err:
+        warnings.warn(f"could not write the image cache in {cache_dir}: {err}", stacklevel=3)
+    return split
+
+
+def _decode_images(paths: list[str], folder: Path) -> Tensor:
+    """Decode image files to uint8 [N, C, H, W]; grey (C=1) if the first image is grey, else RGB."""
+    with Image.open(paths[0]) as first:
+        grey = first.mode in ("1", "L", "LA", "I", "I;16", "F")
+    images: list[Tensor | None] = [None] * len(paths)
+    if decode_jpeg is not None:
+        # torchvision.io's decoders are deprecated since 0.29 (TorchCodec replaces them) but are
+        # ~5x faster than PIL on small JPEGs when given a batch; PIL is the fallback.
+        mode = ImageReadMode.GRAY if grey else ImageReadMode.RGB
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The image decoding", category=DeprecationWarning)
+            data = [torch.frombuffer(bytearray(_read_bytes(p)), dtype=torch.uint8) for p in paths]
+            jpegs = [i for i, d in enumerate(data) if d[:2].tolist() == [0xFF, 0xD8]]
+            for start in range(0, len(jpegs), 4096):
+                chunk = jpegs[start : start + 4096]
+                try:
+                    decoded = decode_jpeg([data[i] for i in chunk], mode=mode)
+                except RuntimeError:  # a damaged file in the chunk: decode one by one below
+                    decoded = [None] * len(chunk)
+                for i, image in zip(chunk, decoded):
+                    images[i] = image
+            for i in (i for i, image in enumerate(images) if image is None):
+                try:
+                    images[i] = decode_image(data[i], mode=mode)
+                except RuntimeError:  # a format torchvision.io cannot read (BMP, TIFF, ...)
+                    pass
+    for i in (i for i, image in enumerate(images) if image is None):
+        try:
+            with Image.open(paths[i]) as pil:
+                images[i] = v2.functional.pil_to_tensor(pil.convert("L" if grey else "RGB"))
+        except OSError as err:  # PIL's UnidentifiedImageError, truncated files
+            raise ValueError(f"imagefolder: cannot decode the image {paths[i]} ({err}): remove or replace "
+                             "it") from err
+    first_size = images[0].shape[1:]
+    odd = next((i for i, image in enumerate(images) if image.shape[1:] != first_size), None)
+    if odd is not None:
+        raise ValueError(
+            f"imagefolder: images in {folder} differ in size ({paths[0]} is {tuple(first_size)}, {paths[odd]} is "
+            f"{tuple(images[odd].shape[1:])}); maxl does not resize images: resize the tree to one size first"
+        )
+    return torch.stack(images)
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+# --------------------------------------------------------------------------- hierarchy
+def _parse_hierarchy(name: str, hierarchy: str | None) -> tuple[int, int | None] | str | None:
+    """Validate ``hierarchy`` for data set ``name``: (P, A or None) levels for CIFAR-100, else a tag."""
+    if name == "cifar100":
+        text = "20-100" if hierarchy is None else str(hierarchy)
+        parts = text.split("-")
+        valid = (
+            1 <= len(parts) <= 2
+            and all(p.isdigit() and int(p) in cifar100.LEVELS for p in parts)
+            and (len(parts) == 1 or int(parts[0]) < int(parts[1]))
+        )
+        if not valid:
+            raise ValueError(
+                f"bad cifar100 hierarchy {hierarchy!r}: use 'P-A' (primary level P, auxiliary level A, P < A) "
+                f"or 'P' (primary only), with levels in {cifar100.LEVELS}, e.g. '20-100' or '3-10'"
+            )
+        return int(parts[0]), (int(parts[1]) if len(parts) == 2 else None)
+    digit_groupings = (None, *DIGIT_GROUPINGS)
+    allowed = {"cifar10": (None, "animal-vehicle"), "imagefolder": (None, "animal-vehicle"),
+               "mnist": digit_groupings, "digits": digit_groupings}.get(name, (None,))
+    if hierarchy not in allowed:
+        raise ValueError(f"bad hierarchy {hierarchy!r} for {name}: allowed {allowed}")
+    return hierarchy
+
+
+def _apply_hierarchy(spec, labels: Tensor, class_names: list[str]):
+    """Source labels -> (primary [N], aux [N] or None, primary_names, psi, aux_names)."""
+    if spec is None:
+        return labels, None, list(class_names), None, None
+    if spec == "animal-vehicle":
+        if sorted(class_names) != sorted(cifar100.CIFAR10_NAMES):
+            raise ValueError(
+                f"hierarchy 'animal-vehicle' needs the 10 CIFAR-10 classes {cifar100.CIFAR10_NAMES}, got {class_names}"
+            )
+        to_cifar10 = torch.tensor([cifar100.CIFAR10_NAMES.index(c) for c in class_names])
+        primary, aux, psi, aux_names = cifar100.animal_vehicle_labels(to_cifar10[labels])
+        return primary, aux, list(cifar100.ANIMAL_VEHICLE_NAMES), psi, aux_names
+    if spec in DIGIT_GROUPINGS:  # digits 0-9 grouped into two primary classes, digits auxiliary
+        primary_names, parent_of = DIGIT_GROUPINGS[spec]
+        primary, aux, psi = cifar100.grouped_labels(labels, parent_of)
+        aux_names = [class_names[c] for c in cifar100.block_order(parent_of)]
+        return primary, aux, list(primary_names), psi, aux_names
+    primary_level, aux_level = spec  # CIFAR-100 levels
+    if aux_level is None:
+        return cifar100.level_labels(labels, primary_level), None, list(cifar100.level_names(primary_level)), None, None
+    primary, aux = cifar100.hierarchical_aux_labels(labels, primary_level, aux_level)
+    psi = cifar100.psi_between(primary_level, aux_level)
+    aux_names = cifar100.aux_class_names(primary_level, aux_level)
+    return primary, aux, list(cifar100.level_names(primary_level)), psi, aux_names
+
+
+# --------------------------------------------------------------------------- entry point
+def load_dataset(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    hierarchy: str | None = None,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    augment: bool = True,
+    seed: int = 0,
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> DataBundle:
+    """Load a data set into memory.
+
+    ============ ============================================= ===================== ===========
+    name         source (under ``root``)                       hierarchy             images
+    ============ ============================================= ===================== ===========
+    digits       scikit-learn ``load_digits`` (no files);      None, even-odd,       1 x 8 x 8
+                 fixed stratified split 1347 / 450             low-high
+    mnist        ``MNIST/raw/*-idx?-ubyte(.gz)``               as digits             1 x 28 x 28
+    cifar10      ``cifar-10-batches-py/`` (python pickles)     None, animal-vehicle  3 x 32 x 32
+    cifar100     ``cifar-100-python/`` (python pickles)        'P-A' or 'P',         3 x 32 x 32
+                                                               default '20-100'
+    imagefolder  ``train/<class>/*``, ``test/<class>/*``       None, animal-vehicle  as stored
+    ============ ============================================= ===================== ===========
+
+    CIFAR-100 hierarchies name levels of 3, 10, 20 or 100 classes (see :mod:`maxl.data.cifar100`):
+    ``'20-100'`` makes the 20 superclasses the primary task and the 100 fine classes the human
+    auxiliary task (ψ = [5] * 20), the paper's main setting; ``'100'`` is the flat 100-class task.
+    ``'animal-vehicle'`` (CIFAR-10, or an ImageFolder of the 10 CIFAR-10 classes) makes animal /
+    vehicle primary and the 10 classes auxiliary (ψ = [6, 4]). ``'even-odd'`` and ``'low-high'``
+    (digits, MNIST) make two groups of five digits primary and the digits auxiliary (ψ = [5, 5]).
+
+    Image folders are decoded once and cached as a ``.pt`` file in ``cache_dir`` (default
+    ``root/.maxl-cache`` if writable, else ``~/.cache/maxl``); the cache key covers every file's
+    path, size and modification time. CIFAR files must pass torchvision's md5 check. Images are
+    normalised per channel with the pixel mean / std for digits (0.3053 / 0.3760) and MNIST
+    (0.1307 / 0.3081), and with MAXL's mean 0.5 / std 0.2 for CIFAR and image folders.
+
+    Args:
+        name: one of ``DATASETS``.
+        root: folder holding the data set files; not needed for digits.
+        hierarchy: class hierarchy, see above; None = the data set's default.
+        train_subset: if given, keep a class-stratified subset of this many training images
+            (stratified on the finest labels, see :func:`stratified_subset`).
+        test_subset: the same for the test set.
+        augment: apply the CIFAR training augmentation (RGB images only; never to test images).
+        seed: seed of the subsets (the digits split is fixed).
+        download: let torchvision download MNIST / CIFAR if missing (needs network).
+        cache_dir: where image folders are cached.
+
+    Returns:
+        A :class:`DataBundle`; items are ``(image float32 [C, H, W], primary label, index)``.
+
+    Raises:
+        ValueError: unknown ``name``, bad ``hierarchy``, missing ``root``, bad subset size,
+            images of different sizes in an image folder; CIFAR files present but failing
+            torchvision's md5 check; truncated or corrupt MNIST files.
+        FileNotFoundError: data set files missing; the message names them and the folder.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS)}")
+    spec = _parse_hierarchy(name, hierarchy)
+    if name != "digits":
+        if root is None:
+            raise ValueError(f"data set {name!r} needs root (--data-root on the command line), the folder that "
+                             f"holds {_LAYOUT[name]}")
+        root = Path(root).expanduser()
+
+    if name == "digits":
+        train, test, class_names = _load_digits()
+    elif name == "mnist":
+        train, test, class_names = _load_mnist(root, download)
+    elif name in ("cifar10", "cifar100"):
+        cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+        train, test, class_names = _load_cifar(root, cls, download)
+        if name == "cifar100":
+            if class_names != list(cifar100.FINE_NAMES):
+                meta = root / cls.base_folder / "meta"
+                raise ValueError(f"{meta}: fine class names differ from maxl.data.cifar100.FINE_NAMES")
+            for split, part in (("train", train), ("test", test)):
+                _check_cifar100_coarse(root / cls.base_folder, split, part.labels)
+    else:
+        train, test, class_names = _load_image_folder(root, cache_dir)
+
+    if train_subset is not None:
+        keep = stratified_subset(train.labels, train_subset, seed)
+        train = _Split(train.images[keep], train.labels[keep])
+    if test_subset is not None:
+        keep = stratified_subset(test.labels, test_subset, seed)
+        test = _Split(test.images[keep], test.labels[keep])
+
+    primary_train, aux_train, primary_names, psi, aux_names = _apply_hierarchy(spec, train.labels, class_names)
+    primary_test, aux_test, *_ = _apply_hierarchy(spec, test.labels, class_names)
+
+    channels, height, width = train.images.shape[1:]
+    mean, std = {"digits": _DIGITS_NORM, "mnist": _MNIST_NORM}.get(name, _CIFAR_NORM)
+    mean, std = [mean] * channels, [std] * channels
+    train_transform = make_transform((height, width), mean, std, augment=augment and channels == 3)
+    test_transform = make_transform((height, width), mean, std, augment=False)
+    tag = "" if hierarchy is None and name != "cifar100" else f":{'20-100' if hierarchy is None else hierarchy}"
+    return DataBundle(
+        train=ImageTensorDataset(train.images, primary_train, train_transform),
+        test=ImageTensorDataset(test.images, primary_test, test_transform),
+        num_primary=len(primary_names),
+        primary_names=primary_names,
+        in_channels=int(channels),
+        image_size=int(height),
+        psi=psi,
+        aux_train=aux_train,
+        aux_test=aux_test,
+        aux_names=aux_names,
+        name=f"{name}{tag}",
+    )

@@ -1,0 +1,90 @@
+"""MAXL's two networks: the multi-task network f(θ1) and the label-generation network g(θ2).
+
+References:
+    Liu, Davison, Johns. "Self-Supervised Generalisation with Meta Auxiliary Learning".
+    NeurIPS 2019, arXiv:1901.08933, Sec. 3 and Fig. 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from maxl.core.heads import mlp_head
+from maxl.core.hierarchy import Hierarchy
+
+__all__ = ["MultiTaskNetwork", "LabelGenerator"]
+
+
+def _feature_dim(backbone: nn.Module, feature_dim: int | None) -> int:
+    dim = feature_dim if feature_dim is not None else getattr(backbone, "out_features", None)
+    if dim is None:
+        raise ValueError(
+            f"cannot tell the feature size of backbone {type(backbone).__name__}: give it an "
+            "`out_features` attribute or pass feature_dim="
+        )
+    return int(dim)
+
+
+class MultiTaskNetwork(nn.Module):
+    """Shared backbone with a primary head and an optional auxiliary head.
+
+    Args:
+        backbone: module mapping images ``[B, C, H, W]`` to features ``[B, F]``.
+        num_primary: number of primary classes, ``len(ψ)``.
+        num_aux: number of auxiliary classes, ``sum(ψ)``; 0 builds a single-task network
+            (no auxiliary head).
+        hidden: width of the heads' hidden layer.
+        feature_dim: ``F``, if the backbone has no ``out_features`` attribute.
+
+    Shapes:
+        ``forward``: images ``[B, C, H, W]`` → ``(primary_logits [B, P], aux_logits [B, K])``,
+        ``aux_logits`` is None without an auxiliary head.
+    """
+
+    def __init__(self, backbone: nn.Module, num_primary: int, num_aux: int = 0, hidden: int = 512,
+                 feature_dim: int | None = None):
+        super().__init__()
+        dim = _feature_dim(backbone, feature_dim)
+        self.backbone = backbone
+        self.primary_head = mlp_head(dim, num_primary, hidden)
+        self.aux_head = mlp_head(dim, num_aux, hidden) if num_aux > 0 else None
+        self.num_primary, self.num_aux = num_primary, num_aux
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        features = self.backbone(x)  # [B, F]
+        aux = self.aux_head(features) if self.aux_head is not None else None
+        return self.primary_head(features), aux
+
+
+class LabelGenerator(nn.Module):
+    """The label-generation network: its own backbone and a head with ``sum(ψ)`` logits,
+    turned into soft auxiliary labels by the hierarchy-masked softmax.
+
+    Args:
+        backbone: module mapping images ``[B, C, H, W]`` to features ``[B, F]``; must not
+            share weights with the multi-task network.
+        psi: the hierarchy ψ.
+        hidden: width of the head's hidden layer.
+        feature_dim: ``F``, if the backbone has no ``out_features`` attribute.
+
+    Shapes:
+        ``forward(x, primary)``: images ``[B, C, H, W]``, int64 labels ``[B]`` →
+        soft labels float ``[B, sum(ψ)]``, rows summing to 1, zero outside the block of the
+        sample's primary class (Liu et al. 2019, Sec. 3.2).
+    """
+
+    def __init__(self, backbone: nn.Module, psi: Hierarchy | Sequence[int], hidden: int = 512,
+                 feature_dim: int | None = None):
+        super().__init__()
+        self.hierarchy = psi if isinstance(psi, Hierarchy) else Hierarchy(psi)
+        self.backbone = backbone
+        self.head = mlp_head(_feature_dim(backbone, feature_dim), self.hierarchy.num_aux, hidden)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Unmasked logits ``[B, sum(ψ)]``."""
+        return self.head(self.backbone(x))
+
+    def forward(self, x: Tensor, primary: Tensor) -> Tensor:
+        return self.hierarchy.masked_softmax(self.logits(x), primary)

@@ -1,0 +1,1 @@
+"""Training: the one step path, schedules, the trainer loop, checkpoints, checks, logging."""

@@ -1,0 +1,161 @@
+"""Tests of the experiment harness (experiments.harness) and its tables and figures (maxl.analysis.results)."""
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from maxl.cli import commands as cli
+from experiments.harness import CONFIGS, GridConfig, GridMismatchError, run_argv, run_grid
+from maxl.analysis.results import accuracy_curves, aggregate, collect_runs, markdown_table, plot_curves, write_tables
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]  # tests/conftest.py
+
+TINY = GridConfig(
+    name="tiny", description="tiny digits grid", dataset="digits", hierarchy="even-odd",
+    methods=("single", "random"), seeds=(0, 1),
+    train_args=("--epochs", "2", "--batch-size", "32", "--hidden", "16", "--train-subset", "128",
+                "--test-subset", "64", "--lr", "0.05", "--momentum", "0.9"),
+)
+
+
+def count_training_calls(monkeypatch):
+    calls = []
+    original = cli.run_training
+
+    def counting(args):
+        calls.append((args.method, args.seed))
+        return original(args)
+
+    monkeypatch.setattr(cli, "run_training", counting)
+    return calls
+
+
+def test_grid_resumes_without_rerunning_finished_runs(tmp_path, monkeypatch):
+    out = tmp_path / "grid"
+    calls = count_training_calls(monkeypatch)
+    first = run_grid(TINY, out, seeds=[0], device="cpu", log=lambda _: None)  # half of the grid
+    assert calls == [(["single"], 0), (["random"], 0)] and [r["status"] for r in first] == ["ran", "ran"]
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/*") if p.is_file()}
+    # an interrupted run: its folder and run.json exist, but it never wrote summary.json
+    (out / "random" / "seed1").mkdir(parents=True)
+    (out / "random" / "seed1" / "run.json").write_text(json.dumps({"argv": run_argv(TINY, "random", 1)}))
+
+    calls.clear()
+    second = run_grid(TINY, out, device="cpu", log=lambda _: None)
+    assert calls == [(["single"], 1), (["random"], 1)]  # only the missing runs
+    assert [(r["method"], r["seed"], r["status"]) for r in second] == [
+        ("single", 0, "skipped"), ("random", 0, "skipped"), ("single", 1, "ran"), ("random", 1, "ran")]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished runs untouched
+    for r in second:
+        assert r["summary"] == json.loads((r["folder"] / "summary.json").read_text())
+        spec = json.loads((r["folder"] / "run.json").read_text())
+        assert spec["argv"] == run_argv(TINY, r["method"], r["seed"]) and spec["command"].startswith("maxl train")
+
+    calls.clear()
+    assert all(r["status"] == "skipped" for r in run_grid(TINY, out, log=lambda _: None)) and calls == []
+    with pytest.raises(GridMismatchError, match="--epochs 3"):  # the same folder, other settings: refused
+        run_grid(TINY, out, extra_args=["--epochs", "3"], log=lambda _: None)
+    assert calls == []
+
+    # tables and figure from the saved files
+    runs = collect_runs(out)
+    assert [(r.method, r.seed) for r in runs] == [("single", 0), ("single", 1), ("random", 0), ("random", 1)]
+    rows = aggregate(runs)
+    for row in rows:
+        summaries = [json.loads((out / row["method"] / f"seed{s}" / "summary.json").read_text()) for s in (0, 1)]
+        last5 = [s["last5_mean_test_acc"] for s in summaries]
+        assert row["last5_mean"] == pytest.approx((last5[0] + last5[1]) / 2)
+        assert row["last5_std"] == pytest.approx(abs(last5[0] - last5[1]) / 2 ** 0.5)  # n - 1 std of two values
+        assert row["final_mean"] == pytest.approx(np.mean([s["final_test_acc"] for s in summaries]))
+        assert row["n_seeds"] == 2 and row["seeds"] == "0 1"
+    md, cs = write_tables(runs, tmp_path / "figs" / "tiny-results", "tiny", note="a note")
+    text = md.read_text()
+    assert "digits:even-odd, psi = [5, 5], backbone tiny-cnn" in text and "a note" in text
+    assert f"| random | 0 1 | {100 * rows[1]['final_mean']:.2f} ± {100 * rows[1]['final_std']:.2f}" in text
+    parsed = list(csv.DictReader(io.StringIO(cs.read_text())))
+    assert [p["method"] for p in parsed] == ["single", "random"]
+    assert float(parsed[0]["best_mean"]) == pytest.approx(rows[0]["best_mean"])
+    figure = plot_curves(runs, tmp_path / "figs" / "tiny.png", "tiny")
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_grid_continues_an_interrupted_run_from_its_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "grid"
+    folder = out / "random" / "seed0"
+    argv = run_argv(TINY, "random", 0)
+    # the run was stopped after its first epoch: checkpoint.pt and one metrics line, no summary.json
+    assert cli.main(["train", *argv, "--epochs", "1", "--out", str(folder), "--device", "cpu", "--no-progress"]) == 0
+    (folder / "summary.json").unlink()
+    (folder / "run.json").write_text(json.dumps({"argv": argv}))
+    first_epoch = (folder / "metrics.jsonl").read_text()
+
+    resumed = []
+    original = cli.run_training
+    monkeypatch.setattr(cli, "run_training", lambda args: resumed.append(args.resume) or original(args))
+    [result] = run_grid(TINY, out, methods=["random"], seeds=[0], device="cpu", log=lambda _: None)
+    assert result["status"] == "resumed" and resumed == [str(folder)]
+    metrics = (folder / "metrics.jsonl").read_text()
+    assert metrics.startswith(first_epoch) and [json.loads(m)["epoch"] for m in metrics.splitlines()] == [1, 2]
+    assert result["summary"]["epochs"] == 2
+
+
+def test_curves_are_mean_and_std_over_seeds(tmp_path):
+    accs = {("maxl", 0): [0.5, 0.6, 0.7], ("maxl", 1): [0.7, 0.6, 0.9], ("single", 0): [0.1, 0.2, 0.3]}
+    for (method, seed), acc in accs.items():
+        folder = tmp_path / method / f"seed{seed}"
+        folder.mkdir(parents=True)
+        config = {"train": {"method": method, "seed": seed}, "labels": {"time_s": 2.0} if method == "maxl" else None}
+        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e + 1, "test_acc": a}) + "\n"
+                                                      for e, a in enumerate(acc)))
+        (folder / "summary.json").write_text(json.dumps({"final_test_acc": acc[-1], "best_test_acc": max(acc),
+                                                         "last5_mean_test_acc": float(np.mean(acc)),
+                                                         "wall_time_s": 10.0 + seed}))
+    runs = collect_runs(tmp_path)
+    curves = accuracy_curves(runs)
+    epochs, mean, std = curves["maxl"]
+    assert epochs.tolist() == [1, 2, 3]
+    assert mean == pytest.approx([0.6, 0.6, 0.8])
+    assert std == pytest.approx([0.1 * 2 ** 0.5, 0.0, 0.1 * 2 ** 0.5])  # sample std of two values
+    assert curves["single"][2].tolist() == [0.0, 0.0, 0.0]
+    rows = {r["method"]: r for r in aggregate(runs)}
+    assert rows["single"]["final_std"] == 0.0 and rows["single"]["n_seeds"] == 1
+    assert rows["maxl"]["time_s_mean"] == pytest.approx(12.5)  # training 10 / 11 s + 2 s of labels
+    assert rows["single"]["maxl_minus_last5_mean"] == pytest.approx(0.6 - 0.2)  # seed 0 only: paired
+    assert np.isnan(rows["maxl"]["maxl_minus_last5_mean"])
+    assert rows["maxl"]["minus_single_last5_mean"] == pytest.approx(0.6 - 0.2)
+    assert rows["maxl"]["minus_single_last5_std"] == 0.0 and np.isnan(rows["single"]["minus_single_last5_mean"])
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        collect_runs(tmp_path / "single" / "seed0")
+
+
+def test_named_configurations():
+    assert {"paper-cifar100", "cifar10-animal-vehicle", "mnist"} <= set(CONFIGS)
+    for grid in CONFIGS.values():
+        args = cli.build_parser().parse_args(["train", *run_argv(grid, grid.methods[0], grid.seeds[0])])
+        assert args.dataset == grid.dataset and args.hierarchy == grid.hierarchy
+        assert len(grid.methods) == 5 and len(grid.seeds) == 3
+    paper = cli.build_parser().parse_args(["train", *run_argv(CONFIGS["paper-cifar100"], "maxl", 0)])
+    assert (paper.backbone, paper.epochs, paper.lr, paper.momentum, paper.hierarchy) == ("vgg16", 200, 0.01, 0.0,
+                                                                                         "20-100")
+    with pytest.raises(ValueError, match="may not set"):
+        GridConfig(name="bad", description="", dataset="digits", train_args=("--seed", "3"))
+    with pytest.raises(ValueError, match="unknown methods"):
+        GridConfig(name="bad", description="", dataset="digits", methods=("magic",))
+
+
+def test_markdown_table_of_a_single_seed(tmp_path):
+    test_curves_are_mean_and_std_over_seeds(tmp_path)  # writes the run folders
+    runs = [r for r in collect_runs(tmp_path) if r.method == "single"]
+    for r in runs:
+        r.config.update(data={"name": "x", "num_train": 3, "num_test": 2, "train_subset": None},
+                        model={"psi": [1], "backbone": "b", "hidden": 4},
+                        train={"method": "single", "seed": 0, "epochs": 3, "batch_size": 2, "lr": 0.1,
+                               "momentum": 0.0, "weight_decay": 0.0, "loss": "ce", "gen_lr": 0.1, "lr_step": 5, "lr_gamma": 0.5,
+                               "schedule": "alternate", "meta": {"order": "second", "entropy_weight": 0.2}})
+    text = markdown_table(runs, "t")
+    assert "| single | 0 | 30.00 ± 0.00 | 30.00 ± 0.00 | 20.00 ± 0.00 | — | 10 ± 0 |" in text

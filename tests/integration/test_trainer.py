@@ -1,0 +1,152 @@
+"""Tiny end-to-end runs of the trainer and the CLI on the embedded digits data."""
+
+import json
+import types
+
+import pytest
+import torch
+from torch.utils.data import Subset
+
+from maxl.nn.backbones import tiny_cnn
+from maxl.cli.commands import main, parse_psi
+from maxl.data.datasets import load_dataset
+from maxl.meta.gradient import MetaConfig
+from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
+from maxl.train.trainer import NonFiniteLossError, TrainConfig, Trainer, seed_everything
+
+pytestmark = pytest.mark.integration
+
+FAST = ["--batch-size", "32", "--lr", "0.05", "--momentum", "0.9", "--hidden", "32", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", train_subset=320, test_subset=200)
+
+
+def make_trainer(data, out, method="maxl", epochs=2, seed=0, **overrides):
+    seed_everything(seed)
+    psi = [3] * data.num_primary
+    net = MultiTaskNetwork(tiny_cnn(1), data.num_primary, 0 if method == "single" else sum(psi), hidden=16)
+    gen = LabelGenerator(tiny_cnn(1), psi, hidden=16) if method == "maxl" else None
+    settings = dict(method=method, epochs=epochs, batch_size=32, lr=0.05, momentum=0.9, seed=seed,
+                    device="cpu", progress=False, meta=MetaConfig(inner_lr=0.05))
+    cfg = TrainConfig(**{**settings, **overrides})
+    return Trainer(net, data.train, data.test, cfg, out, generator=gen)
+
+
+def test_cli_run_writes_the_run_folder_and_learns(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--method", "single", "maxl", "--epochs", "3", "--out", str(out),
+                 *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "single" in printed and "maxl" in printed
+    for method in ("single", "maxl"):
+        folder = out / method
+        config = json.loads((folder / "config.json").read_text())
+        assert config["train"]["method"] == method and config["model"]["psi"] == [5] * 10
+        metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert [m["epoch"] for m in metrics] == [1, 2, 3]
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["final_test_acc"] == metrics[-1]["test_acc"]
+        assert summary["final_test_acc"] > 0.6, f"{method}: {summary}"  # chance is 0.1
+        state = torch.load(folder / "checkpoint.pt", weights_only=True)
+        assert state["epoch"] == 3
+    maxl_metrics = json.loads((out / "maxl" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"meta_outer_loss", "neg_entropy", "train_aux_loss", "gen_lr"} <= set(maxl_metrics)
+
+
+def test_cli_reports_bad_psi(tmp_path, capsys):
+    assert main(["train", "--dataset", "digits", "--psi", "6,4", "--epochs", "1", "--out", str(tmp_path)]) == 2
+    assert "2 entries but the data set has 10 primary classes" in capsys.readouterr().err
+
+
+def test_parse_psi():
+    assert parse_psi("3", 4, None) == [3, 3, 3, 3]
+    assert parse_psi("6, 4", 2, None) == [6, 4]
+    assert parse_psi(None, 2, [6, 4]) == [6, 4]
+    assert parse_psi(None, 3, None) == [5, 5, 5]
+    with pytest.raises(ValueError, match="comma-separated"):
+        parse_psi("a,b", 2, None)
+    with pytest.raises(ValueError, match=r"psi\[1\] = 0"):
+        parse_psi("2,0", 2, None)
+
+
+@pytest.mark.parametrize("schedule", ["alternate", "per-step"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, digits, schedule):
+    full = make_trainer(digits, tmp_path / "full", epochs=4, schedule=schedule, gen_every=2)
+    full.fit()
+    half = make_trainer(digits, tmp_path / "half", epochs=2, schedule=schedule, gen_every=2)
+    half.fit()
+    resumed = make_trainer(digits, tmp_path / "half", epochs=4, schedule=schedule, gen_every=2)
+    torch.manual_seed(123)  # the resumed process starts from other weights and RNG states
+    for p in resumed.net.parameters():
+        torch.nn.init.normal_(p)
+    resumed.load_checkpoint(tmp_path / "half" / "checkpoint.pt")
+    resumed.fit()
+
+    def strip(path):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        return [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in rows]
+
+    assert strip(tmp_path / "half" / "metrics.jsonl") == strip(tmp_path / "full" / "metrics.jsonl")
+    for a, b in zip(full.generator.parameters(), resumed.generator.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_human_method_learns_from_fixed_labels(tmp_path, digits):
+    seed_everything(0)
+    psi = [1] * 10  # one auxiliary class per digit: the aux labels equal the primary ones
+    net = MultiTaskNetwork(tiny_cnn(1), 10, sum(psi), hidden=16)
+    cfg = TrainConfig(method="human", epochs=4, batch_size=32, lr=0.05, momentum=0.9, device="cpu", progress=False)
+    aux = torch.tensor([int(digits.train[i][1]) for i in range(len(digits.train))])
+    trainer = Trainer(net, digits.train, digits.test, cfg, None, aux_labels=aux)
+    summary = trainer.fit()
+    assert summary["final_test_acc"] > 0.3 and trainer.history[-1]["train_aux_loss"] > 0
+
+
+def test_nan_loss_stops_with_a_message(digits, tmp_path):
+    trainer = make_trainer(digits, tmp_path, method="single")
+    with torch.no_grad():
+        trainer.net.primary_head[-1].bias.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="primary_loss became nan at epoch 1, step 1"):
+        trainer.fit()
+
+
+def test_trainer_rejects_missing_generator(digits):
+    net = MultiTaskNetwork(tiny_cnn(1), 10, 30, hidden=8)
+    with pytest.raises(ValueError, match="needs a label-generation network"):
+        Trainer(net, digits.train, digits.test, TrainConfig(method="maxl", progress=False))
+    with pytest.raises(ValueError, match="unknown method"):
+        TrainConfig(method="magic")
+
+
+@pytest.mark.parametrize("meta", [MetaConfig(inner_lr=0.05, engine="func"), MetaConfig(inner_lr=0.05, engine="jvp"),
+                                  MetaConfig(inner_lr=0.05, order="first")], ids=["func", "jvp", "first"])
+def test_fused_per_step_schedule_takes_the_same_steps_as_the_separate_one(digits, meta):
+    small = types.SimpleNamespace(train=Subset(digits.train, range(128)), test=digits.test,
+                                  num_primary=digits.num_primary)  # 4 steps, 2 of them generator steps
+    runs = {}
+    for fused in (True, False):
+        trainer = make_trainer(small, None, epochs=1, schedule="per-step", gen_every=2, fused=fused)
+        trainer.config.meta = meta
+        calls = []
+        fused_step = trainer._fused_step
+        trainer._fused_step = lambda x, y: calls.append(len(y)) or fused_step(x, y)
+        runs[fused] = (trainer.train_epoch(), trainer.net.state_dict(), trainer.generator.state_dict())
+        assert len(calls) == (2 if fused else 0)
+    (rec_f, net_f, gen_f), (rec_s, net_s, gen_s) = runs[True], runs[False]
+    assert rec_f.keys() == rec_s.keys()
+    for k in rec_f:
+        assert rec_f[k] == pytest.approx(rec_s[k], rel=1e-4), k
+    for a, b in ((net_f, net_s), (gen_f, gen_s)):
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_progress_bars_stay_off_a_log_file_but_the_epoch_lines_do_not(digits, capsys):
+    trainer = make_trainer(digits, None, method="maxl", epochs=1, progress=True)
+    trainer.fit()
+    captured = capsys.readouterr()  # not a terminal, like `maxl demo > log.txt 2>&1`
+    assert "it/s" not in captured.err + captured.out
+    assert "epoch   1  train acc" in captured.out
