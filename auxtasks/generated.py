@@ -4,7 +4,7 @@ A label-generation network g(θ2) gives every image a soft auxiliary label insid
 of its primary class (the hierarchy-masked softmax); the shared network learns to predict it.
 θ2 is not trained by this task's loss but by MAXL's meta-gradient: the primary loss after
 a look-ahead step of the shared network, through that step back to the labels
-(:func:`maxl.meta.gradient.meta_gradient`). :meth:`auxtasks.AuxiliaryLearner.meta_step` runs it, with
+(:func:`maxl.meta.meta_gradient`). :meth:`auxtasks.AuxiliaryLearner.meta_step` runs it, with
 the other auxiliary tasks of the learner in the look-ahead when ``lookahead_other_tasks``.
 
 References:
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from maxl.core.losses import focal_loss
-from maxl.meta.gradient import MetaConfig
+from maxl.meta import MetaConfig
 from maxl.core.heads import mlp_head
 from maxl.nn.networks import LabelGenerator
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from maxl.meta.gradient import MetaResult, meta_gradient
+from maxl.meta import MetaResult, meta_gradient
 
 from .generated import GeneratedLabels
 from .task import LIKELIHOODS, AuxiliaryTask

@@ -5,10 +5,10 @@ for all variants and left out) through the trainer's own step methods:
 
 * ``single``: one SGD step of the primary-only network.
 * ``maxl-<engine>``: the reference ``alternate`` schedule per batch: a multi-task step on the
-  generator's labels, then a generator step with :func:`maxl.meta.gradient.meta_gradient`
+  generator's labels, then a generator step with :func:`maxl.meta.meta_gradient`
   (engines ``func``, ``higher``, ``jvp``; ``first`` is the first-order variant).
 * ``fused-<engine>``: the ``per-step`` schedule with ``gen_every=1``: both updates from
-  :func:`maxl.meta.fused.fused_step`, one shared multi-task forward/backward.
+  :func:`maxl.meta.fused_step`, one shared multi-task forward/backward.
 * ``every<k>``: the ``per-step`` schedule with the generator updated every k steps (fused,
   exact ``jvp`` engine); its time is that of k iterations divided by k.
 
@@ -48,7 +48,7 @@ from torch.utils.data import TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from maxl.nn.backbones import build_backbone
-from maxl.meta.gradient import MetaConfig
+from maxl.meta import MetaConfig
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 from maxl.train.trainer import TrainConfig, Trainer
 

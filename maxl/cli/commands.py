@@ -29,7 +29,7 @@ from maxl.data.datasets import DATASETS, load_dataset
 from maxl.core.hierarchy import Hierarchy
 from maxl.baselines.labels import fixed_aux_labels
 from maxl.core.losses import LOSSES, classification_loss
-from maxl.meta.gradient import ENGINES, ORDERS, DoubleBackwardError, MetaConfig
+from maxl.meta import ENGINES, ORDERS, DoubleBackwardError, MetaConfig
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 from maxl.train.trainer import (FIXED_LABEL_METHODS, METHODS, SCHEDULES, TrainConfig, Trainer, atomic_write_text,
                       resolve_device, seed_everything)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
-from maxl.meta.gradient import MetaConfig
+from maxl.meta import MetaConfig
 from maxl.train.trainer import FIXED_LABEL_METHODS as _FIXED_LABEL_METHODS
 
 from auxtasks.colourisation import Colourisation

@@ -17,7 +17,7 @@ Schedules for ``maxl``:
     * ``per-step``: in one pass, a generator update every ``gen_every`` steps; labels and
       look-ahead of that step come from the networks before either update. With ``fused``
       (default) that step's multi-task update and look-ahead share one forward/backward
-      (:func:`maxl.meta.fused.fused_step`; same gradients, fewer passes).
+      (:func:`maxl.meta.fused_step`; same gradients, fewer passes).
 
 The run folder receives ``config.json`` (written by the caller), ``metrics.jsonl`` (one
 JSON record per epoch), ``summary.json`` and ``checkpoint.pt`` (written atomically), and
@@ -51,10 +51,10 @@ from tqdm.auto import tqdm
 from maxl.train import distributed
 from maxl.train.determinism import enable_determinism
 from maxl.train.diagnostics import LabelUsage, warn_label_usage
-from maxl.meta.fused import FUSED_ENGINES, fused_step
+from maxl.meta import FUSED_ENGINES, fused_step
 from maxl.core.hierarchy import Hierarchy
 from maxl.core.losses import LOSSES, classification_loss
-from maxl.meta.gradient import MetaConfig, meta_gradient
+from maxl.meta import MetaConfig, meta_gradient
 from maxl.train.tensorboard_log import TensorBoardLog
 
 __all__ = ["TrainConfig", "Trainer", "METHODS", "FIXED_LABEL_METHODS", "SCHEDULES", "NonFiniteLossError",
@@ -97,7 +97,7 @@ class TrainConfig:
         schedule: one of :data:`SCHEDULES` (``maxl`` only).
         gen_every: generator update every k multi-task steps (``per-step`` only).
         fused: ``per-step`` only: compute a generator step's multi-task update and look-ahead
-            from one shared forward/backward (:func:`maxl.meta.fused.fused_step`); the
+            from one shared forward/backward (:func:`maxl.meta.fused_step`); the
             ``higher`` engine always takes the two separately.
         seed: seeds python, numpy, torch and the data order.
         device: ``"cpu"``, ``"cuda"``, ... or ``"auto"`` (CUDA if available).

@@ -12,7 +12,7 @@ import torch
 from maxl.train import distributed
 from maxl.nn.backbones import tiny_cnn
 from maxl.data.datasets import load_dataset
-from maxl.meta.gradient import MetaConfig
+from maxl.meta import MetaConfig
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 from maxl.train.trainer import TrainConfig, Trainer, seed_everything
 

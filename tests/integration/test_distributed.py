@@ -19,7 +19,7 @@ import torch
 from maxl.nn.backbones import build_backbone
 from maxl.cli.commands import main
 from maxl.core.losses import classification_loss
-from maxl.meta.gradient import meta_gradient
+from maxl.meta import meta_gradient
 from maxl.nn.networks import MultiTaskNetwork
 from maxl.train.trainer import seed_everything
 

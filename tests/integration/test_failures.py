@@ -19,7 +19,7 @@ from maxl.train import trainer as trainer_module
 from maxl.nn.backbones import ConvNet, tiny_cnn
 from maxl.cli.commands import main
 from maxl.data.datasets import ImageTensorDataset, load_dataset
-from maxl.meta.gradient import MetaConfig
+from maxl.meta import MetaConfig
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 from maxl.train.trainer import (CheckpointError, NonFiniteGradientError, NonFiniteLossError, TrainConfig, Trainer,
                           seed_everything)

@@ -10,7 +10,7 @@ from torch.utils.data import Subset
 from maxl.nn.backbones import tiny_cnn
 from maxl.cli.commands import main, parse_psi
 from maxl.data.datasets import load_dataset
-from maxl.meta.gradient import MetaConfig
+from maxl.meta import MetaConfig
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 from maxl.train.trainer import NonFiniteLossError, TrainConfig, Trainer, seed_everything
 

@@ -20,7 +20,7 @@ from auxtasks import (
 from maxl.nn.backbones import ConvNet, tiny_cnn
 from maxl.data.datasets import load_dataset
 from maxl.core.losses import classification_loss, negative_entropy
-from maxl.meta.gradient import MetaConfig, meta_gradient
+from maxl.meta import MetaConfig, meta_gradient
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 
 

@@ -10,7 +10,7 @@ from torch.func import functional_call
 
 from maxl.nn.backbones import ConvNet
 from maxl.core.losses import classification_loss, negative_entropy
-from maxl.meta.gradient import MetaConfig, meta_gradient
+from maxl.meta import MetaConfig, meta_gradient
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 
 PSI = [2, 1, 3]

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from maxl.nn.backbones import ConvNet
-from maxl.meta.fused import fused_step
+from maxl.meta import fused_step
 from maxl.core.losses import classification_loss, negative_entropy
-from maxl.meta.gradient import DoubleBackwardError, MetaConfig, meta_gradient
+from maxl.meta import DoubleBackwardError, MetaConfig, meta_gradient
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 
 PSI = [2, 1, 3]

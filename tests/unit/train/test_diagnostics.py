@@ -13,7 +13,7 @@ from maxl.nn.backbones import tiny_cnn
 from maxl.data.datasets import load_dataset
 from maxl.train.diagnostics import GeneratorLabelWarning, LabelUsage, UsageThresholds, label_usage_warnings
 from maxl.core.hierarchy import Hierarchy
-from maxl.meta.gradient import MetaConfig
+from maxl.meta import MetaConfig
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 from maxl.train.trainer import TrainConfig, Trainer, seed_everything
 
