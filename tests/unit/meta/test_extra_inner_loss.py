@@ -6,33 +6,19 @@ import copy
 
 import pytest
 import torch
-from torch.func import functional_call
 
-from maxl.nn.backbones import ConvNet
 from maxl.core.losses import classification_loss, negative_entropy
 from maxl.meta import MetaConfig, meta_gradient
-from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 
-PSI = [2, 1, 3]
+from tests.unit.meta.tiny import other_task_loss, tiny_networks
 
 
 def setup(seed=0):
-    torch.manual_seed(seed)
     dtype = torch.float64
-    net = MultiTaskNetwork(ConvNet(1, (3,), (1,)), len(PSI), sum(PSI), hidden=5).to(dtype)
-    gen = LabelGenerator(ConvNet(1, (3,), (1,)), PSI, hidden=5).to(dtype)
-    x = torch.randn(6, 1, 4, 4, dtype=dtype)
-    y = torch.tensor([0, 1, 2, 0, 2, 1])
+    net, gen, x, y = tiny_networks(dtype, seed)
     x_other = torch.randn(5, 1, 4, 4, dtype=dtype)  # the inputs of "another task"
     target_other = torch.randn(5, 3, dtype=dtype)
     return net, gen, x, y, x_other, target_other
-
-
-def other_task_loss(backbone, params, x_other, target_other):
-    """A regression on other inputs through the shared backbone: depends on θ1 only."""
-    buffers = {n: b.clone() for n, b in backbone.named_buffers()}
-    features = functional_call(backbone, {**params, **buffers}, (x_other,))
-    return 0.7 * ((features - target_other) ** 2).mean()
 
 
 def naive_objective(net, gen, x, y, x_other, target_other, loss_fn, alpha, lam):

@@ -4,8 +4,9 @@
   a naive path: a deep copy of the multi-task network takes one plain SGD step in place;
 * the `higher` and forward-mode (`jvp`) engines against the torch.func engine;
 * the first-order (finite-difference Hessian-vector) variant against the exact one;
-* the fused step (multi-task gradient and meta-gradient from one shared forward/backward)
-  against the separate computations.
+* every engine leaves the multi-task network as it was.
+
+The fused step is checked against the separate computations in ``test_fused.py``.
 """
 
 import copy
@@ -14,22 +15,11 @@ import functools
 import pytest
 import torch
 
-from maxl.nn.backbones import ConvNet
-from maxl.meta import fused_step
 from maxl.core.losses import classification_loss, negative_entropy
-from maxl.meta import DoubleBackwardError, MetaConfig, meta_gradient
+from maxl.meta import MetaConfig, fused_step, meta_gradient
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 
-PSI = [2, 1, 3]
-
-
-def tiny_networks(dtype=torch.float64, seed=0):
-    torch.manual_seed(seed)
-    net = MultiTaskNetwork(ConvNet(1, (3,), (1,)), len(PSI), sum(PSI), hidden=5).to(dtype)
-    gen = LabelGenerator(ConvNet(1, (3,), (1,)), PSI, hidden=5).to(dtype)
-    x = torch.randn(6, 1, 4, 4, dtype=dtype)
-    y = torch.tensor([0, 1, 2, 0, 2, 1])
-    return net, gen, x, y
+from tests.unit.meta.tiny import PSI, flat, tiny_networks
 
 
 def naive_outer_objective(net, gen, x, y, loss_fn, alpha, lam):
@@ -59,10 +49,6 @@ def finite_difference_gradient(f, params, h=1e-6):
             gflat[i] = (plus - minus) / (2 * h)
         grads.append(g)
     return grads
-
-
-def flat(tensors):
-    return torch.cat([t.reshape(-1) for t in tensors])
 
 
 def exact_meta_grads(variant, net, gen, x, y, loss_fn, cfg):
@@ -151,97 +137,3 @@ def test_every_parameter_of_both_networks_gets_a_finite_nonzero_gradient():
     (loss_fn(pri, y) + loss_fn(aux, result.soft_labels)).backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"net {name}"
-
-
-def test_meta_config_rejects_unknown_settings():
-    with pytest.raises(ValueError, match="engine"):
-        MetaConfig(engine="jax")
-    with pytest.raises(ValueError, match="order"):
-        MetaConfig(order="third")
-    with pytest.raises(ValueError, match="inner_lr"):
-        MetaConfig(inner_lr=0)
-
-
-@pytest.mark.parametrize("cfg", [MetaConfig(inner_lr=0.3, engine="func"), MetaConfig(inner_lr=0.3, engine="jvp"),
-                                 MetaConfig(inner_lr=0.3, order="first")], ids=["func", "jvp", "first"])
-def test_fused_step_equals_meta_gradient_then_multitask_backward(cfg):
-    net, gen, x, y = tiny_networks()
-    loss_fn = classification_loss("focal")
-    net(x)  # non-default BatchNorm statistics
-    before = copy.deepcopy(net.state_dict())
-    separate = meta_gradient(net, gen, x, y, loss_fn, cfg)
-    plain = copy.deepcopy(net)  # the plain multi-task step on the generator's labels
-    pri, aux = plain(x)
-    (loss_fn(pri, y) + loss_fn(aux, separate.soft_labels)).backward()
-
-    fused = fused_step(net, gen, x, y, loss_fn, cfg)
-    torch.testing.assert_close(flat(fused.meta.grads), flat(separate.grads), rtol=1e-10, atol=1e-13)
-    torch.testing.assert_close(flat(fused.net_grads), flat(p.grad for p in plain.parameters()),
-                               rtol=1e-10, atol=1e-13)
-    torch.testing.assert_close(fused.meta.outer_loss, separate.outer_loss)
-    torch.testing.assert_close(fused.meta.soft_labels, separate.soft_labels)
-    torch.testing.assert_close(fused.primary_loss, loss_fn(pri, y).detach())
-    # parameters and .grad untouched; BatchNorm statistics advanced exactly once, as by `plain`
-    for (k, v), (_, w) in zip(net.state_dict().items(), plain.state_dict().items()):
-        assert torch.equal(v, w), f"{k}: not the statistics of one multi-task forward"
-    assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items() if "running" in k)
-    assert all(p.grad is None for p in list(net.parameters()) + list(gen.parameters()))
-
-
-def test_fused_step_rejects_the_higher_engine():
-    net, gen, x, y = tiny_networks()
-    with pytest.raises(ValueError, match="higher"):
-        fused_step(net, gen, x, y, classification_loss("focal"), MetaConfig(engine="higher"))
-
-
-class _OnceDifferentiableReLU(torch.autograd.Function):
-    """A hand-written op whose backward autograd cannot differentiate (like many custom kernels)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x.clamp(min=0)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * (x > 0)
-
-
-class _BackboneWithOp(torch.nn.Module):
-    """conv → an op without a usable double backward → mean over the image: features [B, 4]."""
-
-    def __init__(self, op):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
-        self.op, self.out_features = op, 4
-
-    def forward(self, x):
-        h = self.conv(x)  # [B, 4, H, W]
-        if self.op == "once_differentiable":
-            return _OnceDifferentiableReLU.apply(h).mean(dim=(2, 3))
-        # max over each image row with segment_reduce, whose double backward is not implemented
-        rows = h.permute(3, 0, 1, 2).reshape(h.shape[3], -1)  # [W, B*4*H]: a segment per row
-        pooled = torch.segment_reduce(rows.T.reshape(-1), "max", lengths=torch.full((rows.shape[1],), h.shape[3]))
-        return pooled.view(h.shape[0], 4, h.shape[2]).mean(dim=2)
-
-
-@pytest.mark.parametrize("op", ["once_differentiable", "segment_reduce"])
-@pytest.mark.parametrize("engine", ["func", "higher"])
-def test_op_without_double_backward_gives_a_clear_error(op, engine):
-    torch.manual_seed(0)
-    net = MultiTaskNetwork(_BackboneWithOp(op), len(PSI), sum(PSI), hidden=5)
-    gen = LabelGenerator(ConvNet(1, (3,), (1,)), PSI, hidden=5)
-    x, y = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 2, 1])
-    loss = classification_loss("focal")
-    if op == "once_differentiable":  # autograd alone would silently drop the paths through it
-        with pytest.raises(DoubleBackwardError, match="cannot differentiate again.*--meta-order first"):
-            meta_gradient(net, gen, x, y, loss, MetaConfig(engine=engine))
-    else:  # autograd's own error, which names the op, with the fix added
-        with pytest.raises(DoubleBackwardError, match=r"derivative for aten::_segment_reduce_backward is not "
-                                                       r"implemented.*MetaConfig\(order='first'\)"):
-            meta_gradient(net, gen, x, y, loss, MetaConfig(engine=engine))
-    # the first-order variant needs no double backward
-    result = meta_gradient(net, gen, x, y, loss, MetaConfig(order="first"))
-    assert all(torch.isfinite(g).all() for g in result.grads)

@@ -1,0 +1,55 @@
+"""The settings of the generator's meta step (MAXL's outer step) and the rule that picks its engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from maxl.meta.registry import engine_names
+
+__all__ = ["MetaConfig", "ORDERS"]
+
+ORDERS = ("second", "first")
+
+
+@dataclass
+class MetaConfig:
+    """Settings of the generator's meta step.
+
+    Attributes:
+        inner_lr: α, the look-ahead step size (the paper: equal to the multi-task lr, 0.01).
+        entropy_weight: λ of the negative-entropy term (0.2 in the paper).
+        order: ``"second"`` (exact) or ``"first"`` (finite-difference approximation).
+        engine: a registered second-order engine: ``"func"`` (torch.func, double backward),
+            ``"higher"`` or ``"jvp"`` (forward-mode, no double backward); used by
+            ``order="second"``.
+        fd_epsilon: ε₀ of the first-order variant, ε = ε₀/‖d‖ (0.01 as in DARTS).
+
+    Raises:
+        ValueError: an unknown order, an engine that is not registered as second-order, or
+            ``inner_lr <= 0``.
+
+    References:
+        Liu, Davison, Johns. "Self-Supervised Generalisation with Meta Auxiliary Learning".
+        NeurIPS 2019, arXiv:1901.08933, Eq. 3–4 (α, λ).
+        Liu, Simonyan, Yang. "DARTS: Differentiable Architecture Search". ICLR 2019, Eq. 7–8 (ε).
+    """
+
+    inner_lr: float = 0.01
+    entropy_weight: float = 0.2
+    order: str = "second"
+    engine: str = "func"
+    fd_epsilon: float = 0.01
+
+    def __post_init__(self):
+        if self.order not in ORDERS:
+            raise ValueError(f"unknown meta order {self.order!r}; expected one of {ORDERS}")
+        if self.engine not in engine_names("second"):
+            raise ValueError(f"unknown meta engine {self.engine!r}; expected one of {engine_names('second')}")
+        if self.inner_lr <= 0:
+            raise ValueError(f"inner_lr (look-ahead step α) must be > 0, got {self.inner_lr}")
+
+    @property
+    def engine_name(self) -> str:
+        """The registry name of the engine that computes the meta-gradient: ``"first"`` for
+        ``order="first"`` (whatever ``engine`` says), else ``engine``."""
+        return "first" if self.order == "first" else self.engine

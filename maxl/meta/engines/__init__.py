@@ -1,0 +1,23 @@
+"""The built-in meta-gradient engines, each registered under its name on import.
+
+======== ================ ===================== ========== =========================================
+name     selected by      double backward       fused form how
+======== ================ ===================== ========== =========================================
+func     engine="func"    yes                   yes        torch.func, ``create_graph=True``
+higher   engine="higher"  yes                   no         the ``higher`` package's differentiable SGD
+jvp      engine="jvp"     no                    yes        one forward-mode Jacobian-vector product
+first    order="first"    no                    yes        DARTS's central difference (approximate)
+======== ================ ===================== ========== =========================================
+"""
+
+# registration order (func, higher, jvp, first) is the order of ENGINES and of the CLI choices
+from maxl.meta.engines.func import FuncEngine  # noqa: I001
+from maxl.meta.engines.higher import HigherEngine
+from maxl.meta.engines.jvp import JvpEngine
+from maxl.meta.engines.first import FirstOrderEngine
+from maxl.meta.registry import ENGINES_REGISTRY, engine_names
+
+__all__ = ["ENGINES", "FUSED_ENGINES", "FuncEngine", "HigherEngine", "JvpEngine", "FirstOrderEngine"]
+
+ENGINES = engine_names("second")  # the built-in second-order engines: ("func", "higher", "jvp")
+FUSED_ENGINES = tuple(n for n in ENGINES if ENGINES_REGISTRY[n].supports_fused)  # ("func", "jvp")

@@ -1,0 +1,79 @@
+"""The look-ahead without a graph through the inner gradient, shared by ``"jvp"`` and ``"first"``.
+
+Only the look-ahead's inner gradient g = ∇θ1 [L_pri + L_aux(θ1, g(θ2))] depends on θ2, and
+θ1⁺ = θ1 − α g enters J through L_pri(θ1⁺). By the chain rule, with v = ∇θ1⁺ L_pri(θ1⁺),
+
+    ∇θ2 L_pri(θ1⁺) = −α ∂/∂θ2 ⟨∇θ1 L_aux(θ1, g(θ2)), v⟩
+
+(Liu, Davison, Johns, NeurIPS 2019, arXiv:1901.08933, Eq. 4; L_x does not depend on θ2 and only
+moves the point θ1⁺). So g and v can be computed by plain backward passes, detached from θ2, and
+the mixed term is left to a *surrogate*: a scalar whose ∇θ2 is that term. ``"jvp"`` builds it
+exactly with one forward-mode pass, ``"first"`` approximates it by DARTS's central difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from maxl.meta.engine import Lookahead, LossFn, MetaEngine, SharedStep
+from maxl.meta.lookahead import (Forward, buffer_copies, functional_forward, lookahead_direction, multitask_gradient,
+                                 multitask_loss, trainable)
+
+__all__ = ["DetachedLookaheadEngine"]
+
+
+class DetachedLookaheadEngine(MetaEngine):
+    """An engine whose look-ahead needs only plain backward passes; subclasses give the surrogate.
+
+    Both forms compute g and v = ∇θ1⁺ L_pri(θ1⁺) detached from θ2, then return
+    ``objective = surrogate(...)``.
+    """
+
+    needs_double_backward = False
+
+    def surrogate(self, call: Forward, theta: list[Tensor], v: Sequence[Tensor], soft: Tensor, loss_fn: LossFn,
+                  config) -> Tensor:
+        """A scalar whose ∇θ2 is (or approximates) −α ∂/∂θ2 ⟨∇θ1 L_aux(θ1, g(θ2)), v⟩.
+
+        Args:
+            call: the functional forward of the multi-task network (on copies of its buffers).
+            theta: θ1, detached, one tensor per trainable parameter.
+            v: ∇θ1⁺ L_pri(θ1⁺), same shapes.
+            soft: g(x, y; θ2) with its graph, float ``[B, K]``.
+            loss_fn: ``loss(logits, target) -> scalar``.
+            config: the :class:`maxl.meta.MetaConfig` (α, ε₀).
+
+        Returns:
+            A scalar with a graph to θ2 only.
+        """
+        raise NotImplementedError
+
+    def gradient(self, net, generator, x, y, loss_fn, config, extra_inner_loss=None) -> Lookahead:
+        names, params = trainable(net)
+        theta = [p.detach() for p in params]
+        call = functional_forward(net, names, buffer_copies(net), x)
+        soft = generator(x, y)  # [B, K], a function of θ2
+        with torch.enable_grad():  # g = ∇θ1 (L_pri + L_aux [+ L_x]) on detached labels: no graph to θ2
+            leaves = [t.detach().requires_grad_() for t in theta]
+            inner = multitask_loss(call(leaves), y, soft.detach(), loss_fn)
+            if extra_inner_loss is not None:
+                inner = inner + extra_inner_loss(dict(zip(names, leaves)))
+            g = torch.autograd.grad(inner, leaves)
+        outer, v = lookahead_direction(call, theta, g, y, loss_fn, config)  # v: the DARTS direction d
+        return Lookahead(soft=soft, outer=outer, objective=self.surrogate(call, theta, v, soft, loss_fn, config))
+
+    def fused(self, net, generator, x, y, loss_fn, config, extra_inner_loss=None) -> SharedStep:
+        names, params = trainable(net)
+        soft = generator(x, y)  # [B, K], a function of θ2; the multi-task targets and J's labels
+        # a plain backward: the targets are detached, g has no graph to θ2
+        primary_logits, primary_loss, aux_loss, grads = multitask_gradient(
+            net, names, params, x, y, soft.detach(), loss_fn, extra_inner_loss, create_graph=False)
+        call = functional_forward(net, names, buffer_copies(net), x)  # own statistics for the look-ahead
+        theta = [p.detach() for p in params]
+        outer, v = lookahead_direction(call, theta, grads, y, loss_fn, config)
+        objective = self.surrogate(call, theta, v, soft, loss_fn, config)
+        return SharedStep(soft=soft, outer=outer, objective=objective, net_grads=list(grads),
+                          primary_loss=primary_loss, aux_loss=aux_loss, primary_logits=primary_logits)

@@ -1,0 +1,125 @@
+"""The pieces every engine's look-ahead is built from.
+
+The look-ahead θ1⁺ = θ1 − α ∇θ1 [L_pri + L_aux (+ L_x)] (Liu, Davison, Johns, NeurIPS 2019,
+arXiv:1901.08933, Eq. 3) runs through the multi-task network's own ``forward`` with
+``torch.func.functional_call`` and replaced parameters, never through a second hand-written
+forward, and on copies of the BatchNorm buffers, so that the real network is not changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from maxl.meta.engine import ExtraInnerLoss, LossFn
+
+if TYPE_CHECKING:
+    from maxl.meta.config import MetaConfig
+
+__all__ = ["trainable", "buffer_copies", "functional_forward", "multitask_loss", "multitask_gradient",
+           "lookahead_direction"]
+
+Forward = Callable[[Sequence[Tensor]], tuple[Tensor, Tensor]]
+
+
+def trainable(net: nn.Module) -> tuple[list[str], list[Tensor]]:
+    """The names and tensors of ``net``'s parameters that require grad, in ``named_parameters`` order."""
+    named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    return [n for n, _ in named], [p for _, p in named]
+
+
+def buffer_copies(net: nn.Module) -> dict[str, Tensor]:
+    """Clones of ``net``'s buffers by name.
+
+    ``functional_call`` in train mode writes BatchNorm running statistics into the buffers it is
+    given: the look-ahead gets copies so that the real network's statistics stay as they were.
+    """
+    return {name: b.clone() for name, b in net.named_buffers()}
+
+
+def functional_forward(net: nn.Module, names: list[str], buffers: dict[str, Tensor], x: Tensor) -> Forward:
+    """``call(params) -> net(x)`` with the trainable parameters ``names`` replaced by ``params``.
+
+    Args:
+        net: the multi-task network.
+        names: the trainable parameters' names (from :func:`trainable`).
+        buffers: the buffers to use (from :func:`buffer_copies`).
+        x: images float ``[B, C, H, W]``.
+
+    Returns:
+        ``call``, mapping one tensor per name to ``(primary [B, P], aux [B, K])``.
+    """
+    def call(params: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        return functional_call(net, ({**dict(zip(names, params)), **buffers}), (x,))
+    return call
+
+
+def multitask_loss(outputs: tuple[Tensor, Tensor], y: Tensor, soft: Tensor, loss_fn: LossFn) -> Tensor:
+    """L_pri + L_aux of the multi-task network's ``(primary_logits [B, P], aux_logits [B, K])``
+    on primary labels ``y`` int64 ``[B]`` and soft auxiliary labels ``soft`` float ``[B, K]``."""
+    primary_logits, aux_logits = outputs
+    return loss_fn(primary_logits, y) + loss_fn(aux_logits, soft)
+
+
+def multitask_gradient(net: nn.Module, names: list[str], params: list[Tensor], x: Tensor, y: Tensor,
+                       soft: Tensor, loss_fn: LossFn, extra: ExtraInnerLoss | None, create_graph: bool
+                       ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, ...]]:
+    """The fused forms' shared pass: the real multi-task forward and g = ∇θ1 (L_pri + L_aux + L_x).
+
+    The forward runs on the real module in its current mode, so the BatchNorm running statistics
+    advance exactly once, as in a plain multi-task step. g is both the multi-task update and the
+    look-ahead's step.
+
+    Args:
+        net: the multi-task network.
+        names, params: its trainable parameters (from :func:`trainable`).
+        x: images float ``[B, C, H, W]``.
+        y: primary labels int64 ``[B]``.
+        soft: the auxiliary targets float ``[B, K]`` (with their graph to θ2 only if the caller
+            differentiates g with respect to θ2).
+        loss_fn: ``loss(logits, target) -> scalar``.
+        extra: optional L_x(params), added to the loss.
+        create_graph: keep g's graph (the double-backward engines).
+
+    Returns:
+        ``(primary_logits [B, P], primary_loss, aux_loss, g)`` with g one tensor per parameter.
+    """
+    primary_logits, aux_logits = net(x)  # the real forward: BatchNorm statistics advance once
+    primary_loss = loss_fn(primary_logits, y)
+    aux_loss = loss_fn(aux_logits, soft)
+    inner = primary_loss + aux_loss
+    if extra is not None:
+        inner = inner + extra(dict(zip(names, params)))
+    # g = ∇θ1 (L_pri + L_aux [+ L_x]): the multi-task update and the look-ahead's step
+    grads = torch.autograd.grad(inner, params, create_graph=create_graph)
+    return primary_logits, primary_loss, aux_loss, grads
+
+
+def lookahead_direction(call: Forward, theta: list[Tensor], inner_grads: Sequence[Tensor], y: Tensor,
+                        loss_fn: LossFn, cfg: MetaConfig) -> tuple[Tensor, list[Tensor]]:
+    """L_pri at θ1⁺ = θ1 − α g and v = ∇θ1⁺ L_pri(θ1⁺), both detached from θ2.
+
+    The first-order and the ``"jvp"`` engines need no graph through g: v is the direction along
+    which they differentiate the inner gradient (DARTS's d).
+
+    Args:
+        call: the functional forward (from :func:`functional_forward`).
+        theta: θ1, detached, one tensor per trainable parameter.
+        inner_grads: g = ∇θ1 (L_pri + L_aux [+ L_x]), same shapes.
+        y: primary labels int64 ``[B]``.
+        loss_fn: ``loss(logits, target) -> scalar``.
+        cfg: supplies α (``inner_lr``).
+
+    Returns:
+        ``(L_pri(θ1⁺) detached scalar, v)``, v zero for parameters L_pri does not use (the
+        auxiliary head).
+    """
+    with torch.enable_grad():
+        fast = [(t - cfg.inner_lr * gi).requires_grad_() for t, gi in zip(theta, inner_grads)]  # θ1⁺
+        outer = loss_fn(call(fast)[0], y)
+        v = torch.autograd.grad(outer, fast, allow_unused=True)
+    return outer.detach(), [torch.zeros_like(t) if vi is None else vi for t, vi in zip(theta, v)]
