@@ -20,10 +20,11 @@ from maxl.meta.engine import ExtraInnerLoss, LossFn
 if TYPE_CHECKING:
     from maxl.meta.config import MetaConfig
 
-__all__ = ["trainable", "buffer_copies", "functional_forward", "multitask_loss", "multitask_gradient",
+__all__ = ["Forward", "trainable", "buffer_copies", "functional_forward", "multitask_loss", "multitask_gradient",
            "lookahead_direction"]
 
 Forward = Callable[[Sequence[Tensor]], tuple[Tensor, Tensor]]
+"""``call(params) -> (primary [B, P], aux [B, K])``: the network's forward with replaced parameters."""
 
 
 def trainable(net: nn.Module) -> tuple[list[str], list[Tensor]]:
