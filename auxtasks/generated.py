@@ -71,7 +71,7 @@ class GeneratedLabels(AuxiliaryTask):
         self.loss_fn = loss_fn
         self.lookahead_other_tasks = lookahead_other_tasks
         self.hidden = hidden
-
+        self.graph_checked = False  # the double-backward graph walk runs on the first meta step only
 
     def make_inputs_and_targets(self, images, primary_labels, *, index=None, target=None):
         """``(images, soft labels float [B, sum(ψ)])``: the generator's current labels (no

@@ -21,20 +21,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from maxl.meta import MetaResult, meta_gradient
+from maxl.meta import FusedResult, MetaResult, fused_step, meta_gradient, supports_fused
+from maxl.nn.networks import MultiTaskNetwork
 
 from .generated import GeneratedLabels
 from .task import LIKELIHOODS, AuxiliaryTask
 from .weighting import PRIMARY, Equal, Weighting
 
-__all__ = ["AuxiliaryLearner", "AuxOutput", "frozen_running_stats"]
+__all__ = ["AuxiliaryLearner", "AuxOutput", "frozen_running_stats", "step_with"]
 
 
 @dataclass
@@ -48,12 +49,15 @@ class AuxOutput:
             with their graphs.
         weights: the weight of every task's loss at this step (floats, for logging).
         primary_logits: float ``[B, P]``, the primary head's output on the batch.
+        targets: every auxiliary task's targets on the batch, ``{name: targets}`` (detached;
+            e.g. the generated soft labels ``[B, K]`` that the auxiliary head learnt from).
     """
 
     loss: Tensor
     losses: dict[str, Tensor]
     weights: dict[str, float]
     primary_logits: Tensor
+    targets: dict[str, Tensor] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -71,19 +75,6 @@ def frozen_running_stats(module: nn.Module) -> Iterator[None]:
             m.momentum = momentum
             if count is not None:
                 m.num_batches_tracked.copy_(count)
-
-
-class _LookaheadNetwork(nn.Module):
-    """Backbone + primary head + generated-labels head as MAXL's multi-task network f(θ1):
-    ``x -> (primary logits, generated-label logits)``; shares the modules, copies nothing."""
-
-    def __init__(self, backbone: nn.Module, primary_head: nn.Module, aux_head: nn.Module):
-        super().__init__()
-        self.backbone, self.primary_head, self.aux_head = backbone, primary_head, aux_head
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        features = self.backbone(x)
-        return self.primary_head(features), self.aux_head(features)
 
 
 class AuxiliaryLearner(nn.Module):
@@ -213,13 +204,15 @@ class AuxiliaryLearner(nn.Module):
         features = self.backbone(images)  # [B, F]
         primary_logits = self.primary_head(features)  # [B, P]
         losses = {PRIMARY: self.primary_loss(primary_logits, labels)}
+        made = {}
         for task in self.tasks:
             inputs, targets = task.make_inputs_and_targets(images, labels, index=index,
                                                            target=aux_targets.get(task.name))
             task_features = features if inputs is images else self._task_features(inputs)
             losses[task.name] = task.loss(task(task_features), targets)
+            made[task.name] = targets.detach()
         total = self.weighting.combine(losses)
-        return AuxOutput(total, losses, self.weighting.weights(), primary_logits)
+        return AuxOutput(total, losses, self.weighting.weights(), primary_logits, made)
 
     def backward(self, out: AuxOutput) -> None:
         """Accumulate the update of ``out`` into the parameters' ``.grad`` (use it in place of
@@ -255,20 +248,13 @@ class AuxiliaryLearner(nn.Module):
 
         return other_tasks_loss
 
-    def meta_gradient(self, images: Tensor, labels: Tensor, *, index: Tensor | None = None) -> MetaResult:
-        """MAXL's meta-gradient ∇θ2 J of the label-generation network on one batch.
-
-        J(θ2) = L_pri(θ1⁺) + λ Σ ȳ log ȳ with the look-ahead θ1⁺ = θ1 − α ∇θ1 (L_pri + L_gen
-        + Σ L_other), the last sum over the other auxiliary tasks if the task's
-        ``lookahead_other_tasks`` is set (every loss with weight 1 in the look-ahead, as in
-        MAXL). Changes no parameter, ``.grad`` or BatchNorm statistic of the learner.
-
-        Raises:
-            ValueError: the learner has no :class:`GeneratedLabels` task.
-        """
+    def _meta_problem(self, images: Tensor, labels: Tensor, index: Tensor | None):
+        """What the meta-gradient engines take: the look-ahead network f(θ1) (a view of the
+        backbone, the primary head and the generated-labels head), the generator, the loss
+        and the other tasks' loss L_x."""
         task = self.generated
         if task is None:
-            raise ValueError("meta_gradient needs a GeneratedLabels task (MAXL's label-generation network)")
+            raise ValueError("the meta-gradient needs a GeneratedLabels task (MAXL's label-generation network)")
         extra = None
         if task.lookahead_other_tasks:
             extra = self._other_tasks_loss(images, labels, index, exclude=task)
@@ -277,18 +263,83 @@ class AuxiliaryLearner(nn.Module):
             # soft generated labels go to the task's loss, hard primary labels to the primary loss
             return task.loss(logits, target) if target.dtype.is_floating_point else self.primary_loss(logits, target)
 
-        network = _LookaheadNetwork(self.backbone, self.primary_head, task.head)
-        return meta_gradient(network, task.generator, images, labels, loss_fn, task.meta, extra_inner_loss=extra)
+        network = MultiTaskNetwork.from_modules(self.backbone, self.primary_head, task.head)
+        return task, network, loss_fn, extra
+
+    def meta_gradient(self, images: Tensor, labels: Tensor, *, index: Tensor | None = None) -> MetaResult:
+        """MAXL's meta-gradient ∇θ2 J of the label-generation network on one batch.
+
+        J(θ2) = L_pri(θ1⁺) + λ Σ ȳ log ȳ with the look-ahead θ1⁺ = θ1 − α ∇θ1 (L_pri + L_gen
+        + Σ L_other), the last sum over the other auxiliary tasks if the task's
+        ``lookahead_other_tasks`` is set (every loss with weight 1 in the look-ahead, as in
+        MAXL). Changes no parameter, ``.grad`` or BatchNorm statistic of the learner. The
+        graph walk for ops without a double backward runs on the first call only.
+
+        Raises:
+            ValueError: the learner has no :class:`GeneratedLabels` task.
+        """
+        task, network, loss_fn, extra = self._meta_problem(images, labels, index)
+        result = meta_gradient(network, task.generator, images, labels, loss_fn, task.meta,
+                               check_graph=not task.graph_checked, extra_inner_loss=extra)
+        task.graph_checked = True
+        return result
+
+    def can_fuse(self) -> bool:
+        """Whether :meth:`fused_gradients` gives this learner's multi-task update: a generated
+        task whose engine has a fused form, every loss weighted 1 (the look-ahead's inner loss
+        is the plain sum), the other tasks in the look-ahead, and their BatchNorm statistics
+        frozen as in the look-ahead."""
+        task = self.generated
+        return (task is not None and supports_fused(task.meta) and self.weighting.is_unit_sum()
+                and (task.lookahead_other_tasks or len(self.tasks) == 1) and not self.aux_batchnorm_stats)
+
+    def fused_gradients(self, images: Tensor, labels: Tensor, *, index: Tensor | None = None) -> FusedResult:
+        """The multi-task gradient ∇θ1 (L_pri + L_gen + Σ L_other) and the meta-gradient ∇θ2 J
+        from one shared forward/backward (:func:`maxl.meta.fused_step`); equal to
+        :meth:`meta_gradient` followed by :meth:`forward` / :meth:`backward` on the generator's
+        labels before its update, when :meth:`can_fuse`. ``net_grads`` follow
+        :meth:`lookahead_parameters`. Changes no parameter or ``.grad``.
+
+        Raises:
+            ValueError: :meth:`can_fuse` is False.
+        """
+        if not self.can_fuse():
+            raise ValueError("this learner's update is not the look-ahead's step (a weighting other than equal "
+                             "weights, other tasks outside the look-ahead, or an engine without a fused form): "
+                             "use meta_gradient and a separate multi-task step")
+        task, network, loss_fn, extra = self._meta_problem(images, labels, index)
+        result = fused_step(network, task.generator, images, labels, loss_fn, task.meta,
+                            extra_inner_loss=extra, check_graph=not task.graph_checked)
+        task.graph_checked = True
+        return result
+
+    def lookahead_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters of the look-ahead network (backbone, primary head,
+        generated-labels head), in the order of the engines' gradients."""
+        task = self.generated
+        network = MultiTaskNetwork.from_modules(self.backbone, self.primary_head, task.head if task else None)
+        return [p for p in network.parameters() if p.requires_grad]
+
+    def apply_meta_gradient(self, result: MetaResult, optimizer: torch.optim.Optimizer) -> None:
+        """Write ``result.grads`` into the label-generation network's ``.grad``, take one step of
+        ``optimizer``, and clear the ``.grad`` again, so that the main optimiser never sees it."""
+        params = [p for p in self.generated.generator.parameters() if p.requires_grad]
+        step_with(params, result.grads, optimizer)
+        for p in params:
+            p.grad = None
 
     def meta_step(self, images: Tensor, labels: Tensor, optimizer: torch.optim.Optimizer, *,
                   index: Tensor | None = None) -> MetaResult:
-        """One update of the label-generation network by ``optimizer`` with :meth:`meta_gradient`.
-        The generator's ``.grad`` is cleared afterwards, so the main optimiser never sees it."""
+        """One update of the label-generation network by ``optimizer`` with :meth:`meta_gradient`."""
         result = self.meta_gradient(images, labels, index=index)
-        params = [p for p in self.generated.generator.parameters() if p.requires_grad]
-        for p, g in zip(params, result.grads):
-            p.grad = g
-        optimizer.step()
-        for p in params:
-            p.grad = None
+        self.apply_meta_gradient(result, optimizer)
         return result
+
+
+def step_with(params: Sequence[Tensor], grads: Sequence[Tensor], optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.step()`` with ``grads`` as the gradients of ``params``: the one place where
+    computed (meta-)gradients reach ``.grad``."""
+    optimizer.zero_grad(set_to_none=True)
+    for p, g in zip(params, grads):
+        p.grad = g
+    optimizer.step()

@@ -50,7 +50,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from maxl.nn.backbones import build_backbone
 from maxl.meta import MetaConfig
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.train.trainer import TrainConfig, Trainer
+from maxl.train import TrainConfig, Trainer
 
 # backbone -> (image channels, image size, ψ): the paper's CIFAR-100 setting (20 superclasses,
 # 5 auxiliary classes each) for VGG-16-BN, MNIST with 5 auxiliary classes per digit for the CNN.
@@ -157,25 +157,25 @@ def make_cases(names: list[str], backbone: str, batch_size: int, device: torch.d
     for name in names:
         if name == "single":
             t = trainer("single")
-            unit, iterations = (lambda t=t: t._multitask_step(x, y, None)), 1
+            unit, iterations = (lambda t=t: t.steps.multitask(x, y, idx)), 1
         elif name.startswith("every"):
             k = int(name[5:])
             t = trainer("maxl", MetaConfig(engine="jvp"), "per-step", k)
 
             def unit(t=t, k=k):
-                t._fused_step(x, y)  # the generator step (and its multi-task step)
+                t.steps.fused(x, y, idx)  # the generator step (and its multi-task step)
                 for _ in range(k - 1):  # plain multi-task steps on the generator's labels
-                    t._multitask_step(x, y, t._aux_targets(x, y, idx))
+                    t.steps.multitask(x, y, idx)
             iterations = k
         else:
             meta, schedule, _ = VARIANTS[name]
             t = trainer("maxl", MetaConfig(**vars(meta)), schedule)
             if schedule == "per-step":
-                unit = lambda t=t: t._fused_step(x, y)  # noqa: E731
+                unit = lambda t=t: t.steps.fused(x, y, idx)  # noqa: E731
             else:
                 def unit(t=t):
-                    t._multitask_step(x, y, t._aux_targets(x, y, idx))
-                    t._generator_step(x, y)
+                    t.steps.multitask(x, y, idx)
+                    t.steps.generator(x, y, idx)
             iterations = 1
         cases[name] = Case(name, unit, iterations, sync)
     return cases

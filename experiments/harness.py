@@ -2,7 +2,8 @@
 
 A :class:`GridConfig` is data: the data set, the methods, the seeds and the ``maxl train``
 flags shared by every run. :func:`run_grid` turns each (method, seed) into one ``maxl train``
-command and runs it through :func:`maxl.cli.commands.run_training`, the command line's own code path,
+command, parses it into a :class:`maxl.train.build.RunConfig` as the command line does and trains it with
+:func:`maxl.train.build.build`,
 into ``OUT/<method>/seed<k>/``. A run whose folder already holds ``summary.json`` for the same
 command is skipped, so an interrupted grid resumes where it stopped; an unfinished run with a
 checkpoint continues from it (``maxl train --resume``), one without starts again.
@@ -28,7 +29,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from maxl.train.trainer import METHODS, atomic_write_text
+from maxl.cli import commands as cli
+from maxl.train import METHODS, atomic_write_text
+from maxl.train.build import build
 
 __all__ = ["GridConfig", "CONFIGS", "GridMismatchError", "run_argv", "run_folder", "is_finished", "run_grid"]
 
@@ -172,8 +175,8 @@ def run_grid(grid: GridConfig, out: str | os.PathLike, *, data_root: str | None 
              log=print) -> list[dict]:
     """Run every (method, seed) of ``grid`` that ``out`` does not hold finished yet.
 
-    Each run is ``maxl train <run_argv> --data-root ROOT --out OUT/<method>/seed<k>`` through
-    :func:`maxl.cli.commands.run_training`. ``OUT/grid.json`` records the grid; each run folder gets
+    Each run is ``maxl train <run_argv> --data-root ROOT --out OUT/<method>/seed<k>``, parsed by
+    :func:`maxl.cli.commands.run_configs` and built by :func:`maxl.train.build.build`. ``OUT/grid.json`` records the grid; each run folder gets
     ``run.json`` (its flags and the equivalent shell command) before training starts.
 
     Args:
@@ -196,7 +199,6 @@ def run_grid(grid: GridConfig, out: str | os.PathLike, *, data_root: str | None 
     Raises:
         ValueError: unknown methods; :class:`GridMismatchError` for a folder holding another run.
     """
-    from maxl.cli import commands as cli  # the command line's own code path
 
     methods = list(methods) if methods else list(grid.methods)
     unknown = [m for m in methods if m not in grid.methods]
@@ -235,12 +237,10 @@ def run_grid(grid: GridConfig, out: str | os.PathLike, *, data_root: str | None 
             {"argv": argv, "command": f"maxl {shlex.join(full)}", "grid": grid.name}, indent=2) + "\n")
         if resume:
             full += ["--resume", str(folder)]
-            args = cli.resume_args(parser.parse_args(full), cli.given_options(full))
-        else:
-            args = parser.parse_args(full)
+        [run], _ = cli.run_configs(parser.parse_args(full))  # the command line's parsing, nothing else
         log(f"{tag}: maxl {shlex.join(full)}")
         start = time.time()
-        summary = cli.run_training(args)[method]
+        summary = build(run, resume=resume).fit()
         log(f"{tag}: last-5 mean {summary['last5_mean_test_acc']:.4f} in {time.time() - start:.0f}s")
         results.append(dict(method=method, seed=seed, folder=folder, status="resumed" if resume else "ran",
                             summary=summary))

@@ -27,7 +27,7 @@ from maxl.analysis.agreement import agreement_within_primary, mean_agreement
 from maxl.nn.backbones import build_backbone
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 from maxl.analysis.run import load_run
-from maxl.train.trainer import seed_everything
+from maxl.train import seed_everything
 from maxl.analysis.visualise import collect_outputs
 
 

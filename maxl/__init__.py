@@ -29,8 +29,8 @@ from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 __version__ = "0.1.0"
 
 _LAZY = {  # name -> module: the upper layers, imported on first access (PEP 562)
-    "TrainConfig": "maxl.train.trainer", "Trainer": "maxl.train.trainer", "CheckpointError": "maxl.train.trainer",
-    "NonFiniteGradientError": "maxl.train.trainer", "NonFiniteLossError": "maxl.train.trainer",
+    "TrainConfig": "maxl.train", "Trainer": "maxl.train", "CheckpointError": "maxl.train",
+    "NonFiniteGradientError": "maxl.train", "NonFiniteLossError": "maxl.train",
 }
 
 __all__ = [

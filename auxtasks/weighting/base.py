@@ -93,6 +93,11 @@ class Weighting(nn.Module):
         weights = self.loss_weights()
         return sum(weights[n] * losses[n] for n in self.task_names)
 
+    def is_unit_sum(self) -> bool:
+        """Whether the update is the plain gradient of ``Σ_i L_i`` (every weight 1, no learnt
+        term): then MAXL's look-ahead step is the real step and the two can share a pass."""
+        return False
+
     def weights(self) -> dict[str, float]:
         """Current weights as floats, for logging."""
         return {n: float(w.detach()) for n, w in self.loss_weights().items()}

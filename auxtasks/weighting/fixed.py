@@ -44,6 +44,9 @@ class Fixed(Weighting):
     def loss_weights(self):
         return {n: torch.tensor(self.given.get(n, self.default)) for n in self.task_names}
 
+    def is_unit_sum(self) -> bool:
+        return all(w == 1.0 for w in (*self.given.values(), self.default))
+
     def extra_repr(self) -> str:
         return f"weights={self.given}, default={self.default}"
 

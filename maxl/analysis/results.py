@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maxl.train.trainer import METHODS, atomic_write_text
+from maxl.train import METHODS, atomic_write_text
 
 __all__ = ["Run", "collect_runs", "aggregate", "describe_setting", "markdown_table", "csv_table",
            "write_tables", "plot_curves"]

@@ -1,6 +1,10 @@
-"""Command line: ``maxl train``, ``maxl demo``.
+"""Command line: ``maxl train``, ``maxl demo`` (and ``maxl visualise`` / ``compare``, see
+:mod:`maxl.cli.analysis`).
 
-Only this module (and the experiment scripts) parse argv; the components take dataclasses.
+This module only parses argv into :class:`maxl.train.build.RunConfig` objects and calls
+:func:`maxl.train.build.build`. Every ``maxl train`` flag sets one setting of the run
+configuration (:data:`FLAGS`); settings not given come from ``--config FILE`` (TOML, or a
+run's ``config.json``), from the run being resumed (``--resume``), or from the defaults.
 Under ``torchrun --nproc_per_node N -m maxl train ...`` the processes join one process group
 (:mod:`maxl.train.distributed`) and only rank 0 prints and writes the run folder.
 """
@@ -10,152 +14,147 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
-import time
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
-from maxl.train.aux_learner import TASK_NAMES as AUX_TASKS
-from maxl.train.aux_learner import build_learner, dataset_normalisation, normalised_images
-
+from maxl.cli.analysis import ANALYSIS_COMMANDS, add_analysis_commands
+from maxl.core.losses import LOSSES
+from maxl.data.datasets import DATASETS
+from maxl.meta import ENGINES, ORDERS, DoubleBackwardError
+from maxl.nn.backbones import BACKBONES
 from maxl.train import distributed
-from maxl.baselines.autoencoder import AutoencoderConfig
-from maxl.nn.backbones import BACKBONES, build_backbone
-from maxl.data.datasets import DATASETS, load_dataset
-from maxl.core.hierarchy import Hierarchy
-from maxl.baselines.labels import fixed_aux_labels
-from maxl.core.losses import LOSSES, classification_loss
-from maxl.meta import ENGINES, ORDERS, DoubleBackwardError, MetaConfig
-from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.train.trainer import (FIXED_LABEL_METHODS, METHODS, SCHEDULES, TrainConfig, Trainer, atomic_write_text,
-                      resolve_device, seed_everything)
+from maxl.train.aux_learner import TASK_NAMES as AUX_TASKS
+from maxl.train.build import RunConfig, build, parse_psi
+from maxl.train.config import METHODS, RESUMABLE_CHANGES, SCHEDULES
 
-__all__ = ["main", "build_parser", "run_training", "parse_psi", "resume_args", "run_visualise", "run_compare"]
+__all__ = ["main", "build_parser", "run_configs", "run_training", "parse_psi", "parse_aux_weights", "FLAGS",
+           "DEMO_ARGS"]
 
-# Per data set: the backbone that fits its images and the default auxiliary classes per primary class.
-DEFAULT_BACKBONE = {"digits": "tiny-cnn", "mnist": "small-cnn", "cifar10": "vgg16", "cifar100": "vgg16",
-                    "imagefolder": "vgg16"}
-DEFAULT_AUX_PER_CLASS = 5
+_DEFAULTS = RunConfig().to_dict()
 
 
-def parse_psi(text: str | None, num_primary: int, human_psi: list[int] | None) -> list[int]:
-    """ψ from the command line: ``"5"`` (5 for every primary class), ``"6,4"`` (one per
-    class) or None (the data set's human hierarchy if it has one, else 5 per class).
+def _default(path: str):
+    value = _DEFAULTS
+    for key in path.split("."):
+        value = value[key]
+    return value
 
-    Raises:
-        ValueError: unparsable text, or a ψ whose length is not the number of primary classes.
-    """
-    if text is None:
-        return list(human_psi) if human_psi is not None else [DEFAULT_AUX_PER_CLASS] * num_primary
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",") if v != ""]
-    except ValueError:
-        raise ValueError(f"--psi {text!r}: expected an int or comma-separated ints such as 6,4") from None
-    if len(values) == 1:
-        values = values * num_primary
-    psi = list(Hierarchy(values).psi)
-    if len(psi) != num_primary:
-        raise ValueError(
-            f"--psi {text!r} has {len(psi)} entries but the data set has {num_primary} primary "
-            f"classes: give one entry per primary class, or a single int"
-        )
-    return psi
+
+# flag -> (setting, argparse keywords); the help text gets the setting's default appended
+FLAGS: dict[str, tuple[str, dict]] = {
+    # data
+    "--dataset": ("data.dataset", dict(choices=DATASETS, help="data set; 'digits' is scikit-learn's embedded 8x8 "
+                                                              "digits (no download)")),
+    "--data-root": ("data.data_root", dict(help="folder holding the data set files (MNIST/raw, "
+                                                "cifar-10-batches-py, ImageFolder root)")),
+    "--hierarchy": ("data.hierarchy", dict(help="class hierarchy: cifar100 'P-A' with levels 3/10/20/100 "
+                                                "(default 20-100); cifar10/imagefolder 'animal-vehicle'; "
+                                                "digits/mnist 'even-odd' or 'low-high'")),
+    "--download": ("data.download", dict(action="store_true", help="let torchvision download MNIST/CIFAR "
+                                                                   "(needs network)")),
+    "--train-subset": ("data.train_subset", dict(type=int, help="class-stratified subset of training images")),
+    "--test-subset": ("data.test_subset", dict(type=int, help="class-stratified subset of test images")),
+    "--no-augment": ("data.augment", dict(action="store_false", help="turn off the random crop + flip of RGB "
+                                                                     "images")),
+    # model
+    "--method": ("train.method", dict(nargs="+", choices=METHODS, help="one or more methods; several are run one "
+                                                                       "after another into OUT/METHOD")),
+    "--backbone": ("model.backbone", dict(choices=sorted(BACKBONES), help="backbone of both networks (default: "
+                                          "tiny-cnn for digits, small-cnn for mnist, vgg16 else)")),
+    "--hidden": ("model.hidden", dict(type=int, help="hidden width of the heads")),
+    "--no-batchnorm": ("model.batchnorm", dict(action="store_false", help="backbones without BatchNorm: then a "
+                       "torchrun run over N processes computes the multi-task step of one process with the same "
+                       "global batch")),
+    "--psi": ("model.psi", dict(help="hierarchy psi: auxiliary classes per primary class, an int or a list like "
+                                     "6,4 (default: the human hierarchy if any, else 5 per class)")),
+    # optimisation
+    "--epochs": ("train.epochs", dict(type=int, help="training epochs")),
+    "--batch-size": ("train.batch_size", dict(type=int, help="images per batch (under torchrun: the global batch, "
+                                                             "split over the processes)")),
+    "--lr": ("train.lr", dict(type=float, help="SGD learning rate of the multi-task network")),
+    "--momentum": ("train.momentum", dict(type=float, help="SGD momentum of the multi-task network")),
+    "--weight-decay": ("train.weight_decay", dict(type=float, help="weight decay of the multi-task network")),
+    "--gen-lr": ("train.gen_lr", dict(type=float, help="SGD learning rate of the label-generation network")),
+    "--gen-weight-decay": ("train.gen_weight_decay", dict(type=float, help="weight decay of the generator")),
+    "--lr-step": ("train.lr_step", dict(type=int, help="multiply both learning rates by --lr-gamma every N "
+                                                       "epochs")),
+    "--lr-gamma": ("train.lr_gamma", dict(type=float, help="learning-rate decay factor")),
+    "--loss": ("train.loss", dict(choices=LOSSES, help="loss of both heads (focal: gamma 2, the reference)")),
+    "--focal-gamma": ("train.focal_gamma", dict(type=float, help="focusing parameter of the focal loss")),
+    # meta step
+    "--entropy-weight": ("train.meta.entropy_weight", dict(type=float, help="lambda of the negative-entropy "
+                                                                            "term")),
+    "--inner-lr": ("train.meta.inner_lr", dict(type=float, help="look-ahead step alpha (default: --lr)")),
+    "--meta-order": ("train.meta.order", dict(choices=ORDERS, help="exact second-order meta-gradient or its "
+                                                                   "finite-difference first-order approximation")),
+    "--meta-engine": ("train.meta.engine", dict(choices=ENGINES, help="engine of the second-order look-ahead")),
+    "--schedule": ("train.schedule", dict(choices=SCHEDULES, help="alternate: a multi-task pass then a generator "
+                                          "pass per epoch (reference); per-step: generator update every "
+                                          "--gen-every steps")),
+    "--gen-every": ("train.gen_every", dict(type=int, help="generator update every k steps (per-step schedule)")),
+    "--no-fused": ("train.fused", dict(action="store_false", help="per-step schedule: take the multi-task update "
+                   "and the look-ahead from separate forward/backward passes (default: one shared pass where it "
+                   "applies, same gradients)")),
+    # auxiliary tasks
+    "--aux": ("aux.tasks", dict(action="append", choices=AUX_TASKS, help="add an auxiliary task (repeat for "
+              "several): rotation (Gidaris et al. 2018), colourisation (Zhang et al. 2016, RGB data only)")),
+    "--weighting": ("aux.weighting", dict(choices=sorted(WEIGHTINGS), help="loss weighting of the primary and "
+                                                                           "auxiliary tasks")),
+    "--aux-weight": ("aux.weights", dict(action="append", metavar="TASK=W", help="fixed weight of a task's loss, "
+                     "e.g. rotation=0.5 (the method's own task is named after the method: maxl, human; the "
+                     "primary task 'primary'); unnamed tasks keep 1")),
+    "--rotation-mode": ("aux.rotation_mode", dict(choices=ROTATION_MODES, help="all four rotations of every image "
+                                                  "(the paper) or one random rotation per image")),
+    "--colourisation-mode": ("aux.colourisation_mode", dict(choices=COLOURISATION_MODES, help="ab regression, or "
+                             "the paper's classification over ab bins with class rebalancing")),
+    # baselines
+    "--ae-epochs": ("baselines.ae_epochs", dict(type=int, help="kmeans: epochs of the autoencoder whose latent "
+                                                               "codes are clustered")),
+    "--ae-latent": ("baselines.ae_latent", dict(type=int, help="kmeans: size of the autoencoder's latent code")),
+    # run
+    "--seed": ("train.seed", dict(type=int, help="random seed")),
+    "--device": ("train.device", dict(help="cpu, cuda, cuda:1, ... or auto")),
+    "--out": ("out", dict(help="run folder (with several methods: OUT/METHOD)")),
+    "--no-progress": ("train.progress", dict(action="store_false", help="no progress bars or per-epoch lines")),
+    "--threads": ("threads", dict(type=int, help="CPU threads of torch (default: torch's choice; 1 is fastest on a "
+                                                 "shared CPU)")),
+    "--deterministic": ("train.deterministic", dict(action="store_true", help="deterministic kernels only "
+                        "(torch.use_deterministic_algorithms): bit-identical reruns on a GPU too")),
+    "--tensorboard": ("train.tensorboard", dict(action="store_true", help="also write the metrics as TensorBoard "
+                                                                          "events to OUT/tensorboard")),
+}
+_GROUPS = {"data": "data", "model": "model", "train.meta": "meta step (maxl)", "train": "optimisation",
+           "aux": "auxiliary tasks (auxtasks) on the shared backbone", "baselines": "baselines (kmeans)", "": "run"}
+FLAG_OF = {path: flag for flag, (path, _) in FLAGS.items()}
+
+DEMO_ARGS = ["--dataset", "digits", "--method", "single", "maxl", "--batch-size", "32", "--lr", "0.05",
+             "--momentum", "0.9", "--hidden", "64", "--lr-step", "1000"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="maxl", description="Meta Auxiliary Learning (Liu, Davison, Johns, NeurIPS 2019).")
+    """The parser of ``maxl``. ``train`` options left out are absent from the namespace
+    (``argparse.SUPPRESS``): only what the command line says overrides a configuration."""
+    parser = argparse.ArgumentParser(prog="maxl", description="Meta Auxiliary Learning (Liu, Davison, Johns, "
+                                                              "NeurIPS 2019).")
     sub = parser.add_subparsers(dest="command", required=True)
-
     t = sub.add_parser("train", help="train single-task, human / random / k-means auxiliary-label or MAXL models",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d = t.add_argument_group("data")
-    d.add_argument("--dataset", choices=DATASETS, default="digits",
-                   help="data set; 'digits' is scikit-learn's embedded 8x8 digits (no download)")
-    d.add_argument("--data-root", default=None,
-                   help="folder holding the data set files (MNIST/raw, cifar-10-batches-py, ImageFolder root)")
-    d.add_argument("--hierarchy", default=None,
-                   help="class hierarchy: cifar100 'P-A' with levels 3/10/20/100 (default 20-100); "
-                        "cifar10/imagefolder 'animal-vehicle'")
-    d.add_argument("--download", action="store_true", help="let torchvision download MNIST/CIFAR (needs network)")
-    d.add_argument("--train-subset", type=int, default=None, help="class-stratified subset of training images")
-    d.add_argument("--test-subset", type=int, default=None, help="class-stratified subset of test images")
-    d.add_argument("--no-augment", action="store_true", help="turn off the random crop + flip of RGB images")
-    m = t.add_argument_group("model")
-    m.add_argument("--method", nargs="+", choices=METHODS, default=["maxl"],
-                   help="one or more methods; several are run one after another into OUT/METHOD")
-    m.add_argument("--backbone", choices=sorted(BACKBONES), default=None,
-                   help="backbone of both networks (default: tiny-cnn for digits, small-cnn for mnist, vgg16 else)")
-    m.add_argument("--hidden", type=int, default=512, help="hidden width of the heads")
-    m.add_argument("--no-batchnorm", action="store_true",
-                   help="backbones without BatchNorm: then a torchrun run over N processes computes the "
-                        "multi-task step of one process with the same global batch")
-    m.add_argument("--psi", default=None,
-                   help="hierarchy psi: auxiliary classes per primary class, an int or a list like 6,4 "
-                        "(default: the human hierarchy if any, else 5 per class)")
-    o = t.add_argument_group("optimisation (defaults: the paper's CIFAR-100 settings)")
-    o.add_argument("--epochs", type=int, default=200, help="training epochs")
-    o.add_argument("--batch-size", type=int, default=100,
-                   help="images per batch (under torchrun: the global batch, split over the processes)")
-    o.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of the multi-task network")
-    o.add_argument("--momentum", type=float, default=0.0, help="SGD momentum of the multi-task network")
-    o.add_argument("--weight-decay", type=float, default=0.0, help="weight decay of the multi-task network")
-    o.add_argument("--gen-lr", type=float, default=1e-3, help="SGD learning rate of the label-generation network")
-    o.add_argument("--gen-weight-decay", type=float, default=5e-4, help="weight decay of the generator")
-    o.add_argument("--lr-step", type=int, default=50, help="halve (x --lr-gamma) both learning rates every N epochs")
-    o.add_argument("--lr-gamma", type=float, default=0.5, help="learning-rate decay factor")
-    o.add_argument("--loss", choices=LOSSES, default="focal", help="loss of both heads (focal: gamma 2, the reference)")
-    o.add_argument("--focal-gamma", type=float, default=2.0, help="focusing parameter of the focal loss")
-    g = t.add_argument_group("meta step (maxl)")
-    g.add_argument("--entropy-weight", type=float, default=0.2, help="lambda of the negative-entropy term")
-    g.add_argument("--inner-lr", type=float, default=None, help="look-ahead step alpha (default: --lr)")
-    g.add_argument("--meta-order", choices=ORDERS, default="second",
-                   help="exact second-order meta-gradient or its finite-difference first-order approximation")
-    g.add_argument("--meta-engine", choices=ENGINES, default="func", help="engine of the second-order look-ahead")
-    g.add_argument("--schedule", choices=SCHEDULES, default="alternate",
-                   help="alternate: a multi-task pass then a generator pass per epoch (reference); "
-                        "per-step: generator update every --gen-every steps")
-    g.add_argument("--gen-every", type=int, default=1, help="generator update every k steps (per-step schedule)")
-    g.add_argument("--no-fused", action="store_true",
-                   help="per-step schedule: take the multi-task update and the look-ahead from separate "
-                        "forward/backward passes (default: one shared pass, same gradients)")
-    a = t.add_argument_group("auxiliary tasks (auxtasks) on the shared backbone")
-    a.add_argument("--aux", action="append", choices=AUX_TASKS, default=[],
-                   help="add an auxiliary task (repeat for several): rotation (Gidaris et al. 2018), "
-                        "colourisation (Zhang et al. 2016, RGB data only)")
-    a.add_argument("--weighting", choices=sorted(WEIGHTINGS), default="equal",
-                   help="loss weighting of the primary and auxiliary tasks")
-    a.add_argument("--aux-weight", action="append", default=[], metavar="TASK=W",
-                   help="fixed weight of a task's loss, e.g. rotation=0.5 (the method's own task is named after "
-                        "the method: maxl, human; the primary task 'primary'); unnamed tasks keep 1")
-    a.add_argument("--rotation-mode", choices=ROTATION_MODES, default="all",
-                   help="all four rotations of every image (the paper) or one random rotation per image")
-    a.add_argument("--colourisation-mode", choices=COLOURISATION_MODES, default="regression",
-                   help="ab regression, or the paper's classification over ab bins with class rebalancing")
-    b = t.add_argument_group("baselines (random, kmeans)")
-    b.add_argument("--ae-epochs", type=int, default=10,
-                   help="kmeans: epochs of the autoencoder whose latent codes are clustered")
-    b.add_argument("--ae-latent", type=int, default=32, help="kmeans: size of the autoencoder's latent code")
-    r = t.add_argument_group("run")
-    r.add_argument("--seed", type=int, default=0, help="random seed")
-    r.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto")
-    r.add_argument("--out", default="runs/maxl", help="run folder (with several methods: OUT/METHOD)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
-    r.add_argument("--threads", type=int, default=None,
-                   help="CPU threads of torch (default: torch's choice; 1 is fastest on a shared CPU)")
-    r.add_argument("--resume", metavar="RUN_DIR", default=None,
-                   help="continue the run in RUN_DIR from its checkpoint.pt with the settings of its config.json "
-                        "(flags that disagree with them are refused; --epochs may extend the run)")
-    r.add_argument("--deterministic", action="store_true",
-                   help="deterministic kernels only (torch.use_deterministic_algorithms): bit-identical reruns "
-                        "on a GPU too; see the README")
-    r.add_argument("--tensorboard", action="store_true",
-                   help="also write the metrics as TensorBoard events to OUT/tensorboard (needs tensorboard)")
-
+                       argument_default=argparse.SUPPRESS)
+    groups = {}
+    for flag, (path, kwargs) in FLAGS.items():
+        section = next(s for s in _GROUPS if path.startswith(s))
+        group = groups.setdefault(section, t.add_argument_group(_GROUPS[section]))
+        default = _default(path)
+        shown = "" if kwargs.get("action") in ("store_true", "store_false") or default in (None, [], {}) else \
+            f" (default: {default})"
+        group.add_argument(flag, dest=path, **{**kwargs, "help": kwargs["help"] + shown})
+    r = groups[""]
+    r.add_argument("--config", metavar="FILE", help="start from the settings in FILE (TOML with the sections "
+                   "[data] [model] [train] [train.meta] [aux] [baselines], or a run's config.json); flags override")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint.pt with the "
+                   "settings of its config.json (flags that disagree with them are refused; --epochs may extend "
+                   "the run)")
     demo = sub.add_parser("demo", help="quick start: single vs maxl on the embedded digits data, about a minute",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     demo.add_argument("--epochs", type=int, default=15, help="epochs per method")
@@ -163,167 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="parent folder of the two run folders")
     add_analysis_commands(sub)
     return parser
-
-
-DEMO_ARGS = ["--dataset", "digits", "--method", "single", "maxl", "--batch-size", "32", "--lr", "0.05",
-             "--momentum", "0.9", "--hidden", "64", "--lr-step", "1000"]
-
-
-# Flags that may differ from a run's config.json on --resume: they change where or how long it
-# runs, not what it computes (a longer run repeats the shorter one's epochs exactly; another device
-# or thread count changes only the float rounding).
-RESUME_MAY_CHANGE = ("resume", "out", "epochs", "device", "threads", "no_progress", "tensorboard", "data_root",
-                     "download")
-
-
-def given_options(argv: list[str]) -> set[str]:
-    """The ``maxl train`` options written on the command line ``argv`` (not left at defaults)."""
-    parser = build_parser()
-    train = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
-    for action in train._actions:  # a fresh parser: nothing to restore
-        action.default = argparse.SUPPRESS  # options left out then stay out of the namespace
-    return set(vars(parser.parse_args(argv))) - {"command"}
-
-
-def _flag(dest: str) -> str:
-    return "--" + dest.replace("_", "-")
-
-
-def _show(value) -> str:
-    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
-def resume_args(args: argparse.Namespace, given: set[str]) -> argparse.Namespace:
-    """The arguments of the run in ``args.resume``, from its ``config.json``.
-
-    Args:
-        args: the parsed command line, with ``args.resume`` the run folder.
-        given: the options written on the command line (:func:`given_options`); each must
-            agree with the run's, except those in :data:`RESUME_MAY_CHANGE`.
-
-    Returns:
-        The run's arguments with ``out = resume`` and the allowed changes applied.
-
-    Raises:
-        FileNotFoundError: the folder has no ``config.json`` or no ``checkpoint.pt``.
-        ValueError: options that disagree with the run (each is named, with both values).
-    """
-    run = Path(args.resume)
-    if not (run / "config.json").is_file():
-        inside = sorted(str(c.parent) for c in run.glob("*/config.json"))
-        hint = f"; it holds the run folders {', '.join(inside)}: resume one of them" if inside else ""
-        raise FileNotFoundError(f"--resume {run}: no config.json in that folder{hint}")
-    if not (run / "checkpoint.pt").is_file():
-        raise FileNotFoundError(f"--resume {run}: no checkpoint.pt in that folder (the run stopped before the "
-                                f"end of its first epoch); start it again without --resume")
-    config = json.loads((run / "config.json").read_text())
-    if "args" not in config:
-        raise ValueError(f"--resume {run}: its config.json has no 'args' record (written by an older maxl), so "
-                         "its command line is unknown; start the run again")
-    stored = {**config["args"], "method": [config["train"]["method"]]}
-    conflicts = [f"{_flag(k)} (run: {_show(stored[k])}, command line: {_show(getattr(args, k))})"
-                 for k in sorted(given - set(RESUME_MAY_CHANGE)) if k in stored and getattr(args, k) != stored[k]]
-    if "out" in given and Path(args.out).resolve() != run.resolve():
-        conflicts.append(f"--out {args.out} (a resumed run writes into its own folder {run})")
-    if conflicts:
-        raise ValueError(
-            f"--resume {run}: the command line disagrees with the run's config.json on {'; '.join(conflicts)}. "
-            "Leave these flags out to continue the run as it was, or start a new run in another folder"
-        )
-    merged = {**vars(args), **stored, **{k: getattr(args, k) for k in given & set(RESUME_MAY_CHANGE)}}
-    merged.update(resume=str(run), out=str(run))
-    return argparse.Namespace(**merged)
-
-
-def run_training(args: argparse.Namespace) -> dict[str, dict]:
-    """Run every method of ``args.method`` (or continue the run ``args.resume``, whose
-    arguments :func:`resume_args` made); returns ``{method: summary}``."""
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
-    resume = getattr(args, "resume", None) is not None
-    is_main = distributed.rank() == 0  # under torchrun only rank 0 prints and writes files
-    if getattr(args, "deterministic", False):
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before any cuBLAS call
-    data = load_dataset(args.dataset, args.data_root, hierarchy=args.hierarchy, train_subset=args.train_subset,
-                        test_subset=args.test_subset, augment=not args.no_augment, seed=args.seed,
-                        download=args.download)
-    psi = parse_psi(args.psi, data.num_primary, data.psi)
-    backbone = args.backbone or DEFAULT_BACKBONE[args.dataset]
-    batchnorm = not getattr(args, "no_batchnorm", False)
-    if is_main:
-        print(f"{data.name}: {len(data.train)} train / {len(data.test)} test images, {data.in_channels}x"
-              f"{data.image_size}x{data.image_size}, {data.num_primary} primary classes, psi={psi}, backbone {backbone}")
-    summaries = {}
-    for method in args.method:
-        out = Path(args.out) / method if len(args.method) > 1 and not resume else Path(args.out)
-        if method == "human" and (data.aux_train is None or data.psi != psi):
-            raise ValueError(f"method 'human' needs a data set with a human hierarchy matching psi={psi}; "
-                             f"{data.name} has psi={data.psi}")
-        meta = MetaConfig(inner_lr=args.inner_lr or args.lr, entropy_weight=args.entropy_weight,
-                          order=args.meta_order, engine=args.meta_engine)
-        config = TrainConfig(method=method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             momentum=args.momentum, weight_decay=args.weight_decay, gen_lr=args.gen_lr,
-                             gen_weight_decay=args.gen_weight_decay, lr_step=args.lr_step, lr_gamma=args.lr_gamma,
-                             loss=args.loss, focal_gamma=args.focal_gamma, schedule=args.schedule,
-                             gen_every=args.gen_every, fused=not args.no_fused, seed=args.seed, device=args.device,
-                             progress=not args.no_progress, meta=meta,
-                             deterministic=args.deterministic, tensorboard=args.tensorboard)
-        aux_labels = label_info = None
-        if method in FIXED_LABEL_METHODS:  # made before the networks, so that their initialisation is the same
-            ae_config = AutoencoderConfig(epochs=args.ae_epochs, latent_dim=args.ae_latent)
-            aux_labels, label_info = fixed_aux_labels(method, data, psi, args.seed, ae_config,
-                                                      resolve_device(args.device))
-            if is_main:
-                print(f"[{method}] auxiliary labels made in {label_info['time_s']:.1f}s")
-        seed_everything(args.seed)
-        num_aux = 0 if method == "single" else sum(psi)
-        net = MultiTaskNetwork(build_backbone(backbone, data.in_channels, batchnorm), data.num_primary, num_aux,
-                               args.hidden)
-        generator = None
-        if method == "maxl":
-            generator = LabelGenerator(build_backbone(backbone, data.in_channels, batchnorm), psi, args.hidden)
-        if is_main and not resume:
-            out.mkdir(parents=True, exist_ok=True)
-            for stale in ("metrics.jsonl", "summary.json"):
-                (out / stale).unlink(missing_ok=True)
-        started = {"command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                   "world_size": distributed.world_size()}
-        resolved = {
-            "data": {"dataset": args.dataset, "name": data.name, "data_root": args.data_root,
-                     "hierarchy": args.hierarchy, "train_subset": args.train_subset,
-                     "test_subset": args.test_subset, "augment": not args.no_augment,
-                     "num_train": len(data.train), "num_test": len(data.test)},
-            "model": {"backbone": backbone, "hidden": args.hidden, "psi": psi, "num_primary": data.num_primary,
-                      "batchnorm": batchnorm},
-            "train": asdict(config),
-            "labels": label_info,
-            "env": {"torch": torch.__version__, "python": platform.python_version(), **started},
-            # the command line's values, so that --resume can rebuild and check the run
-            "args": {k: v for k, v in vars(args).items() if k != "resume"},
-        }
-        learner = make_aux_learner(args, data, method, net, generator, config, aux_labels)
-        if learner is not None:
-            resolved["aux"] = {"tasks": list(args.aux), "weighting": args.weighting,
-                               "aux_weights": parse_aux_weights(args.aux_weight), "rotation_mode": args.rotation_mode,
-                               "colourisation_mode": args.colourisation_mode}
-        trainer = Trainer(net, data.train, data.test, config, out, generator=generator,
-                          aux_labels=aux_labels, learner=learner, psi=psi)
-        if resume:
-            trainer.load_checkpoint(out / "checkpoint.pt")
-            if is_main:  # keep the original record; note the resume and any longer --epochs
-                stored = json.loads((out / "config.json").read_text())
-                stored.update(train=resolved["train"], args=resolved["args"])
-                stored.setdefault("resumed", []).append({**started, "after_epoch": trainer.epoch})
-                atomic_write_text(out / "config.json", json.dumps(stored, indent=2) + "\n")
-                print(f"[{method}] resuming {out} after epoch {trainer.epoch} of {config.epochs}")
-        else:
-            if is_main:
-                atomic_write_text(out / "config.json", json.dumps(resolved, indent=2) + "\n")
-                print(f"[{method}] training {config.epochs} epochs -> {out}")
-        summaries[method] = trainer.fit()
-    if is_main:
-        print_table(summaries)
-    return summaries
 
 
 def parse_aux_weights(items: list[str]) -> dict[str, float]:
@@ -344,22 +182,102 @@ def parse_aux_weights(items: list[str]) -> dict[str, float]:
     return weights
 
 
-def make_aux_learner(args: argparse.Namespace, data, method: str, net, generator, config: TrainConfig,
-                     aux_labels=None):
-    """The auxtasks learner of a run with ``--aux``, ``--weighting`` or ``--aux-weight``; None without."""
-    if not (args.aux or args.weighting != "equal" or args.aux_weight):
-        return None  # equal weights of the method's own losses: the trainer's plain path
-    if args.aux_weight and args.weighting != "equal":
-        raise ValueError(f"--aux-weight sets fixed weights and cannot be combined with --weighting {args.weighting}")
-    mode = args.colourisation_mode
-    needs_prior = "colourisation" in args.aux and mode == "classification"
-    return build_learner(
-        net, method, args.aux, args.weighting, loss_fn=classification_loss(args.loss, args.focal_gamma),
-        in_channels=data.in_channels, image_size=data.image_size, normalisation=dataset_normalisation(data.test),
-        generator=generator, aux_labels=aux_labels, meta=config.meta,
-        aux_weights=parse_aux_weights(args.aux_weight), rotation_mode=args.rotation_mode, colourisation_mode=mode,
-        prior_images=normalised_images(data.train) if needs_prior else None,
-        hidden=args.hidden)
+def _set(tree: dict, path: str, value) -> None:
+    *parents, key = path.split(".")
+    for p in parents:
+        tree = tree[p]
+    tree[key] = value
+
+
+def _get(tree: dict, path: str):
+    for key in path.split("."):
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """The settings of a TOML file or a run's ``config.json``.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: it cannot be parsed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path}: no such file")
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        return tomllib.loads(text)
+    except ValueError as err:
+        raise ValueError(f"--config {path}: cannot parse it ({err})") from None
+
+
+def run_configs(args: argparse.Namespace) -> tuple[list[RunConfig], bool]:
+    """The runs of a parsed ``maxl train`` command line, and whether they continue a run.
+
+    Raises:
+        FileNotFoundError: ``--config`` / ``--resume`` files are missing.
+        ValueError: bad settings, or flags that disagree with the run being resumed (each is
+            named with both values).
+    """
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume")}
+    if "aux.weights" in given:
+        given["aux.weights"] = parse_aux_weights(given["aux.weights"])
+    base = RunConfig().to_dict()
+    resume = getattr(args, "resume", None)
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.json").is_file():
+            inside = sorted(str(c.parent) for c in run_dir.glob("*/config.json"))
+            hint = f"; it holds the run folders {', '.join(inside)}: resume one of them" if inside else ""
+            raise FileNotFoundError(f"--resume {run_dir}: no config.json in that folder{hint}")
+        if not (run_dir / "checkpoint.pt").is_file():
+            raise FileNotFoundError(f"--resume {run_dir}: no checkpoint.pt in that folder (the run stopped before the "
+                                    "end of its first epoch); start it again without --resume")
+        stored = RunConfig.from_dict(read_config_file(run_dir / "config.json")).to_dict()
+        if "train.method" in given:
+            given["train.method"] = given["train.method"][0] if len(given["train.method"]) == 1 else given["train.method"]
+        conflicts = [f"{FLAG_OF[k]} (run: {_get(stored, k)}, command line: {v})" for k, v in sorted(given.items())
+                     if k not in RESUMABLE_CHANGES and v != _get(stored, k)]
+        if "out" in given and Path(given["out"]).resolve() != run_dir.resolve():
+            conflicts.append(f"--out {given['out']} (a resumed run writes into its own folder {run_dir})")
+        if conflicts:
+            raise ValueError(f"--resume {run_dir}: the command line disagrees with the run's config.json on "
+                             f"{'; '.join(conflicts)}. Leave these flags out to continue the run as it was, or "
+                             "start a new run in another folder")
+        for k, v in given.items():
+            _set(stored, k, v)
+        stored["out"] = str(run_dir)
+        return [RunConfig.from_dict(stored)], True
+    if getattr(args, "config", None) is not None:
+        loaded = RunConfig.from_dict(read_config_file(args.config)).to_dict()
+        base = {**base, **{k: v for k, v in loaded.items()}}
+    methods = given.pop("train.method", [_get(base, "train.method")])
+    for k, v in given.items():
+        _set(base, k, v)
+    runs = []
+    for method in methods:
+        tree = json.loads(json.dumps(base))  # a copy per run
+        tree["train"]["method"] = method
+        if len(methods) > 1:
+            tree["out"] = str(Path(base["out"]) / method)
+        runs.append(RunConfig.from_dict(tree))
+    return runs, False
+
+
+def run_training(args: argparse.Namespace) -> dict[str, dict]:
+    """Build and train every run of a parsed ``maxl train`` command line; returns
+    ``{method: summary}``."""
+    runs, resume = run_configs(args)
+    summaries = {run.train.method: build(run, resume=resume).fit() for run in runs}
+    if distributed.rank() == 0:
+        print_table(summaries)
+    return summaries
 
 
 def print_table(summaries: dict[str, dict]) -> None:
@@ -375,17 +293,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prog = f"maxl[rank {os.environ['RANK']}]" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "maxl"
     try:
-        if args.command == "train" and args.resume is not None:
-            args = resume_args(args, given_options(argv))  # first: the run's --device picks the backend
-        with distributed.process_group(getattr(args, "device", "auto")):
-            if args.command == "demo":
-                argv = ["train", *DEMO_ARGS, "--epochs", str(args.epochs), "--seed", str(args.seed), "--out", args.out]
-                print("maxl " + " ".join(argv))
-                run_training(parser.parse_args(argv))
-            elif args.command == "train":
+        if args.command == "demo":
+            argv = ["train", *DEMO_ARGS, "--epochs", str(args.epochs), "--seed", str(args.seed), "--out", args.out]
+            print("maxl " + " ".join(argv))
+            args = parser.parse_args(argv)
+        if args.command == "train":
+            device = getattr(args, "train.device", None)
+            if device is None and getattr(args, "resume", None) is not None:  # the run's device picks the backend
+                device = run_configs(args)[0][0].train.device
+            with distributed.process_group(device or "auto"):
                 run_training(args)
-            elif args.command in ANALYSIS_COMMANDS:
-                ANALYSIS_COMMANDS[args.command](args)
+        else:
+            ANALYSIS_COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, ImportError) as err:  # bad input or setup
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
@@ -393,71 +312,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 1
     return 0
-
-
-# --------------------------------------------------------------------------- maxl visualise / compare
-def add_analysis_commands(sub) -> None:
-    """The subcommands ``visualise`` (alias ``visualize``) and ``compare`` (see :mod:`maxl.analysis.visualise`)."""
-    v = sub.add_parser("visualise", aliases=["visualize"], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       help="figures, agreement with human labels and RUN_DIR/report.html of a trained run")
-    v.add_argument("run_dir", help="run folder written by `maxl train`")
-    v.add_argument("--against", default=None,
-                   help="a second run on the same test set (e.g. OUT/single), drawn beside RUN_DIR")
-    v.add_argument("--out", default=None, help="folder for figures/ and report.html (default: RUN_DIR)")
-    v.add_argument("--top-k", type=int, default=8, help="test images per auxiliary class in the top-k grids")
-    v.add_argument("--embedding", choices=("tsne", "umap"), default="tsne",
-                   help="2-D embedding: scikit-learn t-SNE, or UMAP (needs umap-learn)")
-    v.add_argument("--max-points", type=int, default=2000, help="test images in the embeddings (random subset)")
-    v.add_argument("--embed-classes", type=int, default=2,
-                   help="the first N primary classes get their own embedding by auxiliary label")
-    v.add_argument("--data-root", default=None, help="where the data set lies, if it moved since training")
-    v.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    v.add_argument("--seed", type=int, default=0, help="seed of the subset and the embeddings")
-    v.add_argument("--threads", type=int, default=None,
-                   help="CPU threads of torch and of the embedding (default: the libraries' own); "
-                        "1 is much faster on a machine shared with other jobs")
-    c = sub.add_parser("compare", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       help="training curves of several runs on one figure")
-    c.add_argument("run_dirs", nargs="+", help="run folders written by `maxl train`")
-    c.add_argument("--out", default="compare.png", help="PNG to write")
-
-
-def run_visualise(args: argparse.Namespace) -> dict:
-    from maxl.analysis.visualise import visualise_run  # matplotlib and scikit-learn's manifold: only when needed
-
-    threads = torch.get_num_threads()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    try:
-        result = visualise_run(args.run_dir, against=args.against, out_dir=args.out, top_k=args.top_k,
-                               embedding=args.embedding, max_points=args.max_points,
-                               embed_classes=args.embed_classes, data_root=args.data_root, device=args.device,
-                               seed=args.seed, threads=args.threads)
-    finally:
-        torch.set_num_threads(threads)
-    if result["agreement"] is not None:
-        mean = result["agreement"]["mean"]
-        print(f"generated vs human auxiliary labels within primary classes (test set): NMI {mean['nmi']:.3f}  "
-              f"ARI {mean['ari']:.3f}  purity {mean['purity']:.3f} (chance {mean['chance_purity']:.3f})")
-    for path in result["figures"]:
-        print(f"wrote {path}")
-    print(f"wrote {result['report']}")
-    return result
-
-
-def run_compare(args: argparse.Namespace):
-    from maxl.analysis.visualise import compare_runs
-
-    path, rows = compare_runs(args.run_dirs, args.out)
-    print(f"{'run':<40} {'epochs':>6} {'final test acc':>15} {'best':>8} {'last-5 mean':>12}")
-    for r in rows:
-        print(f"{r['run']:<40} {r['epochs']:>6} {r['final_test_acc']:>15.4f} {r['best_test_acc']:>8.4f} "
-              f"{r['last5_mean_test_acc']:>12.4f}")
-    print(f"wrote {path}")
-    return path, rows
-
-
-ANALYSIS_COMMANDS = {"visualise": run_visualise, "visualize": run_visualise, "compare": run_compare}
 
 
 if __name__ == "__main__":

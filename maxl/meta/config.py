@@ -16,7 +16,8 @@ class MetaConfig:
     """Settings of the generator's meta step.
 
     Attributes:
-        inner_lr: α, the look-ahead step size (the paper: equal to the multi-task lr, 0.01).
+        inner_lr: α, the look-ahead step size (the paper: equal to the multi-task lr, 0.01);
+            None in a run's configuration means "the multi-task lr" (the trainer sets it).
         entropy_weight: λ of the negative-entropy term (0.2 in the paper).
         order: ``"second"`` (exact) or ``"first"`` (finite-difference approximation).
         engine: a registered second-order engine: ``"func"`` (torch.func, double backward),
@@ -34,7 +35,7 @@ class MetaConfig:
         Liu, Simonyan, Yang. "DARTS: Differentiable Architecture Search". ICLR 2019, Eq. 7–8 (ε).
     """
 
-    inner_lr: float = 0.01
+    inner_lr: float | None = 0.01
     entropy_weight: float = 0.2
     order: str = "second"
     engine: str = "func"
@@ -45,7 +46,7 @@ class MetaConfig:
             raise ValueError(f"unknown meta order {self.order!r}; expected one of {ORDERS}")
         if self.engine not in engine_names("second"):
             raise ValueError(f"unknown meta engine {self.engine!r}; expected one of {engine_names('second')}")
-        if self.inner_lr <= 0:
+        if self.inner_lr is not None and self.inner_lr <= 0:
             raise ValueError(f"inner_lr (look-ahead step α) must be > 0, got {self.inner_lr}")
 
     @property

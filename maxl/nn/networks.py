@@ -27,6 +27,11 @@ def _feature_dim(backbone: nn.Module, feature_dim: int | None) -> int:
     return int(dim)
 
 
+def _out_features(head: nn.Module) -> int | None:
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else None
+
+
 class MultiTaskNetwork(nn.Module):
     """Shared backbone with a primary head and an optional auxiliary head.
 
@@ -51,6 +56,21 @@ class MultiTaskNetwork(nn.Module):
         self.primary_head = mlp_head(dim, num_primary, hidden)
         self.aux_head = mlp_head(dim, num_aux, hidden) if num_aux > 0 else None
         self.num_primary, self.num_aux = num_primary, num_aux
+
+    @classmethod
+    def from_modules(cls, backbone: nn.Module, primary_head: nn.Module,
+                     aux_head: nn.Module | None = None) -> MultiTaskNetwork:
+        """A multi-task network over modules that exist already (shared, not copied): the
+        view of a user's backbone and heads that the meta-gradient's look-ahead runs.
+
+        ``num_primary`` / ``num_aux`` are read from the heads' last ``Linear`` layer where
+        there is one, else None.
+        """
+        net = cls.__new__(cls)
+        nn.Module.__init__(net)
+        net.backbone, net.primary_head, net.aux_head = backbone, primary_head, aux_head
+        net.num_primary, net.num_aux = _out_features(primary_head), _out_features(aux_head) if aux_head else 0
+        return net
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         features = self.backbone(x)  # [B, F]

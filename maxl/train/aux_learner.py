@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torchvision.transforms import v2
 
 from maxl.meta import MetaConfig
-from maxl.train.trainer import FIXED_LABEL_METHODS as _FIXED_LABEL_METHODS
+from maxl.train.config import FIXED_LABEL_METHODS as _FIXED_LABEL_METHODS
 
 from auxtasks.colourisation import Colourisation
 from auxtasks.generated import GeneratedLabels
@@ -41,7 +41,8 @@ def dataset_normalisation(dataset) -> tuple[list[float], list[float]]:
 
 
 def build_learner(net: nn.Module, method: str, aux: Sequence[str] = (), weighting: str = "equal", *,
-                  loss_fn: Callable[[Tensor, Tensor], Tensor], in_channels: int, image_size: int,
+                  loss_fn: Callable[[Tensor, Tensor], Tensor], in_channels: int | None = None,
+                  image_size: int | None = None,
                   normalisation: tuple[Sequence[float], Sequence[float]] = ((0.0,), (1.0,)),
                   generator: nn.Module | None = None, aux_labels: Tensor | None = None,
                   meta: MetaConfig | None = None, aux_weights: Mapping[str, float] | None = None,
@@ -70,6 +71,8 @@ def build_learner(net: nn.Module, method: str, aux: Sequence[str] = (), weightin
             images that are not RGB, a method without what it needs.
     """
     tasks = []
+    if method != "single" and getattr(net, "aux_head", None) is None:
+        raise ValueError(f"method {method!r} needs a multi-task network with an auxiliary head")
     if method == "maxl":
         if generator is None:
             raise ValueError("method 'maxl' needs a label-generation network (generator=)")

@@ -14,7 +14,7 @@ from maxl.nn.backbones import tiny_cnn
 from maxl.data.datasets import load_dataset
 from maxl.meta import MetaConfig
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.train.trainer import TrainConfig, Trainer, seed_everything
+from maxl.train import TrainConfig, Trainer, seed_everything
 
 PSI = [2] * 10
 META = MetaConfig(inner_lr=0.5)  # a large look-ahead step makes the meta-gradient clearly non-linear in the batch
@@ -42,7 +42,7 @@ def main(out: str) -> None:
         trainer = Trainer(net, data.train, data.test, config, generator=gen)
         rank, size = distributed.rank(), distributed.world_size()
         share = slice(rank * len(x) // size, (rank + 1) * len(x) // size)
-        trainer._generator_step(x[share], y[share])
+        trainer.steps.generator(x[share], y[share])
         if rank == 0:
             torch.save([p.grad for p in gen.parameters()], out)
 

@@ -11,7 +11,7 @@ from maxl.cli.commands import main, parse_aux_weights
 from maxl.data.datasets import load_dataset
 from maxl.core.losses import classification_loss
 from maxl.nn.networks import MultiTaskNetwork
-from maxl.train.trainer import TrainConfig, Trainer, seed_everything
+from maxl.train import TrainConfig, Trainer, seed_everything
 
 pytestmark = pytest.mark.integration
 

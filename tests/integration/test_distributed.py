@@ -21,7 +21,7 @@ from maxl.cli.commands import main
 from maxl.core.losses import classification_loss
 from maxl.meta import meta_gradient
 from maxl.nn.networks import MultiTaskNetwork
-from maxl.train.trainer import seed_everything
+from maxl.train import seed_everything
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from maxl.cli import commands as cli
+from experiments import harness
 from experiments.harness import CONFIGS, GridConfig, GridMismatchError, run_argv, run_grid
 from maxl.analysis.results import accuracy_curves, aggregate, collect_runs, markdown_table, plot_curves, write_tables
 
@@ -24,13 +25,13 @@ TINY = GridConfig(
 
 def count_training_calls(monkeypatch):
     calls = []
-    original = cli.run_training
+    original = harness.build
 
-    def counting(args):
-        calls.append((args.method, args.seed))
-        return original(args)
+    def counting(run, resume=False):
+        calls.append((run.train.method, run.train.seed))
+        return original(run, resume=resume)
 
-    monkeypatch.setattr(cli, "run_training", counting)
+    monkeypatch.setattr(harness, "build", counting)
     return calls
 
 
@@ -38,7 +39,7 @@ def test_grid_resumes_without_rerunning_finished_runs(tmp_path, monkeypatch):
     out = tmp_path / "grid"
     calls = count_training_calls(monkeypatch)
     first = run_grid(TINY, out, seeds=[0], device="cpu", log=lambda _: None)  # half of the grid
-    assert calls == [(["single"], 0), (["random"], 0)] and [r["status"] for r in first] == ["ran", "ran"]
+    assert calls == [("single", 0), ("random", 0)] and [r["status"] for r in first] == ["ran", "ran"]
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/*") if p.is_file()}
     # an interrupted run: its folder and run.json exist, but it never wrote summary.json
     (out / "random" / "seed1").mkdir(parents=True)
@@ -46,7 +47,7 @@ def test_grid_resumes_without_rerunning_finished_runs(tmp_path, monkeypatch):
 
     calls.clear()
     second = run_grid(TINY, out, device="cpu", log=lambda _: None)
-    assert calls == [(["single"], 1), (["random"], 1)]  # only the missing runs
+    assert calls == [("single", 1), ("random", 1)]  # only the missing runs
     assert [(r["method"], r["seed"], r["status"]) for r in second] == [
         ("single", 0, "skipped"), ("random", 0, "skipped"), ("single", 1, "ran"), ("random", 1, "ran")]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished runs untouched
@@ -94,8 +95,9 @@ def test_grid_continues_an_interrupted_run_from_its_checkpoint(tmp_path, monkeyp
     first_epoch = (folder / "metrics.jsonl").read_text()
 
     resumed = []
-    original = cli.run_training
-    monkeypatch.setattr(cli, "run_training", lambda args: resumed.append(args.resume) or original(args))
+    original = harness.build
+    monkeypatch.setattr(harness, "build", lambda run, resume=False: resumed.append(resume and run.out)
+                        or original(run, resume=resume))
     [result] = run_grid(TINY, out, methods=["random"], seeds=[0], device="cpu", log=lambda _: None)
     assert result["status"] == "resumed" and resumed == [str(folder)]
     metrics = (folder / "metrics.jsonl").read_text()
@@ -136,12 +138,14 @@ def test_curves_are_mean_and_std_over_seeds(tmp_path):
 def test_named_configurations():
     assert {"paper-cifar100", "cifar10-animal-vehicle", "mnist"} <= set(CONFIGS)
     for grid in CONFIGS.values():
-        args = cli.build_parser().parse_args(["train", *run_argv(grid, grid.methods[0], grid.seeds[0])])
-        assert args.dataset == grid.dataset and args.hierarchy == grid.hierarchy
+        [run], _ = cli.run_configs(cli.build_parser().parse_args(["train", *run_argv(grid, grid.methods[0],
+                                                                                     grid.seeds[0])]))
+        assert run.data.dataset == grid.dataset and run.data.hierarchy == grid.hierarchy
         assert len(grid.methods) == 5 and len(grid.seeds) == 3
-    paper = cli.build_parser().parse_args(["train", *run_argv(CONFIGS["paper-cifar100"], "maxl", 0)])
-    assert (paper.backbone, paper.epochs, paper.lr, paper.momentum, paper.hierarchy) == ("vgg16", 200, 0.01, 0.0,
-                                                                                         "20-100")
+    [paper], _ = cli.run_configs(cli.build_parser().parse_args(["train", *run_argv(CONFIGS["paper-cifar100"],
+                                                                                   "maxl", 0)]))
+    assert (paper.model.backbone, paper.train.epochs, paper.train.lr, paper.train.momentum,
+            paper.data.hierarchy) == ("vgg16", 200, 0.01, 0.0, "20-100")
     with pytest.raises(ValueError, match="may not set"):
         GridConfig(name="bad", description="", dataset="digits", train_args=("--seed", "3"))
     with pytest.raises(ValueError, match="unknown methods"):

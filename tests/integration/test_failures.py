@@ -15,13 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from maxl.train import trainer as trainer_module
+from maxl.train import build as build_module
 from maxl.nn.backbones import ConvNet, tiny_cnn
 from maxl.cli.commands import main
 from maxl.data.datasets import ImageTensorDataset, load_dataset
 from maxl.meta import MetaConfig
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.train.trainer import (CheckpointError, NonFiniteGradientError, NonFiniteLossError, TrainConfig, Trainer,
+from maxl.train import (CheckpointError, NonFiniteGradientError, NonFiniteLossError, TrainConfig, Trainer,
                           seed_everything)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -120,13 +120,13 @@ def test_an_undecodable_image_is_named(tmp_path):
 # ----------------------------------------------------------------------------- non-finite values
 def test_nan_in_a_loss_stops_the_run_and_keeps_the_last_checkpoint_loadable(digits, tmp_path):
     trainer = make_trainer(digits, tmp_path, epochs=3)
-    loss_fn = trainer.loss_fn
+    loss_fn = trainer.learner.primary_loss  # the primary task's loss in the one step path
 
     def nan_in_epoch_two(logits, target):  # 2 steps of 32 images per epoch
         loss = loss_fn(logits, target)
         return loss * float("nan") if trainer.epoch == 1 and trainer.step == 3 else loss
 
-    trainer.loss_fn = nan_in_epoch_two
+    trainer.learner.primary_loss = nan_in_epoch_two
     with pytest.raises(NonFiniteLossError, match="primary_loss became nan at epoch 2, step 4"):
         trainer.fit()
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
@@ -202,8 +202,8 @@ def test_a_truncated_checkpoint_is_reported(digits, tmp_path):
 
 def test_a_checkpoint_of_other_settings_is_refused(digits, tmp_path):
     make_trainer(digits, method="single").save_checkpoint(tmp_path / "single.pt")
-    with pytest.raises(CheckpointError, match=r"other settings than this trainer's: lr: checkpoint 0.05, now 0.1; "
-                                              r"seed: checkpoint 0, now 3"):
+    with pytest.raises(CheckpointError, match=r"other settings than this trainer's: train.lr: checkpoint 0.05, now 0.1; "
+                                              r"train.seed: checkpoint 0, now 3"):
         make_trainer(digits, method="single", lr=0.1, seed=3).load_checkpoint(tmp_path / "single.pt")
     with pytest.raises(CheckpointError, match="lacks generator"):
         make_trainer(digits, method="maxl").load_checkpoint(tmp_path / "single.pt")
@@ -244,9 +244,9 @@ def test_resume_of_a_folder_without_a_run(tmp_path, capsys):
 
 
 def test_cli_reports_a_nan_and_the_run_folder_keeps_its_checkpoint(tmp_path, capsys, monkeypatch):
-    make_loss = trainer_module.classification_loss
+    make_loss = build_module.classification_loss
 
-    def loss_that_turns_nan(kind, gamma):  # NaN from the 4th call on: epoch 2, step 3
+    def loss_that_turns_nan(kind, gamma):  # NaN from the 4th call on: the 4th training step (epoch 2)
         loss_fn, calls = make_loss(kind, gamma), [0]
 
         def loss(logits, target):
@@ -255,9 +255,9 @@ def test_cli_reports_a_nan_and_the_run_folder_keeps_its_checkpoint(tmp_path, cap
 
         return loss
 
-    monkeypatch.setattr(trainer_module, "classification_loss", loss_that_turns_nan)
+    monkeypatch.setattr(build_module, "classification_loss", loss_that_turns_nan)
     assert main([*RUN, "--method", "single", "--epochs", "3", "--out", str(tmp_path)]) == 1
-    assert "maxl: error: primary_loss became nan at epoch 2, step 3; try a smaller learning rate" in (
+    assert "maxl: error: primary_loss became nan at epoch 2, step 4; try a smaller learning rate" in (
         capsys.readouterr().err)
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from maxl.cli.commands import main
-from maxl.train.trainer import Trainer
+from maxl.train import Trainer
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 

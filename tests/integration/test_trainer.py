@@ -12,7 +12,7 @@ from maxl.cli.commands import main, parse_psi
 from maxl.data.datasets import load_dataset
 from maxl.meta import MetaConfig
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.train.trainer import NonFiniteLossError, TrainConfig, Trainer, seed_everything
+from maxl.train import NonFiniteLossError, TrainConfig, Trainer, seed_everything
 
 pytestmark = pytest.mark.integration
 
@@ -128,11 +128,10 @@ def test_fused_per_step_schedule_takes_the_same_steps_as_the_separate_one(digits
                                   num_primary=digits.num_primary)  # 4 steps, 2 of them generator steps
     runs = {}
     for fused in (True, False):
-        trainer = make_trainer(small, None, epochs=1, schedule="per-step", gen_every=2, fused=fused)
-        trainer.config.meta = meta
+        trainer = make_trainer(small, None, epochs=1, schedule="per-step", gen_every=2, fused=fused, meta=meta)
         calls = []
-        fused_step = trainer._fused_step
-        trainer._fused_step = lambda x, y: calls.append(len(y)) or fused_step(x, y)
+        fused_step = trainer.steps.fused
+        trainer.steps.fused = lambda x, y, idx: calls.append(len(y)) or fused_step(x, y, idx)
         runs[fused] = (trainer.train_epoch(), trainer.net.state_dict(), trainer.generator.state_dict())
         assert len(calls) == (2 if fused else 0)
     (rec_f, net_f, gen_f), (rec_s, net_s, gen_s) = runs[True], runs[False]

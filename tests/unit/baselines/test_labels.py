@@ -9,7 +9,7 @@ from maxl.cli import commands as cli
 from maxl.baselines.autoencoder import AutoencoderConfig
 from maxl.data.datasets import load_dataset
 from maxl.baselines.labels import check_block_labels, fixed_aux_labels, kmeans_aux_labels, random_aux_labels
-from maxl.train.trainer import Trainer
+from auxtasks import SupervisedLabels
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -148,17 +148,17 @@ def test_cli_trains_on_fixed_labels_that_never_change(tmp_path, monkeypatch, met
     """Through `maxl train`: the auxiliary target of every training image is the same in every
     epoch and lies in the image's block."""
     seen: dict[int, list[int]] = {}
-    original = Trainer._aux_targets
+    original = SupervisedLabels.make_inputs_and_targets
 
-    def recording(self, x, y, idx):
-        targets = original(self, x, y, idx)
-        assert torch.equal(targets.sum(1), torch.ones(len(y)))  # one-hot rows
-        for i, t, p in zip(idx.tolist(), targets.argmax(1).tolist(), y.tolist()):
+    def recording(self, x, y, *, index=None, target=None):
+        inputs, targets = original(self, x, y, index=index, target=target)
+        assert targets.dtype == torch.int64 and targets.shape == y.shape  # one class per image
+        for i, t, p in zip(index.tolist(), targets.tolist(), y.tolist()):
             assert 5 * p <= t < 5 * p + 5, (i, p, t)
             seen.setdefault(i, []).append(t)
-        return targets
+        return inputs, targets
 
-    monkeypatch.setattr(Trainer, "_aux_targets", recording)
+    monkeypatch.setattr(SupervisedLabels, "make_inputs_and_targets", recording)
     argv = ["train", "--dataset", "digits", "--hierarchy", "even-odd", "--method", method, "--epochs", "3",
             "--batch-size", "64", "--hidden", "16", "--train-subset", "256", "--test-subset", "64",
             "--ae-epochs", "1", "--no-progress", "--out", str(tmp_path)]

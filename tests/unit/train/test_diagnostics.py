@@ -15,7 +15,7 @@ from maxl.train.diagnostics import GeneratorLabelWarning, LabelUsage, UsageThres
 from maxl.core.hierarchy import Hierarchy
 from maxl.meta import MetaConfig
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.train.trainer import TrainConfig, Trainer, seed_everything
+from maxl.train import TrainConfig, Trainer, seed_everything
 
 PSI = [2, 3]
 

@@ -1,0 +1,270 @@
+"""A run's configuration (:class:`RunConfig`) and the one builder, :func:`build`, that turns
+it into a :class:`~maxl.train.Trainer`.
+
+The command line only parses argv into a :class:`RunConfig`; experiment grids make them
+directly; both call :func:`build`. A run folder's ``config.json`` holds the resolved
+configuration (every default filled in), so that ``maxl train --config RUN/config.json``
+re-runs it and ``maxl train --resume RUN`` continues it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+
+from maxl.baselines.autoencoder import AutoencoderConfig
+from maxl.baselines.labels import fixed_aux_labels
+from maxl.core.hierarchy import Hierarchy
+from maxl.core.losses import classification_loss
+from maxl.data.datasets import DATASETS, load_dataset
+from maxl.meta import MetaConfig
+from maxl.nn.backbones import BACKBONES, build_backbone
+from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
+from maxl.train import distributed
+from maxl.train.aux_learner import TASK_NAMES, build_learner, dataset_normalisation, normalised_images
+from maxl.train.checkpoint import atomic_write_text
+from maxl.train.config import FIXED_LABEL_METHODS, TrainConfig
+from maxl.train.trainer import Trainer, resolve_device, seed_everything
+
+__all__ = ["DataConfig", "ModelConfig", "AuxConfig", "BaselineConfig", "RunConfig", "build", "parse_psi",
+           "DEFAULT_BACKBONE", "DEFAULT_AUX_PER_CLASS"]
+
+#: Per data set: the backbone that fits its images.
+DEFAULT_BACKBONE = {"digits": "tiny-cnn", "mnist": "small-cnn", "cifar10": "vgg16", "cifar100": "vgg16",
+                    "imagefolder": "vgg16"}
+#: Auxiliary classes per primary class when the data set has no human hierarchy.
+DEFAULT_AUX_PER_CLASS = 5
+
+
+@dataclass
+class DataConfig:
+    """Which images: ``dataset`` (one of :data:`maxl.data.DATASETS`), where its files lie,
+    its class hierarchy (see :func:`maxl.data.load_dataset`), class-stratified subsets, and
+    whether RGB training images are randomly cropped and flipped."""
+
+    dataset: str = "digits"
+    data_root: str | None = None
+    hierarchy: str | None = None
+    download: bool = False
+    train_subset: int | None = None
+    test_subset: int | None = None
+    augment: bool = True
+
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
+
+
+@dataclass
+class ModelConfig:
+    """The networks: ``backbone`` (a key of :data:`maxl.nn.BACKBONES`; None: the data set's
+    default), the heads' hidden width, the hierarchy ψ (``"5"``, ``"6,4"``, a list, or None for
+    the data set's human ψ), and BatchNorm in the backbones."""
+
+    backbone: str | None = None
+    hidden: int = 512
+    psi: str | list[int] | None = None
+    batchnorm: bool = True
+
+    def __post_init__(self):
+        if self.backbone is not None and self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; expected one of {sorted(BACKBONES)}")
+        if self.hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {self.hidden}")
+
+
+@dataclass
+class AuxConfig:
+    """Auxiliary tasks beside the method's own (:data:`maxl.train.aux_learner.TASK_NAMES`), the
+    loss weighting (a key of :data:`auxtasks.WEIGHTINGS`), fixed weights by task name (with
+    ``weighting="equal"`` only), and the tasks' modes."""
+
+    tasks: list[str] = field(default_factory=list)
+    weighting: str = "equal"
+    weights: dict[str, float] = field(default_factory=dict)
+    rotation_mode: str = "all"
+    colourisation_mode: str = "regression"
+
+    def __post_init__(self):
+        from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
+
+        self.tasks = list(self.tasks)
+        unknown = [t for t in self.tasks if t not in TASK_NAMES]
+        if unknown:
+            raise ValueError(f"unknown auxiliary tasks {unknown}; expected some of {TASK_NAMES}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {self.weighting!r}; expected one of {sorted(WEIGHTINGS)}")
+        if self.weights and self.weighting != "equal":
+            raise ValueError(f"fixed weights {self.weights} set the weighting and cannot be combined with "
+                             f"--weighting {self.weighting}")
+        if self.rotation_mode not in ROTATION_MODES or self.colourisation_mode not in COLOURISATION_MODES:
+            raise ValueError(f"rotation_mode must be one of {ROTATION_MODES} and colourisation_mode one of "
+                             f"{COLOURISATION_MODES}, got {self.rotation_mode!r}, {self.colourisation_mode!r}")
+
+
+@dataclass
+class BaselineConfig:
+    """The k-means baseline's autoencoder: training epochs and latent size."""
+
+    ae_epochs: int = 10
+    ae_latent: int = 32
+
+
+#: Entries of config.json's sections that describe the data rather than configure the run.
+DERIVED = {"data": ("name", "num_train", "num_test"), "model": ("num_primary",)}
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "aux": AuxConfig,
+            "baselines": BaselineConfig}
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run, in sections; ``out`` is the run folder and ``threads``
+    torch's CPU threads (None: torch's choice).
+
+    ``RunConfig.from_dict`` reads what :meth:`to_dict` (or a run's ``config.json``, or a TOML
+    file with the same sections) holds; missing entries keep their defaults.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    aux: AuxConfig = field(default_factory=AuxConfig)
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    out: str = "runs/maxl"
+    threads: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        """Raises: ValueError naming an unknown section or setting."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known - {"labels", "env", "resumed"})
+        if unknown:
+            raise ValueError(f"unknown run settings {unknown}; the sections are {sorted(SECTIONS)}")
+        kwargs = {k: v for k, v in d.items() if k in known and k not in SECTIONS}
+        for name, kind in SECTIONS.items():
+            values = {k: v for k, v in d.get(name, {}).items() if k not in DERIVED.get(name, ())}
+            allowed = {f.name for f in fields(kind)}
+            bad = sorted(set(values) - allowed)
+            if bad:
+                raise ValueError(f"unknown settings {bad} in section [{name}]; expected some of {sorted(allowed)}")
+            kwargs[name] = kind(**values)
+        return cls(**kwargs)
+
+
+def parse_psi(text: str | list[int] | None, num_primary: int, human_psi: list[int] | None) -> list[int]:
+    """ψ from a setting: ``"5"`` (5 for every primary class), ``"6,4"`` or ``[6, 4]`` (one per
+    class), or None (the data set's human hierarchy if it has one, else 5 per class).
+
+    Raises:
+        ValueError: unparsable text, or a ψ whose length is not the number of primary classes.
+    """
+    if text is None:
+        return list(human_psi) if human_psi is not None else [DEFAULT_AUX_PER_CLASS] * num_primary
+    if isinstance(text, (list, tuple)):
+        values = [int(v) for v in text]
+    else:
+        try:
+            values = [int(v) for v in str(text).replace(" ", "").split(",") if v != ""]
+        except ValueError:
+            raise ValueError(f"--psi {text!r}: expected an int or comma-separated ints such as 6,4") from None
+    if len(values) == 1:
+        values = values * num_primary
+    psi = list(Hierarchy(values).psi)
+    if len(psi) != num_primary:
+        raise ValueError(f"--psi {text!r} has {len(psi)} entries but the data set has {num_primary} primary "
+                         f"classes: give one entry per primary class, or a single int")
+    return psi
+
+
+def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
+    """Make the run's data, auxiliary labels, networks, learner and trainer; write (or, when
+    resuming, update) ``config.json`` in ``run.out``.
+
+    Args:
+        run: the configuration.
+        resume: continue the run in ``run.out`` from its ``checkpoint.pt``.
+        log: where the start-up lines go (rank 0 only).
+
+    Returns:
+        The :class:`~maxl.train.Trainer`; ``trainer.fit()`` trains.
+
+    Raises:
+        ValueError: settings that do not fit each other or the data (the message names them);
+            :class:`~maxl.train.CheckpointError` for a checkpoint of another configuration.
+        FileNotFoundError: missing data files, or no checkpoint to resume from.
+    """
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    is_main = distributed.rank() == 0
+    say = log if is_main else (lambda *_: None)
+    if run.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before any cuBLAS call
+    d, m, t = run.data, run.model, run.train
+    data = load_dataset(d.dataset, d.data_root, hierarchy=d.hierarchy, train_subset=d.train_subset,
+                        test_subset=d.test_subset, augment=d.augment, seed=t.seed, download=d.download)
+    psi = parse_psi(m.psi, data.num_primary, data.psi)
+    backbone = m.backbone or DEFAULT_BACKBONE[d.dataset]
+    if t.method == "human" and (data.aux_train is None or data.psi != psi):
+        raise ValueError(f"method 'human' needs a data set with a human hierarchy matching psi={psi}; "
+                         f"{data.name} has psi={data.psi}")
+    t = replace(t, meta=replace(t.meta, inner_lr=t.meta.inner_lr or t.lr))  # α = lr unless set
+    run = replace(run, model=replace(m, psi=psi, backbone=backbone), train=t)
+    say(f"{data.name}: {len(data.train)} train / {len(data.test)} test images, {data.in_channels}x"
+        f"{data.image_size}x{data.image_size}, {data.num_primary} primary classes, psi={psi}, backbone {backbone}")
+    aux_labels = label_info = None
+    if t.method in FIXED_LABEL_METHODS:  # made before the networks, so that their initialisation is the same
+        ae = AutoencoderConfig(epochs=run.baselines.ae_epochs, latent_dim=run.baselines.ae_latent)
+        aux_labels, label_info = fixed_aux_labels(t.method, data, psi, t.seed, ae, resolve_device(t.device))
+        say(f"[{t.method}] auxiliary labels made in {label_info['time_s']:.1f}s")
+    seed_everything(t.seed)
+    net = MultiTaskNetwork(build_backbone(backbone, data.in_channels, m.batchnorm), data.num_primary,
+                           0 if t.method == "single" else sum(psi), m.hidden)
+    generator = None
+    if t.method == "maxl":
+        generator = LabelGenerator(build_backbone(backbone, data.in_channels, m.batchnorm), psi, m.hidden)
+    a = run.aux
+    needs_prior = "colourisation" in a.tasks and a.colourisation_mode == "classification"
+    learner = build_learner(
+        net, t.method, a.tasks, a.weighting, loss_fn=classification_loss(t.loss, t.focal_gamma),
+        in_channels=data.in_channels, image_size=data.image_size, normalisation=dataset_normalisation(data.test),
+        generator=generator, aux_labels=aux_labels, meta=t.meta, aux_weights=a.weights, rotation_mode=a.rotation_mode,
+        colourisation_mode=a.colourisation_mode, prior_images=normalised_images(data.train) if needs_prior else None,
+        hidden=m.hidden)
+    out = Path(run.out)
+    record = run.to_dict()
+    if is_main and not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in ("metrics.jsonl", "summary.json"):
+            (out / stale).unlink(missing_ok=True)
+    trainer = Trainer(net, data.train, data.test, t, out, learner=learner, aux_labels=aux_labels, psi=psi,
+                      record=record)
+    started = {"command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+               "world_size": distributed.world_size()}
+    if resume:
+        trainer.load_checkpoint(out / "checkpoint.pt")
+        if is_main:  # keep the original record; note the resume and the settings that changed
+            stored = json.loads((out / "config.json").read_text())
+            stored.update({k: v for k, v in record.items() if k != "data" and k != "model"})
+            stored.setdefault("resumed", []).append({**started, "after_epoch": trainer.epoch})
+            atomic_write_text(out / "config.json", json.dumps(stored, indent=2) + "\n")
+        say(f"[{t.method}] resuming {out} after epoch {trainer.epoch} of {t.epochs}")
+    else:
+        if is_main:
+            resolved = run.to_dict()
+            resolved["data"].update(name=data.name, num_train=len(data.train), num_test=len(data.test))
+            resolved["model"]["num_primary"] = data.num_primary
+            resolved.update(labels=label_info,
+                            env={"torch": torch.__version__, "python": platform.python_version(), **started})
+            atomic_write_text(out / "config.json", json.dumps(resolved, indent=2) + "\n")
+        say(f"[{t.method}] training {t.epochs} epochs -> {out}")
+    return trainer

@@ -1,0 +1,99 @@
+"""The optimisation settings of a run (:class:`TrainConfig`) and the names they take.
+
+The defaults are the paper's CIFAR-100 settings (Liu, Davison, Johns, NeurIPS 2019,
+arXiv:1901.08933, Sec. 4 and its reference code).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from maxl.core.losses import LOSSES
+from maxl.meta import MetaConfig
+
+__all__ = ["TrainConfig", "METHODS", "FIXED_LABEL_METHODS", "SCHEDULES", "RESUMABLE_CHANGES"]
+
+METHODS = ("single", "human", "random", "kmeans", "maxl")
+FIXED_LABEL_METHODS = ("human", "random", "kmeans")
+SCHEDULES = ("alternate", "per-step")
+
+#: Settings (dotted paths in a run's configuration) that may change when a run continues from
+#: its checkpoint: they change where or how long it runs, not what it computes (a longer run
+#: repeats a shorter one's epochs exactly, as the step schedule does not depend on the length;
+#: another device or thread count changes only the float rounding). The one list, used by the
+#: trainer's checkpoint check and by ``maxl train --resume``.
+RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.progress", "train.tensorboard", "data.data_root",
+                     "data.download", "threads", "out")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; the defaults are the paper's CIFAR-100 settings.
+
+    Attributes:
+        method: one of :data:`METHODS` (recorded; the trainer itself only sees the learner
+            that the builder made for it).
+        epochs: number of epochs (200 in the paper).
+        batch_size: images per batch (100).
+        lr: SGD learning rate of the multi-task network (0.01).
+        momentum, weight_decay: of the multi-task SGD (0 and 0 in the reference code).
+        gen_lr: SGD learning rate of the generator (1e-3).
+        gen_weight_decay: weight decay of the generator (5e-4).
+        lr_step, lr_gamma: both learning rates are multiplied by ``lr_gamma`` every
+            ``lr_step`` epochs (50 and 0.5).
+        loss: ``"focal"`` (the reference code, γ = 2) or ``"ce"``, for both heads.
+        focal_gamma: γ of the focal loss.
+        schedule: one of :data:`SCHEDULES` (runs with a label-generation network only).
+        gen_every: generator update every k multi-task steps (``per-step`` only).
+        fused: ``per-step`` only: compute a generator step's multi-task update and look-ahead
+            from one shared forward/backward where the engine and the learner allow it
+            (:meth:`auxtasks.AuxiliaryLearner.can_fuse`).
+        seed: seeds python, numpy, torch and the data order.
+        device: ``"cpu"``, ``"cuda"``, ... or ``"auto"`` (CUDA if available).
+        progress: show a tqdm progress bar.
+        meta: settings of the meta step; ``meta.inner_lr`` None (the default) means ``lr``.
+        deterministic: use only deterministic kernels (see :mod:`maxl.train.determinism`).
+        tensorboard: also write the metrics as TensorBoard events (needs ``tensorboard``).
+
+    Raises:
+        ValueError: an unknown name or an out-of-range number (the message names it).
+    """
+
+    method: str = "maxl"
+    epochs: int = 200
+    batch_size: int = 100
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    gen_lr: float = 1e-3
+    gen_weight_decay: float = 5e-4
+    lr_step: int = 50
+    lr_gamma: float = 0.5
+    loss: str = "focal"
+    focal_gamma: float = 2.0
+    schedule: str = "alternate"
+    gen_every: int = 1
+    fused: bool = True
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    meta: MetaConfig = field(default_factory=lambda: MetaConfig(inner_lr=None))
+    deterministic: bool = False
+    tensorboard: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.meta, dict):
+            self.meta = MetaConfig(**self.meta)
+        checks = [
+            (self.method in METHODS, f"unknown method {self.method!r}; expected one of {METHODS}"),
+            (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}"),
+            (self.loss in LOSSES, f"unknown loss {self.loss!r}; expected one of {LOSSES}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"batch_size must be >= 2 (BatchNorm), got {self.batch_size}"),
+            (self.lr > 0 and self.gen_lr > 0, f"learning rates must be > 0, got {self.lr}, {self.gen_lr}"),
+            (self.gen_every >= 1, f"gen_every must be >= 1, got {self.gen_every}"),
+            (self.lr_step >= 1, f"lr_step must be >= 1, got {self.lr_step}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)

@@ -1,0 +1,119 @@
+"""The one training step path of every method.
+
+Every method trains an :class:`auxtasks.AuxiliaryLearner`: ``single`` one without auxiliary
+tasks, ``human`` / ``random`` / ``kmeans`` one with fixed supervised labels, ``maxl`` one
+with the label-generation network's labels, each with the configured loss weighting and any
+self-supervised tasks. Three kinds of step serve all of them:
+
+* :meth:`StepPath.multitask`: θ1 ← θ1 − lr·update of the learner's losses (its weighting
+  decides the update);
+* :meth:`StepPath.generator`: θ2 ← θ2 − lr₂·∇θ2 J, MAXL's meta-gradient (Liu, Davison,
+  Johns, NeurIPS 2019, arXiv:1901.08933, Eq. 3–4, Algorithm 1);
+* :meth:`StepPath.fused`: both from one shared forward/backward, where the engine and the
+  learner allow it (:meth:`auxtasks.AuxiliaryLearner.can_fuse`); the same updates.
+
+Each step checks its losses and gradients for NaN/Inf, and under torchrun averages the
+gradients over the processes (every process holds the whole model; the BatchNorm
+statistics of rank 0 are shared after each step, as DistributedDataParallel does).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from auxtasks import AuxiliaryLearner
+from auxtasks.learner import step_with
+from auxtasks.weighting import Equal
+from maxl.meta import MetaResult
+from maxl.train import distributed
+from maxl.train.checks import FiniteChecks
+
+__all__ = ["StepPath"]
+
+
+class StepPath:
+    """The steps of one run.
+
+    Args:
+        learner: the learner of the run (its generated task, if any, is MAXL's).
+        optimizer: the optimiser of the learner's network parameters.
+        gen_optimizer: the label-generation network's optimiser (None without one).
+        checks: the run's :class:`~maxl.train.checks.FiniteChecks`.
+        aux_head: the multi-task network's auxiliary head: the loss of the task on it is
+            logged as ``aux_loss`` (the method's own auxiliary task).
+    """
+
+    def __init__(self, learner: AuxiliaryLearner, optimizer: torch.optim.Optimizer,
+                 gen_optimizer: torch.optim.Optimizer | None, checks: FiniteChecks, aux_head=None):
+        self.learner, self.optimizer, self.gen_optimizer, self.checks = learner, optimizer, gen_optimizer, checks
+        own = [t.name for t in learner.tasks if aux_head is not None and t.head is aux_head]
+        self.own_task = own[0] if own else None
+        # per-task losses and weights are logged when they say more than primary + own losses
+        plain = type(learner.weighting) is Equal and all(t.name == self.own_task for t in learner.tasks)
+        self.task_keys = () if plain else (*(f"loss_{n}" for n in learner.task_names[1:]),
+                                            *(f"weight_{n}" for n in learner.task_names))
+        self._params = learner.network_parameters()
+        self._names = {id(p): n for n, p in learner.named_parameters()}
+
+    @property
+    def generated(self):
+        """The learner's :class:`auxtasks.GeneratedLabels` task, or None."""
+        return self.learner.generated
+
+    def multitask(self, x: Tensor, y: Tensor, idx: Tensor, targets: Tensor | None = None
+                  ) -> tuple[dict[str, float], Tensor | None]:
+        """One update of the multi-task network on a batch; ``targets`` are the generated
+        labels to learn from (default: the generator's current ones). Returns the step's
+        statistics and the generated labels used (None without a generator)."""
+        given = {self.generated.name: targets} if targets is not None and self.generated is not None else None
+        out = self.learner(x, y, index=idx, aux_targets=given)
+        self.checks.losses(**{f"{name}_loss": loss for name, loss in out.losses.items()}, multitask_loss=out.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.learner.backward(out)
+        distributed.all_reduce_mean_([p.grad for p in self._params if p.grad is not None])
+        self.checks.grads(((self._names[id(p)], p.grad) for p in self._params), "multi-task network")
+        self.optimizer.step()
+        self._share_buffers()
+        stats = {f"loss_{name}": loss.item() for name, loss in out.losses.items() if name != "primary"}
+        stats.update({f"weight_{name}": w for name, w in out.weights.items()})
+        if self.own_task is not None:
+            stats["aux_loss"] = stats[f"loss_{self.own_task}"]
+        stats["primary_loss"] = out.losses["primary"].item()
+        stats["primary_correct"] = (out.primary_logits.argmax(1) == y).sum().item()
+        return stats, out.targets.get(self.generated.name) if self.generated is not None else None
+
+    def generator(self, x: Tensor, y: Tensor, idx: Tensor | None = None) -> MetaResult:
+        """One update of the label-generation network by its meta-gradient on a batch (a
+        replica-local look-ahead under torchrun, see :mod:`maxl.train.distributed`)."""
+        result = self.learner.meta_gradient(x, y, index=idx)
+        self.checks.losses(meta_outer_loss=result.outer_loss, neg_entropy=result.neg_entropy)
+        self._apply_meta(result)
+        return result
+
+    def fused(self, x: Tensor, y: Tensor, idx: Tensor) -> tuple[MetaResult, dict[str, float]]:
+        """A generator update and a multi-task update from one shared forward/backward; the
+        same updates as :meth:`generator` then :meth:`multitask` on its labels."""
+        r = self.learner.fused_gradients(x, y, index=idx)
+        self.checks.losses(primary_loss=r.primary_loss, multitask_loss=r.primary_loss + r.aux_loss,
+                           meta_outer_loss=r.meta.outer_loss, neg_entropy=r.meta.neg_entropy)
+        self._apply_meta(r.meta)
+        params = self.learner.lookahead_parameters()
+        distributed.all_reduce_mean_(r.net_grads)
+        self.checks.grads(zip((self._names[id(p)] for p in params), r.net_grads), "multi-task network")
+        step_with(params, r.net_grads, self.optimizer)
+        self._share_buffers()
+        stats = {"aux_loss": r.aux_loss.item(), "primary_loss": r.primary_loss.item(),
+                 "primary_correct": (r.primary_logits.argmax(1) == y).sum().item()}
+        return r.meta, stats
+
+    def _apply_meta(self, result: MetaResult) -> None:
+        distributed.all_reduce_mean_(result.grads)  # the mean of the processes' meta-gradients
+        generator = self.generated.generator
+        names = [n for n, p in generator.named_parameters() if p.requires_grad]
+        self.checks.grads(zip(names, result.grads), "label-generation network")
+        self.learner.apply_meta_gradient(result, self.gen_optimizer)
+
+    def _share_buffers(self) -> None:
+        if distributed.world_size() > 1:  # rank 0's BatchNorm statistics everywhere, as DDP does
+            distributed.broadcast_([b.data for b in self.learner.buffers() if b is not None])
