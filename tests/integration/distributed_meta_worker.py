@@ -42,9 +42,9 @@ def main(out: str) -> None:
         trainer = Trainer(net, data.train, data.test, config, generator=gen)
         rank, size = distributed.rank(), distributed.world_size()
         share = slice(rank * len(x) // size, (rank + 1) * len(x) // size)
-        trainer.steps.generator(x[share], y[share])
+        result = trainer.steps.generator(x[share], y[share])  # result.grads: averaged over the processes
         if rank == 0:
-            torch.save([p.grad for p in gen.parameters()], out)
+            torch.save(result.grads, out)
 
 
 if __name__ == "__main__":

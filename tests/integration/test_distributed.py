@@ -81,3 +81,21 @@ def test_the_generator_step_averages_replica_local_meta_gradients(tmp_path):
     whole = meta_gradient(net, gen, x, y, loss, worker.META).grads
     gap = torch.cat([(w - g).flatten() for w, g in zip(whole, grads)]).norm() / torch.cat([g.flatten() for g in grads]).norm()
     assert gap > 0.05
+
+
+def test_auxiliary_tasks_and_weightings_train_under_torchrun_like_one_process(tmp_path):
+    """The one step path under torchrun: human labels + rotation with uncertainty weighting
+    over two processes end at the one-process parameters; MAXL with rotation runs to the end."""
+    run = ["train", "--dataset", "digits", "--hierarchy", "even-odd", "--no-batchnorm", "--epochs", "1",
+           "--train-subset", "64", "--test-subset", "20", "--batch-size", "32", "--lr", "0.1", "--hidden", "16",
+           "--aux", "rotation", "--weighting", "uncertainty", "--device", "cpu", "--no-progress", "--seed", "0"]
+    torchrun("-m", "maxl", *run, "--method", "human", "maxl", "--out", str(tmp_path / "two"))
+    assert main([*run, "--method", "human", "--out", str(tmp_path / "one")]) == 0
+    two = torch.load(tmp_path / "two" / "human" / "checkpoint.pt", weights_only=True)
+    one = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)
+    for entry in ("net", "learner"):  # backbone and heads; rotation head and log-variances
+        assert one[entry].keys() == two[entry].keys() and one[entry]
+        for k in one[entry]:
+            torch.testing.assert_close(two[entry][k], one[entry][k], rtol=1e-4, atol=1e-6, msg=f"{entry}.{k}")
+    record = json.loads((tmp_path / "two" / "maxl" / "metrics.jsonl").read_text())
+    assert record["epoch"] == 1 and "train_loss_rotation" in record and "meta_outer_loss" in record
