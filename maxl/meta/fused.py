@@ -67,13 +67,9 @@ def fused_step(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_
     changed: the caller applies ``net_grads`` and ``meta.grads`` with its optimisers.
 
     Args:
-        net: the multi-task network; ``net(x)`` returns ``(primary [B, P], aux [B, K])``.
-        generator: the label-generation network; ``generator(x, y)`` returns soft labels
-            ``[B, K]``.
-        x: images float ``[B, C, H, W]``.
-        y: primary labels int64 ``[B]``.
-        loss_fn: ``loss(logits, target) -> scalar`` for hard ``[B]`` and soft ``[B, K]``
-            targets.
+        net, generator, x, y, loss_fn: as in :func:`maxl.meta.meta_gradient` (the multi-task
+            network, the label-generation network, images ``[B, C, H, W]``, primary labels
+            ``[B]``, the loss of both heads).
         config: :class:`maxl.meta.MetaConfig` whose engine has a fused form
             (:func:`maxl.meta.supports_fused`): ``order="second"`` with engine ``"func"``
             or ``"jvp"``, or ``order="first"``.
