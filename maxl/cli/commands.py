@@ -27,7 +27,7 @@ from maxl.nn.backbones import BACKBONES
 from maxl.train import distributed
 from maxl.train.aux_learner import TASK_NAMES as AUX_TASKS
 from maxl.train.build import RunConfig, build, parse_psi
-from maxl.train.config import METHODS, RESUMABLE_CHANGES, SCHEDULES
+from maxl.train.config import GEN_OPTIMIZERS, LR_SCHEDULES, METHODS, RESUMABLE_CHANGES, SCHEDULES
 
 __all__ = ["main", "build_parser", "run_configs", "run_training", "parse_psi", "parse_aux_weights", "FLAGS",
            "DEMO_ARGS"]
@@ -56,8 +56,14 @@ FLAGS: dict[str, tuple[str, dict]] = {
                                                                    "(needs network)")),
     "--train-subset": ("data.train_subset", dict(type=int, help="class-stratified subset of training images")),
     "--test-subset": ("data.test_subset", dict(type=int, help="class-stratified subset of test images")),
+    "--val-subset": ("data.val_subset", dict(type=int, help="hold out this many training images (class-stratified) "
+                     "as a validation set, evaluated every epoch (val_acc) and never trained on")),
     "--no-augment": ("data.augment", dict(action="store_false", help="turn off the random crop + flip of RGB "
                                                                      "images")),
+    "--padding-mode": ("data.padding_mode", dict(choices=("constant", "reflect"), help="padding of the random "
+                                                                                      "crop")),
+    "--normalisation": ("data.normalisation", dict(type=float, nargs=2, metavar=("MEAN", "STD"), help="normalise "
+                        "every channel as (x - MEAN) / STD instead of the data set's own statistics")),
     # model
     "--method": ("train.method", dict(nargs="+", choices=METHODS, help="one or more methods; several are run one "
                                                                        "after another into OUT/METHOD")),
@@ -81,14 +87,21 @@ FLAGS: dict[str, tuple[str, dict]] = {
     "--lr-step": ("train.lr_step", dict(type=int, help="multiply both learning rates by --lr-gamma every N "
                                                        "epochs")),
     "--lr-gamma": ("train.lr_gamma", dict(type=float, help="learning-rate decay factor")),
+    "--lr-schedule": ("train.lr_schedule", dict(choices=LR_SCHEDULES, help="step: x --lr-gamma every --lr-step "
+                      "epochs; onecycle: warm-up to --lr over --warmup of the steps, then cosine annealing, per step")),
+    "--warmup": ("train.warmup", dict(type=float, help="warm-up share of the one-cycle schedule")),
+    "--gen-optimizer": ("train.gen_optimizer", dict(choices=GEN_OPTIMIZERS, help="optimiser of the generator")),
     "--loss": ("train.loss", dict(choices=LOSSES, help="loss of both heads (focal: gamma 2, the reference)")),
     "--focal-gamma": ("train.focal_gamma", dict(type=float, help="focusing parameter of the focal loss")),
     # meta step
     "--entropy-weight": ("train.meta.entropy_weight", dict(type=float, help="lambda of the negative-entropy "
                                                                             "term")),
-    "--inner-lr": ("train.meta.inner_lr", dict(type=float, help="look-ahead step alpha (default: --lr)")),
+    "--inner-lr": ("train.meta.inner_lr", dict(type=float, help="look-ahead step alpha (default: the multi-task "
+                                                                "network's current learning rate)")),
     "--meta-order": ("train.meta.order", dict(choices=ORDERS, help="exact second-order meta-gradient or its "
                                                                    "finite-difference first-order approximation")),
+    "--record-meta-parts": ("train.meta.record_parts", dict(action="store_true", help="record the norms of the "
+                            "meta-gradient's look-ahead and entropy parts every epoch (one more generator backward)")),
     "--meta-engine": ("train.meta.engine", dict(choices=ENGINES, help="engine of the second-order look-ahead")),
     "--schedule": ("train.schedule", dict(choices=SCHEDULES, help="alternate: a multi-task pass then a generator "
                                           "pass per epoch (reference); per-step: generator update every "

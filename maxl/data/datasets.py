@@ -96,6 +96,9 @@ class DataBundle:
         aux_test: int64 [N_test], the same for the test set.
         aux_names: names of the auxiliary classes in block order; None without hierarchy.
         name: data set name (one of ``DATASETS``), with the hierarchy if any, e.g. ``"cifar100:20-100"``.
+        val: validation set held out from the training images (``val_subset``), un-augmented;
+            None without one.
+        aux_val: human auxiliary labels of the validation set, as ``aux_train``.
     """
 
     train: Dataset
@@ -109,6 +112,8 @@ class DataBundle:
     aux_test: Tensor | None
     aux_names: list[str] | None
     name: str
+    val: Dataset | None = None
+    aux_val: Tensor | None = None
 
 
 class ImageTensorDataset(Dataset):
@@ -145,20 +150,23 @@ class ImageTensorDataset(Dataset):
         return image, int(self.labels[index]), index
 
 
-def make_transform(image_size: int | tuple[int, int], mean, std, augment: bool) -> v2.Compose:
+def make_transform(image_size: int | tuple[int, int], mean, std, augment: bool,
+                   padding_mode: str = "constant") -> v2.Compose:
     """Transform of one uint8 [C, H, W] image to a normalised float32 [C, H, W] image.
 
     Args:
         image_size: H (square) or (H, W), the size of the random crop.
         mean: per-channel means of the [0, 1]-scaled images.
         std: per-channel standard deviations.
-        augment: add MAXL's CIFAR augmentation: random crop with 4 pixels of zero padding and a
+        augment: add MAXL's CIFAR augmentation: random crop with 4 pixels of padding and a
             random horizontal flip (as in the reference implementation).
+        padding_mode: how the crop pads: ``"constant"`` (zeros, the reference) or ``"reflect"``.
 
     Returns:
         A ``torchvision.transforms.v2.Compose``.
     """
-    steps = [v2.RandomCrop(image_size, padding=4), v2.RandomHorizontalFlip()] if augment else []
+    steps = [v2.RandomCrop(image_size, padding=4, padding_mode=padding_mode), v2.RandomHorizontalFlip()] \
+        if augment else []
     return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
 
 
@@ -465,6 +473,9 @@ def load_dataset(
     seed: int = 0,
     download: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    val_subset: int | None = None,
+    normalisation: tuple[float, float] | None = None,
+    padding_mode: str = "constant",
 ) -> DataBundle:
     """Load a data set into memory.
 
@@ -504,6 +515,11 @@ def load_dataset(
         seed: seed of the subsets (the digits split is fixed).
         download: let torchvision download MNIST / CIFAR if missing (needs network).
         cache_dir: where image folders are cached.
+        val_subset: hold out a class-stratified validation set of this many images from the
+            training images (after ``train_subset``; drawn with ``seed + 1``); they are not
+            trained on (``DataBundle.val``).
+        normalisation: ``(mean, std)`` for every channel instead of the data set's own.
+        padding_mode: padding of the random crop, ``"constant"`` (zeros) or ``"reflect"``.
 
     Returns:
         A :class:`DataBundle`; items are ``(image float32 [C, H, W], primary label, index)``.
@@ -545,15 +561,31 @@ def load_dataset(
     if test_subset is not None:
         keep = stratified_subset(test.labels, test_subset, seed)
         test = _Split(test.images[keep], test.labels[keep])
+    val = None
+    if val_subset is not None:  # held out from the training images: for choosing, never trained on
+        if not 1 <= val_subset < len(train.labels):
+            raise ValueError(f"val_subset must be in 1..{len(train.labels) - 1} (fewer than the {len(train.labels)} "
+                             f"training images), got {val_subset}")
+        held = stratified_subset(train.labels, val_subset, seed + 1)
+        rest = torch.ones(len(train.labels), dtype=torch.bool)
+        rest[held] = False
+        val, train = _Split(train.images[held], train.labels[held]), _Split(train.images[rest], train.labels[rest])
 
     primary_train, aux_train, primary_names, psi, aux_names = _apply_hierarchy(spec, train.labels, class_names)
     primary_test, aux_test, *_ = _apply_hierarchy(spec, test.labels, class_names)
 
     channels, height, width = train.images.shape[1:]
-    mean, std = {"digits": _DIGITS_NORM, "mnist": _MNIST_NORM}.get(name, _CIFAR_NORM)
+    mean, std = normalisation or {"digits": _DIGITS_NORM, "mnist": _MNIST_NORM}.get(name, _CIFAR_NORM)
     mean, std = [mean] * channels, [std] * channels
-    train_transform = make_transform((height, width), mean, std, augment=augment and channels == 3)
+    if padding_mode not in ("constant", "reflect"):
+        raise ValueError(f"padding_mode must be 'constant' or 'reflect', got {padding_mode!r}")
+    train_transform = make_transform((height, width), mean, std, augment=augment and channels == 3,
+                                     padding_mode=padding_mode)
     test_transform = make_transform((height, width), mean, std, augment=False)
+    val_set = aux_val = None
+    if val is not None:
+        primary_val, aux_val, *_ = _apply_hierarchy(spec, val.labels, class_names)
+        val_set = ImageTensorDataset(val.images, primary_val, test_transform)
     tag = "" if hierarchy is None and name != "cifar100" else f":{'20-100' if hierarchy is None else hierarchy}"
     return DataBundle(
         train=ImageTensorDataset(train.images, primary_train, train_transform),
@@ -567,4 +599,6 @@ def load_dataset(
         aux_test=aux_test,
         aux_names=aux_names,
         name=f"{name}{tag}",
+        val=val_set,
+        aux_val=aux_val,
     )

@@ -24,6 +24,9 @@ class MetaConfig:
             ``"higher"`` or ``"jvp"`` (forward-mode, no double backward); used by
             ``order="second"``.
         fd_epsilon: ε₀ of the first-order variant, ε = ε₀/‖d‖ (0.01 as in DARTS).
+        record_parts: also report the norms of the two parts of ∇θ2 J, the look-ahead's
+            ∇θ2 L_pri(θ1⁺) and the entropy term's λ∇θ2 H (a diagnostic: one more backward
+            through the generator; the gradient itself is then their sum).
 
     Raises:
         ValueError: an unknown order, an engine that is not registered as second-order, or
@@ -40,6 +43,7 @@ class MetaConfig:
     order: str = "second"
     engine: str = "func"
     fd_epsilon: float = 0.01
+    record_parts: bool = False
 
     def __post_init__(self):
         if self.order not in ORDERS:

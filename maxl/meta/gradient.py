@@ -77,12 +77,16 @@ class MetaResult:
         outer_loss: L_pri(f(x; θ1⁺), y) (for ``order="first"``: at the virtual step θ1′ = θ1⁺).
         neg_entropy: H = Σ ȳ log ȳ of the batch.
         soft_labels: the generated labels, detached, float ``[B, sum(ψ)]``.
+        lookahead_grad_norm, entropy_grad_norm: ‖∇θ2 L_pri(θ1⁺)‖ and ‖λ ∇θ2 H‖, the norms of
+            the two parts of ``grads`` (with ``MetaConfig.record_parts``; else None).
     """
 
     grads: list[Tensor]
     outer_loss: Tensor
     neg_entropy: Tensor
     soft_labels: Tensor
+    lookahead_grad_norm: Tensor | None = None
+    entropy_grad_norm: Tensor | None = None
 
 
 def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, config: MetaConfig,
@@ -108,10 +112,25 @@ def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, co
     gen_params = [p for p in generator.parameters() if p.requires_grad]
     neg_entropy = negative_entropy(look.soft)
     objective = look.objective + config.entropy_weight * neg_entropy  # J = L_pri(θ1⁺) + λ H
+    parts = {}
     with explain_double_backward_errors(engine.needs_double_backward):
-        grads = torch.autograd.grad(objective, gen_params)  # ∇θ2 J
+        if config.record_parts:  # the two parts of ∇θ2 J separately, for the diagnostics
+            entropy = torch.autograd.grad(config.entropy_weight * neg_entropy, gen_params, retain_graph=True,
+                                          allow_unused=True)
+            look_part = torch.autograd.grad(look.objective, gen_params, allow_unused=True)
+            zero = [torch.zeros_like(p) for p in gen_params]
+            entropy = [z if g is None else g for g, z in zip(entropy, zero)]
+            look_part = [z if g is None else g for g, z in zip(look_part, zero)]
+            grads = [a + b for a, b in zip(look_part, entropy)]
+            parts = {"lookahead_grad_norm": _norm(look_part), "entropy_grad_norm": _norm(entropy)}
+        else:
+            grads = torch.autograd.grad(objective, gen_params)  # ∇θ2 J
     return MetaResult(grads=list(grads), outer_loss=look.outer.detach(), neg_entropy=neg_entropy.detach(),
-                      soft_labels=look.soft.detach())
+                      soft_labels=look.soft.detach(), **parts)
+
+
+def _norm(tensors: list[Tensor]) -> Tensor:
+    return torch.sqrt(sum((t.detach() ** 2).sum() for t in tensors))
 
 
 def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,

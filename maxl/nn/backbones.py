@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ConvNet", "vgg16_bn", "small_cnn", "tiny_cnn", "BACKBONES", "build_backbone"]
+__all__ = ["ConvNet", "vgg16_bn", "small_cnn", "tiny_cnn", "cnn3", "BACKBONES", "build_backbone"]
 
 
 class ConvNet(nn.Module):
@@ -28,6 +28,7 @@ class ConvNet(nn.Module):
         in_channels: C of the input images.
         widths: output channels of each block.
         convs_per_block: number of convolutions in each block (same length as ``widths``).
+        pools: whether each block ends in the 2×2 max-pool (default: every block).
         batchnorm: False leaves out the BatchNorm layers. Without them every image's features
             depend on that image alone, so a data-parallel run over N processes computes the same
             gradients as one process with the same global batch (BatchNorm normalises with the
@@ -35,25 +36,27 @@ class ConvNet(nn.Module):
 
     Shapes:
         ``forward``: float ``[B, C, H, W]`` → float ``[B, widths[-1]]``. H and W must be at
-        least ``2 ** len(widths)``.
+        least ``2 ** (number of pools)``.
     """
 
     def __init__(self, in_channels: int, widths: Sequence[int], convs_per_block: Sequence[int],
-                 batchnorm: bool = True):
+                 batchnorm: bool = True, pools: Sequence[bool] | None = None):
         super().__init__()
-        if len(widths) != len(convs_per_block):
-            raise ValueError(f"widths {widths} and convs_per_block {convs_per_block} differ in length")
+        pools = [True] * len(widths) if pools is None else list(pools)
+        if len(widths) != len(convs_per_block) or len(pools) != len(widths):
+            raise ValueError(f"widths {widths}, convs_per_block {convs_per_block} and pools {pools} differ in length")
         layers: list[nn.Module] = []
         c = in_channels
-        for width, n in zip(widths, convs_per_block):
+        for width, n, pool in zip(widths, convs_per_block, pools):
             for _ in range(n):
                 norm = [nn.BatchNorm2d(width)] if batchnorm else []
                 layers += [nn.Conv2d(c, width, 3, padding=1), *norm, nn.ReLU(inplace=True)]
                 c = width
-            layers.append(nn.MaxPool2d(2))
+            if pool:
+                layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         self.in_channels = in_channels
-        self.min_size = 2 ** len(widths)
+        self.min_size = 2 ** sum(pools)
         self.out_features = c
         for m in self.modules():  # the MAXL reference: Xavier init, zero biases
             if isinstance(m, nn.Conv2d):
@@ -92,7 +95,14 @@ def tiny_cnn(in_channels: int = 1, batchnorm: bool = True) -> ConvNet:
     return ConvNet(in_channels, (16, 32), (1, 1), batchnorm)
 
 
-BACKBONES = {"vgg16": vgg16_bn, "small-cnn": small_cnn, "tiny-cnn": tiny_cnn}
+def cnn3(in_channels: int = 3, batchnorm: bool = True) -> ConvNet:
+    """Three 3×3 convolutions with 32, 64, 128 filters, each with BatchNorm and ReLU, a 2×2
+    max-pool after the first two, a global average pool → 128 features: the CPU-sized network
+    of the generated-labels protocol (``experiments/``)."""
+    return ConvNet(in_channels, (32, 64, 128), (1, 1, 1), batchnorm, pools=(True, True, False))
+
+
+BACKBONES = {"vgg16": vgg16_bn, "small-cnn": small_cnn, "tiny-cnn": tiny_cnn, "cnn3": cnn3}
 
 
 def build_backbone(name: str, in_channels: int, batchnorm: bool = True) -> ConvNet:

@@ -46,8 +46,10 @@ DEFAULT_AUX_PER_CLASS = 5
 @dataclass
 class DataConfig:
     """Which images: ``dataset`` (one of :data:`maxl.data.DATASETS`), where its files lie,
-    its class hierarchy (see :func:`maxl.data.load_dataset`), class-stratified subsets, and
-    whether RGB training images are randomly cropped and flipped."""
+    its class hierarchy (see :func:`maxl.data.load_dataset`), class-stratified subsets, a
+    validation set held out from the training images (``val_subset``), whether RGB training
+    images are randomly cropped (``padding_mode`` of the crop) and flipped, and ``normalisation``
+    ``[mean, std]`` instead of the data set's own."""
 
     dataset: str = "digits"
     data_root: str | None = None
@@ -55,11 +57,16 @@ class DataConfig:
     download: bool = False
     train_subset: int | None = None
     test_subset: int | None = None
+    val_subset: int | None = None
     augment: bool = True
+    padding_mode: str = "constant"
+    normalisation: list[float] | None = None
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
+        if self.normalisation is not None and (len(self.normalisation) != 2 or self.normalisation[1] <= 0):
+            raise ValueError(f"normalisation must be [mean, std] with std > 0, got {self.normalisation}")
 
 
 @dataclass
@@ -76,8 +83,8 @@ class ModelConfig:
     def __post_init__(self):
         if self.backbone is not None and self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; expected one of {sorted(BACKBONES)}")
-        if self.hidden < 1:
-            raise ValueError(f"hidden must be >= 1, got {self.hidden}")
+        if self.hidden < 0:
+            raise ValueError(f"hidden must be >= 0 (0: linear heads), got {self.hidden}")
 
 
 @dataclass
@@ -118,7 +125,7 @@ class BaselineConfig:
 
 
 #: Entries of config.json's sections that describe the data rather than configure the run.
-DERIVED = {"data": ("name", "num_train", "num_test"), "model": ("num_primary",)}
+DERIVED = {"data": ("name", "num_train", "num_test", "num_val"), "model": ("num_primary",)}
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "aux": AuxConfig,
             "baselines": BaselineConfig}
 
@@ -211,14 +218,15 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before any cuBLAS call
     d, m, t = run.data, run.model, run.train
     data = load_dataset(d.dataset, d.data_root, hierarchy=d.hierarchy, train_subset=d.train_subset,
-                        test_subset=d.test_subset, augment=d.augment, seed=t.seed, download=d.download)
+                        test_subset=d.test_subset, augment=d.augment, seed=t.seed, download=d.download,
+                        val_subset=d.val_subset, padding_mode=d.padding_mode,
+                        normalisation=tuple(d.normalisation) if d.normalisation else None)
     psi = parse_psi(m.psi, data.num_primary, data.psi)
     backbone = m.backbone or DEFAULT_BACKBONE[d.dataset]
     if t.method == "human" and (data.aux_train is None or data.psi != psi):
         raise ValueError(f"method 'human' needs a data set with a human hierarchy matching psi={psi}; "
                          f"{data.name} has psi={data.psi}")
-    t = replace(t, meta=replace(t.meta, inner_lr=t.meta.inner_lr or t.lr))  # α = lr unless set
-    run = replace(run, model=replace(m, psi=psi, backbone=backbone), train=t)
+    run = replace(run, model=replace(m, psi=psi, backbone=backbone))
     say(f"{data.name}: {len(data.train)} train / {len(data.test)} test images, {data.in_channels}x"
         f"{data.image_size}x{data.image_size}, {data.num_primary} primary classes, psi={psi}, backbone {backbone}")
     aux_labels = label_info = None
@@ -247,7 +255,7 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         for stale in ("metrics.jsonl", "summary.json"):
             (out / stale).unlink(missing_ok=True)
     trainer = Trainer(net, data.train, data.test, t, out, learner=learner, aux_labels=aux_labels, psi=psi,
-                      record=record)
+                      record=record, val_set=data.val, human_labels=data.aux_train)
     started = {"command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                "world_size": distributed.world_size()}
     if resume:
@@ -261,7 +269,8 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
     else:
         if is_main:
             resolved = run.to_dict()
-            resolved["data"].update(name=data.name, num_train=len(data.train), num_test=len(data.test))
+            resolved["data"].update(name=data.name, num_train=len(data.train), num_test=len(data.test),
+                                    num_val=len(data.val) if data.val is not None else 0)
             resolved["model"]["num_primary"] = data.num_primary
             resolved.update(labels=label_info,
                             env={"torch": torch.__version__, "python": platform.python_version(), **started})

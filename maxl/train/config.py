@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from maxl.core.losses import LOSSES
 from maxl.meta import MetaConfig
 
-__all__ = ["TrainConfig", "METHODS", "FIXED_LABEL_METHODS", "SCHEDULES", "RESUMABLE_CHANGES"]
+__all__ = ["TrainConfig", "METHODS", "FIXED_LABEL_METHODS", "SCHEDULES", "LR_SCHEDULES", "GEN_OPTIMIZERS",
+           "RESUMABLE_CHANGES"]
 
 METHODS = ("single", "human", "random", "kmeans", "maxl")
 FIXED_LABEL_METHODS = ("human", "random", "kmeans")
 SCHEDULES = ("alternate", "per-step")
+LR_SCHEDULES = ("step", "onecycle")
+GEN_OPTIMIZERS = ("sgd", "adam")
 
 #: Settings (dotted paths in a run's configuration) that may change when a run continues from
 #: its checkpoint: they change where or how long it runs, not what it computes (a longer run
@@ -40,7 +43,14 @@ class TrainConfig:
         gen_lr: SGD learning rate of the generator (1e-3).
         gen_weight_decay: weight decay of the generator (5e-4).
         lr_step, lr_gamma: both learning rates are multiplied by ``lr_gamma`` every
-            ``lr_step`` epochs (50 and 0.5).
+            ``lr_step`` epochs (50 and 0.5), with ``lr_schedule="step"``.
+        lr_schedule: ``"step"`` (the above) or ``"onecycle"``: the multi-task lr rises from
+            lr/25 to ``lr`` over the first ``warmup`` share of the steps and anneals to ~0
+            by the last step, stepped every iteration (Smith & Topin 2019,
+            ``torch.optim.lr_scheduler.OneCycleLR``); the generator's lr then stays constant.
+        warmup: the warm-up share of the one-cycle schedule (0.15).
+        gen_optimizer: ``"sgd"`` (the paper) or ``"adam"`` (a scale-free update; Kingma & Ba,
+            ICLR 2015) for the generator, with ``gen_lr`` and ``gen_weight_decay``.
         loss: ``"focal"`` (the reference code, γ = 2) or ``"ce"``, for both heads.
         focal_gamma: γ of the focal loss.
         schedule: one of :data:`SCHEDULES` (runs with a label-generation network only).
@@ -51,7 +61,8 @@ class TrainConfig:
         seed: seeds python, numpy, torch and the data order.
         device: ``"cpu"``, ``"cuda"``, ... or ``"auto"`` (CUDA if available).
         progress: show a tqdm progress bar.
-        meta: settings of the meta step; ``meta.inner_lr`` None (the default) means ``lr``.
+        meta: settings of the meta step; ``meta.inner_lr`` None (the default) means the
+            multi-task network's current learning rate at each meta step.
         deterministic: use only deterministic kernels (see :mod:`maxl.train.determinism`).
         tensorboard: also write the metrics as TensorBoard events (needs ``tensorboard``).
 
@@ -69,6 +80,9 @@ class TrainConfig:
     gen_weight_decay: float = 5e-4
     lr_step: int = 50
     lr_gamma: float = 0.5
+    lr_schedule: str = "step"
+    warmup: float = 0.15
+    gen_optimizer: str = "sgd"
     loss: str = "focal"
     focal_gamma: float = 2.0
     schedule: str = "alternate"
@@ -93,6 +107,11 @@ class TrainConfig:
             (self.lr > 0 and self.gen_lr > 0, f"learning rates must be > 0, got {self.lr}, {self.gen_lr}"),
             (self.gen_every >= 1, f"gen_every must be >= 1, got {self.gen_every}"),
             (self.lr_step >= 1, f"lr_step must be >= 1, got {self.lr_step}"),
+            (self.lr_schedule in LR_SCHEDULES, f"unknown lr_schedule {self.lr_schedule!r}; expected one of "
+                                               f"{LR_SCHEDULES}"),
+            (0 < self.warmup < 1, f"warmup must be a share in (0, 1), got {self.warmup}"),
+            (self.gen_optimizer in GEN_OPTIMIZERS, f"unknown gen_optimizer {self.gen_optimizer!r}; expected one "
+                                                   f"of {GEN_OPTIMIZERS}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -33,7 +33,8 @@ from torch import Tensor
 from maxl.core.hierarchy import Hierarchy
 from maxl.core.losses import negative_entropy
 
-__all__ = ["LabelUsage", "UsageThresholds", "GeneratorLabelWarning", "label_usage_warnings", "warn_label_usage"]
+__all__ = ["LabelUsage", "UsageThresholds", "GeneratorLabelWarning", "label_usage_warnings", "warn_label_usage",
+           "nmi_within_primary"]
 
 
 class GeneratorLabelWarning(UserWarning):
@@ -75,14 +76,17 @@ class LabelUsage:
         self.counts = torch.zeros(self.hierarchy.num_aux, dtype=torch.int64)  # argmax count per class
         self.entropy_sum = self.max_prob_sum = self.sharpness_sum = 0.0
         self.batches = self.images = self.sharpness_images = 0
+        self.pairs: list[Tensor] = []  # [B, 3] (primary, generated argmax, human label) per batch
 
     @torch.no_grad()
-    def update(self, soft_labels: Tensor, primary: Tensor) -> None:
+    def update(self, soft_labels: Tensor, primary: Tensor, human: Tensor | None = None) -> None:
         """Add one batch.
 
         Args:
             soft_labels: float ``[B, sum(ψ)]``, rows summing to 1 inside each image's block.
             primary: int64 ``[B]``, the primary labels that chose the blocks.
+            human: int64 ``[B]``, the images' human auxiliary labels if the data set has them
+                (for ``label_nmi_human``).
 
         Raises:
             ValueError: shapes that do not fit ψ.
@@ -106,6 +110,8 @@ class LabelUsage:
         uniform = 1.0 / psi[has_choice]
         self.sharpness_sum += float(((max_prob[has_choice] - uniform) / (1 - uniform)).sum())
         self.sharpness_images += int(has_choice.sum())
+        if human is not None:
+            self.pairs.append(torch.stack([primary, p.argmax(1), human.detach().cpu()], 1))
 
     def summary(self) -> dict:
         """The epoch's statistics, ready for ``metrics.jsonl``.
@@ -115,16 +121,40 @@ class LabelUsage:
             ``label_used_fraction`` (fraction of auxiliary classes that were some image's argmax),
             ``label_max_prob`` (mean over images of max_k ŷ_k), ``label_sharpness`` (mean of
             (max_k ŷ_k − 1/ψ_i) / (1 − 1/ψ_i) over images of classes with ψ_i > 1; NaN if none),
-            ``label_counts`` (argmax count of each auxiliary class, a list of sum(ψ) ints).
+            ``label_counts`` (argmax count of each auxiliary class, a list of sum(ψ) ints), and
+            with human labels ``label_nmi_human``: the normalised mutual information of the
+            generated argmax with the human auxiliary label inside each primary class, averaged
+            over the classes weighted by their images (0: unrelated, 1: the same partition).
         """
         nan = math.nan
+        extra = {"label_nmi_human": nmi_within_primary(torch.cat(self.pairs))} if self.pairs else {}
         return {
+            **extra,
             "label_entropy": self.entropy_sum / self.batches if self.batches else nan,
             "label_used_fraction": float((self.counts > 0).double().mean()),
             "label_max_prob": self.max_prob_sum / self.images if self.images else nan,
             "label_sharpness": self.sharpness_sum / self.sharpness_images if self.sharpness_images else nan,
             "label_counts": self.counts.tolist(),
         }
+
+
+def nmi_within_primary(pairs: Tensor) -> float:
+    """Weighted mean over primary classes of NMI(generated, human) of their images.
+
+    Args:
+        pairs: int64 ``[N, 3]`` rows (primary label, generated label, human label).
+
+    References:
+        Strehl, Ghosh. "Cluster Ensembles". JMLR 2002 (NMI); scikit-learn's implementation.
+    """
+    from sklearn.metrics import normalized_mutual_info_score
+
+    total, weighted = 0, 0.0
+    for c in pairs[:, 0].unique():
+        rows = pairs[pairs[:, 0] == c]
+        weighted += len(rows) * normalized_mutual_info_score(rows[:, 2].numpy(), rows[:, 1].numpy())
+        total += len(rows)
+    return weighted / total if total else math.nan
 
 
 def label_usage_findings(record: dict, psi: Hierarchy | Sequence[int] | None = None,

@@ -26,17 +26,18 @@ Batches = Callable[[int], Iterable]  # pass number within the epoch -> batches (
 class EpochSums:
     """Sums of one epoch's step statistics, turned into the epoch's record."""
 
-    def __init__(self, step_keys: tuple[str, ...], usage: LabelUsage | None):
+    def __init__(self, step_keys: tuple[str, ...], usage: LabelUsage | None, human_labels=None):
         self.keys = ("primary_loss", "aux_loss", *step_keys)
-        self.usage = usage
+        self.usage, self.human_labels = usage, human_labels
         self.sums: dict[str, float] = {}
         self.meta_sums: dict[str, float] = {}
         self.images = self.steps = self.meta_steps = 0
         self.correct = 0.0
 
-    def add_step(self, stats: dict[str, float], y, labels=None) -> None:
-        if self.usage is not None and labels is not None:
-            self.usage.update(labels, y)  # the labels the multi-task network learnt from
+    def add_step(self, stats: dict[str, float], y, labels=None, idx=None) -> None:
+        if self.usage is not None and labels is not None:  # the labels the multi-task network learnt from
+            human = self.human_labels[idx.cpu()] if self.human_labels is not None and idx is not None else None
+            self.usage.update(labels, y, human)
         for k in self.keys:
             if k in stats:
                 self.sums[k] = self.sums.get(k, 0.0) + stats[k]
@@ -47,6 +48,9 @@ class EpochSums:
     def add_meta(self, result: MetaResult) -> None:
         self.meta_sums["meta_outer_loss"] = self.meta_sums.get("meta_outer_loss", 0.0) + result.outer_loss.item()
         self.meta_sums["neg_entropy"] = self.meta_sums.get("neg_entropy", 0.0) + result.neg_entropy.item()
+        for part in ("lookahead_grad_norm", "entropy_grad_norm"):  # with MetaConfig.record_parts
+            if getattr(result, part) is not None:
+                self.meta_sums[f"meta_{part}"] = self.meta_sums.get(f"meta_{part}", 0.0) + getattr(result, part).item()
         self.meta_steps += 1
 
     def record(self) -> dict[str, float]:
@@ -71,7 +75,7 @@ class MultitaskOnly(Schedule):
     def run(self, steps, batches, sums, bar, counter):
         for x, y, idx in bar(batches(0), "train"):
             stats, labels = steps.multitask(x, y, idx)
-            sums.add_step(stats, y, labels)
+            sums.add_step(stats, y, labels, idx)
             counter.step += 1
 
 
@@ -96,7 +100,7 @@ class PerStep(Schedule):
                 labels = result.soft_labels
             else:
                 stats, labels = steps.multitask(x, y, idx)
-            sums.add_step(stats, y, labels)
+            sums.add_step(stats, y, labels, idx)
             counter.step += 1
 
 

@@ -19,6 +19,8 @@ statistics of rank 0 are shared after each step, as DistributedDataParallel does
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
@@ -42,11 +44,16 @@ class StepPath:
         checks: the run's :class:`~maxl.train.checks.FiniteChecks`.
         aux_head: the multi-task network's auxiliary head: the loss of the task on it is
             logged as ``aux_loss`` (the method's own auxiliary task).
+        per_step_scheduler: a learning-rate schedule stepped after every multi-task update.
     """
 
     def __init__(self, learner: AuxiliaryLearner, optimizer: torch.optim.Optimizer,
-                 gen_optimizer: torch.optim.Optimizer | None, checks: FiniteChecks, aux_head=None):
+                 gen_optimizer: torch.optim.Optimizer | None, checks: FiniteChecks, aux_head=None,
+                 per_step_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None):
         self.learner, self.optimizer, self.gen_optimizer, self.checks = learner, optimizer, gen_optimizer, checks
+        self.per_step_scheduler = per_step_scheduler
+        generated = learner.generated  # α = the current lr of the multi-task network unless the config sets it
+        self._alpha_follows_lr = generated is not None and generated.meta.inner_lr is None
         own = [t.name for t in learner.tasks if aux_head is not None and t.head is aux_head]
         self.own_task = own[0] if own else None
         # per-task losses and weights are logged when they say more than primary + own losses
@@ -74,7 +81,7 @@ class StepPath:
         distributed.all_reduce_mean_([p.grad for p in self._params if p.grad is not None])
         self.checks.grads(((self._names[id(p)], p.grad) for p in self._params), "multi-task network")
         self.optimizer.step()
-        self._share_buffers()
+        self._after_update()
         stats = {f"loss_{name}": loss.item() for name, loss in out.losses.items() if name != "primary"}
         stats.update({f"weight_{name}": w for name, w in out.weights.items()})
         if self.own_task is not None:
@@ -86,6 +93,7 @@ class StepPath:
     def generator(self, x: Tensor, y: Tensor, idx: Tensor | None = None) -> MetaResult:
         """One update of the label-generation network by its meta-gradient on a batch (a
         replica-local look-ahead under torchrun, see :mod:`maxl.train.distributed`)."""
+        self._set_alpha()
         result = self.learner.meta_gradient(x, y, index=idx)
         self.checks.losses(meta_outer_loss=result.outer_loss, neg_entropy=result.neg_entropy)
         self._apply_meta(result)
@@ -94,6 +102,7 @@ class StepPath:
     def fused(self, x: Tensor, y: Tensor, idx: Tensor) -> tuple[MetaResult, dict[str, float]]:
         """A generator update and a multi-task update from one shared forward/backward; the
         same updates as :meth:`generator` then :meth:`multitask` on its labels."""
+        self._set_alpha()
         r = self.learner.fused_gradients(x, y, index=idx)
         self.checks.losses(primary_loss=r.primary_loss, multitask_loss=r.primary_loss + r.aux_loss,
                            meta_outer_loss=r.meta.outer_loss, neg_entropy=r.meta.neg_entropy)
@@ -102,7 +111,7 @@ class StepPath:
         distributed.all_reduce_mean_(r.net_grads)
         self.checks.grads(zip((self._names[id(p)] for p in params), r.net_grads), "multi-task network")
         step_with(params, r.net_grads, self.optimizer)
-        self._share_buffers()
+        self._after_update()
         stats = {"aux_loss": r.aux_loss.item(), "primary_loss": r.primary_loss.item(),
                  "primary_correct": (r.primary_logits.argmax(1) == y).sum().item()}
         return r.meta, stats
@@ -114,6 +123,13 @@ class StepPath:
         self.checks.grads(zip(names, result.grads), "label-generation network")
         self.learner.apply_meta_gradient(result, self.gen_optimizer)
 
-    def _share_buffers(self) -> None:
+    def _set_alpha(self) -> None:
+        if self._alpha_follows_lr:  # θ1⁺ = θ1 − α ∇θ1 (...) with α the lr of the step to come
+            task = self.generated
+            task.meta = replace(task.meta, inner_lr=self.optimizer.param_groups[0]["lr"])
+
+    def _after_update(self) -> None:
+        if self.per_step_scheduler is not None:
+            self.per_step_scheduler.step()
         if distributed.world_size() > 1:  # rank 0's BatchNorm statistics everywhere, as DDP does
             distributed.broadcast_([b.data for b in self.learner.buffers() if b is not None])

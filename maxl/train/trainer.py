@@ -36,6 +36,7 @@ from maxl.train.checkpoint import (CheckpointError, atomic_torch_save, atomic_wr
 from maxl.train.checks import FiniteChecks, check_aux_labels, check_data, check_primary_labels
 from maxl.train.config import TrainConfig
 from maxl.train.determinism import enable_determinism
+from maxl.train.optim import make_optimisers
 from maxl.train.diagnostics import LabelUsage, warn_label_usage
 from maxl.train.run_log import RunLog
 from maxl.train.schedules import EpochSums, make_schedule
@@ -80,6 +81,10 @@ class Trainer:
             sample's block (needs the training set's ``labels`` tensor).
         record: the configuration stored in checkpoints and compared on resume (default:
             ``{"train": asdict(config)}``; the builder passes the whole run configuration).
+        val_set: a validation set held out from the training images: evaluated every epoch
+            (``val_loss``, ``val_acc``), for choosing settings without the test set.
+        human_labels: int64 ``[N_train]`` human auxiliary labels of the training images, for
+            the generated labels' ``label_nmi_human`` diagnostic.
 
     Inside a ``torch.distributed`` process group, ``config.batch_size`` is the global batch:
     each of the N processes takes ``batch_size / N`` images of it.
@@ -93,7 +98,8 @@ class Trainer:
     def __init__(self, net: nn.Module, train_set: Dataset, test_set: Dataset, config: TrainConfig,
                  out_dir: str | os.PathLike | None = None, generator: nn.Module | None = None,
                  aux_labels: Tensor | None = None, learner: AuxiliaryLearner | None = None,
-                 psi: Hierarchy | list[int] | None = None, record: dict | None = None):
+                 psi: Hierarchy | list[int] | None = None, record: dict | None = None,
+                 val_set: Dataset | None = None, human_labels: Tensor | None = None):
         self.config = cfg = config
         if cfg.deterministic:
             enable_determinism()
@@ -101,8 +107,6 @@ class Trainer:
         if cfg.batch_size % distributed.world_size():
             raise ValueError(f"batch_size {cfg.batch_size} (the global batch) is not divisible by the "
                              f"{distributed.world_size()} processes")
-        if cfg.meta.inner_lr is None:
-            cfg.meta.inner_lr = cfg.lr
         self.loss_fn = classification_loss(cfg.loss, cfg.focal_gamma)
         if aux_labels is not None:
             check_aux_labels(aux_labels, train_set, getattr(net, "num_aux", None), psi)
@@ -112,7 +116,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.net, self.learner = net.to(self.device), learner.to(self.device)
         self.generator = learner.generated.generator if learner.generated is not None else None
-        self.train_set, self.test_set = train_set, test_set
+        self.train_set, self.test_set, self.val_set = train_set, test_set, val_set
+        self.human_labels = human_labels
         check_data(self.net, self.generator, train_set, test_set, self.device)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if self.out_dir is not None and self.is_main:
@@ -121,16 +126,12 @@ class Trainer:
         self.log = RunLog(self.out_dir, cfg.progress, self.is_main, cfg.tensorboard)
         if distributed.world_size() > 1:  # the same start on every process, whatever the seeds
             distributed.broadcast_([t.data for t in self.learner.state_dict().values()])
-        self.optimizer = torch.optim.SGD(learner.network_parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step, cfg.lr_gamma)
-        self.gen_optimizer = self.gen_scheduler = None
-        if self.generator is not None:
-            self.gen_optimizer = torch.optim.SGD(self.generator.parameters(), lr=cfg.gen_lr,
-                                                 weight_decay=cfg.gen_weight_decay)
-            self.gen_scheduler = torch.optim.lr_scheduler.StepLR(self.gen_optimizer, cfg.lr_step, cfg.lr_gamma)
+        optims = make_optimisers(cfg, learner.network_parameters(), self.generator, len(train_set) // cfg.batch_size)
+        self.optimizer, self.scheduler, self.gen_optimizer, self.gen_scheduler = (
+            optims.optimizer, optims.scheduler, optims.gen_optimizer, optims.gen_scheduler)
         self.checks = FiniteChecks(lambda: (self.epoch + 1, self.step + 1))
-        self.steps = StepPath(learner, self.optimizer, self.gen_optimizer, self.checks, getattr(net, "aux_head", None))
+        self.steps = StepPath(learner, self.optimizer, self.gen_optimizer, self.checks, getattr(net, "aux_head", None),
+                              per_step_scheduler=self.scheduler if optims.per_step else None)
         self.schedule = make_schedule(cfg, self.generator is not None)
         self.epoch = 0  # epochs completed
         self.step = 0  # multi-task steps completed
@@ -167,7 +168,8 @@ class Trainer:
         """One epoch of the schedule; returns its record (losses, accuracy, label usage)."""
         self.learner.train()
         hierarchy = getattr(self.generator, "hierarchy", None)
-        sums = EpochSums(self.steps.task_keys, LabelUsage(hierarchy) if hierarchy is not None else None)
+        sums = EpochSums(self.steps.task_keys, LabelUsage(hierarchy) if hierarchy is not None else None,
+                         self.human_labels)
         tag = f"epoch {self.epoch + 1}/{self.config.epochs}"
         self.schedule.run(self.steps, lambda k: self._batches(self.train_set, True, 2 * self.epoch + k), sums,
                           lambda it, desc: self.log.bar(it, f"{tag} {desc}"), self)
@@ -202,6 +204,8 @@ class Trainer:
             if self.gen_optimizer is not None:
                 lrs["gen_lr"] = self.gen_optimizer.param_groups[0]["lr"]
             record = {"epoch": self.epoch + 1, **lrs, **self.train_epoch()}
+            if self.val_set is not None:
+                record.update({k.replace("test_", "val_"): v for k, v in self.evaluate(self.val_set).items()})
             record.update(self.evaluate())
             self.checks.parameters({"multi-task network": self.net, "label-generation network": self.generator})
             record["epoch_time_s"] = time.time() - t0
@@ -209,7 +213,7 @@ class Trainer:
                              already_warned=self._label_warnings_given,
                              first_record=self.history[0] if self.history else None)
             for scheduler in (self.scheduler, self.gen_scheduler):
-                if scheduler is not None:
+                if scheduler is not None and scheduler is not self.steps.per_step_scheduler:
                     scheduler.step()
             self.epoch += 1
             self.history.append(record)
@@ -225,7 +229,7 @@ class Trainer:
     def summary(self, wall_time_s: float) -> dict:
         """Final, best and last-5-mean test accuracy, epochs and times of the run so far."""
         accs = [r["test_acc"] for r in self.history]
-        return {
+        summary = {
             "method": self.config.method,
             "epochs": self.epoch,
             "final_test_acc": accs[-1] if accs else math.nan,
@@ -235,6 +239,10 @@ class Trainer:
             "wall_time_s": wall_time_s,
             "mean_epoch_time_s": float(np.mean([r["epoch_time_s"] for r in self.history])) if accs else math.nan,
         }
+        vals = [r["val_acc"] for r in self.history if "val_acc" in r]
+        if vals:
+            summary.update(final_val_acc=vals[-1], best_val_acc=max(vals), last5_mean_val_acc=float(np.mean(vals[-5:])))
+        return summary
 
     # ----------------------------------------------------------------- checkpoints
     def _stateful(self) -> dict:
