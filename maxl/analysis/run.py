@@ -18,7 +18,8 @@ import torch
 
 from maxl.nn.backbones import build_backbone
 from maxl.data.datasets import DataBundle, load_dataset
-from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
+from maxl.nn.networks import MultiTaskNetwork
+from maxl.train.build import make_generator
 
 __all__ = ["Run", "load_run", "read_config", "read_metrics", "read_summary", "run_label"]
 
@@ -133,11 +134,12 @@ def load_run(run_dir: str | os.PathLike, *, data_root: str | os.PathLike | None 
                          f"{d['num_test']}; is data_root the same data set?")
     method, psi = config["train"]["method"], list(m["psi"])
     num_aux = 0 if method == "single" else sum(psi)
-    net = MultiTaskNetwork(build_backbone(m["backbone"], data.in_channels), m["num_primary"], num_aux, m["hidden"])
+    net = MultiTaskNetwork(build_backbone(m["backbone"], data.in_channels, m.get("batchnorm", True)), m["num_primary"], num_aux, m["hidden"])
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     generator = None
     if "generator" in state:
-        generator = LabelGenerator(build_backbone(m["backbone"], data.in_channels), psi, m["hidden"])
+        generator = make_generator(m.get("generator", "own"), net, m["backbone"], data.in_channels,
+                                   m.get("batchnorm", True), psi, m["hidden"])
     for name, module in (("net", net), ("generator", generator)):
         if module is None:
             continue

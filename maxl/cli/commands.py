@@ -26,7 +26,7 @@ from maxl.meta import ENGINES, ORDERS, DoubleBackwardError
 from maxl.nn.backbones import BACKBONES
 from maxl.train import distributed
 from maxl.train.aux_learner import TASK_NAMES as AUX_TASKS
-from maxl.train.build import RunConfig, build, parse_psi
+from maxl.train.build import GENERATORS, RunConfig, build, parse_psi
 from maxl.train.config import GEN_OPTIMIZERS, LR_SCHEDULES, METHODS, RESUMABLE_CHANGES, SCHEDULES
 
 __all__ = ["main", "build_parser", "run_configs", "run_training", "parse_psi", "parse_aux_weights", "FLAGS",
@@ -73,6 +73,8 @@ FLAGS: dict[str, tuple[str, dict]] = {
     "--no-batchnorm": ("model.batchnorm", dict(action="store_false", help="backbones without BatchNorm: then a "
                        "torchrun run over N processes computes the multi-task step of one process with the same "
                        "global batch")),
+    "--generator": ("model.generator", dict(choices=GENERATORS, help="label-generation network: its own backbone "
+                    "(the paper) or a head on the multi-task network's detached features")),
     "--psi": ("model.psi", dict(help="hierarchy psi: auxiliary classes per primary class, an int or a list like "
                                      "6,4 (default: the human hierarchy if any, else 5 per class)")),
     # optimisation

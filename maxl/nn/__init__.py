@@ -1,7 +1,7 @@
 """Networks: backbones, MAXL's multi-task network and label-generation network."""
 
 from maxl.nn.backbones import BACKBONES, ConvNet, build_backbone, small_cnn, tiny_cnn, vgg16_bn
-from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
+from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
 
-__all__ = ["BACKBONES", "ConvNet", "build_backbone", "small_cnn", "tiny_cnn", "vgg16_bn", "LabelGenerator",
+__all__ = ["BACKBONES", "ConvNet", "build_backbone", "small_cnn", "tiny_cnn", "vgg16_bn", "LabelGenerator", "FeatureLabelGenerator",
            "MultiTaskNetwork"]

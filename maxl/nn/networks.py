@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from maxl.core.heads import mlp_head
 from maxl.core.hierarchy import Hierarchy
 
-__all__ = ["MultiTaskNetwork", "LabelGenerator"]
+__all__ = ["MultiTaskNetwork", "LabelGenerator", "FeatureLabelGenerator"]
 
 
 def _feature_dim(backbone: nn.Module, feature_dim: int | None) -> int:
@@ -108,3 +110,36 @@ class LabelGenerator(nn.Module):
 
     def forward(self, x: Tensor, primary: Tensor) -> Tensor:
         return self.hierarchy.masked_softmax(self.logits(x), primary)
+
+
+class FeatureLabelGenerator(LabelGenerator):
+    """A label-generation network that reads the multi-task network's features: a head on the
+    shared backbone's output, detached, then the hierarchy-masked softmax.
+
+    θ2 is the head alone; the backbone is the multi-task network's (θ1), held by reference and
+    not registered as a submodule, so it is neither trained nor checkpointed here. Its features
+    are computed without a graph and with copies of its BatchNorm buffers (in the backbone's
+    current mode), so the generator never moves θ1 or its running statistics. The generated
+    splits then follow what the multi-task network has learnt, and a generator step costs one
+    backbone forward instead of a second backbone's forward and backward (issue 13's remedy
+    "a generator that reads the multi-task network's features").
+
+    Args:
+        backbone: the multi-task network's backbone, images ``[B, C, H, W]`` → ``[B, F]``.
+        psi, hidden, feature_dim: as in :class:`LabelGenerator`.
+    """
+
+    def __init__(self, backbone: nn.Module, psi: Hierarchy | Sequence[int], hidden: int = 512,
+                 feature_dim: int | None = None):
+        nn.Module.__init__(self)
+        self.hierarchy = psi if isinstance(psi, Hierarchy) else Hierarchy(psi)
+        object.__setattr__(self, "shared_backbone", backbone)  # by reference: its parameters are θ1
+        self.head = mlp_head(_feature_dim(backbone, feature_dim), self.hierarchy.num_aux, hidden)
+
+    def logits(self, x: Tensor) -> Tensor:
+        shared = self.shared_backbone
+        params = {n: p.detach() for n, p in shared.named_parameters()}
+        buffers = {n: b.clone() for n, b in shared.named_buffers()}  # running statistics stay untouched
+        with torch.no_grad():
+            features = functional_call(shared, (params, buffers), (x,))  # [B, F], no graph to θ1
+        return self.head(features)

@@ -26,7 +26,7 @@ from maxl.core.losses import classification_loss
 from maxl.data.datasets import DATASETS, load_dataset
 from maxl.meta import MetaConfig
 from maxl.nn.backbones import BACKBONES, build_backbone
-from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
+from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
 from maxl.train import distributed
 from maxl.train.aux_learner import TASK_NAMES, build_learner, dataset_normalisation, normalised_images
 from maxl.train.checkpoint import atomic_write_text
@@ -34,7 +34,7 @@ from maxl.train.config import FIXED_LABEL_METHODS, TrainConfig
 from maxl.train.trainer import Trainer, resolve_device, seed_everything
 
 __all__ = ["DataConfig", "ModelConfig", "AuxConfig", "BaselineConfig", "RunConfig", "build", "parse_psi",
-           "DEFAULT_BACKBONE", "DEFAULT_AUX_PER_CLASS"]
+           "make_generator", "GENERATORS", "DEFAULT_BACKBONE", "DEFAULT_AUX_PER_CLASS"]
 
 #: Per data set: the backbone that fits its images.
 DEFAULT_BACKBONE = {"digits": "tiny-cnn", "mnist": "small-cnn", "cifar10": "vgg16", "cifar100": "vgg16",
@@ -72,19 +72,24 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     """The networks: ``backbone`` (a key of :data:`maxl.nn.BACKBONES`; None: the data set's
-    default), the heads' hidden width, the hierarchy ψ (``"5"``, ``"6,4"``, a list, or None for
-    the data set's human ψ), and BatchNorm in the backbones."""
+    default), the heads' hidden width (0: linear heads), the hierarchy ψ (``"5"``, ``"6,4"``, a
+    list, or None for the data set's human ψ), BatchNorm in the backbones, and the
+    label-generation network: ``"own"`` (its own backbone, the paper) or ``"features"`` (a head
+    on the multi-task network's detached features, :class:`maxl.nn.FeatureLabelGenerator`)."""
 
     backbone: str | None = None
     hidden: int = 512
     psi: str | list[int] | None = None
     batchnorm: bool = True
+    generator: str = "own"
 
     def __post_init__(self):
         if self.backbone is not None and self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; expected one of {sorted(BACKBONES)}")
         if self.hidden < 0:
             raise ValueError(f"hidden must be >= 0 (0: linear heads), got {self.hidden}")
+        if self.generator not in GENERATORS:
+            raise ValueError(f"unknown generator {self.generator!r}; expected one of {GENERATORS}")
 
 
 @dataclass
@@ -168,6 +173,18 @@ class RunConfig:
         return cls(**kwargs)
 
 
+GENERATORS = ("own", "features")
+
+
+def make_generator(kind: str, net: MultiTaskNetwork, backbone: str, in_channels: int, batchnorm: bool,
+                   psi: list[int], hidden: int) -> LabelGenerator:
+    """The label-generation network of ``ModelConfig.generator``: ``"own"`` builds its own
+    backbone, ``"features"`` a head on ``net``'s backbone."""
+    if kind == "features":
+        return FeatureLabelGenerator(net.backbone, psi, hidden)
+    return LabelGenerator(build_backbone(backbone, in_channels, batchnorm), psi, hidden)
+
+
 def parse_psi(text: str | list[int] | None, num_primary: int, human_psi: list[int] | None) -> list[int]:
     """ψ from a setting: ``"5"`` (5 for every primary class), ``"6,4"`` or ``[6, 4]`` (one per
     class), or None (the data set's human hierarchy if it has one, else 5 per class).
@@ -239,7 +256,7 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
                            0 if t.method == "single" else sum(psi), m.hidden)
     generator = None
     if t.method == "maxl":
-        generator = LabelGenerator(build_backbone(backbone, data.in_channels, m.batchnorm), psi, m.hidden)
+        generator = make_generator(m.generator, net, backbone, data.in_channels, m.batchnorm, psi, m.hidden)
     a = run.aux
     needs_prior = "colourisation" in a.tasks and a.colourisation_mode == "classification"
     learner = build_learner(

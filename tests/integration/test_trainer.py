@@ -149,3 +149,19 @@ def test_progress_bars_stay_off_a_log_file_but_the_epoch_lines_do_not(digits, ca
     captured = capsys.readouterr()  # not a terminal, like `maxl demo > log.txt 2>&1`
     assert "it/s" not in captured.err + captured.out
     assert "epoch   1  train acc" in captured.out
+
+
+def test_a_generator_on_the_networks_features_trains_resumes_and_reloads(tmp_path):
+    from maxl.analysis.run import load_run
+    from maxl.nn import FeatureLabelGenerator
+
+    out = tmp_path / "features"
+    argv = ["train", "--dataset", "digits", "--method", "maxl", "--generator", "features", "--train-subset", "96",
+            "--test-subset", "40", "--out", str(out), *FAST]
+    assert main([*argv, "--epochs", "1"]) == 0
+    assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2 and all(k.startswith("head.") for k in state["generator"])
+    run = load_run(out)
+    assert isinstance(run.generator, FeatureLabelGenerator) and run.generator.shared_backbone is run.net.backbone
+    assert 0 <= json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["label_max_prob"] <= 1
