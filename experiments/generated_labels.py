@@ -1,0 +1,186 @@
+"""Issue 13: do MAXL's generated labels carry information and help? Ablation, dynamics, final table.
+
+Every run is an ordinary ``maxl train`` run of a generated-labels protocol grid
+(:data:`experiments.harness.CONFIGS`, ``protocol-cifar10`` / ``protocol-mnist``: a validation
+split carved from the training subset, the test set untouched until the final table).
+
+* ``ablation``: MAXL variants (:data:`VARIANTS`, each a set of ``maxl train`` flags on top of the
+  protocol) and the ``single`` / ``human`` references, on the given seeds; ``report-ablation``
+  writes the table of *validation* accuracy (final and last-5 mean, paired differences to
+  single and to the paper's MAXL), the labels at the end of training (mean max-probability,
+  share of auxiliary classes used, NMI with the human fine labels) and the meta-gradient's parts.
+* ``dynamics``: per-epoch label statistics and meta-gradient norms of chosen runs (a figure).
+* ``final``: the protocol grid (single, human, random, k-means, paper MAXL) plus the chosen
+  variant, 5 seeds, test accuracy (:mod:`maxl.analysis.results` tables).
+
+::
+
+    python -m experiments.generated_labels ablation --grid protocol-cifar10 --data-root /tmp/data/cifar10-jpeg \\
+        --out runs/gl-cifar10 --seeds 0 1 --threads 1
+    python -m experiments.generated_labels report-ablation --runs runs/gl-cifar10 --prefix figures/gl-cifar10-ablation
+    python -m experiments.generated_labels dynamics --runs runs/gl-cifar10 --variants paper adam --out figures/x.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from experiments.harness import CONFIGS, run_grid
+
+#: variant -> (method, further `maxl train` flags over the protocol)
+VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "single": ("single", ()),
+    "human": ("human", ()),
+    "paper": ("maxl", ()),
+    "paper-no-wd": ("maxl", ("--gen-weight-decay", "0")),
+    "adam": ("maxl", ("--gen-optimizer", "adam", "--gen-weight-decay", "0")),
+    "features": ("maxl", ("--generator", "features")),
+    "features-adam": ("maxl", ("--generator", "features", "--gen-optimizer", "adam", "--gen-weight-decay", "0")),
+}
+
+
+def ablation(args: argparse.Namespace) -> None:
+    names = args.variants or list(VARIANTS)
+    for name in names:
+        method, extra = VARIANTS[name]
+        print(f"== {name}", flush=True)
+        run_grid(CONFIGS[args.grid], Path(args.out) / name, data_root=args.data_root, methods=[method],
+                 seeds=args.seeds, device=args.device, threads=args.threads, extra_args=(*extra, *args.extra))
+
+
+def _runs(folder: Path) -> dict[int, dict]:
+    """seed -> {config, metrics, summary} of the finished runs below a variant's folder."""
+    out = {}
+    for summary in sorted(folder.glob("*/seed*/summary.json")):
+        run = summary.parent
+        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+        config = json.loads((run / "config.json").read_text())
+        out[int(config["train"]["seed"])] = {"metrics": metrics, "summary": json.loads(summary.read_text())}
+    return out
+
+
+def _ms(values) -> str:
+    a = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if not len(a):
+        return "–"
+    return f"{a.mean():.3f} ± {a.std(ddof=1):.3f}" if len(a) > 1 else f"{a.mean():.3f}"
+
+
+def _pct(values) -> str:
+    a = np.asarray(values, dtype=float) * 100
+    return f"{a.mean():.2f} ± {a.std(ddof=1):.2f}" if len(a) > 1 else f"{a.mean():.2f}"
+
+
+def ablation_rows(root: Path, names: list[str]) -> list[dict]:
+    runs = {n: _runs(root / n) for n in names if (root / n).is_dir()}
+    rows = []
+    for name, seeds in runs.items():
+        if not seeds:
+            continue
+        last = [s["metrics"][-1] for s in seeds.values()]
+        val_final = [s["summary"]["final_val_acc"] for s in seeds.values()]
+        val_last5 = [s["summary"]["last5_mean_val_acc"] for s in seeds.values()]
+        row = {"variant": name, "seeds": " ".join(map(str, seeds)), "val_final": _pct(val_final),
+               "val_last5": _pct(val_last5)}
+        for ref in ("single", "paper"):
+            common = [k for k in seeds if k in runs.get(ref, {})]
+            diffs = [seeds[k]["summary"]["last5_mean_val_acc"] - runs[ref][k]["summary"]["last5_mean_val_acc"]
+                     for k in common]
+            row[f"minus_{ref}"] = _pct(diffs) if diffs and name != ref else "–"
+        row["max_prob"] = _ms([r.get("label_max_prob") for r in last])
+        row["used"] = _ms([r.get("label_used_fraction") for r in last])
+        row["nmi"] = _ms([r.get("label_nmi_human") for r in last])
+        first = [s["metrics"][0] for s in seeds.values()]
+        row["nmi_epoch1"] = _ms([r.get("label_nmi_human") for r in first])
+        row["lookahead_norm"] = _ms([r.get("meta_lookahead_grad_norm") for r in last])
+        row["entropy_norm"] = _ms([r.get("meta_entropy_grad_norm") for r in last])
+        row["s_per_epoch"] = _ms([s["summary"]["mean_epoch_time_s"] for s in seeds.values()])
+        rows.append(row)
+    return rows
+
+
+COLUMNS = [("variant", "variant"), ("seeds", "seeds"), ("val_final", "val acc final %"),
+           ("val_last5", "val acc last-5 %"), ("minus_single", "− single (last-5, paired) %"),
+           ("minus_paper", "− paper MAXL (paired) %"), ("max_prob", "label max-prob"), ("used", "classes used"),
+           ("nmi", "NMI with fine labels"), ("nmi_epoch1", "NMI at epoch 1"),
+           ("lookahead_norm", "‖∇ look-ahead‖"), ("entropy_norm", "‖∇ entropy‖"), ("s_per_epoch", "s / epoch")]
+
+
+def report_ablation(args: argparse.Namespace) -> None:
+    root = Path(args.runs)
+    rows = ablation_rows(root, args.variants or list(VARIANTS))
+    lines = [f"# {args.title}", "", "| " + " | ".join(h for _, h in COLUMNS) + " |",
+             "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(r[k]) for k, _ in COLUMNS) + " |" for r in rows]
+    notes = {n: " ".join(VARIANTS[n][1]) or "(protocol defaults)" for n in (args.variants or VARIANTS)}
+    lines += ["", "Validation split only (the test set is not read). Label statistics and gradient norms are those "
+              "of the last epoch (mean ± std over seeds); NMI within primary classes, of the generated argmax with "
+              "the human fine label, on the training images.", "", "Variants (flags on top of the protocol):", ""]
+    lines += [f"- `{n}`: `{flags}`" for n, flags in notes.items()]
+    Path(args.prefix).parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{args.prefix}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def dynamics(args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("label_max_prob", "mean max-probability"), ("label_used_fraction", "classes used"),
+            ("label_nmi_human", "NMI with fine labels"), ("meta_lookahead_grad_norm", "‖∇θ2 L_pri(θ1⁺)‖"),
+            ("meta_entropy_grad_norm", "‖λ∇θ2 H‖"), ("val_acc", "validation accuracy")]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    for (key, label), ax in zip(keys, axes.flat):
+        for name in args.variants:
+            for seed, run in sorted(_runs(Path(args.runs) / name).items()):
+                ys = [m.get(key, math.nan) for m in run["metrics"]]
+                ax.plot(range(1, len(ys) + 1), ys, label=f"{name} s{seed}", alpha=0.8)
+        ax.set_title(label)
+        ax.set_xlabel("epoch")
+        if key.startswith("meta_"):
+            ax.set_yscale("log")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(args.title)
+    fig.tight_layout()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("ablation", help="train the variants on the protocol (skips finished runs)")
+    a.add_argument("--grid", choices=[c for c in CONFIGS if c.startswith("protocol-")], default="protocol-cifar10")
+    a.add_argument("--data-root", required=True)
+    a.add_argument("--out", required=True, help="one grid folder per variant below it")
+    a.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
+    a.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    a.add_argument("--device", default="cpu")
+    a.add_argument("--threads", type=int, default=1)
+    a.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="flags added to every run")
+    r = sub.add_parser("report-ablation", help="the validation table of the variants")
+    r.add_argument("--runs", required=True)
+    r.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
+    r.add_argument("--prefix", required=True, help="writes PREFIX.md")
+    r.add_argument("--title", default="Generated labels: ablation on the validation split")
+    d = sub.add_parser("dynamics", help="per-epoch label statistics and meta-gradient norms")
+    d.add_argument("--runs", required=True)
+    d.add_argument("--variants", nargs="+", choices=list(VARIANTS), required=True)
+    d.add_argument("--out", required=True, help="PNG to write")
+    d.add_argument("--title", default="Generated labels: dynamics")
+    args = p.parse_args(argv)
+    {"ablation": ablation, "report-ablation": report_ablation, "dynamics": dynamics}[args.command](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

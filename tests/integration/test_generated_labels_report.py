@@ -1,0 +1,27 @@
+"""The ablation table of experiments/generated_labels.py reads run folders correctly."""
+
+import json
+
+from experiments.generated_labels import ablation_rows
+
+
+def fake_run(root, variant, seed, val_last5, max_prob, nmi):
+    folder = root / variant / ("maxl" if variant not in ("single", "human") else variant) / f"seed{seed}"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"train": {"seed": seed}}))
+    record = {"label_max_prob": max_prob, "label_used_fraction": 1.0, "label_nmi_human": nmi}
+    (folder / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    (folder / "summary.json").write_text(json.dumps({"final_val_acc": val_last5, "last5_mean_val_acc": val_last5,
+                                                     "mean_epoch_time_s": 2.0}))
+
+
+def test_paired_differences_and_label_statistics(tmp_path):
+    for seed, (s, p, a) in enumerate([(0.80, 0.81, 0.84), (0.82, 0.82, 0.85)]):
+        fake_run(tmp_path, "single", seed, s, None, None)
+        fake_run(tmp_path, "paper", seed, p, 0.25, 0.02)
+        fake_run(tmp_path, "adam", seed, a, 0.9, 0.2)
+    rows = {r["variant"]: r for r in ablation_rows(tmp_path, ["single", "paper", "adam"])}
+    assert rows["adam"]["minus_single"] == "3.50 ± 0.71"  # paired: +4 and +3 points
+    assert rows["adam"]["minus_paper"] == "3.00 ± 0.00"
+    assert rows["paper"]["minus_paper"] == "–" and rows["single"]["max_prob"] == "–"
+    assert rows["adam"]["max_prob"] == "0.900 ± 0.000" and rows["paper"]["nmi"] == "0.020 ± 0.000"
