@@ -18,7 +18,7 @@ import torch
 
 from maxl.nn.backbones import build_backbone
 from maxl.data.datasets import DataBundle, load_dataset
-from maxl.nn.networks import MultiTaskNetwork
+from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 from maxl.train.build import make_generator
 
 __all__ = ["Run", "load_run", "read_config", "read_metrics", "read_summary", "run_label"]

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS

@@ -24,7 +24,6 @@ from maxl.baselines.labels import fixed_aux_labels
 from maxl.core.hierarchy import Hierarchy
 from maxl.core.losses import classification_loss
 from maxl.data.datasets import DATASETS, load_dataset
-from maxl.meta import MetaConfig
 from maxl.nn.backbones import BACKBONES, build_backbone
 from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
 from maxl.train import distributed
