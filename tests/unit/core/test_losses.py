@@ -50,3 +50,18 @@ def test_negative_entropy_values_and_zero_classes():
     h = negative_entropy(p)
     h.backward()
     assert torch.isfinite(h) and torch.isfinite(logits.grad).all()
+
+
+def test_mean_entropy_of_rows_against_a_loop_and_its_gradient_in_float64():
+    import math
+
+    from maxl.core.losses import mean_entropy
+
+    probs = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [1.0, 0.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    expected = sum(-sum(p * math.log(p) for p in row if p > 0) for row in probs.tolist()) / 3
+    value = mean_entropy(probs)
+    assert value.item() == pytest.approx(expected, rel=1e-12)
+    (grad,) = torch.autograd.grad(value, probs)
+    inside = probs.detach() > 0
+    torch.testing.assert_close(grad[inside], (-(probs.detach().log() + 1) / 3)[inside])
+    assert torch.all(grad[~inside] == 0)  # outside the blocks: no NaN, no pull
