@@ -5,15 +5,23 @@ maths), :mod:`~maxl.meta.fused` (fused_step), :mod:`~maxl.meta.engine` (the Meta
 :mod:`~maxl.meta.registry`, :mod:`~maxl.meta.lookahead` (shared pieces),
 :mod:`~maxl.meta.graph_check` (ops without double backward), :mod:`~maxl.meta.engines` (func,
 higher, jvp, first; one file each).
+
+The outer objective is J(θ2) = L_pri(f(x_o; θ1^(k)), y_o) + λ Σ ȳ log ȳ with θ1^(0) = θ1 and
+θ1^(j+1) = θ1^(j) − α ∇θ1 [L_pri + L_aux](θ1^(j)) on the batch (x, y) and the generator's labels of
+x; the paper's J has k = 1 (``MetaConfig.inner_steps``) and (x_o, y_o) = (x, y) (``outer_batch``
+None). References: Liu, Davison, Johns, NeurIPS 2019 (MAXL, arXiv:1901.08933); Liu, Simonyan,
+Yang, ICLR 2019 (DARTS) and Navon et al., ICLR 2021 (AuxiLearn) for the held-out outer batch;
+Finn, Abbeel, Levine, ICML 2017 (MAML) for several inner steps.
 """
 
-from maxl.meta.engines import ENGINES, FUSED_ENGINES  # registers the built-in engines  # noqa: I001
+from maxl.meta.engines import ENGINES, FUSED_ENGINES, MULTI_STEP_ENGINES  # registers the built-in engines  # noqa: I001
 from maxl.meta.config import ORDERS, MetaConfig
-from maxl.meta.engine import MetaEngine
+from maxl.meta.engine import MetaEngine, OuterBatch
 from maxl.meta.fused import FusedResult, fused_step
 from maxl.meta.gradient import MetaResult, meta_gradient
 from maxl.meta.graph_check import DoubleBackwardError
-from maxl.meta.registry import get_engine, register_engine, supports_fused
+from maxl.meta.registry import check_inner_steps, get_engine, register_engine, supports_fused
 
 __all__ = ["ENGINES", "ORDERS", "FUSED_ENGINES", "DoubleBackwardError", "MetaConfig", "MetaResult", "FusedResult",
-           "meta_gradient", "fused_step", "MetaEngine", "register_engine", "get_engine", "supports_fused"]
+           "meta_gradient", "fused_step", "MetaEngine", "OuterBatch", "register_engine", "get_engine", "supports_fused",
+           "check_inner_steps", "MULTI_STEP_ENGINES"]

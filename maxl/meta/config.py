@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from maxl.meta.registry import engine_names
+from maxl.meta.registry import check_inner_steps, engine_names, get_engine
 
 __all__ = ["MetaConfig", "ORDERS"]
 
@@ -27,15 +27,21 @@ class MetaConfig:
         record_parts: also report the norms of the two parts of ∇θ2 J, the look-ahead's
             ∇θ2 L_pri(θ1⁺) and the entropy term's λ∇θ2 H (a diagnostic: one more backward
             through the generator; the gradient itself is then their sum).
+        inner_steps: k, the number of differentiable look-ahead steps, θ1^(j+1) = θ1^(j) −
+            α ∇θ1 (L_pri + L_aux)(θ1^(j)) on the same batch and labels, J taken at θ1^(k)
+            (1 in the paper; k > 1 as MAML's inner loop, engines ``"func"`` and ``"higher"``).
 
     Raises:
-        ValueError: an unknown order, an engine that is not registered as second-order, or
-            ``inner_lr <= 0``.
+        ValueError: an unknown order, an engine that is not registered as second-order,
+            ``inner_lr <= 0``, ``inner_steps < 1``, or ``inner_steps > 1`` with an engine that
+            takes one step only (``"jvp"``, ``order="first"``).
 
     References:
         Liu, Davison, Johns. "Self-Supervised Generalisation with Meta Auxiliary Learning".
         NeurIPS 2019, arXiv:1901.08933, Eq. 3–4 (α, λ).
         Liu, Simonyan, Yang. "DARTS: Differentiable Architecture Search". ICLR 2019, Eq. 7–8 (ε).
+        Finn, Abbeel, Levine. "Model-Agnostic Meta-Learning for Fast Adaptation of Deep
+        Networks". ICML 2017, Sec. 2.2 (several inner steps).
     """
 
     inner_lr: float | None = 0.01
@@ -44,6 +50,7 @@ class MetaConfig:
     engine: str = "func"
     fd_epsilon: float = 0.01
     record_parts: bool = False
+    inner_steps: int = 1
 
     def __post_init__(self):
         if self.order not in ORDERS:
@@ -52,6 +59,9 @@ class MetaConfig:
             raise ValueError(f"unknown meta engine {self.engine!r}; expected one of {engine_names('second')}")
         if self.inner_lr is not None and self.inner_lr <= 0:
             raise ValueError(f"inner_lr (look-ahead step α) must be > 0, got {self.inner_lr}")
+        if isinstance(self.inner_steps, bool) or not isinstance(self.inner_steps, int) or self.inner_steps < 1:
+            raise ValueError(f"inner_steps (look-ahead steps k) must be an int >= 1, got {self.inner_steps!r}")
+        check_inner_steps(get_engine(self.engine_name), self.inner_steps)
 
     @property
     def engine_name(self) -> str:

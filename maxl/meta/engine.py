@@ -2,13 +2,15 @@
 
 Every engine computes the same outer objective of MAXL's generator,
 
-    J(θ2) = L_pri(f(x; θ1⁺(θ2)), y) + λ Σ_k ȳ_k log ȳ_k,
+    J(θ2) = L_pri(f(x_o; θ1⁺(θ2)), y_o) + λ Σ_k ȳ_k log ȳ_k,
     θ1⁺(θ2) = θ1 − α ∇θ1 [L_pri(f(x; θ1), y) + L_aux(f(x; θ1), g(x, y; θ2))]
 
-(Liu, Davison, Johns, NeurIPS 2019, arXiv:1901.08933, Eq. 3–4), and differs only in how the
-look-ahead's contribution to ∇θ2 J is obtained. An engine does not take ∇θ2 itself: it returns a
-scalar ``objective`` whose gradient with respect to θ2 is that contribution, and
-:func:`maxl.meta.meta_gradient` / :func:`maxl.meta.fused_step` add λH and differentiate once.
+(Liu, Davison, Johns, NeurIPS 2019, arXiv:1901.08933, Eq. 3–4; the outer batch (x_o, y_o) is
+(x, y) unless ``outer_batch`` is given; θ1⁺ is θ1^(k) after ``MetaConfig.inner_steps`` steps,
+see :mod:`maxl.meta.gradient`), and differs only in how the look-ahead's contribution to ∇θ2 J
+is obtained. An engine does not take ∇θ2 itself: it returns a scalar ``objective`` whose
+gradient with respect to θ2 is that contribution, and :func:`maxl.meta.meta_gradient` /
+:func:`maxl.meta.fused_step` add λH and differentiate once.
 That keeps the entropy term, the graph check and the error translation in one place.
 
 An engine has two forms:
@@ -18,6 +20,9 @@ An engine has two forms:
 * :meth:`MetaEngine.fused`: the multi-task gradient ∇θ1 (L_pri + L_aux) and the look-ahead from
   one shared forward/backward of the real module. Returns a :class:`SharedStep`. Optional: an
   engine that takes its own look-ahead step (``"higher"``) does not override it.
+
+An engine that can unroll more than one look-ahead step sets ``multi_step``; the others refuse
+``inner_steps > 1`` (:func:`maxl.meta.registry.check_inner_steps`).
 
 Engines are registered under their names (:func:`maxl.meta.register_engine`) and chosen by
 :func:`maxl.meta.get_engine` from a :class:`maxl.meta.MetaConfig`.
@@ -34,7 +39,7 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from maxl.meta.config import MetaConfig
 
-__all__ = ["MetaEngine", "Lookahead", "SharedStep", "LossFn", "ExtraInnerLoss"]
+__all__ = ["MetaEngine", "Lookahead", "SharedStep", "LossFn", "ExtraInnerLoss", "OuterBatch"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """``loss(logits, target) -> scalar`` for hard ``[B]`` and soft ``[B, K]`` targets."""
@@ -43,6 +48,9 @@ ExtraInnerLoss = Callable[[dict[str, Tensor]], Tensor]
 """``L_x(params) -> scalar``: other tasks' loss, a function of the multi-task network's
 trainable parameters by name (tensors that may carry a graph)."""
 
+OuterBatch = tuple[Tensor, Tensor]
+"""``(x_o, y_o)``: images float ``[B', C, H, W]`` and primary labels int64 ``[B']`` of the outer loss."""
+
 
 @dataclass
 class Lookahead:
@@ -50,7 +58,7 @@ class Lookahead:
 
     Attributes:
         soft: g(x, y; θ2), the generated labels with their graph to θ2, float ``[B, K]``.
-        outer: L_pri(f(x; θ1⁺), y), scalar (with a graph to θ2 for the double-backward engines).
+        outer: L_pri(f(x_o; θ1⁺), y_o), scalar (with a graph to θ2 for the double-backward engines).
         objective: a scalar whose ∇θ2 is the look-ahead's term of ∇θ2 J: ``outer`` itself for
             the exact double-backward engines, a surrogate for the others.
     """
@@ -92,11 +100,13 @@ class MetaEngine:
         needs_double_backward: whether the engine differentiates the network's backward
             (``create_graph=True``); if so, the callers walk the graph for ops that cannot be
             differentiated twice and explain autograd's errors (:mod:`maxl.meta.graph_check`).
+        multi_step: whether both forms unroll ``MetaConfig.inner_steps`` > 1 look-ahead steps.
     """
 
     name: str = ""
     order: str = "second"
     needs_double_backward: bool = False
+    multi_step: bool = False
 
     @property
     def supports_fused(self) -> bool:
@@ -104,7 +114,8 @@ class MetaEngine:
         return type(self).fused is not MetaEngine.fused
 
     def gradient(self, net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
-                 config: MetaConfig, extra_inner_loss: ExtraInnerLoss | None = None) -> Lookahead:
+                 config: MetaConfig, extra_inner_loss: ExtraInnerLoss | None = None,
+                 outer_batch: OuterBatch | None = None) -> Lookahead:
         """The plain form: the look-ahead from θ1 without touching the real network.
 
         Args:
@@ -113,8 +124,10 @@ class MetaEngine:
             x: images float ``[B, C, H, W]``.
             y: primary labels int64 ``[B]``.
             loss_fn: ``loss(logits, target) -> scalar``.
-            config: the :class:`maxl.meta.MetaConfig` (α, ε₀, ...).
+            config: the :class:`maxl.meta.MetaConfig` (α, ε₀, k = ``inner_steps``, ...).
             extra_inner_loss: optional L_x(params), added to the look-ahead's inner loss.
+            outer_batch: optional ``(x_o [B', C, H, W], y_o [B'])`` of the outer loss
+                L_pri(f(x_o; θ1⁺), y_o); None: (x, y). The look-ahead steps stay on (x, y).
 
         Returns:
             :class:`Lookahead`. Neither network's parameters, ``.grad`` or buffers change.
@@ -125,7 +138,8 @@ class MetaEngine:
         raise NotImplementedError(f"engine {self.name!r} has no gradient form")
 
     def fused(self, net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
-              config: MetaConfig, extra_inner_loss: ExtraInnerLoss | None = None) -> SharedStep:
+              config: MetaConfig, extra_inner_loss: ExtraInnerLoss | None = None,
+              outer_batch: OuterBatch | None = None) -> SharedStep:
         """The fused form: the multi-task gradient and the look-ahead from one forward/backward.
 
         The multi-task forward runs on the real module, so its BatchNorm running statistics

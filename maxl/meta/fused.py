@@ -15,8 +15,12 @@ Each engine provides this form as :meth:`maxl.meta.engine.MetaEngine.fused`; ``"
 its own look-ahead step and has none (:func:`maxl.meta.supports_fused`). L_x is the loss of the
 other auxiliary tasks of the real step (``extra_inner_loss``, as in
 :func:`maxl.meta.gradient.meta_gradient`); it enters both the update and the look-ahead.
-The result equals :func:`maxl.meta.gradient.meta_gradient` followed by a plain multi-task backward
-on the generator's labels (+ L_x), as the tests check.
+The multi-task gradient is the first step of the look-ahead, so a k-step look-ahead
+(``MetaConfig.inner_steps``, engine ``"func"``) continues from it with k − 1 functional steps; an
+outer batch (``outer_batch``) changes only the look-ahead's outer loss, never the multi-task
+gradient, which is always on (x, y). The result equals :func:`maxl.meta.gradient.meta_gradient`
+(with the same ``inner_steps`` and ``outer_batch``) followed by a plain multi-task backward on
+the generator's labels (+ L_x), as the tests check.
 """
 
 from __future__ import annotations
@@ -26,10 +30,10 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from maxl.meta.config import MetaConfig
-from maxl.meta.engine import ExtraInnerLoss, LossFn
+from maxl.meta.engine import ExtraInnerLoss, LossFn, OuterBatch
 from maxl.meta.gradient import MetaResult, outer_gradient
 from maxl.meta.graph_check import explain_double_backward_errors
-from maxl.meta.registry import engine_names, get_engine
+from maxl.meta.registry import check_inner_steps, engine_names, get_engine
 
 __all__ = ["FusedResult", "fused_step"]
 
@@ -57,7 +61,7 @@ class FusedResult:
 
 def fused_step(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
                config: MetaConfig | None = None, *, extra_inner_loss: ExtraInnerLoss | None = None,
-               check_graph: bool = True) -> FusedResult:
+               check_graph: bool = True, outer_batch: OuterBatch | None = None) -> FusedResult:
     """The multi-task gradient and the generator's meta-gradient from one shared
     forward/backward of the multi-task network.
 
@@ -80,12 +84,17 @@ def fused_step(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_
         check_graph: for an engine that needs double backward (``"func"``), walk the autograd
             graph for ops whose backward cannot be differentiated (a trainer does it on its
             first step only).
+        outer_batch: optional ``(x_o [B', C, H, W], y_o [B'])`` of the outer loss, as in
+            :func:`maxl.meta.meta_gradient`; ``net_grads`` and the losses stay on (x, y), and
+            the real network's BatchNorm statistics see x only.
 
     Returns:
         :class:`FusedResult`.
 
     Raises:
-        ValueError: the engine has no fused form (``"higher"``: it cannot share the step).
+        ValueError: the engine has no fused form (``"higher"``: it cannot share the step),
+            ``inner_steps > 1`` with an engine that takes one step only (``"jvp"``,
+            ``order="first"``), or a malformed ``outer_batch``.
         DoubleBackwardError: engine ``"func"`` and an op of the network has no double backward,
             or one that autograd cannot follow; the message suggests ``order="first"``.
 
@@ -99,8 +108,9 @@ def fused_step(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_
         fused = tuple(n for n in engine_names() if get_engine(n).supports_fused)
         raise ValueError(f"the meta engine {engine.name!r} has no fused form (it takes its own look-ahead "
                          f"step); fused_step supports {fused}; use meta_gradient for {engine.name!r}")
+    check_inner_steps(engine, cfg.inner_steps)
     with explain_double_backward_errors(engine.needs_double_backward):
-        step = engine.fused(net, generator, x, y, loss_fn, cfg, extra_inner_loss)
+        step = engine.fused(net, generator, x, y, loss_fn, cfg, extra_inner_loss, outer_batch)
     meta = outer_gradient(engine, step, generator, cfg, check_graph)
     return FusedResult(meta=meta, net_grads=[g.detach() for g in step.net_grads],
                        primary_loss=step.primary_loss.detach(), aux_loss=step.aux_loss.detach(),

@@ -44,6 +44,24 @@ own module of :mod:`maxl.meta.engines` and registered under its name
 The look-ahead never changes the real network: it runs on copies of the BatchNorm running
 statistics, and no ``.grad`` of θ1 is touched.
 
+Two generalisations of the look-ahead (defaults: the paper's):
+
+* **An outer batch** (``outer_batch=(x_o, y_o)``): J(θ2) = L_pri(f(x_o; θ1⁺(θ2)), y_o) + λH on a
+  different batch from the inner step, which stays on (x, y) with the generator's labels of x.
+  Measured on the batch it was trained on, the look-ahead rewards labels that help fit that
+  batch; on a held-out batch it rewards labels that help generalise, the bilevel split of DARTS
+  (Liu, Simonyan, Yang, ICLR 2019, Eq. 3–4: weights on training data, architecture on validation
+  data) and AuxiLearn (Navon et al., "Auxiliary Learning by Implicit Differentiation", ICLR
+  2021: auxiliary parameters on a held-out auxiliary set).
+* **A k-step look-ahead** (``MetaConfig.inner_steps`` = k): θ1^(0) = θ1,
+  θ1^(j+1) = θ1^(j) − α ∇θ1 [L_pri(f(x; θ1^(j)), y) + L_aux(f(x; θ1^(j)), g(x, y; θ2))],
+  on the same batch and labels, differentiable through every step, and J at θ1⁺ = θ1^(k): the
+  multi-step inner loop of MAML (Finn, Abbeel, Levine, ICML 2017, Sec. 2.2). The generator then
+  sees the effect of its labels over several updates instead of one. Engines ``"func"`` (also
+  fused) and ``"higher"``; ``"jvp"`` and ``order="first"`` take one step only and refuse k > 1.
+
+Both keep every engine's BatchNorm handling: all look-ahead passes run on copies of the buffers.
+
 Other auxiliary tasks trained on the same network (rotation, colourisation, ... from
 :mod:`auxtasks`) also move θ1 in the real step. ``extra_inner_loss`` adds their loss L_x(θ1)
 to the look-ahead, θ1⁺ = θ1 − α ∇θ1 (L_pri + L_aux + L_x), so that θ1⁺ is where the real step
@@ -60,9 +78,9 @@ from torch import Tensor, nn
 
 from maxl.core.losses import negative_entropy
 from maxl.meta.config import MetaConfig
-from maxl.meta.engine import ExtraInnerLoss, Lookahead, LossFn, MetaEngine
+from maxl.meta.engine import ExtraInnerLoss, Lookahead, LossFn, MetaEngine, OuterBatch
 from maxl.meta.graph_check import check_double_backward, explain_double_backward_errors
-from maxl.meta.registry import get_engine
+from maxl.meta.registry import check_inner_steps, get_engine
 
 __all__ = ["MetaResult", "meta_gradient", "outer_gradient"]
 
@@ -74,7 +92,8 @@ class MetaResult:
     Attributes:
         grads: ∇θ2 J, one tensor per parameter of the generator (same order as
             ``generator.parameters()``).
-        outer_loss: L_pri(f(x; θ1⁺), y) (for ``order="first"``: at the virtual step θ1′ = θ1⁺).
+        outer_loss: L_pri(f(x_o; θ1⁺), y_o) on the outer batch (θ1⁺ = θ1^(k); for
+            ``order="first"``: at the virtual step θ1′ = θ1⁺).
         neg_entropy: H = Σ ȳ log ȳ of the batch.
         soft_labels: the generated labels, detached, float ``[B, sum(ψ)]``.
         lookahead_grad_norm, entropy_grad_norm: ‖∇θ2 L_pri(θ1⁺)‖ and ‖λ ∇θ2 H‖, the norms of
@@ -135,7 +154,8 @@ def _norm(tensors: list[Tensor]) -> Tensor:
 
 def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
                   config: MetaConfig | None = None, check_graph: bool = True, *,
-                  extra_inner_loss: ExtraInnerLoss | None = None) -> MetaResult:
+                  extra_inner_loss: ExtraInnerLoss | None = None, outer_batch: OuterBatch | None = None
+                  ) -> MetaResult:
     """Compute the generator's meta-gradient ∇θ2 J on one batch (see the module docstring).
 
     Neither network's parameters, ``.grad`` or BatchNorm running statistics of the
@@ -159,7 +179,11 @@ def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, lo
             tensors may carry a graph and must be used instead of the module's own, e.g.
             through ``torch.func.functional_call``). It is added to the look-ahead loss:
             θ1⁺ = θ1 − α ∇θ1 (L_pri + L_aux + L_x). Used by :mod:`auxtasks` to include the
-            other auxiliary tasks of the real step.
+            other auxiliary tasks of the real step (at every step when ``inner_steps`` > 1).
+        outer_batch: optional ``(x_o, y_o)``, images float ``[B', C, H, W]`` and primary labels
+            int64 ``[B']`` (e.g. a held-out meta split): the outer loss is
+            L_pri(f(x_o; θ1⁺), y_o), while the look-ahead steps stay on (x, y) with the
+            generator's labels of x. None: (x, y), the paper's J.
 
     Returns:
         :class:`MetaResult`.
@@ -170,10 +194,19 @@ def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, lo
             suggests ``order="first"`` (``"jvp"`` needs no double backward either).
         RuntimeError: for engine ``"jvp"``, an op without a forward-mode derivative (use
             ``"func"`` then).
-        ValueError: ``config`` names an engine that is not registered.
+        ValueError: ``config`` names an engine that is not registered, ``inner_steps > 1`` with an
+            engine that takes one step only, or ``outer_batch`` is not a pair of one batch size.
+
+    References:
+        Liu, Davison, Johns. "Self-Supervised Generalisation with Meta Auxiliary Learning".
+        NeurIPS 2019, arXiv:1901.08933, Eq. 3–4.
+        Liu, Simonyan, Yang. "DARTS: Differentiable Architecture Search". ICLR 2019 (outer batch).
+        Navon et al. "Auxiliary Learning by Implicit Differentiation". ICLR 2021 (outer batch).
+        Finn, Abbeel, Levine. "Model-Agnostic Meta-Learning". ICML 2017 (``inner_steps``).
     """
     cfg = config or MetaConfig()
     engine = get_engine(cfg)
+    check_inner_steps(engine, cfg.inner_steps)
     with explain_double_backward_errors(engine.needs_double_backward):
-        look = engine.gradient(net, generator, x, y, loss_fn, cfg, extra_inner_loss)
+        look = engine.gradient(net, generator, x, y, loss_fn, cfg, extra_inner_loss, outer_batch)
     return outer_gradient(engine, look, generator, cfg, check_graph)

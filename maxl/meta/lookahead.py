@@ -1,7 +1,8 @@
 """The pieces every engine's look-ahead is built from.
 
 The look-ahead θ1⁺ = θ1 − α ∇θ1 [L_pri + L_aux (+ L_x)] (Liu, Davison, Johns, NeurIPS 2019,
-arXiv:1901.08933, Eq. 3) runs through the multi-task network's own ``forward`` with
+arXiv:1901.08933, Eq. 3), or its k-step form (:func:`unroll`), and the outer loss on the outer
+batch (x_o, y_o) (:func:`outer_pair`) run through the multi-task network's own ``forward`` with
 ``torch.func.functional_call`` and replaced parameters, never through a second hand-written
 forward, and on copies of the BatchNorm buffers, so that the real network is not changed.
 """
@@ -15,13 +16,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from maxl.meta.engine import ExtraInnerLoss, LossFn
+from maxl.meta.engine import ExtraInnerLoss, LossFn, OuterBatch
 
 if TYPE_CHECKING:
     from maxl.meta.config import MetaConfig
 
-__all__ = ["Forward", "trainable", "buffer_copies", "functional_forward", "multitask_loss", "multitask_gradient",
-           "lookahead_direction"]
+__all__ = ["Forward", "trainable", "buffer_copies", "functional_forward", "outer_pair", "multitask_loss",
+           "multitask_gradient", "unroll", "lookahead_direction"]
 
 Forward = Callable[[Sequence[Tensor]], tuple[Tensor, Tensor]]
 """``call(params) -> (primary [B, P], aux [B, K])``: the network's forward with replaced parameters."""
@@ -57,6 +58,19 @@ def functional_forward(net: nn.Module, names: list[str], buffers: dict[str, Tens
     def call(params: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         return functional_call(net, ({**dict(zip(names, params)), **buffers}), (x,))
     return call
+
+
+def outer_pair(x: Tensor, y: Tensor, outer_batch: OuterBatch | None) -> OuterBatch:
+    """``(x_o, y_o)``, the batch of the outer loss: ``outer_batch``, or the inner batch ``(x, y)`` if None.
+
+    Raises:
+        ValueError: ``outer_batch`` is not a pair of images and labels of the same batch size.
+    """
+    if outer_batch is None:
+        return x, y
+    if len(outer_batch) != 2 or outer_batch[0].shape[0] != outer_batch[1].shape[0]:
+        raise ValueError("outer_batch must be a pair (x_o [B', C, H, W], y_o [B']) of the same batch size B'")
+    return outer_batch[0], outer_batch[1]
 
 
 def multitask_loss(outputs: tuple[Tensor, Tensor], y: Tensor, soft: Tensor, loss_fn: LossFn) -> Tensor:
@@ -100,18 +114,50 @@ def multitask_gradient(net: nn.Module, names: list[str], params: list[Tensor], x
     return primary_logits, primary_loss, aux_loss, grads
 
 
+def unroll(call: Forward, names: list[str], fast: list[Tensor], y: Tensor, soft: Tensor, loss_fn: LossFn,
+           extra: ExtraInnerLoss | None, alpha: float, steps: int) -> list[Tensor]:
+    """``steps`` differentiable look-ahead steps from ``fast`` on one batch and one set of labels.
+
+    θ1^(j+1) = θ1^(j) − α ∇θ1 [L_pri + L_aux(·, soft) (+ L_x)](θ1^(j)), each gradient taken with
+    ``create_graph=True``, so the result is a function of θ2 through ``soft`` at every step (and of
+    θ1^(0) = ``fast``). One step from θ1 is MAXL's look-ahead (Liu, Davison, Johns, NeurIPS 2019,
+    Eq. 3); several are MAML's multi-step inner loop (Finn, Abbeel, Levine, ICML 2017, Sec. 2.2, Eq. 1).
+
+    Args:
+        call: the functional forward on the inner batch x (from :func:`functional_forward`).
+        names: the trainable parameters' names (for ``extra``).
+        fast: θ1^(0), one tensor per trainable parameter.
+        y: primary labels int64 ``[B]``.
+        soft: g(x, y; θ2), float ``[B, K]``, with its graph to θ2.
+        loss_fn: ``loss(logits, target) -> scalar``.
+        extra: optional L_x(params), added to the loss of every step.
+        alpha: α, the step size.
+        steps: how many steps (0 returns ``fast``).
+
+    Returns:
+        θ1^(steps), one tensor per parameter.
+    """
+    for _ in range(steps):
+        inner = multitask_loss(call(fast), y, soft, loss_fn)
+        if extra is not None:
+            inner = inner + extra(dict(zip(names, fast)))
+        grads = torch.autograd.grad(inner, fast, create_graph=True)
+        fast = [p - alpha * g for p, g in zip(fast, grads)]  # θ1^(j+1) = θ1^(j) − α ∇θ1 (L_pri + L_aux [+ L_x])
+    return fast
+
+
 def lookahead_direction(call: Forward, theta: list[Tensor], inner_grads: Sequence[Tensor], y: Tensor,
                         loss_fn: LossFn, cfg: MetaConfig) -> tuple[Tensor, list[Tensor]]:
-    """L_pri at θ1⁺ = θ1 − α g and v = ∇θ1⁺ L_pri(θ1⁺), both detached from θ2.
+    """L_pri at θ1⁺ = θ1 − α g on the outer batch and v = ∇θ1⁺ L_pri(θ1⁺), both detached from θ2.
 
     The first-order and the ``"jvp"`` engines need no graph through g: v is the direction along
     which they differentiate the inner gradient (DARTS's d).
 
     Args:
-        call: the functional forward (from :func:`functional_forward`).
+        call: the functional forward on the outer batch x_o (from :func:`functional_forward`).
         theta: θ1, detached, one tensor per trainable parameter.
-        inner_grads: g = ∇θ1 (L_pri + L_aux [+ L_x]), same shapes.
-        y: primary labels int64 ``[B]``.
+        inner_grads: g = ∇θ1 (L_pri + L_aux [+ L_x]) on the inner batch, same shapes.
+        y: the outer batch's primary labels y_o int64 ``[B']``.
         loss_fn: ``loss(logits, target) -> scalar``.
         cfg: supplies α (``inner_lr``).
 

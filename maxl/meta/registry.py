@@ -16,7 +16,7 @@ from maxl.meta.engine import MetaEngine
 if TYPE_CHECKING:
     from maxl.meta.config import MetaConfig
 
-__all__ = ["ENGINES_REGISTRY", "register_engine", "get_engine", "supports_fused", "engine_names"]
+__all__ = ["ENGINES_REGISTRY", "register_engine", "get_engine", "supports_fused", "engine_names", "check_inner_steps"]
 
 ENGINES_REGISTRY: dict[str, MetaEngine] = {}
 """Every registered engine by name, in registration order."""
@@ -78,3 +78,17 @@ def supports_fused(config_or_name: MetaConfig | str) -> bool:
         ValueError: no engine has that name.
     """
     return get_engine(config_or_name).supports_fused
+
+
+def check_inner_steps(engine: MetaEngine, inner_steps: int) -> None:
+    """Refuse a multi-step look-ahead (``inner_steps > 1``) for an engine that takes one step only.
+
+    Raises:
+        ValueError: ``inner_steps > 1`` and ``engine.multi_step`` is False; the message names the
+            engine and those that can.
+    """
+    if inner_steps > 1 and not engine.multi_step:
+        able = tuple(n for n, e in ENGINES_REGISTRY.items() if e.multi_step)
+        raise ValueError(f"the meta engine {engine.name!r} takes one look-ahead step only, got inner_steps="
+                         f"{inner_steps}; set inner_steps=1, or use order='second' with an engine that unrolls "
+                         f"several steps: {able} ('func' also has the fused form)")

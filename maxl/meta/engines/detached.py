@@ -1,14 +1,20 @@
 """The look-ahead without a graph through the inner gradient, shared by ``"jvp"`` and ``"first"``.
 
 Only the look-ahead's inner gradient g = ∇θ1 [L_pri + L_aux(θ1, g(θ2))] depends on θ2, and
-θ1⁺ = θ1 − α g enters J through L_pri(θ1⁺). By the chain rule, with v = ∇θ1⁺ L_pri(θ1⁺),
+θ1⁺ = θ1 − α g enters J through L_pri(θ1⁺) on the outer batch (x_o, y_o). By the chain rule,
+with v = ∇θ1⁺ L_pri(f(x_o; θ1⁺), y_o),
 
-    ∇θ2 L_pri(θ1⁺) = −α ∂/∂θ2 ⟨∇θ1 L_aux(θ1, g(θ2)), v⟩
+    ∇θ2 L_pri(θ1⁺) = −α ∂/∂θ2 ⟨∇θ1 L_aux(f(x; θ1), g(x, y; θ2)), v⟩
 
 (Liu, Davison, Johns, NeurIPS 2019, arXiv:1901.08933, Eq. 4; L_x does not depend on θ2 and only
-moves the point θ1⁺). So g and v can be computed by plain backward passes, detached from θ2, and
-the mixed term is left to a *surrogate*: a scalar whose ∇θ2 is that term. ``"jvp"`` builds it
-exactly with one forward-mode pass, ``"first"`` approximates it by DARTS's central difference.
+moves the point θ1⁺): v comes from the outer batch, the mixed term from the inner one. So g and
+v can be computed by plain backward passes, detached from θ2, and the mixed term is left to a
+*surrogate*: a scalar whose ∇θ2 is that term. ``"jvp"`` builds it exactly with one forward-mode
+pass, ``"first"`` approximates it by DARTS's central difference.
+
+This holds for one look-ahead step only: through k > 1 steps the adjoint of each step needs a
+Hessian-vector product of the inner loss, which is what these engines avoid. They refuse
+``inner_steps > 1`` (``multi_step`` is False); use ``"func"`` or ``"higher"``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from torch import Tensor
 
 from maxl.meta.engine import Lookahead, LossFn, MetaEngine, SharedStep
 from maxl.meta.lookahead import (Forward, buffer_copies, functional_forward, lookahead_direction, multitask_gradient,
-                                 multitask_loss, trainable)
+                                 multitask_loss, outer_pair, trainable)
 
 __all__ = ["DetachedLookaheadEngine"]
 
@@ -39,7 +45,8 @@ class DetachedLookaheadEngine(MetaEngine):
         """A scalar whose ∇θ2 is (or approximates) −α ∂/∂θ2 ⟨∇θ1 L_aux(θ1, g(θ2)), v⟩.
 
         Args:
-            call: the functional forward of the multi-task network (on copies of its buffers).
+            call: the functional forward of the multi-task network on the inner batch x (on
+                copies of its buffers).
             theta: θ1, detached, one tensor per trainable parameter.
             v: ∇θ1⁺ L_pri(θ1⁺), same shapes.
             soft: g(x, y; θ2) with its graph, float ``[B, K]``.
@@ -51,10 +58,12 @@ class DetachedLookaheadEngine(MetaEngine):
         """
         raise NotImplementedError
 
-    def gradient(self, net, generator, x, y, loss_fn, config, extra_inner_loss=None) -> Lookahead:
+    def gradient(self, net, generator, x, y, loss_fn, config, extra_inner_loss=None, outer_batch=None) -> Lookahead:
         names, params = trainable(net)
         theta = [p.detach() for p in params]
-        call = functional_forward(net, names, buffer_copies(net), x)
+        x_o, y_o = outer_pair(x, y, outer_batch)
+        buffers = buffer_copies(net)
+        call = functional_forward(net, names, buffers, x)
         soft = generator(x, y)  # [B, K], a function of θ2
         with torch.enable_grad():  # g = ∇θ1 (L_pri + L_aux [+ L_x]) on detached labels: no graph to θ2
             leaves = [t.detach().requires_grad_() for t in theta]
@@ -62,18 +71,21 @@ class DetachedLookaheadEngine(MetaEngine):
             if extra_inner_loss is not None:
                 inner = inner + extra_inner_loss(dict(zip(names, leaves)))
             g = torch.autograd.grad(inner, leaves)
-        outer, v = lookahead_direction(call, theta, g, y, loss_fn, config)  # v: the DARTS direction d
+        # v = ∇θ1⁺ L_pri(f(x_o; θ1⁺), y_o): the DARTS direction d
+        outer, v = lookahead_direction(functional_forward(net, names, buffers, x_o), theta, g, y_o, loss_fn, config)
         return Lookahead(soft=soft, outer=outer, objective=self.surrogate(call, theta, v, soft, loss_fn, config))
 
-    def fused(self, net, generator, x, y, loss_fn, config, extra_inner_loss=None) -> SharedStep:
+    def fused(self, net, generator, x, y, loss_fn, config, extra_inner_loss=None, outer_batch=None) -> SharedStep:
         names, params = trainable(net)
+        x_o, y_o = outer_pair(x, y, outer_batch)
         soft = generator(x, y)  # [B, K], a function of θ2; the multi-task targets and J's labels
         # a plain backward: the targets are detached, g has no graph to θ2
         primary_logits, primary_loss, aux_loss, grads = multitask_gradient(
             net, names, params, x, y, soft.detach(), loss_fn, extra_inner_loss, create_graph=False)
-        call = functional_forward(net, names, buffer_copies(net), x)  # own statistics for the look-ahead
+        buffers = buffer_copies(net)  # own statistics for the look-ahead
+        call = functional_forward(net, names, buffers, x)
         theta = [p.detach() for p in params]
-        outer, v = lookahead_direction(call, theta, grads, y, loss_fn, config)
+        outer, v = lookahead_direction(functional_forward(net, names, buffers, x_o), theta, grads, y_o, loss_fn, config)
         objective = self.surrogate(call, theta, v, soft, loss_fn, config)
         return SharedStep(soft=soft, outer=outer, objective=objective, net_grads=list(grads),
                           primary_loss=primary_loss, aux_loss=aux_loss, primary_logits=primary_logits)

@@ -12,6 +12,9 @@ def test_meta_config_rejects_unknown_settings():
         MetaConfig(order="third")
     with pytest.raises(ValueError, match="inner_lr"):
         MetaConfig(inner_lr=0)
+    for steps in (0, 1.5, True):
+        with pytest.raises(ValueError, match="inner_steps"):
+            MetaConfig(inner_steps=steps)
 
 
 def test_the_first_order_variant_resolves_to_the_first_engine_whatever_the_engine_field():

@@ -19,36 +19,7 @@ from maxl.core.losses import classification_loss, negative_entropy
 from maxl.meta import MetaConfig, fused_step, meta_gradient
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 
-from tests.unit.meta.tiny import PSI, flat, tiny_networks
-
-
-def naive_outer_objective(net, gen, x, y, loss_fn, alpha, lam):
-    """J(θ2) = L_pri(f(x; θ1 − α∇θ1 L_train)) + λ H, by plain module calls and an in-place step."""
-    soft = gen(x, y)
-    look = copy.deepcopy(net)
-    pri, aux = look(x)
-    grads = torch.autograd.grad(loss_fn(pri, y) + loss_fn(aux, soft), list(look.parameters()))
-    with torch.no_grad():
-        for p, g in zip(look.parameters(), grads):
-            p -= alpha * g
-    return loss_fn(look(x)[0], y) + lam * negative_entropy(soft)
-
-
-def finite_difference_gradient(f, params, h=1e-6):
-    grads = []
-    for p in params:
-        g = torch.zeros_like(p)
-        flat, gflat = p.data.view(-1), g.view(-1)
-        for i in range(flat.numel()):
-            old = flat[i].item()
-            flat[i] = old + h
-            plus = f().item()
-            flat[i] = old - h
-            minus = f().item()
-            flat[i] = old
-            gflat[i] = (plus - minus) / (2 * h)
-        grads.append(g)
-    return grads
+from tests.unit.meta.tiny import PSI, finite_difference_gradient, flat, naive_outer_objective, tiny_networks
 
 
 def exact_meta_grads(variant, net, gen, x, y, loss_fn, cfg):

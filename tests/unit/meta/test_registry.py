@@ -60,7 +60,7 @@ class EntropyOnly(MetaEngine):
     def __init__(self):
         self.calls = 0
 
-    def gradient(self, net, generator, x, y, loss_fn, config, extra_inner_loss=None):
+    def gradient(self, net, generator, x, y, loss_fn, config, extra_inner_loss=None, outer_batch=None):
         self.calls += 1
         soft = generator(x, y)  # [B, K]
         outer = loss_fn(net(x)[0], y).detach()

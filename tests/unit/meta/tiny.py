@@ -1,7 +1,12 @@
-"""Tiny float64 networks, a batch and an "other task" loss shared by the meta-gradient tests."""
+"""Tiny float64 networks, a batch, an outer batch, an "other task" loss, and the naive outer
+objective with its finite-difference gradient, shared by the meta-gradient tests."""
+
+import copy
 
 import torch
 from torch.func import functional_call
+
+from maxl.core.losses import negative_entropy
 
 from maxl.nn.backbones import ConvNet
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
@@ -41,3 +46,43 @@ def other_task(net, dtype=torch.float64, seed=0):
         backbone = {n.removeprefix("backbone."): p for n, p in params.items() if n.startswith("backbone.")}
         return other_task_loss(net.backbone, backbone, x_other, target_other)
     return extra
+
+
+def outer_batch(dtype=torch.float64):
+    """Another batch ``(x_o [4, 1, 4, 4], y_o [4])`` for the outer loss (a held-out meta split)."""
+    generator = torch.Generator().manual_seed(7)
+    return torch.randn(4, 1, 4, 4, dtype=dtype, generator=generator), torch.tensor([2, 0, 1, 1])
+
+
+def naive_outer_objective(net, gen, x, y, loss_fn, alpha, lam, steps=1, outer=None):
+    """J(θ2) = L_pri(f(x_o; θ1^(k)), y_o) + λ H by plain module calls, independently of maxl.meta:
+    a deep copy of the network takes k = ``steps`` plain SGD steps in place on (x, y) with the
+    generator's labels of x, then the primary loss is taken on ``outer`` = (x_o, y_o) (default (x, y))."""
+    x_o, y_o = (x, y) if outer is None else outer
+    soft = gen(x, y)
+    look = copy.deepcopy(net)
+    for _ in range(steps):
+        pri, aux = look(x)
+        grads = torch.autograd.grad(loss_fn(pri, y) + loss_fn(aux, soft), list(look.parameters()))
+        with torch.no_grad():
+            for p, g in zip(look.parameters(), grads):
+                p -= alpha * g
+    return loss_fn(look(x_o)[0], y_o) + lam * negative_entropy(soft)
+
+
+def finite_difference_gradient(f, params, h=1e-6):
+    """Central differences (f(θ + h e_i) − f(θ − h e_i)) / 2h, one entry of one parameter at a time."""
+    grads = []
+    for p in params:
+        g = torch.zeros_like(p)
+        flat, gflat = p.data.view(-1), g.view(-1)
+        for i in range(flat.numel()):
+            old = flat[i].item()
+            flat[i] = old + h
+            plus = f().item()
+            flat[i] = old - h
+            minus = f().item()
+            flat[i] = old
+            gflat[i] = (plus - minus) / (2 * h)
+        grads.append(g)
+    return grads
