@@ -24,6 +24,9 @@ class MetaConfig:
             ``"higher"`` or ``"jvp"`` (forward-mode, no double backward); used by
             ``order="second"``.
         fd_epsilon: ε₀ of the first-order variant, ε = ε₀/‖d‖ (0.01 as in DARTS).
+        image_entropy_weight: μ of a per-image entropy term, J += μ mean_b H(ŷ_b): it makes each
+            image's label sharp while λ's batch-mean term keeps the labels balanced; μ = λ gives
+            the mutual information J = L_pri(θ1⁺) − λ [H(ȳ) − mean_b H(ŷ_b)] (0: the paper's J).
         record_parts: also report the norms of the two parts of ∇θ2 J, the look-ahead's
             ∇θ2 L_pri(θ1⁺) and the entropy term's λ∇θ2 H (a diagnostic: one more backward
             through the generator; the gradient itself is then their sum).
@@ -51,12 +54,15 @@ class MetaConfig:
     fd_epsilon: float = 0.01
     record_parts: bool = False
     inner_steps: int = 1
+    image_entropy_weight: float = 0.0
 
     def __post_init__(self):
         if self.order not in ORDERS:
             raise ValueError(f"unknown meta order {self.order!r}; expected one of {ORDERS}")
         if self.engine not in engine_names("second"):
             raise ValueError(f"unknown meta engine {self.engine!r}; expected one of {engine_names('second')}")
+        if self.image_entropy_weight < 0:
+            raise ValueError(f"image_entropy_weight must be >= 0, got {self.image_entropy_weight}")
         if self.inner_lr is not None and self.inner_lr <= 0:
             raise ValueError(f"inner_lr (look-ahead step α) must be > 0, got {self.inner_lr}")
         if isinstance(self.inner_steps, bool) or not isinstance(self.inner_steps, int) or self.inner_steps < 1:

@@ -76,7 +76,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from maxl.core.losses import negative_entropy
+from maxl.core.losses import mean_entropy, negative_entropy
 from maxl.meta.config import MetaConfig
 from maxl.meta.engine import ExtraInnerLoss, Lookahead, LossFn, MetaEngine, OuterBatch
 from maxl.meta.graph_check import check_double_backward, explain_double_backward_errors
@@ -130,11 +130,14 @@ def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, co
         check_double_backward(look.objective)
     gen_params = [p for p in generator.parameters() if p.requires_grad]
     neg_entropy = negative_entropy(look.soft)
-    objective = look.objective + config.entropy_weight * neg_entropy  # J = L_pri(θ1⁺) + λ H
+    entropy_term = config.entropy_weight * neg_entropy  # λ Σ ȳ log ȳ
+    if config.image_entropy_weight:  # + μ mean_b H(ŷ_b): sharp labels per image
+        entropy_term = entropy_term + config.image_entropy_weight * mean_entropy(look.soft)
+    objective = look.objective + entropy_term  # J = L_pri(θ1⁺) + λ H (+ μ mean_b H(ŷ_b))
     parts = {}
     with explain_double_backward_errors(engine.needs_double_backward):
         if config.record_parts:  # the two parts of ∇θ2 J separately, for the diagnostics
-            entropy = torch.autograd.grad(config.entropy_weight * neg_entropy, gen_params, retain_graph=True,
+            entropy = torch.autograd.grad(entropy_term, gen_params, retain_graph=True,
                                           allow_unused=True)
             look_part = torch.autograd.grad(look.objective, gen_params, allow_unused=True)
             zero = [torch.zeros_like(p) for p in gen_params]
