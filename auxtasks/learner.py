@@ -266,21 +266,23 @@ class AuxiliaryLearner(nn.Module):
         network = MultiTaskNetwork.from_modules(self.backbone, self.primary_head, task.head)
         return task, network, loss_fn, extra
 
-    def meta_gradient(self, images: Tensor, labels: Tensor, *, index: Tensor | None = None) -> MetaResult:
+    def meta_gradient(self, images: Tensor, labels: Tensor, *, index: Tensor | None = None,
+                      outer_batch: tuple[Tensor, Tensor] | None = None) -> MetaResult:
         """MAXL's meta-gradient ∇θ2 J of the label-generation network on one batch.
 
         J(θ2) = L_pri(θ1⁺) + λ Σ ȳ log ȳ with the look-ahead θ1⁺ = θ1 − α ∇θ1 (L_pri + L_gen
         + Σ L_other), the last sum over the other auxiliary tasks if the task's
         ``lookahead_other_tasks`` is set (every loss with weight 1 in the look-ahead, as in
-        MAXL). Changes no parameter, ``.grad`` or BatchNorm statistic of the learner. The
-        graph walk for ops without a double backward runs on the first call only.
+        MAXL). ``outer_batch=(x_o, y_o)`` takes L_pri(θ1⁺) on another batch (see
+        :func:`maxl.meta.meta_gradient`). Changes no parameter, ``.grad`` or BatchNorm statistic
+        of the learner. The graph walk for ops without a double backward runs on the first call only.
 
         Raises:
             ValueError: the learner has no :class:`GeneratedLabels` task.
         """
         task, network, loss_fn, extra = self._meta_problem(images, labels, index)
         result = meta_gradient(network, task.generator, images, labels, loss_fn, task.meta,
-                               check_graph=not task.graph_checked, extra_inner_loss=extra)
+                               check_graph=not task.graph_checked, extra_inner_loss=extra, outer_batch=outer_batch)
         task.graph_checked = True
         return result
 
@@ -293,7 +295,8 @@ class AuxiliaryLearner(nn.Module):
         return (task is not None and supports_fused(task.meta) and self.weighting.is_unit_sum()
                 and (task.lookahead_other_tasks or len(self.tasks) == 1) and not self.aux_batchnorm_stats)
 
-    def fused_gradients(self, images: Tensor, labels: Tensor, *, index: Tensor | None = None) -> FusedResult:
+    def fused_gradients(self, images: Tensor, labels: Tensor, *, index: Tensor | None = None,
+                        outer_batch: tuple[Tensor, Tensor] | None = None) -> FusedResult:
         """The multi-task gradient ∇θ1 (L_pri + L_gen + Σ L_other) and the meta-gradient ∇θ2 J
         from one shared forward/backward (:func:`maxl.meta.fused_step`); equal to
         :meth:`meta_gradient` followed by :meth:`forward` / :meth:`backward` on the generator's
@@ -309,7 +312,7 @@ class AuxiliaryLearner(nn.Module):
                              "use meta_gradient and a separate multi-task step")
         task, network, loss_fn, extra = self._meta_problem(images, labels, index)
         result = fused_step(network, task.generator, images, labels, loss_fn, task.meta,
-                            extra_inner_loss=extra, check_graph=not task.graph_checked)
+                            extra_inner_loss=extra, check_graph=not task.graph_checked, outer_batch=outer_batch)
         task.graph_checked = True
         return result
 

@@ -101,6 +101,11 @@ FLAGS: dict[str, tuple[str, dict]] = {
                                                                 "network's current learning rate)")),
     "--meta-order": ("train.meta.order", dict(choices=ORDERS, help="exact second-order meta-gradient or its "
                                                                    "finite-difference first-order approximation")),
+    "--image-entropy-weight": ("train.meta.image_entropy_weight", dict(type=float, help="mu of the per-image "
+                               "entropy term of J (sharp labels per image); = --entropy-weight: the mutual information")),
+    "--inner-steps": ("train.meta.inner_steps", dict(type=int, help="differentiable look-ahead steps k (func, higher)")),
+    "--meta-batch": ("train.meta_batch", dict(choices=("same", "other"), help="outer loss on the look-ahead's batch "
+                     "(the paper) or on another batch of the training images")),
     "--record-meta-parts": ("train.meta.record_parts", dict(action="store_true", help="record the norms of the "
                             "meta-gradient's look-ahead and entropy parts every epoch (one more generator backward)")),
     "--meta-engine": ("train.meta.engine", dict(choices=ENGINES, help="engine of the second-order look-ahead")),

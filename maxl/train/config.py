@@ -49,6 +49,10 @@ class TrainConfig:
             by the last step, stepped every iteration (Smith & Topin 2019,
             ``torch.optim.lr_scheduler.OneCycleLR``); the generator's lr then stays constant.
         warmup: the warm-up share of the one-cycle schedule (0.15).
+        meta_batch: the batch of the outer loss L_pri(θ1⁺): ``"same"`` as the look-ahead's (the
+            paper) or ``"other"``, a batch of an independent shuffle of the training images
+            (the look-ahead learns on one batch and is judged on another, as DARTS and AuxiLearn
+            judge on held-out data).
         gen_optimizer: ``"sgd"`` (the paper) or ``"adam"`` (a scale-free update; Kingma & Ba,
             ICLR 2015) for the generator, with ``gen_lr`` and ``gen_weight_decay``.
         loss: ``"focal"`` (the reference code, γ = 2) or ``"ce"``, for both heads.
@@ -83,6 +87,7 @@ class TrainConfig:
     lr_schedule: str = "step"
     warmup: float = 0.15
     gen_optimizer: str = "sgd"
+    meta_batch: str = "same"
     loss: str = "focal"
     focal_gamma: float = 2.0
     schedule: str = "alternate"
@@ -110,6 +115,7 @@ class TrainConfig:
             (self.lr_schedule in LR_SCHEDULES, f"unknown lr_schedule {self.lr_schedule!r}; expected one of "
                                                f"{LR_SCHEDULES}"),
             (0 < self.warmup < 1, f"warmup must be a share in (0, 1), got {self.warmup}"),
+            (self.meta_batch in ("same", "other"), f"meta_batch must be 'same' or 'other', got {self.meta_batch!r}"),
             (self.gen_optimizer in GEN_OPTIMIZERS, f"unknown gen_optimizer {self.gen_optimizer!r}; expected one "
                                                    f"of {GEN_OPTIMIZERS}"),
         ]

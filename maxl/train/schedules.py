@@ -79,22 +79,35 @@ class MultitaskOnly(Schedule):
             counter.step += 1
 
 
+def _outer_batches(config: TrainConfig, batches: Batches):
+    """The outer loss's batches: None (the inner batch itself) or, with ``meta_batch="other"``,
+    the batches of an independent shuffle of the training images (pass 2 of the epoch)."""
+    if config.meta_batch == "same":
+        while True:
+            yield None
+    while True:  # as many as needed: the shuffle repeats
+        for x, y, _ in batches(2):
+            yield x, y
+
+
 class Alternate(Schedule):
     def run(self, steps, batches, sums, bar, counter):
         MultitaskOnly.run(self, steps, batches, sums, bar, counter)
+        outer = _outer_batches(self.config, batches)
         for x, y, idx in bar(batches(1), "generator"):  # θ2 updates, θ1 frozen
-            sums.add_meta(steps.generator(x, y, idx))
+            sums.add_meta(steps.generator(x, y, idx, next(outer)))
 
 
 class PerStep(Schedule):
     def run(self, steps, batches, sums, bar, counter):
         fused = self.config.fused and steps.learner.can_fuse()
+        outer = _outer_batches(self.config, batches)
         for x, y, idx in bar(batches(0), "train"):
             if counter.step % self.config.gen_every == 0:
                 if fused:  # θ2 and θ1 updates from one shared forward/backward
-                    result, stats = steps.fused(x, y, idx)
+                    result, stats = steps.fused(x, y, idx, next(outer))
                 else:  # θ2 update from the current θ1, θ2; then θ1 on the labels before it
-                    result = steps.generator(x, y, idx)
+                    result = steps.generator(x, y, idx, next(outer))
                     stats, _ = steps.multitask(x, y, idx, targets=result.soft_labels)
                 sums.add_meta(result)
                 labels = result.soft_labels

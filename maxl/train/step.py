@@ -90,20 +90,21 @@ class StepPath:
         stats["primary_correct"] = (out.primary_logits.argmax(1) == y).sum().item()
         return stats, out.targets.get(self.generated.name) if self.generated is not None else None
 
-    def generator(self, x: Tensor, y: Tensor, idx: Tensor | None = None) -> MetaResult:
+    def generator(self, x: Tensor, y: Tensor, idx: Tensor | None = None, outer=None) -> MetaResult:
         """One update of the label-generation network by its meta-gradient on a batch (a
-        replica-local look-ahead under torchrun, see :mod:`maxl.train.distributed`)."""
+        replica-local look-ahead under torchrun, see :mod:`maxl.train.distributed`); ``outer``:
+        another batch ``(x_o, y_o)`` for the outer loss."""
         self._set_alpha()
-        result = self.learner.meta_gradient(x, y, index=idx)
+        result = self.learner.meta_gradient(x, y, index=idx, outer_batch=outer)
         self.checks.losses(meta_outer_loss=result.outer_loss, neg_entropy=result.neg_entropy)
         self._apply_meta(result)
         return result
 
-    def fused(self, x: Tensor, y: Tensor, idx: Tensor) -> tuple[MetaResult, dict[str, float]]:
+    def fused(self, x: Tensor, y: Tensor, idx: Tensor, outer=None) -> tuple[MetaResult, dict[str, float]]:
         """A generator update and a multi-task update from one shared forward/backward; the
         same updates as :meth:`generator` then :meth:`multitask` on its labels."""
         self._set_alpha()
-        r = self.learner.fused_gradients(x, y, index=idx)
+        r = self.learner.fused_gradients(x, y, index=idx, outer_batch=outer)
         self.checks.losses(primary_loss=r.primary_loss, multitask_loss=r.primary_loss + r.aux_loss,
                            meta_outer_loss=r.meta.outer_loss, neg_entropy=r.meta.neg_entropy)
         self._apply_meta(r.meta)

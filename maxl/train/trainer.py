@@ -171,7 +171,9 @@ class Trainer:
         sums = EpochSums(self.steps.task_keys, LabelUsage(hierarchy) if hierarchy is not None else None,
                          self.human_labels)
         tag = f"epoch {self.epoch + 1}/{self.config.epochs}"
-        self.schedule.run(self.steps, lambda k: self._batches(self.train_set, True, 2 * self.epoch + k), sums,
+        # passes 0 and 1 draw the orders 2e and 2e + 1 (as always); pass 2 (outer batches) its own
+        order = lambda k: 2 * self.epoch + k if k < 2 else 1_000_000 + self.epoch  # noqa: E731
+        self.schedule.run(self.steps, lambda k: self._batches(self.train_set, True, order(k)), sums,
                           lambda it, desc: self.log.bar(it, f"{tag} {desc}"), self)
         self.learner.end_epoch()  # loss-history weightings (DWA) roll over
         record = distributed.all_reduce_values(sums.record(), self.device)  # equal shares: the global means

@@ -131,7 +131,7 @@ def test_fused_per_step_schedule_takes_the_same_steps_as_the_separate_one(digits
         trainer = make_trainer(small, None, epochs=1, schedule="per-step", gen_every=2, fused=fused, meta=meta)
         calls = []
         fused_step = trainer.steps.fused
-        trainer.steps.fused = lambda x, y, idx: calls.append(len(y)) or fused_step(x, y, idx)
+        trainer.steps.fused = lambda x, y, idx, outer=None: calls.append(len(y)) or fused_step(x, y, idx, outer)
         runs[fused] = (trainer.train_epoch(), trainer.net.state_dict(), trainer.generator.state_dict())
         assert len(calls) == (2 if fused else 0)
     (rec_f, net_f, gen_f), (rec_s, net_s, gen_s) = runs[True], runs[False]
@@ -165,3 +165,27 @@ def test_a_generator_on_the_networks_features_trains_resumes_and_reloads(tmp_pat
     run = load_run(out)
     assert isinstance(run.generator, FeatureLabelGenerator) and run.generator.shared_backbone is run.net.backbone
     assert 0 <= json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["label_max_prob"] <= 1
+
+
+def test_the_outer_loss_on_other_batches_reaches_the_meta_gradient(digits):
+    """``meta_batch="other"``: every generator step gets a batch of another shuffle as its
+    outer batch, and the fused and separate per-step paths still agree."""
+    small = types.SimpleNamespace(train=Subset(digits.train, range(128)), test=digits.test,
+                                  num_primary=digits.num_primary)
+    runs = {}
+    for fused in (True, False):
+        trainer = make_trainer(small, None, epochs=1, schedule="per-step", gen_every=1, fused=fused, meta_batch="other",
+                               meta=MetaConfig(inner_lr=0.05, engine="jvp", image_entropy_weight=0.2, inner_steps=1))
+        seen = []
+        original = trainer.learner.fused_gradients if fused else trainer.learner.meta_gradient
+        name = "fused_gradients" if fused else "meta_gradient"
+
+        def recording(x, y, *, index=None, outer_batch=None, original=original, seen=seen):
+            seen.append((x, outer_batch[0]))
+            return original(x, y, index=index, outer_batch=outer_batch)
+
+        setattr(trainer.learner, name, recording)
+        runs[fused] = (trainer.train_epoch(), trainer.generator.state_dict())
+        assert len(seen) == 4 and all(o.shape == x.shape and not torch.equal(o, x) for x, o in seen)
+    for k in runs[True][1]:
+        torch.testing.assert_close(runs[True][1][k], runs[False][1][k], rtol=1e-4, atol=1e-5, msg=k)
