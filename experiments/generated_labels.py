@@ -33,15 +33,22 @@ import numpy as np
 
 from experiments.harness import CONFIGS, run_grid
 
+#: the cheap exact step: a generator step on every multi-task step, fused with it, forward-mode engine
+PER_STEP = ("--schedule", "per-step", "--meta-engine", "jvp")
+ADAM = ("--gen-optimizer", "adam", "--gen-weight-decay", "0")
 #: variant -> (method, further `maxl train` flags over the protocol)
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "single": ("single", ()),
     "human": ("human", ()),
-    "paper": ("maxl", ()),
-    "paper-no-wd": ("maxl", ("--gen-weight-decay", "0")),
-    "adam": ("maxl", ("--gen-optimizer", "adam", "--gen-weight-decay", "0")),
-    "features": ("maxl", ("--generator", "features")),
-    "features-adam": ("maxl", ("--generator", "features", "--gen-optimizer", "adam", "--gen-weight-decay", "0")),
+    "paper": ("maxl", ()),  # the paper's MAXL: alternate passes, func engine, SGD generator lr 1e-3, wd 5e-4
+    "ps": ("maxl", PER_STEP),
+    "ps-adam": ("maxl", (*PER_STEP, *ADAM)),
+    "ps-adam-noent": ("maxl", (*PER_STEP, *ADAM, "--entropy-weight", "0")),
+    "ps-adam-mi": ("maxl", (*PER_STEP, *ADAM, "--image-entropy-weight", "0.2")),
+    "ps-adam-other": ("maxl", (*PER_STEP, *ADAM, "--meta-batch", "other")),
+    "ps-adam-mi-other": ("maxl", (*PER_STEP, *ADAM, "--image-entropy-weight", "0.2", "--meta-batch", "other")),
+    "ps-features-adam-mi": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--image-entropy-weight", "0.2")),
+    "adam-k2": ("maxl", (*ADAM, "--inner-steps", "2")),
 }
 
 
