@@ -19,14 +19,32 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from maxl.core.losses import focal_loss
+from maxl.core.losses import focal_loss, paired_mutual_information
 from maxl.meta import MetaConfig
 from maxl.core.heads import mlp_head
 from maxl.nn.networks import LabelGenerator
 
 from .task import AuxiliaryTask
 
-__all__ = ["GeneratedLabels"]
+__all__ = ["GeneratedLabels", "random_flip_shift"]
+
+
+def random_flip_shift(images: Tensor, shift: int = 4) -> Tensor:
+    """Another view of each image: a random horizontal flip and a random translation by up to
+    ``shift`` pixels (reflect padding), drawn per image from torch's generator.
+
+    Args:
+        images: float ``[B, C, H, W]``.
+
+    Returns:
+        float ``[B, C, H, W]``.
+    """
+    b, _, h, w = images.shape
+    flip = torch.rand(b, device=images.device) < 0.5
+    views = torch.where(flip[:, None, None, None], images.flip(3), images)
+    padded = torch.nn.functional.pad(views, (shift,) * 4, mode="reflect")
+    dx, dy = torch.randint(0, 2 * shift + 1, (2, b)).tolist()
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
 
 
 class GeneratedLabels(AuxiliaryTask):
@@ -72,6 +90,19 @@ class GeneratedLabels(AuxiliaryTask):
         self.lookahead_other_tasks = lookahead_other_tasks
         self.hidden = hidden
         self.graph_checked = False  # the double-backward graph walk runs on the first meta step only
+
+    def consistency_loss(self, images: Tensor, primary_labels: Tensor):
+        """The view-consistency term of J, ``R(soft) = −ν I(soft, g(x'))`` with x' another view
+        of ``images`` (:func:`random_flip_shift`), or None when ``meta.consistency_weight`` is 0."""
+        weight = self.meta.consistency_weight
+        if not weight:
+            return None
+        views = random_flip_shift(images) if images.shape[-1] >= 8 else images.flip(3)
+
+        def loss(soft: Tensor) -> Tensor:
+            return -weight * paired_mutual_information(soft, self.generator(views, primary_labels))
+
+        return loss
 
     def make_inputs_and_targets(self, images, primary_labels, *, index=None, target=None):
         """``(images, soft labels float [B, sum(ψ)])``: the generator's current labels (no

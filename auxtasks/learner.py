@@ -264,7 +264,7 @@ class AuxiliaryLearner(nn.Module):
             return task.loss(logits, target) if target.dtype.is_floating_point else self.primary_loss(logits, target)
 
         network = MultiTaskNetwork.from_modules(self.backbone, self.primary_head, task.head)
-        return task, network, loss_fn, extra
+        return task, network, loss_fn, extra, task.consistency_loss(images, labels)
 
     def meta_gradient(self, images: Tensor, labels: Tensor, *, index: Tensor | None = None,
                       outer_batch: tuple[Tensor, Tensor] | None = None) -> MetaResult:
@@ -280,9 +280,10 @@ class AuxiliaryLearner(nn.Module):
         Raises:
             ValueError: the learner has no :class:`GeneratedLabels` task.
         """
-        task, network, loss_fn, extra = self._meta_problem(images, labels, index)
+        task, network, loss_fn, extra, consistency = self._meta_problem(images, labels, index)
         result = meta_gradient(network, task.generator, images, labels, loss_fn, task.meta,
-                               check_graph=not task.graph_checked, extra_inner_loss=extra, outer_batch=outer_batch)
+                               check_graph=not task.graph_checked, extra_inner_loss=extra, outer_batch=outer_batch,
+                               extra_outer_loss=consistency)
         task.graph_checked = True
         return result
 
@@ -310,9 +311,10 @@ class AuxiliaryLearner(nn.Module):
             raise ValueError("this learner's update is not the look-ahead's step (a weighting other than equal "
                              "weights, other tasks outside the look-ahead, or an engine without a fused form): "
                              "use meta_gradient and a separate multi-task step")
-        task, network, loss_fn, extra = self._meta_problem(images, labels, index)
-        result = fused_step(network, task.generator, images, labels, loss_fn, task.meta,
-                            extra_inner_loss=extra, check_graph=not task.graph_checked, outer_batch=outer_batch)
+        task, network, loss_fn, extra, consistency = self._meta_problem(images, labels, index)
+        result = fused_step(network, task.generator, images, labels, loss_fn, task.meta, extra_inner_loss=extra,
+                            check_graph=not task.graph_checked, outer_batch=outer_batch,
+                            extra_outer_loss=consistency)
         task.graph_checked = True
         return result
 

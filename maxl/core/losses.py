@@ -14,7 +14,8 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["focal_loss", "negative_entropy", "mean_entropy", "LOSSES", "classification_loss"]
+__all__ = ["focal_loss", "negative_entropy", "mean_entropy", "paired_mutual_information", "LOSSES",
+           "classification_loss"]
 
 LOSSES = ("focal", "ce")
 
@@ -109,6 +110,26 @@ def mean_entropy(probs: Tensor) -> Tensor:
     """
     tiny = torch.finfo(probs.dtype).tiny
     return -torch.where(probs > 0, probs * probs.clamp_min(tiny).log(), 0.0).sum(dim=1).mean()
+
+
+def paired_mutual_information(p: Tensor, q: Tensor) -> Tensor:
+    """``I(z; z')`` of the labels of two views of the same images (IIC, Ji, Henriques, Vedaldi,
+    ICCV 2019, Eq. 3): with the joint ``P = sym(mean_b p_b q_bᵀ)`` and its marginals,
+    ``I = Σ_kl P_kl (log P_kl − log P_k − log P_l)``. High when each image's two views get the
+    same, sharp label and the labels are balanced; so a label follows what the augmentation keeps.
+
+    Args:
+        p, q: float ``[B, K]`` rows of probabilities, row b of both from the same image.
+
+    Returns:
+        Scalar tensor in ``[0, log K]`` (nats).
+    """
+    joint = p.t() @ q / len(p)  # [K, K]
+    joint = (joint + joint.t()) / 2
+    eps = torch.finfo(joint.dtype).eps
+    joint = joint.clamp_min(eps)  # IIC's ε: log of empty cells stays finite
+    marginal_k, marginal_l = joint.sum(1, keepdim=True), joint.sum(0, keepdim=True)
+    return (joint * (joint.log() - marginal_k.log() - marginal_l.log())).sum()
 
 
 def max_negative_entropy(num_classes: int) -> float:

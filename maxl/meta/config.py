@@ -27,6 +27,9 @@ class MetaConfig:
         image_entropy_weight: μ of a per-image entropy term, J += μ mean_b H(ŷ_b): it makes each
             image's label sharp while λ's batch-mean term keeps the labels balanced; μ = λ gives
             the mutual information J = L_pri(θ1⁺) − λ [H(ȳ) − mean_b H(ŷ_b)] (0: the paper's J).
+        consistency_weight: ν of a view-consistency term, J −= ν I(g(x), g(x')), the mutual
+            information of the labels of two augmented views (IIC); applied by callers that can
+            make the second view (:class:`auxtasks.GeneratedLabels`), not by :func:`meta_gradient`.
         record_parts: also report the norms of the two parts of ∇θ2 J, the look-ahead's
             ∇θ2 L_pri(θ1⁺) and the entropy term's λ∇θ2 H (a diagnostic: one more backward
             through the generator; the gradient itself is then their sum).
@@ -55,14 +58,16 @@ class MetaConfig:
     record_parts: bool = False
     inner_steps: int = 1
     image_entropy_weight: float = 0.0
+    consistency_weight: float = 0.0
 
     def __post_init__(self):
         if self.order not in ORDERS:
             raise ValueError(f"unknown meta order {self.order!r}; expected one of {ORDERS}")
         if self.engine not in engine_names("second"):
             raise ValueError(f"unknown meta engine {self.engine!r}; expected one of {engine_names('second')}")
-        if self.image_entropy_weight < 0:
-            raise ValueError(f"image_entropy_weight must be >= 0, got {self.image_entropy_weight}")
+        if self.image_entropy_weight < 0 or self.consistency_weight < 0:
+            raise ValueError(f"image_entropy_weight and consistency_weight must be >= 0, got "
+                             f"{self.image_entropy_weight}, {self.consistency_weight}")
         if self.inner_lr is not None and self.inner_lr <= 0:
             raise ValueError(f"inner_lr (look-ahead step α) must be > 0, got {self.inner_lr}")
         if isinstance(self.inner_steps, bool) or not isinstance(self.inner_steps, int) or self.inner_steps < 1:

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from maxl.meta.config import MetaConfig
 from maxl.meta.engine import ExtraInnerLoss, LossFn, OuterBatch
-from maxl.meta.gradient import MetaResult, outer_gradient
+from maxl.meta.gradient import ExtraOuterLoss, MetaResult, outer_gradient
 from maxl.meta.graph_check import explain_double_backward_errors
 from maxl.meta.registry import check_inner_steps, engine_names, get_engine
 
@@ -61,7 +61,8 @@ class FusedResult:
 
 def fused_step(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
                config: MetaConfig | None = None, *, extra_inner_loss: ExtraInnerLoss | None = None,
-               check_graph: bool = True, outer_batch: OuterBatch | None = None) -> FusedResult:
+               check_graph: bool = True, outer_batch: OuterBatch | None = None,
+               extra_outer_loss: ExtraOuterLoss | None = None) -> FusedResult:
     """The multi-task gradient and the generator's meta-gradient from one shared
     forward/backward of the multi-task network.
 
@@ -111,7 +112,7 @@ def fused_step(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_
     check_inner_steps(engine, cfg.inner_steps)
     with explain_double_backward_errors(engine.needs_double_backward):
         step = engine.fused(net, generator, x, y, loss_fn, cfg, extra_inner_loss, outer_batch)
-    meta = outer_gradient(engine, step, generator, cfg, check_graph)
+    meta = outer_gradient(engine, step, generator, cfg, check_graph, extra_outer_loss)
     return FusedResult(meta=meta, net_grads=[g.detach() for g in step.net_grads],
                        primary_loss=step.primary_loss.detach(), aux_loss=step.aux_loss.detach(),
                        primary_logits=step.primary_logits.detach())

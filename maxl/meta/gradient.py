@@ -71,6 +71,7 @@ but adds no mixed derivative of its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -82,7 +83,10 @@ from maxl.meta.engine import ExtraInnerLoss, Lookahead, LossFn, MetaEngine, Oute
 from maxl.meta.graph_check import check_double_backward, explain_double_backward_errors
 from maxl.meta.registry import check_inner_steps, get_engine
 
-__all__ = ["MetaResult", "meta_gradient", "outer_gradient"]
+__all__ = ["MetaResult", "meta_gradient", "outer_gradient", "ExtraOuterLoss"]
+
+#: ``R(soft labels [B, K]) -> scalar``: a further term of J that depends on θ2 alone
+ExtraOuterLoss = Callable[[Tensor], Tensor]
 
 
 @dataclass
@@ -109,7 +113,7 @@ class MetaResult:
 
 
 def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, config: MetaConfig,
-                   check_graph: bool) -> MetaResult:
+                   check_graph: bool, extra_outer_loss: ExtraOuterLoss | None = None) -> MetaResult:
     """∇θ2 J from an engine's look-ahead: the step that :func:`meta_gradient` and
     :func:`maxl.meta.fused_step` share.
 
@@ -119,6 +123,8 @@ def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, co
         generator: the label generator; its trainable parameters are θ2.
         config: supplies λ (``entropy_weight``).
         check_graph: for an engine that needs double backward, walk the graph of ``look.objective``.
+        extra_outer_loss: ``R(soft) -> scalar``, a further term of J on the generated labels
+            ``soft [B, K]`` (it may run the generator again, e.g. on another view of the images).
 
     Returns:
         :class:`MetaResult`.
@@ -133,6 +139,8 @@ def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, co
     entropy_term = config.entropy_weight * neg_entropy  # λ Σ ȳ log ȳ
     if config.image_entropy_weight:  # + μ mean_b H(ŷ_b): sharp labels per image
         entropy_term = entropy_term + config.image_entropy_weight * mean_entropy(look.soft)
+    if extra_outer_loss is not None:  # + R(θ2): a term on the labels alone, e.g. view consistency
+        entropy_term = entropy_term + extra_outer_loss(look.soft)
     objective = look.objective + entropy_term  # J = L_pri(θ1⁺) + λ H (+ μ mean_b H(ŷ_b))
     parts = {}
     with explain_double_backward_errors(engine.needs_double_backward):
@@ -157,8 +165,8 @@ def _norm(tensors: list[Tensor]) -> Tensor:
 
 def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
                   config: MetaConfig | None = None, check_graph: bool = True, *,
-                  extra_inner_loss: ExtraInnerLoss | None = None, outer_batch: OuterBatch | None = None
-                  ) -> MetaResult:
+                  extra_inner_loss: ExtraInnerLoss | None = None, outer_batch: OuterBatch | None = None,
+                  extra_outer_loss: ExtraOuterLoss | None = None) -> MetaResult:
     """Compute the generator's meta-gradient ∇θ2 J on one batch (see the module docstring).
 
     Neither network's parameters, ``.grad`` or BatchNorm running statistics of the
@@ -212,4 +220,4 @@ def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, lo
     check_inner_steps(engine, cfg.inner_steps)
     with explain_double_backward_errors(engine.needs_double_backward):
         look = engine.gradient(net, generator, x, y, loss_fn, cfg, extra_inner_loss, outer_batch)
-    return outer_gradient(engine, look, generator, cfg, check_graph)
+    return outer_gradient(engine, look, generator, cfg, check_graph, extra_outer_loss)

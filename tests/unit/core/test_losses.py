@@ -65,3 +65,22 @@ def test_mean_entropy_of_rows_against_a_loop_and_its_gradient_in_float64():
     inside = probs.detach() > 0
     torch.testing.assert_close(grad[inside], (-(probs.detach().log() + 1) / 3)[inside])
     assert torch.all(grad[~inside] == 0)  # outside the blocks: no NaN, no pull
+
+
+def test_paired_mutual_information_against_a_direct_sum_and_its_extremes():
+    import math
+
+    from maxl.core.losses import paired_mutual_information
+
+    torch.manual_seed(0)
+    p = torch.softmax(torch.randn(7, 4, dtype=torch.float64), 1)
+    q = torch.softmax(torch.randn(7, 4, dtype=torch.float64), 1)
+    joint = [[sum(p[b, k] * q[b, m] + p[b, m] * q[b, k] for b in range(7)).item() / 14 for m in range(4)]
+             for k in range(4)]
+    row = [sum(r) for r in joint]
+    expected = sum(joint[k][m] * math.log(joint[k][m] / (row[k] * row[m])) for k in range(4) for m in range(4))
+    assert paired_mutual_information(p, q).item() == pytest.approx(expected, rel=1e-12)
+    one_hot = torch.eye(4, dtype=torch.float64).repeat(3, 1)  # the same sharp, balanced label for both views
+    assert paired_mutual_information(one_hot, one_hot).item() == pytest.approx(math.log(4), rel=1e-9)
+    uniform = torch.full((8, 4), 0.25, dtype=torch.float64)
+    assert paired_mutual_information(uniform, one_hot.repeat(1, 1)[:8]).item() == pytest.approx(0.0, abs=1e-12)
