@@ -19,6 +19,10 @@ split carved from the training subset, the test set untouched until the final ta
         --out runs/gl-cifar10 --seeds 0 1 --threads 1
     python -m experiments.generated_labels report-ablation --runs runs/gl-cifar10 --prefix figures/gl-cifar10-ablation
     python -m experiments.generated_labels dynamics --runs runs/gl-cifar10 --variants paper adam --out figures/x.png
+    python -m experiments.grid --config protocol-cifar10 --data-root /tmp/data/cifar10-jpeg --out runs/p-c10 --threads 1
+    python -m experiments.generated_labels final --variant ps-adam-mi --data-root /tmp/data/cifar10-jpeg --out runs/gl-final
+    python -m experiments.generated_labels report-final --grid-runs runs/p-c10 --runs runs/gl-final \
+        --variant ps-adam-mi --prefix figures/protocol-cifar10-results
 """
 
 from __future__ import annotations
@@ -163,6 +167,31 @@ def dynamics(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def final(args: argparse.Namespace) -> None:
+    """The chosen variant on every seed of the protocol grid, next to the grid's methods."""
+    method, extra = VARIANTS[args.variant]
+    grid = CONFIGS[args.grid]
+    run_grid(grid, Path(args.out) / args.variant, data_root=args.data_root, methods=[method], device=args.device,
+             threads=args.threads, extra_args=extra)
+
+
+def report_final(args: argparse.Namespace) -> None:
+    """Test table: the protocol grid's methods and the chosen variant (named ``maxl-<variant>``)."""
+    import dataclasses
+
+    from maxl.analysis.results import collect_runs, plot_curves, write_tables
+
+    runs = collect_runs(args.grid_runs)
+    runs += [dataclasses.replace(r, method=f"maxl-{args.variant}") for r in collect_runs(Path(args.runs) / args.variant)]
+    flags = " ".join(VARIANTS[args.variant][1])
+    note = (f"`maxl` is the paper's MAXL in this protocol; `maxl-{args.variant}` adds `{flags}`, chosen on the "
+            "validation split (experiments/generated_labels.py report-ablation). Test set read for this table only.")
+    md, csv = write_tables(runs, args.prefix, args.title, note=note)
+    png = plot_curves(runs, Path(args.prefix).with_suffix(".png"), args.title)
+    print(Path(md).read_text())
+    print(f"wrote {md}, {csv}, {png}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -185,8 +214,22 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--variants", nargs="+", choices=list(VARIANTS), required=True)
     d.add_argument("--out", required=True, help="PNG to write")
     d.add_argument("--title", default="Generated labels: dynamics")
+    f = sub.add_parser("final", help="the chosen variant on every seed of the protocol grid")
+    f.add_argument("--grid", choices=[c for c in CONFIGS if c.startswith("protocol-")], default="protocol-cifar10")
+    f.add_argument("--variant", choices=list(VARIANTS), required=True)
+    f.add_argument("--data-root", required=True)
+    f.add_argument("--out", required=True)
+    f.add_argument("--device", default="cpu")
+    f.add_argument("--threads", type=int, default=1)
+    g = sub.add_parser("report-final", help="the test table of the grid and the chosen variant")
+    g.add_argument("--grid-runs", required=True, help="the protocol grid's output folder")
+    g.add_argument("--runs", required=True, help="the `final` output folder")
+    g.add_argument("--variant", choices=list(VARIANTS), required=True)
+    g.add_argument("--prefix", required=True)
+    g.add_argument("--title", default="Generated-labels protocol: test accuracy")
     args = p.parse_args(argv)
-    {"ablation": ablation, "report-ablation": report_ablation, "dynamics": dynamics}[args.command](args)
+    {"ablation": ablation, "report-ablation": report_ablation, "dynamics": dynamics, "final": final,
+     "report-final": report_final}[args.command](args)
     return 0
 
 

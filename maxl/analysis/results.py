@@ -81,10 +81,12 @@ def aggregate(runs: list[Run]) -> list[dict]:
     Paired differences (the same seed draws the same data subsets and initial weights for every
     method): with ``maxl`` among the methods, ``maxl_minus_last5_mean`` / ``_std`` are the mean
     and std over the seeds both ran of ``last5(maxl, s) - last5(method, s)``; with ``single``,
-    ``minus_single_last5_mean`` / ``_std`` those of ``last5(method, s) - last5(single, s)``.
+    ``minus_single_last5_mean`` / ``_std`` those of ``last5(method, s) - last5(single, s)``;
+    ``minus_single_final_mean`` / ``_std`` the same for the final test accuracy.
     NaN for the reference method itself or without common seeds.
     """
     last5 = {(r.method, r.seed): r.summary["last5_mean_test_acc"] for r in runs}
+    final = {(r.method, r.seed): r.summary["final_test_acc"] for r in runs}
     rows = []
     for method in dict.fromkeys(r.method for r in runs):
         mine = [r for r in runs if r.method == method]
@@ -99,6 +101,11 @@ def aggregate(runs: list[Run]) -> list[dict]:
                 diffs = [sign * (last5[(method, r.seed)] - last5[(reference, r.seed)]) for r in mine
                          if method != reference and (reference, r.seed) in last5]
                 row[f"{key}_last5_mean"], row[f"{key}_last5_std"] = _mean_std(diffs) if diffs else (math.nan,) * 2
+        if any(r.method == "single" for r in runs):
+            diffs = [final[(method, r.seed)] - final[("single", r.seed)] for r in mine
+                     if method != "single" and ("single", r.seed) in final]
+            row["minus_single_final_mean"], row["minus_single_final_std"] = (_mean_std(diffs) if diffs
+                                                                             else (math.nan,) * 2)
         rows.append(row)
     return rows
 
@@ -134,12 +141,17 @@ def markdown_table(runs: list[Run], title: str, note: str = "") -> str:
               if f"{key}_last5_mean" in rows[0]]
     header = "| method | seeds | final test acc (%) | best test acc (%) | last-5 mean test acc (%) |"
     header += "".join(f" {title}, last-5 (pp, paired) |" for _, title in paired)
+    with_final = "minus_single_final_mean" in rows[0]
+    header += " method − single, final (pp, paired) |" if with_final else ""
     lines += ["", header + " time / run (s) |", "| --- " * header.count("|") + "|"]
     for r in rows:
         line = (f"| {r['method']} | {r['seeds']} | {_pct(r['final_mean'], r['final_std'])} | "
                 f"{_pct(r['best_mean'], r['best_std'])} | {_pct(r['last5_mean'], r['last5_std'])} |")
         for key, _ in paired:
             d_mean, d_std = r[f"{key}_last5_mean"], r[f"{key}_last5_std"]
+            line += " — |" if math.isnan(d_mean) else f" {100 * d_mean:+.2f} ± {100 * d_std:.2f} |"
+        if with_final:
+            d_mean, d_std = r["minus_single_final_mean"], r["minus_single_final_std"]
             line += " — |" if math.isnan(d_mean) else f" {100 * d_mean:+.2f} ± {100 * d_std:.2f} |"
         lines.append(line + f" {r['time_s_mean']:.0f} ± {r['time_s_std']:.0f} |")
     lines += ["", "Primary-task test accuracy, mean ± sample standard deviation over seeds; *final*: last epoch, "
