@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from maxl.analysis.agreement import agreement_within_primary, mean_agreement
 from maxl.nn.backbones import build_backbone
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
+from maxl.train.build import make_generator
 from maxl.analysis.run import load_run
 from maxl.train import seed_everything
 from maxl.analysis.visualise import collect_outputs
@@ -40,17 +41,22 @@ def initial_generator(config: dict, data) -> LabelGenerator:
     those of the untrained generator as training saw it.
     """
     m = config["model"]
+    batchnorm = m.get("batchnorm", True)
     seed_everything(config["train"]["seed"])
-    MultiTaskNetwork(build_backbone(m["backbone"], data.in_channels), m["num_primary"], sum(m["psi"]), m["hidden"])
-    generator = LabelGenerator(build_backbone(m["backbone"], data.in_channels), m["psi"], m["hidden"])
-    for module in generator.modules():
+    net = MultiTaskNetwork(build_backbone(m["backbone"], data.in_channels, batchnorm), m["num_primary"],
+                           sum(m["psi"]), m["hidden"])
+    generator = make_generator(m.get("generator", "own"), net, m["backbone"], data.in_channels, batchnorm, m["psi"],
+                               m["hidden"])
+    features = getattr(generator, "shared_backbone", None) or generator.backbone  # the untrained network's, if shared
+    for module in features.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
             module.momentum = None  # cumulative moving average
-    generator.train()
+    features.train()
     with torch.no_grad():
         for x, _, _ in DataLoader(data.train, batch_size=config["train"]["batch_size"]):
-            generator.backbone(x)
+            features(x)
+    features.eval()
     return generator.eval()
 
 
