@@ -153,7 +153,7 @@ def dynamics(args: argparse.Namespace) -> None:
 
     keys = [("label_max_prob", "mean max-probability"), ("label_used_fraction", "classes used"),
             ("label_nmi_human", "NMI with fine labels"), ("meta_lookahead_grad_norm", "‖∇θ2 L_pri(θ1⁺)‖"),
-            ("meta_entropy_grad_norm", "‖λ∇θ2 H‖"), ("val_acc", "validation accuracy")]
+            ("meta_entropy_grad_norm", "‖∇θ2 of the entropy terms‖"), ("val_acc", "validation accuracy")]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     for (key, label), ax in zip(keys, axes.flat):
         for name in args.variants:
