@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
@@ -26,6 +27,7 @@ from maxl.nn.backbones import BACKBONES
 from maxl.train import distributed
 from maxl.train.aux_learner import TASK_NAMES as AUX_TASKS
 from maxl.train.build import GENERATORS, RunConfig, build, parse_psi
+from maxl.train.diagnostics import GeneratorLabelWarning
 from maxl.train.config import GEN_OPTIMIZERS, LR_SCHEDULES, METHODS, RESUMABLE_CHANGES, SCHEDULES
 
 __all__ = ["main", "build_parser", "run_configs", "run_training", "parse_psi", "parse_aux_weights", "FLAGS",
@@ -308,8 +310,20 @@ def print_table(summaries: dict[str, dict]) -> None:
               f"{s['last5_mean_test_acc']:>12.4f} {s['mean_epoch_time_s']:>8.2f}")
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Label warnings as one ``maxl: warning: ...`` line, without the source line that
+    points into the trainer; every other warning as Python shows it."""
+    if issubclass(category, GeneratorLabelWarning):
+        return f"maxl: warning: {message}\n"
+    return _PYTHON_FORMAT(message, category, filename, lineno, line)
+
+
+_PYTHON_FORMAT = warnings.formatwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.formatwarning = _format_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"maxl[rank {os.environ['RANK']}]" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "maxl"

@@ -189,3 +189,18 @@ def test_the_outer_loss_on_other_batches_reaches_the_meta_gradient(digits):
         assert len(seen) == 4 and all(o.shape == x.shape and not torch.equal(o, x) for x, o in seen)
     for k in runs[True][1]:
         torch.testing.assert_close(runs[True][1][k], runs[False][1][k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_label_warnings_are_one_line_on_the_command_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    argv = ["train", "--dataset", "digits", "--method", "maxl", "--epochs", "2", "--train-subset", "96",
+            "--test-subset", "40", "--out", str(tmp_path), *FAST]
+    done = subprocess.run([sys.executable, "-m", "maxl", *argv], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines and all(line.startswith("maxl: warning: epoch 2: gener") for line in lines), done.stderr
+    assert "trainer.py" not in done.stderr
