@@ -115,14 +115,16 @@ def describe_setting(runs: list[Run]) -> str:
     c = runs[0].config
     data, model, train = c["data"], c["model"], c["train"]
     meta = train.get("meta", {})
+    schedule = (f"one-cycle learning rate ({100 * train.get('warmup', 0.15):.0f} % warm-up, per step)"
+                if train.get("lr_schedule") == "onecycle" else
+                f"learning rates x{train['lr_gamma']} every {train['lr_step']} epochs")
     subset = (f"{data['num_train']} training images (class-stratified subset drawn with each seed)"
               if data.get("train_subset") else f"all {data['num_train']} training images")
     test = (f"{data['num_test']} test images (stratified subset)" if data.get("test_subset")
             else f"all {data['num_test']} test images")
     return (f"{data['name']}, psi = {model['psi']}, backbone {model['backbone']} (heads of width {model['hidden']}), "
             f"{subset}, {test}, {train['epochs']} epochs, batch {train['batch_size']}, SGD lr {train['lr']} "
-            f"momentum {train['momentum']}, weight decay {train['weight_decay']}, learning rates x{train['lr_gamma']} "
-            f"every {train['lr_step']} epochs, {train['loss']} loss; "
+            f"momentum {train['momentum']}, weight decay {train['weight_decay']}, {schedule}, {train['loss']} loss; "
             f"MAXL: generator lr {train['gen_lr']}, {meta.get('order', '?')}-order meta-gradient, "
             f"{train['schedule']} schedule, entropy weight {meta.get('entropy_weight', '?')}.")
 
