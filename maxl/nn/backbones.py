@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["ConvNet", "vgg16_bn", "small_cnn", "tiny_cnn", "cnn3", "BACKBONES", "build_backbone"]
