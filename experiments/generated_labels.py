@@ -52,6 +52,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ps-adam-other": ("maxl", (*PER_STEP, *ADAM, "--meta-batch", "other")),
     "ps-adam-mi-other": ("maxl", (*PER_STEP, *ADAM, "--image-entropy-weight", "0.2", "--meta-batch", "other")),
     "ps-features-adam-mi": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--image-entropy-weight", "0.2")),
+    "ps-features-adam-mi-other": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--image-entropy-weight", "0.2",
+                                           "--meta-batch", "other")),
     "ps-adam-iic": ("maxl", (*PER_STEP, *ADAM, "--consistency-weight", "1")),
     "adam-k2": ("maxl", (*ADAM, "--inner-steps", "2")),
 }
