@@ -61,6 +61,7 @@ class StepPath:
         self.task_keys = () if plain else (*(f"loss_{n}" for n in learner.task_names[1:]),
                                             *(f"weight_{n}" for n in learner.task_names))
         self._params = learner.network_parameters()
+        self._lookahead_params = learner.lookahead_parameters()  # the fused step's θ1, fixed for the run
         self._names = {id(p): n for n, p in learner.named_parameters()}
 
     @property
@@ -108,7 +109,7 @@ class StepPath:
         self.checks.losses(primary_loss=r.primary_loss, multitask_loss=r.primary_loss + r.aux_loss,
                            meta_outer_loss=r.meta.outer_loss, neg_entropy=r.meta.neg_entropy)
         self._apply_meta(r.meta)
-        params = self.learner.lookahead_parameters()
+        params = self._lookahead_params
         distributed.all_reduce_mean_(r.net_grads)
         self.checks.grads(zip((self._names[id(p)] for p in params), r.net_grads), "multi-task network")
         step_with(params, r.net_grads, self.optimizer)
