@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from maxl.core.losses import focal_loss, paired_mutual_information
 from maxl.meta import MetaConfig
+from maxl.meta.lookahead import generated_targets
 from maxl.core.heads import mlp_head
 from maxl.nn.networks import LabelGenerator
 
@@ -105,12 +106,13 @@ class GeneratedLabels(AuxiliaryTask):
         return loss
 
     def make_inputs_and_targets(self, images, primary_labels, *, index=None, target=None):
-        """``(images, soft labels float [B, sum(ψ)])``: the generator's current labels (no
-        gradient to θ2), or ``target`` if the caller made them already."""
+        """``(images, targets float [B, sum(ψ)])``: the generator's current labels (no gradient to
+        θ2), each scaled by its image's weight for a generator with per-image weights (WAMAL,
+        :func:`maxl.meta.lookahead.generated_targets`), or ``target`` if the caller made them already."""
         if target is not None:
             return images, target
         with torch.no_grad():
-            return images, self.generator(images, primary_labels)
+            return images, generated_targets(self.generator, images, primary_labels)[1]
 
     def build_head(self, feature_dim: int) -> nn.Module:
         """``Linear(F, hidden) → ReLU → Linear(hidden, sum(ψ))``.

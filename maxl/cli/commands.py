@@ -76,6 +76,9 @@ FLAGS: dict[str, tuple[str, dict]] = {
                        "global batch")),
     "--generator": ("model.generator", dict(choices=GENERATORS, help="label-generation network: its own backbone "
                     "(the paper) or a head on the multi-task network's detached features")),
+    "--image-weight-range": ("model.image_weight_range", dict(type=float, help="R > 0: the generator also learns "
+                             "each image's auxiliary-loss weight in [2^-R, 2^R] by the meta-gradient (WAMAL); "
+                             "0: equal weights (MAXL)")),
     "--psi": ("model.psi", dict(help="hierarchy psi: auxiliary classes per primary class, an int or a list like "
                                      "6,4 (default: the human hierarchy if any, else 5 per class)")),
     # optimisation

@@ -102,6 +102,8 @@ class MetaResult:
         soft_labels: the generated labels, detached, float ``[B, sum(ψ)]``.
         lookahead_grad_norm, entropy_grad_norm: ‖∇θ2 L_pri(θ1⁺)‖ and ‖λ ∇θ2 H‖, the norms of
             the two parts of ``grads`` (with ``MetaConfig.record_parts``; else None).
+        image_scales: each image's auxiliary-loss scale, float ``[B]``, for a generator with
+            per-image weights (WAMAL; else None).
     """
 
     grads: list[Tensor]
@@ -110,6 +112,7 @@ class MetaResult:
     soft_labels: Tensor
     lookahead_grad_norm: Tensor | None = None
     entropy_grad_norm: Tensor | None = None
+    image_scales: Tensor | None = None
 
 
 def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, config: MetaConfig,
@@ -155,6 +158,8 @@ def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, co
             parts = {"lookahead_grad_norm": _norm(look_part), "entropy_grad_norm": _norm(entropy)}
         else:
             grads = torch.autograd.grad(objective, gen_params)  # ∇θ2 J
+    if look.target is not look.soft:  # per-image weights: the target rows sum to the scales
+        parts["image_scales"] = look.target.detach().sum(1)
     return MetaResult(grads=list(grads), outer_loss=look.outer.detach(), neg_entropy=neg_entropy.detach(),
                       soft_labels=look.soft.detach(), **parts)
 

@@ -21,11 +21,35 @@ from maxl.meta.engine import ExtraInnerLoss, LossFn, OuterBatch
 if TYPE_CHECKING:
     from maxl.meta.config import MetaConfig
 
-__all__ = ["Forward", "trainable", "buffer_copies", "functional_forward", "outer_pair", "multitask_loss",
+__all__ = ["Forward", "generated_targets", "trainable", "buffer_copies", "functional_forward", "outer_pair", "multitask_loss",
            "multitask_gradient", "unroll", "lookahead_direction"]
 
 Forward = Callable[[Sequence[Tensor]], tuple[Tensor, Tensor]]
 """``call(params) -> (primary [B, P], aux [B, K])``: the network's forward with replaced parameters."""
+
+
+def generated_targets(generator: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """The generator's soft labels and the auxiliary head's targets, both functions of θ2.
+
+    For a generator with per-image weights (``weight_range`` > 0, WAMAL) each image's target is its
+    label scaled by its weight s_b: with a loss linear in the target, as the cross-entropy and
+    the focal loss are (ℓ(z, s·ŷ) = s·ℓ(z, ŷ)), this is the per-image weighted auxiliary loss
+    mean_b s_b ℓ(z_b, ŷ_b). J's label terms (the entropy) keep the unscaled labels.
+
+    Args:
+        generator: ``generator(x, y) -> [B, K]``; a :class:`maxl.nn.LabelGenerator` with a weight
+            range also has ``labels_and_scales(x, y) -> ([B, K], [B])``.
+        x: images float ``[B, C, H, W]``.
+        y: primary labels int64 ``[B]``.
+
+    Returns:
+        ``(soft [B, K], target [B, K])``; ``target`` is ``soft`` itself without weights.
+    """
+    if getattr(generator, "weight_range", 0):
+        soft, scale = generator.labels_and_scales(x, y)
+        return soft, soft * scale[:, None]
+    soft = generator(x, y)
+    return soft, soft
 
 
 def trainable(net: nn.Module) -> tuple[list[str], list[Tensor]]:

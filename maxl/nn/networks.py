@@ -90,25 +90,53 @@ class LabelGenerator(nn.Module):
         psi: the hierarchy ψ.
         hidden: width of the head's hidden layer.
         feature_dim: ``F``, if the backbone has no ``out_features`` attribute.
+        weight_range: r ≥ 0. With r > 0 the head has one more output z, and each image's
+            auxiliary loss is scaled by s = 2^(2r·σ(z) − r) ∈ [2^−r, 2^r], learnt by the same
+            meta-gradient as the labels (WAMAL: "Weight-Aware Meta Auxiliary Learning", per-image
+            weights w = σ(z) ∈ (0, 1) of the auxiliary loss). 0: MAXL, every image weighs 1.
 
     Shapes:
         ``forward(x, primary)``: images ``[B, C, H, W]``, int64 labels ``[B]`` →
         soft labels float ``[B, sum(ψ)]``, rows summing to 1, zero outside the block of the
         sample's primary class (Liu et al. 2019, Sec. 3.2).
+        ``labels_and_scales(x, primary)``: ``(soft [B, sum(ψ)], s [B])``.
+
+    Raises:
+        ValueError: ``weight_range`` < 0.
     """
 
     def __init__(self, backbone: nn.Module, psi: Hierarchy | Sequence[int], hidden: int = 512,
-                 feature_dim: int | None = None):
+                 feature_dim: int | None = None, weight_range: float = 0.0):
         super().__init__()
-        self.hierarchy = psi if isinstance(psi, Hierarchy) else Hierarchy(psi)
         self.backbone = backbone
-        self.head = mlp_head(_feature_dim(backbone, feature_dim), self.hierarchy.num_aux, hidden)
+        self._make_head(psi, _feature_dim(backbone, feature_dim), hidden, weight_range)
+
+    def _make_head(self, psi, feature_dim: int, hidden: int, weight_range: float) -> None:
+        if weight_range < 0:
+            raise ValueError(f"weight_range must be >= 0 (0: no per-image weights), got {weight_range}")
+        self.hierarchy = psi if isinstance(psi, Hierarchy) else Hierarchy(psi)
+        self.weight_range = float(weight_range)
+        self.head = mlp_head(feature_dim, self.hierarchy.num_aux + (1 if weight_range else 0), hidden)
 
     def logits(self, x: Tensor) -> Tensor:
-        """Unmasked logits ``[B, sum(ψ)]``."""
+        """Unmasked logits ``[B, sum(ψ)]`` (``[B, sum(ψ) + 1]`` with a weight range: the last
+        column is the weight's logit z)."""
         return self.head(self.backbone(x))
 
+    def labels_and_scales(self, x: Tensor, primary: Tensor) -> tuple[Tensor, Tensor]:
+        """Soft labels float ``[B, sum(ψ)]`` and each image's auxiliary-loss scale float ``[B]``,
+        s = 2^(2r·σ(z) − r) (all ones without a weight range)."""
+        logits = self.logits(x)
+        k = self.hierarchy.num_aux
+        soft = self.hierarchy.masked_softmax(logits[:, :k], primary)
+        if not self.weight_range:
+            return soft, torch.ones_like(soft[:, 0])
+        r = self.weight_range
+        return soft, torch.exp2(2 * r * torch.sigmoid(logits[:, k]) - r)
+
     def forward(self, x: Tensor, primary: Tensor) -> Tensor:
+        if self.weight_range:
+            return self.labels_and_scales(x, primary)[0]
         return self.hierarchy.masked_softmax(self.logits(x), primary)
 
 
@@ -126,15 +154,14 @@ class FeatureLabelGenerator(LabelGenerator):
 
     Args:
         backbone: the multi-task network's backbone, images ``[B, C, H, W]`` → ``[B, F]``.
-        psi, hidden, feature_dim: as in :class:`LabelGenerator`.
+        psi, hidden, feature_dim, weight_range: as in :class:`LabelGenerator`.
     """
 
     def __init__(self, backbone: nn.Module, psi: Hierarchy | Sequence[int], hidden: int = 512,
-                 feature_dim: int | None = None):
+                 feature_dim: int | None = None, weight_range: float = 0.0):
         nn.Module.__init__(self)
-        self.hierarchy = psi if isinstance(psi, Hierarchy) else Hierarchy(psi)
         object.__setattr__(self, "shared_backbone", backbone)  # by reference: its parameters are θ1
-        self.head = mlp_head(_feature_dim(backbone, feature_dim), self.hierarchy.num_aux, hidden)
+        self._make_head(psi, _feature_dim(backbone, feature_dim), hidden, weight_range)
 
     def logits(self, x: Tensor) -> Tensor:
         shared = self.shared_backbone

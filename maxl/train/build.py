@@ -74,13 +74,16 @@ class ModelConfig:
     default), the heads' hidden width (0: linear heads), the hierarchy ψ (``"5"``, ``"6,4"``, a
     list, or None for the data set's human ψ), BatchNorm in the backbones, and the
     label-generation network: ``"own"`` (its own backbone, the paper) or ``"features"`` (a head
-    on the multi-task network's detached features, :class:`maxl.nn.FeatureLabelGenerator`)."""
+    on the multi-task network's detached features, :class:`maxl.nn.FeatureLabelGenerator`), and
+    ``image_weight_range`` r: with r > 0 the generator also learns each image's auxiliary-loss
+    weight in [2^−r, 2^r] (WAMAL; 0: MAXL's equal weights)."""
 
     backbone: str | None = None
     hidden: int = 512
     psi: str | list[int] | None = None
     batchnorm: bool = True
     generator: str = "own"
+    image_weight_range: float = 0.0
 
     def __post_init__(self):
         if self.backbone is not None and self.backbone not in BACKBONES:
@@ -89,6 +92,8 @@ class ModelConfig:
             raise ValueError(f"hidden must be >= 0 (0: linear heads), got {self.hidden}")
         if self.generator not in GENERATORS:
             raise ValueError(f"unknown generator {self.generator!r}; expected one of {GENERATORS}")
+        if self.image_weight_range < 0:
+            raise ValueError(f"image_weight_range must be >= 0 (0: no per-image weights), got {self.image_weight_range}")
 
 
 @dataclass
@@ -176,12 +181,13 @@ GENERATORS = ("own", "features")
 
 
 def make_generator(kind: str, net: MultiTaskNetwork, backbone: str, in_channels: int, batchnorm: bool,
-                   psi: list[int], hidden: int) -> LabelGenerator:
+                   psi: list[int], hidden: int, weight_range: float = 0.0) -> LabelGenerator:
     """The label-generation network of ``ModelConfig.generator``: ``"own"`` builds its own
-    backbone, ``"features"`` a head on ``net``'s backbone."""
+    backbone, ``"features"`` a head on ``net``'s backbone; ``weight_range`` > 0 adds per-image
+    auxiliary-loss weights (:class:`maxl.nn.LabelGenerator`)."""
     if kind == "features":
-        return FeatureLabelGenerator(net.backbone, psi, hidden)
-    return LabelGenerator(build_backbone(backbone, in_channels, batchnorm), psi, hidden)
+        return FeatureLabelGenerator(net.backbone, psi, hidden, weight_range=weight_range)
+    return LabelGenerator(build_backbone(backbone, in_channels, batchnorm), psi, hidden, weight_range=weight_range)
 
 
 def parse_psi(text: str | list[int] | None, num_primary: int, human_psi: list[int] | None) -> list[int]:
@@ -255,7 +261,8 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
                            0 if t.method == "single" else sum(psi), m.hidden)
     generator = None
     if t.method == "maxl":
-        generator = make_generator(m.generator, net, backbone, data.in_channels, m.batchnorm, psi, m.hidden)
+        generator = make_generator(m.generator, net, backbone, data.in_channels, m.batchnorm, psi, m.hidden,
+                                   m.image_weight_range)
     a = run.aux
     needs_prior = "colourisation" in a.tasks and a.colourisation_mode == "classification"
     learner = build_learner(

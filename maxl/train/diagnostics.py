@@ -83,7 +83,8 @@ class LabelUsage:
         """Add one batch.
 
         Args:
-            soft_labels: float ``[B, sum(ψ)]``, rows summing to 1 inside each image's block.
+            soft_labels: float ``[B, sum(ψ)]``, zero outside each image's block; rows are
+                normalised to sum 1 (a per-image weighted target's row sums to its weight).
             primary: int64 ``[B]``, the primary labels that chose the blocks.
             human: int64 ``[B]``, the images' human auxiliary labels if the data set has them
                 (for ``label_nmi_human``).
@@ -98,6 +99,9 @@ class LabelUsage:
                 f"and {tuple(primary.shape)}"
             )
         p = soft_labels.detach().to("cpu", torch.float64)
+        sums = p.sum(1, keepdim=True)
+        if (sums - 1).abs().max() > 1e-3:  # weighted targets (WAMAL): their labels
+            p = p / sums
         primary = primary.detach().cpu()
         self.entropy_sum += -float(negative_entropy(p))  # entropy of ȳ
         self.batches += 1

@@ -51,6 +51,10 @@ class EpochSums:
         for part in ("lookahead_grad_norm", "entropy_grad_norm"):  # with MetaConfig.record_parts
             if getattr(result, part) is not None:
                 self.meta_sums[f"meta_{part}"] = self.meta_sums.get(f"meta_{part}", 0.0) + getattr(result, part).item()
+        if result.image_scales is not None:  # WAMAL's per-image weights of the auxiliary loss
+            for key, value in (("mean", result.image_scales.mean()), ("std", result.image_scales.std())):
+                key = f"meta_image_weight_{key}"
+                self.meta_sums[key] = self.meta_sums.get(key, 0.0) + value.item()
         self.meta_steps += 1
 
     def record(self) -> dict[str, float]:

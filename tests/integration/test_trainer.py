@@ -204,3 +204,22 @@ def test_label_warnings_are_one_line_on_the_command_line(tmp_path):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines and all(line.startswith("maxl: warning: epoch 2: gener") for line in lines), done.stderr
     assert "trainer.py" not in done.stderr
+
+
+@pytest.mark.parametrize("schedule", ["alternate", "per-step"])
+def test_per_image_weights_train_resume_reload_and_are_recorded(tmp_path, schedule):
+    from maxl.analysis.run import load_run
+
+    out = tmp_path / "weights"
+    argv = ["train", "--dataset", "digits", "--method", "maxl", "--image-weight-range", "1.5", "--schedule", schedule,
+            "--meta-engine", "jvp", "--train-subset", "96", "--test-subset", "40", "--out", str(out), *FAST]
+    assert main([*argv, "--epochs", "1"]) == 0
+    assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0
+    run = load_run(out)
+    assert run.generator.weight_range == 1.5 and run.generator.head[-1].out_features == sum(run.generator.hierarchy.psi) + 1
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2
+    for record in records:
+        assert 2 ** -1.5 <= record["meta_image_weight_mean"] <= 2 ** 1.5
+        assert record["meta_image_weight_std"] > 0
+        assert 0.0 < record["label_max_prob"] <= 1.0  # the labels, not the weighted targets

@@ -25,8 +25,8 @@ import torch
 from torch import Tensor
 
 from maxl.meta.engine import Lookahead, LossFn, MetaEngine, SharedStep
-from maxl.meta.lookahead import (Forward, buffer_copies, functional_forward, lookahead_direction, multitask_gradient,
-                                 multitask_loss, outer_pair, trainable)
+from maxl.meta.lookahead import (Forward, buffer_copies, functional_forward, generated_targets, lookahead_direction,
+                                 multitask_gradient, multitask_loss, outer_pair, trainable)
 
 __all__ = ["DetachedLookaheadEngine"]
 
@@ -49,7 +49,8 @@ class DetachedLookaheadEngine(MetaEngine):
                 copies of its buffers).
             theta: θ1, detached, one tensor per trainable parameter.
             v: ∇θ1⁺ L_pri(θ1⁺), same shapes.
-            soft: g(x, y; θ2) with its graph, float ``[B, K]``.
+            soft: the auxiliary targets g(x, y; θ2) with their graph, float ``[B, K]`` (scaled per
+                image for a generator with weights, :func:`maxl.meta.lookahead.generated_targets`).
             loss_fn: ``loss(logits, target) -> scalar``.
             config: the :class:`maxl.meta.MetaConfig` (α, ε₀).
 
@@ -64,28 +65,29 @@ class DetachedLookaheadEngine(MetaEngine):
         x_o, y_o = outer_pair(x, y, outer_batch)
         buffers = buffer_copies(net)
         call = functional_forward(net, names, buffers, x)
-        soft = generator(x, y)  # [B, K], a function of θ2
+        soft, target = generated_targets(generator, x, y)  # [B, K] each, functions of θ2
         with torch.enable_grad():  # g = ∇θ1 (L_pri + L_aux [+ L_x]) on detached labels: no graph to θ2
             leaves = [t.detach().requires_grad_() for t in theta]
-            inner = multitask_loss(call(leaves), y, soft.detach(), loss_fn)
+            inner = multitask_loss(call(leaves), y, target.detach(), loss_fn)
             if extra_inner_loss is not None:
                 inner = inner + extra_inner_loss(dict(zip(names, leaves)))
             g = torch.autograd.grad(inner, leaves)
         # v = ∇θ1⁺ L_pri(f(x_o; θ1⁺), y_o): the DARTS direction d
         outer, v = lookahead_direction(functional_forward(net, names, buffers, x_o), theta, g, y_o, loss_fn, config)
-        return Lookahead(soft=soft, outer=outer, objective=self.surrogate(call, theta, v, soft, loss_fn, config))
+        objective = self.surrogate(call, theta, v, target, loss_fn, config)
+        return Lookahead(soft=soft, target=target, outer=outer, objective=objective)
 
     def fused(self, net, generator, x, y, loss_fn, config, extra_inner_loss=None, outer_batch=None) -> SharedStep:
         names, params = trainable(net)
         x_o, y_o = outer_pair(x, y, outer_batch)
-        soft = generator(x, y)  # [B, K], a function of θ2; the multi-task targets and J's labels
+        soft, target = generated_targets(generator, x, y)  # [B, K]: J's labels and the multi-task targets
         # a plain backward: the targets are detached, g has no graph to θ2
         primary_logits, primary_loss, aux_loss, grads = multitask_gradient(
-            net, names, params, x, y, soft.detach(), loss_fn, extra_inner_loss, create_graph=False)
+            net, names, params, x, y, target.detach(), loss_fn, extra_inner_loss, create_graph=False)
         buffers = buffer_copies(net)  # own statistics for the look-ahead
         call = functional_forward(net, names, buffers, x)
         theta = [p.detach() for p in params]
         outer, v = lookahead_direction(functional_forward(net, names, buffers, x_o), theta, grads, y_o, loss_fn, config)
-        objective = self.surrogate(call, theta, v, soft, loss_fn, config)
-        return SharedStep(soft=soft, outer=outer, objective=objective, net_grads=list(grads),
+        objective = self.surrogate(call, theta, v, target, loss_fn, config)
+        return SharedStep(soft=soft, target=target, outer=outer, objective=objective, net_grads=list(grads),
                           primary_loss=primary_loss, aux_loss=aux_loss, primary_logits=primary_logits)

@@ -21,7 +21,8 @@ The fused form takes the first step's g from the real multi-task forward/backwar
 from __future__ import annotations
 
 from maxl.meta.engine import Lookahead, MetaEngine, SharedStep
-from maxl.meta.lookahead import buffer_copies, functional_forward, multitask_gradient, outer_pair, trainable, unroll
+from maxl.meta.lookahead import (buffer_copies, functional_forward, generated_targets, multitask_gradient, outer_pair,
+                                 trainable, unroll)
 from maxl.meta.registry import register_engine
 
 __all__ = ["FuncEngine"]
@@ -45,26 +46,26 @@ class FuncEngine(MetaEngine):
         x_o, y_o = outer_pair(x, y, outer_batch)
         buffers = buffer_copies(net)
         call = functional_forward(net, names, buffers, x)
-        soft = generator(x, y)  # [B, K], a function of θ2
+        soft, target = generated_targets(generator, x, y)  # [B, K] each, functions of θ2
         # θ1^(k), k = inner_steps steps of θ1 − α ∇θ1 (L_pri + L_aux [+ L_x]) from θ1, differentiable in θ2
-        fast = unroll(call, names, params, y, soft, loss_fn, extra_inner_loss, config.inner_lr, config.inner_steps)
+        fast = unroll(call, names, params, y, target, loss_fn, extra_inner_loss, config.inner_lr, config.inner_steps)
         outer = loss_fn(functional_forward(net, names, buffers, x_o)(fast)[0], y_o)  # L_pri(f(x_o; θ1^(k)), y_o)
-        return Lookahead(soft=soft, outer=outer, objective=outer)
+        return Lookahead(soft=soft, target=target, outer=outer, objective=outer)
 
     def fused(self, net, generator, x, y, loss_fn, config, extra_inner_loss=None, outer_batch=None) -> SharedStep:
         names, params = trainable(net)
         x_o, y_o = outer_pair(x, y, outer_batch)
-        soft = generator(x, y)  # [B, K], a function of θ2; the multi-task targets and J's labels
+        soft, target = generated_targets(generator, x, y)  # [B, K]: J's labels and the multi-task targets
         # g with its graph to θ2 (the targets are not detached): the look-ahead's first step
         primary_logits, primary_loss, aux_loss, grads = multitask_gradient(
-            net, names, params, x, y, soft, loss_fn, extra_inner_loss, create_graph=True)
+            net, names, params, x, y, target, loss_fn, extra_inner_loss, create_graph=True)
         buffers = buffer_copies(net)  # own statistics for the look-ahead
         call = functional_forward(net, names, buffers, x)
         fast = [p - config.inner_lr * g for p, g in zip(params, grads)]  # θ1^(1) = θ1 − α g, differentiable in θ2
-        fast = unroll(call, names, fast, y, soft, loss_fn, extra_inner_loss, config.inner_lr, config.inner_steps - 1)
+        fast = unroll(call, names, fast, y, target, loss_fn, extra_inner_loss, config.inner_lr, config.inner_steps - 1)
         outer = loss_fn(functional_forward(net, names, buffers, x_o)(fast)[0], y_o)  # L_pri(f(x_o; θ1^(k)), y_o)
-        return SharedStep(soft=soft, outer=outer, objective=outer, net_grads=list(grads), primary_loss=primary_loss,
-                          aux_loss=aux_loss, primary_logits=primary_logits)
+        return SharedStep(soft=soft, target=target, outer=outer, objective=outer, net_grads=list(grads),
+                          primary_loss=primary_loss, aux_loss=aux_loss, primary_logits=primary_logits)
 
 
 FUNC = register_engine(FuncEngine())

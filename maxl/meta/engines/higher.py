@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from maxl.meta.engine import Lookahead, MetaEngine
-from maxl.meta.lookahead import multitask_loss, outer_pair
+from maxl.meta.lookahead import generated_targets, multitask_loss, outer_pair
 from maxl.meta.registry import register_engine
 
 __all__ = ["HigherEngine"]
@@ -44,15 +44,15 @@ class HigherEngine(MetaEngine):
         inner_opt = torch.optim.SGD(net.parameters(), lr=config.inner_lr)
         try:
             with higher.innerloop_ctx(net, inner_opt, copy_initial_weights=True) as (fnet, diffopt):
-                soft = generator(x, y)  # [B, K], a function of θ2
+                soft, target = generated_targets(generator, x, y)  # [B, K] each, functions of θ2
                 for _ in range(config.inner_steps):
-                    inner = multitask_loss(fnet(x), y, soft, loss_fn)
+                    inner = multitask_loss(fnet(x), y, target, loss_fn)
                     if extra_inner_loss is not None:
                         inner = inner + extra_inner_loss(dict(zip(names, fnet.fast_params)))
                     diffopt.step(inner)  # θ1^(j+1) = θ1^(j) − α ∇θ1 (L_pri + L_aux [+ L_x])
                 primary_logits, _ = fnet(x_o)
                 outer = loss_fn(primary_logits, y_o)  # L_pri(f(x_o; θ1^(k)), y_o)
-                return Lookahead(soft=soft, outer=outer, objective=outer)
+                return Lookahead(soft=soft, target=target, outer=outer, objective=outer)
         finally:
             with torch.no_grad():  # whatever higher did to the buffers, the real net keeps its own
                 for n, b in net.named_buffers():

@@ -64,7 +64,7 @@ class EntropyOnly(MetaEngine):
         self.calls += 1
         soft = generator(x, y)  # [B, K]
         outer = loss_fn(net(x)[0], y).detach()
-        return Lookahead(soft=soft, outer=outer, objective=torch.zeros((), dtype=soft.dtype))
+        return Lookahead(soft=soft, target=soft, outer=outer, objective=torch.zeros((), dtype=soft.dtype))
 
 
 @pytest.fixture
