@@ -56,6 +56,10 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
                                            "--meta-batch", "other")),
     "ps-adam-iic": ("maxl", (*PER_STEP, *ADAM, "--consistency-weight", "1")),
     "adam-k2": ("maxl", (*ADAM, "--inner-steps", "2")),
+    # WAMAL: per-image auxiliary-loss weights in [2^-r, 2^r] learnt by the same meta-gradient
+    "ps-adam-w1": ("maxl", (*PER_STEP, *ADAM, "--image-weight-range", "1")),
+    "ps-adam-mi-other-w1": ("maxl", (*PER_STEP, *ADAM, "--image-entropy-weight", "0.2", "--meta-batch", "other",
+                                     "--image-weight-range", "1")),
 }
 
 
