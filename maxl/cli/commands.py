@@ -113,6 +113,10 @@ FLAGS: dict[str, tuple[str, dict]] = {
     "--inner-steps": ("train.meta.inner_steps", dict(type=int, help="differentiable look-ahead steps k (func, higher)")),
     "--meta-batch": ("train.meta_batch", dict(choices=("same", "other"), help="outer loss on the look-ahead's batch "
                      "(the paper) or on another batch of the training images")),
+    "--centre-meta-gradient": ("train.meta.centre_by_class", dict(action="store_true", help="remove from the "
+                               "look-ahead's push on the labels its mean over the batch's images of each primary "
+                               "class: the look-ahead decides which images take which auxiliary class, the entropy "
+                               "term how often each is taken")),
     "--record-meta-parts": ("train.meta.record_parts", dict(action="store_true", help="record the norms of the "
                             "meta-gradient's look-ahead and entropy parts every epoch (one more generator backward)")),
     "--meta-engine": ("train.meta.engine", dict(choices=ENGINES, help="engine of the second-order look-ahead")),

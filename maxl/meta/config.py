@@ -33,6 +33,11 @@ class MetaConfig:
         record_parts: also report the norms of the two parts of ∇θ2 J, the look-ahead's
             ∇θ2 L_pri(θ1⁺) and the entropy term's λ∇θ2 H (a diagnostic: one more backward
             through the generator; the gradient itself is then their sum).
+        centre_by_class: remove from the look-ahead's push on the labels, ∂L_pri(θ1⁺)/∂ŷ_b, its
+            mean over the batch's images of the same primary class before it reaches θ2, so that
+            the look-ahead only decides which images of a class take which auxiliary class,
+            not how often each is taken (that part moves the class's mean label ȳ_k, which the
+            entropy term governs). Needs a generator without per-image weights.
         inner_steps: k, the number of differentiable look-ahead steps, θ1^(j+1) = θ1^(j) −
             α ∇θ1 (L_pri + L_aux)(θ1^(j)) on the same batch and labels, J taken at θ1^(k)
             (1 in the paper; k > 1 as MAML's inner loop, engines ``"func"`` and ``"higher"``).
@@ -59,6 +64,7 @@ class MetaConfig:
     inner_steps: int = 1
     image_entropy_weight: float = 0.0
     consistency_weight: float = 0.0
+    centre_by_class: bool = False
 
     def __post_init__(self):
         if self.order not in ORDERS:

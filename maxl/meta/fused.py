@@ -112,7 +112,7 @@ def fused_step(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_
     check_inner_steps(engine, cfg.inner_steps)
     with explain_double_backward_errors(engine.needs_double_backward):
         step = engine.fused(net, generator, x, y, loss_fn, cfg, extra_inner_loss, outer_batch)
-    meta = outer_gradient(engine, step, generator, cfg, check_graph, extra_outer_loss)
+    meta = outer_gradient(engine, step, generator, cfg, check_graph, extra_outer_loss, primary=y)
     return FusedResult(meta=meta, net_grads=[g.detach() for g in step.net_grads],
                        primary_loss=step.primary_loss.detach(), aux_loss=step.aux_loss.detach(),
                        primary_logits=step.primary_logits.detach())

@@ -83,7 +83,7 @@ from maxl.meta.engine import ExtraInnerLoss, Lookahead, LossFn, MetaEngine, Oute
 from maxl.meta.graph_check import check_double_backward, explain_double_backward_errors
 from maxl.meta.registry import check_inner_steps, get_engine
 
-__all__ = ["MetaResult", "meta_gradient", "outer_gradient", "ExtraOuterLoss"]
+__all__ = ["MetaResult", "meta_gradient", "outer_gradient", "centre_by_class", "ExtraOuterLoss"]
 
 #: ``R(soft labels [B, K]) -> scalar``: a further term of J that depends on θ2 alone
 ExtraOuterLoss = Callable[[Tensor], Tensor]
@@ -116,7 +116,8 @@ class MetaResult:
 
 
 def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, config: MetaConfig,
-                   check_graph: bool, extra_outer_loss: ExtraOuterLoss | None = None) -> MetaResult:
+                   check_graph: bool, extra_outer_loss: ExtraOuterLoss | None = None,
+                   primary: Tensor | None = None) -> MetaResult:
     """∇θ2 J from an engine's look-ahead: the step that :func:`meta_gradient` and
     :func:`maxl.meta.fused_step` share.
 
@@ -124,16 +125,18 @@ def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, co
         engine: the engine that computed ``look``.
         look: its :class:`~maxl.meta.engine.Lookahead` (or :class:`~maxl.meta.engine.SharedStep`).
         generator: the label generator; its trainable parameters are θ2.
-        config: supplies λ (``entropy_weight``).
+        config: supplies λ (``entropy_weight``), μ, ``centre_by_class``, ``record_parts``.
         check_graph: for an engine that needs double backward, walk the graph of ``look.objective``.
         extra_outer_loss: ``R(soft) -> scalar``, a further term of J on the generated labels
             ``soft [B, K]`` (it may run the generator again, e.g. on another view of the images).
+        primary: the inner batch's primary labels int64 ``[B]`` (needed by ``centre_by_class``).
 
     Returns:
         :class:`MetaResult`.
 
     Raises:
         DoubleBackwardError: see :mod:`maxl.meta.graph_check`.
+        ValueError: ``centre_by_class`` without ``primary``, or with a generator that has per-image weights.
     """
     if check_graph and engine.needs_double_backward:
         check_double_backward(look.objective)
@@ -144,24 +147,46 @@ def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, co
         entropy_term = entropy_term + config.image_entropy_weight * mean_entropy(look.soft)
     if extra_outer_loss is not None:  # + R(θ2): a term on the labels alone, e.g. view consistency
         entropy_term = entropy_term + extra_outer_loss(look.soft)
-    objective = look.objective + entropy_term  # J = L_pri(θ1⁺) + λ H (+ μ mean_b H(ŷ_b))
     parts = {}
     with explain_double_backward_errors(engine.needs_double_backward):
-        if config.record_parts:  # the two parts of ∇θ2 J separately, for the diagnostics
-            entropy = torch.autograd.grad(entropy_term, gen_params, retain_graph=True,
-                                          allow_unused=True)
-            look_part = torch.autograd.grad(look.objective, gen_params, allow_unused=True)
+        if config.record_parts or config.centre_by_class:  # the two parts of ∇θ2 J separately
+            look_part = _lookahead_part(look, gen_params, config.centre_by_class, primary)
+            entropy = torch.autograd.grad(entropy_term, gen_params, allow_unused=True)
             zero = [torch.zeros_like(p) for p in gen_params]
             entropy = [z if g is None else g for g, z in zip(entropy, zero)]
             look_part = [z if g is None else g for g, z in zip(look_part, zero)]
             grads = [a + b for a, b in zip(look_part, entropy)]
-            parts = {"lookahead_grad_norm": _norm(look_part), "entropy_grad_norm": _norm(entropy)}
+            if config.record_parts:
+                parts = {"lookahead_grad_norm": _norm(look_part), "entropy_grad_norm": _norm(entropy)}
         else:
-            grads = torch.autograd.grad(objective, gen_params)  # ∇θ2 J
+            grads = torch.autograd.grad(look.objective + entropy_term, gen_params)  # ∇θ2 J
     if look.target is not look.soft:  # per-image weights: the target rows sum to the scales
         parts["image_scales"] = look.target.detach().sum(1)
     return MetaResult(grads=list(grads), outer_loss=look.outer.detach(), neg_entropy=neg_entropy.detach(),
                       soft_labels=look.soft.detach(), **parts)
+
+
+def centre_by_class(push: Tensor, primary: Tensor) -> Tensor:
+    """``push`` float ``[B, K]`` minus, for each row, the mean of the rows of its primary class
+    (``primary`` int64 ``[B]``)."""
+    classes, inverse = torch.unique(primary, return_inverse=True)
+    sums = torch.zeros(len(classes), push.shape[1], dtype=push.dtype, device=push.device).index_add_(0, inverse, push)
+    counts = torch.bincount(inverse, minlength=len(classes)).to(push.dtype)
+    return push - (sums / counts[:, None])[inverse]
+
+
+def _lookahead_part(look: Lookahead, gen_params: list[Tensor], centre: bool, primary: Tensor | None):
+    """∇θ2 of the look-ahead's term (the graph stays for the entropy term's gradient); with
+    ``centre``: through the labels' push ∂L/∂ŷ with its per-class mean removed."""
+    if not centre:
+        return torch.autograd.grad(look.objective, gen_params, retain_graph=True, allow_unused=True)
+    if primary is None:
+        raise ValueError("centre_by_class needs the inner batch's primary labels")
+    if look.target is not look.soft:
+        raise ValueError("centre_by_class does not apply to a generator with per-image weights (image_weight_range)")
+    (push,) = torch.autograd.grad(look.objective, look.soft, retain_graph=True)  # ∂L_pri(θ1⁺)/∂ŷ, [B, K]
+    return torch.autograd.grad(look.soft, gen_params, grad_outputs=centre_by_class(push, primary),
+                               retain_graph=True, allow_unused=True)
 
 
 def _norm(tensors: list[Tensor]) -> Tensor:
@@ -225,4 +250,4 @@ def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, lo
     check_inner_steps(engine, cfg.inner_steps)
     with explain_double_backward_errors(engine.needs_double_backward):
         look = engine.gradient(net, generator, x, y, loss_fn, cfg, extra_inner_loss, outer_batch)
-    return outer_gradient(engine, look, generator, cfg, check_graph, extra_outer_loss)
+    return outer_gradient(engine, look, generator, cfg, check_graph, extra_outer_loss, primary=y)

@@ -223,3 +223,15 @@ def test_per_image_weights_train_resume_reload_and_are_recorded(tmp_path, schedu
         assert 2 ** -1.5 <= record["meta_image_weight_mean"] <= 2 ** 1.5
         assert record["meta_image_weight_std"] > 0
         assert 0.0 < record["label_max_prob"] <= 1.0  # the labels, not the weighted targets
+
+
+@pytest.mark.parametrize("schedule", ["alternate", "per-step"])
+def test_the_centred_meta_gradient_runs_and_is_stored(tmp_path, schedule):
+    out = tmp_path / "centred"
+    argv = ["train", "--dataset", "digits", "--method", "maxl", "--centre-meta-gradient", "--schedule", schedule,
+            "--record-meta-parts", "--train-subset", "96", "--test-subset", "40", "--epochs", "1", "--out", str(out),
+            *FAST]
+    assert main(argv) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["meta"]["centre_by_class"] is True
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["meta_lookahead_grad_norm"] > 0

@@ -1,0 +1,202 @@
+"""Issue 13's mechanism: how much per-image information does the look-ahead give the labels?
+
+The generator learns from ∂J/∂z_b, the meta-gradient of J = L_pri(f(x; θ1⁺)) with respect to the
+logits z_b [sum(ψ)] of each image b's label (θ1⁺ = θ1 − α∇θ1[L_pri + L_aux(ŷ)], ŷ = masked softmax
+of z; Liu, Davison, Johns, NeurIPS 2019, Eq. 3–4, the entropy term left out). Inside the block
+of primary class k these gradients form a matrix G_k [n_k, ψ_k]. The script measures
+
+* ``shared``: the share ‖mean‖² n_k / ‖G_k‖² of the push that is the same for every image of the
+  class (a class-level preference, which the entropy term then fights);
+* ``top1``: the share of the rest (G_k minus its mean row) in its first singular direction, and
+  ``eff_rank``, exp of the entropy of the normalised squared singular values: 1 if every image is
+  pushed along one axis (the labels can only encode one number per image), ψ_k − 1 at most;
+* ``nmi_signal``: NMI, inside each primary class, of the human fine label with the auxiliary class
+  that the meta-gradient raises most for each image (argmin_c ∂J/∂z_bc), i.e. whether the per-image
+  signal follows the image's content as people label it; ``nmi_labels``: the same for the
+  generator's current argmax;
+* ``null_top1``: top1 of Gaussian noise of the same shape (what "no structure" gives).
+
+At several points of a MAXL run (the protocol's networks, trained by the trainer between the
+points). A first-order view of why the primary task's number of classes matters: a step on an
+auxiliary label moves the features along the auxiliary head's rows, and the primary loss changes
+through the primary head's rows, whose differences span P − 1 directions; with P = 2 (animal /
+vehicle, even / odd) the per-image push is close to one-dimensional.
+
+::
+
+    python -m experiments.label_signal --grid protocol-cifar10 --data-root /tmp/data/cifar10-jpeg \\
+        --epochs-at 0 3 8 --out figures/generated-labels/label-signal-cifar10.json
+    # the same network and data with the 10 classes as the primary task (psi = 5 each)
+    python -m experiments.label_signal --grid protocol-cifar10 --data-root /tmp/data/cifar10-jpeg \\
+        --primary classes --epochs-at 0 3 8 --out figures/generated-labels/label-signal-cifar10-10way.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import normalized_mutual_info_score
+from torch import Tensor, nn
+
+from experiments.generated_labels import VARIANTS
+from experiments.harness import CONFIGS, run_argv
+from maxl.cli import commands as cli
+from maxl.meta import MetaConfig, meta_gradient
+from maxl.train.build import build
+
+
+class FixedLogits(nn.Module):
+    """A "generator" whose labels are the masked softmax of one logit row per image: its
+    meta-gradient is ∂J/∂z, float ``[B, sum(ψ)]``."""
+
+    def __init__(self, logits: Tensor, hierarchy):
+        super().__init__()
+        self.z = nn.Parameter(logits.clone())
+        self.hierarchy = hierarchy
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.hierarchy.masked_softmax(self.z, y)
+
+
+def label_gradients(trainer, batches: int, seed: int, shuffle: int = 0) -> dict[str, np.ndarray]:
+    """∂J/∂z on ``batches`` training batches of a fixed set of images (drawn from ``seed``), the
+    generator's logits, primary and human labels, rows in the set's order. ``shuffle`` > 0 puts the
+    same images into other batches (another permutation), to tell the per-image signal from the
+    batch's."""
+    gen, net = trainer.generator, trainer.net
+    alpha = trainer.optimizer.param_groups[0]["lr"]
+    cfg = MetaConfig(inner_lr=alpha, entropy_weight=0.0, engine="jvp")
+    out = {"grad": [], "logits": [], "y": [], "human": [], "idx": []}
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randperm(len(trainer.train_set), generator=generator)[: batches * trainer.config.batch_size]
+    order = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(shuffle))] if shuffle else images
+    net.train()  # the look-ahead runs in training mode, as in a real meta step (on copies of the buffers)
+    for chunk in order.split(trainer.config.batch_size):
+        items = [trainer.train_set[int(i)] for i in chunk]
+        x = torch.stack([it[0] for it in items])
+        y = torch.as_tensor([int(it[1]) for it in items])
+        idx = torch.as_tensor([int(it[2]) for it in items])
+        with torch.no_grad():
+            z = gen.logits(x)[:, : gen.hierarchy.num_aux]
+        fixed = FixedLogits(z, gen.hierarchy)
+        result = meta_gradient(net, fixed, x, y, trainer.loss_fn, cfg, check_graph=False)
+        out["grad"].append(result.grads[0].detach())
+        out["logits"].append(z)
+        out["y"].append(y)
+        out["human"].append(trainer.human_labels[idx] if trainer.human_labels is not None else torch.full_like(y, -1))
+        out["idx"].append(chunk)
+    data = {k: torch.cat(v).numpy() for k, v in out.items()}
+    back = np.argsort(data.pop("idx"))  # rows in the order of the sorted image indices
+    return {k: v[back] for k, v in data.items()}
+
+
+def reliability(first: np.ndarray, second: np.ndarray, y: np.ndarray, psi: list[int]) -> float:
+    """Mean cosine, over images, of the per-image part (class mean removed) of the label gradient
+    of the same image in two different batches: 1 if the push depends on the image alone, 0 if
+    it is batch noise."""
+    cosines, start = [], 0
+    for k, width in enumerate(psi):
+        cols = slice(start, start + width)
+        start += width
+        members = y == k
+        if width < 2 or members.sum() < 2:
+            continue
+        a, b = (g[members][:, cols].astype(np.float64) for g in (first, second))
+        a, b = a - a.mean(0), b - b.mean(0)
+        norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        cosines.append((a * b).sum(1) / np.maximum(norms, 1e-30))
+    return float(np.concatenate(cosines).mean())
+
+
+def block_statistics(grads: np.ndarray, logits: np.ndarray, y: np.ndarray, human: np.ndarray, psi: list[int],
+                     rng: np.random.Generator) -> list[dict]:
+    """The per-class statistics of the module docstring, one dict per primary class with ψ_k > 1."""
+    rows, start = [], 0
+    for k, width in enumerate(psi):
+        cols = slice(start, start + width)
+        start += width
+        members = y == k
+        if width < 2 or members.sum() < width:
+            continue
+        g = grads[members][:, cols].astype(np.float64)
+        g = g - g.mean(1, keepdims=True)  # the softmax's gradients already sum to 0 in the block
+        mean = g.mean(0)
+        total = float((g ** 2).sum())
+        resid = g - mean
+        s2 = np.linalg.svd(resid, compute_uv=False) ** 2
+        p = s2 / s2.sum()
+        noise = rng.standard_normal(resid.shape)
+        noise -= noise.mean(1, keepdims=True)
+        noise -= noise.mean(0)
+        n2 = np.linalg.svd(noise, compute_uv=False) ** 2
+        row = {"class": k, "psi": width, "images": int(members.sum()),
+               "shared": float((mean ** 2).sum() * len(g) / total),
+               "top1": float(p[0]), "eff_rank": float(math.exp(-(p[p > 0] * np.log(p[p > 0])).sum())),
+               "null_top1": float(n2[0] / n2.sum()),
+               "signal_classes_used": int(len(np.unique(g.argmin(1))))}
+        fine = human[members]
+        if (fine >= 0).all():
+            row["nmi_signal"] = float(normalized_mutual_info_score(fine, g.argmin(1)))
+            row["nmi_labels"] = float(normalized_mutual_info_score(fine, logits[members][:, cols].argmax(1)))
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grid", default="protocol-cifar10", choices=sorted(CONFIGS))
+    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--variant", default="ps-adam", choices=sorted(VARIANTS),
+                        help="the MAXL variant that trains the networks between the points")
+    parser.add_argument("--primary", default="hierarchy", choices=["hierarchy", "classes"],
+                        help="classes: the data set's classes as the primary task, psi = --psi each")
+    parser.add_argument("--psi", default="5")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs-at", type=int, nargs="+", default=[0, 3, 8])
+    parser.add_argument("--batches", type=int, default=10, help="training batches per point")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", required=True, help="JSON file of the statistics")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    method, extra = VARIANTS[args.variant]
+    run = run_argv(CONFIGS[args.grid], method, args.seed) + list(extra)
+    if args.primary == "classes":
+        at = run.index("--hierarchy")
+        run = run[:at] + run[at + 2:] + ["--psi", args.psi]
+    run += ["--data-root", args.data_root, "--no-progress", "--out", str(Path(args.out).with_suffix("")) + "-run"]
+    (config,), _ = cli.run_configs(cli.build_parser().parse_args(["train", *run]))
+    trainer = build(config)
+    rng = np.random.default_rng(args.seed)
+    points = []
+    for epoch in sorted(set(args.epochs_at)):
+        while trainer.epoch < epoch:
+            trainer.train_epoch()
+            trainer.epoch += 1
+        t0 = time.time()
+        data = label_gradients(trainer, args.batches, args.seed)
+        rows = block_statistics(data["grad"], data["logits"], data["y"], data["human"],
+                                list(trainer.generator.hierarchy.psi), rng)
+        other = label_gradients(trainer, args.batches, args.seed, shuffle=1)
+        acc = trainer.evaluate(trainer.val_set)["test_acc"] if trainer.val_set is not None else None
+        summary = {k: float(np.average([r[k] for r in rows], weights=[r["images"] for r in rows]))
+                   for k in rows[0] if k not in ("class", "psi", "images")}
+        summary["reliability"] = reliability(data["grad"], other["grad"], data["y"],
+                                             list(trainer.generator.hierarchy.psi))
+        points.append({"epoch": epoch, "val_acc": acc, "alpha": trainer.optimizer.param_groups[0]["lr"],
+                       "summary": summary, "classes": rows})
+        print(f"epoch {epoch}: val acc {acc}, " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items())
+              + f" ({time.time() - t0:.0f}s)", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"argv": run, "variant": args.variant, "primary": args.primary, "points": points},
+                              indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
