@@ -194,8 +194,26 @@ def main(argv: list[str] | None = None) -> None:
               + f" ({time.time() - t0:.0f}s)", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"argv": run, "variant": args.variant, "primary": args.primary, "points": points},
-                              indent=1) + "\n")
+    result = {"argv": run, "variant": args.variant, "primary": args.primary, "points": points}
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(result))
+
+
+COLUMNS = ("shared", "top1", "null_top1", "eff_rank", "reliability", "signal_classes_used", "nmi_signal",
+           "nmi_labels")
+
+
+def markdown(result: dict) -> str:
+    """The points of one run as a markdown table (means over the primary classes, weighted by images)."""
+    cols = [c for c in COLUMNS if c in result["points"][0]["summary"]]
+    lines = [f"Label-gradient signal, variant `{result['variant']}`, primary task: {result['primary']}",
+             f"(`maxl train {' '.join(result['argv'])}`)", "",
+             "| epoch | α | val acc | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
+    for p in result["points"]:
+        acc = "–" if p["val_acc"] is None else f"{100 * p['val_acc']:.1f} %"
+        lines.append(f"| {p['epoch']} | {p['alpha']:.3f} | {acc} | "
+                     + " | ".join(f"{p['summary'][c]:.3f}" for c in cols) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
