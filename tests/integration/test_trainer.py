@@ -259,3 +259,16 @@ def test_gumbel_labels_anneal_resume_reload_and_their_statistics_describe_the_di
     assert run.generator.gumbel_tau == 1.0 and not run.generator.training
     config = json.loads((parts / "config.json").read_text())
     assert config["model"]["gumbel_tau"] == 1.0 and config["train"]["gumbel_tau_end"] == 0.3
+
+
+def test_the_per_step_multitask_update_learns_from_the_look_aheads_targets_fused_or_not(tmp_path):
+    """Hard Gumbel samples scaled by per-image weights: the separate multi-task step of the
+    per-step schedule learns from the look-ahead's targets (the same draw), as the fused one does."""
+    argv = ["train", "--dataset", "digits", "--method", "maxl", "--gumbel-tau", "0.5", "--image-weight-range", "1",
+            "--schedule", "per-step", "--meta-engine", "jvp", "--train-subset", "96", "--test-subset", "40",
+            "--epochs", "1", *FAST]
+    assert main([*argv, "--out", str(tmp_path / "fused")]) == 0
+    assert main([*argv, "--no-fused", "--out", str(tmp_path / "separate")]) == 0
+    fused, separate = (json.loads((tmp_path / name / "metrics.jsonl").read_text()) for name in ("fused", "separate"))
+    for key in ("train_aux_loss", "train_primary_loss", "meta_outer_loss", "meta_image_weight_mean"):
+        assert separate[key] == pytest.approx(fused[key], rel=1e-4), key
