@@ -107,8 +107,9 @@ class GeneratedLabels(AuxiliaryTask):
 
     def make_inputs_and_targets(self, images, primary_labels, *, index=None, target=None):
         """``(images, targets float [B, sum(ψ)])``: the generator's current labels (no gradient to
-        θ2), each scaled by its image's weight for a generator with per-image weights (WAMAL,
-        :func:`maxl.meta.lookahead.generated_targets`), or ``target`` if the caller made them already."""
+        θ2), each scaled by its image's weight for a generator with per-image weights (WAMAL), or
+        a hard one-hot sample of it for a generator with ``gumbel_tau`` > 0 in training mode
+        (:func:`maxl.meta.lookahead.generated_targets`), or ``target`` if the caller made them already."""
         if target is not None:
             return images, target
         with torch.no_grad():

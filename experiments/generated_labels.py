@@ -63,6 +63,10 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # the look-ahead's push on the labels with its per-class mean removed (which image takes which class)
     "ps-adam-centred": ("maxl", (*PER_STEP, *ADAM, "--centre-meta-gradient")),
     "ps-adam-mi-centred": ("maxl", (*PER_STEP, *ADAM, "--image-entropy-weight", "0.2", "--centre-meta-gradient")),
+    # hard labels: one-hot samples passed straight through a Gumbel-softmax (Jang, Gu, Poole, ICLR 2017),
+    # at a fixed temperature and annealed linearly over training
+    "ps-adam-gumbel": ("maxl", (*PER_STEP, *ADAM, "--gumbel-tau", "1")),
+    "ps-adam-gumbel-anneal": ("maxl", (*PER_STEP, *ADAM, "--gumbel-tau", "2", "--gumbel-tau-end", "0.5")),
 }
 
 

@@ -139,7 +139,8 @@ def load_run(run_dir: str | os.PathLike, *, data_root: str | os.PathLike | None 
     generator = None
     if "generator" in state:
         generator = make_generator(m.get("generator", "own"), net, m["backbone"], data.in_channels,
-                                   m.get("batchnorm", True), psi, m["hidden"], m.get("image_weight_range", 0.0))
+                                   m.get("batchnorm", True), psi, m["hidden"], m.get("image_weight_range", 0.0),
+                                   m.get("gumbel_tau", 0.0))
     for name, module in (("net", net), ("generator", generator)):
         if module is None:
             continue

@@ -79,6 +79,11 @@ FLAGS: dict[str, tuple[str, dict]] = {
     "--image-weight-range": ("model.image_weight_range", dict(type=float, help="R > 0: the generator also learns "
                              "each image's auxiliary-loss weight in [2^-R, 2^R] by the meta-gradient (WAMAL); "
                              "0: equal weights (MAXL)")),
+    "--gumbel-tau": ("model.gumbel_tau", dict(type=float, help="T > 0: the auxiliary head learns from hard one-hot "
+                     "samples of the generated labels, passed straight through a Gumbel-softmax of temperature T "
+                     "(Jang et al. 2017); the label statistics keep the distribution; 0: soft labels (the paper)")),
+    "--gumbel-tau-end": ("train.gumbel_tau_end", dict(type=float, help="with --gumbel-tau: the temperature of the "
+                         "last epoch, reached linearly from --gumbel-tau")),
     "--psi": ("model.psi", dict(help="hierarchy psi: auxiliary classes per primary class, an int or a list like "
                                      "6,4 (default: the human hierarchy if any, else 5 per class)")),
     # optimisation

@@ -59,8 +59,9 @@ class Lookahead:
     Attributes:
         soft: g(x, y; θ2), the generated labels with their graph to θ2, float ``[B, K]``.
         target: the auxiliary targets the look-ahead learnt from, float ``[B, K]``: ``soft`` itself,
-            or ``soft`` scaled per image for a generator with weights
-            (:func:`maxl.meta.lookahead.generated_targets`).
+            ``soft`` scaled per image for a generator with weights, or hard samples of ``soft``
+            passed straight through a Gumbel-softmax (``gumbel_tau`` > 0; see
+            :func:`maxl.meta.lookahead.generated_targets`).
         outer: L_pri(f(x_o; θ1⁺), y_o), scalar (with a graph to θ2 for the double-backward engines).
         objective: a scalar whose ∇θ2 is the look-ahead's term of ∇θ2 J: ``outer`` itself for
             the exact double-backward engines, a surrogate for the others.

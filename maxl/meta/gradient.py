@@ -99,11 +99,15 @@ class MetaResult:
         outer_loss: L_pri(f(x_o; θ1⁺), y_o) on the outer batch (θ1⁺ = θ1^(k); for
             ``order="first"``: at the virtual step θ1′ = θ1⁺).
         neg_entropy: H = Σ ȳ log ȳ of the batch.
-        soft_labels: the generated labels, detached, float ``[B, sum(ψ)]``.
+        soft_labels: the generated labels (the distribution), detached, float ``[B, sum(ψ)]``.
         lookahead_grad_norm, entropy_grad_norm: ‖∇θ2 L_pri(θ1⁺)‖ and ‖λ ∇θ2 H‖, the norms of
             the two parts of ``grads`` (with ``MetaConfig.record_parts``; else None).
         image_scales: each image's auxiliary-loss scale, float ``[B]``, for a generator with
             per-image weights (WAMAL; else None).
+        targets: what the look-ahead's auxiliary head learnt from, detached, float
+            ``[B, sum(ψ)]``: ``soft_labels``, or their per-image scaled form (WAMAL), or hard
+            one-hot samples of them (``gumbel_tau`` > 0, scaled too with weights). A multi-task
+            step that should follow the look-ahead learns from these (the same noise draw).
     """
 
     grads: list[Tensor]
@@ -113,6 +117,7 @@ class MetaResult:
     lookahead_grad_norm: Tensor | None = None
     entropy_grad_norm: Tensor | None = None
     image_scales: Tensor | None = None
+    targets: Tensor | None = None
 
 
 def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, config: MetaConfig,
@@ -136,7 +141,8 @@ def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, co
 
     Raises:
         DoubleBackwardError: see :mod:`maxl.meta.graph_check`.
-        ValueError: ``centre_by_class`` without ``primary``, or with a generator that has per-image weights.
+        ValueError: ``centre_by_class`` without ``primary``, or with a generator that has per-image
+            weights or hard (Gumbel) labels.
     """
     if check_graph and engine.needs_double_backward:
         check_double_backward(look.objective)
@@ -160,10 +166,10 @@ def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, co
                 parts = {"lookahead_grad_norm": _norm(look_part), "entropy_grad_norm": _norm(entropy)}
         else:
             grads = torch.autograd.grad(look.objective + entropy_term, gen_params)  # ∇θ2 J
-    if look.target is not look.soft:  # per-image weights: the target rows sum to the scales
+    if getattr(generator, "weight_range", 0):  # per-image weights: the target rows sum to the scales
         parts["image_scales"] = look.target.detach().sum(1)
     return MetaResult(grads=list(grads), outer_loss=look.outer.detach(), neg_entropy=neg_entropy.detach(),
-                      soft_labels=look.soft.detach(), **parts)
+                      soft_labels=look.soft.detach(), targets=look.target.detach(), **parts)
 
 
 def centre_by_class(push: Tensor, primary: Tensor) -> Tensor:
@@ -183,7 +189,8 @@ def _lookahead_part(look: Lookahead, gen_params: list[Tensor], centre: bool, pri
     if primary is None:
         raise ValueError("centre_by_class needs the inner batch's primary labels")
     if look.target is not look.soft:
-        raise ValueError("centre_by_class does not apply to a generator with per-image weights (image_weight_range)")
+        raise ValueError("centre_by_class does not apply to a generator with per-image weights (image_weight_range) "
+                         "or hard Gumbel labels (gumbel_tau): its push is taken on the soft labels")
     (push,) = torch.autograd.grad(look.objective, look.soft, retain_graph=True)  # ∂L_pri(θ1⁺)/∂ŷ, [B, K]
     return torch.autograd.grad(look.soft, gen_params, grad_outputs=centre_by_class(push, primary),
                                retain_graph=True, allow_unused=True)

@@ -34,20 +34,23 @@ def generated_targets(generator: nn.Module, x: Tensor, y: Tensor) -> tuple[Tenso
     For a generator with per-image weights (``weight_range`` > 0, WAMAL) each image's target is its
     label scaled by its weight s_b: with a loss linear in the target, as the cross-entropy and
     the focal loss are (ℓ(z, s·ŷ) = s·ℓ(z, ŷ)), this is the per-image weighted auxiliary loss
-    mean_b s_b ℓ(z_b, ŷ_b). J's label terms (the entropy) keep the unscaled labels.
+    mean_b s_b ℓ(z_b, ŷ_b). For a generator with hard labels (``gumbel_tau`` > 0, in training
+    mode) each target is a one-hot sample of the label, passed straight through a Gumbel-softmax
+    (h + r − r.detach(); Jang, Gu, Poole, ICLR 2017, Sec. 2–3), so J's look-ahead term reaches
+    θ2 through the relaxed sample r. J's label terms (the entropy) keep the soft, unscaled labels.
 
     Args:
-        generator: ``generator(x, y) -> [B, K]``; a :class:`maxl.nn.LabelGenerator` with a weight
-            range also has ``labels_and_scales(x, y) -> ([B, K], [B])``.
+        generator: ``generator(x, y) -> [B, K]``; a :class:`maxl.nn.LabelGenerator` also has
+            ``labels_and_targets(x, y) -> ([B, K], [B, K])``, which is used when present.
         x: images float ``[B, C, H, W]``.
         y: primary labels int64 ``[B]``.
 
     Returns:
-        ``(soft [B, K], target [B, K])``; ``target`` is ``soft`` itself without weights.
+        ``(soft [B, K], target [B, K])``; ``target`` is ``soft`` itself without weights and
+        without sampling.
     """
-    if getattr(generator, "weight_range", 0):
-        soft, scale = generator.labels_and_scales(x, y)
-        return soft, soft * scale[:, None]
+    if hasattr(generator, "labels_and_targets"):
+        return generator.labels_and_targets(x, y)
     soft = generator(x, y)
     return soft, soft
 

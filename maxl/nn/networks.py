@@ -3,6 +3,9 @@
 References:
     Liu, Davison, Johns. "Self-Supervised Generalisation with Meta Auxiliary Learning".
     NeurIPS 2019, arXiv:1901.08933, Sec. 3 and Fig. 2.
+    Jang, Gu, Poole. "Categorical Reparameterization with Gumbel-Softmax". ICLR 2017,
+    arXiv:1611.01144, Sec. 2–3 (the generator's hard labels, ``gumbel_tau``).
+    Maddison, Mnih, Teh. "The Concrete Distribution". ICLR 2017, arXiv:1611.00712.
 """
 
 from __future__ import annotations
@@ -94,28 +97,37 @@ class LabelGenerator(nn.Module):
             auxiliary loss is scaled by s = 2^(2r·σ(z) − r) ∈ [2^−r, 2^r], learnt by the same
             meta-gradient as the labels (WAMAL: "Weight-Aware Meta Auxiliary Learning", per-image
             weights w = σ(z) ∈ (0, 1) of the auxiliary loss). 0: MAXL, every image weighs 1.
+        gumbel_tau: τ ≥ 0. With τ > 0, in training mode, the auxiliary head learns from hard
+            labels: one sample per image of its label distribution by the Gumbel-max trick,
+            passed straight through a Gumbel-softmax of temperature τ (:meth:`labels_and_targets`;
+            Jang, Gu, Poole, ICLR 2017, Eq. 1–2 and Sec. 2.2). 0: the paper's soft labels. The
+            attribute may be changed between steps (a temperature schedule).
 
     Shapes:
         ``forward(x, primary)``: images ``[B, C, H, W]``, int64 labels ``[B]`` →
         soft labels float ``[B, sum(ψ)]``, rows summing to 1, zero outside the block of the
-        sample's primary class (Liu et al. 2019, Sec. 3.2).
+        sample's primary class (Liu et al. 2019, Sec. 3.2). Never sampled, in either mode.
         ``labels_and_scales(x, primary)``: ``(soft [B, sum(ψ)], s [B])``.
+        ``labels_and_targets(x, primary)``: ``(soft [B, sum(ψ)], target [B, sum(ψ)])``.
 
     Raises:
-        ValueError: ``weight_range`` < 0.
+        ValueError: ``weight_range`` < 0 or ``gumbel_tau`` < 0.
     """
 
     def __init__(self, backbone: nn.Module, psi: Hierarchy | Sequence[int], hidden: int = 512,
-                 feature_dim: int | None = None, weight_range: float = 0.0):
+                 feature_dim: int | None = None, weight_range: float = 0.0, gumbel_tau: float = 0.0):
         super().__init__()
         self.backbone = backbone
-        self._make_head(psi, _feature_dim(backbone, feature_dim), hidden, weight_range)
+        self._make_head(psi, _feature_dim(backbone, feature_dim), hidden, weight_range, gumbel_tau)
 
-    def _make_head(self, psi, feature_dim: int, hidden: int, weight_range: float) -> None:
+    def _make_head(self, psi, feature_dim: int, hidden: int, weight_range: float, gumbel_tau: float) -> None:
         if weight_range < 0:
             raise ValueError(f"weight_range must be >= 0 (0: no per-image weights), got {weight_range}")
+        if gumbel_tau < 0:
+            raise ValueError(f"gumbel_tau must be >= 0 (0: soft labels), got {gumbel_tau}")
         self.hierarchy = psi if isinstance(psi, Hierarchy) else Hierarchy(psi)
         self.weight_range = float(weight_range)
+        self.gumbel_tau = float(gumbel_tau)
         self.head = mlp_head(feature_dim, self.hierarchy.num_aux + (1 if weight_range else 0), hidden)
 
     def logits(self, x: Tensor) -> Tensor:
@@ -133,6 +145,45 @@ class LabelGenerator(nn.Module):
             return soft, torch.ones_like(soft[:, 0])
         r = self.weight_range
         return soft, torch.exp2(2 * r * torch.sigmoid(logits[:, k]) - r)
+
+    def labels_and_targets(self, x: Tensor, primary: Tensor) -> tuple[Tensor, Tensor]:
+        """The soft labels and what the auxiliary head learns from, both functions of θ2.
+
+        ``soft`` = masked softmax(z), the label distribution (J's entropy terms and the
+        statistics use it). ``target``: ``soft``; with τ = ``gumbel_tau`` > 0 in training mode
+        a hard sample of it passed straight through (Jang, Gu, Poole, ICLR 2017, Sec. 2–3):
+
+            h = one_hot(argmax_{c ∈ block} (z_c + G_c)),   G_c = −log E_c, E_c ~ Exp(1)  (Gumbel(0, 1))
+            r = masked softmax((z + G) / τ)
+            target = h + (r − r.detach())
+
+        so its value is exactly h, a draw from ``soft`` (the Gumbel-max trick, Eq. 1), and its
+        gradient that of the relaxed sample r (Eq. 2). The noise ``[B, sum(ψ)]`` comes from
+        torch's global generator (``torch.empty_like(z).exponential_()``, the draw of
+        ``torch.nn.functional.gumbel_softmax``); classes outside the block never win. With per-image
+        weights (``weight_range`` > 0) ``target`` is further scaled by s ``[B]`` (WAMAL).
+
+        Returns:
+            ``(soft float [B, sum(ψ)], target float [B, sum(ψ)])``; ``target`` is ``soft`` itself
+            without weights and without sampling.
+        """
+        logits = self.logits(x)
+        k = self.hierarchy.num_aux
+        z = logits[:, :k]
+        soft = self.hierarchy.masked_softmax(z, primary)  # [B, K], the distribution
+        target = soft
+        if self.gumbel_tau and self.training:
+            perturbed = z - torch.empty_like(z).exponential_().log()  # z + G, G ~ Gumbel(0, 1)
+            relaxed = self.hierarchy.masked_softmax(perturbed / self.gumbel_tau, primary)  # r [B, K]
+            inside = self.hierarchy.block_mask(primary)
+            winner = perturbed.masked_fill(~inside, float("-inf")).argmax(1)  # [B], the Gumbel-max sample
+            hard = torch.nn.functional.one_hot(winner, k).to(z.dtype)
+            target = hard + (relaxed - relaxed.detach())  # exactly h (r − r = 0), gradient ∂r: straight through
+        if self.weight_range:
+            r = self.weight_range
+            scale = torch.exp2(2 * r * torch.sigmoid(logits[:, k]) - r)  # s = 2^(2r·σ(z) − r), [B]
+            target = target * scale[:, None]
+        return soft, target
 
     def forward(self, x: Tensor, primary: Tensor) -> Tensor:
         if self.weight_range:
@@ -154,14 +205,14 @@ class FeatureLabelGenerator(LabelGenerator):
 
     Args:
         backbone: the multi-task network's backbone, images ``[B, C, H, W]`` → ``[B, F]``.
-        psi, hidden, feature_dim, weight_range: as in :class:`LabelGenerator`.
+        psi, hidden, feature_dim, weight_range, gumbel_tau: as in :class:`LabelGenerator`.
     """
 
     def __init__(self, backbone: nn.Module, psi: Hierarchy | Sequence[int], hidden: int = 512,
-                 feature_dim: int | None = None, weight_range: float = 0.0):
+                 feature_dim: int | None = None, weight_range: float = 0.0, gumbel_tau: float = 0.0):
         nn.Module.__init__(self)
         object.__setattr__(self, "shared_backbone", backbone)  # by reference: its parameters are θ1
-        self._make_head(psi, _feature_dim(backbone, feature_dim), hidden, weight_range)
+        self._make_head(psi, _feature_dim(backbone, feature_dim), hidden, weight_range, gumbel_tau)
 
     def logits(self, x: Tensor) -> Tensor:
         shared = self.shared_backbone

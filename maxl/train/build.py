@@ -76,7 +76,10 @@ class ModelConfig:
     label-generation network: ``"own"`` (its own backbone, the paper) or ``"features"`` (a head
     on the multi-task network's detached features, :class:`maxl.nn.FeatureLabelGenerator`), and
     ``image_weight_range`` r: with r > 0 the generator also learns each image's auxiliary-loss
-    weight in [2^−r, 2^r] (WAMAL; 0: MAXL's equal weights)."""
+    weight in [2^−r, 2^r] (WAMAL; 0: MAXL's equal weights), and ``gumbel_tau`` τ: with τ > 0 the
+    auxiliary head learns from hard one-hot samples of the generated labels, passed straight
+    through a Gumbel-softmax of temperature τ (Jang, Gu, Poole, ICLR 2017; 0: the paper's soft
+    labels; ``TrainConfig.gumbel_tau_end`` anneals it)."""
 
     backbone: str | None = None
     hidden: int = 512
@@ -84,6 +87,7 @@ class ModelConfig:
     batchnorm: bool = True
     generator: str = "own"
     image_weight_range: float = 0.0
+    gumbel_tau: float = 0.0
 
     def __post_init__(self):
         if self.backbone is not None and self.backbone not in BACKBONES:
@@ -94,6 +98,8 @@ class ModelConfig:
             raise ValueError(f"unknown generator {self.generator!r}; expected one of {GENERATORS}")
         if self.image_weight_range < 0:
             raise ValueError(f"image_weight_range must be >= 0 (0: no per-image weights), got {self.image_weight_range}")
+        if self.gumbel_tau < 0:
+            raise ValueError(f"gumbel_tau must be >= 0 (0: soft labels), got {self.gumbel_tau}")
 
 
 @dataclass
@@ -156,6 +162,11 @@ class RunConfig:
     out: str = "runs/maxl"
     threads: int | None = None
 
+    def __post_init__(self):
+        if self.train.gumbel_tau_end is not None and not self.model.gumbel_tau:
+            raise ValueError(f"gumbel_tau_end needs a start temperature: --gumbel-tau-end {self.train.gumbel_tau_end} "
+                             "without --gumbel-tau (model.gumbel_tau > 0)")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -181,13 +192,14 @@ GENERATORS = ("own", "features")
 
 
 def make_generator(kind: str, net: MultiTaskNetwork, backbone: str, in_channels: int, batchnorm: bool,
-                   psi: list[int], hidden: int, weight_range: float = 0.0) -> LabelGenerator:
+                   psi: list[int], hidden: int, weight_range: float = 0.0, gumbel_tau: float = 0.0) -> LabelGenerator:
     """The label-generation network of ``ModelConfig.generator``: ``"own"`` builds its own
     backbone, ``"features"`` a head on ``net``'s backbone; ``weight_range`` > 0 adds per-image
-    auxiliary-loss weights (:class:`maxl.nn.LabelGenerator`)."""
+    auxiliary-loss weights, ``gumbel_tau`` > 0 hard labels (:class:`maxl.nn.LabelGenerator`)."""
     if kind == "features":
-        return FeatureLabelGenerator(net.backbone, psi, hidden, weight_range=weight_range)
-    return LabelGenerator(build_backbone(backbone, in_channels, batchnorm), psi, hidden, weight_range=weight_range)
+        return FeatureLabelGenerator(net.backbone, psi, hidden, weight_range=weight_range, gumbel_tau=gumbel_tau)
+    return LabelGenerator(build_backbone(backbone, in_channels, batchnorm), psi, hidden, weight_range=weight_range,
+                          gumbel_tau=gumbel_tau)
 
 
 def parse_psi(text: str | list[int] | None, num_primary: int, human_psi: list[int] | None) -> list[int]:
@@ -262,7 +274,7 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
     generator = None
     if t.method == "maxl":
         generator = make_generator(m.generator, net, backbone, data.in_channels, m.batchnorm, psi, m.hidden,
-                                   m.image_weight_range)
+                                   m.image_weight_range, m.gumbel_tau)
     a = run.aux
     needs_prior = "colourisation" in a.tasks and a.colourisation_mode == "classification"
     learner = build_learner(

@@ -69,6 +69,9 @@ class TrainConfig:
             multi-task network's current learning rate at each meta step.
         deterministic: use only deterministic kernels (see :mod:`maxl.train.determinism`).
         tensorboard: also write the metrics as TensorBoard events (needs ``tensorboard``).
+        gumbel_tau_end: with hard Gumbel labels (``ModelConfig.gumbel_tau`` τ0 > 0), the
+            temperature of the last epoch: τ falls linearly from τ0 in the first epoch to this in
+            the last (:func:`maxl.train.schedules.gumbel_temperature`); None keeps τ0.
 
     Raises:
         ValueError: an unknown name or an out-of-range number (the message names it).
@@ -99,6 +102,7 @@ class TrainConfig:
     meta: MetaConfig = field(default_factory=lambda: MetaConfig(inner_lr=None))
     deterministic: bool = False
     tensorboard: bool = False
+    gumbel_tau_end: float | None = None
 
     def __post_init__(self):
         if isinstance(self.meta, dict):
@@ -116,6 +120,8 @@ class TrainConfig:
                                                f"{LR_SCHEDULES}"),
             (0 < self.warmup < 1, f"warmup must be a share in (0, 1), got {self.warmup}"),
             (self.meta_batch in ("same", "other"), f"meta_batch must be 'same' or 'other', got {self.meta_batch!r}"),
+            (self.gumbel_tau_end is None or self.gumbel_tau_end > 0, f"gumbel_tau_end must be > 0, got "
+                                                                     f"{self.gumbel_tau_end}"),
             (self.gen_optimizer in GEN_OPTIMIZERS, f"unknown gen_optimizer {self.gen_optimizer!r}; expected one "
                                                    f"of {GEN_OPTIMIZERS}"),
         ]

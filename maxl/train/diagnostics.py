@@ -4,7 +4,8 @@ A MAXL generator can fail in two quiet ways (users of the reference code met bot
 lorenmt/maxl issue #5): it *collapses*, giving every image of a primary class the same
 auxiliary label, or its soft labels *stay uniform*, so the auxiliary head learns nothing.
 Neither shows in the primary accuracy until late. :class:`LabelUsage` accumulates, over the
-generated labels that the multi-task network learns from in one epoch,
+generator's soft labels of the batches the multi-task network learns from in one epoch (the
+distribution, also where it learns from per-image scaled or hard Gumbel samples of it),
 
 * the entropy of the batch-mean generated distribution, ``−Σ_k ȳ_k log ȳ_k`` with
   ``ȳ = mean_b ŷ_b`` (the quantity the generator's entropy term maximises, Liu et al. 2019,

@@ -7,6 +7,10 @@
 * :class:`PerStep`: in one pass, a generator step every ``gen_every`` steps; the labels and
   the look-ahead of that step come from the networks before either update, and the two
   updates share one forward/backward when :meth:`~maxl.train.step.StepPath.fused` applies.
+
+Both record as label statistics the generator's label distribution (its soft labels), also where
+the multi-task network learns from per-image scaled or hard (Gumbel) targets.
+:func:`gumbel_temperature` gives the temperature of an epoch for hard labels.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from maxl.train.config import TrainConfig
 from maxl.train.diagnostics import LabelUsage
 from maxl.train.step import StepPath
 
-__all__ = ["EpochSums", "Schedule", "MultitaskOnly", "Alternate", "PerStep", "make_schedule"]
+__all__ = ["EpochSums", "Schedule", "MultitaskOnly", "Alternate", "PerStep", "make_schedule", "gumbel_temperature"]
 
 Batches = Callable[[int], Iterable]  # pass number within the epoch -> batches (x, y, index) on the device
 
@@ -35,7 +39,7 @@ class EpochSums:
         self.correct = 0.0
 
     def add_step(self, stats: dict[str, float], y, labels=None, idx=None) -> None:
-        if self.usage is not None and labels is not None:  # the labels the multi-task network learnt from
+        if self.usage is not None and labels is not None:  # the generator's soft labels of the batch
             human = self.human_labels[idx.cpu()] if self.human_labels is not None and idx is not None else None
             self.usage.update(labels, y, human)
         for k in self.keys:
@@ -110,15 +114,28 @@ class PerStep(Schedule):
             if counter.step % self.config.gen_every == 0:
                 if fused:  # θ2 and θ1 updates from one shared forward/backward
                     result, stats = steps.fused(x, y, idx, next(outer))
-                else:  # θ2 update from the current θ1, θ2; then θ1 on the labels before it
+                else:  # θ2 update from the current θ1, θ2; then θ1 on the look-ahead's targets before it
                     result = steps.generator(x, y, idx, next(outer))
-                    stats, _ = steps.multitask(x, y, idx, targets=result.soft_labels)
+                    stats, _ = steps.multitask(x, y, idx, targets=result.targets)
                 sums.add_meta(result)
                 labels = result.soft_labels
             else:
                 stats, labels = steps.multitask(x, y, idx)
             sums.add_step(stats, y, labels, idx)
             counter.step += 1
+
+
+def gumbel_temperature(start: float, end: float | None, epoch: int, epochs: int) -> float:
+    """The Gumbel-softmax temperature of epoch ``epoch`` (0-based) of ``epochs``: linear from
+    ``start`` in the first epoch to ``end`` in the last, τ_e = τ0 + (τ1 − τ0)·e/(E − 1);
+    ``start`` throughout when ``end`` is None or E = 1. A function of the epoch alone, so a
+    resumed run takes the same temperatures (when it is extended with ``--epochs``, the
+    remaining epochs follow the new length). Annealing τ towards 0 makes the relaxed sample, and
+    the straight-through gradient, closer to the hard sample's (Jang, Gu, Poole, ICLR 2017, Sec. 2.2, 4).
+    """
+    if end is None or epochs <= 1:
+        return float(start)
+    return float(start + (end - start) * min(epoch, epochs - 1) / (epochs - 1))
 
 
 def make_schedule(config: TrainConfig, has_generator: bool) -> Schedule:

@@ -28,6 +28,7 @@ from auxtasks import AuxiliaryLearner
 from auxtasks.learner import step_with
 from auxtasks.weighting import Equal
 from maxl.meta import MetaResult
+from maxl.meta.lookahead import generated_targets
 from maxl.train import distributed
 from maxl.train.checks import FiniteChecks
 
@@ -72,8 +73,14 @@ class StepPath:
     def multitask(self, x: Tensor, y: Tensor, idx: Tensor, targets: Tensor | None = None
                   ) -> tuple[dict[str, float], Tensor | None]:
         """One update of the multi-task network on a batch; ``targets`` are the generated
-        labels to learn from (default: the generator's current ones). Returns the step's
-        statistics and the generated labels used (None without a generator)."""
+        targets float ``[B, K]`` to learn from (default: the generator's current ones, made here).
+        Returns the step's statistics and, when the targets were made here, the generator's soft
+        labels of the batch (the distribution, for the label statistics: the targets may be scaled
+        per image or hard samples of it); None with ``targets`` or without a generator."""
+        soft = None
+        if self.generated is not None and targets is None:
+            with torch.no_grad():  # no gradient to θ2; labels and targets from one generator pass
+                soft, targets = generated_targets(self.generated.generator, x, y)
         given = {self.generated.name: targets} if targets is not None and self.generated is not None else None
         out = self.learner(x, y, index=idx, aux_targets=given)
         self.checks.losses(**{f"{name}_loss": loss for name, loss in out.losses.items()}, multitask_loss=out.loss)
@@ -89,7 +96,7 @@ class StepPath:
             stats["aux_loss"] = stats[f"loss_{self.own_task}"]
         stats["primary_loss"] = out.losses["primary"].item()
         stats["primary_correct"] = (out.primary_logits.argmax(1) == y).sum().item()
-        return stats, out.targets.get(self.generated.name) if self.generated is not None else None
+        return stats, soft
 
     def generator(self, x: Tensor, y: Tensor, idx: Tensor | None = None, outer=None) -> MetaResult:
         """One update of the label-generation network by its meta-gradient on a batch (a

@@ -39,7 +39,7 @@ from maxl.train.determinism import enable_determinism
 from maxl.train.optim import make_optimisers
 from maxl.train.diagnostics import LabelUsage, warn_label_usage
 from maxl.train.run_log import RunLog
-from maxl.train.schedules import EpochSums, make_schedule
+from maxl.train.schedules import EpochSums, gumbel_temperature, make_schedule
 from maxl.train.step import StepPath
 
 __all__ = ["Trainer", "seed_everything", "resolve_device"]
@@ -133,6 +133,9 @@ class Trainer:
         self.steps = StepPath(learner, self.optimizer, self.gen_optimizer, self.checks, getattr(net, "aux_head", None),
                               per_step_scheduler=self.scheduler if optims.per_step else None)
         self.schedule = make_schedule(cfg, self.generator is not None)
+        self.gumbel_start = getattr(self.generator, "gumbel_tau", 0.0)  # τ0 of hard labels (0: soft)
+        if cfg.gumbel_tau_end is not None and self.generator is not None and not self.gumbel_start:
+            raise ValueError("gumbel_tau_end needs a generator with hard labels (gumbel_tau > 0)")
         self.epoch = 0  # epochs completed
         self.step = 0  # multi-task steps completed
         self.history: list[dict] = []
@@ -167,6 +170,9 @@ class Trainer:
     def train_epoch(self) -> dict[str, float]:
         """One epoch of the schedule; returns its record (losses, accuracy, label usage)."""
         self.learner.train()
+        if self.gumbel_start:  # this epoch's temperature, from the epoch alone (the same after a resume)
+            self.generator.gumbel_tau = gumbel_temperature(self.gumbel_start, self.config.gumbel_tau_end, self.epoch,
+                                                           self.config.epochs)
         hierarchy = getattr(self.generator, "hierarchy", None)
         sums = EpochSums(self.steps.task_keys, LabelUsage(hierarchy) if hierarchy is not None else None,
                          self.human_labels)
@@ -179,6 +185,8 @@ class Trainer:
         record = distributed.all_reduce_values(sums.record(), self.device)  # equal shares: the global means
         if sums.usage is not None:  # label usage of this process's share (rank 0's is the one logged)
             record.update(sums.usage.summary())
+        if self.gumbel_start:
+            record["gumbel_tau"] = self.generator.gumbel_tau
         return record
 
     @torch.no_grad()

@@ -235,3 +235,40 @@ def test_the_centred_meta_gradient_runs_and_is_stored(tmp_path, schedule):
     assert json.loads((out / "config.json").read_text())["train"]["meta"]["centre_by_class"] is True
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["meta_lookahead_grad_norm"] > 0
+
+
+@pytest.mark.parametrize("schedule", [("alternate",), ("per-step",), ("per-step", "--no-fused")])
+def test_gumbel_labels_anneal_resume_reload_and_their_statistics_describe_the_distribution(tmp_path, schedule):
+    from maxl.analysis.run import load_run
+
+    argv = ["train", "--dataset", "digits", "--method", "maxl", "--gumbel-tau", "1", "--gumbel-tau-end", "0.3",
+            "--schedule", *schedule, "--meta-engine", "jvp", "--train-subset", "96", "--test-subset", "40", *FAST]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert main([*argv, "--epochs", "2", "--out", str(whole)]) == 0
+    assert main([*argv, "--epochs", "1", "--out", str(parts)]) == 0
+    assert main(["train", "--resume", str(parts), "--epochs", "2"]) == 0
+    records = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    resumed = [json.loads(line) for line in (parts / "metrics.jsonl").read_text().splitlines()]
+    assert [r["gumbel_tau"] for r in records] == pytest.approx([1.0, 0.3])
+    for a, b in zip(records, resumed):  # the same temperatures and noise after the resume
+        a.pop("epoch_time_s"), b.pop("epoch_time_s")
+        assert a == b
+    for record in records:
+        assert 0.0 < record["label_max_prob"] < 1.0  # the generator's distribution, not its one-hot samples
+    run = load_run(parts)
+    assert run.generator.gumbel_tau == 1.0 and not run.generator.training
+    config = json.loads((parts / "config.json").read_text())
+    assert config["model"]["gumbel_tau"] == 1.0 and config["train"]["gumbel_tau_end"] == 0.3
+
+
+def test_the_per_step_multitask_update_learns_from_the_look_aheads_targets_fused_or_not(tmp_path):
+    """Hard Gumbel samples scaled by per-image weights: the separate multi-task step of the
+    per-step schedule learns from the look-ahead's targets (the same draw), as the fused one does."""
+    argv = ["train", "--dataset", "digits", "--method", "maxl", "--gumbel-tau", "0.5", "--image-weight-range", "1",
+            "--schedule", "per-step", "--meta-engine", "jvp", "--train-subset", "96", "--test-subset", "40",
+            "--epochs", "1", *FAST]
+    assert main([*argv, "--out", str(tmp_path / "fused")]) == 0
+    assert main([*argv, "--no-fused", "--out", str(tmp_path / "separate")]) == 0
+    fused, separate = (json.loads((tmp_path / name / "metrics.jsonl").read_text()) for name in ("fused", "separate"))
+    for key in ("train_aux_loss", "train_primary_loss", "meta_outer_loss", "meta_image_weight_mean"):
+        assert separate[key] == pytest.approx(fused[key], rel=1e-4), key

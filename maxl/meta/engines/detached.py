@@ -50,7 +50,8 @@ class DetachedLookaheadEngine(MetaEngine):
             theta: θ1, detached, one tensor per trainable parameter.
             v: ∇θ1⁺ L_pri(θ1⁺), same shapes.
             soft: the auxiliary targets g(x, y; θ2) with their graph, float ``[B, K]`` (scaled per
-                image for a generator with weights, :func:`maxl.meta.lookahead.generated_targets`).
+                image for a generator with weights, hard straight-through samples for one with
+                ``gumbel_tau`` > 0: :func:`maxl.meta.lookahead.generated_targets`).
             loss_fn: ``loss(logits, target) -> scalar``.
             config: the :class:`maxl.meta.MetaConfig` (α, ε₀).
 
