@@ -64,11 +64,19 @@ class FixedLogits(nn.Module):
         return self.hierarchy.masked_softmax(self.z, y)
 
 
-def label_gradients(trainer, batches: int, seed: int, shuffle: int = 0) -> dict[str, np.ndarray]:
+def _items(dataset, indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    items = [dataset[int(i)] for i in indices]
+    return (torch.stack([it[0] for it in items]), torch.as_tensor([int(it[1]) for it in items]),
+            torch.as_tensor([int(it[2]) for it in items]))
+
+
+def label_gradients(trainer, batches: int, seed: int, shuffle: int = 0, outer_images: int = 0
+                    ) -> dict[str, np.ndarray]:
     """∂J/∂z on ``batches`` training batches of a fixed set of images (drawn from ``seed``), the
     generator's logits, primary and human labels, rows in the set's order. ``shuffle`` > 0 puts the
     same images into other batches (another permutation), to tell the per-image signal from the
-    batch's."""
+    batch's. ``outer_images`` > 0: the outer loss on one fixed set of that many other training
+    images for every batch (drawn from ``seed + 1``), instead of the inner batch (the paper's J)."""
     gen, net = trainer.generator, trainer.net
     alpha = trainer.optimizer.param_groups[0]["lr"]
     cfg = MetaConfig(inner_lr=alpha, entropy_weight=0.0, engine="jvp")
@@ -76,16 +84,20 @@ def label_gradients(trainer, batches: int, seed: int, shuffle: int = 0) -> dict[
     generator = torch.Generator().manual_seed(seed)
     images = torch.randperm(len(trainer.train_set), generator=generator)[: batches * trainer.config.batch_size]
     order = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(shuffle))] if shuffle else images
+    outer = None
+    if outer_images:
+        rest = torch.ones(len(trainer.train_set), dtype=torch.bool)
+        rest[images] = False
+        pool = rest.nonzero().squeeze(1)
+        pick = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed + 1))[:outer_images]]
+        outer = _items(trainer.train_set, pick)[:2]
     net.train()  # the look-ahead runs in training mode, as in a real meta step (on copies of the buffers)
     for chunk in order.split(trainer.config.batch_size):
-        items = [trainer.train_set[int(i)] for i in chunk]
-        x = torch.stack([it[0] for it in items])
-        y = torch.as_tensor([int(it[1]) for it in items])
-        idx = torch.as_tensor([int(it[2]) for it in items])
+        x, y, idx = _items(trainer.train_set, chunk)
         with torch.no_grad():
             z = gen.logits(x)[:, : gen.hierarchy.num_aux]
         fixed = FixedLogits(z, gen.hierarchy)
-        result = meta_gradient(net, fixed, x, y, trainer.loss_fn, cfg, check_graph=False)
+        result = meta_gradient(net, fixed, x, y, trainer.loss_fn, cfg, check_graph=False, outer_batch=outer)
         out["grad"].append(result.grads[0].detach())
         out["logits"].append(z)
         out["y"].append(y)
@@ -160,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs-at", type=int, nargs="+", default=[0, 3, 8])
     parser.add_argument("--batches", type=int, default=10, help="training batches per point")
+    parser.add_argument("--outer-images", type=int, default=0,
+                        help="outer loss on one fixed set of this many other training images (0: the inner batch)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True, help="JSON file of the statistics")
     args = parser.parse_args(argv)
@@ -179,10 +193,10 @@ def main(argv: list[str] | None = None) -> None:
             trainer.train_epoch()
             trainer.epoch += 1
         t0 = time.time()
-        data = label_gradients(trainer, args.batches, args.seed)
+        data = label_gradients(trainer, args.batches, args.seed, outer_images=args.outer_images)
         rows = block_statistics(data["grad"], data["logits"], data["y"], data["human"],
                                 list(trainer.generator.hierarchy.psi), rng)
-        other = label_gradients(trainer, args.batches, args.seed, shuffle=1)
+        other = label_gradients(trainer, args.batches, args.seed, shuffle=1, outer_images=args.outer_images)
         acc = trainer.evaluate(trainer.val_set)["test_acc"] if trainer.val_set is not None else None
         summary = {k: float(np.average([r[k] for r in rows], weights=[r["images"] for r in rows]))
                    for k in rows[0] if k not in ("class", "psi", "images")}
@@ -194,7 +208,8 @@ def main(argv: list[str] | None = None) -> None:
               + f" ({time.time() - t0:.0f}s)", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"argv": run, "variant": args.variant, "primary": args.primary, "points": points}
+    result = {"argv": run, "variant": args.variant, "primary": args.primary, "outer_images": args.outer_images,
+              "points": points}
     out.write_text(json.dumps(result, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(result))
 
@@ -206,7 +221,9 @@ COLUMNS = ("shared", "top1", "null_top1", "eff_rank", "reliability", "signal_cla
 def markdown(result: dict) -> str:
     """The points of one run as a markdown table (means over the primary classes, weighted by images)."""
     cols = [c for c in COLUMNS if c in result["points"][0]["summary"]]
-    lines = [f"Label-gradient signal, variant `{result['variant']}`, primary task: {result['primary']}",
+    outer = f"a fixed set of {result['outer_images']} other images" if result.get("outer_images") else "the inner batch"
+    lines = [f"Label-gradient signal, variant `{result['variant']}`, primary task: {result['primary']}, "
+             f"outer loss on {outer}",
              f"(`maxl train {' '.join(result['argv'])}`)", "",
              "| epoch | α | val acc | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
     for p in result["points"]:
