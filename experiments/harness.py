@@ -255,19 +255,20 @@ def run_grid(grid: GridConfig, out: str | os.PathLike, *, data_root: str | None 
             results.append(dict(method=method, seed=seed, folder=folder, status="skipped", summary=summary))
             continue
         where = (["--data-root", root] if root is not None else []) + ["--out", str(folder), "--device", device]
+        # the flags agree with the run's (is_finished checked run.json), so --resume accepts them
+        resume = (folder / "checkpoint.pt").is_file() and (folder / "config.json").is_file() and not dry_run
+        # a new run takes the paper's settings for what train_args leave out (--preset paper), as before the
+        # per-data-set presets, so that the grids' committed results stay reproducible; a resumed one its own
+        where += ["--resume", str(folder)] if resume else ["--preset", "paper"]
         full = ["train", *argv, *where, "--no-progress"] + (["--threads", str(threads)] if threads else [])
         if dry_run:
             log(f"{tag}: would run maxl {shlex.join(full)}")
             results.append(dict(method=method, seed=seed, folder=folder, status="todo", summary=None))
             continue
-        # the flags agree with the run's (is_finished checked run.json), so --resume accepts them
-        resume = (folder / "checkpoint.pt").is_file() and (folder / "config.json").is_file()
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "summary.json").unlink(missing_ok=True)
         atomic_write_text(folder / RUN_SPEC_FILE, json.dumps(
             {"argv": argv, "command": f"maxl {shlex.join(full)}", "grid": grid.name}, indent=2) + "\n")
-        if resume:
-            full += ["--resume", str(folder)]
         [run], _ = cli.run_configs(parser.parse_args(full))  # the command line's parsing, nothing else
         log(f"{tag}: maxl {shlex.join(full)}")
         start = time.time()

@@ -179,7 +179,8 @@ def is_two_level(folder: str | os.PathLike) -> bool:
             raise ValueError(f"imagefolder: {folder / name} holds both images ({images[0]}, ...) and folders "
                              f"({subs[0]}, ...); a two-level tree puts every image in <primary>/<auxiliary>/, a "
                              "flat tree in <class>/")
-        (nested if subs else flat).append(name)
+        if subs or images:  # an empty class folder fits either kind; the reader reports it
+            (nested if subs else flat).append(name)
     if nested and flat:
         raise ValueError(f"imagefolder: {folder} mixes two-level class folders {nested} (holding folders) with flat "
                          f"ones {flat} (holding images); use <primary>/<auxiliary>/<image> throughout, or a flat "

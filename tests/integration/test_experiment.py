@@ -89,7 +89,8 @@ def test_grid_continues_an_interrupted_run_from_its_checkpoint(tmp_path, monkeyp
     folder = out / "random" / "seed0"
     argv = run_argv(TINY, "random", 0)
     # the run was stopped after its first epoch: checkpoint.pt and one metrics line, no summary.json
-    assert cli.main(["train", *argv, "--epochs", "1", "--out", str(folder), "--device", "cpu", "--no-progress"]) == 0
+    assert cli.main(["train", *argv, "--epochs", "1", "--out", str(folder), "--device", "cpu", "--no-progress",
+                     "--preset", "paper"]) == 0
     (folder / "summary.json").unlink()
     (folder / "run.json").write_text(json.dumps({"argv": argv}))
     first_epoch = (folder / "metrics.jsonl").read_text()
@@ -143,7 +144,7 @@ def test_named_configurations():
         assert run.data.dataset == grid.dataset and run.data.hierarchy == grid.hierarchy
         assert len(grid.methods) == 5 and len(grid.seeds) in (3, 5)
     [paper], _ = cli.run_configs(cli.build_parser().parse_args(["train", *run_argv(CONFIGS["paper-cifar100"],
-                                                                                   "maxl", 0)]))
+                                                                                   "maxl", 0), "--preset", "paper"]))
     assert (paper.model.backbone, paper.train.epochs, paper.train.lr, paper.train.momentum,
             paper.data.hierarchy) == ("vgg16", 200, 0.01, 0.0, "20-100")
     with pytest.raises(ValueError, match="may not set"):
