@@ -35,10 +35,13 @@ def count_training_calls(monkeypatch):
     return calls
 
 
-def test_grid_resumes_without_rerunning_finished_runs(tmp_path, monkeypatch):
+def test_grid_resumes_without_rerunning_finished_runs(tmp_path, monkeypatch, capsys):
     out = tmp_path / "grid"
     calls = count_training_calls(monkeypatch)
     first = run_grid(TINY, out, seeds=[0], device="cpu", log=lambda _: None)  # half of the grid
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()  # the overall bar: runs done, time left
+    assert any(line.startswith("grid tiny: 100%") and "2/2" in line and "<00:00" in line for line in bar), bar
+    assert any("1/2" in line and "random seed 0" in line for line in bar), bar
     assert calls == [("single", 0), ("random", 0)] and [r["status"] for r in first] == ["ran", "ran"]
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/*") if p.is_file()}
     # an interrupted run: its folder and run.json exist, but it never wrote summary.json
