@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from maxl.cli import commands as cli
 from maxl.train import METHODS, atomic_write_text
 from maxl.train.build import build
@@ -203,7 +205,7 @@ def is_finished(folder: Path, argv: list[str]) -> bool:
 def run_grid(grid: GridConfig, out: str | os.PathLike, *, data_root: str | None = None,
              methods: list[str] | None = None, seeds: list[int] | None = None, device: str = "auto",
              threads: int | None = None, extra_args: Sequence[str] = (), dry_run: bool = False,
-             log=print) -> list[dict]:
+             log=print, progress: bool = True) -> list[dict]:
     """Run every (method, seed) of ``grid`` that ``out`` does not hold finished yet.
 
     Each run is ``maxl train <run_argv> --data-root ROOT --out OUT/<method>/seed<k>``, parsed by
@@ -222,6 +224,9 @@ def run_grid(grid: GridConfig, out: str | os.PathLike, *, data_root: str | None 
             runs' definition: a grid resumed with other extra flags is refused).
         dry_run: only report what would run.
         log: where progress lines go.
+        progress: show one tqdm bar over the whole grid (stderr): runs done of all, the time per
+            run and an estimate of the time left, from the mean time of the runs trained so far
+            (runs finished before are counted done and left out of the estimate).
 
     Returns:
         One dict per run: ``method``, ``seed``, ``folder``, ``status`` (``"skipped"``, ``"ran"``,
@@ -247,32 +252,40 @@ def run_grid(grid: GridConfig, out: str | os.PathLike, *, data_root: str | None 
              "extra_args": list(extra_args)}, indent=2) + "\n")
     parser = cli.build_parser()
     results = []
+    # smoothing=0: the estimate uses the mean time of all runs trained so far, not the last one
+    bar = tqdm(total=len(plan), initial=sum(finished), unit="run", desc=f"grid {grid.name}", smoothing=0,
+               disable=dry_run or not progress, dynamic_ncols=True)
+    say = bar.write if log is print and not bar.disable else log  # lines above the bar, not through it
     for k, ((method, seed, folder, argv), done) in enumerate(zip(plan, finished), 1):
         tag = f"[{k}/{len(plan)}] {method} seed {seed}"
         if done:
             summary = json.loads((folder / "summary.json").read_text())
-            log(f"{tag}: finished before ({summary['last5_mean_test_acc']:.4f} last-5 mean), skipped")
+            say(f"{tag}: finished before ({summary['last5_mean_test_acc']:.4f} last-5 mean), skipped")
             results.append(dict(method=method, seed=seed, folder=folder, status="skipped", summary=summary))
             continue
         where = (["--data-root", root] if root is not None else []) + ["--out", str(folder), "--device", device]
+        # the flags agree with the run's (is_finished checked run.json), so --resume accepts them
+        resume = (folder / "checkpoint.pt").is_file() and (folder / "config.json").is_file() and not dry_run
+        # a new run takes the paper's settings for what train_args leave out (--preset paper), as before the
+        # per-data-set presets, so that the grids' committed results stay reproducible; a resumed one its own
+        where += ["--resume", str(folder)] if resume else ["--preset", "paper"]
         full = ["train", *argv, *where, "--no-progress"] + (["--threads", str(threads)] if threads else [])
         if dry_run:
-            log(f"{tag}: would run maxl {shlex.join(full)}")
+            say(f"{tag}: would run maxl {shlex.join(full)}")
             results.append(dict(method=method, seed=seed, folder=folder, status="todo", summary=None))
             continue
-        # the flags agree with the run's (is_finished checked run.json), so --resume accepts them
-        resume = (folder / "checkpoint.pt").is_file() and (folder / "config.json").is_file()
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "summary.json").unlink(missing_ok=True)
         atomic_write_text(folder / RUN_SPEC_FILE, json.dumps(
             {"argv": argv, "command": f"maxl {shlex.join(full)}", "grid": grid.name}, indent=2) + "\n")
-        if resume:
-            full += ["--resume", str(folder)]
         [run], _ = cli.run_configs(parser.parse_args(full))  # the command line's parsing, nothing else
-        log(f"{tag}: maxl {shlex.join(full)}")
+        say(f"{tag}: maxl {shlex.join(full)}")
+        bar.set_postfix_str(f"{method} seed {seed}")
         start = time.time()
         summary = build(run, resume=resume).fit()
-        log(f"{tag}: last-5 mean {summary['last5_mean_test_acc']:.4f} in {time.time() - start:.0f}s")
+        say(f"{tag}: last-5 mean {summary['last5_mean_test_acc']:.4f} in {time.time() - start:.0f}s")
         results.append(dict(method=method, seed=seed, folder=folder, status="resumed" if resume else "ran",
                             summary=summary))
+        bar.update(1)
+    bar.close()
     return results

@@ -128,7 +128,8 @@ def load_run(run_dir: str | os.PathLike, *, data_root: str | os.PathLike | None 
     d, m = config["data"], config["model"]
     data = load_dataset(d["dataset"], data_root if data_root is not None else d.get("data_root"),
                         hierarchy=d.get("hierarchy"), train_subset=d.get("train_subset"),
-                        test_subset=d.get("test_subset"), augment=False, seed=config["train"].get("seed", 0))
+                        test_subset=d.get("test_subset"), augment=False, seed=config["train"].get("seed", 0),
+                        resize=d.get("resize"))
     if len(data.test) != d.get("num_test", len(data.test)):
         raise ValueError(f"{run_dir}: the data set now has {len(data.test)} test images, the run had "
                          f"{d['num_test']}; is data_root the same data set?")

@@ -4,7 +4,8 @@
 This module only parses argv into :class:`maxl.train.build.RunConfig` objects and calls
 :func:`maxl.train.build.build`. Every ``maxl train`` flag sets one setting of the run
 configuration (:data:`FLAGS`); settings not given come from ``--config FILE`` (TOML, or a
-run's ``config.json``), from the run being resumed (``--resume``), or from the defaults.
+run's ``config.json``), from the run being resumed (``--resume``), from the data set's preset
+(``--preset``, :mod:`maxl.train.presets`), or from the defaults.
 Under ``torchrun --nproc_per_node N -m maxl train ...`` the processes join one process group
 (:mod:`maxl.train.distributed`) and only rank 0 prints and writes the run folder.
 """
@@ -29,6 +30,7 @@ from maxl.train.aux_learner import TASK_NAMES as AUX_TASKS
 from maxl.train.build import GENERATORS, RunConfig, build, parse_psi
 from maxl.train.diagnostics import GeneratorLabelWarning
 from maxl.train.config import GEN_OPTIMIZERS, LR_SCHEDULES, METHODS, RESUMABLE_CHANGES, SCHEDULES
+from maxl.train.presets import PRESET_CHOICES, preset_settings
 
 __all__ = ["main", "build_parser", "run_configs", "run_training", "parse_psi", "parse_aux_weights", "FLAGS",
            "DEMO_ARGS"]
@@ -51,8 +53,12 @@ FLAGS: dict[str, tuple[str, dict]] = {
     "--data-root": ("data.data_root", dict(help="folder holding the data set files (MNIST/raw, "
                                                 "cifar-10-batches-py, ImageFolder root)")),
     "--hierarchy": ("data.hierarchy", dict(help="class hierarchy: cifar100 'P-A' with levels 3/10/20/100 "
-                                                "(default 20-100); cifar10/imagefolder 'animal-vehicle'; "
-                                                "digits/mnist 'even-odd' or 'low-high'")),
+                                                "(default 20-100); cifar10/stl10/imagefolder 'animal-vehicle'; "
+                                                "digits/mnist/svhn/emnist-digits 'even-odd' or 'low-high'; "
+                                                "fashionmnist 'clothes-shoes-bags'; emnist-byclass/bymerge/balanced "
+                                                "'digit-upper-lower'; or a FILE.json / FILE.toml mapping each primary "
+                                                "class to its class names (any data set; a two-level ImageFolder "
+                                                "train/<primary>/<auxiliary>/ gives its own)")),
     "--download": ("data.download", dict(action="store_true", help="let torchvision download MNIST/CIFAR "
                                                                    "(needs network)")),
     "--train-subset": ("data.train_subset", dict(type=int, help="class-stratified subset of training images")),
@@ -63,6 +69,8 @@ FLAGS: dict[str, tuple[str, dict]] = {
                                                                      "images")),
     "--padding-mode": ("data.padding_mode", dict(choices=("constant", "reflect"), help="padding of the random "
                                                                                       "crop")),
+    "--resize": ("data.resize", dict(type=int, metavar="PIXELS", help="resize the images to PIXELS x PIXELS once at "
+                 "load (e.g. stl10's 96 to 32)")),
     "--normalisation": ("data.normalisation", dict(type=float, nargs=2, metavar=("MEAN", "STD"), help="normalise "
                         "every channel as (x - MEAN) / STD instead of the data set's own statistics")),
     # model
@@ -149,6 +157,9 @@ FLAGS: dict[str, tuple[str, dict]] = {
                                                                "codes are clustered")),
     "--ae-latent": ("baselines.ae_latent", dict(type=int, help="kmeans: size of the autoencoder's latent code")),
     # run
+    "--preset": ("preset", dict(choices=PRESET_CHOICES, help="settings to start from before --config and the flags: "
+                 "auto (default) the data set's preset, paper the paper's CIFAR-100 settings, or another data set's "
+                 "preset (maxl.train.presets; written resolved into config.json)")),
     "--seed": ("train.seed", dict(type=int, help="random seed")),
     "--device": ("train.device", dict(help="cpu, cuda, cuda:1, ... or auto")),
     "--out": ("out", dict(help="run folder (with several methods: OUT/METHOD)")),
@@ -224,6 +235,14 @@ def _set(tree: dict, path: str, value) -> None:
     tree[key] = value
 
 
+def _has(tree: dict, path: str) -> bool:
+    for key in path.split("."):
+        if not isinstance(tree, dict) or key not in tree:
+            return False
+        tree = tree[key]
+    return True
+
+
 def _get(tree: dict, path: str):
     for key in path.split("."):
         tree = tree.get(key) if isinstance(tree, dict) else None
@@ -289,10 +308,19 @@ def run_configs(args: argparse.Namespace) -> tuple[list[RunConfig], bool]:
             _set(stored, k, v)
         stored["out"] = str(run_dir)
         return [RunConfig.from_dict(stored)], True
+    raw = {}
     if getattr(args, "config", None) is not None:
-        loaded = RunConfig.from_dict(read_config_file(args.config)).to_dict()
+        raw = read_config_file(args.config)
+        loaded = RunConfig.from_dict(raw).to_dict()
         base = {**base, **{k: v for k, v in loaded.items()}}
     methods = given.pop("train.method", [_get(base, "train.method")])
+    # the preset fills the settings that neither the file nor the flags set: flags > file > preset > defaults
+    dataset = given.get("data.dataset", _get(base, "data.dataset"))
+    preset, settings = preset_settings(given.pop("preset", None) or raw.get("preset") or "auto", dataset)
+    for path, value in settings.items():
+        if path not in given and not _has(raw, path):
+            _set(base, path, value)
+    base["preset"] = preset
     for k, v in given.items():
         _set(base, k, v)
     runs = []

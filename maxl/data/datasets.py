@@ -1,13 +1,14 @@
 """Data sets for maxl: real images, held in memory as uint8 tensors, with optional class hierarchies.
 
-Every source (scikit-learn's digits, torchvision's MNIST / CIFAR-10 / CIFAR-100 readers, any
-ImageFolder tree) is read once with its usual loading code and converted to one
+Every source (scikit-learn's digits, torchvision's MNIST family / CIFAR-10 / CIFAR-100 / SVHN /
+STL-10 readers (:mod:`maxl.data.readers`), any ImageFolder tree) is read once with its usual loading code and converted to one
 :class:`ImageTensorDataset`, which yields ``(image float32 [C, H, W], primary label, index)``.
 The index is the sample's position in the data set, so that per-sample auxiliary labels can be
 kept in a tensor next to it. :func:`load_dataset` returns both splits and the metadata a model
 needs in a :class:`DataBundle`, including the human auxiliary labels when the data set has a
-class hierarchy (CIFAR-100's 4 levels, CIFAR-10's animal / vehicle), block-ordered as MAXL's
-mask expects (see :mod:`maxl.data.cifar100`).
+class hierarchy (CIFAR-100's 4 levels, CIFAR-10's animal / vehicle, ..., a user's hierarchy file or
+two-level ImageFolder, :mod:`maxl.data.user_hierarchy`), block-ordered as MAXL's mask expects
+(see :mod:`maxl.data.cifar100`).
 
 Preprocessing follows the MAXL reference implementation for CIFAR (random crop 32 with padding 4,
 horizontal flip, normalisation with mean 0.5 and std 0.2 per channel); MNIST uses its usual
@@ -20,14 +21,10 @@ References:
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import pickle
-import shutil
-import uuid
 import warnings
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +36,9 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from maxl.data import cifar100
+from maxl.data.readers import EMNIST_SPLITS, IDX_DATASETS, LAYOUT, atomic_write, read_idx_dataset, read_stl10, read_svhn
+from maxl.data.user_hierarchy import (Groups, TwoLevelImageFolder, check_primary_images, is_hierarchy_file,
+                                      is_two_level, parent_of_classes, read_hierarchy_file)
 
 try:  # deprecated in torchvision 0.29, to be removed: then images are decoded with PIL
     from torchvision.io import ImageReadMode, decode_image, decode_jpeg
@@ -55,26 +55,38 @@ __all__ = [
 ]
 
 #: Names accepted by :func:`load_dataset`.
-DATASETS: tuple[str, ...] = ("digits", "mnist", "cifar10", "cifar100", "imagefolder")
+DATASETS: tuple[str, ...] = ("digits", *IDX_DATASETS, "svhn", "cifar10", "cifar100", "stl10", "imagefolder")
 
 # Per-channel normalisation (mean, std) for images scaled to [0, 1].
 _CIFAR_NORM = (0.5, 0.2)  # MAXL reference implementation
 # what the root folder of each data set holds (torchvision's on-disk layouts)
 _LAYOUT = {
-    "mnist": "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte(.gz)",
+    **LAYOUT,
     "cifar10": "cifar-10-batches-py/ (the official python version)",
     "cifar100": "cifar-100-python/ (the official python version)",
-    "imagefolder": "train/<class>/*.jpg|png and test/<class>/*.jpg|png",
+    "imagefolder": "train/<class>/*.jpg|png and test/<class>/*.jpg|png, or train/<primary>/<auxiliary>/*.jpg|png "
+                   "and test/<primary>/<auxiliary>/*.jpg|png",
 }
 _MNIST_NORM = (0.1307, 0.3081)  # the usual MNIST statistics (torchvision / PyTorch examples)
 _DIGITS_NORM = (0.3053, 0.3760)  # pixel mean / std of all 1797 digits images, values / 16
-_MNIST_FILES = (
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
-)  # fmt: skip
 # Human two-level hierarchies of the ten digits (MNIST, digits): primary names, parent of each digit.
 DIGIT_GROUPINGS = {
     "even-odd": (("even", "odd"), tuple(d % 2 for d in range(10))),
     "low-high": (("0-4", "5-9"), tuple(int(d >= 5) for d in range(10))),
+}
+_DIGIT_DATASETS = ("digits", "mnist", "svhn", "emnist-digits", "emnist-mnist")
+# Human hierarchies of the other data sets, by class name.
+_FASHION = (("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Shirt"), ("Sandal", "Sneaker", "Ankle boot"),
+            ("Bag",))
+_EMNIST_KINDS = {s: tuple(tuple(c for c in torchvision.datasets.EMNIST.classes_split_dict[s] if kind(c))
+                          for kind in (str.isdigit, str.isupper, str.islower))
+                 for s in ("byclass", "bymerge", "balanced")}
+NAMED_GROUPS: dict[str, dict[str, Groups]] = {
+    "fashionmnist": {"clothes-shoes-bags": Groups(("clothes", "shoes", "bags"), _FASHION, "clothes-shoes-bags")},
+    "stl10": {"animal-vehicle": Groups(cifar100.ANIMAL_VEHICLE_NAMES, (
+        ("bird", "cat", "deer", "dog", "horse", "monkey"), ("airplane", "car", "ship", "truck")), "animal-vehicle")},
+    **{f"emnist-{s}": {"digit-upper-lower": Groups(("digit", "uppercase", "lowercase"), kinds, "digit-upper-lower")}
+       for s, kinds in _EMNIST_KINDS.items()},
 }
 _CACHE_VERSION = 1  # bump when the cache layout changes
 
@@ -224,61 +236,6 @@ def _load_digits() -> tuple[_Split, _Split, list[str]]:
     return _Split(images[train], labels[train]), _Split(images[test], labels[test]), names
 
 
-def _load_mnist(root: Path, download: bool) -> tuple[_Split, _Split, list[str]]:
-    raw = root / "MNIST" / "raw"
-    # torchvision reads the uncompressed IDX files and would only gunzip them inside download(),
-    # after an md5 check. Extract any .gz ourselves so that download=False works offline.
-    for base in _MNIST_FILES:
-        if not (raw / base).is_file() and (raw / f"{base}.gz").is_file():
-            try:
-                _gunzip(raw / f"{base}.gz", raw / base)
-            except (EOFError, gzip.BadGzipFile, zlib.error) as err:  # before OSError: BadGzipFile is one
-                raise ValueError(f"{raw / base}.gz is truncated or corrupt ({err}): replace it with the "
-                                 "official file") from err
-            except OSError as err:
-                message = f"cannot extract {base}.gz in {raw} ({err}); copy the MNIST folder somewhere writable"
-                raise OSError(message) from err
-    missing = [f"{b}(.gz)" for b in _MNIST_FILES if not (raw / b).is_file()]
-    if missing and not download:
-        raise FileNotFoundError(
-            f"MNIST not found: missing {', '.join(missing)} in {raw}. maxl expects "
-            f"<root>/MNIST/raw/train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz), "
-            f"t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz). Pass download=True "
-            f"(--download) to fetch them, or copy the four official .gz files into {raw}."
-        )
-    splits = []
-    for train in (True, False):
-        try:
-            ds = torchvision.datasets.MNIST(root, train=train, download=download)
-        except (RuntimeError, ValueError, AssertionError) as err:  # what torchvision's IDX reader raises
-            names = ", ".join(b for b in _MNIST_FILES if b.startswith("train" if train else "t10k"))
-            raise ValueError(f"cannot read MNIST's {names} in {raw}: truncated or corrupt ({err!r}); "
-                             "replace them with the official files") from err
-        splits.append(_Split(ds.data.unsqueeze(1).contiguous(), ds.targets.long()))
-    return splits[0], splits[1], [str(d) for d in range(10)]
-
-
-def _gunzip(src: Path, dst: Path) -> None:
-    def write(tmp: Path) -> None:
-        with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-
-    _atomic_write(dst, write)
-
-
-def _atomic_write(dst: Path, write) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``dst``, then rename it to ``dst``.
-
-    The rename is atomic, so a concurrent reader sees either no file or the whole file.
-    """
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _load_cifar(root: Path, cls, download: bool) -> tuple[_Split, _Split, list[str]]:
     """CIFAR-10 / -100 through torchvision, which checks the official md5 of every file."""
     folder = root / cls.base_folder
@@ -318,7 +275,10 @@ def _default_cache_dir(root: Path) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "maxl"
 
 
-def _load_image_folder(root: Path, cache_dir: Path | None) -> tuple[_Split, _Split, list[str]]:
+def _load_image_folder(root: Path, cache_dir: Path | None) -> tuple[_Split, _Split, list[str], Groups | None]:
+    """An ImageFolder tree, flat (``split/<class>/``) or two-level (``split/<primary>/<aux>/``): the
+    splits, the class names (``primary/aux`` for a two-level tree) and the folders' hierarchy
+    (None for a flat tree)."""
     cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir(root)
     for folder in (root / "train", root / "test"):
         if not folder.is_dir():
@@ -326,15 +286,24 @@ def _load_image_folder(root: Path, cache_dir: Path | None) -> tuple[_Split, _Spl
                 f"imagefolder: {folder} not found; expected <root>/train/<class>/<image> "
                 f"and <root>/test/<class>/<image>"
             )
+    two_level = [is_two_level(root / split) for split in ("train", "test")]
+    if two_level[0] != two_level[1]:
+        kinds = ["two-level (<primary>/<auxiliary>/)" if t else "flat (<class>/)" for t in two_level]
+        raise ValueError(f"imagefolder: {root / 'train'} is {kinds[0]} but {root / 'test'} is {kinds[1]}; "
+                         "train and test need the same class folders")
+    reader = TwoLevelImageFolder if two_level[0] else torchvision.datasets.ImageFolder
     splits, classes = [], None
     for split in ("train", "test"):
         folder = root / split
-        ds = torchvision.datasets.ImageFolder(folder)  # scans the tree; no image is opened here
+        ds = reader(folder)  # scans the tree; no image is opened here
         if classes is not None and ds.classes != classes:
-            raise ValueError(f"imagefolder: class folders differ between train ({classes}) and test ({ds.classes})")
+            only_train = sorted(set(classes) - set(ds.classes))
+            only_test = sorted(set(ds.classes) - set(classes))
+            raise ValueError(f"imagefolder: train and test have different classes: only in train {only_train}, only "
+                             f"in test {only_test}; train and test need the same class folders")
         classes = ds.classes
         splits.append(_cached_decode(folder, ds.samples, cache_dir))
-    return splits[0], splits[1], classes
+    return splits[0], splits[1], classes, (ds.groups if two_level[0] else None)
 
 
 def _cached_decode(folder: Path, samples: list[tuple[str, int]], cache_dir: Path) -> _Split:
@@ -356,7 +325,7 @@ def _cached_decode(folder: Path, samples: list[tuple[str, int]], cache_dir: Path
     split = _Split(_decode_images([p for p, _ in samples], folder), torch.tensor([lab for _, lab in samples]))
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(cache, lambda tmp: torch.save({"images": split.images, "labels": split.labels}, tmp))
+        atomic_write(cache, lambda tmp: torch.save({"images": split.images, "labels": split.labels}, tmp))
     except OSError as err:
         warnings.warn(f"could not write the image cache in {cache_dir}: {err}", stacklevel=3)
     return split
@@ -405,14 +374,34 @@ def _decode_images(paths: list[str], folder: Path) -> Tensor:
     return torch.stack(images)
 
 
+def _pixel_stats(images: Tensor, chunk: int = 512) -> tuple[float, float]:
+    """Mean and standard deviation of all pixels of uint8 [N, C, H, W] images scaled to [0, 1]
+    (over every channel together), accumulated in float64 chunk by chunk."""
+    total = squares = 0.0
+    for start in range(0, len(images), chunk):
+        x = images[start : start + chunk].double().div_(255)
+        total += float(x.sum())
+        squares += float(x.square().sum())
+    n = images.numel()
+    mean = total / n
+    return mean, max((squares / n - mean * mean), 1e-12) ** 0.5
+
+
 def _read_bytes(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
 
 
 # --------------------------------------------------------------------------- hierarchy
-def _parse_hierarchy(name: str, hierarchy: str | None) -> tuple[int, int | None] | str | None:
-    """Validate ``hierarchy`` for data set ``name``: (P, A or None) levels for CIFAR-100, else a tag."""
+def _parse_hierarchy(name: str, hierarchy: str | None) -> tuple[int, int | None] | str | Groups | None:
+    """Validate ``hierarchy`` for data set ``name``: (P, A or None) levels for CIFAR-100, a
+    :class:`Groups` for a hierarchy file or a named grouping of class names, else a tag."""
+    if is_hierarchy_file(hierarchy):
+        return read_hierarchy_file(hierarchy)
+    if hierarchy is not None and (os.sep in str(hierarchy) or Path(str(hierarchy)).is_file()):
+        raise ValueError(f"hierarchy {hierarchy!r}: a hierarchy file must end in .json or .toml")
+    if hierarchy in NAMED_GROUPS.get(name, {}):
+        return NAMED_GROUPS[name][hierarchy]
     if name == "cifar100":
         text = "20-100" if hierarchy is None else str(hierarchy)
         parts = text.split("-")
@@ -427,18 +416,25 @@ def _parse_hierarchy(name: str, hierarchy: str | None) -> tuple[int, int | None]
                 f"or 'P' (primary only), with levels in {cifar100.LEVELS}, e.g. '20-100' or '3-10'"
             )
         return int(parts[0]), (int(parts[1]) if len(parts) == 2 else None)
-    digit_groupings = (None, *DIGIT_GROUPINGS)
     allowed = {"cifar10": (None, "animal-vehicle"), "imagefolder": (None, "animal-vehicle"),
-               "mnist": digit_groupings, "digits": digit_groupings}.get(name, (None,))
+               **{d: (None, *DIGIT_GROUPINGS) for d in _DIGIT_DATASETS}}.get(name, (None, *NAMED_GROUPS.get(name, {})))
     if hierarchy not in allowed:
-        raise ValueError(f"bad hierarchy {hierarchy!r} for {name}: allowed {allowed}")
+        raise ValueError(f"bad hierarchy {hierarchy!r} for {name}: allowed {allowed}, or a hierarchy file "
+                         "(.json / .toml: primary class -> list of class names)")
     return hierarchy
 
 
-def _apply_hierarchy(spec, labels: Tensor, class_names: list[str]):
+def _apply_hierarchy(spec, labels: Tensor, class_names: list[str], what: str = "the data set"):
     """Source labels -> (primary [N], aux [N] or None, primary_names, psi, aux_names)."""
     if spec is None:
         return labels, None, list(class_names), None, None
+    if isinstance(spec, Groups):  # a hierarchy file, a two-level tree's folders, a named grouping
+        parent_of = parent_of_classes(spec, class_names, what)
+        primary, aux, psi = cifar100.grouped_labels(labels, parent_of)
+        aux_names = [class_names[c] for c in cifar100.block_order(parent_of)]
+        if spec.short_names:
+            aux_names = [n.rsplit("/", 1)[-1] for n in aux_names]
+        return primary, aux, list(spec.primary_names), psi, aux_names
     if spec == "animal-vehicle":
         if sorted(class_names) != sorted(cifar100.CIFAR10_NAMES):
             raise ValueError(
@@ -476,6 +472,7 @@ def load_dataset(
     val_subset: int | None = None,
     normalisation: tuple[float, float] | None = None,
     padding_mode: str = "constant",
+    resize: int | None = None,
 ) -> DataBundle:
     """Load a data set into memory.
 
@@ -485,11 +482,28 @@ def load_dataset(
     digits       scikit-learn ``load_digits`` (no files);      None, even-odd,       1 x 8 x 8
                  fixed stratified split 1347 / 450             low-high
     mnist        ``MNIST/raw/*-idx?-ubyte(.gz)``               as digits             1 x 28 x 28
+    fashionmnist ``FashionMNIST/raw/*-idx?-ubyte(.gz)``        None,                 1 x 28 x 28
+                                                               clothes-shoes-bags
+    kmnist       ``KMNIST/raw/*-idx?-ubyte(.gz)``              None                  1 x 28 x 28
+    emnist-S     ``EMNIST/raw/emnist-S-*-ubyte(.gz)``, S one   byclass / bymerge /   1 x 28 x 28
+                 of byclass, bymerge, balanced, letters,       balanced: None,
+                 digits, mnist                                 digit-upper-lower;
+                                                               digits / mnist: as
+                                                               digits
+    svhn         ``{train,test}_32x32.mat``                    as digits             3 x 32 x 32
     cifar10      ``cifar-10-batches-py/`` (python pickles)     None, animal-vehicle  3 x 32 x 32
     cifar100     ``cifar-100-python/`` (python pickles)        'P-A' or 'P',         3 x 32 x 32
                                                                default '20-100'
+    stl10        ``stl10_binary/*.bin``                        None, animal-vehicle  3 x 96 x 96
     imagefolder  ``train/<class>/*``, ``test/<class>/*``       None, animal-vehicle  as stored
+                 or ``train/<primary>/<auxiliary>/*``, ...     the folders'
     ============ ============================================= ===================== ===========
+
+    Every data set also takes a hierarchy file (``hierarchy="groups.toml"``, ``.json`` or
+    ``.toml``: each primary class -> the names of its classes; see
+    :mod:`maxl.data.user_hierarchy`). A two-level ImageFolder gives its hierarchy by its
+    folders (primary = the top folders, auxiliary = the folders inside them) and takes no
+    other. The readers of the torchvision data sets are in :mod:`maxl.data.readers`.
 
     CIFAR-100 hierarchies name levels of 3, 10, 20 or 100 classes (see :mod:`maxl.data.cifar100`):
     ``'20-100'`` makes the 20 superclasses the primary task and the 100 fine classes the human
@@ -502,7 +516,8 @@ def load_dataset(
     ``root/.maxl-cache`` if writable, else ``~/.cache/maxl``); the cache key covers every file's
     path, size and modification time. CIFAR files must pass torchvision's md5 check. Images are
     normalised per channel with the pixel mean / std for digits (0.3053 / 0.3760) and MNIST
-    (0.1307 / 0.3081), and with MAXL's mean 0.5 / std 0.2 for CIFAR and image folders.
+    (0.1307 / 0.3081), with MAXL's mean 0.5 / std 0.2 for CIFAR and image folders, and with the pixel
+    mean / std of the whole training split (computed at load) for the other torchvision data sets.
 
     Args:
         name: one of ``DATASETS``.
@@ -520,14 +535,18 @@ def load_dataset(
             trained on (``DataBundle.val``).
         normalisation: ``(mean, std)`` for every channel instead of the data set's own.
         padding_mode: padding of the random crop, ``"constant"`` (zeros) or ``"reflect"``.
+        resize: resize every image to ``resize`` x ``resize`` pixels once at load (bilinear,
+            antialiased), e.g. STL-10's 96 x 96 to 32; None keeps the stored size.
 
     Returns:
         A :class:`DataBundle`; items are ``(image float32 [C, H, W], primary label, index)``.
 
     Raises:
-        ValueError: unknown ``name``, bad ``hierarchy``, missing ``root``, bad subset size,
-            images of different sizes in an image folder; CIFAR files present but failing
-            torchvision's md5 check; truncated or corrupt MNIST files.
+        ValueError: unknown ``name``, bad ``hierarchy`` (for a hierarchy file: a class in no
+            group or in two, a name matching no class, a primary class without training images),
+            missing ``root``, bad subset size, images of different sizes in an image folder, train
+            and test trees with different classes; CIFAR / SVHN / STL-10 files present but failing
+            torchvision's md5 check; truncated or corrupt IDX files.
         FileNotFoundError: data set files missing; the message names them and the folder.
     """
     if name not in DATASETS:
@@ -541,8 +560,10 @@ def load_dataset(
 
     if name == "digits":
         train, test, class_names = _load_digits()
-    elif name == "mnist":
-        train, test, class_names = _load_mnist(root, download)
+    elif name in IDX_DATASETS or name in ("svhn", "stl10"):
+        reader = {"svhn": read_svhn, "stl10": read_stl10}.get(name, lambda r, d: read_idx_dataset(r, name, d))
+        (train_images, train_labels), (test_images, test_labels), class_names = reader(root, download)
+        train, test = _Split(train_images, train_labels), _Split(test_images, test_labels)
     elif name in ("cifar10", "cifar100"):
         cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
         train, test, class_names = _load_cifar(root, cls, download)
@@ -553,7 +574,24 @@ def load_dataset(
             for split, part in (("train", train), ("test", test)):
                 _check_cifar100_coarse(root / cls.base_folder, split, part.labels)
     else:
-        train, test, class_names = _load_image_folder(root, cache_dir)
+        train, test, class_names, folder_groups = _load_image_folder(root, cache_dir)
+        if folder_groups is not None:  # a two-level tree: its folders are the hierarchy
+            if hierarchy is not None:
+                raise ValueError(f"imagefolder {root} is two-level (<primary>/<auxiliary>/): its folders give the "
+                                 f"hierarchy, so it takes no --hierarchy ({hierarchy!r}); a hierarchy file is for "
+                                 "flat trees")
+            spec = folder_groups
+    what = f"{name} {root}" if root is not None else name
+    # the data set's own pixel statistics, before any subset (the digits / MNIST / CIFAR constants are fixed)
+    stats = _pixel_stats(train.images) if name not in ("digits", "mnist", "cifar10", "cifar100", "imagefolder") \
+        else None
+    if resize is not None:
+        if resize < 1:
+            raise ValueError(f"resize must be >= 1 pixel, got {resize}")
+        train, test = (_Split(v2.functional.resize(s.images, [resize, resize], antialias=True), s.labels)
+                       for s in (train, test))
+    if isinstance(spec, Groups):  # a primary class without training images cannot be learnt
+        check_primary_images(_apply_hierarchy(spec, train.labels, class_names, what)[0], spec, "training")
 
     if train_subset is not None:
         keep = stratified_subset(train.labels, train_subset, seed)
@@ -571,11 +609,11 @@ def load_dataset(
         rest[held] = False
         val, train = _Split(train.images[held], train.labels[held]), _Split(train.images[rest], train.labels[rest])
 
-    primary_train, aux_train, primary_names, psi, aux_names = _apply_hierarchy(spec, train.labels, class_names)
-    primary_test, aux_test, *_ = _apply_hierarchy(spec, test.labels, class_names)
+    primary_train, aux_train, primary_names, psi, aux_names = _apply_hierarchy(spec, train.labels, class_names, what)
+    primary_test, aux_test, *_ = _apply_hierarchy(spec, test.labels, class_names, what)
 
     channels, height, width = train.images.shape[1:]
-    mean, std = normalisation or {"digits": _DIGITS_NORM, "mnist": _MNIST_NORM}.get(name, _CIFAR_NORM)
+    mean, std = normalisation or stats or {"digits": _DIGITS_NORM, "mnist": _MNIST_NORM}.get(name, _CIFAR_NORM)
     mean, std = [mean] * channels, [std] * channels
     if padding_mode not in ("constant", "reflect"):
         raise ValueError(f"padding_mode must be 'constant' or 'reflect', got {padding_mode!r}")
@@ -584,9 +622,11 @@ def load_dataset(
     test_transform = make_transform((height, width), mean, std, augment=False)
     val_set = aux_val = None
     if val is not None:
-        primary_val, aux_val, *_ = _apply_hierarchy(spec, val.labels, class_names)
+        primary_val, aux_val, *_ = _apply_hierarchy(spec, val.labels, class_names, what)
         val_set = ImageTensorDataset(val.images, primary_val, test_transform)
     tag = "" if hierarchy is None and name != "cifar100" else f":{'20-100' if hierarchy is None else hierarchy}"
+    if isinstance(spec, Groups) and hierarchy is None:
+        tag = ":folders"
     return DataBundle(
         train=ImageTensorDataset(train.images, primary_train, train_transform),
         test=ImageTensorDataset(test.images, primary_test, test_transform),

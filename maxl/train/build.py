@@ -24,6 +24,7 @@ from maxl.baselines.labels import fixed_aux_labels
 from maxl.core.hierarchy import Hierarchy
 from maxl.core.losses import classification_loss
 from maxl.data.datasets import DATASETS, load_dataset
+from maxl.data.readers import IDX_DATASETS
 from maxl.nn.backbones import BACKBONES, build_backbone
 from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
 from maxl.train import distributed
@@ -36,8 +37,8 @@ __all__ = ["DataConfig", "ModelConfig", "AuxConfig", "BaselineConfig", "RunConfi
            "make_generator", "GENERATORS", "DEFAULT_BACKBONE", "DEFAULT_AUX_PER_CLASS"]
 
 #: Per data set: the backbone that fits its images.
-DEFAULT_BACKBONE = {"digits": "tiny-cnn", "mnist": "small-cnn", "cifar10": "vgg16", "cifar100": "vgg16",
-                    "imagefolder": "vgg16"}
+DEFAULT_BACKBONE = {"digits": "tiny-cnn", **{d: "small-cnn" for d in IDX_DATASETS}, "cifar10": "vgg16",
+                    "cifar100": "vgg16", "svhn": "vgg16", "stl10": "vgg16", "imagefolder": "vgg16"}
 #: Auxiliary classes per primary class when the data set has no human hierarchy.
 DEFAULT_AUX_PER_CLASS = 5
 
@@ -47,8 +48,10 @@ class DataConfig:
     """Which images: ``dataset`` (one of :data:`maxl.data.DATASETS`), where its files lie,
     its class hierarchy (see :func:`maxl.data.load_dataset`), class-stratified subsets, a
     validation set held out from the training images (``val_subset``), whether RGB training
-    images are randomly cropped (``padding_mode`` of the crop) and flipped, and ``normalisation``
-    ``[mean, std]`` instead of the data set's own."""
+    images are randomly cropped (``padding_mode`` of the crop) and flipped, ``normalisation``
+    ``[mean, std]`` instead of the data set's own, and ``resize`` (square images of that many
+    pixels, resized once at load; None: as stored). ``hierarchy`` may name a hierarchy file
+    (``.json`` / ``.toml``, :mod:`maxl.data.user_hierarchy`)."""
 
     dataset: str = "digits"
     data_root: str | None = None
@@ -60,6 +63,7 @@ class DataConfig:
     augment: bool = True
     padding_mode: str = "constant"
     normalisation: list[float] | None = None
+    resize: int | None = None
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
@@ -161,6 +165,7 @@ class RunConfig:
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
     out: str = "runs/maxl"
     threads: int | None = None
+    preset: str | None = None  # the preset the command line started from (maxl.train.presets); None: none
 
     def __post_init__(self):
         if self.train.gumbel_tau_end is not None and not self.model.gumbel_tau:
@@ -254,7 +259,7 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
     data = load_dataset(d.dataset, d.data_root, hierarchy=d.hierarchy, train_subset=d.train_subset,
                         test_subset=d.test_subset, augment=d.augment, seed=t.seed, download=d.download,
                         val_subset=d.val_subset, padding_mode=d.padding_mode,
-                        normalisation=tuple(d.normalisation) if d.normalisation else None)
+                        normalisation=tuple(d.normalisation) if d.normalisation else None, resize=d.resize)
     psi = parse_psi(m.psi, data.num_primary, data.psi)
     backbone = m.backbone or DEFAULT_BACKBONE[d.dataset]
     if t.method == "human" and (data.aux_train is None or data.psi != psi):

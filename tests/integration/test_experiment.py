@@ -35,10 +35,13 @@ def count_training_calls(monkeypatch):
     return calls
 
 
-def test_grid_resumes_without_rerunning_finished_runs(tmp_path, monkeypatch):
+def test_grid_resumes_without_rerunning_finished_runs(tmp_path, monkeypatch, capsys):
     out = tmp_path / "grid"
     calls = count_training_calls(monkeypatch)
     first = run_grid(TINY, out, seeds=[0], device="cpu", log=lambda _: None)  # half of the grid
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()  # the overall bar: runs done, time left
+    assert any(line.startswith("grid tiny: 100%") and "2/2" in line and "<00:00" in line for line in bar), bar
+    assert any("1/2" in line and "random seed 0" in line for line in bar), bar
     assert calls == [("single", 0), ("random", 0)] and [r["status"] for r in first] == ["ran", "ran"]
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/*") if p.is_file()}
     # an interrupted run: its folder and run.json exist, but it never wrote summary.json
@@ -89,7 +92,8 @@ def test_grid_continues_an_interrupted_run_from_its_checkpoint(tmp_path, monkeyp
     folder = out / "random" / "seed0"
     argv = run_argv(TINY, "random", 0)
     # the run was stopped after its first epoch: checkpoint.pt and one metrics line, no summary.json
-    assert cli.main(["train", *argv, "--epochs", "1", "--out", str(folder), "--device", "cpu", "--no-progress"]) == 0
+    assert cli.main(["train", *argv, "--epochs", "1", "--out", str(folder), "--device", "cpu", "--no-progress",
+                     "--preset", "paper"]) == 0
     (folder / "summary.json").unlink()
     (folder / "run.json").write_text(json.dumps({"argv": argv}))
     first_epoch = (folder / "metrics.jsonl").read_text()
@@ -143,7 +147,7 @@ def test_named_configurations():
         assert run.data.dataset == grid.dataset and run.data.hierarchy == grid.hierarchy
         assert len(grid.methods) == 5 and len(grid.seeds) in (3, 5)
     [paper], _ = cli.run_configs(cli.build_parser().parse_args(["train", *run_argv(CONFIGS["paper-cifar100"],
-                                                                                   "maxl", 0)]))
+                                                                                   "maxl", 0), "--preset", "paper"]))
     assert (paper.model.backbone, paper.train.epochs, paper.train.lr, paper.train.momentum,
             paper.data.hierarchy) == ("vgg16", 200, 0.01, 0.0, "20-100")
     with pytest.raises(ValueError, match="may not set"):

@@ -22,7 +22,7 @@ def test_defaults_are_the_papers_settings_and_alpha_follows_the_lr():
 
 def test_flags_set_exactly_their_settings_and_several_methods_get_their_folders():
     runs, resume = parse("--method", "single", "maxl", "--lr", "0.05", "--inner-lr", "0.2", "--no-augment",
-                         "--aux", "rotation", "--aux-weight", "rotation=0.5", "--out", "o")
+                         "--aux", "rotation", "--aux-weight", "rotation=0.5", "--out", "o", "--preset", "paper")
     assert not resume and [r.train.method for r in runs] == ["single", "maxl"]
     assert [r.out for r in runs] == ["o/single", "o/maxl"]
     run = runs[1]
