@@ -183,7 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.primary == "classes":
         at = run.index("--hierarchy")
         run = run[:at] + run[at + 2:] + ["--psi", args.psi]
-    run += ["--data-root", args.data_root, "--no-progress", "--out", str(Path(args.out).with_suffix("")) + "-run"]
+    # the grids' settings: the paper's for whatever the protocol leaves out (as experiments.harness runs them)
+    run += ["--data-root", args.data_root, "--no-progress", "--out", str(Path(args.out).with_suffix("")) + "-run",
+            "--preset", "paper"]
     (config,), _ = cli.run_configs(cli.build_parser().parse_args(["train", *run]))
     trainer = build(config)
     rng = np.random.default_rng(args.seed)
