@@ -14,7 +14,11 @@ of primary class k these gradients form a matrix G_k [n_k, ψ_k]. The script mea
   that the meta-gradient raises most for each image (argmin_c ∂J/∂z_bc), i.e. whether the per-image
   signal follows the image's content as people label it; ``nmi_labels``: the same for the
   generator's current argmax;
-* ``null_top1``: top1 of Gaussian noise of the same shape (what "no structure" gives).
+* ``null_top1``: top1 of Gaussian noise of the same shape (what "no structure" gives);
+* ``J_human``, ``J_random``, ``J_generated``, ``J_uniform``: the outer loss after a look-ahead step
+  on the human fine labels, random labels, the generator's and uniform ones, and the paired
+  difference human − random (mean over batches ± its standard error): whether the objective can
+  tell the human hierarchy from random labels at all.
 
 At several points of a MAXL run (the protocol's networks, trained by the trainer between the
 points). A first-order view of why the primary task's number of classes matters: a step on an
@@ -48,6 +52,7 @@ from experiments.generated_labels import VARIANTS
 from experiments.harness import CONFIGS, run_argv
 from maxl.cli import commands as cli
 from maxl.meta import MetaConfig, meta_gradient
+from maxl.meta.lookahead import buffer_copies, functional_forward, trainable, unroll
 from maxl.train.build import build
 
 
@@ -106,6 +111,58 @@ def label_gradients(trainer, batches: int, seed: int, shuffle: int = 0, outer_im
     data = {k: torch.cat(v).numpy() for k, v in out.items()}
     back = np.argsort(data.pop("idx"))  # rows in the order of the sorted image indices
     return {k: v[back] for k, v in data.items()}
+
+
+def objective_by_labels(trainer, batches: int, seed: int, outer_images: int = 0) -> dict[str, float]:
+    """The look-ahead's outer loss L_pri(f(x_o; θ1⁺)) when the auxiliary head learns from given
+    labels: the human fine labels, random labels inside the block (one fixed draw), the
+    generator's current labels, and uniform labels inside the block; the same batches and outer
+    images for each (``label_gradients``' choice). Whether the one-step objective that MAXL's
+    generator climbs can tell the human hierarchy from random labels at all.
+
+    Returns:
+        mean loss per kind (``J_human``, ``J_random``, ``J_generated``, ``J_uniform``), and
+        ``human_minus_random`` / ``human_minus_random_se``: the mean paired difference over batches
+        and its standard error.
+    """
+    gen, net = trainer.generator, trainer.net
+    hierarchy = gen.hierarchy
+    alpha = trainer.optimizer.param_groups[0]["lr"]
+    images = torch.randperm(len(trainer.train_set), generator=torch.Generator().manual_seed(seed))
+    images = images[: batches * trainer.config.batch_size]
+    outer = None
+    if outer_images:
+        rest = torch.ones(len(trainer.train_set), dtype=torch.bool)
+        rest[images] = False
+        pool = rest.nonzero().squeeze(1)
+        outer = _items(trainer.train_set, pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(
+            seed + 1))[:outer_images]])[:2]
+    names, params = trainable(net)
+    draw = torch.Generator().manual_seed(seed + 2)
+    losses: dict[str, list[float]] = {"human": [], "random": [], "generated": [], "uniform": []}
+    net.train()
+    for chunk in images.split(trainer.config.batch_size):
+        x, y, idx = _items(trainer.train_set, chunk)
+        k = hierarchy.num_aux
+        starts = torch.as_tensor([sum(hierarchy.psi[:c]) for c in range(len(hierarchy.psi))])[y]
+        widths = torch.as_tensor(hierarchy.psi)[y]
+        random = starts + (torch.rand(len(y), generator=draw) * widths).long()
+        with torch.no_grad():
+            targets = {"human": nn.functional.one_hot(trainer.human_labels[idx], k).to(x.dtype),
+                       "random": nn.functional.one_hot(random, k).to(x.dtype),
+                       "generated": gen(x, y),
+                       "uniform": hierarchy.masked_softmax(torch.zeros(len(y), k), y)}
+        x_o, y_o = outer if outer is not None else (x, y)
+        for kind, target in targets.items():
+            buffers = buffer_copies(net)
+            fast = unroll(functional_forward(net, names, buffers, x), names, params, y, target, trainer.loss_fn,
+                          None, alpha, 1)
+            with torch.no_grad():
+                losses[kind].append(float(trainer.loss_fn(functional_forward(net, names, buffers, x_o)(fast)[0], y_o)))
+    diff = np.array(losses["human"]) - np.array(losses["random"])
+    out = {f"J_{kind}": float(np.mean(v)) for kind, v in losses.items()}
+    out.update(human_minus_random=float(diff.mean()), human_minus_random_se=float(diff.std(ddof=1) / np.sqrt(len(diff))))
+    return out
 
 
 def reliability(first: np.ndarray, second: np.ndarray, y: np.ndarray, psi: list[int]) -> float:
@@ -204,9 +261,11 @@ def main(argv: list[str] | None = None) -> None:
                    for k in rows[0] if k not in ("class", "psi", "images")}
         summary["reliability"] = reliability(data["grad"], other["grad"], data["y"],
                                              list(trainer.generator.hierarchy.psi))
+        if trainer.human_labels is not None:
+            summary.update(objective_by_labels(trainer, args.batches, args.seed, args.outer_images))
         points.append({"epoch": epoch, "val_acc": acc, "alpha": trainer.optimizer.param_groups[0]["lr"],
                        "summary": summary, "classes": rows})
-        print(f"epoch {epoch}: val acc {acc}, " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items())
+        print(f"epoch {epoch}: val acc {acc}, " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
               + f" ({time.time() - t0:.0f}s)", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -217,7 +276,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 COLUMNS = ("shared", "top1", "null_top1", "eff_rank", "reliability", "signal_classes_used", "nmi_signal",
-           "nmi_labels")
+           "nmi_labels", "J_human", "J_random", "J_generated", "J_uniform", "human_minus_random",
+           "human_minus_random_se")
 
 
 def markdown(result: dict) -> str:
@@ -231,7 +291,7 @@ def markdown(result: dict) -> str:
     for p in result["points"]:
         acc = "–" if p["val_acc"] is None else f"{100 * p['val_acc']:.1f} %"
         lines.append(f"| {p['epoch']} | {p['alpha']:.3f} | {acc} | "
-                     + " | ".join(f"{p['summary'][c]:.3f}" for c in cols) + " |")
+                     + " | ".join(f"{p['summary'][c]:.4g}" for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
