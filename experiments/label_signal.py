@@ -52,7 +52,7 @@ from experiments.generated_labels import VARIANTS
 from experiments.harness import CONFIGS, run_argv
 from maxl.cli import commands as cli
 from maxl.meta import MetaConfig, meta_gradient
-from maxl.meta.lookahead import buffer_copies, functional_forward, trainable, unroll
+from maxl.meta.lookahead import buffer_copies, functional_forward, trainable
 from maxl.train.build import build
 
 
@@ -113,7 +113,25 @@ def label_gradients(trainer, batches: int, seed: int, shuffle: int = 0, outer_im
     return {k: v[back] for k, v in data.items()}
 
 
-def objective_by_labels(trainer, batches: int, seed: int, outer_images: int = 0) -> dict[str, float]:
+def _lookahead_outer_loss(trainer, x, y, target, x_o, y_o, alpha: float, masked: bool) -> float:
+    """L_pri(f(x_o; θ1⁺)) after θ1⁺ = θ1 − α∇θ1[L_pri + L_aux(target)]; ``masked``: L_aux is the
+    cross-entropy of the auxiliary head's softmax restricted to each image's block."""
+    net, hierarchy = trainer.net, trainer.generator.hierarchy
+    names, params = trainable(net)
+    buffers = buffer_copies(net)
+    primary, aux = functional_forward(net, names, buffers, x)(params)
+    if masked:
+        aux_loss = -(target * hierarchy.masked_log_softmax(aux, y).clamp_min(-1e4)).sum(1).mean()
+    else:
+        aux_loss = trainer.loss_fn(aux, target)
+    grads = torch.autograd.grad(trainer.loss_fn(primary, y) + aux_loss, params, allow_unused=True)
+    fast = [p if g is None else p - alpha * g for p, g in zip(params, grads)]
+    with torch.no_grad():
+        return float(trainer.loss_fn(functional_forward(net, names, buffers, x_o)(fast)[0], y_o))
+
+
+def objective_by_labels(trainer, batches: int, seed: int, outer_images: int = 0, masked: bool = False
+                        ) -> dict[str, float]:
     """The look-ahead's outer loss L_pri(f(x_o; θ1⁺)) when the auxiliary head learns from given
     labels: the human fine labels, random labels inside the block (one fixed draw), the
     generator's current labels, and uniform labels inside the block; the same batches and outer
@@ -137,7 +155,6 @@ def objective_by_labels(trainer, batches: int, seed: int, outer_images: int = 0)
         pool = rest.nonzero().squeeze(1)
         outer = _items(trainer.train_set, pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(
             seed + 1))[:outer_images]])[:2]
-    names, params = trainable(net)
     draw = torch.Generator().manual_seed(seed + 2)
     losses: dict[str, list[float]] = {"human": [], "random": [], "generated": [], "uniform": []}
     net.train()
@@ -154,14 +171,78 @@ def objective_by_labels(trainer, batches: int, seed: int, outer_images: int = 0)
                        "uniform": hierarchy.masked_softmax(torch.zeros(len(y), k), y)}
         x_o, y_o = outer if outer is not None else (x, y)
         for kind, target in targets.items():
-            buffers = buffer_copies(net)
-            fast = unroll(functional_forward(net, names, buffers, x), names, params, y, target, trainer.loss_fn,
-                          None, alpha, 1)
-            with torch.no_grad():
-                losses[kind].append(float(trainer.loss_fn(functional_forward(net, names, buffers, x_o)(fast)[0], y_o)))
+            losses[kind].append(_lookahead_outer_loss(trainer, x, y, target, x_o, y_o, alpha, masked))
     diff = np.array(losses["human"]) - np.array(losses["random"])
-    out = {f"J_{kind}": float(np.mean(v)) for kind, v in losses.items()}
-    out.update(human_minus_random=float(diff.mean()), human_minus_random_se=float(diff.std(ddof=1) / np.sqrt(len(diff))))
+    tag = "masked_" if masked else ""
+    out = {f"{tag}J_{kind}": float(np.mean(v)) for kind, v in losses.items()}
+    out.update({f"{tag}human_minus_random": float(diff.mean()),
+                f"{tag}human_minus_random_se": float(diff.std(ddof=1) / np.sqrt(len(diff)))})
+    return out
+
+
+def horizon_effect(trainer, horizons: list[int], seed: int, outer_images: int, repeats: int = 3) -> dict[str, float]:
+    """The effect of the auxiliary labels on the primary loss of held-out images after k plain SGD
+    steps of a copy of the multi-task network on k training batches (the same batches and step
+    size for every kind of label: human fine labels, random labels inside the block, the
+    generator's current labels, uniform labels), for each k in ``horizons``; ``repeats`` batch
+    sequences. k = 1 on the same batch is MAXL's look-ahead; large k approaches the real training.
+
+    Returns:
+        per k: ``h{k}_human_minus_random``, ``h{k}_human_minus_uniform``, ``h{k}_generated_minus_random``
+        (mean paired difference of the held-out primary loss over the repeats) and ``_se`` of the first.
+    """
+    import copy
+
+    gen, hierarchy = trainer.generator, trainer.generator.hierarchy
+    alpha = trainer.optimizer.param_groups[0]["lr"]
+    n = len(trainer.train_set)
+    held = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:outer_images]
+    x_o, y_o, _ = _items(trainer.train_set, held)
+    rest = torch.ones(n, dtype=torch.bool)
+    rest[held] = False
+    pool = rest.nonzero().squeeze(1)
+    k_max, b = max(horizons), trainer.config.batch_size
+    kinds = ("human", "random", "generated", "uniform")
+    results = {k: {kind: [] for kind in kinds} for k in horizons}
+    for r in range(repeats):
+        order = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed + 10 + r))]
+        batches = [_items(trainer.train_set, order[(i * b) % len(order):][:b]) for i in range(k_max)]
+        draw = torch.Generator().manual_seed(seed + 100 + r)
+        for kind in kinds:
+            net = copy.deepcopy(trainer.net)
+            opt = torch.optim.SGD(net.parameters(), lr=alpha)
+            for step, (x, y, idx) in enumerate(batches, 1):
+                k = hierarchy.num_aux
+                with torch.no_grad():
+                    if kind == "human":
+                        target = nn.functional.one_hot(trainer.human_labels[idx], k).float()
+                    elif kind == "random":
+                        starts = torch.as_tensor([sum(hierarchy.psi[:c]) for c in range(len(hierarchy.psi))])[y]
+                        widths = torch.as_tensor(hierarchy.psi)[y]
+                        target = nn.functional.one_hot(starts + (torch.rand(len(y), generator=draw) * widths).long(),
+                                                       k).float()
+                    elif kind == "generated":
+                        target = gen(x, y)
+                    else:
+                        target = hierarchy.masked_softmax(torch.zeros(len(y), k), y)
+                net.train()
+                primary, aux = net(x)
+                loss = trainer.loss_fn(primary, y) + trainer.loss_fn(aux, target)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if step in horizons:
+                    net.eval()
+                    with torch.no_grad():
+                        results[step][kind].append(float(trainer.loss_fn(net(x_o)[0], y_o)))
+    out = {}
+    for k in horizons:
+        res = {kind: np.array(v) for kind, v in results[k].items()}
+        diff = res["human"] - res["random"]
+        out[f"h{k}_human_minus_random"] = float(diff.mean())
+        out[f"h{k}_human_minus_random_se"] = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else math.nan
+        out[f"h{k}_human_minus_uniform"] = float((res["human"] - res["uniform"]).mean())
+        out[f"h{k}_generated_minus_random"] = float((res["generated"] - res["random"]).mean())
     return out
 
 
@@ -231,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=10, help="training batches per point")
     parser.add_argument("--outer-images", type=int, default=0,
                         help="outer loss on one fixed set of this many other training images (0: the inner batch)")
+    parser.add_argument("--horizons", type=int, nargs="*", default=[],
+                        help="also the held-out primary loss after k plain SGD steps on each kind of labels")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True, help="JSON file of the statistics")
     args = parser.parse_args(argv)
@@ -263,6 +346,9 @@ def main(argv: list[str] | None = None) -> None:
                                              list(trainer.generator.hierarchy.psi))
         if trainer.human_labels is not None:
             summary.update(objective_by_labels(trainer, args.batches, args.seed, args.outer_images))
+            summary.update(objective_by_labels(trainer, args.batches, args.seed, args.outer_images, masked=True))
+            if args.horizons:
+                summary.update(horizon_effect(trainer, args.horizons, args.seed, args.outer_images or 1000))
         points.append({"epoch": epoch, "val_acc": acc, "alpha": trainer.optimizer.param_groups[0]["lr"],
                        "summary": summary, "classes": rows})
         print(f"epoch {epoch}: val acc {acc}, " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
@@ -277,7 +363,8 @@ def main(argv: list[str] | None = None) -> None:
 
 COLUMNS = ("shared", "top1", "null_top1", "eff_rank", "reliability", "signal_classes_used", "nmi_signal",
            "nmi_labels", "J_human", "J_random", "J_generated", "J_uniform", "human_minus_random",
-           "human_minus_random_se")
+           "human_minus_random_se", "masked_J_human", "masked_J_random", "masked_J_uniform",
+           "masked_human_minus_random", "masked_human_minus_random_se")
 
 
 def markdown(result: dict) -> str:
