@@ -301,7 +301,10 @@ def block_statistics(grads: np.ndarray, logits: np.ndarray, y: np.ndarray, human
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", default="protocol-cifar10", choices=sorted(CONFIGS))
-    parser.add_argument("--data-root", required=True)
+    parser.add_argument("--data-root")
+    parser.add_argument("--plot", nargs="+", metavar="JSON",
+                        help="instead of measuring: plot these results files (their horizon effects and the "
+                             "per-image signal over training) into --out (a .png)")
     parser.add_argument("--variant", default="ps-adam", choices=sorted(VARIANTS),
                         help="the MAXL variant that trains the networks between the points")
     parser.add_argument("--primary", default="hierarchy", choices=["hierarchy", "classes"],
@@ -317,6 +320,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True, help="JSON file of the statistics")
     args = parser.parse_args(argv)
+    if args.plot:
+        plot([json.loads(Path(p).read_text()) for p in args.plot], [Path(p).stem for p in args.plot], Path(args.out))
+        return
+    if args.data_root is None:
+        parser.error("--data-root is required to measure")
     torch.set_num_threads(args.threads)
     method, extra = VARIANTS[args.variant]
     run = run_argv(CONFIGS[args.grid], method, args.seed) + list(extra)
@@ -359,6 +367,42 @@ def main(argv: list[str] | None = None) -> None:
               "points": points}
     out.write_text(json.dumps(result, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(result))
+
+
+def plot(results: list[dict], names: list[str], out: Path) -> None:
+    """Two panels per results file: the per-image signal over training (reliability, NMI of its
+    argmin and of the generator's labels with the fine classes) and the horizon effect
+    (held-out primary loss with human minus with random labels, ± its standard error, against k)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(results), 2, figsize=(10, 3.4 * len(results)), squeeze=False)
+    for (left, right), result, name in zip(axes, results, names):
+        epochs = [p["epoch"] for p in result["points"]]
+        for key, label in (("reliability", "reliability of the per-image push"),
+                           ("nmi_signal", "NMI(push argmin, fine class)"), ("nmi_labels", "NMI(generated, fine class)")):
+            if key in result["points"][0]["summary"]:
+                left.plot(epochs, [p["summary"][key] for p in result["points"]], marker="o", label=label)
+        left.set(xlabel="epoch of the MAXL run", title=f"{name}: the look-ahead's push on the labels")
+        left.legend(fontsize=8)
+        horizons = sorted({int(k[1:].split("_")[0]) for k in result["points"][0]["summary"]
+                           if k.startswith("h") and k.endswith("_human_minus_random")})
+        for p in result["points"]:
+            if not horizons:
+                break
+            mean = [p["summary"][f"h{k}_human_minus_random"] for k in horizons]
+            se = [p["summary"][f"h{k}_human_minus_random_se"] for k in horizons]
+            right.errorbar(horizons, mean, yerr=se, marker="o", capsize=3, label=f"from epoch {p['epoch']}")
+        right.axhline(0, color="grey", lw=0.8)
+        right.set(xscale="log", xlabel="SGD steps k on the labels", ylabel="held-out L_pri: human − random",
+                  title="below 0: human labels help after k steps")
+        right.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 COLUMNS = ("shared", "top1", "null_top1", "eff_rank", "reliability", "signal_classes_used", "nmi_signal",
