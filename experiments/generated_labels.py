@@ -126,6 +126,7 @@ def ablation_rows(root: Path, names: list[str]) -> list[dict]:
         row["max_prob"] = _ms([r.get("label_max_prob") for r in last])
         row["used"] = _ms([r.get("label_used_fraction") for r in last])
         row["nmi"] = _ms([r.get("label_nmi_human") for r in last])
+        row["weight"] = _ms([r.get("meta_image_weight_mean") for r in last])
         first = [s["metrics"][0] for s in seeds.values()]
         row["nmi_epoch1"] = _ms([r.get("label_nmi_human") for r in first])
         row["lookahead_norm"] = _ms([_epoch_mean(s["metrics"], "meta_lookahead_grad_norm") for s in seeds.values()])
@@ -138,7 +139,7 @@ def ablation_rows(root: Path, names: list[str]) -> list[dict]:
 COLUMNS = [("variant", "variant"), ("seeds", "seeds"), ("val_final", "val acc final %"),
            ("val_last5", "val acc last-5 %"), ("minus_single", "− single (last-5, paired) %"),
            ("minus_paper", "− paper MAXL (paired) %"), ("max_prob", "label max-prob"), ("used", "classes used"),
-           ("nmi", "NMI with fine labels"), ("nmi_epoch1", "NMI at epoch 1"),
+           ("nmi", "NMI with fine labels"), ("nmi_epoch1", "NMI at epoch 1"), ("weight", "aux-loss weight (WAMAL)"),
            ("lookahead_norm", "‖∇ look-ahead‖"), ("entropy_norm", "‖∇ entropy‖"), ("s_per_epoch", "s / epoch")]
 
 
@@ -148,10 +149,13 @@ def report_ablation(args: argparse.Namespace) -> None:
     lines = [f"# {args.title}", "", "| " + " | ".join(h for _, h in COLUMNS) + " |",
              "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(r[k]) for k, _ in COLUMNS) + " |" for r in rows]
-    notes = {n: " ".join(VARIANTS[n][1]) or "(protocol defaults)" for n in (args.variants or VARIANTS)}
-    lines += ["", "Validation split only (the test set is not read). Label statistics and gradient norms are those "
-              "of the last epoch, gradient norms the mean over the epochs (mean ± std over seeds); NMI within primary classes, of the generated argmax with "
-              "the human fine label, on the training images.", "", "Variants (flags on top of the protocol):", ""]
+    notes = {r["variant"]: " ".join(VARIANTS[r["variant"]][1]) or "(protocol defaults)" for r in rows}
+    lines += ["", "Validation split only (the test set is not read). Label statistics, the WAMAL auxiliary-loss "
+              "weight and gradient norms are those of the last epoch, gradient norms the mean over the epochs (mean "
+              "± std over seeds); NMI within primary classes, of the generated argmax with the human fine label, on "
+              "the training images. s / epoch: wall time on a shared 2-core machine (other jobs ran beside most "
+              "runs), a rough guide only; the benchmark in figures/ measures cost.", "",
+              "Variants (flags on top of the protocol):", ""]
     lines += [f"- `{n}`: `{flags}`" for n, flags in notes.items()]
     Path(args.prefix).parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.prefix}.md").write_text("\n".join(lines) + "\n")
