@@ -111,3 +111,16 @@ def test_a_short_step_is_timed_over_several_calls():
     calls.clear()
     benchmark.time_cases(cases, warmup=0, repeats=3, min_time=0.0)
     assert len(calls) == 3
+
+
+def test_every_remedy_variant_builds_and_takes_a_step():
+    import torch
+
+    from experiments.benchmark import REMEDIES, make_cases
+
+    cases = make_cases(list(REMEDIES), "tiny-cnn", 8, torch.device("cpu"), 4)
+    for name, case in cases.items():
+        generator = case.unit.__defaults__[0].generator
+        before = [p.detach().clone() for p in generator.head.parameters()]
+        case.unit()
+        assert any(not torch.equal(a, b) for a, b in zip(before, generator.head.parameters())), name
