@@ -171,11 +171,20 @@ def dynamics(args: argparse.Namespace) -> None:
     keys = [("label_max_prob", "mean max-probability"), ("label_used_fraction", "classes used"),
             ("label_nmi_human", "NMI with fine labels"), ("meta_lookahead_grad_norm", "‖∇θ2 L_pri(θ1⁺)‖"),
             ("meta_entropy_grad_norm", "‖∇θ2 of the entropy terms‖"), ("val_acc", "validation accuracy")]
+    if args.mean:
+        keys[1] = ("meta_image_weight_mean", "auxiliary-loss weight (WAMAL)")
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     for (key, label), ax in zip(keys, axes.flat):
-        for name in args.variants:
-            for seed, run in sorted(_runs(Path(args.runs) / name).items()):
-                ys = [m.get(key, math.nan) for m in run["metrics"]]
+        for i, name in enumerate(args.variants):
+            runs = sorted(_runs(Path(args.runs) / name).items())
+            curves = [[m.get(key, math.nan) for m in run["metrics"]] for _, run in runs]
+            if args.mean and curves:  # one line per variant: the mean over its seeds
+                ys = np.nanmean(np.array(curves, dtype=float), axis=0) if not np.isnan(curves).all() else []
+                if len(ys):
+                    ax.plot(range(1, len(ys) + 1), ys, label=f"{name} ({len(curves)} seeds)", alpha=0.9,
+                            color=f"C{i % 10}")  # one colour per variant in every panel
+                continue
+            for (seed, _), ys in zip(runs, curves):
                 ax.plot(range(1, len(ys) + 1), ys, label=f"{name} s{seed}", alpha=0.8)
         ax.set_title(label)
         ax.set_xlabel("epoch")
@@ -235,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--runs", required=True)
     d.add_argument("--variants", nargs="+", choices=list(VARIANTS), required=True)
     d.add_argument("--out", required=True, help="PNG to write")
+    d.add_argument("--mean", action="store_true", help="one line per variant (the mean over its seeds), and the "
+                                                       "WAMAL weight in place of the classes used")
     d.add_argument("--title", default="Generated labels: dynamics")
     f = sub.add_parser("final", help="the chosen variant on every seed of the protocol grid")
     f.add_argument("--grid", choices=[c for c in CONFIGS if c.startswith("protocol-")], default="protocol-cifar10")
