@@ -25,3 +25,32 @@ def test_paired_differences_and_label_statistics(tmp_path):
     assert rows["adam"]["minus_paper"] == "3.00 ± 0.00"
     assert rows["paper"]["minus_paper"] == "–" and rows["single"]["max_prob"] == "–"
     assert rows["adam"]["max_prob"] == "0.900 ± 0.000" and rows["paper"]["nmi"] == "0.020 ± 0.000"
+
+
+def test_dynamics_plots_one_line_per_variant_with_its_seed_mean(tmp_path, monkeypatch):
+    import argparse
+
+    import matplotlib.axes
+
+    from experiments.generated_labels import dynamics
+
+    for seed, weight in enumerate([1.0, 2.0]):
+        fake_run(tmp_path, "wamal", seed, 0.8, 0.3, 0.02)
+        record = {"label_max_prob": 0.3, "meta_image_weight_mean": weight, "val_acc": 0.8}
+        (tmp_path / "wamal" / "maxl" / f"seed{seed}" / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+        fake_run(tmp_path, "paper", seed, 0.8, 0.25, 0.02)
+    plotted = []
+    original = matplotlib.axes.Axes.plot
+
+    def spy(self, *args, **kwargs):
+        plotted.append((self.get_title(), kwargs.get("label"), list(args[1])))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    out = tmp_path / "dyn.png"
+    dynamics(argparse.Namespace(runs=str(tmp_path), variants=["paper", "wamal"], out=str(out), mean=True,
+                                title="t"))
+    assert out.stat().st_size > 0
+    weights = [(label, ys) for title, label, ys in plotted if label and "wamal" in label and ys == [1.5]]
+    assert len(weights) == 1 and weights[0][0] == "wamal (2 seeds)"  # the mean of 1.0 and 2.0
+    assert not any(label and label.startswith("paper") and ys == [1.5] for _, label, ys in plotted)
