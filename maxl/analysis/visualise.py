@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -380,9 +381,7 @@ def visualise_run(run_dir: str | os.PathLike, *, against: str | os.PathLike | No
     figures.append(_embedding_figure(runs, maxl, embed_classes, max_points, embedding, seed, threads, figures_dir,
                                      f"{run.data.name}: {embedding} of test-set features"))
 
-    warnings = [w for r in run.metrics for w in r.get("label_warnings", [])]
-    if len(warnings) > 6:
-        warnings = [f"({len(warnings) - 5} earlier label-usage warnings in metrics.jsonl)"] + warnings[-5:]
+    warnings = summarise_label_warnings(run.metrics)
     m = run.config["model"]
     remarks = [f"data {run.data.name}: {len(run.data.train)} training / {len(run.data.test)} test images; "
                f"ψ = {m['psi']}; backbone {m['backbone']}; {len(run.metrics)} epochs",
@@ -442,3 +441,19 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) 
     datasets = sorted({r["data"] for r in rows})
     fig = plots.curves(runs, f"{', '.join(datasets)}: {len(runs)} run(s)")
     return plots.save_png(fig, out), rows
+
+
+def summarise_label_warnings(metrics: list[dict]) -> list[str]:
+    """The label-usage warnings of a run's ``metrics.jsonl`` records, one line per kind (the text
+    between ``"epoch N: "`` and the next colon, e.g. ``"generator collapsed"``): the latest
+    message of that kind and the epochs in which it was given."""
+    groups: dict[str, tuple[list[int], str]] = {}
+    for record in metrics:
+        for message in record.get("label_warnings", []):
+            found = re.match(r"epoch (\d+): ([^:]+):", message)
+            kind = found.group(2) if found else message
+            epoch = int(found.group(1)) if found else record.get("epoch", 0)
+            epochs, _ = groups.get(kind, ([], message))
+            groups[kind] = (epochs + [epoch], message)
+    return [message if len(epochs) == 1 else f"{message} (given in {len(epochs)} epochs, {epochs[0]} to {epochs[-1]})"
+            for epochs, message in groups.values()]
