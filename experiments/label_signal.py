@@ -423,6 +423,19 @@ def markdown(result: dict) -> str:
         acc = "–" if p["val_acc"] is None else f"{100 * p['val_acc']:.1f} %"
         lines.append(f"| {p['epoch']} | {p['alpha']:.3f} | {acc} | "
                      + " | ".join(f"{p['summary'][c]:.4g}" for c in cols) + " |")
+    horizons = sorted({int(k[1:].split("_")[0]) for k in result["points"][0]["summary"]
+                       if k.startswith("h") and k.endswith("_human_minus_random")})
+    if horizons:
+        lines += ["", "Held-out primary loss after k plain SGD steps on each kind of labels (same batches, "
+                  "same step; mean over the batch sequences, ± standard error): human − random, human − uniform, "
+                  "generated − random. Below 0: the first kind helps more.", "",
+                  "| epoch | k | human − random | human − uniform | generated − random |", "|---|---|---|---|---|"]
+        for p in result["points"]:
+            for k in horizons:
+                q = p["summary"]
+                lines.append(f"| {p['epoch']} | {k} | {q[f'h{k}_human_minus_random']:+.2e} ± "
+                             f"{q[f'h{k}_human_minus_random_se']:.1e} | {q[f'h{k}_human_minus_uniform']:+.2e} | "
+                             f"{q[f'h{k}_generated_minus_random']:+.2e} |")
     return "\n".join(lines) + "\n"
 
 
