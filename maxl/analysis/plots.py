@@ -17,6 +17,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -89,7 +90,13 @@ def topk_grid(images, indices, probs, row_labels: Sequence[str], title: str) -> 
         raise ValueError(f"{rows} rows of indices need {rows} labels and probs of shape {indices.shape}, "
                          f"got {len(row_labels)} labels and probs {probs.shape}")
     fig = _figure(GRID_LABEL_PX + k * GRID_CELL_PX, TITLE_PX + rows * GRID_CELL_PX)
-    fig.text(0.5, 1 - 10 / fig.bbox.height, title, ha="center", va="top", fontsize=13, weight="bold")
+    heading = fig.text(0.5, 1 - 10 / fig.bbox.height, title, ha="center", va="top", fontsize=13, weight="bold")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    for _ in range(6):  # a long title (a run's path) shrinks to fit instead of being cut off
+        width = heading.get_window_extent(renderer).width
+        if width <= fig.bbox.width - 16:
+            break
+        heading.set_fontsize(heading.get_fontsize() * 0.97 * (fig.bbox.width - 16) / width)
     caption_px = 14
     for r in range(rows):
         top = TITLE_PX + r * GRID_CELL_PX

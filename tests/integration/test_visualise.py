@@ -198,3 +198,15 @@ def test_embed_2d_checks_its_input():
             embed_2d(np.random.default_rng(0).normal(size=(10, 3)), "umap")
     xy = embed_2d(np.random.default_rng(0).normal(size=(20, 3)), "tsne", threads=1)
     assert xy.shape == (20, 2) and np.isfinite(xy).all()
+
+
+def test_a_long_topk_title_shrinks_to_fit_the_figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    images = np.zeros((2, 3, 8, 8), dtype=np.uint8)
+    fig = plots.topk_grid(images, np.array([[0, 1]]), np.array([[0.9, 0.8]]), ["class"], "a long run path " * 10)
+    heading = fig.texts[0]
+    assert heading.get_fontsize() < 13
+    assert heading.get_window_extent(FigureCanvasAgg(fig).get_renderer()).width <= fig.bbox.width
+    short = plots.topk_grid(images, np.array([[0, 1]]), np.array([[0.9, 0.8]]), ["class"], "t")
+    assert short.texts[0].get_fontsize() == 13
