@@ -24,6 +24,7 @@ from maxl.baselines.labels import fixed_aux_labels
 from maxl.core.hierarchy import Hierarchy
 from maxl.core.losses import classification_loss
 from maxl.data.datasets import DATASETS, load_dataset
+from maxl.nn.architectures import ARCHITECTURES, PENALTIES, build_network
 from maxl.nn.backbones import BACKBONES, build_backbone
 from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
 from maxl.train import distributed
@@ -74,13 +75,18 @@ class ModelConfig:
     default), the heads' hidden width (0: linear heads), the hierarchy ψ (``"5"``, ``"6,4"``, a
     list, or None for the data set's human ψ), BatchNorm in the backbones, and the
     label-generation network: ``"own"`` (its own backbone, the paper) or ``"features"`` (a head
-    on the multi-task network's detached features, :class:`maxl.nn.FeatureLabelGenerator`)."""
+    on the multi-task network's detached features, :class:`maxl.nn.FeatureLabelGenerator`), and
+    the multi-task architecture ``arch`` (:data:`maxl.nn.architectures.ARCHITECTURES`) with the
+    soft-sharing penalty and its weight."""
 
     backbone: str | None = None
     hidden: int = 512
     psi: str | list[int] | None = None
     batchnorm: bool = True
     generator: str = "own"
+    arch: str = "hard"
+    soft_penalty: str = "l2"
+    soft_weight: float = 0.01
 
     def __post_init__(self):
         if self.backbone is not None and self.backbone not in BACKBONES:
@@ -89,6 +95,11 @@ class ModelConfig:
             raise ValueError(f"hidden must be >= 0 (0: linear heads), got {self.hidden}")
         if self.generator not in GENERATORS:
             raise ValueError(f"unknown generator {self.generator!r}; expected one of {GENERATORS}")
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.arch!r}; expected one of {ARCHITECTURES}")
+        if self.soft_penalty not in PENALTIES or self.soft_weight < 0:
+            raise ValueError(f"soft_penalty must be one of {PENALTIES} and soft_weight >= 0, got "
+                             f"{self.soft_penalty!r}, {self.soft_weight}")
 
 
 @dataclass
@@ -179,8 +190,9 @@ def make_generator(kind: str, net: MultiTaskNetwork, backbone: str, in_channels:
                    psi: list[int], hidden: int) -> LabelGenerator:
     """The label-generation network of ``ModelConfig.generator``: ``"own"`` builds its own
     backbone, ``"features"`` a head on ``net``'s backbone."""
-    if kind == "features":
-        return FeatureLabelGenerator(net.backbone, psi, hidden)
+    if kind == "features":  # the primary task's features where the architecture has one per task
+        shared = net.backbone.task_view(0) if hasattr(net.backbone, "task_view") else net.backbone
+        return FeatureLabelGenerator(shared, psi, hidden)
     return LabelGenerator(build_backbone(backbone, in_channels, batchnorm), psi, hidden)
 
 
@@ -251,8 +263,12 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         aux_labels, label_info = fixed_aux_labels(t.method, data, psi, t.seed, ae, resolve_device(t.device))
         say(f"[{t.method}] auxiliary labels made in {label_info['time_s']:.1f}s")
     seed_everything(t.seed)
-    net = MultiTaskNetwork(build_backbone(backbone, data.in_channels, m.batchnorm), data.num_primary,
-                           0 if t.method == "single" else sum(psi), m.hidden)
+    if m.arch != "hard" and run.aux.tasks:
+        raise ValueError(f"--aux {' '.join(run.aux.tasks)} needs --arch hard: the self-supervised tasks read one "
+                         f"shared feature vector, and {m.arch!r} has one per task")
+    net = build_network(m.arch, lambda: build_backbone(backbone, data.in_channels, m.batchnorm), data.num_primary,
+                        0 if t.method == "single" else sum(psi), m.hidden, batchnorm=m.batchnorm,
+                        soft_penalty=m.soft_penalty, soft_weight=m.soft_weight)
     generator = None
     if t.method == "maxl":
         generator = make_generator(m.generator, net, backbone, data.in_channels, m.batchnorm, psi, m.hidden)
