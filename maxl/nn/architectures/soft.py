@@ -13,6 +13,11 @@ l runs over the weight tensors with two or more dimensions (the convolutions' ke
 both papers; biases and BatchNorm parameters stay untied. The penalty is part of the
 multi-task loss, so MAXL's look-ahead θ1⁺ = θ1 − α ∇θ1 (L_pri + L_aux + penalty) includes it.
 
+With MAXL, one look-ahead step cannot carry the auxiliary loss into the primary task here: the
+auxiliary loss moves only the auxiliary backbone and head, and the penalty's gradient does not
+depend on θ2, so ∂θ1⁺_primary/∂θ2 = 0 and the generator learns from its entropy term alone. A
+look-ahead of two or more steps (``inner_steps``) couples them through the tie.
+
 References:
     Duong, Cohn, Bird, Cook. "Low Resource Dependency Parsing: Cross-lingual Parameter Sharing
     in a Neural Network Parser". ACL 2015.
