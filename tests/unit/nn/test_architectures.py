@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from maxl.nn.architectures import ARCHITECTURES, CrossStitch, NDDR, build_network, cross_stitch, nddr, soft_sharing
-from maxl.nn.backbones import ConvNet, cnn3, tiny_cnn
+from maxl.nn.backbones import ConvNet, cnn3, tiny_cnn, vgg16_bn
 from maxl.nn.networks import MultiTaskNetwork
 
 P, K, H = 3, 7, 6  # primary classes, auxiliary classes, hidden width
@@ -37,7 +37,9 @@ def convnet_count(in_c, widths, convs, bn=True):
 
 @pytest.mark.parametrize("bn", [True, False])
 @pytest.mark.parametrize("make,spec", [(lambda bn: tiny_cnn(1, bn), (1, (16, 32), (1, 1))),
-                                       (lambda bn: cnn3(3, bn), (3, (32, 64, 128), (1, 1, 1)))], ids=["tiny", "cnn3"])
+                                       (lambda bn: cnn3(3, bn), (3, (32, 64, 128), (1, 1, 1))),
+                                       (lambda bn: vgg16_bn(3, bn), (3, (64, 128, 256, 512, 512), (2, 2, 3, 3, 3)))],
+                         ids=["tiny", "cnn3", "vgg16"])
 def test_parameter_counts_follow_the_formulas(make, spec, bn):
     in_c, widths, convs = spec
     backbone = convnet_count(in_c, widths, convs, bn)
@@ -54,6 +56,8 @@ def test_parameter_counts_follow_the_formulas(make, spec, bn):
     for arch in ARCHITECTURES:
         net = build_network(arch, lambda: make(bn), P, K, H, batchnorm=bn)
         assert count(net) == expected[arch], arch
+        primary, aux = net.eval()(torch.randn(2, in_c, 32, 32))
+        assert primary.shape == (2, P) and aux.shape == (2, K)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
