@@ -136,3 +136,29 @@ def test_dtp_reads_the_accuracies_from_the_learner():
     acc = float((out.primary_logits.argmax(1) == y).float().mean())
     kappa = min(max(acc, 1e-4), 1.0)
     assert out.weights["primary"] == pytest.approx(-(1 - kappa) * math.log(kappa), rel=1e-6)
+
+
+def test_soft_sharing_penalty_joins_a_gradient_weighting_update():
+    """A gradient weighting that sums the task gradients gives the same update as equal weights
+    on the total loss, soft sharing's penalty included."""
+    from auxtasks import SupervisedLabels
+    from auxtasks.weighting import Equal, GradientWeighting
+    from maxl.nn.architectures import soft_sharing
+    from maxl.nn.backbones import tiny_cnn
+
+    class SumOfGradients(GradientWeighting):
+        def combine_gradients(self, grads, losses):
+            return sum(grads.values())
+
+    x, y, idx = torch.randn(6, 1, 8, 8), torch.randint(0, 2, (6,)), torch.arange(6)
+    grads = {}
+    for weighting in (Equal(), SumOfGradients()):
+        torch.manual_seed(0)
+        net = soft_sharing(lambda: tiny_cnn(1), 2, 4, 8, weight=0.5)
+        task = SupervisedLabels(4, torch.randint(0, 4, (6,)), head=net.aux_head, name="human")
+        learner = AuxiliaryLearner.from_multitask_network(net, [task], weighting)
+        out = learner(x, y, index=idx)
+        assert out.penalty is not None and float(out.penalty) > 0
+        learner.backward(out)
+        grads[type(weighting).__name__] = torch.cat([p.grad.reshape(-1) for p in learner.parameters()])
+    torch.testing.assert_close(grads["SumOfGradients"], grads["Equal"], rtol=1e-5, atol=1e-6)
