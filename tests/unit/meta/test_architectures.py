@@ -108,3 +108,19 @@ def test_fused_multitask_gradient_equals_the_learner_step(arch):
     grads = [p.grad for p in plain.lookahead_parameters()]
     torch.testing.assert_close(flat(fused.net_grads), flat(grads), rtol=1e-10, atol=1e-12)
     assert (out.penalty is not None) == arch.startswith("soft")
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if not a.startswith("soft")])
+def test_first_order_meta_gradient_is_close_to_the_exact_one(arch):
+    """The finite-difference first-order engine approximates the exact one through the architecture
+    (soft sharing's one-step look-ahead term is zero: nothing to approximate)."""
+    net, gen, x, y = problem(arch)
+    cfg = dict(inner_lr=0.01, entropy_weight=0.0)
+    loss_fn = classification_loss("focal")
+
+    def grads(**kw):
+        task = GeneratedLabels(gen, meta=MetaConfig(**cfg, **kw), loss_fn=loss_fn, head=net.aux_head, name="maxl")
+        return flat(AuxiliaryLearner.from_multitask_network(net, [task], primary_loss=loss_fn).meta_gradient(x, y).grads)
+
+    exact, approx = grads(engine="func"), grads(order="first")
+    assert torch.nn.functional.cosine_similarity(exact, approx, dim=0) > 0.99
