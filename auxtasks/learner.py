@@ -51,6 +51,10 @@ class AuxOutput:
         primary_logits: float ``[B, P]``, the primary head's output on the batch.
         targets: every auxiliary task's targets on the batch, ``{name: targets}`` (detached;
             e.g. the generated soft labels ``[B, K]`` that the auxiliary head learnt from).
+        penalty: the architecture's term of the loss (soft sharing's tie), included in
+            ``loss``; None without one.
+        features: the backbone's output on the batch (with its graph), the shared
+            representation of MGDA-UB.
     """
 
     loss: Tensor
@@ -58,6 +62,8 @@ class AuxOutput:
     weights: dict[str, float]
     primary_logits: Tensor
     targets: dict[str, Tensor] = field(default_factory=dict)
+    penalty: Tensor | None = None
+    features: Tensor | None = None
 
 
 @contextlib.contextmanager
@@ -204,20 +210,36 @@ class AuxiliaryLearner(nn.Module):
         features = self.backbone(images)  # [B, F]
         primary_logits = self.primary_head(features)  # [B, P]
         losses = {PRIMARY: self.primary_loss(primary_logits, labels)}
-        made = {}
+        made, performance = {}, {PRIMARY: _accuracy(primary_logits, labels)}
         for task in self.tasks:
             inputs, targets = task.make_inputs_and_targets(images, labels, index=index,
                                                            target=aux_targets.get(task.name))
             task_features = features if inputs is images else self._task_features(inputs)
-            losses[task.name] = task.loss(task(task_features), targets)
+            outputs = task(task_features)
+            losses[task.name] = task.loss(outputs, targets)
             made[task.name] = targets.detach()
+            performance[task.name] = _accuracy(outputs, targets) if task.likelihood == "softmax" else None
+        if self.weighting.uses_performance and self.training and torch.is_grad_enabled():
+            self.weighting.observe(performance)  # e.g. DTP's moving averages of the accuracies
         total = self.weighting.combine(losses)
-        return AuxOutput(total, losses, self.weighting.weights(), primary_logits, made)
+        penalty = self.penalty()
+        if penalty is not None:
+            total = total + penalty
+        return AuxOutput(total, losses, self.weighting.weights(), primary_logits, made, penalty, features)
+
+    def penalty(self) -> Tensor | None:
+        """The architecture's term of the multi-task loss at the current parameters (soft
+        sharing's tie, :meth:`maxl.nn.architectures.TaskTrunk.penalty`), or None."""
+        penalty = getattr(self.backbone, "penalty", None)
+        return penalty() if callable(penalty) else None
 
     def backward(self, out: AuxOutput) -> None:
         """Accumulate the update of ``out`` into the parameters' ``.grad`` (use it in place of
         ``out.loss.backward()``; gradient weightings combine the per-task gradients here)."""
-        self.weighting.backward(out.losses, out.loss, self.shared_parameters(), self.task_parameters())
+        shared = self.shared_parameters()
+        if out.penalty is not None and self.weighting.uses_gradients:  # the penalty's gradient joins the update
+            torch.autograd.backward(out.penalty, inputs=shared, retain_graph=True)
+        self.weighting.backward(out.losses, out.loss, shared, self.task_parameters(), representation=out.features)
 
     def predict(self, images: Tensor) -> Tensor:
         """Primary logits ``[B, P]`` of images ``[B, C, H, W]``."""
@@ -258,6 +280,8 @@ class AuxiliaryLearner(nn.Module):
         extra = None
         if task.lookahead_other_tasks:
             extra = self._other_tasks_loss(images, labels, index, exclude=task)
+        if getattr(self.backbone, "has_penalty", False):
+            extra = _with_penalty(self.backbone.penalty_from, extra)  # the penalty is in the look-ahead's loss too
 
         def loss_fn(logits: Tensor, target: Tensor) -> Tensor:
             # soft generated labels go to the task's loss, hard primary labels to the primary loss
@@ -339,6 +363,30 @@ class AuxiliaryLearner(nn.Module):
         result = self.meta_gradient(images, labels, index=index)
         self.apply_meta_gradient(result, optimizer)
         return result
+
+
+def _accuracy(logits: Tensor, targets: Tensor) -> float | None:
+    """Share of argmax predictions equal to the targets (class indices, or the argmax of soft
+    targets of the logits' shape), classes along dim 1; None if the shapes do not fit."""
+    with torch.no_grad():
+        if targets.dtype.is_floating_point:
+            if targets.shape != logits.shape:
+                return None
+            targets = targets.argmax(1)
+        if logits.ndim < 2 or targets.shape != logits.shape[:1] + logits.shape[2:]:
+            return None
+        return (logits.argmax(1) == targets).float().mean().item()
+
+
+def _with_penalty(penalty_from, extra):
+    """L_x(params) + the trunk's penalty at the look-ahead's parameters (named ``backbone.*``)."""
+
+    def loss(params: dict[str, Tensor]) -> Tensor:
+        trunk = {n.removeprefix("backbone."): p for n, p in params.items() if n.startswith("backbone.")}
+        total = penalty_from(trunk)
+        return total if extra is None else total + extra(params)
+
+    return loss
 
 
 def step_with(params: Sequence[Tensor], grads: Sequence[Tensor], optimizer: torch.optim.Optimizer) -> None:

@@ -9,14 +9,19 @@ name                       class                                          acts o
 ``gradnorm``               :class:`GradNorm` (Chen et al. 2018)           gradients
 ``pcgrad``                 :class:`PCGrad` (Yu et al. 2020)               gradients
 ``gcs``                    :class:`GradientCosineSimilarity` (Du et al.)  gradients
+``mgda``                   :class:`MGDA` (Sener & Koltun 2018)            gradients
+``mgda-ub``                :class:`MGDAUpperBound` (Sener & Koltun 2018)  gradients
+``dtp``                    :class:`DynamicTaskPrioritization` (Guo 2018)  losses
 =========================  =============================================  ==========
 """
 
 from .base import PRIMARY, GradientWeighting, Weighting, flat_gradients
+from .dtp import DynamicTaskPrioritization
 from .dwa import DynamicWeightAverage
 from .fixed import Equal, Fixed
 from .gcs import GradientCosineSimilarity
 from .gradnorm import GradNorm
+from .mgda import MGDA, MGDAUpperBound
 from .pcgrad import PCGrad
 from .uncertainty import Uncertainty
 
@@ -28,10 +33,13 @@ WEIGHTINGS = {
     "gradnorm": GradNorm,
     "pcgrad": PCGrad,
     "gcs": GradientCosineSimilarity,
+    "mgda": MGDA,
+    "mgda-ub": MGDAUpperBound,
+    "dtp": DynamicTaskPrioritization,
 }
 
 __all__ = [
     "PRIMARY", "Weighting", "GradientWeighting", "flat_gradients",
     "Equal", "Fixed", "Uncertainty", "DynamicWeightAverage", "GradNorm", "PCGrad", "GradientCosineSimilarity",
-    "WEIGHTINGS",
+    "MGDA", "MGDAUpperBound", "DynamicTaskPrioritization", "WEIGHTINGS",
 ]

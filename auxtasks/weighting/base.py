@@ -49,6 +49,8 @@ class Weighting(nn.Module):
 
     #: True for weightings that act on the gradients of the shared parameters.
     uses_gradients: bool = False
+    #: True for weightings that read each task's performance (:meth:`observe`).
+    uses_performance: bool = False
 
     def __init__(self):
         super().__init__()
@@ -103,7 +105,7 @@ class Weighting(nn.Module):
         return {n: float(w.detach()) for n, w in self.loss_weights().items()}
 
     def backward(self, losses: Mapping[str, Tensor], total: Tensor, shared: Sequence[Tensor],
-                 specific: Sequence[Tensor]) -> None:
+                 specific: Sequence[Tensor], *, representation: Tensor | None = None) -> None:
         """Accumulate the update into ``.grad``: here ``total.backward()``.
 
         Args:
@@ -111,8 +113,13 @@ class Weighting(nn.Module):
             total: ``combine(losses)``.
             shared: the shared parameters (the backbone's).
             specific: the task-specific parameters (the heads').
+            representation: the backbone's output on the batch, with its graph (MGDA-UB).
         """
         total.backward()
+
+    def observe(self, performance: Mapping[str, float | None]) -> None:
+        """Take each task's performance on a training batch (accuracy in [0, 1], None where
+        the task has none); called before :meth:`combine` when ``uses_performance``."""
 
     def end_epoch(self) -> None:
         """Called by the learner's ``end_epoch``; weightings with a loss history roll it here."""
@@ -135,7 +142,7 @@ class GradientWeighting(Weighting):
         """Combine the flat per-task gradients ``{name: float [P]}`` into one ``[P]`` update."""
         raise NotImplementedError
 
-    def backward(self, losses, total, shared, specific) -> None:
+    def backward(self, losses, total, shared, specific, *, representation=None) -> None:
         self._check(losses)
         shared = [p for p in shared if p.requires_grad]
         grads = {n: flat_gradients(losses[n], shared) for n in self.task_names}  # g_i = ∇_shared L_i

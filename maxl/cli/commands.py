@@ -24,6 +24,7 @@ from maxl.cli.analysis import ANALYSIS_COMMANDS, add_analysis_commands
 from maxl.core.losses import LOSSES
 from maxl.data.datasets import DATASETS
 from maxl.meta import ENGINES, ORDERS, DoubleBackwardError
+from maxl.nn.architectures import ARCHITECTURES, PENALTIES
 from maxl.nn.backbones import BACKBONES
 from maxl.train import distributed
 from maxl.train.aux_learner import TASK_NAMES as AUX_TASKS
@@ -78,6 +79,11 @@ FLAGS: dict[str, tuple[str, dict]] = {
                                                                        "after another into OUT/METHOD")),
     "--backbone": ("model.backbone", dict(choices=sorted(BACKBONES), help="backbone of both networks (default: "
                                           "tiny-cnn for digits, small-cnn for mnist, vgg16 else)")),
+    "--arch": ("model.arch", dict(choices=ARCHITECTURES, help="multi-task architecture: hard sharing (MAXL's), "
+               "soft sharing, cross-stitch, NDDR or MTAN (maxl.nn.architectures); the generator keeps its own backbone")),
+    "--soft-penalty": ("model.soft_penalty", dict(choices=PENALTIES, help="--arch soft: squared-L2 tie (Duong et "
+                       "al. 2015) or tensor trace norm (Yang & Hospedales 2017) of corresponding kernels")),
+    "--soft-weight": ("model.soft_weight", dict(type=float, help="--arch soft: weight of the penalty")),
     "--hidden": ("model.hidden", dict(type=int, help="hidden width of the heads")),
     "--no-batchnorm": ("model.batchnorm", dict(action="store_false", help="backbones without BatchNorm: then a "
                        "torchrun run over N processes computes the multi-task step of one process with the same "

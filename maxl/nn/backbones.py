@@ -46,6 +46,7 @@ class ConvNet(nn.Module):
             raise ValueError(f"widths {widths}, convs_per_block {convs_per_block} and pools {pools} differ in length")
         layers: list[nn.Module] = []
         c = in_channels
+        ends = []  # index after the last layer of each block, for the blocks view
         for width, n, pool in zip(widths, convs_per_block, pools):
             for _ in range(n):
                 norm = [nn.BatchNorm2d(width)] if batchnorm else []
@@ -53,10 +54,13 @@ class ConvNet(nn.Module):
                 c = width
             if pool:
                 layers.append(nn.MaxPool2d(2))
+            ends.append(len(layers))
         self.features = nn.Sequential(*layers)
         self.in_channels = in_channels
         self.min_size = 2 ** sum(pools)
         self.out_features = c
+        self.block_widths = tuple(widths)
+        self._block_bounds = tuple(zip((0, *ends[:-1]), ends))
         for m in self.modules():  # the MAXL reference: Xavier init, zero biases
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_normal_(m.weight)
@@ -75,6 +79,49 @@ class ConvNet(nn.Module):
         # global average pool as a mean: unlike AdaptiveAvgPool2d its backward is deterministic
         # on CUDA, so torch.use_deterministic_algorithms(True) accepts it
         return self.features(x).mean(dim=(2, 3))  # [B, C', h, w] -> [B, C']
+
+    # ------------------------------------------------------------------ blocks view
+    @property
+    def num_blocks(self) -> int:
+        """Number of blocks (``len(widths)``)."""
+        return len(self._block_bounds)
+
+    def block(self, i: int, h: Tensor) -> Tensor:
+        """Block ``i`` alone: its (conv → BN → ReLU) layers and its pool, applied to ``h``.
+
+        The blocks view that per-block multi-task architectures (cross-stitch, NDDR, MTAN) mix
+        between; it runs the layers of ``self.features`` (no copies), so
+        ``pool(block(n-1, ... block(0, x)))`` equals ``forward(x)``.
+
+        Shapes:
+            ``h``: ``[B, C_in, H, W]`` (block 0: the images) → ``[B, widths[i], H', W']``.
+
+        Raises:
+            IndexError: ``i`` outside ``0 .. num_blocks - 1``.
+        """
+        if not 0 <= i < self.num_blocks:
+            raise IndexError(f"block {i} of a backbone with {self.num_blocks} blocks")
+        start, end = self._block_bounds[i]
+        for j in range(start, end):  # the layers themselves, so functional_call / higher see them
+            h = self.features[j](h)
+        return h
+
+    @staticmethod
+    def pool(h: Tensor) -> Tensor:
+        """The global average pool of :meth:`forward`: ``[B, C, h, w]`` → ``[B, C]``."""
+        return h.mean(dim=(2, 3))
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise ValueError for images that :meth:`forward` would refuse."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected images [B, {self.in_channels}, H, W], got shape {tuple(x.shape)}"
+            )
+        if min(x.shape[-2:]) < self.min_size:
+            raise ValueError(
+                f"images of {x.shape[-2]}x{x.shape[-1]} are too small for this backbone "
+                f"({self.min_size} pixels at least)"
+            )
 
 
 def vgg16_bn(in_channels: int = 3, batchnorm: bool = True) -> ConvNet:

@@ -25,6 +25,7 @@ from maxl.core.hierarchy import Hierarchy
 from maxl.core.losses import classification_loss
 from maxl.data.datasets import DATASETS, load_dataset
 from maxl.data.readers import IDX_DATASETS
+from maxl.nn.architectures import ARCHITECTURES, PENALTIES, build_network
 from maxl.nn.backbones import BACKBONES, build_backbone
 from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
 from maxl.train import distributed
@@ -80,10 +81,11 @@ class ModelConfig:
     label-generation network: ``"own"`` (its own backbone, the paper) or ``"features"`` (a head
     on the multi-task network's detached features, :class:`maxl.nn.FeatureLabelGenerator`), and
     ``image_weight_range`` r: with r > 0 the generator also learns each image's auxiliary-loss
-    weight in [2^−r, 2^r] (WAMAL; 0: MAXL's equal weights), and ``gumbel_tau`` τ: with τ > 0 the
+    weight in [2^−r, 2^r] (WAMAL; 0: MAXL's equal weights), ``gumbel_tau`` τ: with τ > 0 the
     auxiliary head learns from hard one-hot samples of the generated labels, passed straight
     through a Gumbel-softmax of temperature τ (Jang, Gu, Poole, ICLR 2017; 0: the paper's soft
-    labels; ``TrainConfig.gumbel_tau_end`` anneals it)."""
+    labels; ``TrainConfig.gumbel_tau_end`` anneals it), and the multi-task architecture ``arch``
+    (:data:`maxl.nn.architectures.ARCHITECTURES`) with the soft-sharing penalty and its weight."""
 
     backbone: str | None = None
     hidden: int = 512
@@ -92,6 +94,9 @@ class ModelConfig:
     generator: str = "own"
     image_weight_range: float = 0.0
     gumbel_tau: float = 0.0
+    arch: str = "hard"
+    soft_penalty: str = "l2"
+    soft_weight: float = 0.01
 
     def __post_init__(self):
         if self.backbone is not None and self.backbone not in BACKBONES:
@@ -104,6 +109,11 @@ class ModelConfig:
             raise ValueError(f"image_weight_range must be >= 0 (0: no per-image weights), got {self.image_weight_range}")
         if self.gumbel_tau < 0:
             raise ValueError(f"gumbel_tau must be >= 0 (0: soft labels), got {self.gumbel_tau}")
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.arch!r}; expected one of {ARCHITECTURES}")
+        if self.soft_penalty not in PENALTIES or self.soft_weight < 0:
+            raise ValueError(f"soft_penalty must be one of {PENALTIES} and soft_weight >= 0, got "
+                             f"{self.soft_penalty!r}, {self.soft_weight}")
 
 
 @dataclass
@@ -199,10 +209,12 @@ GENERATORS = ("own", "features")
 def make_generator(kind: str, net: MultiTaskNetwork, backbone: str, in_channels: int, batchnorm: bool,
                    psi: list[int], hidden: int, weight_range: float = 0.0, gumbel_tau: float = 0.0) -> LabelGenerator:
     """The label-generation network of ``ModelConfig.generator``: ``"own"`` builds its own
-    backbone, ``"features"`` a head on ``net``'s backbone; ``weight_range`` > 0 adds per-image
-    auxiliary-loss weights, ``gumbel_tau`` > 0 hard labels (:class:`maxl.nn.LabelGenerator`)."""
-    if kind == "features":
-        return FeatureLabelGenerator(net.backbone, psi, hidden, weight_range=weight_range, gumbel_tau=gumbel_tau)
+    backbone, ``"features"`` a head on ``net``'s backbone (the primary task's features where the
+    architecture has one per task); ``weight_range`` > 0 adds per-image auxiliary-loss weights,
+    ``gumbel_tau`` > 0 hard labels (:class:`maxl.nn.LabelGenerator`)."""
+    if kind == "features":  # the primary task's features where the architecture has one per task
+        shared = net.backbone.task_view(0) if hasattr(net.backbone, "task_view") else net.backbone
+        return FeatureLabelGenerator(shared, psi, hidden, weight_range=weight_range, gumbel_tau=gumbel_tau)
     return LabelGenerator(build_backbone(backbone, in_channels, batchnorm), psi, hidden, weight_range=weight_range,
                           gumbel_tau=gumbel_tau)
 
@@ -274,8 +286,12 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         aux_labels, label_info = fixed_aux_labels(t.method, data, psi, t.seed, ae, resolve_device(t.device))
         say(f"[{t.method}] auxiliary labels made in {label_info['time_s']:.1f}s")
     seed_everything(t.seed)
-    net = MultiTaskNetwork(build_backbone(backbone, data.in_channels, m.batchnorm), data.num_primary,
-                           0 if t.method == "single" else sum(psi), m.hidden)
+    if m.arch != "hard" and run.aux.tasks:
+        raise ValueError(f"--aux {' '.join(run.aux.tasks)} needs --arch hard: the self-supervised tasks read one "
+                         f"shared feature vector, and {m.arch!r} has one per task")
+    net = build_network(m.arch, lambda: build_backbone(backbone, data.in_channels, m.batchnorm), data.num_primary,
+                        0 if t.method == "single" else sum(psi), m.hidden, batchnorm=m.batchnorm,
+                        soft_penalty=m.soft_penalty, soft_weight=m.soft_weight)
     generator = None
     if t.method == "maxl":
         generator = make_generator(m.generator, net, backbone, data.in_channels, m.batchnorm, psi, m.hidden,

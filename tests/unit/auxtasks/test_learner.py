@@ -60,8 +60,11 @@ def test_learner_in_a_plain_pytorch_loop_learns_digits(digits):
 def test_every_weighting_updates_every_parameter(name):
     torch.manual_seed(0)
     tasks = [Rotation("random", hidden=8), Colourisation(target_size=2)]
+    given = None
+    if name == "mgda-ub":  # solves on the batch's shared features: tasks on other inputs are refused
+        tasks, given = [SupervisedLabels(3, hidden=8)], {"supervised": torch.randint(0, 3, (8,))}
     model = AuxiliaryLearner(tiny_cnn(3), nn.Linear(32, 3), tasks, WEIGHTINGS[name]())
-    out = model(torch.rand(8, 3, 8, 8), torch.randint(0, 3, (8,)))
+    out = model(torch.rand(8, 3, 8, 8), torch.randint(0, 3, (8,)), aux_targets=given)
     model.backward(out)
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, pname

@@ -1,0 +1,211 @@
+"""Multi-task architectures and loss weightings on CIFAR-10 animal / vehicle (issue 14).
+
+Every architecture (:mod:`maxl.nn.architectures`) with the human hierarchy as auxiliary task
+under equal weights; hard sharing with every weighting (:mod:`auxtasks.weighting`); and, one
+seed each, every architecture with MAXL's generated labels::
+
+    python experiments/architectures.py run --data-root /tmp/data/cifar10-jpeg --out runs/architectures
+    python experiments/architectures.py time --out figures/architectures-timing.json
+    python experiments/architectures.py report --runs runs/architectures --timing figures/architectures-timing.json \\
+        --figures figures
+
+``run`` trains each configuration × seed with ``maxl train`` (in this process) into
+``OUT/<config>/seed<k>`` and skips finished runs (``--configs`` / ``--seeds`` pick a subset, so
+that two processes can share the grid). ``time`` measures the time of one training step (forward,
+backward, SGD step; batch 100, 32×32 RGB) of each configuration in this process, interleaved,
+the median over repeats. ``report`` reads only the run folders and the timing file and writes
+``architectures.md`` and ``architectures.csv``.
+
+CPU protocol: the generated-labels protocol of ``experiments/harness.py`` (``protocol-cifar10``:
+cnn3, linear heads, one-cycle SGD lr 0.1, batch 100, cross-entropy, flip + reflect crop) reduced
+to 2000 training images (no validation split), 2000 test images and 10 epochs, to fit about an
+hour of one CPU core for the whole grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ARCHS = ("hard", "soft", "cross-stitch", "nddr", "mtan")
+WEIGHTINGS = ("equal", "uncertainty", "dwa", "gradnorm", "pcgrad", "gcs", "mgda", "mgda-ub", "dtp")
+PROTOCOL = ["--dataset", "imagefolder", "--hierarchy", "animal-vehicle", "--backbone", "cnn3", "--hidden", "0",
+            "--normalisation", "0.5", "0.25", "--padding-mode", "reflect", "--batch-size", "100", "--lr", "0.1",
+            "--momentum", "0", "--lr-schedule", "onecycle", "--warmup", "0.15", "--loss", "ce",
+            "--train-subset", "2000", "--test-subset", "2000", "--epochs", "10", "--no-progress", "--threads", "1"]
+#: config name -> (maxl train flags, seeds)
+CONFIGS: dict[str, tuple[list[str], tuple[int, ...]]] = {
+    **{f"human/{a}/equal": (["--method", "human", "--arch", a], (0, 1, 2)) for a in ARCHS},
+    **{f"human/hard/{w}": (["--method", "human", "--weighting", w], (0, 1, 2)) for w in WEIGHTINGS[1:]},
+    **{f"maxl/{a}/equal": (["--method", "maxl", "--arch", a], (0,)) for a in ARCHS},
+    "single/hard/-": (["--method", "single"], (0, 1, 2)),
+}
+
+
+def run_folder(root: Path, config: str, seed: int) -> Path:
+    return root / config.replace("/", "_") / f"seed{seed}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from maxl.cli.commands import main as maxl_main
+
+    root = Path(args.out)
+    for config, (flags, seeds) in CONFIGS.items():
+        if args.configs and not any(config.startswith(c) for c in args.configs):
+            continue
+        for seed in seeds:
+            if args.seeds and seed not in args.seeds:
+                continue
+            folder = run_folder(root, config, seed)
+            if (folder / "summary.json").is_file():
+                continue
+            argv = ["train", *PROTOCOL, "--data-root", args.data_root, *flags, "--seed", str(seed),
+                    "--out", str(folder)]
+            print("maxl " + " ".join(argv), flush=True)
+            if maxl_main(argv) != 0:
+                print(f"run failed: {folder}", file=sys.stderr)
+                return 1
+    return 0
+
+
+def _learner(method: str, arch: str, weighting: str):
+    import torch
+
+    from maxl.core.losses import classification_loss
+    from maxl.nn.architectures import build_network
+    from maxl.nn.backbones import build_backbone
+    from maxl.train.aux_learner import build_learner
+
+    torch.manual_seed(0)
+    net = build_network(arch, lambda: build_backbone("cnn3", 3), 2, 0 if method == "single" else 10, 0)
+    labels = torch.randint(0, 10, (100,))
+    learner = build_learner(net, method, (), weighting, loss_fn=classification_loss("ce"), aux_labels=labels)
+    return net, learner
+
+
+def timing(args: argparse.Namespace) -> int:
+    """Median seconds per training step of each single-task / human configuration (MAXL's steps
+    are not timed here: their cost depends on the schedule)."""
+    import torch
+
+    torch.set_num_threads(1)
+    x, y, idx = torch.randn(100, 3, 32, 32), torch.randint(0, 2, (100,)), torch.arange(100)
+    cases = {c: (c.split("/")[0], c.split("/")[1], c.split("/")[2].replace("-", "equal") if c.endswith("/-")
+                 else c.split("/")[2]) for c in CONFIGS if not c.startswith("maxl")}
+    built = {}
+    for config, (method, arch, weighting) in cases.items():
+        net, learner = _learner(method, arch, weighting)
+        built[config] = (net, learner, torch.optim.SGD(learner.network_parameters(), lr=0.01),
+                         sum(p.numel() for p in net.parameters()))
+    times = {c: [] for c in built}
+    for _ in range(args.repeats):  # interleaved, so that a slow moment of the machine hits every case
+        for config, (net, learner, opt, _) in built.items():
+            start = time.perf_counter()
+            out = learner(x, y, index=idx)
+            opt.zero_grad(set_to_none=True)
+            learner.backward(out)
+            opt.step()
+            times[config].append(time.perf_counter() - start)
+    result = {c: {"step_s": statistics.median(t[1:]), "parameters": built[c][3]} for c, t in times.items()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"repeats": args.repeats, "batch": 100, "threads": 1, "steps": result},
+                                         indent=2) + "\n")
+    for c, r in result.items():
+        print(f"{c:<28} {1000 * r['step_s']:8.1f} ms  {r['parameters']:>9,d} parameters")
+    return 0
+
+
+def _mean_std(values):
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else float("nan")
+    return mean, std
+
+
+def _parameters(config: str) -> int:
+    method, arch, weighting = config.split("/")
+    net, _ = _learner("single" if method == "single" else "human", arch, "equal")
+    return sum(p.numel() for p in net.parameters())
+
+
+def report(args: argparse.Namespace) -> int:
+    root, out = Path(args.runs), Path(args.figures)
+    steps = json.loads(Path(args.timing).read_text())["steps"] if args.timing else {}
+    base = steps.get("human/hard/equal", {}).get("step_s")
+    rows, csv_rows = [], []
+    for config, (flags, seeds) in CONFIGS.items():
+        runs = []
+        for seed in seeds:
+            folder = run_folder(root, config, seed)
+            if (folder / "summary.json").is_file():
+                summary = json.loads((folder / "summary.json").read_text())
+                runs.append(summary)
+                csv_rows.append([config, seed, f"{summary['final_test_acc']:.4f}",
+                                 f"{summary['last5_mean_test_acc']:.4f}", f"{summary['mean_epoch_time_s']:.1f}"])
+        if not runs:
+            continue
+        final = _mean_std([100 * r["final_test_acc"] for r in runs])
+        last5 = _mean_std([100 * r["last5_mean_test_acc"] for r in runs])
+        step = steps.get(config, {}).get("step_s")
+        ratio = f"{step / base:.2f}" if step and base else "—"
+        method, arch, weighting = config.split("/")
+        fmt = (lambda m, s: f"{m:.2f} ± {s:.2f}" if not math.isnan(s) else f"{m:.2f}")
+        rows.append(f"| {method} | {arch} | {weighting} | {len(runs)} | {fmt(*final)} | {fmt(*last5)} | "
+                    f"{_parameters(config):,} | {ratio} | {statistics.mean(r['mean_epoch_time_s'] for r in runs):.0f} |")
+    if not rows:
+        print(f"no finished runs under {root}", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["# Multi-task architectures and loss weightings, CIFAR-10 animal / vehicle (CPU protocol)", "",
+             "Primary test accuracy (%) after the last epoch and the mean of the last 5 epochs, mean ± std over "
+             "seeds (seed k draws the same training subset and initial seed for every row); parameters of the "
+             "multi-task network (label-generation network not counted); time per training step relative to hard "
+             "sharing with the human hierarchy and equal weights (`experiments/architectures.py time`: batch 100, "
+             "one thread, median of interleaved repeats); s / epoch as measured in the runs (2 shared cores, "
+             "with the test evaluation).", "",
+             "| method | architecture | weighting | seeds | final acc | last-5 mean | parameters | time / step "
+             "vs hard | s / epoch |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
+             "Protocol: " + " ".join(PROTOCOL) + " (the generated-labels protocol reduced to 2000 training "
+             "images, no validation split, 10 epochs). ψ = [6, 4]. MAXL rows: one seed, the alternate schedule, "
+             "a one-step look-ahead (with soft sharing that look-ahead carries no signal to the generator, see "
+             "maxl/nn/architectures/soft.py)."]
+    (out / "architectures.md").write_text("\n".join(lines) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["config", "seed", "final_test_acc", "last5_mean_test_acc", "mean_epoch_time_s"])
+    writer.writerows(csv_rows)
+    (out / "architectures.csv").write_text(buffer.getvalue())
+    print("\n".join(lines))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--data-root", required=True)
+    r.add_argument("--out", default="runs/architectures")
+    r.add_argument("--configs", nargs="*", help="config name prefixes, e.g. human/hard maxl")
+    r.add_argument("--seeds", nargs="*", type=int)
+    t = sub.add_parser("time")
+    t.add_argument("--out", default="figures/architectures-timing.json")
+    t.add_argument("--repeats", type=int, default=15)
+    p = sub.add_parser("report")
+    p.add_argument("--runs", default="runs/architectures")
+    p.add_argument("--timing", default=None)
+    p.add_argument("--figures", default="figures")
+    args = parser.parse_args(argv)
+    return {"run": run, "time": timing, "report": report}[args.command](args)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""MAXL's meta-gradient through every multi-task architecture, against float64 central finite
+differences of the outer objective evaluated by plain module calls, for every engine that
+applies (``func``, ``higher``, ``jvp``, and the fused forms of ``func`` and ``jvp``), through
+the learner (so that soft sharing's penalty is in the look-ahead's loss, as in the real step)."""
+
+import copy
+import functools
+
+import pytest
+import torch
+
+from auxtasks import AuxiliaryLearner, GeneratedLabels
+from maxl.core.losses import classification_loss, negative_entropy
+from maxl.meta import MetaConfig
+from maxl.nn.architectures import build_network
+from maxl.nn.backbones import ConvNet
+from maxl.nn.networks import LabelGenerator
+
+from tests.unit.meta.tiny import PSI, finite_difference_gradient, flat
+
+ALPHA, LAM = 0.5, 0.2
+ARCHS = ["hard", "soft-l2", "soft-trace", "cross-stitch", "nddr", "mtan"]
+VARIANTS = ["meta-func", "meta-higher", "meta-jvp", "fused-func", "fused-jvp"]
+
+
+def problem(arch):
+    """A float64 network of two-block backbones (so the per-block architectures mix twice), a
+    generator, images ``[6, 1, 4, 4]`` and labels ``[6]``."""
+    torch.manual_seed(0)
+    name, _, penalty = arch.partition("-") if arch.startswith("soft") else (arch, "", "")
+    net = build_network(name, lambda: ConvNet(1, (3, 2), (1, 1)), len(PSI), sum(PSI), hidden=5,
+                        soft_penalty=penalty or "l2", soft_weight=0.7).double()
+    gen = LabelGenerator(ConvNet(1, (3,), (1,)), PSI, hidden=5).double()
+    x = torch.randn(6, 1, 4, 4, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 2, 1])
+    return net, gen, x, y
+
+
+def naive_objective(net, gen, x, y, loss_fn, steps):
+    """J(θ2) by plain module calls: a copy of the network takes ``steps`` SGD steps on
+    L_pri + L_aux (+ the architecture's penalty), then L_pri + λH."""
+    soft = gen(x, y)
+    look = copy.deepcopy(net)
+    for _ in range(steps):
+        pri, aux = look(x)
+        inner = loss_fn(pri, y) + loss_fn(aux, soft)
+        penalty = getattr(look.backbone, "penalty", lambda: None)()
+        if penalty is not None:
+            inner = inner + penalty
+        grads = torch.autograd.grad(inner, list(look.parameters()))
+        with torch.no_grad():
+            for p, g in zip(look.parameters(), grads):
+                p -= ALPHA * g
+    return loss_fn(look(x)[0], y) + LAM * negative_entropy(soft)
+
+
+@functools.cache
+def fd_gradient(arch, steps):
+    net, gen, x, y = problem(arch)
+    loss_fn = classification_loss("focal")
+    with torch.no_grad():
+        return flat(finite_difference_gradient(
+            lambda: torch.enable_grad().__enter__() or naive_objective(net, gen, x, y, loss_fn, steps),
+            list(gen.parameters())))
+
+
+def learner_of(net, gen, engine, steps=1):
+    cfg = MetaConfig(inner_lr=ALPHA, entropy_weight=LAM, engine=engine, inner_steps=steps)
+    task = GeneratedLabels(gen, meta=cfg, loss_fn=classification_loss("focal"), head=net.aux_head, name="maxl")
+    return AuxiliaryLearner.from_multitask_network(net, [task], primary_loss=classification_loss("focal"))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_meta_gradient_through_the_architecture_equals_finite_differences(arch, variant):
+    """Soft sharing's backbones meet only through the penalty, which θ2 does not move: one
+    look-ahead step leaves the primary backbone's step independent of θ2 (the look-ahead's term
+    is zero), so the engines that unroll take two steps there, and ``jvp`` checks the zero."""
+    net, gen, x, y = problem(arch)
+    kind, engine = variant.split("-")
+    steps = 2 if arch.startswith("soft") and engine != "jvp" else 1
+    learner = learner_of(net, gen, engine, steps)
+    if kind == "fused":
+        assert learner.can_fuse()
+        exact = flat(learner_of(copy.deepcopy(net), gen, engine, steps).fused_gradients(x, y).meta.grads)
+    else:
+        exact = flat(learner.meta_gradient(x, y).grads)
+    fd = fd_gradient(arch, steps)
+    rel = (exact - fd).norm() / fd.norm()
+    assert rel < 1e-6, f"relative error {rel:.2e}"
+    ent_only = flat(torch.autograd.grad(LAM * negative_entropy(gen(x, y)), list(gen.parameters())))
+    look_ahead_term = (ent_only - fd).norm() / fd.norm()
+    if arch.startswith("soft") and steps == 1:
+        assert look_ahead_term < 1e-6
+    else:
+        assert look_ahead_term > 1e-2  # the look-ahead's term counts here
+
+
+@pytest.mark.parametrize("arch", ["soft-l2", "cross-stitch", "mtan"])
+def test_fused_multitask_gradient_equals_the_learner_step(arch):
+    """The fused step's update of θ1 is the learner's plain step on the same labels (penalty included)."""
+    net, gen, x, y = problem(arch)
+    learner = learner_of(copy.deepcopy(net), gen, "func")
+    fused = learner.fused_gradients(x, y)
+    plain = learner_of(copy.deepcopy(net), gen, "func")
+    out = plain(x, y, aux_targets={"maxl": fused.meta.soft_labels})
+    plain.backward(out)
+    grads = [p.grad for p in plain.lookahead_parameters()]
+    torch.testing.assert_close(flat(fused.net_grads), flat(grads), rtol=1e-10, atol=1e-12)
+    assert (out.penalty is not None) == arch.startswith("soft")
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if not a.startswith("soft")])
+def test_first_order_meta_gradient_is_close_to_the_exact_one(arch):
+    """The finite-difference first-order engine approximates the exact one through the architecture
+    (soft sharing's one-step look-ahead term is zero: nothing to approximate)."""
+    net, gen, x, y = problem(arch)
+    cfg = dict(inner_lr=0.01, entropy_weight=0.0)
+    loss_fn = classification_loss("focal")
+
+    def grads(**kw):
+        task = GeneratedLabels(gen, meta=MetaConfig(**cfg, **kw), loss_fn=loss_fn, head=net.aux_head, name="maxl")
+        return flat(AuxiliaryLearner.from_multitask_network(net, [task], primary_loss=loss_fn).meta_gradient(x, y).grads)
+
+    exact, approx = grads(engine="func"), grads(order="first")
+    assert torch.nn.functional.cosine_similarity(exact, approx, dim=0) > 0.99
