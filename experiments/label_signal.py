@@ -336,6 +336,10 @@ def main(argv: list[str] | None = None) -> None:
             "--preset", "paper"]
     (config,), _ = cli.run_configs(cli.build_parser().parse_args(["train", *run]))
     trainer = build(config)
+    needed = args.batches * trainer.config.batch_size + args.outer_images
+    if needed > len(trainer.train_set):
+        parser.error(f"--batches {args.batches} x {trainer.config.batch_size} images + --outer-images "
+                     f"{args.outer_images} = {needed} > the {len(trainer.train_set)} training images")
     rng = np.random.default_rng(args.seed)
     points = []
     for epoch in sorted(set(args.epochs_at)):
