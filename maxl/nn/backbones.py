@@ -67,15 +67,7 @@ class ConvNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected images [B, {self.in_channels}, H, W], got shape {tuple(x.shape)}"
-            )
-        if min(x.shape[-2:]) < self.min_size:
-            raise ValueError(
-                f"images of {x.shape[-2]}x{x.shape[-1]} are too small for this backbone "
-                f"({self.min_size} pixels at least)"
-            )
+        self.check_input(x)
         # global average pool as a mean: unlike AdaptiveAvgPool2d its backward is deterministic
         # on CUDA, so torch.use_deterministic_algorithms(True) accepts it
         return self.features(x).mean(dim=(2, 3))  # [B, C', h, w] -> [B, C']
