@@ -367,7 +367,9 @@ def markdown(result: dict) -> str:
     ]
     for bench in result["backbones"]:
         c, h, w = bench["image"]
-        lines += [f"## {bench['backbone']}, {c}×{h}×{w}, ψ = [{bench['psi'][0]}]×{len(bench['psi'])}", "",
+        psi = bench["psi"]
+        psi_text = f"[{psi[0]}]×{len(psi)}" if len(set(psi)) == 1 else str(list(psi))
+        lines += [f"## {bench['backbone']}, {c}×{h}×{w}, ψ = {psi_text}", "",
                   f"Load average (1 min) {bench['loadavg_before'][0]:.1f} before, "
                   f"{bench['loadavg_after'][0]:.1f} after the timing.", ""]
         header = "| variant | what | time (ms) | ratio | target | GFLOP | FLOP ratio | memory (MB) | memory ratio |"
