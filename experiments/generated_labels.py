@@ -60,6 +60,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ps-adam-w1": ("maxl", (*PER_STEP, *ADAM, "--image-weight-range", "1")),
     "ps-adam-mi-other-w1": ("maxl", (*PER_STEP, *ADAM, "--image-entropy-weight", "0.2", "--meta-batch", "other",
                                      "--image-weight-range", "1")),
+    # a two-step differentiable look-ahead on every multi-task step (the fused func engine)
+    "ps-adam-k2": ("maxl", ("--schedule", "per-step", "--meta-engine", "func", *ADAM, "--inner-steps", "2")),
     # the look-ahead's push on the labels with its per-class mean removed (which image takes which class)
     "ps-adam-centred": ("maxl", (*PER_STEP, *ADAM, "--centre-meta-gradient")),
     "ps-adam-mi-centred": ("maxl", (*PER_STEP, *ADAM, "--image-entropy-weight", "0.2", "--centre-meta-gradient")),
