@@ -13,6 +13,7 @@ import os
 import pickle
 import random
 import re
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -30,19 +31,33 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be loaded: corrupt, unsafe, or from a run with other settings."""
 
 
+def _atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary file of its own in ``path``'s folder, then rename it over
+    ``path``: a crash mid-write never leaves a truncated file, and two processes writing the same
+    file at once each leave a whole one (their temporaries have different names)."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)  # the permissions of a plain open(), not mkstemp's 0600
+    try:
+        write(Path(name))
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
 def atomic_torch_save(obj, path: Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``:
     a crash mid-write never leaves a truncated checkpoint behind."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def capture_rng(device: torch.device) -> dict:
