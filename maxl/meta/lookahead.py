@@ -21,8 +21,8 @@ from maxl.meta.engine import ExtraInnerLoss, LossFn, OuterBatch
 if TYPE_CHECKING:
     from maxl.meta.config import MetaConfig
 
-__all__ = ["Forward", "generated_targets", "trainable", "buffer_copies", "functional_forward", "outer_pair", "multitask_loss",
-           "multitask_gradient", "unroll", "lookahead_direction"]
+__all__ = ["Forward", "generated_targets", "trainable", "buffer_copies", "functional_forward", "outer_pair",
+           "multitask_loss", "multitask_gradient", "unroll", "lookahead_direction"]
 
 Forward = Callable[[Sequence[Tensor]], tuple[Tensor, Tensor]]
 """``call(params) -> (primary [B, P], aux [B, K])``: the network's forward with replaced parameters."""

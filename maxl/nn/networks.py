@@ -135,16 +135,18 @@ class LabelGenerator(nn.Module):
         column is the weight's logit z)."""
         return self.head(self.backbone(x))
 
+    def _scales(self, logits: Tensor) -> Tensor:
+        """Each image's auxiliary-loss scale s = 2^(2r·σ(z) − r) float ``[B]`` from the head's
+        logits ``[B, sum(ψ) + 1]`` (z: the last column); needs a weight range."""
+        r = self.weight_range
+        return torch.exp2(2 * r * torch.sigmoid(logits[:, self.hierarchy.num_aux]) - r)
+
     def labels_and_scales(self, x: Tensor, primary: Tensor) -> tuple[Tensor, Tensor]:
         """Soft labels float ``[B, sum(ψ)]`` and each image's auxiliary-loss scale float ``[B]``,
         s = 2^(2r·σ(z) − r) (all ones without a weight range)."""
         logits = self.logits(x)
-        k = self.hierarchy.num_aux
-        soft = self.hierarchy.masked_softmax(logits[:, :k], primary)
-        if not self.weight_range:
-            return soft, torch.ones_like(soft[:, 0])
-        r = self.weight_range
-        return soft, torch.exp2(2 * r * torch.sigmoid(logits[:, k]) - r)
+        soft = self.hierarchy.masked_softmax(logits[:, :self.hierarchy.num_aux], primary)
+        return soft, (self._scales(logits) if self.weight_range else torch.ones_like(soft[:, 0]))
 
     def labels_and_targets(self, x: Tensor, primary: Tensor) -> tuple[Tensor, Tensor]:
         """The soft labels and what the auxiliary head learns from, both functions of θ2.
@@ -180,15 +182,12 @@ class LabelGenerator(nn.Module):
             hard = torch.nn.functional.one_hot(winner, k).to(z.dtype)
             target = hard + (relaxed - relaxed.detach())  # exactly h (r − r = 0), gradient ∂r: straight through
         if self.weight_range:
-            r = self.weight_range
-            scale = torch.exp2(2 * r * torch.sigmoid(logits[:, k]) - r)  # s = 2^(2r·σ(z) − r), [B]
-            target = target * scale[:, None]
+            target = target * self._scales(logits)[:, None]  # s = 2^(2r·σ(z) − r), [B]
         return soft, target
 
     def forward(self, x: Tensor, primary: Tensor) -> Tensor:
-        if self.weight_range:
-            return self.labels_and_scales(x, primary)[0]
-        return self.hierarchy.masked_softmax(self.logits(x), primary)
+        # the label columns only: with a weight range the last logit is the weight's
+        return self.hierarchy.masked_softmax(self.logits(x)[:, :self.hierarchy.num_aux], primary)
 
 
 class FeatureLabelGenerator(LabelGenerator):
