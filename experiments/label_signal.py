@@ -75,6 +75,38 @@ def _items(dataset, indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             torch.as_tensor([int(it[2]) for it in items]))
 
 
+def _outer_set(trainer, images: Tensor, outer_images: int, seed: int):
+    """``(x_o, y_o)``: ``outer_images`` training images outside ``images``, drawn from ``seed``
+    (None for 0: the outer loss on the inner batch, the paper's J)."""
+    if not outer_images:
+        return None
+    rest = torch.ones(len(trainer.train_set), dtype=torch.bool)
+    rest[images] = False
+    pool = rest.nonzero().squeeze(1)
+    pick = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:outer_images]]
+    return _items(trainer.train_set, pick)[:2]
+
+
+KINDS = ("human", "random", "generated", "uniform")
+
+
+def _label_target(kind: str, trainer, x: Tensor, y: Tensor, idx: Tensor, draw: torch.Generator) -> Tensor:
+    """The auxiliary targets float ``[B, sum(ψ)]`` of one kind of labels: the human fine labels,
+    a random class inside each image's block (drawn from ``draw``), the generator's current labels
+    or uniform labels inside the block (no gradient)."""
+    hierarchy, k = trainer.generator.hierarchy, trainer.generator.hierarchy.num_aux
+    with torch.no_grad():
+        if kind == "human":
+            return nn.functional.one_hot(trainer.human_labels[idx], k).to(x.dtype)
+        if kind == "random":
+            starts = torch.as_tensor(hierarchy.starts)[y]
+            widths = torch.as_tensor(hierarchy.psi)[y]
+            return nn.functional.one_hot(starts + (torch.rand(len(y), generator=draw) * widths).long(), k).to(x.dtype)
+        if kind == "generated":
+            return trainer.generator(x, y)
+        return hierarchy.masked_softmax(torch.zeros(len(y), k), y)
+
+
 def label_gradients(trainer, batches: int, seed: int, shuffle: int = 0, outer_images: int = 0
                     ) -> dict[str, np.ndarray]:
     """∂J/∂z on ``batches`` training batches of a fixed set of images (drawn from ``seed``), the
@@ -89,13 +121,7 @@ def label_gradients(trainer, batches: int, seed: int, shuffle: int = 0, outer_im
     generator = torch.Generator().manual_seed(seed)
     images = torch.randperm(len(trainer.train_set), generator=generator)[: batches * trainer.config.batch_size]
     order = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(shuffle))] if shuffle else images
-    outer = None
-    if outer_images:
-        rest = torch.ones(len(trainer.train_set), dtype=torch.bool)
-        rest[images] = False
-        pool = rest.nonzero().squeeze(1)
-        pick = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed + 1))[:outer_images]]
-        outer = _items(trainer.train_set, pick)[:2]
+    outer = _outer_set(trainer, images, outer_images, seed + 1)
     net.train()  # the look-ahead runs in training mode, as in a real meta step (on copies of the buffers)
     for chunk in order.split(trainer.config.batch_size):
         x, y, idx = _items(trainer.train_set, chunk)
@@ -143,34 +169,18 @@ def objective_by_labels(trainer, batches: int, seed: int, outer_images: int = 0,
         ``human_minus_random`` / ``human_minus_random_se``: the mean paired difference over batches
         and its standard error.
     """
-    gen, net = trainer.generator, trainer.net
-    hierarchy = gen.hierarchy
     alpha = trainer.optimizer.param_groups[0]["lr"]
     images = torch.randperm(len(trainer.train_set), generator=torch.Generator().manual_seed(seed))
     images = images[: batches * trainer.config.batch_size]
-    outer = None
-    if outer_images:
-        rest = torch.ones(len(trainer.train_set), dtype=torch.bool)
-        rest[images] = False
-        pool = rest.nonzero().squeeze(1)
-        outer = _items(trainer.train_set, pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(
-            seed + 1))[:outer_images]])[:2]
+    outer = _outer_set(trainer, images, outer_images, seed + 1)
     draw = torch.Generator().manual_seed(seed + 2)
-    losses: dict[str, list[float]] = {"human": [], "random": [], "generated": [], "uniform": []}
-    net.train()
+    losses: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    trainer.net.train()
     for chunk in images.split(trainer.config.batch_size):
         x, y, idx = _items(trainer.train_set, chunk)
-        k = hierarchy.num_aux
-        starts = torch.as_tensor([sum(hierarchy.psi[:c]) for c in range(len(hierarchy.psi))])[y]
-        widths = torch.as_tensor(hierarchy.psi)[y]
-        random = starts + (torch.rand(len(y), generator=draw) * widths).long()
-        with torch.no_grad():
-            targets = {"human": nn.functional.one_hot(trainer.human_labels[idx], k).to(x.dtype),
-                       "random": nn.functional.one_hot(random, k).to(x.dtype),
-                       "generated": gen(x, y),
-                       "uniform": hierarchy.masked_softmax(torch.zeros(len(y), k), y)}
         x_o, y_o = outer if outer is not None else (x, y)
-        for kind, target in targets.items():
+        for kind in KINDS:
+            target = _label_target(kind, trainer, x, y, idx, draw)
             losses[kind].append(_lookahead_outer_loss(trainer, x, y, target, x_o, y_o, alpha, masked))
     diff = np.array(losses["human"]) - np.array(losses["random"])
     tag = "masked_" if masked else ""
@@ -193,7 +203,6 @@ def horizon_effect(trainer, horizons: list[int], seed: int, outer_images: int, r
     """
     import copy
 
-    gen, hierarchy = trainer.generator, trainer.generator.hierarchy
     alpha = trainer.optimizer.param_groups[0]["lr"]
     n = len(trainer.train_set)
     held = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:outer_images]
@@ -202,29 +211,16 @@ def horizon_effect(trainer, horizons: list[int], seed: int, outer_images: int, r
     rest[held] = False
     pool = rest.nonzero().squeeze(1)
     k_max, b = max(horizons), trainer.config.batch_size
-    kinds = ("human", "random", "generated", "uniform")
-    results = {k: {kind: [] for kind in kinds} for k in horizons}
+    results = {k: {kind: [] for kind in KINDS} for k in horizons}
     for r in range(repeats):
         order = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed + 10 + r))]
         batches = [_items(trainer.train_set, order[(i * b) % len(order):][:b]) for i in range(k_max)]
         draw = torch.Generator().manual_seed(seed + 100 + r)
-        for kind in kinds:
+        for kind in KINDS:
             net = copy.deepcopy(trainer.net)
             opt = torch.optim.SGD(net.parameters(), lr=alpha)
             for step, (x, y, idx) in enumerate(batches, 1):
-                k = hierarchy.num_aux
-                with torch.no_grad():
-                    if kind == "human":
-                        target = nn.functional.one_hot(trainer.human_labels[idx], k).float()
-                    elif kind == "random":
-                        starts = torch.as_tensor([sum(hierarchy.psi[:c]) for c in range(len(hierarchy.psi))])[y]
-                        widths = torch.as_tensor(hierarchy.psi)[y]
-                        target = nn.functional.one_hot(starts + (torch.rand(len(y), generator=draw) * widths).long(),
-                                                       k).float()
-                    elif kind == "generated":
-                        target = gen(x, y)
-                    else:
-                        target = hierarchy.masked_softmax(torch.zeros(len(y), k), y)
+                target = _label_target(kind, trainer, x, y, idx, draw)
                 net.train()
                 primary, aux = net(x)
                 loss = trainer.loss_fn(primary, y) + trainer.loss_fn(aux, target)
