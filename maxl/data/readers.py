@@ -171,9 +171,20 @@ def read_idx_dataset(root: Path, name: str, download: bool = False) -> tuple[Spl
     return splits[0], splits[1], classes
 
 
-def _md5_error(cls, folder: Path, err: Exception) -> ValueError:
-    return ValueError(f"torchvision rejected the {cls.__name__} files in {folder}: they exist but fail its md5 "
-                      f"check (corrupted, or not the official release): {err}")
+def _open_splits(cls, root: Path, folder: Path, download: bool) -> list:
+    """torchvision's ``cls(root, split=...)`` for ``"train"`` then ``"test"``.
+
+    Raises:
+        ValueError: torchvision rejects the files in ``folder`` (its md5 check).
+    """
+    splits = []
+    for split in ("train", "test"):
+        try:
+            splits.append(cls(root, split=split, download=download))
+        except RuntimeError as err:
+            raise ValueError(f"torchvision rejected the {cls.__name__} files in {folder}: they exist but fail its "
+                             f"md5 check (corrupted, or not the official release): {err}") from err
+    return splits
 
 
 def read_svhn(root: Path, download: bool = False) -> tuple[Split, Split, list[str]]:
@@ -193,13 +204,8 @@ def read_svhn(root: Path, download: bool = False) -> tuple[Split, Split, list[st
     if missing and not download:
         raise FileNotFoundError(f"SVHN not found: missing {', '.join(missing)} in {root}. maxl expects <root>/"
                                 f"{LAYOUT['svhn']}. Pass download=True (--download) to fetch them.")
-    splits = []
-    for split in ("train", "test"):
-        try:
-            ds = cls(root, split=split, download=download)
-        except RuntimeError as err:
-            raise _md5_error(cls, root, err) from err
-        splits.append((torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels).long()))
+    splits = [(torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels).long())
+              for ds in _open_splits(cls, root, root, download)]
     return splits[0], splits[1], [str(d) for d in range(10)]
 
 
@@ -222,12 +228,7 @@ def read_stl10(root: Path, download: bool = False) -> tuple[Split, Split, list[s
         raise FileNotFoundError(
             f"STL-10 not found: missing {', '.join(missing)} in {folder}. maxl expects <root>/{LAYOUT['stl10']} "
             f"(torchvision's STL10 checks unlabeled_X.bin too). Pass download=True (--download) to fetch them.")
-    splits = []
-    for split in ("train", "test"):
-        try:
-            ds = cls(root, split=split, download=download)
-        except RuntimeError as err:
-            raise _md5_error(cls, folder, err) from err
-        splits.append((torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels.astype("int64"))))
-    names = [n.strip() for n in getattr(ds, "classes", _STL10_NAMES) if n.strip()]
+    opened = _open_splits(cls, root, folder, download)
+    splits = [(torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels.astype("int64"))) for ds in opened]
+    names = [n.strip() for n in getattr(opened[-1], "classes", _STL10_NAMES) if n.strip()]
     return splits[0], splits[1], names
