@@ -163,12 +163,12 @@ def make_cases(names: list[str], backbone: str, batch_size: int, device: torch.d
     data = TensorDataset(x.cpu(), y.cpu(), idx.cpu())  # unused by the step methods
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    def trainer(method, meta=None, schedule="alternate", k=1):
+    def trainer(method, meta=None, schedule="alternate", k=1, generator=None):
         cfg = TrainConfig(method=method, batch_size=batch_size, schedule=schedule, gen_every=k, seed=seed,
                           device=str(device), progress=False, meta=meta or MetaConfig())
         if method == "single":
             return Trainer(nets["single"], data, data, cfg)
-        return Trainer(nets["net"], data, data, cfg, generator=nets["generator"])
+        return Trainer(nets["net"], data, data, cfg, generator=generator or nets["generator"])
 
     cases = {}
     for name in names:
@@ -184,9 +184,8 @@ def make_cases(names: list[str], backbone: str, batch_size: int, device: torch.d
                 generator = FeatureLabelGenerator(net.backbone, psi, **gen_kwargs)
             else:
                 generator = LabelGenerator(build_backbone(backbone, channels), psi, **gen_kwargs)
-            cfg = TrainConfig(method="maxl", batch_size=batch_size, schedule="per-step", seed=seed,
-                              device=str(device), progress=False, meta=MetaConfig(**vars(meta)))
-            t = Trainer(net, data, data, cfg, generator=generator.to(device=device, memory_format=fmt))
+            t = trainer("maxl", MetaConfig(**vars(meta)), "per-step",
+                        generator=generator.to(device=device, memory_format=fmt))
             unit, iterations = (lambda t=t: t.steps.fused(x, y, idx)), 1
         elif name.startswith("every"):
             k = int(name[5:])
