@@ -16,11 +16,9 @@ from typing import NamedTuple
 
 import torch
 
-from maxl.nn.backbones import build_backbone
 from maxl.data.datasets import DataBundle, load_dataset
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.nn.architectures import build_network
-from maxl.train.build import make_generator
+from maxl.train.build import make_generator, make_network
 
 __all__ = ["Run", "load_run", "read_config", "read_metrics", "read_summary", "run_label"]
 
@@ -136,10 +134,8 @@ def load_run(run_dir: str | os.PathLike, *, data_root: str | os.PathLike | None 
                          f"{d['num_test']}; is data_root the same data set?")
     method, psi = config["train"]["method"], list(m["psi"])
     num_aux = 0 if method == "single" else sum(psi)
-    batchnorm = m.get("batchnorm", True)
-    net = build_network(m.get("arch", "hard"), lambda: build_backbone(m["backbone"], data.in_channels, batchnorm),
-                        m["num_primary"], num_aux, m["hidden"], batchnorm=batchnorm,
-                        soft_penalty=m.get("soft_penalty", "l2"), soft_weight=m.get("soft_weight", 0.01))
+    net = make_network(m.get("arch", "hard"), m["backbone"], data.in_channels, m.get("batchnorm", True),
+                       m["num_primary"], num_aux, m["hidden"], m.get("soft_penalty", "l2"), m.get("soft_weight", 0.01))
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     generator = None
     if "generator" in state:

@@ -35,7 +35,7 @@ from maxl.train.config import FIXED_LABEL_METHODS, TrainConfig
 from maxl.train.trainer import Trainer, resolve_device, seed_everything
 
 __all__ = ["DataConfig", "ModelConfig", "AuxConfig", "BaselineConfig", "RunConfig", "build", "parse_psi",
-           "make_generator", "GENERATORS", "DEFAULT_BACKBONE", "DEFAULT_AUX_PER_CLASS"]
+           "make_generator", "make_network", "GENERATORS", "DEFAULT_BACKBONE", "DEFAULT_AUX_PER_CLASS"]
 
 #: Per data set: the backbone that fits its images.
 DEFAULT_BACKBONE = {"digits": "tiny-cnn", **{d: "small-cnn" for d in IDX_DATASETS}, "cifar10": "vgg16",
@@ -206,6 +206,15 @@ class RunConfig:
 GENERATORS = ("own", "features")
 
 
+def make_network(arch: str, backbone: str, in_channels: int, batchnorm: bool, num_primary: int, num_aux: int,
+                 hidden: int, soft_penalty: str = "l2", soft_weight: float = 0.01) -> MultiTaskNetwork:
+    """The multi-task network of ``ModelConfig.arch`` on backbones ``backbone`` (a fresh one per
+    call of the architecture, :func:`maxl.nn.architectures.build_network`); ``num_aux`` = 0 for
+    single-task."""
+    return build_network(arch, lambda: build_backbone(backbone, in_channels, batchnorm), num_primary, num_aux, hidden,
+                         batchnorm=batchnorm, soft_penalty=soft_penalty, soft_weight=soft_weight)
+
+
 def make_generator(kind: str, net: MultiTaskNetwork, backbone: str, in_channels: int, batchnorm: bool,
                    psi: list[int], hidden: int, weight_range: float = 0.0, gumbel_tau: float = 0.0) -> LabelGenerator:
     """The label-generation network of ``ModelConfig.generator``: ``"own"`` builds its own
@@ -289,9 +298,8 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
     if m.arch != "hard" and run.aux.tasks:
         raise ValueError(f"--aux {' '.join(run.aux.tasks)} needs --arch hard: the self-supervised tasks read one "
                          f"shared feature vector, and {m.arch!r} has one per task")
-    net = build_network(m.arch, lambda: build_backbone(backbone, data.in_channels, m.batchnorm), data.num_primary,
-                        0 if t.method == "single" else sum(psi), m.hidden, batchnorm=m.batchnorm,
-                        soft_penalty=m.soft_penalty, soft_weight=m.soft_weight)
+    net = make_network(m.arch, backbone, data.in_channels, m.batchnorm, data.num_primary,
+                       0 if t.method == "single" else sum(psi), m.hidden, m.soft_penalty, m.soft_weight)
     generator = None
     if t.method == "maxl":
         generator = make_generator(m.generator, net, backbone, data.in_channels, m.batchnorm, psi, m.hidden,
