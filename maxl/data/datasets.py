@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from maxl.data import cifar100
-from maxl.data.readers import EMNIST_SPLITS, IDX_DATASETS, LAYOUT, atomic_write, read_idx_dataset, read_stl10, read_svhn
+from maxl.data.readers import IDX_DATASETS, LAYOUT, atomic_write, read_idx_dataset, read_stl10, read_svhn
 from maxl.data.user_hierarchy import (Groups, TwoLevelImageFolder, check_primary_images, is_hierarchy_file,
                                       is_two_level, parent_of_classes, read_hierarchy_file)
 
