@@ -13,13 +13,13 @@ import os
 import pickle
 import random
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from maxl.data.readers import atomic_write
 from maxl.train import distributed
 from maxl.train.config import RESUMABLE_CHANGES
 
@@ -31,33 +31,15 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be loaded: corrupt, unsafe, or from a run with other settings."""
 
 
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp)`` to a temporary file of its own in ``path``'s folder, then rename it over
-    ``path``: a crash mid-write never leaves a truncated file, and two processes writing the same
-    file at once each leave a whole one (their temporaries have different names)."""
-    path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)  # the permissions of a plain open(), not mkstemp's 0600
-    try:
-        write(Path(name))
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-
-
 def atomic_torch_save(obj, path: Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``:
     a crash mid-write never leaves a truncated checkpoint behind."""
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    _atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
 
 
 def capture_rng(device: torch.device) -> dict:
