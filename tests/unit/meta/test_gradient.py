@@ -19,7 +19,8 @@ from maxl.core.losses import classification_loss, negative_entropy
 from maxl.meta import MetaConfig, fused_step, meta_gradient
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 
-from tests.unit.meta.tiny import PSI, finite_difference_gradient, flat, naive_outer_objective, tiny_networks
+from tests.unit.meta.tiny import (EXACT_VARIANTS, PSI, finite_difference_gradient, flat, naive_outer_objective,
+                                  tiny_networks)
 
 
 def exact_meta_grads(variant, net, gen, x, y, loss_fn, cfg):
@@ -32,7 +33,6 @@ def exact_meta_grads(variant, net, gen, x, y, loss_fn, cfg):
     return meta_gradient(net, gen, x, y, loss_fn, cfg).grads
 
 
-EXACT_VARIANTS = ["meta-func", "meta-higher", "meta-jvp", "fused-func", "fused-jvp"]
 
 
 @functools.cache

@@ -20,7 +20,7 @@ from maxl.meta.lookahead import generated_targets
 from maxl.nn.backbones import ConvNet
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 
-from tests.unit.meta.tiny import PSI, flat, outer_batch
+from tests.unit.meta.tiny import EXACT_VARIANTS, PSI, exact_meta_result, flat, outer_batch
 
 SEED = 1234  # torch's generator is reseeded before every call that draws the noise
 
@@ -134,19 +134,15 @@ def test_a_negative_temperature_is_refused():
     assert LabelGenerator(ConvNet(1, (3,), (1,)), PSI, hidden=5).gumbel_tau == 0
 
 
-@pytest.mark.parametrize("variant", ["meta-func", "meta-higher", "meta-jvp", "fused-func", "fused-jvp"])
+@pytest.mark.parametrize("variant", EXACT_VARIANTS)
 @pytest.mark.parametrize("with_outer", [False, True])
 def test_the_straight_through_meta_gradient_equals_the_naive_computation(variant, with_outer):
     net, gen, x, y = gumbel_networks()
     loss_fn = classification_loss("focal", gamma=2.0)
     outer = outer_batch() if with_outer else None
-    kind, engine = variant.split("-")
-    cfg = MetaConfig(inner_lr=0.5, entropy_weight=0.2, engine=engine, record_parts=with_outer)
+    cfg = MetaConfig(inner_lr=0.5, entropy_weight=0.2, engine=variant.split("-")[1], record_parts=with_outer)
     torch.manual_seed(SEED)
-    if kind == "fused":
-        result = fused_step(copy.deepcopy(net), gen, x, y, loss_fn, cfg, outer_batch=outer).meta
-    else:
-        result = meta_gradient(net, gen, x, y, loss_fn, cfg, outer_batch=outer)
+    result = exact_meta_result(variant, net, gen, x, y, loss_fn, cfg, outer)
     want = naive_gumbel_gradient(net, gen, x, y, loss_fn, 0.5, 0.2, 0.7, outer)
     rel = (flat(result.grads) - flat(want)).norm() / flat(want).norm()
     assert rel < 1e-9, f"relative error {rel:.2e}"
@@ -164,13 +160,9 @@ def test_the_straight_through_meta_gradient_equals_the_naive_computation(variant
 def test_the_straight_through_meta_gradient_through_two_look_ahead_steps(variant):
     net, gen, x, y = gumbel_networks()
     loss_fn = classification_loss("ce")
-    kind, engine = variant.split("-")
-    cfg = MetaConfig(inner_lr=0.3, entropy_weight=0.2, engine=engine, inner_steps=2)
+    cfg = MetaConfig(inner_lr=0.3, entropy_weight=0.2, engine=variant.split("-")[1], inner_steps=2)
     torch.manual_seed(SEED)
-    if kind == "fused":
-        got = fused_step(copy.deepcopy(net), gen, x, y, loss_fn, cfg).meta.grads
-    else:
-        got = meta_gradient(net, gen, x, y, loss_fn, cfg).grads
+    got = exact_meta_result(variant, net, gen, x, y, loss_fn, cfg).grads
     want = naive_gumbel_gradient(net, gen, x, y, loss_fn, 0.3, 0.2, 0.7, steps=2)
     rel = (flat(got) - flat(want)).norm() / flat(want).norm()
     assert rel < 1e-9, f"relative error {rel:.2e}"

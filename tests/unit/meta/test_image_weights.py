@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from maxl.core.losses import classification_loss, negative_entropy
-from maxl.meta import MetaConfig, fused_step, meta_gradient
+from maxl.meta import MetaConfig, meta_gradient
 from maxl.nn.backbones import ConvNet
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 
-from tests.unit.meta.tiny import PSI, finite_difference_gradient, flat, outer_batch
+from tests.unit.meta.tiny import (EXACT_VARIANTS, PSI, exact_meta_result, finite_difference_gradient, flat,
+                                  outer_batch)
 
 
 def weighted_networks(weight_range=1.5, seed=0):
@@ -68,18 +69,14 @@ def test_without_a_range_the_generator_has_no_weight_output():
         LabelGenerator(ConvNet(1, (3,), (1,)), PSI, hidden=5, weight_range=-1.0)
 
 
-@pytest.mark.parametrize("variant", ["meta-func", "meta-higher", "meta-jvp", "fused-func", "fused-jvp"])
+@pytest.mark.parametrize("variant", EXACT_VARIANTS)
 @pytest.mark.parametrize("with_outer", [False, True])
 def test_weighted_meta_gradient_equals_finite_differences(variant, with_outer):
     net, gen, x, y = weighted_networks()
     loss_fn = classification_loss("focal", gamma=2.0)
     outer = outer_batch() if with_outer else None
-    kind, engine = variant.split("-")
-    cfg = MetaConfig(inner_lr=0.5, entropy_weight=0.2, engine=engine)
-    if kind == "fused":
-        exact = flat(fused_step(copy.deepcopy(net), gen, x, y, loss_fn, cfg, outer_batch=outer).meta.grads)
-    else:
-        exact = flat(meta_gradient(net, gen, x, y, loss_fn, cfg, outer_batch=outer).grads)
+    cfg = MetaConfig(inner_lr=0.5, entropy_weight=0.2, engine=variant.split("-")[1])
+    exact = flat(exact_meta_result(variant, net, gen, x, y, loss_fn, cfg, outer).grads)
     with torch.no_grad():
         fd = flat(finite_difference_gradient(
             lambda: torch.enable_grad().__enter__() or naive_weighted_objective(net, gen, x, y, loss_fn, 0.5, 0.2,

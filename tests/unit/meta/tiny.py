@@ -24,6 +24,21 @@ def tiny_networks(dtype=torch.float64, seed=0):
     return net, gen, x, y
 
 
+#: the variants that claim an exact meta-gradient: the plain form of each engine, and the fused step
+EXACT_VARIANTS = ["meta-func", "meta-higher", "meta-jvp", "fused-func", "fused-jvp"]
+
+
+def exact_meta_result(variant, net, gen, x, y, loss_fn, cfg, outer=None):
+    """The :class:`maxl.meta.MetaResult` of ``variant`` (``"meta-<engine>"``: ``meta_gradient``;
+    ``"fused-<engine>"``: ``fused_step`` on a copy of the network, which advances its BatchNorm
+    statistics); ``cfg`` already names the engine."""
+    from maxl.meta import fused_step, meta_gradient
+
+    if variant.startswith("fused-"):
+        return fused_step(copy.deepcopy(net), gen, x, y, loss_fn, cfg, outer_batch=outer).meta
+    return meta_gradient(net, gen, x, y, loss_fn, cfg, outer_batch=outer)
+
+
 def flat(tensors):
     """One vector of all the tensors' entries."""
     return torch.cat([t.reshape(-1) for t in tensors])
