@@ -5,12 +5,13 @@ import json
 from experiments.generated_labels import ablation_rows
 
 
-def fake_run(root, variant, seed, val_last5, max_prob, nmi):
+def fake_run(root, variant, seed, val_last5, max_prob, nmi, val_losses=(0.5,)):
     folder = root / variant / ("maxl" if variant not in ("single", "human") else variant) / f"seed{seed}"
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"train": {"seed": seed}}))
     record = {"label_max_prob": max_prob, "label_used_fraction": 1.0, "label_nmi_human": nmi}
-    (folder / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    lines = [json.dumps({**record, "val_loss": loss}) for loss in val_losses]
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     (folder / "summary.json").write_text(json.dumps({"final_val_acc": val_last5, "last5_mean_val_acc": val_last5,
                                                      "mean_epoch_time_s": 2.0}))
 
@@ -25,6 +26,17 @@ def test_paired_differences_and_label_statistics(tmp_path):
     assert rows["adam"]["minus_paper"] == "3.00 ± 0.00"
     assert rows["paper"]["minus_paper"] == "–" and rows["single"]["max_prob"] == "–"
     assert rows["adam"]["max_prob"] == "0.900 ± 0.000" and rows["paper"]["nmi"] == "0.020 ± 0.000"
+
+
+def test_paired_validation_loss_of_the_last_five_epochs(tmp_path):
+    # single: last-5 mean 0.50 (the first epoch, 9.0, is left out); adam: 0.40 and 0.45
+    fake_run(tmp_path, "single", 0, 0.8, None, None, val_losses=(9.0, 0.5, 0.5, 0.5, 0.5, 0.5))
+    fake_run(tmp_path, "single", 1, 0.8, None, None, val_losses=(0.5,) * 5)
+    fake_run(tmp_path, "adam", 0, 0.8, 0.9, 0.2, val_losses=(0.4,) * 6)
+    fake_run(tmp_path, "adam", 1, 0.8, 0.9, 0.2, val_losses=(0.3, 0.6, 0.3, 0.6, 0.45))
+    rows = {r["variant"]: r for r in ablation_rows(tmp_path, ["single", "adam"])}
+    assert rows["adam"]["val_loss_minus_single"] == "-0.075 ± 0.035"  # -0.10 and -0.05
+    assert rows["single"]["val_loss_minus_single"] == "–"
 
 
 def test_dynamics_plots_one_line_per_variant_with_its_seed_mean(tmp_path, monkeypatch):
