@@ -224,16 +224,18 @@ def final(args: argparse.Namespace) -> None:
 
 
 def report_final(args: argparse.Namespace) -> None:
-    """Test table: the protocol grid's methods and the chosen variant (named ``maxl-<variant>``)."""
+    """Test table: the protocol grid's methods and the chosen variants (each named ``maxl-<variant>``)."""
     import dataclasses
 
     from maxl.analysis.results import collect_runs, plot_curves, write_tables
 
+    variants = [args.variant] if isinstance(args.variant, str) else list(args.variant)
     runs = collect_runs(args.grid_runs)
-    runs += [dataclasses.replace(r, method=f"maxl-{args.variant}") for r in collect_runs(Path(args.runs) / args.variant)]
-    flags = " ".join(VARIANTS[args.variant][1])
-    note = (f"`maxl` is the paper's MAXL in this protocol; `maxl-{args.variant}` adds `{flags}`, chosen on the "
-            "validation split (experiments/generated_labels.py report-ablation). Test set read for this table only.")
+    for variant in variants:
+        runs += [dataclasses.replace(r, method=f"maxl-{variant}") for r in collect_runs(Path(args.runs) / variant)]
+    added = "; ".join(f"`maxl-{v}` adds `{' '.join(VARIANTS[v][1])}`" for v in variants)
+    note = (f"`maxl` is the paper's MAXL in this protocol; {added}; chosen on the validation split "
+            "(experiments/generated_labels.py report-ablation). Test set read for this table only.")
     md, csv = write_tables(runs, args.prefix, args.title, note=note)
     png = plot_curves(runs, Path(args.prefix).with_suffix(".png"), args.title)
     print(Path(md).read_text())
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("report-final", help="the test table of the grid and the chosen variant")
     g.add_argument("--grid-runs", required=True, help="the protocol grid's output folder")
     g.add_argument("--runs", required=True, help="the `final` output folder")
-    g.add_argument("--variant", choices=list(VARIANTS), required=True)
+    g.add_argument("--variant", nargs="+", choices=list(VARIANTS), required=True, help="one or more chosen variants")
     g.add_argument("--prefix", required=True)
     g.add_argument("--title", default="Generated-labels protocol: test accuracy")
     args = p.parse_args(argv)

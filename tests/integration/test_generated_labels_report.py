@@ -66,3 +66,37 @@ def test_dynamics_plots_one_line_per_variant_with_its_seed_mean(tmp_path, monkey
     weights = [(label, ys) for title, label, ys in plotted if label and "wamal" in label and ys == [1.5]]
     assert len(weights) == 1 and weights[0][0] == "wamal (2 seeds)"  # the mean of 1.0 and 2.0
     assert not any(label and label.startswith("paper") and ys == [1.5] for _, label, ys in plotted)
+
+
+def _grid_run(folder, method, seed, acc):
+    folder.mkdir(parents=True)
+    config = {"data": {"name": "mnist:even-odd", "num_train": 800, "num_test": 2000},
+              "model": {"psi": [5, 5], "backbone": "cnn3", "hidden": 0},
+              "train": {"method": method, "seed": seed, "epochs": 1, "batch_size": 100, "lr": 0.1, "momentum": 0.0,
+                        "weight_decay": 0.0, "lr_schedule": "onecycle", "loss": "ce", "gen_lr": 0.001,
+                        "schedule": "alternate"}, "labels": None}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "test_acc": acc}) + "\n")
+    (folder / "summary.json").write_text(json.dumps({"final_test_acc": acc, "best_test_acc": acc,
+                                                     "last5_mean_test_acc": acc, "wall_time_s": 1.0}))
+
+
+def test_final_table_holds_every_chosen_variant_beside_the_grid(tmp_path):
+    import argparse
+
+    from experiments.generated_labels import report_final
+
+    for seed in (0, 1):
+        _grid_run(tmp_path / "grid" / "single" / f"seed{seed}", "single", seed, 0.80)
+        _grid_run(tmp_path / "grid" / "maxl" / f"seed{seed}", "maxl", seed, 0.81)
+        _grid_run(tmp_path / "final" / "ps-adam-w1" / "maxl" / f"seed{seed}", "maxl", seed, 0.83)
+        _grid_run(tmp_path / "final" / "ps-features-adam-iic" / "maxl" / f"seed{seed}", "maxl", seed, 0.79)
+    prefix = tmp_path / "table"
+    report_final(argparse.Namespace(grid_runs=str(tmp_path / "grid"), runs=str(tmp_path / "final"),
+                                    variant=["ps-adam-w1", "ps-features-adam-iic"], prefix=str(prefix), title="t"))
+    rows = {line.split("|")[1].strip(): line for line in prefix.with_suffix(".md").read_text().splitlines()
+            if line.startswith("| ")}
+    assert {"single", "maxl", "maxl-ps-adam-w1", "maxl-ps-features-adam-iic"} <= set(rows)
+    assert "83.00" in rows["maxl-ps-adam-w1"] and "79.00" in rows["maxl-ps-features-adam-iic"]
+    text = prefix.with_suffix(".md").read_text()
+    assert "--image-weight-range 1" in text and "--generator features --consistency-weight 1" in text
