@@ -85,6 +85,9 @@ REMEDIES = {
     "fused-jvp-gumbel": (MetaConfig(engine="jvp"), {"gumbel_tau": 1.0}, "+ hard labels, straight-through Gumbel"),
     "fused-jvp-features": (MetaConfig(engine="jvp"), {"features": True},
                            "generator = a head on the multi-task network's features (no second backbone)"),
+    "fused-jvp-features-iic": (MetaConfig(engine="jvp", consistency_weight=1.0), {"features": True},
+                               "generator = a head on the multi-task network's features + view-consistency term "
+                               "(IIC: one more backbone forward, no graph)"),
 }
 EXACT = ("maxl-func", "maxl-higher", "maxl-jvp", "fused-func", "fused-jvp")
 DOUBLE_BACKWARD = ("maxl-func", "maxl-higher", "fused-func")  # backward(create_graph=True): no torch.compile
