@@ -72,6 +72,9 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # a head on the multi-task network's features whose labels must agree between two augmented views
     # (IIC mutual information, Ji et al. ICCV 2019): splits that follow what the network has learnt
     "ps-features-adam-iic": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight", "1")),
+    # the same, sharpened per image by the entropy term (mutual information of images and labels)
+    "ps-features-adam-iic-mi": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight", "1",
+                                         "--image-entropy-weight", "0.2")),
 }
 
 
