@@ -191,7 +191,9 @@ def dynamics(args: argparse.Namespace) -> None:
     keys = [("label_max_prob", "mean max-probability"), ("label_used_fraction", "classes used"),
             ("label_nmi_human", "NMI with fine labels"), ("meta_lookahead_grad_norm", "‖∇θ2 L_pri(θ1⁺)‖"),
             ("meta_entropy_grad_norm", "‖∇θ2 of the entropy terms‖"), ("val_acc", "validation accuracy")]
-    if args.mean:
+    weighted = any("meta_image_weight_mean" in m for name in args.variants
+                   for run in _runs(Path(args.runs) / name).values() for m in run["metrics"])
+    if args.mean and weighted:  # the WAMAL weight in place of the classes used (always 1 with those variants)
         keys[1] = ("meta_image_weight_mean", "auxiliary-loss weight (WAMAL)")
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     for (key, label), ax in zip(keys, axes.flat):
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--variants", nargs="+", choices=list(VARIANTS), required=True)
     d.add_argument("--out", required=True, help="PNG to write")
     d.add_argument("--mean", action="store_true", help="one line per variant (the mean over its seeds), and the "
-                                                       "WAMAL weight in place of the classes used")
+                                                       "WAMAL weight in place of the classes used if a run has one")
     d.add_argument("--title", default="Generated labels: dynamics")
     f = sub.add_parser("final", help="the chosen variant on every seed of the protocol grid")
     f.add_argument("--grid", choices=[c for c in CONFIGS if c.startswith("protocol-")], default="protocol-cifar10")

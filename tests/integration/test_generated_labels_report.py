@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from experiments.generated_labels import ablation_rows
 
 
@@ -100,3 +102,26 @@ def test_final_table_holds_every_chosen_variant_beside_the_grid(tmp_path):
     assert "83.00" in rows["maxl-ps-adam-w1"] and "79.00" in rows["maxl-ps-features-adam-iic"]
     text = prefix.with_suffix(".md").read_text()
     assert "--image-weight-range 1" in text and "--generator features --consistency-weight 1" in text
+
+
+def test_dynamics_keeps_the_classes_used_when_no_run_has_image_weights(tmp_path):
+    import argparse
+
+    import matplotlib.axes
+
+    from experiments.generated_labels import dynamics
+
+    for seed in (0, 1):
+        fake_run(tmp_path, "paper", seed, 0.8, 0.25, 0.02)
+    titles = []
+    original = matplotlib.axes.Axes.set_title
+
+    def spy(self, label, *args, **kwargs):
+        titles.append(label)
+        return original(self, label, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(matplotlib.axes.Axes, "set_title", spy)
+        dynamics(argparse.Namespace(runs=str(tmp_path), variants=["paper"], out=str(tmp_path / "d.png"), mean=True,
+                                    title="t"))
+    assert "classes used" in titles and "auxiliary-loss weight (WAMAL)" not in titles
