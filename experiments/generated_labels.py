@@ -75,6 +75,10 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # the same, sharpened per image by the entropy term (mutual information of images and labels)
     "ps-features-adam-iic-mi": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight", "1",
                                          "--image-entropy-weight", "0.2")),
+    # control: a look-ahead step of α = 1e-9, so the meta-gradient's look-ahead part vanishes and only the
+    # label terms (view consistency, entropies) train the generator: self-labelling without meta-learning
+    "ps-features-adam-iic-mi-alpha0": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight",
+                                                "1", "--image-entropy-weight", "0.2", "--inner-lr", "1e-9")),
 }
 
 
