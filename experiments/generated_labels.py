@@ -243,8 +243,8 @@ def report_final(args: argparse.Namespace) -> None:
     for variant in variants:
         runs += [dataclasses.replace(r, method=f"maxl-{variant}") for r in collect_runs(Path(args.runs) / variant)]
     added = "; ".join(f"`maxl-{v}` adds `{' '.join(VARIANTS[v][1])}`" for v in variants)
-    note = (f"`maxl` is the paper's MAXL in this protocol; {added}; chosen on the validation split "
-            "(experiments/generated_labels.py report-ablation). Test set read for this table only.")
+    note = (f"`maxl` is the paper's MAXL in this protocol; {added}. The variants were compared on the validation "
+            "split (experiments/generated_labels.py report-ablation); the test set was read for this table only.")
     md, csv = write_tables(runs, args.prefix, args.title, note=note)
     png = plot_curves(runs, Path(args.prefix).with_suffix(".png"), args.title)
     print(Path(md).read_text())
