@@ -105,17 +105,20 @@ _CPU_NOTE = ("CPU-sized: class-stratified training and test subsets drawn with e
 # batch 100, SGD lr 0.1 without momentum on a one-cycle schedule with 15 % warm-up, cross-entropy on
 # both heads, look-ahead step alpha = the current lr.
 def _protocol(epochs: int) -> tuple[str, ...]:
+    """The protocol's ``maxl train`` flags, trained for ``epochs`` epochs."""
     return ("--backbone", "cnn3", "--hidden", "0", "--normalisation", "0.5", "0.25", "--padding-mode", "reflect",
             "--epochs", str(epochs), "--batch-size", "100", "--lr", "0.1", "--momentum", "0", "--lr-schedule",
             "onecycle", "--warmup", "0.15", "--loss", "ce", "--record-meta-parts")
 
 
-_PROTOCOL = _protocol(15)
-_PROTOCOL_NOTE = ("Generated-labels protocol: 3-layer CNN (32/64/128 filters, BatchNorm, 2 max-pools, global "
-                  "average pool), linear heads, pixels (x - 0.5) / 0.25, random flip and 4-pixel reflect-padded crop, "
-                  "15 epochs, batch 100, SGD lr 0.1 (no momentum) on a one-cycle schedule with 15 % warm-up, "
-                  "cross-entropy on both heads, look-ahead step alpha = the current lr; a class-stratified validation "
-                  "split of the training subset is held out and never trained on.")
+def _protocol_note(epochs: int) -> str:
+    """The note under the protocol's tables, for the flags of :func:`_protocol` (``epochs``)."""
+    return ("Generated-labels protocol: 3-layer CNN (32/64/128 filters, BatchNorm, 2 max-pools, global average pool), "
+            f"linear heads, pixels (x - 0.5) / 0.25, random flip and 4-pixel reflect-padded crop, {epochs} epochs, "
+            "batch 100, SGD lr 0.1 (no momentum) on a one-cycle schedule with 15 % warm-up, cross-entropy on both "
+            "heads, look-ahead step alpha = the current lr; a class-stratified validation split of the training "
+            "subset is held out and never trained on.")
+
 
 CONFIGS: dict[str, GridConfig] = {
     c.name: c
@@ -149,16 +152,16 @@ CONFIGS: dict[str, GridConfig] = {
             description="generated-labels protocol: CIFAR-10 JPEG animal / vehicle, psi = [6, 4], 5000 training "
                         "images (1000 of them held out for validation), 2000 test images",
             dataset="imagefolder", hierarchy="animal-vehicle", data_root="data/cifar10-jpeg", seeds=(0, 1, 2, 3, 4),
-            train_args=("--train-subset", "5000", "--val-subset", "1000", "--test-subset", "2000", *_PROTOCOL),
-            note=_PROTOCOL_NOTE,
+            train_args=("--train-subset", "5000", "--val-subset", "1000", "--test-subset", "2000", *_protocol(15)),
+            note=_protocol_note(15),
         ),
         GridConfig(
             name="protocol-mnist",
             description="generated-labels protocol: MNIST even / odd, psi = [5, 5], 1000 training images (200 of them "
                         "held out for validation), 2000 test images",
             dataset="mnist", hierarchy="even-odd", data_root="data", seeds=(0, 1, 2, 3, 4),
-            train_args=("--train-subset", "1000", "--val-subset", "200", "--test-subset", "2000", *_PROTOCOL),
-            note=_PROTOCOL_NOTE,
+            train_args=("--train-subset", "1000", "--val-subset", "200", "--test-subset", "2000", *_protocol(15)),
+            note=_protocol_note(15),
         ),
         # protocol-mnist trains 15 epochs of 8 steps: undertrained (single ~88 %), and the digits do not
         # help there (human - single +0.01 pp on test); 800 training images trained for 60 epochs, with
@@ -170,7 +173,7 @@ CONFIGS: dict[str, GridConfig] = {
                         "them held out for validation), 2000 test images, 60 epochs",
             dataset="mnist", hierarchy="even-odd", data_root="data", seeds=(0, 1, 2, 3, 4),
             train_args=("--train-subset", "1800", "--val-subset", "1000", "--test-subset", "2000", *_protocol(60)),
-            note=_PROTOCOL_NOTE.replace("15 epochs", "60 epochs"),
+            note=_protocol_note(60),
         ),
         GridConfig(
             name="digits",
