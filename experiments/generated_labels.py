@@ -102,15 +102,10 @@ def _runs(folder: Path) -> dict[int, dict]:
     return out
 
 
-def _epoch_mean(metrics: list[dict], key: str) -> float | None:
-    values = [m[key] for m in metrics if key in m]
+def _epoch_mean(metrics: list[dict], key: str, last: int | None = None) -> float | None:
+    """Mean of ``key`` over the epochs that recorded it, or over the ``last`` of them (None if none did)."""
+    values = [m[key] for m in metrics if key in m][-last if last else None:]
     return float(np.mean(values)) if values else None
-
-
-def _last5(metrics: list[dict], key: str) -> float:
-    """Mean of ``key`` over the last five epochs that recorded it (NaN if none did)."""
-    values = [m[key] for m in metrics if key in m][-5:]
-    return float(np.mean(values)) if values else math.nan
 
 
 def _ms(values) -> str:
@@ -142,9 +137,10 @@ def ablation_rows(root: Path, names: list[str]) -> list[dict]:
                      for k in common]
             row[f"minus_{ref}"] = _pct(diffs) if diffs and name != ref else "–"
         # the validation loss resolves smaller differences than the accuracy of a small split
-        common = [k for k in seeds if k in runs.get("single", {})]
-        diffs = [_last5(seeds[k]["metrics"], "val_loss") - _last5(runs["single"][k]["metrics"], "val_loss")
-                 for k in common]
+        pairs = [(_epoch_mean(seeds[k]["metrics"], "val_loss", last=5),
+                  _epoch_mean(runs["single"][k]["metrics"], "val_loss", last=5))
+                 for k in seeds if k in runs.get("single", {})]
+        diffs = [a - b for a, b in pairs if a is not None and b is not None]
         row["val_loss_minus_single"] = _ms(diffs) if diffs and name != "single" else "–"
         row["max_prob"] = _ms([r.get("label_max_prob") for r in last])
         row["used"] = _ms([r.get("label_used_fraction") for r in last])
@@ -195,14 +191,14 @@ def dynamics(args: argparse.Namespace) -> None:
     keys = [("label_max_prob", "mean max-probability"), ("label_used_fraction", "classes used"),
             ("label_nmi_human", "NMI with fine labels"), ("meta_lookahead_grad_norm", "‖∇θ2 L_pri(θ1⁺)‖"),
             ("meta_entropy_grad_norm", "‖∇θ2 of the entropy terms‖"), ("val_acc", "validation accuracy")]
-    weighted = any("meta_image_weight_mean" in m for name in args.variants
-                   for run in _runs(Path(args.runs) / name).values() for m in run["metrics"])
+    loaded = {name: sorted(_runs(Path(args.runs) / name).items()) for name in args.variants}
+    weighted = any("meta_image_weight_mean" in m for runs in loaded.values() for _, run in runs for m in run["metrics"])
     if args.mean and weighted:  # the WAMAL weight in place of the classes used (always 1 with those variants)
         keys[1] = ("meta_image_weight_mean", "auxiliary-loss weight (WAMAL)")
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     for (key, label), ax in zip(keys, axes.flat):
         for i, name in enumerate(args.variants):
-            runs = sorted(_runs(Path(args.runs) / name).items())
+            runs = loaded[name]
             curves = [[m.get(key, math.nan) for m in run["metrics"]] for _, run in runs]
             if args.mean and curves:  # one line per variant: the mean over its seeds
                 ys = np.nanmean(np.array(curves, dtype=float), axis=0) if not np.isnan(curves).all() else []
@@ -238,11 +234,10 @@ def report_final(args: argparse.Namespace) -> None:
 
     from maxl.analysis.results import collect_runs, plot_curves, write_tables
 
-    variants = [args.variant] if isinstance(args.variant, str) else list(args.variant)
     runs = collect_runs(args.grid_runs)
-    for variant in variants:
+    for variant in args.variant:
         runs += [dataclasses.replace(r, method=f"maxl-{variant}") for r in collect_runs(Path(args.runs) / variant)]
-    added = "; ".join(f"`maxl-{v}` adds `{' '.join(VARIANTS[v][1])}`" for v in variants)
+    added = "; ".join(f"`maxl-{v}` adds `{' '.join(VARIANTS[v][1])}`" for v in args.variant)
     note = (f"`maxl` is the paper's MAXL in this protocol; {added}. The variants were compared on the validation "
             "split (experiments/generated_labels.py report-ablation); the test set was read for this table only.")
     md, csv = write_tables(runs, args.prefix, args.title, note=note)
