@@ -242,6 +242,59 @@ def horizon_effect(trainer, horizons: list[int], seed: int, outer_images: int, r
     return out
 
 
+def implicit_by_labels(trainer, batches: int, seed: int, outer_images: int, terms: list[int]) -> dict[str, float]:
+    """What the implicit engine's objective says of each kind of labels: the linearised change of the
+    held-out primary loss that learning from them causes over a (K + 1)-step horizon,
+    ΔJ_K = −α ⟨∇θ1 L_aux(θ1, labels), v_K⟩ with v_K = Σ_{j=0}^{K} (I − αH)^j ∇θ1 L_pri(x_o)
+    (:mod:`maxl.meta.engines.implicit`; H on each batch with those labels), for each K in ``terms``,
+    on ``label_gradients``' batches and one fixed set of ``outer_images`` held-out training images.
+    Whether a long horizon, linearised, prefers the human hierarchy where one look-ahead step does not.
+
+    Returns:
+        per K: ``n{K}_human_minus_random`` (mean paired difference of ΔJ over batches), its ``_se``,
+        ``n{K}_human_minus_uniform``, ``n{K}_diverged`` (batches whose series did not stay finite).
+    """
+    from maxl.meta.engines.implicit import ImplicitEngine
+
+    alpha = trainer.optimizer.param_groups[0]["lr"]
+    net, engine = trainer.net, ImplicitEngine()
+    images = torch.randperm(len(trainer.train_set), generator=torch.Generator().manual_seed(seed))
+    images = images[: batches * trainer.config.batch_size]
+    x_o, y_o = _outer_set(trainer, images, outer_images, seed + 1)
+    draw = torch.Generator().manual_seed(seed + 2)
+    names, params = trainable(net)
+    theta = [p.detach() for p in params]
+    changes = {k: {kind: [] for kind in KINDS} for k in terms}
+    net.train()
+    for chunk in images.split(trainer.config.batch_size):
+        x, y, idx = _items(trainer.train_set, chunk)
+        buffers = buffer_copies(net)
+        call = functional_forward(net, names, buffers, x)
+        for kind in KINDS:
+            target = _label_target(kind, trainer, x, y, idx, draw)
+            leaves = [t.clone().requires_grad_() for t in theta]
+            aux_grads = torch.autograd.grad(trainer.loss_fn(call(leaves)[1], target), leaves, allow_unused=True)
+            for k in terms:
+                cfg = MetaConfig(inner_lr=alpha, order="implicit", neumann_terms=k)
+                try:
+                    _, v = engine.direction(call, functional_forward(net, names, buffers, x_o), names, theta, None, y,
+                                            y_o, target, trainer.loss_fn, None, cfg)
+                except FloatingPointError:
+                    changes[k][kind].append(math.nan)
+                    continue
+                dot = sum((g * vi).sum() for g, vi in zip(aux_grads, v) if g is not None)
+                changes[k][kind].append(float(-alpha * dot))
+    out = {}
+    for k in terms:
+        res = {kind: np.array(v) for kind, v in changes[k].items()}
+        diff = res["human"] - res["random"]
+        out[f"n{k}_human_minus_random"] = float(np.nanmean(diff))
+        out[f"n{k}_human_minus_random_se"] = float(np.nanstd(diff, ddof=1) / np.sqrt(np.isfinite(diff).sum()))
+        out[f"n{k}_human_minus_uniform"] = float(np.nanmean(res["human"] - res["uniform"]))
+        out[f"n{k}_diverged"] = int((~np.isfinite(diff)).sum())
+    return out
+
+
 def reliability(first: np.ndarray, second: np.ndarray, y: np.ndarray, psi: list[int]) -> float:
     """Mean cosine, over images, of the per-image part (class mean removed) of the label gradient
     of the same image in two different batches: 1 if the push depends on the image alone, 0 if
@@ -313,6 +366,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="outer loss on one fixed set of this many other training images (0: the inner batch)")
     parser.add_argument("--horizons", type=int, nargs="*", default=[],
                         help="also the held-out primary loss after k plain SGD steps on each kind of labels")
+    parser.add_argument("--neumann", type=int, nargs="*", default=[],
+                        help="also the implicit engine's linearised (K + 1)-step change of the held-out primary "
+                             "loss on each kind of labels, for these K")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True, help="JSON file of the statistics")
     args = parser.parse_args(argv)
@@ -357,6 +413,9 @@ def main(argv: list[str] | None = None) -> None:
             summary.update(objective_by_labels(trainer, args.batches, args.seed, args.outer_images, masked=True))
             if args.horizons:
                 summary.update(horizon_effect(trainer, args.horizons, args.seed, args.outer_images or 1000))
+            if args.neumann:
+                summary.update(implicit_by_labels(trainer, args.batches, args.seed, args.outer_images or 1000,
+                                                  args.neumann))
         points.append({"epoch": epoch, "val_acc": acc, "alpha": trainer.optimizer.param_groups[0]["lr"],
                        "summary": summary, "classes": rows})
         print(f"epoch {epoch}: val acc {acc}, " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
@@ -436,6 +495,19 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {p['epoch']} | {k} | {q[f'h{k}_human_minus_random']:+.2e} ± "
                              f"{q[f'h{k}_human_minus_random_se']:.1e} | {q[f'h{k}_human_minus_uniform']:+.2e} | "
                              f"{q[f'h{k}_generated_minus_random']:+.2e} |")
+    terms = sorted({int(k[1:].split("_")[0]) for k in result["points"][0]["summary"]
+                    if k.startswith("n") and k.endswith("_human_minus_random")})
+    if terms:
+        lines += ["", "The implicit engine's linearised change of the held-out primary loss over K + 1 steps, "
+                  "ΔJ_K = −α ⟨∇θ1 L_aux, v_K⟩, per kind of labels (mean over batches ± standard error; batches "
+                  "whose Neumann series diverged left out). Below 0: the first kind helps more.", "",
+                  "| epoch | K | human − random | human − uniform | diverged |", "|---|---|---|---|---|"]
+        for p in result["points"]:
+            for k in terms:
+                q = p["summary"]
+                lines.append(f"| {p['epoch']} | {k} | {q[f'n{k}_human_minus_random']:+.2e} ± "
+                             f"{q[f'n{k}_human_minus_random_se']:.1e} | {q[f'n{k}_human_minus_uniform']:+.2e} | "
+                             f"{q[f'n{k}_diverged']} |")
     return "\n".join(lines) + "\n"
 
 

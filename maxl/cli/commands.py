@@ -123,8 +123,11 @@ FLAGS: dict[str, tuple[str, dict]] = {
                                                                             "term")),
     "--inner-lr": ("train.meta.inner_lr", dict(type=float, help="look-ahead step alpha (default: the multi-task "
                                                                 "network's current learning rate)")),
-    "--meta-order": ("train.meta.order", dict(choices=ORDERS, help="exact second-order meta-gradient or its "
-                                                                   "finite-difference first-order approximation")),
+    "--meta-order": ("train.meta.order", dict(choices=ORDERS, help="exact second-order meta-gradient, its "
+                                                                   "finite-difference first-order approximation, or "
+                                                                   "implicit differentiation (long horizon)")),
+    "--neumann-terms": ("train.meta.neumann_terms", dict(type=int, help="K Neumann terms of the inverse Hessian "
+                                                                        "(--meta-order implicit)")),
     "--image-entropy-weight": ("train.meta.image_entropy_weight", dict(type=float, help="mu of the per-image "
                                "entropy term of J (sharp labels per image); = --entropy-weight: the mutual information")),
     "--consistency-weight": ("train.meta.consistency_weight", dict(type=float, help="nu of the view-consistency "

@@ -8,7 +8,7 @@ from maxl.meta.registry import check_inner_steps, engine_names, get_engine
 
 __all__ = ["MetaConfig", "ORDERS"]
 
-ORDERS = ("second", "first")
+ORDERS = ("second", "first", "implicit")
 
 
 @dataclass
@@ -19,7 +19,9 @@ class MetaConfig:
         inner_lr: α, the look-ahead step size (the paper: equal to the multi-task lr, 0.01);
             None in a run's configuration means "the multi-task lr" (the trainer sets it).
         entropy_weight: λ of the negative-entropy term (0.2 in the paper).
-        order: ``"second"`` (exact) or ``"first"`` (finite-difference approximation).
+        order: ``"second"`` (exact), ``"first"`` (finite-difference approximation) or
+            ``"implicit"`` (implicit differentiation with a Neumann series: the hypergradient of
+            a (K + 1)-step horizon, linearised; :mod:`maxl.meta.engines.implicit`).
         engine: a registered second-order engine: ``"func"`` (torch.func, double backward),
             ``"higher"`` or ``"jvp"`` (forward-mode, no double backward); used by
             ``order="second"``.
@@ -41,11 +43,13 @@ class MetaConfig:
         inner_steps: k, the number of differentiable look-ahead steps, θ1^(j+1) = θ1^(j) −
             α ∇θ1 (L_pri + L_aux)(θ1^(j)) on the same batch and labels, J taken at θ1^(k)
             (1 in the paper; k > 1 as MAML's inner loop, engines ``"func"`` and ``"higher"``).
+        neumann_terms: K of ``order="implicit"``: [∇²θ1 L_T]⁻¹ ≈ α Σ_{j=0}^{K} (I − αH)^j, one
+            Hessian-vector product per term (3, AuxiLearn's default truncation).
 
     Raises:
         ValueError: an unknown order, an engine that is not registered as second-order,
-            ``inner_lr <= 0``, ``inner_steps < 1``, or ``inner_steps > 1`` with an engine that
-            takes one step only (``"jvp"``, ``order="first"``).
+            ``inner_lr <= 0``, ``inner_steps < 1``, ``neumann_terms < 0``, or ``inner_steps > 1`` with an engine that
+            takes one step only (``"jvp"``, ``order="first"``, ``order="implicit"``).
 
     References:
         Liu, Davison, Johns. "Self-Supervised Generalisation with Meta Auxiliary Learning".
@@ -53,6 +57,8 @@ class MetaConfig:
         Liu, Simonyan, Yang. "DARTS: Differentiable Architecture Search". ICLR 2019, Eq. 7–8 (ε).
         Finn, Abbeel, Levine. "Model-Agnostic Meta-Learning for Fast Adaptation of Deep
         Networks". ICML 2017, Sec. 2.2 (several inner steps).
+        Lorraine, Vicol, Duvenaud. "Optimizing Millions of Hyperparameters by Implicit
+        Differentiation". AISTATS 2020, Eq. 5 (K).
     """
 
     inner_lr: float | None = 0.01
@@ -65,6 +71,7 @@ class MetaConfig:
     image_entropy_weight: float = 0.0
     consistency_weight: float = 0.0
     centre_by_class: bool = False
+    neumann_terms: int = 3
 
     def __post_init__(self):
         if self.order not in ORDERS:
@@ -78,10 +85,13 @@ class MetaConfig:
             raise ValueError(f"inner_lr (look-ahead step α) must be > 0, got {self.inner_lr}")
         if isinstance(self.inner_steps, bool) or not isinstance(self.inner_steps, int) or self.inner_steps < 1:
             raise ValueError(f"inner_steps (look-ahead steps k) must be an int >= 1, got {self.inner_steps!r}")
+        if isinstance(self.neumann_terms, bool) or not isinstance(self.neumann_terms, int) or self.neumann_terms < 0:
+            raise ValueError(f"neumann_terms (K) must be an int >= 0, got {self.neumann_terms!r}")
         check_inner_steps(get_engine(self.engine_name), self.inner_steps)
 
     @property
     def engine_name(self) -> str:
-        """The registry name of the engine that computes the meta-gradient: ``"first"`` for
-        ``order="first"`` (whatever ``engine`` says), else ``engine``."""
-        return "first" if self.order == "first" else self.engine
+        """The registry name of the engine that computes the meta-gradient: ``engine`` for
+        ``order="second"``, else the order's own engine (``"first"``, ``"implicit"``), whatever
+        ``engine`` says."""
+        return self.engine if self.order == "second" else self.order

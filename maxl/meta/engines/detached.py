@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from maxl.meta.engine import Lookahead, LossFn, MetaEngine, SharedStep
+from maxl.meta.engine import ExtraInnerLoss, Lookahead, LossFn, MetaEngine, SharedStep
 from maxl.meta.lookahead import (Forward, buffer_copies, functional_forward, generated_targets, lookahead_direction,
                                  multitask_gradient, multitask_loss, outer_pair, trainable)
 
@@ -60,6 +60,29 @@ class DetachedLookaheadEngine(MetaEngine):
         """
         raise NotImplementedError
 
+    def direction(self, call: Forward, call_outer: Forward, names: list[str], theta: list[Tensor],
+                  inner_grads: Sequence[Tensor], y: Tensor, y_o: Tensor, target: Tensor, loss_fn: LossFn,
+                  extra: ExtraInnerLoss | None, config) -> tuple[Tensor, list[Tensor]]:
+        """The outer loss and the direction v along which the surrogate differentiates the inner
+        gradient: here L_pri(θ1⁺) and v = ∇θ1⁺ L_pri(θ1⁺) at the look-ahead point
+        (:func:`maxl.meta.lookahead.lookahead_direction`). Subclasses may choose another v.
+
+        Args:
+            call, call_outer: the functional forwards on the inner batch x and the outer batch x_o.
+            names: the trainable parameters' names (for ``extra``).
+            theta: θ1, detached, one tensor per trainable parameter.
+            inner_grads: g = ∇θ1 (L_pri + L_aux [+ L_x]) at θ1 on the inner batch, same shapes.
+            y, y_o: primary labels int64 ``[B]`` of the inner and ``[B']`` of the outer batch.
+            target: the auxiliary targets float ``[B, K]`` (detach before use: v is detached from θ2).
+            loss_fn: ``loss(logits, target) -> scalar``.
+            extra: optional L_x(params) of the inner loss.
+            config: the :class:`maxl.meta.MetaConfig`.
+
+        Returns:
+            ``(outer loss, detached scalar; v, one detached tensor per parameter)``.
+        """
+        return lookahead_direction(call_outer, theta, inner_grads, y_o, loss_fn, config)
+
     def gradient(self, net, generator, x, y, loss_fn, config, extra_inner_loss=None, outer_batch=None) -> Lookahead:
         names, params = trainable(net)
         theta = [p.detach() for p in params]
@@ -73,8 +96,9 @@ class DetachedLookaheadEngine(MetaEngine):
             if extra_inner_loss is not None:
                 inner = inner + extra_inner_loss(dict(zip(names, leaves)))
             g = torch.autograd.grad(inner, leaves)
-        # v = ∇θ1⁺ L_pri(f(x_o; θ1⁺), y_o): the DARTS direction d
-        outer, v = lookahead_direction(functional_forward(net, names, buffers, x_o), theta, g, y_o, loss_fn, config)
+        # v = ∇θ1⁺ L_pri(f(x_o; θ1⁺), y_o): the DARTS direction d (or a subclass's)
+        outer, v = self.direction(call, functional_forward(net, names, buffers, x_o), names, theta, g, y, y_o, target,
+                                  loss_fn, extra_inner_loss, config)
         objective = self.surrogate(call, theta, v, target, loss_fn, config)
         return Lookahead(soft=soft, target=target, outer=outer, objective=objective)
 
@@ -88,7 +112,8 @@ class DetachedLookaheadEngine(MetaEngine):
         buffers = buffer_copies(net)  # own statistics for the look-ahead
         call = functional_forward(net, names, buffers, x)
         theta = [p.detach() for p in params]
-        outer, v = lookahead_direction(functional_forward(net, names, buffers, x_o), theta, grads, y_o, loss_fn, config)
+        outer, v = self.direction(call, functional_forward(net, names, buffers, x_o), names, theta, grads, y, y_o,
+                                  target, loss_fn, extra_inner_loss, config)
         objective = self.surrogate(call, theta, v, target, loss_fn, config)
         return SharedStep(soft=soft, target=target, outer=outer, objective=objective, net_grads=list(grads),
                           primary_loss=primary_loss, aux_loss=aux_loss, primary_logits=primary_logits)

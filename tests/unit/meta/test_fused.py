@@ -14,8 +14,8 @@ from maxl.meta import MetaConfig, fused_step, meta_gradient
 from tests.unit.meta.tiny import flat, other_task, outer_batch, tiny_networks
 
 FUSED_CONFIGS = [MetaConfig(inner_lr=0.3, engine="func"), MetaConfig(inner_lr=0.3, engine="jvp"),
-                 MetaConfig(inner_lr=0.3, order="first")]
-IDS = ["func", "jvp", "first"]
+                 MetaConfig(inner_lr=0.3, order="first"), MetaConfig(inner_lr=0.3, order="implicit", neumann_terms=2)]
+IDS = ["func", "jvp", "first", "implicit"]
 
 
 def assert_fused_equals_separate(cfg, with_extra, with_outer):

@@ -1,0 +1,94 @@
+"""The ``"implicit"`` engine (``order="implicit"``): the generator's hypergradient by implicit
+differentiation, with the inverse Hessian as a truncated Neumann series.
+
+A one-step look-ahead sees what the labels do to the primary loss after one step of learning;
+their benefit may appear only after many (the horizon problem of short-horizon meta-learning,
+Wu, Ren, Liao, Grosse, ICLR 2018). The implicit function theorem takes the other limit: at a
+stationary point θ1*(θ2) of the inner loss L_T = L_pri + L_aux(·, g(θ2)) (+ L_x),
+
+    dL_pri(θ1*)/dθ2 = −∇θ1 L_pri(x_o)ᵀ [∇²θ1 L_T]⁻¹ ∇²θ1θ2 L_aux
+
+(Lorraine, Vicol, Duvenaud, "Optimizing Millions of Hyperparameters by Implicit
+Differentiation", AISTATS 2020, Eq. 3; applied to auxiliary-task parameters by Navon et al.,
+"Auxiliary Learning by Implicit Differentiation" (AuxiLearn), ICLR 2021, Sec. 3). The inverse
+Hessian is replaced by K + 1 terms of its Neumann series, H⁻¹ ≈ α Σ_{j=0}^{K} (I − αH)^j
+(Lorraine et al., Eq. 5 and Algorithm 3), so that with
+
+    v = Σ_{j=0}^{K} (I − αH)^j ∇θ1 L_pri(f(x_o; θ1), y_o)
+
+the look-ahead term of ∇θ2 J is −α ∂/∂θ2 ⟨∇θ1 L_aux(θ1, g(θ2)), v⟩, which the ``"jvp"``
+engine's surrogate builds from one Jacobian-vector product. Read as dynamics, v is what K + 1
+steps of gradient descent of step α on the quadratic model of L_T at θ1 carry forward: the
+hypergradient of a (K + 1)-step horizon, linearised (Lorraine et al., Sec. 3). K = 0 gives
+v = ∇θ1 L_pri(θ1), the one-step look-ahead to first order in α. Each further term costs one
+Hessian-vector product of L_T, a backward through the create_graph gradient of L_T on the inner
+batch (its graph is built once); the run can amortise it by updating the generator every few
+steps (``TrainConfig.gen_every``), as AuxiLearn does.
+
+H is taken on the inner batch with the generator's labels detached; v is evaluated at θ1, not
+at a look-ahead point, and the recorded outer loss is L_pri(f(x_o; θ1), y_o). The series
+converges for 0 < αλ < 2 over H's eigenvalues λ; it is truncated, not iterated to convergence.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from maxl.meta.engines.jvp import JvpEngine
+from maxl.meta.lookahead import multitask_loss
+from maxl.meta.registry import register_engine
+
+__all__ = ["ImplicitEngine"]
+
+
+class ImplicitEngine(JvpEngine):
+    """Implicit-differentiation hypergradient, [∇²θ1 L_T]⁻¹ by K + 1 Neumann terms
+    (``MetaConfig.neumann_terms`` = K).
+
+    References:
+        Lorraine, Vicol, Duvenaud. "Optimizing Millions of Hyperparameters by Implicit
+        Differentiation". AISTATS 2020, Eq. 3, 5, Algorithm 3.
+        Navon, Achituve, Maron, Chechik, Fetaya. "Auxiliary Learning by Implicit
+        Differentiation". ICLR 2021, Sec. 3.
+    """
+
+    name = "implicit"
+    order = "implicit"
+    needs_double_backward = True  # the Hessian-vector products
+
+    def direction(self, call, call_outer, names, theta, inner_grads, y, y_o, target, loss_fn, extra, config):
+        """L_pri(f(x_o; θ1), y_o) and v = Σ_{j=0}^{K} (I − αH)^j ∇θ1 L_pri(f(x_o; θ1), y_o),
+        H = ∇²θ1 L_T on the inner batch; args as :meth:`DetachedLookaheadEngine.direction`.
+
+        Raises:
+            FloatingPointError: v is not finite (the series diverged: α too large for H).
+        """
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_() for t in theta]
+            outer = loss_fn(call_outer(leaves)[0], y_o)
+            p = _zeros_for_none(torch.autograd.grad(outer, leaves, allow_unused=True), leaves)  # ∇θ1 L_pri(x_o)
+            v = list(p)
+            if config.neumann_terms:
+                inner = multitask_loss(call(leaves), y, target.detach(), loss_fn)
+                if extra is not None:
+                    inner = inner + extra(dict(zip(names, leaves)))
+                grads = torch.autograd.grad(inner, leaves, create_graph=True)  # ∇θ1 L_T, its graph kept
+                for _ in range(config.neumann_terms):  # p ← (I − αH) p, v ← v + p
+                    hp = _zeros_for_none(torch.autograd.grad(grads, leaves, grad_outputs=p, retain_graph=True,
+                                                             allow_unused=True), leaves)
+                    p = [pi - config.inner_lr * hi for pi, hi in zip(p, hp)]
+                    v = [vi + pi for vi, pi in zip(v, p)]
+        v = [vi.detach() for vi in v]
+        if not all(torch.isfinite(vi).all() for vi in v):
+            raise FloatingPointError(f"the Neumann series of the implicit engine diverged (inner_lr α = "
+                                     f"{config.inner_lr}, neumann_terms K = {config.neumann_terms}): it needs "
+                                     "α < 2 / (largest Hessian eigenvalue); lower α or K")
+        return outer.detach(), v
+
+
+def _zeros_for_none(grads, like) -> list[Tensor]:
+    return [torch.zeros_like(t) if g is None else g.detach() for g, t in zip(grads, like)]
+
+
+IMPLICIT = register_engine(ImplicitEngine())
