@@ -48,7 +48,7 @@ from torch.utils.data import TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from maxl.nn.backbones import build_backbone
-from maxl.meta import MetaConfig
+from maxl.meta import MetaConfig, get_engine
 from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
 from maxl.train import TrainConfig, Trainer
 
@@ -88,9 +88,15 @@ REMEDIES = {
     "fused-jvp-features-iic": (MetaConfig(engine="jvp", consistency_weight=1.0), {"features": True},
                                "generator = a head on the multi-task network's features + view-consistency term "
                                "(IIC: one more backbone forward, no graph)"),
+    "fused-implicit-k3": (MetaConfig(order="implicit", neumann_terms=3), {},
+                          "→ implicit differentiation, 3 Neumann terms (3 Hessian-vector products)"),
+    "fused-implicit-k10-every4": (MetaConfig(order="implicit", neumann_terms=10), {"every": 4},
+                                  "→ implicit differentiation, 10 Neumann terms, generator every 4 steps"),
 }
 EXACT = ("maxl-func", "maxl-higher", "maxl-jvp", "fused-func", "fused-jvp")
-DOUBLE_BACKWARD = ("maxl-func", "maxl-higher", "fused-func")  # backward(create_graph=True): no torch.compile
+# backward(create_graph=True): no torch.compile (the implicit engine's Hessian-vector products too)
+DOUBLE_BACKWARD = ("maxl-func", "maxl-higher", "fused-func",
+                   *(n for n, (meta, _, _) in REMEDIES.items() if get_engine(meta).needs_double_backward))
 # the targets of issue 7: ratios to single-task
 TIME_TARGET = {"exact": 4.0, "first": 2.5, "every": 2.0}
 MEMORY_TARGET = 3.0
@@ -181,15 +187,21 @@ def make_cases(names: list[str], backbone: str, batch_size: int, device: torch.d
         elif name in REMEDIES:
             meta, gen_kwargs, _ = REMEDIES[name]
             gen_kwargs = dict(gen_kwargs)
+            k = gen_kwargs.pop("every", 1)
             net = nets["net"]
             torch.manual_seed(seed)
             if gen_kwargs.pop("features", False):
                 generator = FeatureLabelGenerator(net.backbone, psi, **gen_kwargs)
             else:
                 generator = LabelGenerator(build_backbone(backbone, channels), psi, **gen_kwargs)
-            t = trainer("maxl", MetaConfig(**vars(meta)), "per-step",
+            t = trainer("maxl", MetaConfig(**vars(meta)), "per-step", k,
                         generator=generator.to(device=device, memory_format=fmt))
-            unit, iterations = (lambda t=t: t.steps.fused(x, y, idx)), 1
+
+            def unit(t=t, k=k):
+                t.steps.fused(x, y, idx)  # the generator step (and its multi-task step)
+                for _ in range(k - 1):  # plain multi-task steps on the generator's labels
+                    t.steps.multitask(x, y, idx)
+            iterations = k
         elif name.startswith("every"):
             k = int(name[5:])
             t = trainer("maxl", MetaConfig(engine="jvp"), "per-step", k)

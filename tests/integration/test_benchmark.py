@@ -124,3 +124,5 @@ def test_every_remedy_variant_builds_and_takes_a_step():
         before = [p.detach().clone() for p in generator.head.parameters()]
         case.unit()
         assert any(not torch.equal(a, b) for a, b in zip(before, generator.head.parameters())), name
+    assert cases["fused-implicit-k10-every4"].iterations == 4 and cases["fused-implicit-k3"].iterations == 1
+    assert {"fused-implicit-k3", "fused-implicit-k10-every4"} <= set(benchmark.DOUBLE_BACKWARD)
