@@ -242,56 +242,65 @@ def horizon_effect(trainer, horizons: list[int], seed: int, outer_images: int, r
     return out
 
 
-def implicit_by_labels(trainer, batches: int, seed: int, outer_images: int, terms: list[int]) -> dict[str, float]:
+def implicit_by_labels(trainer, batches: int, seed: int, outer_images: int, terms: list[int],
+                       step: float | None = None) -> dict[str, float]:
     """What the implicit engine's objective says of each kind of labels: the linearised change of the
     held-out primary loss that learning from them causes over a (K + 1)-step horizon,
-    ΔJ_K = −α ⟨∇θ1 L_aux(θ1, labels), v_K⟩ with v_K = Σ_{j=0}^{K} (I − αH)^j ∇θ1 L_pri(x_o)
+    ΔJ_K = −γ ⟨∇θ1 L_aux(θ1, labels), v_K⟩ with v_K = Σ_{j=0}^{K} (I − γH)^j ∇θ1 L_pri(x_o)
     (:mod:`maxl.meta.engines.implicit`; H on each batch with those labels), for each K in ``terms``,
     on ``label_gradients``' batches and one fixed set of ``outer_images`` held-out training images.
     Whether a long horizon, linearised, prefers the human hierarchy where one look-ahead step does not.
 
+    Args:
+        step: γ, the series' step (None: the multi-task network's current learning rate, as the
+            engine's default α).
+
     Returns:
         per K: ``n{K}_human_minus_random`` (mean paired difference of ΔJ over batches), its ``_se``,
-        ``n{K}_human_minus_uniform``, ``n{K}_diverged`` (batches whose series did not stay finite).
+        ``n{K}_human_minus_uniform``, and ``n{K}_growth``, the median over batches and labels of
+        ‖(I − γH)^K g‖ / ‖g‖, the size of the series' last term (above 1: it diverges); ``step``.
     """
-    from maxl.meta.engines.implicit import ImplicitEngine
+    from maxl.meta.engines.implicit import neumann_sums
 
-    alpha = trainer.optimizer.param_groups[0]["lr"]
-    net, engine = trainer.net, ImplicitEngine()
+    gamma = trainer.optimizer.param_groups[0]["lr"] if step is None else step
+    net = trainer.net
     images = torch.randperm(len(trainer.train_set), generator=torch.Generator().manual_seed(seed))
     images = images[: batches * trainer.config.batch_size]
     x_o, y_o = _outer_set(trainer, images, outer_images, seed + 1)
     draw = torch.Generator().manual_seed(seed + 2)
     names, params = trainable(net)
-    theta = [p.detach() for p in params]
     changes = {k: {kind: [] for kind in KINDS} for k in terms}
+    growth = {k: [] for k in terms}
     net.train()
     for chunk in images.split(trainer.config.batch_size):
         x, y, idx = _items(trainer.train_set, chunk)
         buffers = buffer_copies(net)
         call = functional_forward(net, names, buffers, x)
+        leaves = [p.detach().clone().requires_grad_() for p in params]
+        g_o = torch.autograd.grad(trainer.loss_fn(functional_forward(net, names, buffers, x_o)(leaves)[0], y_o),
+                                  leaves, allow_unused=True)
+        g_o = [torch.zeros_like(t) if g is None else g for g, t in zip(g_o, leaves)]
+        g_norm = torch.sqrt(sum((g * g).sum() for g in g_o))
         for kind in KINDS:
             target = _label_target(kind, trainer, x, y, idx, draw)
-            leaves = [t.clone().requires_grad_() for t in theta]
             aux_grads = torch.autograd.grad(trainer.loss_fn(call(leaves)[1], target), leaves, allow_unused=True)
-            for k in terms:
-                cfg = MetaConfig(inner_lr=alpha, order="implicit", neumann_terms=k)
-                try:
-                    _, v = engine.direction(call, functional_forward(net, names, buffers, x_o), names, theta, None, y,
-                                            y_o, target, trainer.loss_fn, None, cfg)
-                except FloatingPointError:
-                    changes[k][kind].append(math.nan)
-                    continue
-                dot = sum((g * vi).sum() for g, vi in zip(aux_grads, v) if g is not None)
-                changes[k][kind].append(float(-alpha * dot))
-    out = {}
+            previous = None
+            for k, v in enumerate(neumann_sums(call, names, leaves, y, target, trainer.loss_fn, None, g_o, gamma,
+                                               max(terms))):
+                if k in changes:
+                    dot = sum((g * vi).sum() for g, vi in zip(aux_grads, v) if g is not None)
+                    changes[k][kind].append(float(-gamma * dot))
+                    last = v if previous is None else [a - b for a, b in zip(v, previous)]
+                    growth[k].append(float(torch.sqrt(sum((t * t).sum() for t in last)) / g_norm))
+                previous = v
+    out = {"neumann_step": gamma}
     for k in terms:
         res = {kind: np.array(v) for kind, v in changes[k].items()}
         diff = res["human"] - res["random"]
-        out[f"n{k}_human_minus_random"] = float(np.nanmean(diff))
-        out[f"n{k}_human_minus_random_se"] = float(np.nanstd(diff, ddof=1) / np.sqrt(np.isfinite(diff).sum()))
-        out[f"n{k}_human_minus_uniform"] = float(np.nanmean(res["human"] - res["uniform"]))
-        out[f"n{k}_diverged"] = int((~np.isfinite(diff)).sum())
+        out[f"n{k}_human_minus_random"] = float(diff.mean())
+        out[f"n{k}_human_minus_random_se"] = float(diff.std(ddof=1) / np.sqrt(len(diff)))
+        out[f"n{k}_human_minus_uniform"] = float((res["human"] - res["uniform"]).mean())
+        out[f"n{k}_growth"] = float(np.median(growth[k]))
     return out
 
 
@@ -369,6 +378,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--neumann", type=int, nargs="*", default=[],
                         help="also the implicit engine's linearised (K + 1)-step change of the held-out primary "
                              "loss on each kind of labels, for these K")
+    parser.add_argument("--neumann-step", type=float, nargs="*", default=[None],
+                        help="γ of the Neumann series (default: the current learning rate); several: one table each")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True, help="JSON file of the statistics")
     args = parser.parse_args(argv)
@@ -413,9 +424,10 @@ def main(argv: list[str] | None = None) -> None:
             summary.update(objective_by_labels(trainer, args.batches, args.seed, args.outer_images, masked=True))
             if args.horizons:
                 summary.update(horizon_effect(trainer, args.horizons, args.seed, args.outer_images or 1000))
-            if args.neumann:
-                summary.update(implicit_by_labels(trainer, args.batches, args.seed, args.outer_images or 1000,
-                                                  args.neumann))
+            for i, step in enumerate(args.neumann_step if args.neumann else []):
+                implicit = implicit_by_labels(trainer, args.batches, args.seed, args.outer_images or 1000,
+                                              args.neumann, step)
+                summary.update({(f"s{i}_" if i else "") + k: v for k, v in implicit.items()})
         points.append({"epoch": epoch, "val_acc": acc, "alpha": trainer.optimizer.param_groups[0]["lr"],
                        "summary": summary, "classes": rows})
         print(f"epoch {epoch}: val acc {acc}, " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
@@ -495,19 +507,21 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {p['epoch']} | {k} | {q[f'h{k}_human_minus_random']:+.2e} ± "
                              f"{q[f'h{k}_human_minus_random_se']:.1e} | {q[f'h{k}_human_minus_uniform']:+.2e} | "
                              f"{q[f'h{k}_generated_minus_random']:+.2e} |")
-    terms = sorted({int(k[1:].split("_")[0]) for k in result["points"][0]["summary"]
-                    if k.startswith("n") and k.endswith("_human_minus_random")})
-    if terms:
-        lines += ["", "The implicit engine's linearised change of the held-out primary loss over K + 1 steps, "
-                  "ΔJ_K = −α ⟨∇θ1 L_aux, v_K⟩, per kind of labels (mean over batches ± standard error; batches "
-                  "whose Neumann series diverged left out). Below 0: the first kind helps more.", "",
-                  "| epoch | K | human − random | human − uniform | diverged |", "|---|---|---|---|---|"]
+    for prefix in sorted({k.split("neumann_step")[0] for k in result["points"][0]["summary"] if "neumann_step" in k}):
+        q0 = result["points"][0]["summary"]
+        terms = sorted({int(k[len(prefix) + 1:].split("_")[0]) for k in q0
+                        if k.startswith(prefix + "n") and k.endswith("_human_minus_random")})
+        lines += ["", "The implicit engine's linearised change of the held-out primary loss over K + 1 steps of "
+                  "step γ, ΔJ_K = −γ ⟨∇θ1 L_aux, v_K⟩, per kind of labels (mean over batches ± standard error), "
+                  "and the size of the Neumann series' last term ‖(I − γH)^K g‖ / ‖g‖ (above 1: the series "
+                  "diverges, the numbers mean nothing). Below 0: the first kind helps more.", "",
+                  "| epoch | γ | K | human − random | human − uniform | last term |", "|---|---|---|---|---|---|"]
         for p in result["points"]:
+            q = {k[len(prefix):]: v for k, v in p["summary"].items() if k.startswith(prefix)}
             for k in terms:
-                q = p["summary"]
-                lines.append(f"| {p['epoch']} | {k} | {q[f'n{k}_human_minus_random']:+.2e} ± "
+                lines.append(f"| {p['epoch']} | {q['neumann_step']:.3g} | {k} | {q[f'n{k}_human_minus_random']:+.2e} ± "
                              f"{q[f'n{k}_human_minus_random_se']:.1e} | {q[f'n{k}_human_minus_uniform']:+.2e} | "
-                             f"{q[f'n{k}_diverged']} |")
+                             f"{q[f'n{k}_growth']:.2g} |")
     return "\n".join(lines) + "\n"
 
 

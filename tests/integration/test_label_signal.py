@@ -37,7 +37,7 @@ def test_reliability_is_one_for_the_same_push_and_near_zero_for_independent_nois
 def test_a_run_on_digits_writes_its_table(tmp_path):
     out = tmp_path / "signal.json"
     main(["--grid", "digits", "--data-root", str(tmp_path), "--epochs-at", "0", "1", "--batches", "2",
-          "--horizons", "1", "3", "--outer-images", "64", "--neumann", "0", "2", "--out", str(out)])
+          "--horizons", "1", "3", "--outer-images", "64", "--neumann", "0", "2", "--neumann-step", "0.05", "0.01", "--out", str(out)])
     result = json.loads(out.read_text())
     assert [p["epoch"] for p in result["points"]] == [0, 1]
     for point in result["points"]:
@@ -45,9 +45,13 @@ def test_a_run_on_digits_writes_its_table(tmp_path):
         assert 0 <= s["shared"] <= 1 and 1 <= s["eff_rank"] <= 4 and -1 <= s["reliability"] <= 1
         assert 0 <= s["nmi_signal"] <= 1
         assert s["J_uniform"] > 0 and np.isfinite(s["h3_human_minus_random"]) and s["h3_human_minus_random_se"] >= 0
-        assert s["n2_diverged"] == 0 and np.isfinite(s["n2_human_minus_random"]) and s["n2_human_minus_random_se"] > 0
+        assert s["neumann_step"] == 0.05 and s["s1_neumann_step"] == 0.01
+        assert np.isfinite(s["n2_human_minus_random"]) and s["n2_human_minus_random_se"] > 0
+        assert s["n0_growth"] == 1 and 0 < s["n2_growth"] < 1  # ‖(I − γH)² g‖ < ‖g‖ for a small step
         assert s["n0_human_minus_uniform"] != s["n2_human_minus_uniform"]  # the Hessian terms change the horizon
+        # K = 0 does not depend on H: ΔJ_0 = −γ ⟨∇L_aux, ∇L_pri(x_o)⟩ scales with γ
+        assert s["n0_human_minus_random"] == pytest.approx(5 * s["s1_n0_human_minus_random"], rel=1e-4)
     table = out.with_suffix(".md").read_text()
-    assert "| epoch | α | val acc |" in table and "| epoch | K | human − random |" in table
+    assert "| epoch | α | val acc |" in table and table.count("| epoch | γ | K | human − random |") == 2
     main(["--plot", str(out), "--out", str(tmp_path / "signal.png")])
     assert (tmp_path / "signal.png").stat().st_size > 10_000

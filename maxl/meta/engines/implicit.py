@@ -32,6 +32,8 @@ converges for 0 < αλ < 2 over H's eigenvalues λ; it is truncated, not iterate
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
@@ -39,7 +41,7 @@ from maxl.meta.engines.jvp import JvpEngine
 from maxl.meta.lookahead import multitask_loss
 from maxl.meta.registry import register_engine
 
-__all__ = ["ImplicitEngine"]
+__all__ = ["ImplicitEngine", "neumann_sums"]
 
 
 class ImplicitEngine(JvpEngine):
@@ -67,24 +69,55 @@ class ImplicitEngine(JvpEngine):
         with torch.enable_grad():
             leaves = [t.detach().requires_grad_() for t in theta]
             outer = loss_fn(call_outer(leaves)[0], y_o)
-            p = _zeros_for_none(torch.autograd.grad(outer, leaves, allow_unused=True), leaves)  # ∇θ1 L_pri(x_o)
-            v = list(p)
-            if config.neumann_terms:
-                inner = multitask_loss(call(leaves), y, target.detach(), loss_fn)
-                if extra is not None:
-                    inner = inner + extra(dict(zip(names, leaves)))
-                grads = torch.autograd.grad(inner, leaves, create_graph=True)  # ∇θ1 L_T, its graph kept
-                for _ in range(config.neumann_terms):  # p ← (I − αH) p, v ← v + p
-                    hp = _zeros_for_none(torch.autograd.grad(grads, leaves, grad_outputs=p, retain_graph=True,
-                                                             allow_unused=True), leaves)
-                    p = [pi - config.inner_lr * hi for pi, hi in zip(p, hp)]
-                    v = [vi + pi for vi, pi in zip(v, p)]
-        v = [vi.detach() for vi in v]
+            g_o = _zeros_for_none(torch.autograd.grad(outer, leaves, allow_unused=True), leaves)  # ∇θ1 L_pri(x_o)
+        for v in neumann_sums(call, names, leaves, y, target, loss_fn, extra, g_o, config.inner_lr,
+                              config.neumann_terms):
+            pass
         if not all(torch.isfinite(vi).all() for vi in v):
             raise FloatingPointError(f"the Neumann series of the implicit engine diverged (inner_lr α = "
                                      f"{config.inner_lr}, neumann_terms K = {config.neumann_terms}): it needs "
                                      "α < 2 / (largest Hessian eigenvalue); lower α or K")
         return outer.detach(), v
+
+
+def neumann_sums(call, names: list[str], leaves: list[Tensor], y: Tensor, target: Tensor, loss_fn, extra,
+                 g: list[Tensor], alpha: float, terms: int) -> Iterator[list[Tensor]]:
+    """The partial sums v_k = Σ_{j=0}^{k} (I − αH)^j g for k = 0, 1, ..., ``terms``, H = ∇²θ1 L_T.
+
+    L_T = L_pri(f(x; θ1), y) + L_aux(f(x; θ1), target) (+ L_x) on the inner batch, at θ1 = ``leaves``;
+    one Hessian-vector product per term, all through one create_graph gradient of L_T (Lorraine,
+    Vicol, Duvenaud, AISTATS 2020, Algorithm 3).
+
+    Args:
+        call: the functional forward on the inner batch x.
+        names: the trainable parameters' names (for ``extra``).
+        leaves: θ1, tensors that require grad, one per trainable parameter.
+        y: primary labels int64 ``[B]``.
+        target: the auxiliary targets float ``[B, K]`` (used detached).
+        loss_fn: ``loss(logits, target) -> scalar``.
+        extra: optional L_x(params).
+        g: the series' vector (∇θ1 of the outer loss), one tensor per parameter.
+        alpha: the series' step α.
+        terms: K.
+
+    Yields:
+        v_0 = g, v_1, ..., v_K, each a list of detached tensors.
+    """
+    p, v = list(g), list(g)
+    yield v
+    if not terms:
+        return
+    with torch.enable_grad():
+        inner = multitask_loss(call(leaves), y, target.detach(), loss_fn)
+        if extra is not None:
+            inner = inner + extra(dict(zip(names, leaves)))
+        grads = torch.autograd.grad(inner, leaves, create_graph=True)  # ∇θ1 L_T, its graph kept
+        for _ in range(terms):  # p ← (I − αH) p, v ← v + p
+            hp = _zeros_for_none(torch.autograd.grad(grads, leaves, grad_outputs=p, retain_graph=True,
+                                                     allow_unused=True), leaves)
+            p = [pi - alpha * hi for pi, hi in zip(p, hp)]
+            v = [vi + pi for vi, pi in zip(v, p)]
+            yield v
 
 
 def _zeros_for_none(grads, like) -> list[Tensor]:
