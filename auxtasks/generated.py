@@ -27,7 +27,7 @@ from maxl.nn.networks import LabelGenerator
 
 from .task import AuxiliaryTask
 
-__all__ = ["GeneratedLabels", "random_flip_shift"]
+__all__ = ["GeneratedLabels", "random_flip_shift", "random_colour"]
 
 
 def random_flip_shift(images: Tensor, shift: int = 4) -> Tensor:
@@ -46,6 +46,54 @@ def random_flip_shift(images: Tensor, shift: int = 4) -> Tensor:
     padded = torch.nn.functional.pad(views, (shift,) * 4, mode="reflect")
     dx, dy = torch.randint(0, 2 * shift + 1, (2, b)).tolist()
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+
+
+def random_colour(images: Tensor, strength: float, mean, std, grayscale_p: float = 0.2) -> Tensor:
+    """Another view of each image with other colours: per image, a random brightness, contrast and
+    saturation factor in [1 − s, 1 + s] applied in that order, then grayscale with probability
+    ``grayscale_p``, on the pixels in [0, 1] (un-normalised by ``mean``, ``std``, clamped after each
+    step and normalised again), with torchvision's formulas for float images (ColorJitter without
+    hue, RandomGrayscale). Colour is then not what two views share, so a view-consistent label
+    has to follow shape and texture (the colour distortion of SimCLR, Chen et al., ICML 2020, Sec. 3).
+
+    Args:
+        images: normalised images float ``[B, C, H, W]``, C = 1 (brightness and contrast only) or 3.
+        strength: s in [0, 1); 0 returns ``images``.
+        mean, std: the per-channel normalisation, sequences of C (or 1) floats.
+        grayscale_p: probability of the grayscale step (RGB only).
+
+    Returns:
+        float ``[B, C, H, W]``, normalised like ``images``.
+
+    Raises:
+        ValueError: ``strength`` outside [0, 1), or C not 1 or 3.
+    """
+    from torchvision.transforms.v2.functional import rgb_to_grayscale
+
+    if not 0 <= strength < 1:
+        raise ValueError(f"colour strength must be in [0, 1), got {strength}")
+    b, c = images.shape[:2]
+    if c not in (1, 3):
+        raise ValueError(f"random_colour needs 1 or 3 channels, got {c}")
+    if not strength:
+        return images
+    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).reshape(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=images.dtype, device=images.device).reshape(1, -1, 1, 1)
+    pixels = images * std + mean
+    factors = 1 + strength * (2 * torch.rand(3, b, 1, 1, 1, dtype=images.dtype, device=images.device) - 1)
+
+    def gray(x):
+        return rgb_to_grayscale(x) if c == 3 else x
+
+    pixels = (pixels * factors[0]).clamp(0, 1)  # brightness: a blend with black
+    level = gray(pixels).mean(dim=(1, 2, 3), keepdim=True)
+    pixels = (level + factors[1] * (pixels - level)).clamp(0, 1)  # contrast: a blend with the mean grey level
+    if c == 3:
+        g = gray(pixels)
+        pixels = (g + factors[2] * (pixels - g)).clamp(0, 1)  # saturation: a blend with the grey image
+        to_gray = torch.rand(b, 1, 1, 1, device=images.device) < grayscale_p
+        pixels = torch.where(to_gray, gray(pixels).expand_as(pixels), pixels)
+    return (pixels - mean) / std
 
 
 class GeneratedLabels(AuxiliaryTask):
@@ -67,6 +115,8 @@ class GeneratedLabels(AuxiliaryTask):
         hidden: width of the head's hidden layer.
         name: key of the loss (default ``"generated"``).
         head: a ready head producing ``sum(ψ)`` logits (e.g. a ``MultiTaskNetwork``'s ``aux_head``).
+        normalisation: the images' per-channel ``(mean, std)``, needed when
+            ``meta.consistency_colour`` > 0 (the colour view works on pixels in [0, 1]).
 
     Notes:
         The generator's parameters never keep a ``.grad`` outside ``meta_step``, so an
@@ -81,7 +131,8 @@ class GeneratedLabels(AuxiliaryTask):
 
     def __init__(self, generator: nn.Module, *, meta: MetaConfig | None = None,
                  loss_fn: Callable[[Tensor, Tensor], Tensor] = focal_loss, lookahead_other_tasks: bool = True,
-                 hidden: int = 512, name: str | None = None, head: nn.Module | None = None):
+                 hidden: int = 512, name: str | None = None, head: nn.Module | None = None,
+                 normalisation: tuple | None = None):
         super().__init__(name, head)
         if not isinstance(generator, nn.Module):
             raise ValueError(f"generator must be an nn.Module (a maxl.LabelGenerator), got {type(generator).__name__}")
@@ -91,14 +142,20 @@ class GeneratedLabels(AuxiliaryTask):
         self.lookahead_other_tasks = lookahead_other_tasks
         self.hidden = hidden
         self.graph_checked = False  # the double-backward graph walk runs on the first meta step only
+        if self.meta.consistency_colour and normalisation is None:
+            raise ValueError("meta.consistency_colour > 0 needs the images' normalisation=(mean, std)")
+        self.normalisation = normalisation
 
     def consistency_loss(self, images: Tensor, primary_labels: Tensor):
         """The view-consistency term of J, ``R(soft) = −ν I(soft, g(x'))`` with x' another view
-        of ``images`` (:func:`random_flip_shift`), or None when ``meta.consistency_weight`` is 0."""
+        of ``images`` (:func:`random_flip_shift`, then :func:`random_colour` of strength
+        ``meta.consistency_colour`` if > 0), or None when ``meta.consistency_weight`` is 0."""
         weight = self.meta.consistency_weight
         if not weight:
             return None
         views = random_flip_shift(images) if images.shape[-1] >= 8 else images.flip(3)
+        if self.meta.consistency_colour:
+            views = random_colour(views, self.meta.consistency_colour, *self.normalisation)
 
         def loss(soft: Tensor) -> Tensor:
             return -weight * paired_mutual_information(soft, self.generator(views, primary_labels))

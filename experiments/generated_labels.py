@@ -79,6 +79,18 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # label terms (view consistency, entropies) train the generator: self-labelling without meta-learning
     "ps-features-adam-iic-mi-alpha0": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight",
                                                 "1", "--image-entropy-weight", "0.2", "--inner-lr", "1e-9")),
+    # the same with a colour distortion of the second view (brightness, contrast, saturation in [0.5, 1.5],
+    # grayscale with probability 0.2), so that colour is not what consistent labels may follow (CIFAR-10's
+    # self-labels were clusters of colour)
+    "ps-features-adam-iic-mi-colour": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight",
+                                                "1", "--image-entropy-weight", "0.2", "--consistency-colour", "0.5")),
+    # the same with the implicit engine's hypergradient instead of one look-ahead step: 10 Neumann terms of a
+    # fixed step γ = 0.03 (a linearised horizon of 11 steps, where the series still converges on MNIST-long at
+    # epoch 10: label-signal-implicit-mnist-long.md); the generator every 4 steps to amortise the 10
+    # Hessian-vector products (AuxiLearn's practice; 10x a single-task step in benchmark-implicit.md)
+    "ps-features-adam-iic-mi-implicit": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight",
+                                                  "1", "--image-entropy-weight", "0.2", "--meta-order", "implicit",
+                                                  "--neumann-terms", "10", "--inner-lr", "0.03", "--gen-every", "4")),
 }
 
 

@@ -132,6 +132,8 @@ FLAGS: dict[str, tuple[str, dict]] = {
                                "entropy term of J (sharp labels per image); = --entropy-weight: the mutual information")),
     "--consistency-weight": ("train.meta.consistency_weight", dict(type=float, help="nu of the view-consistency "
                              "term of J: the mutual information of two augmented views' labels (IIC)")),
+    "--consistency-colour": ("train.meta.consistency_colour", dict(type=float, help="strength s in [0, 1) of a colour "
+                                                                                "distortion of the second view")),
     "--inner-steps": ("train.meta.inner_steps", dict(type=int, help="differentiable look-ahead steps k (func, higher)")),
     "--meta-batch": ("train.meta_batch", dict(choices=("same", "other"), help="outer loss on the look-ahead's batch "
                      "(the paper) or on another batch of the training images")),

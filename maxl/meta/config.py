@@ -32,6 +32,9 @@ class MetaConfig:
         consistency_weight: ν of a view-consistency term, J −= ν I(g(x), g(x')), the mutual
             information of the labels of two augmented views (IIC); applied by callers that can
             make the second view (:class:`auxtasks.GeneratedLabels`), not by :func:`meta_gradient`.
+        consistency_colour: s, the strength of a colour distortion of the second view (brightness,
+            contrast, saturation factors in [1 − s, 1 + s], grayscale with probability 0.2;
+            :func:`auxtasks.generated.random_colour`); 0: flip and shift only.
         record_parts: also report the norms of the two parts of ∇θ2 J, the look-ahead's
             ∇θ2 L_pri(θ1⁺) and the entropy term's λ∇θ2 H (a diagnostic: one more backward
             through the generator; the gradient itself is then their sum).
@@ -48,8 +51,9 @@ class MetaConfig:
 
     Raises:
         ValueError: an unknown order, an engine that is not registered as second-order,
-            ``inner_lr <= 0``, ``inner_steps < 1``, ``neumann_terms < 0``, or ``inner_steps > 1`` with an engine that
-            takes one step only (``"jvp"``, ``order="first"``, ``order="implicit"``).
+            ``consistency_colour`` outside [0, 1), ``inner_lr <= 0``, ``inner_steps < 1``,
+            ``neumann_terms < 0``, or ``inner_steps > 1`` with an engine that takes one step only
+            (``"jvp"``, ``order="first"``, ``order="implicit"``).
 
     References:
         Liu, Davison, Johns. "Self-Supervised Generalisation with Meta Auxiliary Learning".
@@ -70,6 +74,7 @@ class MetaConfig:
     inner_steps: int = 1
     image_entropy_weight: float = 0.0
     consistency_weight: float = 0.0
+    consistency_colour: float = 0.0
     centre_by_class: bool = False
     neumann_terms: int = 3
 
@@ -81,6 +86,8 @@ class MetaConfig:
         if self.image_entropy_weight < 0 or self.consistency_weight < 0:
             raise ValueError(f"image_entropy_weight and consistency_weight must be >= 0, got "
                              f"{self.image_entropy_weight}, {self.consistency_weight}")
+        if not 0 <= self.consistency_colour < 1:
+            raise ValueError(f"consistency_colour must be in [0, 1), got {self.consistency_colour}")
         if self.inner_lr is not None and self.inner_lr <= 0:
             raise ValueError(f"inner_lr (look-ahead step α) must be > 0, got {self.inner_lr}")
         if isinstance(self.inner_steps, bool) or not isinstance(self.inner_steps, int) or self.inner_steps < 1:

@@ -57,7 +57,8 @@ def build_learner(net: nn.Module, method: str, aux: Sequence[str] = (), weightin
         weighting: a key of :data:`auxtasks.weighting.WEIGHTINGS`; must be ``"equal"`` with ``aux_weights``.
         loss_fn: the loss of the primary task and of the method's auxiliary head.
         in_channels, image_size: of the data set's images.
-        normalisation: per-channel ``(mean, std)`` of the images (for colourisation).
+        normalisation: per-channel ``(mean, std)`` of the images (for colourisation and the colour
+            view of MAXL's consistency term).
         generator: the label-generation network (``maxl``).
         aux_labels: int64 ``[N_train]`` fixed auxiliary labels (fixed-label methods).
         meta: the meta-step settings (``maxl``).
@@ -76,7 +77,8 @@ def build_learner(net: nn.Module, method: str, aux: Sequence[str] = (), weightin
     if method == "maxl":
         if generator is None:
             raise ValueError("method 'maxl' needs a label-generation network (generator=)")
-        tasks.append(GeneratedLabels(generator, meta=meta, loss_fn=loss_fn, head=net.aux_head, name="maxl"))
+        tasks.append(GeneratedLabels(generator, meta=meta, loss_fn=loss_fn, head=net.aux_head, name="maxl",
+                                     normalisation=normalisation))
     elif method in _FIXED_LABEL_METHODS:
         if aux_labels is None:
             raise ValueError(f"method {method!r} needs fixed auxiliary labels (aux_labels=)")

@@ -69,3 +69,77 @@ def test_random_flip_shift_gives_flipped_or_shifted_crops_of_each_image():
             padded = torch.nn.functional.pad(flipped[None], (2,) * 4, mode="reflect")[0]
             candidates += [padded[:, i:i + 8, j:j + 8] for i in range(5) for j in range(5)]
         assert any(torch.equal(view, c) for c in candidates)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_random_colour_equals_torchvision_colour_ops_image_by_image(channels):
+    """Each view is torchvision's brightness, contrast, saturation adjustment (and grayscale) of its
+    image with that image's factors, on the un-normalised pixels."""
+    from torchvision.transforms.v2 import functional as F
+
+    from auxtasks.generated import random_colour
+
+    mean, std = [0.5, 0.4, 0.3][:channels], [0.25, 0.2, 0.3][:channels]
+    torch.manual_seed(0)
+    pixels = torch.rand(16, channels, 6, 6, dtype=torch.float64)
+    images = (pixels - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    torch.manual_seed(5)
+    views = random_colour(images, 0.6, mean, std, grayscale_p=0.5)
+    torch.manual_seed(5)  # the same draws: three factors per image, then the grayscale coin
+    factors = 1 + 0.6 * (2 * torch.rand(3, 16, 1, 1, 1, dtype=torch.float64) - 1)
+    coins = torch.rand(16, 1, 1, 1) < 0.5
+    grey_count = 0
+    for i in range(16):
+        expected = F.adjust_brightness(pixels[i], factors[0, i].item())
+        expected = F.adjust_contrast(expected, factors[1, i].item())
+        if channels == 3:
+            expected = F.adjust_saturation(expected, factors[2, i].item())
+            if coins[i]:
+                expected = F.rgb_to_grayscale(expected, num_output_channels=3)
+                grey_count += 1
+        got = views[i] * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    assert channels == 1 or 0 < grey_count < 16  # both branches were taken
+    assert not torch.allclose(views, images)
+
+
+def test_random_colour_settings():
+    from auxtasks import GeneratedLabels
+    from auxtasks.generated import random_colour
+
+    x = torch.randn(2, 3, 4, 4)
+    assert random_colour(x, 0.0, [0.5], [0.25]) is x
+    with pytest.raises(ValueError, match=r"colour strength must be in \[0, 1\)"):
+        random_colour(x, 1.0, [0.5], [0.25])
+    with pytest.raises(ValueError, match="1 or 3 channels, got 2"):
+        random_colour(x[:, :2], 0.5, [0.5], [0.25])
+    with pytest.raises(ValueError, match="consistency_colour must be in"):
+        MetaConfig(consistency_colour=-0.1)
+    gen = LabelGenerator(tiny_cnn(3), [2, 3], hidden=4)
+    with pytest.raises(ValueError, match="needs the images' normalisation"):
+        GeneratedLabels(gen, meta=MetaConfig(consistency_weight=1.0, consistency_colour=0.4))
+
+
+def test_the_learner_makes_the_colour_view_of_the_consistency_term():
+    from auxtasks import AuxiliaryLearner, GeneratedLabels
+    from auxtasks.generated import random_colour, random_flip_shift
+    from maxl.core.losses import paired_mutual_information
+
+    torch.manual_seed(0)
+    net = MultiTaskNetwork(tiny_cnn(3), 2, 5, hidden=4).double()
+    gen = LabelGenerator(tiny_cnn(3), [2, 3], hidden=4).double()
+    x, y = torch.randn(6, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 1, 0])
+    loss = classification_loss("ce")
+    norm = ([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    plain = meta_gradient(net, gen, x, y, loss, MetaConfig(inner_lr=0.3, engine="jvp"))
+    cfg = MetaConfig(inner_lr=0.3, engine="jvp", consistency_weight=0.5, consistency_colour=0.4)
+    task = GeneratedLabels(gen, meta=cfg, loss_fn=loss, head=net.aux_head, normalisation=norm)
+    learner = AuxiliaryLearner(net.backbone, net.primary_head, [task], primary_loss=loss)
+    torch.manual_seed(1)
+    got = learner.meta_gradient(x, y)
+    torch.manual_seed(1)
+    views = random_colour(random_flip_shift(x), 0.4, *norm)
+    consistency = -0.5 * paired_mutual_information(gen(x, y), gen(views, y))
+    direct = torch.autograd.grad(consistency, list(gen.parameters()))
+    for a, b, d in zip(got.grads, plain.grads, direct):
+        torch.testing.assert_close(a, b + d, rtol=1e-9, atol=1e-12)
