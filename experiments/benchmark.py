@@ -89,9 +89,10 @@ REMEDIES = {
                                "generator = a head on the multi-task network's features + view-consistency term "
                                "(IIC: one more backbone forward, no graph)"),
     "fused-implicit-k3": (MetaConfig(order="implicit", neumann_terms=3), {},
-                          "→ implicit differentiation, 3 Neumann terms (3 Hessian-vector products)"),
+                          "fused, implicit differentiation: 3 Neumann terms (3 Hessian-vector products), "
+                          "the generator every step"),
     "fused-implicit-k10-every4": (MetaConfig(order="implicit", neumann_terms=10), {"every": 4},
-                                  "→ implicit differentiation, 10 Neumann terms, generator every 4 steps"),
+                                  "fused, implicit differentiation: 10 Neumann terms, the generator every 4 steps"),
 }
 EXACT = ("maxl-func", "maxl-higher", "maxl-jvp", "fused-func", "fused-jvp")
 # backward(create_graph=True): no torch.compile (the implicit engine's Hessian-vector products too)
@@ -123,7 +124,8 @@ def describe(name: str) -> str:
     if name.startswith("every"):
         return f"exact, generator every {name[5:]} steps, fused, forward-mode JVP"
     if name in REMEDIES:
-        return f"exact, fused, forward-mode JVP {REMEDIES[name][2]}"
+        meta, _, what = REMEDIES[name]
+        return what if meta.order != "second" else f"exact, fused, forward-mode JVP {what}"
     return VARIANTS[name][2]
 
 
