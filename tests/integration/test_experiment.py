@@ -150,6 +150,11 @@ def test_named_configurations():
                                                                                    "maxl", 0), "--preset", "paper"]))
     assert (paper.model.backbone, paper.train.epochs, paper.train.lr, paper.train.momentum,
             paper.data.hierarchy) == ("vgg16", 200, 0.01, 0.0, "20-100")
+    from maxl.data.user_hierarchy import read_hierarchy_file
+
+    pairs = read_hierarchy_file(CONFIGS["protocol-cifar10-pairs"].hierarchy)  # the CIFAR-10 classes, two by two
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    assert [len(m) for m in pairs.members] == [2] * 5 and sorted(c for m in pairs.members for c in m) == classes
     with pytest.raises(ValueError, match="may not set"):
         GridConfig(name="bad", description="", dataset="digits", train_args=("--seed", "3"))
     with pytest.raises(ValueError, match="unknown methods"):
