@@ -18,7 +18,10 @@ of primary class k these gradients form a matrix G_k [n_k, ψ_k]. The script mea
 * ``J_human``, ``J_random``, ``J_generated``, ``J_uniform``: the outer loss after a look-ahead step
   on the human fine labels, random labels, the generator's and uniform ones, and the paired
   difference human − random (mean over batches ± its standard error): whether the objective can
-  tell the human hierarchy from random labels at all.
+  tell the human hierarchy from random labels at all;
+* with ``--horizons``: the held-out primary loss after k plain SGD steps on each kind of labels;
+  with ``--neumann``: the same question for the implicit engine's linearised (K + 1)-step horizon
+  (:func:`implicit_by_labels`), and whether its Neumann series converges there.
 
 At several points of a MAXL run (the protocol's networks, trained by the trainer between the
 points). A first-order view of why the primary task's number of classes matters: a step on an
@@ -33,6 +36,10 @@ vehicle, even / odd) the per-image push is close to one-dimensional.
     # the same network and data with the 10 classes as the primary task (psi = 5 each)
     python -m experiments.label_signal --grid protocol-cifar10 --data-root /tmp/data/cifar10-jpeg \\
         --primary classes --epochs-at 0 3 8 --out figures/generated-labels/label-signal-cifar10-10way.json
+    # MNIST, long protocol: the implicit engine's horizons
+    python -m experiments.label_signal --grid protocol-mnist-long --data-root /tmp/data --epochs-at 10 30 \
+        --batches 4 --outer-images 200 --neumann 0 10 30 100 --neumann-step 0.01 0.03 \
+        --out figures/generated-labels/label-signal-implicit-mnist-long.json
 """
 
 from __future__ import annotations

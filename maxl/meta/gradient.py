@@ -40,6 +40,9 @@ own module of :mod:`maxl.meta.engines` and registered under its name
   term (Liu, Simonyan, Yang, "DARTS", ICLR 2019, Eq. 7–8): with d = ∇θ1⁺ L_pri(θ1⁺) and
   ε = ε₀/‖d‖, ∇θ2 J ≈ −α [∇θ2 L_aux(θ1+εd) − ∇θ2 L_aux(θ1−εd)] / (2ε) + λ∇θ2 H. No
   double backward is needed, so it works with every op (engine ``"first"``).
+* ``order="implicit"``: not J's gradient but its long-horizon counterpart, the implicit-function
+  hypergradient at θ1 with the inverse Hessian of L_pri + L_aux as K Neumann terms
+  (:mod:`maxl.meta.engines.implicit`; Lorraine, Vicol, Duvenaud, AISTATS 2020; AuxiLearn).
 
 The look-ahead never changes the real network: it runs on copies of the BatchNorm running
 statistics, and no ``.grad`` of θ1 is touched.
