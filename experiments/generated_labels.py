@@ -44,6 +44,7 @@ ADAM = ("--gen-optimizer", "adam", "--gen-weight-decay", "0")
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "single": ("single", ()),
     "human": ("human", ()),
+    "random": ("random", ()),  # random auxiliary labels inside each image's block (a fixed draw)
     "paper": ("maxl", ()),  # the paper's MAXL: alternate passes, func engine, SGD generator lr 1e-3, wd 5e-4
     "ps": ("maxl", PER_STEP),
     "ps-adam": ("maxl", (*PER_STEP, *ADAM)),
