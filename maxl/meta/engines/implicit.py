@@ -27,7 +27,8 @@ steps (``TrainConfig.gen_every``), as AuxiLearn does.
 
 H is taken on the inner batch with the generator's labels detached; v is evaluated at θ1, not
 at a look-ahead point, and the recorded outer loss is L_pri(f(x_o; θ1), y_o). The series
-converges for 0 < αλ < 2 over H's eigenvalues λ; it is truncated, not iterated to convergence.
+converges for 0 < αλ < 2 over H's eigenvalues λ, and a negative eigenvalue (a non-convex inner
+loss) makes its terms grow for any α; it is truncated, not iterated to convergence.
 """
 
 from __future__ import annotations
@@ -70,13 +71,12 @@ class ImplicitEngine(JvpEngine):
             leaves = [t.detach().requires_grad_() for t in theta]
             outer = loss_fn(call_outer(leaves)[0], y_o)
             g_o = _zeros_for_none(torch.autograd.grad(outer, leaves, allow_unused=True), leaves)  # ∇θ1 L_pri(x_o)
-        for v in neumann_sums(call, names, leaves, y, target, loss_fn, extra, g_o, config.inner_lr,
-                              config.neumann_terms):
-            pass
+        *_, v = neumann_sums(call, names, leaves, y, target, loss_fn, extra, g_o, config.inner_lr, config.neumann_terms)
         if not all(torch.isfinite(vi).all() for vi in v):
             raise FloatingPointError(f"the Neumann series of the implicit engine diverged (inner_lr α = "
-                                     f"{config.inner_lr}, neumann_terms K = {config.neumann_terms}): it needs "
-                                     "α < 2 / (largest Hessian eigenvalue); lower α or K")
+                                     f"{config.inner_lr}, neumann_terms K = {config.neumann_terms}): its terms "
+                                     "grow where |1 − αλ| > 1 for an eigenvalue λ of the Hessian (λ > 2/α, or "
+                                     "λ < 0 for any α); lower α or K")
         return outer.detach(), v
 
 
