@@ -181,6 +181,15 @@ def make_cases(names: list[str], backbone: str, batch_size: int, device: torch.d
             return Trainer(nets["single"], data, data, cfg)
         return Trainer(nets["net"], data, data, cfg, generator=generator or nets["generator"])
 
+    def amortised(t, k):
+        """k iterations: a fused generator step (and its multi-task step), then k − 1 plain multi-task
+        steps on the generator's labels."""
+        def unit(t=t, k=k):
+            t.steps.fused(x, y, idx)
+            for _ in range(k - 1):
+                t.steps.multitask(x, y, idx)
+        return unit
+
     cases = {}
     for name in names:
         if name == "single":
@@ -198,21 +207,11 @@ def make_cases(names: list[str], backbone: str, batch_size: int, device: torch.d
                 generator = LabelGenerator(build_backbone(backbone, channels), psi, **gen_kwargs)
             t = trainer("maxl", MetaConfig(**vars(meta)), "per-step", k,
                         generator=generator.to(device=device, memory_format=fmt))
-
-            def unit(t=t, k=k):
-                t.steps.fused(x, y, idx)  # the generator step (and its multi-task step)
-                for _ in range(k - 1):  # plain multi-task steps on the generator's labels
-                    t.steps.multitask(x, y, idx)
-            iterations = k
+            unit, iterations = amortised(t, k), k
         elif name.startswith("every"):
             k = int(name[5:])
             t = trainer("maxl", MetaConfig(engine="jvp"), "per-step", k)
-
-            def unit(t=t, k=k):
-                t.steps.fused(x, y, idx)  # the generator step (and its multi-task step)
-                for _ in range(k - 1):  # plain multi-task steps on the generator's labels
-                    t.steps.multitask(x, y, idx)
-            iterations = k
+            unit, iterations = amortised(t, k), k
         else:
             meta, schedule, _ = VARIANTS[name]
             t = trainer("maxl", MetaConfig(**vars(meta)), schedule)
