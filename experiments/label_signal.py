@@ -59,7 +59,7 @@ from experiments.generated_labels import VARIANTS
 from experiments.harness import CONFIGS, run_argv
 from maxl.cli import commands as cli
 from maxl.meta import MetaConfig, meta_gradient
-from maxl.meta.lookahead import buffer_copies, functional_forward, trainable
+from maxl.meta.lookahead import buffer_copies, functional_forward, primary_gradient, trainable
 from maxl.train.build import build
 
 
@@ -284,9 +284,7 @@ def implicit_by_labels(trainer, batches: int, seed: int, outer_images: int, term
         buffers = buffer_copies(net)
         call = functional_forward(net, names, buffers, x)
         leaves = [p.detach().clone().requires_grad_() for p in params]
-        g_o = torch.autograd.grad(trainer.loss_fn(functional_forward(net, names, buffers, x_o)(leaves)[0], y_o),
-                                  leaves, allow_unused=True)
-        g_o = [torch.zeros_like(t) if g is None else g for g, t in zip(g_o, leaves)]
+        _, g_o = primary_gradient(functional_forward(net, names, buffers, x_o), leaves, y_o, trainer.loss_fn)
         g_norm = torch.sqrt(sum((g * g).sum() for g in g_o))
         for kind in KINDS:
             target = _label_target(kind, trainer, x, y, idx, draw)

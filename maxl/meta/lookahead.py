@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from maxl.meta.config import MetaConfig
 
 __all__ = ["Forward", "generated_targets", "trainable", "buffer_copies", "functional_forward", "outer_pair",
-           "multitask_loss", "multitask_gradient", "unroll", "lookahead_direction"]
+           "multitask_loss", "multitask_gradient", "unroll", "lookahead_direction", "primary_gradient",
+           "zeros_for_unused"]
 
 Forward = Callable[[Sequence[Tensor]], tuple[Tensor, Tensor]]
 """``call(params) -> (primary [B, P], aux [B, K])``: the network's forward with replaced parameters."""
@@ -192,8 +193,28 @@ def lookahead_direction(call: Forward, theta: list[Tensor], inner_grads: Sequenc
         ``(L_pri(θ1⁺) detached scalar, v)``, v zero for parameters L_pri does not use (the
         auxiliary head).
     """
+    fast = [(t - cfg.inner_lr * gi).requires_grad_() for t, gi in zip(theta, inner_grads)]  # θ1⁺
+    return primary_gradient(call, fast, y, loss_fn)
+
+
+def primary_gradient(call: Forward, params: list[Tensor], y: Tensor, loss_fn: LossFn) -> tuple[Tensor, list[Tensor]]:
+    """L_pri(f(x; params), y) and its gradient with respect to ``params`` (tensors that require grad).
+
+    Args:
+        call: the functional forward on the batch x (from :func:`functional_forward`).
+        params: one tensor per trainable parameter, requiring grad.
+        y: primary labels int64 ``[B]``.
+        loss_fn: ``loss(logits, target) -> scalar``.
+
+    Returns:
+        ``(loss, detached scalar; gradient)``, zero for parameters L_pri does not use (the auxiliary head).
+    """
     with torch.enable_grad():
-        fast = [(t - cfg.inner_lr * gi).requires_grad_() for t, gi in zip(theta, inner_grads)]  # θ1⁺
-        outer = loss_fn(call(fast)[0], y)
-        v = torch.autograd.grad(outer, fast, allow_unused=True)
-    return outer.detach(), [torch.zeros_like(t) if vi is None else vi for t, vi in zip(theta, v)]
+        loss = loss_fn(call(params)[0], y)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return loss.detach(), zeros_for_unused(grads, params)
+
+
+def zeros_for_unused(grads: Sequence[Tensor | None], like: Sequence[Tensor]) -> list[Tensor]:
+    """``grads`` of ``torch.autograd.grad(..., allow_unused=True)``, zeros where it gave None."""
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, like)]

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from maxl.meta.engines.jvp import JvpEngine
-from maxl.meta.lookahead import multitask_loss
+from maxl.meta.lookahead import multitask_loss, primary_gradient, zeros_for_unused
 from maxl.meta.registry import register_engine
 
 __all__ = ["ImplicitEngine", "neumann_sums"]
@@ -67,17 +67,15 @@ class ImplicitEngine(JvpEngine):
         Raises:
             FloatingPointError: v is not finite (the series diverged: α too large for H).
         """
-        with torch.enable_grad():
-            leaves = [t.detach().requires_grad_() for t in theta]
-            outer = loss_fn(call_outer(leaves)[0], y_o)
-            g_o = _zeros_for_none(torch.autograd.grad(outer, leaves, allow_unused=True), leaves)  # ∇θ1 L_pri(x_o)
+        leaves = [t.detach().requires_grad_() for t in theta]
+        outer, g_o = primary_gradient(call_outer, leaves, y_o, loss_fn)  # ∇θ1 L_pri(x_o)
         *_, v = neumann_sums(call, names, leaves, y, target, loss_fn, extra, g_o, config.inner_lr, config.neumann_terms)
         if not all(torch.isfinite(vi).all() for vi in v):
             raise FloatingPointError(f"the Neumann series of the implicit engine diverged (inner_lr α = "
                                      f"{config.inner_lr}, neumann_terms K = {config.neumann_terms}): its terms "
                                      "grow where |1 − αλ| > 1 for an eigenvalue λ of the Hessian (λ > 2/α, or "
                                      "λ < 0 for any α); lower α or K")
-        return outer.detach(), v
+        return outer, v
 
 
 def neumann_sums(call, names: list[str], leaves: list[Tensor], y: Tensor, target: Tensor, loss_fn, extra,
@@ -113,15 +111,11 @@ def neumann_sums(call, names: list[str], leaves: list[Tensor], y: Tensor, target
             inner = inner + extra(dict(zip(names, leaves)))
         grads = torch.autograd.grad(inner, leaves, create_graph=True)  # ∇θ1 L_T, its graph kept
         for _ in range(terms):  # p ← (I − αH) p, v ← v + p
-            hp = _zeros_for_none(torch.autograd.grad(grads, leaves, grad_outputs=p, retain_graph=True,
-                                                     allow_unused=True), leaves)
+            hp = zeros_for_unused(torch.autograd.grad(grads, leaves, grad_outputs=p, retain_graph=True,
+                                                      allow_unused=True), leaves)
             p = [pi - alpha * hi for pi, hi in zip(p, hp)]
             v = [vi + pi for vi, pi in zip(v, p)]
             yield v
-
-
-def _zeros_for_none(grads, like) -> list[Tensor]:
-    return [torch.zeros_like(t) if g is None else g.detach() for g, t in zip(grads, like)]
 
 
 IMPLICIT = register_engine(ImplicitEngine())
