@@ -27,22 +27,27 @@ from maxl.nn.networks import LabelGenerator
 
 from .task import AuxiliaryTask
 
-__all__ = ["GeneratedLabels", "random_flip_shift", "random_colour"]
+__all__ = ["GeneratedLabels", "random_flip_shift", "random_colour", "random_rotation"]
 
 
-def random_flip_shift(images: Tensor, shift: int = 4) -> Tensor:
-    """Another view of each image: a random horizontal flip and a random translation by up to
-    ``shift`` pixels (reflect padding), drawn per image from torch's generator.
+def random_flip_shift(images: Tensor, shift: int = 4, flip: bool = True) -> Tensor:
+    """Another view of each image: a random horizontal flip (if ``flip``) and a random translation
+    by up to ``shift`` pixels (reflect padding), drawn per image from torch's generator.
 
     Args:
         images: float ``[B, C, H, W]``.
+        shift: the largest translation in pixels, per axis.
+        flip: flip half of the images (False for data whose classes a mirror image changes,
+            such as digits).
 
     Returns:
         float ``[B, C, H, W]``.
     """
     b, _, h, w = images.shape
-    flip = torch.rand(b, device=images.device) < 0.5
-    views = torch.where(flip[:, None, None, None], images.flip(3), images)
+    views = images
+    if flip:
+        flipped = torch.rand(b, device=images.device) < 0.5
+        views = torch.where(flipped[:, None, None, None], images.flip(3), images)
     padded = torch.nn.functional.pad(views, (shift,) * 4, mode="reflect")
     dx, dy = torch.randint(0, 2 * shift + 1, (2, b)).tolist()
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
@@ -96,6 +101,35 @@ def random_colour(images: Tensor, strength: float, mean, std, grayscale_p: float
     return (pixels - mean) / std
 
 
+def random_rotation(images: Tensor, degrees: float, mean, std) -> Tensor:
+    """Another view of each image, rotated about its centre by an angle drawn uniformly from
+    [−``degrees``, ``degrees``] per image (torchvision's ``rotate``, bilinear), on the pixels
+    (un-normalised by ``mean``, ``std`` and normalised again), the corners black (pixel value 0).
+
+    Args:
+        images: normalised images float ``[B, C, H, W]``.
+        degrees: the largest angle in degrees, in [0, 180]; 0 returns ``images``.
+        mean, std: the per-channel normalisation, sequences of C (or 1) floats.
+
+    Returns:
+        float ``[B, C, H, W]``.
+
+    Raises:
+        ValueError: ``degrees`` outside [0, 180].
+    """
+    from torchvision.transforms.v2.functional import InterpolationMode, rotate
+
+    if not 0 <= degrees <= 180:
+        raise ValueError(f"rotation must be in [0, 180] degrees, got {degrees}")
+    if not degrees:
+        return images
+    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).reshape(-1, 1, 1)
+    std = torch.as_tensor(std, dtype=images.dtype, device=images.device).reshape(-1, 1, 1)
+    angles = (degrees * (2 * torch.rand(len(images), dtype=torch.float64) - 1)).tolist()
+    return torch.stack([(rotate(image * std + mean, angle, InterpolationMode.BILINEAR) - mean) / std
+                        for image, angle in zip(images, angles)])
+
+
 class GeneratedLabels(AuxiliaryTask):
     """Predict the soft labels of MAXL's label-generation network.
 
@@ -116,7 +150,8 @@ class GeneratedLabels(AuxiliaryTask):
         name: key of the loss (default ``"generated"``).
         head: a ready head producing ``sum(ψ)`` logits (e.g. a ``MultiTaskNetwork``'s ``aux_head``).
         normalisation: the images' per-channel ``(mean, std)``, needed when
-            ``meta.consistency_colour`` > 0 (the colour view works on pixels in [0, 1]).
+            ``meta.consistency_colour`` > 0 (the colour view works on pixels in [0, 1]) or
+            ``meta.consistency_rotation`` > 0 (black corners).
 
     Notes:
         The generator's parameters never keep a ``.grad`` outside ``meta_step``, so an
@@ -142,18 +177,23 @@ class GeneratedLabels(AuxiliaryTask):
         self.lookahead_other_tasks = lookahead_other_tasks
         self.hidden = hidden
         self.graph_checked = False  # the double-backward graph walk runs on the first meta step only
-        if self.meta.consistency_colour and normalisation is None:
-            raise ValueError("meta.consistency_colour > 0 needs the images' normalisation=(mean, std)")
+        if (self.meta.consistency_colour or self.meta.consistency_rotation) and normalisation is None:
+            raise ValueError("meta.consistency_colour > 0 or meta.consistency_rotation > 0 needs the images' "
+                             "normalisation=(mean, std)")
         self.normalisation = normalisation
 
     def consistency_loss(self, images: Tensor, primary_labels: Tensor):
         """The view-consistency term of J, ``R(soft) = −ν I(soft, g(x'))`` with x' another view
-        of ``images`` (:func:`random_flip_shift`, then :func:`random_colour` of strength
+        of ``images`` (:func:`random_flip_shift`, then :func:`random_rotation` by up to
+        ``meta.consistency_rotation`` degrees and :func:`random_colour` of strength
         ``meta.consistency_colour`` if > 0), or None when ``meta.consistency_weight`` is 0."""
         weight = self.meta.consistency_weight
         if not weight:
             return None
-        views = random_flip_shift(images) if images.shape[-1] >= 8 else images.flip(3)
+        meta = self.meta
+        views = random_flip_shift(images, flip=meta.consistency_flip) if images.shape[-1] >= 8 else images.flip(3)
+        if meta.consistency_rotation:
+            views = random_rotation(views, meta.consistency_rotation, *self.normalisation)
         if self.meta.consistency_colour:
             views = random_colour(views, self.meta.consistency_colour, *self.normalisation)
 

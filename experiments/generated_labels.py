@@ -85,6 +85,13 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # self-labels were clusters of colour)
     "ps-features-adam-iic-mi-colour": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight",
                                                 "1", "--image-entropy-weight", "0.2", "--consistency-colour", "0.5")),
+    # digits: a mirror image is not the same digit, so the second view of the consistency term is
+    # shifted only, or shifted and rotated by up to 15 degrees (figures/generated-labels/protocol-mnist-long-ablation.md)
+    "ps-features-adam-iic-mi-noflip": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight",
+                                                "1", "--image-entropy-weight", "0.2", "--consistency-no-flip")),
+    "ps-features-adam-iic-mi-rot15": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight",
+                                               "1", "--image-entropy-weight", "0.2", "--consistency-no-flip",
+                                               "--consistency-rotation", "15")),
     # the same with the implicit engine's hypergradient instead of one look-ahead step: 10 Neumann terms of a
     # fixed step γ = 0.03 (a linearised horizon of 11 steps, where the series still converges on MNIST-long at
     # epoch 10: label-signal-implicit-mnist-long.md); the generator every 4 steps to amortise the 10

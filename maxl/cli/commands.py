@@ -134,6 +134,10 @@ FLAGS: dict[str, tuple[str, dict]] = {
                              "term of J: the mutual information of two augmented views' labels (IIC)")),
     "--consistency-colour": ("train.meta.consistency_colour", dict(type=float, help="strength s in [0, 1) of a colour "
                                                                                 "distortion of the second view")),
+    "--consistency-no-flip": ("train.meta.consistency_flip", dict(action="store_false", help="no mirror images among "
+                              "the second views (for digits)")),
+    "--consistency-rotation": ("train.meta.consistency_rotation", dict(type=float, help="rotate the second view by up "
+                               "to this many degrees")),
     "--inner-steps": ("train.meta.inner_steps", dict(type=int, help="differentiable look-ahead steps k (func, higher)")),
     "--meta-batch": ("train.meta_batch", dict(choices=("same", "other"), help="outer loss on the look-ahead's batch "
                      "(the paper) or on another batch of the training images")),

@@ -35,6 +35,10 @@ class MetaConfig:
         consistency_colour: s, the strength of a colour distortion of the second view (brightness,
             contrast, saturation factors in [1 − s, 1 + s], grayscale with probability 0.2;
             :func:`auxtasks.generated.random_colour`); 0: flip and shift only.
+        consistency_flip: the second view is a mirror image half of the time (True; False for
+            data whose classes a mirror image changes, such as digits).
+        consistency_rotation: the second view is also rotated by an angle drawn from
+            [−r, r] degrees (:func:`auxtasks.generated.random_rotation`); 0: no rotation.
         record_parts: also report the norms of the two parts of ∇θ2 J, the look-ahead's
             ∇θ2 L_pri(θ1⁺) and the entropy term's λ∇θ2 H (a diagnostic: one more backward
             through the generator; the gradient itself is then their sum).
@@ -51,7 +55,7 @@ class MetaConfig:
 
     Raises:
         ValueError: an unknown order, an engine that is not registered as second-order,
-            ``consistency_colour`` outside [0, 1), ``inner_lr <= 0``, ``inner_steps < 1``,
+            ``consistency_colour`` outside [0, 1), ``consistency_rotation`` outside [0, 180], ``inner_lr <= 0``, ``inner_steps < 1``,
             ``neumann_terms < 0``, or ``inner_steps > 1`` with an engine that takes one step only
             (``"jvp"``, ``order="first"``, ``order="implicit"``).
 
@@ -75,6 +79,8 @@ class MetaConfig:
     image_entropy_weight: float = 0.0
     consistency_weight: float = 0.0
     consistency_colour: float = 0.0
+    consistency_flip: bool = True
+    consistency_rotation: float = 0.0
     centre_by_class: bool = False
     neumann_terms: int = 3
 
@@ -88,6 +94,8 @@ class MetaConfig:
                              f"{self.image_entropy_weight}, {self.consistency_weight}")
         if not 0 <= self.consistency_colour < 1:
             raise ValueError(f"consistency_colour must be in [0, 1), got {self.consistency_colour}")
+        if not 0 <= self.consistency_rotation <= 180:
+            raise ValueError(f"consistency_rotation must be in [0, 180] degrees, got {self.consistency_rotation}")
         if self.inner_lr is not None and self.inner_lr <= 0:
             raise ValueError(f"inner_lr (look-ahead step α) must be > 0, got {self.inner_lr}")
         if isinstance(self.inner_steps, bool) or not isinstance(self.inner_steps, int) or self.inner_steps < 1:

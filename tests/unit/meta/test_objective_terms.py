@@ -143,3 +143,75 @@ def test_the_learner_makes_the_colour_view_of_the_consistency_term():
     direct = torch.autograd.grad(consistency, list(gen.parameters()))
     for a, b, d in zip(got.grads, plain.grads, direct):
         torch.testing.assert_close(a, b + d, rtol=1e-9, atol=1e-12)
+
+
+def test_random_flip_shift_without_flip_gives_only_shifted_crops():
+    from auxtasks.generated import random_flip_shift
+
+    torch.manual_seed(0)
+    x = torch.arange(16 * 1 * 8 * 8, dtype=torch.float64).view(16, 1, 8, 8)
+    views = random_flip_shift(x, shift=2, flip=False)
+    for image, view in zip(x, views):
+        padded = torch.nn.functional.pad(image[None], (2,) * 4, mode="reflect")[0]
+        assert any(torch.equal(view, padded[:, i:i + 8, j:j + 8]) for i in range(5) for j in range(5))
+    torch.manual_seed(0)  # with flips, some of these 16 views are mirror images that no shift gives
+    flipped = random_flip_shift(x, shift=2)
+    unflipped = [any(torch.equal(v, torch.nn.functional.pad(im[None], (2,) * 4, mode="reflect")[0][:, i:i + 8, j:j + 8])
+                     for i in range(5) for j in range(5)) for im, v in zip(x, flipped)]
+    assert not all(unflipped)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_random_rotation_equals_torchvision_rotate_with_black_corners(channels):
+    from torchvision.transforms.v2 import functional as F
+
+    from auxtasks.generated import random_rotation
+
+    mean, std = [0.5, 0.4, 0.3][:channels], [0.25, 0.2, 0.3][:channels]
+    m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    torch.manual_seed(0)
+    pixels = torch.rand(8, channels, 9, 9, dtype=torch.float64)
+    images = (pixels - m) / s
+    torch.manual_seed(3)
+    views = random_rotation(images, 30.0, mean, std)
+    torch.manual_seed(3)
+    angles = 30.0 * (2 * torch.rand(8, dtype=torch.float64) - 1)
+    assert angles.abs().max() > 5  # the views are rotated, not nearly identical
+    for i in range(8):  # torchvision on the pixels, black corners, then normalised
+        expected = (F.rotate(pixels[i], angles[i].item(), F.InterpolationMode.BILINEAR) - m[0]) / s[0]
+        torch.testing.assert_close(views[i], expected, rtol=1e-6, atol=1e-6)
+    black = (torch.zeros(2, channels, 9, 9, dtype=torch.float64) - m) / s
+    torch.testing.assert_close(random_rotation(black, 45.0, mean, std), black)  # the corners are black, too
+    assert random_rotation(images, 0.0, mean, std) is images
+    with pytest.raises(ValueError, match=r"rotation must be in \[0, 180\] degrees, got 200"):
+        random_rotation(images, 200, mean, std)
+    with pytest.raises(ValueError, match=r"consistency_rotation must be in \[0, 180\] degrees, got -1"):
+        MetaConfig(consistency_rotation=-1)
+
+
+def test_the_learner_makes_the_rotated_unflipped_view_of_the_consistency_term():
+    from auxtasks import AuxiliaryLearner, GeneratedLabels
+    from auxtasks.generated import random_flip_shift, random_rotation
+    from maxl.core.losses import paired_mutual_information
+
+    torch.manual_seed(0)
+    net = MultiTaskNetwork(tiny_cnn(1), 2, 5, hidden=4).double()
+    gen = LabelGenerator(tiny_cnn(1), [2, 3], hidden=4).double()
+    x, y = torch.randn(6, 1, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 1, 0])
+    loss = classification_loss("ce")
+    norm = ([0.13], [0.31])
+    plain = meta_gradient(net, gen, x, y, loss, MetaConfig(inner_lr=0.3, engine="jvp"))
+    cfg = MetaConfig(inner_lr=0.3, engine="jvp", consistency_weight=0.5, consistency_flip=False,
+                     consistency_rotation=20.0)
+    with pytest.raises(ValueError, match="needs the images' normalisation"):
+        GeneratedLabels(gen, meta=cfg, loss_fn=loss, head=net.aux_head)
+    task = GeneratedLabels(gen, meta=cfg, loss_fn=loss, head=net.aux_head, normalisation=norm)
+    learner = AuxiliaryLearner(net.backbone, net.primary_head, [task], primary_loss=loss)
+    torch.manual_seed(1)
+    got = learner.meta_gradient(x, y)
+    torch.manual_seed(1)
+    views = random_rotation(random_flip_shift(x, flip=False), 20.0, *norm)
+    consistency = -0.5 * paired_mutual_information(gen(x, y), gen(views, y))
+    direct = torch.autograd.grad(consistency, list(gen.parameters()))
+    for a, b, d in zip(got.grads, plain.grads, direct):
+        torch.testing.assert_close(a, b + d, rtol=1e-9, atol=1e-12)
