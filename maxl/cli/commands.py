@@ -89,7 +89,8 @@ FLAGS: dict[str, tuple[str, dict]] = {
                        "torchrun run over N processes computes the multi-task step of one process with the same "
                        "global batch")),
     "--generator": ("model.generator", dict(choices=GENERATORS, help="label-generation network: its own backbone "
-                    "(the paper) or a head on the multi-task network's detached features")),
+                    "(the paper) or a head on the multi-task network's detached features (features-running: computed "
+                    "with its BatchNorm running statistics, so that an image's label does not depend on its batch)")),
     "--image-weight-range": ("model.image_weight_range", dict(type=float, help="R > 0: the generator also learns "
                              "each image's auxiliary-loss weight in [2^-R, 2^R] by the meta-gradient (WAMAL); "
                              "0: equal weights (MAXL)")),

@@ -202,21 +202,40 @@ class FeatureLabelGenerator(LabelGenerator):
     backbone forward instead of a second backbone's forward and backward (issue 13's remedy
     "a generator that reads the multi-task network's features").
 
+    In the backbone's training mode its BatchNorm layers normalise by the batch's statistics, so
+    an image's label then depends on the other images of its batch (and labels computed in eval
+    mode, as the analysis does, are other labels). With ``running_statistics`` the features are
+    always computed with the running statistics (the backbone in eval mode for this forward):
+    each image's label is a function of the image alone.
+
     Args:
         backbone: the multi-task network's backbone, images ``[B, C, H, W]`` → ``[B, F]``.
         psi, hidden, feature_dim, weight_range, gumbel_tau: as in :class:`LabelGenerator`.
+        running_statistics: compute the features in the backbone's eval mode (False: in its
+            current mode, the batch's statistics during training).
     """
 
     def __init__(self, backbone: nn.Module, psi: Hierarchy | Sequence[int], hidden: int = 512,
-                 feature_dim: int | None = None, weight_range: float = 0.0, gumbel_tau: float = 0.0):
+                 feature_dim: int | None = None, weight_range: float = 0.0, gumbel_tau: float = 0.0,
+                 running_statistics: bool = False):
         nn.Module.__init__(self)
         object.__setattr__(self, "shared_backbone", backbone)  # by reference: its parameters are θ1
+        self.running_statistics = running_statistics
         self._make_head(psi, _feature_dim(backbone, feature_dim), hidden, weight_range, gumbel_tau)
 
     def logits(self, x: Tensor) -> Tensor:
         shared = self.shared_backbone
         params = {n: p.detach() for n, p in shared.named_parameters()}
         buffers = {n: b.clone() for n, b in shared.named_buffers()}  # running statistics stay untouched
-        with torch.no_grad():
-            features = functional_call(shared, (params, buffers), (x,))  # [B, F], no graph to θ1
+        mode = shared.training
+        if self.running_statistics:
+            shared.train(False)
+        try:
+            with torch.no_grad():
+                features = functional_call(shared, (params, buffers), (x,))  # [B, F], no graph to θ1
+        finally:
+            shared.train(mode)
         return self.head(features)
+
+    def extra_repr(self) -> str:
+        return f"running_statistics={self.running_statistics}"

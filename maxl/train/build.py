@@ -79,7 +79,8 @@ class ModelConfig:
     default), the heads' hidden width (0: linear heads), the hierarchy ψ (``"5"``, ``"6,4"``, a
     list, or None for the data set's human ψ), BatchNorm in the backbones, and the
     label-generation network: ``"own"`` (its own backbone, the paper) or ``"features"`` (a head
-    on the multi-task network's detached features, :class:`maxl.nn.FeatureLabelGenerator`), and
+    on the multi-task network's detached features, :class:`maxl.nn.FeatureLabelGenerator`; or
+    ``"features-running"``, those features with the BatchNorm running statistics), and
     ``image_weight_range`` r: with r > 0 the generator also learns each image's auxiliary-loss
     weight in [2^−r, 2^r] (WAMAL; 0: MAXL's equal weights), ``gumbel_tau`` τ: with τ > 0 the
     auxiliary head learns from hard one-hot samples of the generated labels, passed straight
@@ -203,7 +204,7 @@ class RunConfig:
         return cls(**kwargs)
 
 
-GENERATORS = ("own", "features")
+GENERATORS = ("own", "features", "features-running")
 
 
 def make_network(arch: str, backbone: str, in_channels: int, batchnorm: bool, num_primary: int, num_aux: int,
@@ -219,11 +220,13 @@ def make_generator(kind: str, net: MultiTaskNetwork, backbone: str, in_channels:
                    psi: list[int], hidden: int, weight_range: float = 0.0, gumbel_tau: float = 0.0) -> LabelGenerator:
     """The label-generation network of ``ModelConfig.generator``: ``"own"`` builds its own
     backbone, ``"features"`` a head on ``net``'s backbone (the primary task's features where the
-    architecture has one per task); ``weight_range`` > 0 adds per-image auxiliary-loss weights,
+    architecture has one per task), ``"features-running"`` the same with the backbone's BatchNorm
+    running statistics (an image's label does not depend on its batch); ``weight_range`` > 0 adds per-image auxiliary-loss weights,
     ``gumbel_tau`` > 0 hard labels (:class:`maxl.nn.LabelGenerator`)."""
-    if kind == "features":  # the primary task's features where the architecture has one per task
+    if kind.startswith("features"):  # the primary task's features where the architecture has one per task
         shared = net.backbone.task_view(0) if hasattr(net.backbone, "task_view") else net.backbone
-        return FeatureLabelGenerator(shared, psi, hidden, weight_range=weight_range, gumbel_tau=gumbel_tau)
+        return FeatureLabelGenerator(shared, psi, hidden, weight_range=weight_range, gumbel_tau=gumbel_tau,
+                                     running_statistics=kind == "features-running")
     return LabelGenerator(build_backbone(backbone, in_channels, batchnorm), psi, hidden, weight_range=weight_range,
                           gumbel_tau=gumbel_tau)
 
