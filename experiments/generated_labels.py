@@ -93,7 +93,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
                                                "1", "--image-entropy-weight", "0.2", "--consistency-no-flip",
                                                "--consistency-rotation", "15")),
     # the feature generator with the backbone's BatchNorm running statistics: with the batch's statistics an
-    # image's label depends on its batch, and the eval-mode labels the analysis shows collapse (30 % of classes)
+    # image's label depends a little on its batch
     "ps-features-running-adam-iic-mi": ("maxl", (*PER_STEP, *ADAM, "--generator", "features-running",
                                                  "--consistency-weight", "1", "--image-entropy-weight", "0.2")),
     # the same with the implicit engine's hypergradient instead of one look-ahead step: 10 Neumann terms of a

@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from maxl.data.datasets import DataBundle, load_dataset
+from maxl.data.datasets import DataBundle
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.train.build import make_generator, make_network
+from maxl.train.build import DataConfig, load_data, make_generator, make_network
+
+DATA_SETTINGS = {f.name for f in fields(DataConfig)}
 
 __all__ = ["Run", "load_run", "read_config", "read_metrics", "read_summary", "run_label"]
 
@@ -102,8 +105,9 @@ def load_run(run_dir: str | os.PathLike, *, data_root: str | os.PathLike | None 
              device: str | torch.device = "cpu") -> Run:
     """Rebuild a run's data set and networks from its folder.
 
-    The data set is loaded with the run's settings (data set, hierarchy, subsets, seed), so the
-    test images are the ones the run was evaluated on; the networks are rebuilt from the
+    The data set is loaded with every setting of the run's data section and its seed (subsets,
+    validation split, normalisation: :func:`maxl.train.build.load_data`, the call training made),
+    without the training augmentation, so the images are the ones the run saw; the networks are rebuilt from the
     ``model`` section and get the weights of ``checkpoint.pt`` (loaded with ``weights_only``:
     a checkpoint cannot run code).
 
@@ -125,10 +129,10 @@ def load_run(run_dir: str | os.PathLike, *, data_root: str | os.PathLike | None 
     metrics = read_metrics(run_dir)
     checkpoint = _require(run_dir / "checkpoint.pt", "checkpoint.pt")
     d, m = config["data"], config["model"]
-    data = load_dataset(d["dataset"], data_root if data_root is not None else d.get("data_root"),
-                        hierarchy=d.get("hierarchy"), train_subset=d.get("train_subset"),
-                        test_subset=d.get("test_subset"), augment=False, seed=config["train"].get("seed", 0),
-                        resize=d.get("resize"))
+    section = DataConfig(**{k: v for k, v in d.items() if k in DATA_SETTINGS})
+    if data_root is not None:
+        section = replace(section, data_root=str(data_root))
+    data = load_data(section, config["train"].get("seed", 0), augment=False)
     if len(data.test) != d.get("num_test", len(data.test)):
         raise ValueError(f"{run_dir}: the data set now has {len(data.test)} test images, the run had "
                          f"{d['num_test']}; is data_root the same data set?")

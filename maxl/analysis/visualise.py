@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from maxl.analysis import plots
@@ -74,30 +74,10 @@ class TestOutputs:
     aux_pred: np.ndarray | None
 
 
-def _generated_labels(generator: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """The generator's labels ``[B, sum(ψ)]`` as it made them in training (see :func:`collect_outputs`)."""
-    shared = getattr(generator, "shared_backbone", None)
-    batch_statistics = shared is not None and not getattr(generator, "running_statistics", True)
-    if not batch_statistics:
-        return generator(x, y)
-    mode = shared.training
-    shared.train(True)  # the generator computes with copies of the BatchNorm buffers: none moves
-    try:
-        return generator(x, y)
-    finally:
-        shared.train(mode)
-
-
 @torch.no_grad()
 def collect_outputs(net: nn.Module, generator: nn.Module | None, dataset: Dataset,
                     batch_size: int = 256) -> TestOutputs:
     """Run the networks (eval mode) over ``dataset``, which yields ``(image, primary, index)``.
-
-    A generator that reads the multi-task network's features with the batch's BatchNorm
-    statistics (:class:`maxl.nn.FeatureLabelGenerator` without ``running_statistics``) made its
-    training labels that way, so its labels here are made that way too, in batches of
-    ``batch_size`` (its eval-mode labels are other labels: on MNIST they collapse onto a few
-    classes); the running statistics are not changed.
 
     Returns:
         :class:`TestOutputs` in the data set's order.
@@ -115,7 +95,7 @@ def collect_outputs(net: nn.Module, generator: nn.Module | None, dataset: Datase
         primary.append(y.cpu())
         primary_pred.append(net.primary_head(f).argmax(1).cpu())
         if generator is not None:
-            soft.append(_generated_labels(generator, x, y).float().cpu())  # [B, sum(ψ)]
+            soft.append(generator(x, y).float().cpu())  # [B, sum(ψ)]
             if getattr(net, "aux_head", None) is not None and net.num_aux == hierarchy.num_aux:
                 logits = net.aux_head(f).masked_fill(~hierarchy.block_mask(y), -math.inf)
                 aux_pred.append(logits.argmax(1).cpu())

@@ -203,10 +203,9 @@ class FeatureLabelGenerator(LabelGenerator):
     "a generator that reads the multi-task network's features").
 
     In the backbone's training mode its BatchNorm layers normalise by the batch's statistics, so
-    an image's label then depends on the other images of its batch (and labels computed in eval
-    mode, as the analysis does, are other labels). With ``running_statistics`` the features are
-    always computed with the running statistics (the backbone in eval mode for this forward):
-    each image's label is a function of the image alone.
+    an image's label then depends a little on the other images of its batch. With
+    ``running_statistics`` the features are always computed with the running statistics (the
+    backbone in eval mode for this forward): each image's label is a function of the image alone.
 
     Args:
         backbone: the multi-task network's backbone, images ``[B, C, H, W]`` → ``[B, F]``.

@@ -35,7 +35,7 @@ from maxl.train.config import FIXED_LABEL_METHODS, TrainConfig
 from maxl.train.trainer import Trainer, resolve_device, seed_everything
 
 __all__ = ["DataConfig", "ModelConfig", "AuxConfig", "BaselineConfig", "RunConfig", "build", "parse_psi",
-           "make_generator", "make_network", "GENERATORS", "DEFAULT_BACKBONE", "DEFAULT_AUX_PER_CLASS"]
+           "load_data", "make_generator", "make_network", "GENERATORS", "DEFAULT_BACKBONE", "DEFAULT_AUX_PER_CLASS"]
 
 #: Per data set: the backbone that fits its images.
 DEFAULT_BACKBONE = {"digits": "tiny-cnn", **{d: "small-cnn" for d in IDX_DATASETS}, "cifar10": "vgg16",
@@ -204,6 +204,26 @@ class RunConfig:
         return cls(**kwargs)
 
 
+def load_data(d: DataConfig, seed: int, *, augment: bool | None = None):
+    """The images of a run's ``data`` section (:func:`maxl.data.load_dataset` with every setting
+    of ``d``): the one call that training and the analysis of a finished run
+    (:func:`maxl.analysis.run.load_run`) share, so that both see the same subsets, validation
+    split and normalisation.
+
+    Args:
+        d: the data section.
+        seed: the run's seed (it draws the subsets and the validation split).
+        augment: None: ``d.augment``; False for the analysis (no training augmentation).
+
+    Returns:
+        A :class:`maxl.data.DataBundle`.
+    """
+    return load_dataset(d.dataset, d.data_root, hierarchy=d.hierarchy, train_subset=d.train_subset,
+                        test_subset=d.test_subset, augment=d.augment if augment is None else augment, seed=seed,
+                        download=d.download, val_subset=d.val_subset, padding_mode=d.padding_mode,
+                        normalisation=tuple(d.normalisation) if d.normalisation else None, resize=d.resize)
+
+
 GENERATORS = ("own", "features", "features-running")
 
 
@@ -280,10 +300,7 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
     if run.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before any cuBLAS call
     d, m, t = run.data, run.model, run.train
-    data = load_dataset(d.dataset, d.data_root, hierarchy=d.hierarchy, train_subset=d.train_subset,
-                        test_subset=d.test_subset, augment=d.augment, seed=t.seed, download=d.download,
-                        val_subset=d.val_subset, padding_mode=d.padding_mode,
-                        normalisation=tuple(d.normalisation) if d.normalisation else None, resize=d.resize)
+    data = load_data(d, t.seed)
     psi = parse_psi(m.psi, data.num_primary, data.psi)
     backbone = m.backbone or DEFAULT_BACKBONE[d.dataset]
     if t.method == "human" and (data.aux_train is None or data.psi != psi):

@@ -210,3 +210,25 @@ def test_a_long_topk_title_shrinks_to_fit_the_figure():
     assert heading.get_window_extent(FigureCanvasAgg(fig).get_renderer()).width <= fig.bbox.width
     short = plots.topk_grid(images, np.array([[0, 1]]), np.array([[0.9, 0.8]]), ["class"], "t")
     assert short.texts[0].get_fontsize() == 13
+
+
+@pytest.mark.integration
+def test_load_run_sees_the_images_the_run_saw_with_its_normalisation_and_validation_split(tmp_path):
+    """Training and the analysis load a run's images with the same call: the normalisation and
+    the validation split of the run's data section are not dropped (they once were, so the
+    analysis of the generated-labels protocols fed the networks other pixels than training)."""
+    from maxl.train.build import RunConfig, build
+
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--hierarchy", "even-odd", "--method", "single",
+                 "--train-subset", "200", "--val-subset", "60", "--test-subset", "100", "--epochs", "1",
+                 "--normalisation", "0.5", "0.25", "--out", str(out), *FAST]) == 0
+    run = load_run(out)
+    config = json.loads((out / "config.json").read_text())
+    trainer = build(RunConfig.from_dict({**config, "out": str(tmp_path / "again")}), log=lambda *a, **k: None)
+    assert len(run.data.train) == len(trainer.train_set) == 140 and len(run.data.val) == 60
+    for loaded, trained in ((run.data.test, trainer.test_set), (run.data.val, trainer.val_set)):
+        for i in (0, 7, len(loaded) - 1):
+            torch.testing.assert_close(loaded[i][0], trained[i][0])
+    pixels = run.data.test[0][0] * 0.25 + 0.5  # (x - 0.5) / 0.25 undone: pixels in [0, 1]
+    assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6 and pixels.max() > 0.5
