@@ -206,6 +206,39 @@ def report_ablation(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
+def report_remedies(args: argparse.Namespace) -> None:
+    """One table of every variant on several protocols' validation splits: the paired gain over
+    single-task and what the variant did to the labels (the rows of :func:`ablation_rows`)."""
+    protocols = []
+    for spec in args.runs:
+        name, sep, root = spec.partition("=")
+        if not sep:
+            raise SystemExit(f"--runs takes NAME=FOLDER, got {spec!r}")
+        protocols.append((name, {r["variant"]: r for r in ablation_rows(Path(root), args.variants or list(VARIANTS))}))
+    names = [n for n in (args.variants or list(VARIANTS)) if any(n in rows for _, rows in protocols)]
+    head = ["variant"] + [f"{p}: − single (pp, paired) · seeds · max-prob / used / NMI" for p, _ in protocols]
+    lines = [f"# {args.title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in names:
+        cells = [f"`{n}`"]
+        for _, rows in protocols:
+            r = rows.get(n)
+            if r is None:
+                cells.append("")
+                continue
+            labels = " / ".join(r[k].split(" ±")[0] for k in ("max_prob", "used", "nmi"))
+            cells.append(f"{r['minus_single']} · {len(r['seeds'].split())} · {labels}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Validation split only (the test set is not read): the last-5-epoch mean accuracy minus single-task's "
+              "on the same seeds (mean ± std over seeds), and the label statistics of the last epoch (means over "
+              "seeds; NMI within primary classes, with the human fine labels, on the training images). The "
+              "per-protocol tables (report-ablation) have the standard deviations, losses and gradient norms.", "",
+              "Variants (flags on top of the protocol):", ""]
+    lines += [f"- `{n}`: `{' '.join(VARIANTS[n][1]) or '(protocol defaults)'}`" for n in names]
+    Path(args.prefix).parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{args.prefix}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def dynamics(args: argparse.Namespace) -> None:
     import matplotlib
 
@@ -287,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
     r.add_argument("--prefix", required=True, help="writes PREFIX.md")
     r.add_argument("--title", default="Generated labels: ablation on the validation split")
+    m = sub.add_parser("report-remedies", help="every variant on several protocols' validation splits")
+    m.add_argument("--runs", nargs="+", required=True, help="NAME=FOLDER: a protocol's name and its ablation folder")
+    m.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
+    m.add_argument("--prefix", required=True, help="writes PREFIX.md")
+    m.add_argument("--title", default="Generated labels: every variant on every protocol (validation)")
     d = sub.add_parser("dynamics", help="per-epoch label statistics and meta-gradient norms")
     d.add_argument("--runs", required=True)
     d.add_argument("--variants", nargs="+", choices=list(VARIANTS), required=True)
@@ -308,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--prefix", required=True)
     g.add_argument("--title", default="Generated-labels protocol: test accuracy")
     args = p.parse_args(argv)
-    {"ablation": ablation, "report-ablation": report_ablation, "dynamics": dynamics, "final": final,
+    {"ablation": ablation, "report-ablation": report_ablation, "report-remedies": report_remedies,
+     "dynamics": dynamics, "final": final,
      "report-final": report_final}[args.command](args)
     return 0
 

@@ -125,3 +125,25 @@ def test_dynamics_keeps_the_classes_used_when_no_run_has_image_weights(tmp_path)
         dynamics(argparse.Namespace(runs=str(tmp_path), variants=["paper"], out=str(tmp_path / "d.png"), mean=True,
                                     title="t"))
     assert "classes used" in titles and "auxiliary-loss weight (WAMAL)" not in titles
+
+
+def test_the_remedies_table_puts_each_protocols_paired_gain_and_labels_side_by_side(tmp_path):
+    import argparse
+
+    from experiments.generated_labels import report_remedies
+
+    for seed, (s, p) in enumerate([(0.80, 0.81), (0.82, 0.84)]):
+        fake_run(tmp_path / "a", "single", seed, s, None, None)
+        fake_run(tmp_path / "a", "paper", seed, p, 0.25, 0.02)
+    fake_run(tmp_path / "b", "single", 0, 0.70, None, None)
+    fake_run(tmp_path / "b", "ps-adam-w1", 0, 0.69, 0.5, 0.1)
+    prefix = tmp_path / "rem"
+    report_remedies(argparse.Namespace(runs=[f"A={tmp_path / 'a'}", f"B={tmp_path / 'b'}"], variants=None,
+                                       prefix=str(prefix), title="t"))
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in prefix.with_suffix(".md").read_text().splitlines() if line.startswith("| `")}
+    assert rows["`paper`"] == ["1.50 ± 0.71 · 2 · 0.250 / 1.000 / 0.020", ""]  # +1 and +2 points; not run on B
+    assert rows["`ps-adam-w1`"] == ["", "-1.00 · 1 · 0.500 / 1.000 / 0.100"]
+    assert "`human`" not in rows  # no protocol ran it
+    with pytest.raises(SystemExit, match="NAME=FOLDER"):
+        report_remedies(argparse.Namespace(runs=[str(tmp_path)], variants=None, prefix=str(prefix), title="t"))
