@@ -88,6 +88,10 @@ REMEDIES = {
     "fused-jvp-features-iic": (MetaConfig(engine="jvp", consistency_weight=1.0), {"features": True},
                                "generator = a head on the multi-task network's features + view-consistency term "
                                "(IIC: one more backbone forward, no graph)"),
+    "fused-jvp-features-iic-every2": (MetaConfig(engine="jvp", consistency_weight=1.0, image_entropy_weight=0.2),
+                                      {"features": True, "every": 2},
+                                      "the chosen MNIST variant (feature generator + IIC + MI), the generator every "
+                                      "2 steps"),
     "fused-implicit-k3": (MetaConfig(order="implicit", neumann_terms=3), {},
                           "fused, implicit differentiation: 3 Neumann terms (3 Hessian-vector products), "
                           "the generator every step"),

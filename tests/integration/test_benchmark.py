@@ -125,4 +125,5 @@ def test_every_remedy_variant_builds_and_takes_a_step():
         case.unit()
         assert any(not torch.equal(a, b) for a, b in zip(before, generator.head.parameters())), name
     assert cases["fused-implicit-k10-every4"].iterations == 4 and cases["fused-implicit-k3"].iterations == 1
+    assert cases["fused-jvp-features-iic-every2"].iterations == 2
     assert {"fused-implicit-k3", "fused-implicit-k10-every4"} <= set(benchmark.DOUBLE_BACKWARD)
