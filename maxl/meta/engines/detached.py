@@ -39,6 +39,7 @@ class DetachedLookaheadEngine(MetaEngine):
     """
 
     needs_double_backward = False
+    uses_inner_gradient = True  # False: direction() does not read g, and the plain form skips its backward
 
     def surrogate(self, call: Forward, theta: list[Tensor], v: Sequence[Tensor], soft: Tensor, loss_fn: LossFn,
                   config) -> Tensor:
@@ -71,7 +72,8 @@ class DetachedLookaheadEngine(MetaEngine):
             call, call_outer: the functional forwards on the inner batch x and the outer batch x_o.
             names: the trainable parameters' names (for ``extra``).
             theta: θ1, detached, one tensor per trainable parameter.
-            inner_grads: g = ∇θ1 (L_pri + L_aux [+ L_x]) at θ1 on the inner batch, same shapes.
+            inner_grads: g = ∇θ1 (L_pri + L_aux [+ L_x]) at θ1 on the inner batch, same shapes
+                (None in the plain form of an engine with ``uses_inner_gradient = False``).
             y, y_o: primary labels int64 ``[B]`` of the inner and ``[B']`` of the outer batch.
             target: the auxiliary targets float ``[B, K]`` (detach before use: v is detached from θ2).
             loss_fn: ``loss(logits, target) -> scalar``.
@@ -90,12 +92,14 @@ class DetachedLookaheadEngine(MetaEngine):
         buffers = buffer_copies(net)
         call = functional_forward(net, names, buffers, x)
         soft, target = generated_targets(generator, x, y)  # [B, K] each, functions of θ2
-        with torch.enable_grad():  # g = ∇θ1 (L_pri + L_aux [+ L_x]) on detached labels: no graph to θ2
-            leaves = [t.detach().requires_grad_() for t in theta]
-            inner = multitask_loss(call(leaves), y, target.detach(), loss_fn)
-            if extra_inner_loss is not None:
-                inner = inner + extra_inner_loss(dict(zip(names, leaves)))
-            g = torch.autograd.grad(inner, leaves)
+        g = None
+        if self.uses_inner_gradient:
+            with torch.enable_grad():  # g = ∇θ1 (L_pri + L_aux [+ L_x]) on detached labels: no graph to θ2
+                leaves = [t.detach().requires_grad_() for t in theta]
+                inner = multitask_loss(call(leaves), y, target.detach(), loss_fn)
+                if extra_inner_loss is not None:
+                    inner = inner + extra_inner_loss(dict(zip(names, leaves)))
+                g = torch.autograd.grad(inner, leaves)
         # v = ∇θ1⁺ L_pri(f(x_o; θ1⁺), y_o): the DARTS direction d (or a subclass's)
         outer, v = self.direction(call, functional_forward(net, names, buffers, x_o), names, theta, g, y, y_o, target,
                                   loss_fn, extra_inner_loss, config)

@@ -59,6 +59,7 @@ class ImplicitEngine(JvpEngine):
     name = "implicit"
     order = "implicit"
     needs_double_backward = True  # the Hessian-vector products
+    uses_inner_gradient = False  # it builds its own create_graph gradient of L_T for H
 
     def direction(self, call, call_outer, names, theta, inner_grads, y, y_o, target, loss_fn, extra, config):
         """L_pri(f(x_o; θ1), y_o) and v = Σ_{j=0}^{K} (I − αH)^j ∇θ1 L_pri(f(x_o; θ1), y_o),

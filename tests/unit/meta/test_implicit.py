@@ -122,3 +122,25 @@ def test_settings_are_validated_and_a_diverging_series_is_named():
     with pytest.raises(FloatingPointError, match="Neumann series .* diverged"):
         meta_gradient(net, gen, x, y, classification_loss("ce"),
                       MetaConfig(inner_lr=1e30, order="implicit", neumann_terms=30))
+
+
+@pytest.mark.parametrize("order, engine, reads_g", [("implicit", "jvp", False), ("second", "jvp", True)])
+def test_the_plain_form_computes_the_inner_gradient_only_for_engines_that_read_it(monkeypatch, order, engine,
+                                                                                  reads_g):
+    from maxl.meta.engines.detached import DetachedLookaheadEngine
+    from maxl.meta.registry import get_engine
+
+    cfg = MetaConfig(inner_lr=ALPHA, order=order, engine=engine, neumann_terms=2)
+    cls = type(get_engine(cfg))
+    seen = []
+    original = cls.direction
+
+    def spy(self, call, call_outer, names, theta, inner_grads, *args):
+        seen.append(inner_grads)
+        return original(self, call, call_outer, names, theta, inner_grads, *args)
+
+    monkeypatch.setattr(cls, "direction", spy)
+    net, gen, x, y = tiny_networks()
+    meta_gradient(net, gen, x, y, classification_loss("ce"), cfg)
+    assert len(seen) == 1 and (seen[0] is not None) == reads_g
+    assert issubclass(cls, DetachedLookaheadEngine)
