@@ -150,6 +150,10 @@ def test_named_configurations():
                                                                                    "maxl", 0), "--preset", "paper"]))
     assert (paper.model.backbone, paper.train.epochs, paper.train.lr, paper.train.momentum,
             paper.data.hierarchy) == ("vgg16", 200, 0.01, 0.0, "20-100")
+    [small, large] = [cli.run_configs(cli.build_parser().parse_args(["train", *run_argv(CONFIGS[name], "single", 0)]))
+                      [0][0].data for name in ("protocol-cifar10", "protocol-cifar10-val3000")]
+    assert small.train_subset - small.val_subset == large.train_subset - large.val_subset == 4000  # same training size
+    assert (small.val_subset, large.val_subset) == (1000, 3000)
     from maxl.data.user_hierarchy import read_hierarchy_file
 
     pairs = read_hierarchy_file(CONFIGS["protocol-cifar10-pairs"].hierarchy)  # the CIFAR-10 classes, two by two
