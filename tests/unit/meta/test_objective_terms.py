@@ -120,31 +120,6 @@ def test_random_colour_settings():
         GeneratedLabels(gen, meta=MetaConfig(consistency_weight=1.0, consistency_colour=0.4))
 
 
-def test_the_learner_makes_the_colour_view_of_the_consistency_term():
-    from auxtasks import AuxiliaryLearner, GeneratedLabels
-    from auxtasks.generated import random_colour, random_flip_shift
-    from maxl.core.losses import paired_mutual_information
-
-    torch.manual_seed(0)
-    net = MultiTaskNetwork(tiny_cnn(3), 2, 5, hidden=4).double()
-    gen = LabelGenerator(tiny_cnn(3), [2, 3], hidden=4).double()
-    x, y = torch.randn(6, 3, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 1, 0])
-    loss = classification_loss("ce")
-    norm = ([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
-    plain = meta_gradient(net, gen, x, y, loss, MetaConfig(inner_lr=0.3, engine="jvp"))
-    cfg = MetaConfig(inner_lr=0.3, engine="jvp", consistency_weight=0.5, consistency_colour=0.4)
-    task = GeneratedLabels(gen, meta=cfg, loss_fn=loss, head=net.aux_head, normalisation=norm)
-    learner = AuxiliaryLearner(net.backbone, net.primary_head, [task], primary_loss=loss)
-    torch.manual_seed(1)
-    got = learner.meta_gradient(x, y)
-    torch.manual_seed(1)
-    views = random_colour(random_flip_shift(x), 0.4, *norm)
-    consistency = -0.5 * paired_mutual_information(gen(x, y), gen(views, y))
-    direct = torch.autograd.grad(consistency, list(gen.parameters()))
-    for a, b, d in zip(got.grads, plain.grads, direct):
-        torch.testing.assert_close(a, b + d, rtol=1e-9, atol=1e-12)
-
-
 def test_random_flip_shift_without_flip_gives_only_shifted_crops():
     from auxtasks.generated import random_flip_shift
 
@@ -189,20 +164,36 @@ def test_random_rotation_equals_torchvision_rotate_with_black_corners(channels):
         MetaConfig(consistency_rotation=-1)
 
 
-def test_the_learner_makes_the_rotated_unflipped_view_of_the_consistency_term():
-    from auxtasks import AuxiliaryLearner, GeneratedLabels
+def _colour_view(x, norm):
+    from auxtasks.generated import random_colour, random_flip_shift
+
+    return random_colour(random_flip_shift(x), 0.4, *norm)
+
+
+def _rotated_unflipped_view(x, norm):
     from auxtasks.generated import random_flip_shift, random_rotation
+
+    return random_rotation(random_flip_shift(x, flip=False), 20.0, *norm)
+
+
+@pytest.mark.parametrize("channels, settings, make_view", [
+    (3, dict(consistency_colour=0.4), _colour_view),
+    (1, dict(consistency_flip=False, consistency_rotation=20.0), _rotated_unflipped_view),
+], ids=["colour", "rotation-no-flip"])
+def test_the_learner_makes_the_configured_second_view_of_the_consistency_term(channels, settings, make_view):
+    """The learner's consistency term equals −ν I(g(x), g(x')) with x' drawn as configured
+    (the same random numbers), and a view setting without the normalisation is refused."""
+    from auxtasks import AuxiliaryLearner, GeneratedLabels
     from maxl.core.losses import paired_mutual_information
 
     torch.manual_seed(0)
-    net = MultiTaskNetwork(tiny_cnn(1), 2, 5, hidden=4).double()
-    gen = LabelGenerator(tiny_cnn(1), [2, 3], hidden=4).double()
-    x, y = torch.randn(6, 1, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 1, 0])
+    net = MultiTaskNetwork(tiny_cnn(channels), 2, 5, hidden=4).double()
+    gen = LabelGenerator(tiny_cnn(channels), [2, 3], hidden=4).double()
+    x, y = torch.randn(6, channels, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 1, 0])
     loss = classification_loss("ce")
-    norm = ([0.13], [0.31])
+    norm = ([0.5] * channels, [0.25] * channels)
     plain = meta_gradient(net, gen, x, y, loss, MetaConfig(inner_lr=0.3, engine="jvp"))
-    cfg = MetaConfig(inner_lr=0.3, engine="jvp", consistency_weight=0.5, consistency_flip=False,
-                     consistency_rotation=20.0)
+    cfg = MetaConfig(inner_lr=0.3, engine="jvp", consistency_weight=0.5, **settings)
     with pytest.raises(ValueError, match="needs the images' normalisation"):
         GeneratedLabels(gen, meta=cfg, loss_fn=loss, head=net.aux_head)
     task = GeneratedLabels(gen, meta=cfg, loss_fn=loss, head=net.aux_head, normalisation=norm)
@@ -210,8 +201,7 @@ def test_the_learner_makes_the_rotated_unflipped_view_of_the_consistency_term():
     torch.manual_seed(1)
     got = learner.meta_gradient(x, y)
     torch.manual_seed(1)
-    views = random_rotation(random_flip_shift(x, flip=False), 20.0, *norm)
-    consistency = -0.5 * paired_mutual_information(gen(x, y), gen(views, y))
+    consistency = -0.5 * paired_mutual_information(gen(x, y), gen(make_view(x, norm), y))
     direct = torch.autograd.grad(consistency, list(gen.parameters()))
     for a, b, d in zip(got.grads, plain.grads, direct):
         torch.testing.assert_close(a, b + d, rtol=1e-9, atol=1e-12)
