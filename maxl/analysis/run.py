@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,9 +19,7 @@ import torch
 
 from maxl.data.datasets import DataBundle
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.train.build import DataConfig, load_data, make_generator, make_network
-
-DATA_SETTINGS = {f.name for f in fields(DataConfig)}
+from maxl.train.build import RunConfig, load_data, make_generator, make_network
 
 __all__ = ["Run", "load_run", "read_config", "read_metrics", "read_summary", "run_label"]
 
@@ -129,10 +127,9 @@ def load_run(run_dir: str | os.PathLike, *, data_root: str | os.PathLike | None 
     metrics = read_metrics(run_dir)
     checkpoint = _require(run_dir / "checkpoint.pt", "checkpoint.pt")
     d, m = config["data"], config["model"]
-    section = DataConfig(**{k: v for k, v in d.items() if k in DATA_SETTINGS})
-    if data_root is not None:
-        section = replace(section, data_root=str(data_root))
-    data = load_data(section, config["train"].get("seed", 0), augment=False)
+    settings = RunConfig.from_dict(config)  # the run's settings as `maxl train --config` reads them
+    section = settings.data if data_root is None else replace(settings.data, data_root=str(data_root))
+    data = load_data(section, settings.train.seed, augment=False)
     if len(data.test) != d.get("num_test", len(data.test)):
         raise ValueError(f"{run_dir}: the data set now has {len(data.test)} test images, the run had "
                          f"{d['num_test']}; is data_root the same data set?")
