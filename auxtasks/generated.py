@@ -53,6 +53,15 @@ def random_flip_shift(images: Tensor, shift: int = 4, flip: bool = True) -> Tens
     return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
 
 
+def _per_channel(images: Tensor, mean, std) -> tuple[Tensor, Tensor]:
+    """The normalisation's ``mean`` and ``std`` (sequences of C or 1 floats) as ``[1, C, 1, 1]``
+    tensors of ``images``' dtype and device: pixels = images · std + mean."""
+    def shaped(values):
+        return torch.as_tensor(values, dtype=images.dtype, device=images.device).reshape(1, -1, 1, 1)
+
+    return shaped(mean), shaped(std)
+
+
 def random_colour(images: Tensor, strength: float, mean, std, grayscale_p: float = 0.2) -> Tensor:
     """Another view of each image with other colours: per image, a random brightness, contrast and
     saturation factor in [1 − s, 1 + s] applied in that order, then grayscale with probability
@@ -82,8 +91,7 @@ def random_colour(images: Tensor, strength: float, mean, std, grayscale_p: float
         raise ValueError(f"random_colour needs 1 or 3 channels, got {c}")
     if not strength:
         return images
-    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).reshape(1, -1, 1, 1)
-    std = torch.as_tensor(std, dtype=images.dtype, device=images.device).reshape(1, -1, 1, 1)
+    mean, std = _per_channel(images, mean, std)
     pixels = images * std + mean
     factors = 1 + strength * (2 * torch.rand(3, b, 1, 1, 1, dtype=images.dtype, device=images.device) - 1)
 
@@ -123,11 +131,11 @@ def random_rotation(images: Tensor, degrees: float, mean, std) -> Tensor:
         raise ValueError(f"rotation must be in [0, 180] degrees, got {degrees}")
     if not degrees:
         return images
-    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).reshape(-1, 1, 1)
-    std = torch.as_tensor(std, dtype=images.dtype, device=images.device).reshape(-1, 1, 1)
+    mean, std = _per_channel(images, mean, std)
     angles = (degrees * (2 * torch.rand(len(images), dtype=torch.float64) - 1)).tolist()
-    return torch.stack([(rotate(image * std + mean, angle, InterpolationMode.BILINEAR) - mean) / std
-                        for image, angle in zip(images, angles)])
+    rotated = torch.stack([rotate(pixels, angle, InterpolationMode.BILINEAR)
+                           for pixels, angle in zip(images * std + mean, angles)])
+    return (rotated - mean) / std
 
 
 class GeneratedLabels(AuxiliaryTask):
@@ -194,8 +202,8 @@ class GeneratedLabels(AuxiliaryTask):
         views = random_flip_shift(images, flip=meta.consistency_flip) if images.shape[-1] >= 8 else images.flip(3)
         if meta.consistency_rotation:
             views = random_rotation(views, meta.consistency_rotation, *self.normalisation)
-        if self.meta.consistency_colour:
-            views = random_colour(views, self.meta.consistency_colour, *self.normalisation)
+        if meta.consistency_colour:
+            views = random_colour(views, meta.consistency_colour, *self.normalisation)
 
         def loss(soft: Tensor) -> Tensor:
             return -weight * paired_mutual_information(soft, self.generator(views, primary_labels))
