@@ -105,7 +105,13 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def load_runs(root: Path) -> list[dict]:
-    """One dict per finished run: comparison, config, seed, per-epoch test accuracy, summary."""
+    """One dict per finished run: comparison, config, seed, per-epoch test accuracy, summary.
+
+    Raises:
+        ValueError: a corrupt metrics.jsonl (a torn last line is skipped with a warning).
+    """
+    from maxl.analysis.run import read_metrics  # torch: imported only when needed, like the run step
+
     rows = []
     for comparison, spec in COMPARISONS.items():
         for config in spec["configs"]:
@@ -114,7 +120,7 @@ def load_runs(root: Path) -> list[dict]:
                 if not (folder / "summary.json").is_file():
                     continue
                 summary = json.loads((folder / "summary.json").read_text())
-                metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+                metrics = read_metrics(folder)
                 config_json = json.loads((folder / "config.json").read_text())
                 weights = {k.removeprefix("train_weight_"): v for k, v in metrics[-1].items()
                            if k.startswith("train_weight_")}  # last epoch's mean loss weights

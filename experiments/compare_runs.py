@@ -16,10 +16,17 @@ from pathlib import Path
 
 import torch
 
+from maxl.analysis.run import read_metrics
+
 
 def records(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in rows]
+    """The run's metrics.jsonl records without their wall times (``*_time_s``); a torn last
+    line is skipped with a warning.
+
+    Raises:
+        ValueError: a corrupt metrics.jsonl.
+    """
+    return [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in read_metrics(run)]
 
 
 def weight_gap(a: Path, b: Path) -> float:

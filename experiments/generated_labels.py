@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.harness import CONFIGS, run_grid
+from maxl.analysis.run import read_metrics
 
 #: the cheap exact step: a generator step on every multi-task step, fused with it, forward-mode engine
 PER_STEP = ("--schedule", "per-step", "--meta-engine", "jvp")
@@ -122,11 +123,15 @@ def ablation(args: argparse.Namespace) -> None:
 
 
 def _runs(folder: Path) -> dict[int, dict]:
-    """seed -> {config, metrics, summary} of the finished runs below a variant's folder."""
+    """seed -> {config, metrics, summary} of the finished runs below a variant's folder.
+
+    Raises:
+        ValueError: a corrupt metrics.jsonl (a torn last line is skipped with a warning).
+    """
     out = {}
     for summary in sorted(folder.glob("*/seed*/summary.json")):
         run = summary.parent
-        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+        metrics = read_metrics(run)
         config = json.loads((run / "config.json").read_text())
         out[int(config["train"]["seed"])] = {"metrics": metrics, "summary": json.loads(summary.read_text())}
     return out

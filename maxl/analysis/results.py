@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from maxl.analysis.run import read_metrics
 from maxl.train import METHODS, atomic_write_text
 
 __all__ = ["Run", "collect_runs", "aggregate", "describe_setting", "markdown_table", "csv_table",
@@ -53,13 +54,15 @@ def collect_runs(out: str | os.PathLike) -> list[Run]:
 
     Raises:
         FileNotFoundError: ``out`` holds no finished run.
+        ValueError: a corrupt metrics.jsonl (a torn last line is skipped with a
+            :class:`~maxl.analysis.run.TornLineWarning`).
     """
     out = Path(out)
     runs = []
     for summary_file in sorted(out.glob("*/seed*/summary.json")):
         folder = summary_file.parent
         config = json.loads((folder / "config.json").read_text())
-        metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line]
+        metrics = read_metrics(folder)
         runs.append(Run(method=config["train"]["method"], seed=int(config["train"]["seed"]), folder=folder,
                         config=config, metrics=metrics, summary=json.loads(summary_file.read_text())))
     if not runs:

@@ -21,7 +21,12 @@ from maxl.data.datasets import DataBundle
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 from maxl.train.build import RunConfig, load_data, make_generator, make_network
 
-__all__ = ["Run", "load_run", "read_config", "read_metrics", "read_summary", "run_label"]
+__all__ = ["Run", "TornLineWarning", "load_run", "read_config", "read_metrics", "read_summary", "run_label"]
+
+
+class TornLineWarning(UserWarning):
+    """The last line of a ``metrics.jsonl`` is cut short (the run stopped while appending it)
+    and was skipped; ``maxl train --resume`` rewrites the file from the checkpoint."""
 
 
 class Run(NamedTuple):
@@ -64,14 +69,14 @@ def read_config(run_dir: str | os.PathLike) -> dict:
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    """The per-epoch records of ``run_dir/metrics.jsonl``.
+    """The per-epoch records of ``run_dir/metrics.jsonl`` (every reader of the file uses this).
 
-    A last line cut short by a crash is skipped with a warning; any other unreadable line
-    raises.
+    A last line cut short by a crash is skipped with a :class:`TornLineWarning` naming the file
+    and the line; an unreadable line before the last one is corruption and raises.
 
     Raises:
         FileNotFoundError: no metrics.jsonl.
-        ValueError: an unreadable line before the last one.
+        ValueError: an unreadable line before the last one (file and line named).
     """
     path = _require(Path(run_dir) / "metrics.jsonl", "metrics.jsonl")
     lines = [line for line in path.read_text().splitlines() if line.strip()]
@@ -82,7 +87,8 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError as err:
             if number < len(lines):
                 raise ValueError(f"{path}, line {number}: not JSON ({err})") from None
-            warnings.warn(f"{path}: skipping the truncated last line {number}", stacklevel=2)
+            warnings.warn(f"{path}: skipping the truncated last line {number} (the run stopped while writing it)",
+                          TornLineWarning, stacklevel=2)
     return records
 
 

@@ -8,6 +8,10 @@ run's ``config.json``), from the run being resumed (``--resume``), from the data
 (``--preset``, :mod:`maxl.train.presets`), or from the defaults.
 Under ``torchrun --nproc_per_node N -m maxl train ...`` the processes join one process group
 (:mod:`maxl.train.distributed`) and only rank 0 prints and writes the run folder.
+
+:func:`main` returns the exit status: 0 done; 2 bad input or setup; 1 the run stopped (non-finite
+values, or a file the operating system would not write: disk full, read-only folder), keeping
+its last checkpoint. Either error is one ``maxl: error: ...`` line on stderr.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ import warnings
 from pathlib import Path
 
 from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
+from maxl.analysis.run import TornLineWarning
 from maxl.cli.analysis import ANALYSIS_COMMANDS, add_analysis_commands
 from maxl.core.losses import LOSSES
 from maxl.data.datasets import DATASETS
+from maxl.data.readers import WriteError
 from maxl.meta import ENGINES, ORDERS, DoubleBackwardError
 from maxl.nn.architectures import ARCHITECTURES, PENALTIES
 from maxl.nn.backbones import BACKBONES
@@ -367,9 +373,9 @@ def print_table(summaries: dict[str, dict]) -> None:
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
-    """Label warnings as one ``maxl: warning: ...`` line, without the source line that
-    points into the trainer; every other warning as Python shows it."""
-    if issubclass(category, GeneratorLabelWarning):
+    """Label and torn-line warnings as one ``maxl: warning: ...`` line, without the source
+    line that points into maxl; every other warning as Python shows it."""
+    if issubclass(category, (GeneratorLabelWarning, TornLineWarning)):
         return f"maxl: warning: {message}\n"
     return _PYTHON_FORMAT(message, category, filename, lineno, line)
 
@@ -399,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ImportError) as err:  # bad input or setup
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
-    except (FloatingPointError, DoubleBackwardError) as err:  # the run stopped; its last checkpoint is intact
+    except (FloatingPointError, DoubleBackwardError, WriteError) as err:  # the run stopped; last checkpoint intact
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -37,8 +37,10 @@ References:
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
+import re
 import shutil
 import uuid
 import zlib
@@ -49,7 +51,7 @@ import torchvision
 from torch import Tensor
 
 __all__ = ["IDX_DATASETS", "EMNIST_SPLITS", "LAYOUT", "read_idx_dataset", "read_svhn", "read_stl10",
-           "atomic_write", "gunzip"]
+           "atomic_write", "WriteError", "gunzip"]
 
 EMNIST_SPLITS: tuple[str, ...] = torchvision.datasets.EMNIST.splits
 #: Data sets stored as IDX files, as torchvision's MNIST family reads them.
@@ -74,17 +76,78 @@ _STL10_NAMES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monke
 Split = tuple[Tensor, Tensor]  # images uint8 [N, C, H, W], labels int64 [N]
 
 
+class WriteError(OSError):
+    """A file could not be written (disk full, read-only folder, ...); its previous version, if
+    any, is untouched. ``errno`` and ``strerror`` are the operating system's, ``path`` the file."""
+
+    @property
+    def path(self) -> Path:
+        return Path(self.filename)
+
+    def __str__(self) -> str:
+        reason = f"{self.strerror} ({errno.errorcode[self.errno]})" if self.errno in errno.errorcode else self.strerror
+        kept = f"; the previous {self.path.name} is intact" if self.path.exists() else ""
+        return f"could not write {self.path}: {reason}{kept}"
+
+
+_ERRNO_OF_STRERROR = {os.strerror(code): code for code in errno.errorcode}
+
+
+def _os_error(err: Exception, folder: Path) -> OSError | None:
+    """The operating system's error behind a failed write, or None if it was none.
+
+    ``torch.save`` to a path raises a RuntimeError without errno ("file write failed",
+    "unexpected pos ..."): then the strerror it names, else what the folder shows (gone,
+    read-only, full), stands in.
+    """
+    for e in (err, err.__cause__, err.__context__):
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+    if not isinstance(err, RuntimeError):
+        return None
+    named = re.search(r"strerror: (.+?)\s*$", str(err))
+    if named and named.group(1) in _ERRNO_OF_STRERROR:
+        code = _ERRNO_OF_STRERROR[named.group(1)]
+    else:
+        try:
+            fs = os.statvfs(folder)
+        except OSError as gone:
+            return gone
+        if fs.f_flag & os.ST_RDONLY:
+            code = errno.EROFS
+        elif not os.access(folder, os.W_OK):
+            code = errno.EACCES
+        elif fs.f_bavail * fs.f_frsize < 1 << 20:  # the failed temporary file still fills it
+            code = errno.ENOSPC
+        else:
+            return None
+    return OSError(code, os.strerror(code))
+
+
 def atomic_write(dst: Path, write) -> None:
     """Call ``write(tmp)`` on a temporary file next to ``dst``, then rename it to ``dst``.
 
-    The rename is atomic, so a concurrent reader sees either no file or the whole file.
+    The rename is atomic, so a concurrent reader sees either no file or the whole file. On
+    any failure the temporary file is removed and ``dst`` is left as it was.
+
+    Raises:
+        WriteError: the operating system refused the write or the rename (e.g. no space
+            left, read-only folder), also where ``write`` (``torch.save``) reported it as a
+            RuntimeError; it names ``dst`` and the OS error. Other errors of ``write``
+            propagate unchanged.
     """
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
         os.replace(tmp, dst)
+    except (OSError, RuntimeError) as err:
+        cause = _os_error(err, dst.parent)
+        if cause is None or isinstance(err, WriteError):
+            raise
+        raise WriteError(cause.errno, cause.strerror, str(dst)) from err
     finally:
-        tmp.unlink(missing_ok=True)
+        if os.path.lexists(tmp):  # (unlink of a missing file fails in a read-only file system)
+            tmp.unlink()
 
 
 def gunzip(src: Path, dst: Path) -> None:

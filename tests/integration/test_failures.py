@@ -269,3 +269,41 @@ def test_a_data_set_without_a_data_root_names_the_flag_and_the_layout(dataset, l
     assert main(["train", "--dataset", dataset, "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert "--data-root" in err and layout in err
+
+
+def test_cli_reports_a_checkpoint_the_disk_cannot_take_and_keeps_the_previous_one(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    save, checkpoints = torch.save, []
+
+    def save_until_the_disk_is_full(obj, path):  # the second epoch's checkpoint finds the disk full
+        if pathlib.Path(path).name.startswith(".checkpoint.pt."):
+            checkpoints.append(path)
+            if len(checkpoints) == 2:
+                pathlib.Path(path).write_bytes(b"PK half a checkpoint")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return save(obj, path)
+
+    monkeypatch.setattr(torch, "save", save_until_the_disk_is_full)
+    assert main([*RUN, "--method", "single", "--epochs", "3", "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"maxl: error: could not write {tmp_path / 'checkpoint.pt'}: No space left on device (ENOSPC); the previous "
+        "checkpoint.pt is intact"]
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl"]
+
+
+def test_resume_repairs_a_torn_last_line_of_metrics_jsonl(tmp_path, capsys):
+    def records(run):  # without the wall times
+        return [{k: v for k, v in json.loads(line).items() if not k.endswith("time_s")}
+                for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    assert main([*RUN, "--method", "single", "--epochs", "3", "--out", str(whole)]) == 0
+    assert main([*RUN, "--method", "single", "--epochs", "2", "--out", str(run)]) == 0
+    two_epochs = records(run)
+    with open(run / "metrics.jsonl", "a") as f:  # killed while appending the third epoch's line
+        f.write('{"epoch": 3, "train_loss": 0.4')
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0
+    assert records(run)[:2] == two_epochs and records(run) == records(whole)

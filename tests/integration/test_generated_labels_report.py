@@ -147,3 +147,15 @@ def test_the_remedies_table_puts_each_protocols_paired_gain_and_labels_side_by_s
     assert "`human`" not in rows  # no protocol ran it
     with pytest.raises(SystemExit, match="NAME=FOLDER"):
         report_remedies(argparse.Namespace(runs=[str(tmp_path)], variants=None, prefix=str(prefix), title="t"))
+
+
+def test_a_torn_last_line_of_metrics_jsonl_is_skipped_with_a_warning(tmp_path):
+    from maxl.analysis.run import TornLineWarning
+
+    fake_run(tmp_path, "adam", 0, 0.8, 0.9, 0.2)
+    metrics = tmp_path / "adam" / "maxl" / "seed0" / "metrics.jsonl"
+    with open(metrics, "a") as f:  # the run was killed while appending its second epoch
+        f.write('{"label_max_prob": 0.')
+    with pytest.warns(TornLineWarning, match=f"{metrics}: skipping the truncated last line 2"):
+        [row] = ablation_rows(tmp_path, ["adam"])
+    assert row["max_prob"] == "0.900"  # the whole line of epoch 1 (one seed)

@@ -4,6 +4,8 @@ top-k selection against a naive loop, and the figures' pixel sizes and true colo
 import base64
 import html as html_module
 import json
+import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from PIL import Image
 from maxl.analysis import plots
 from maxl.cli.commands import main
 from maxl.core.hierarchy import masked_softmax
-from maxl.analysis.run import load_run, read_metrics
+from maxl.analysis.run import TornLineWarning, load_run
 from maxl.analysis.visualise import collect_outputs, top_k_per_aux_class
 
 FAST = ["--batch-size", "32", "--lr", "0.05", "--momentum", "0.9", "--hidden", "32", "--no-progress",
@@ -98,15 +100,6 @@ def test_load_run_rebuilds_the_trained_networks(runs):
     assert single.generator is None and single.net.aux_head is None
 
 
-def test_read_metrics_skips_a_truncated_last_line_only(tmp_path):
-    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
-    with pytest.warns(UserWarning, match="truncated last line 3"):
-        assert read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}]
-    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{"ep\n{"epoch": 3}\n')
-    with pytest.raises(ValueError, match="line 2"):
-        read_metrics(tmp_path)
-
-
 def test_load_run_names_a_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_run(tmp_path)
@@ -169,6 +162,23 @@ def test_compare_draws_several_runs(runs, tmp_path, capsys):
     assert png_size(out) == plots.CURVES_SIZE_PX and out.stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "maxl (" in printed and "single (" in printed and "wrote" in printed
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("command", ["visualise", "compare"])
+def test_a_torn_last_line_of_metrics_jsonl_is_skipped_with_a_warning(runs, tmp_path, command):
+    run = tmp_path / "single"
+    shutil.copytree(runs[1], run)
+    with open(run / "metrics.jsonl", "a") as f:  # the run was killed while appending its third epoch
+        f.write('{"epoch": 3, "train_lo')
+    out = ["--out", str(tmp_path / "v"), "--max-points", "60", "--threads", "1"] if command == "visualise" else [
+        "--out", str(tmp_path / "cmp.png")]
+    with pytest.warns(TornLineWarning) as caught:
+        assert main([command, str(run), *out]) == 0
+    [torn] = caught
+    assert warnings.formatwarning(torn.message, torn.category, torn.filename, torn.lineno) == (
+        f"maxl: warning: {run / 'metrics.jsonl'}: skipping the truncated last line 3 (the run stopped while "
+        "writing it)\n")
 
 
 @pytest.mark.integration
