@@ -37,6 +37,7 @@ from maxl.train.aux_learner import TASK_NAMES as AUX_TASKS
 from maxl.train.build import GENERATORS, RunConfig, build, parse_psi
 from maxl.train.diagnostics import GeneratorLabelWarning
 from maxl.train.config import GEN_OPTIMIZERS, LR_SCHEDULES, METHODS, RESUMABLE_CHANGES, SCHEDULES
+from maxl.train.preemption import EXIT_PREEMPTED, Preempted
 from maxl.train.presets import PRESET_CHOICES, preset_settings
 
 __all__ = ["main", "build_parser", "run_configs", "run_training", "parse_psi", "parse_aux_weights", "FLAGS",
@@ -192,6 +193,9 @@ FLAGS: dict[str, tuple[str, dict]] = {
                         "(torch.use_deterministic_algorithms): bit-identical reruns on a GPU too")),
     "--tensorboard": ("train.tensorboard", dict(action="store_true", help="also write the metrics as TensorBoard "
                                                                           "events to OUT/tensorboard")),
+    "--checkpoint-every": ("train.checkpoint_every", dict(type=int, metavar="N", help="also write checkpoint.pt "
+                           "every N steps of an epoch (0: at epoch ends only); SIGTERM / SIGINT / SIGUSR1 always "
+                           "write one after the step under way")),
 }
 _GROUPS = {"data": "data", "model": "model", "train.meta": "meta step (maxl)", "train": "optimisation",
            "aux": "auxiliary tasks (auxtasks) on the shared backbone", "baselines": "baselines (kmeans)", "": "run"}
@@ -223,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint.pt with the "
                    "settings of its config.json (flags that disagree with them are refused; --epochs may extend "
                    "the run)")
+    r.add_argument("--auto-resume", action="store_true", help="continue from OUT/checkpoint.pt where the run "
+                   "folder holds one of the same settings (refused, with the differences, for other settings); "
+                   "start afresh where it holds none. Implied in a process that torchrun restarted")
     demo = sub.add_parser("demo", help="quick start: single vs maxl on the embedded digits data, about a minute",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     demo.add_argument("--epochs", type=int, default=15, help="epochs per method")
@@ -301,7 +308,7 @@ def run_configs(args: argparse.Namespace) -> tuple[list[RunConfig], bool]:
         ValueError: bad settings, or flags that disagree with the run being resumed (each is
             named with both values).
     """
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume")}
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume", "auto_resume")}
     if "aux.weights" in given:
         given["aux.weights"] = parse_aux_weights(given["aux.weights"])
     base = RunConfig().to_dict()
@@ -359,10 +366,18 @@ def run_training(args: argparse.Namespace) -> dict[str, dict]:
     """Build and train every run of a parsed ``maxl train`` command line; returns
     ``{method: summary}``."""
     runs, resume = run_configs(args)
-    summaries = {run.train.method: build(run, resume=resume).fit() for run in runs}
+    summaries = {run.train.method: build(run, resume=resume or _continues(run, args)).fit() for run in runs}
     if distributed.rank() == 0:
         print_table(summaries)
     return summaries
+
+
+def _continues(run: RunConfig, args: argparse.Namespace) -> bool:
+    """Whether ``--auto-resume`` (implied in a process that torchrun restarted, where
+    ``TORCHELASTIC_RESTART_COUNT`` > 0) continues the run from ``run.out/checkpoint.pt``: where
+    the folder holds one. The trainer refuses a checkpoint of other settings and names them."""
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    return (getattr(args, "auto_resume", False) or restarted) and (Path(run.out) / "checkpoint.pt").is_file()
 
 
 def print_table(summaries: dict[str, dict]) -> None:
@@ -405,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ImportError) as err:  # bad input or setup
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    except Preempted as stop:  # a signal stopped the run after a step; its checkpoint is written
+        print(f"{prog}: {stop}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except (FloatingPointError, DoubleBackwardError, WriteError) as err:  # the run stopped; last checkpoint intact
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 1

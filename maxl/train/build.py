@@ -336,7 +336,7 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
     record = run.to_dict()
     if is_main and not resume:
         out.mkdir(parents=True, exist_ok=True)
-        for stale in ("metrics.jsonl", "summary.json"):
+        for stale in ("metrics.jsonl", "summary.json", "checkpoint.pt"):  # a fresh run keeps nothing of an older one
             (out / stale).unlink(missing_ok=True)
     trainer = Trainer(net, data.train, data.test, t, out, learner=learner, aux_labels=aux_labels, psi=psi,
                       record=record, val_set=data.val, human_labels=data.aux_train)

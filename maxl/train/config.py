@@ -25,8 +25,8 @@ GEN_OPTIMIZERS = ("sgd", "adam")
 #: repeats a shorter one's epochs exactly, as the step schedule does not depend on the length;
 #: another device or thread count changes only the float rounding). The one list, used by the
 #: trainer's checkpoint check and by ``maxl train --resume``.
-RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.progress", "train.tensorboard", "data.data_root",
-                     "data.download", "threads", "out")
+RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.progress", "train.tensorboard",
+                     "train.checkpoint_every", "data.data_root", "data.download", "threads", "out")
 
 
 @dataclass
@@ -69,6 +69,10 @@ class TrainConfig:
             multi-task network's current learning rate at each meta step.
         deterministic: use only deterministic kernels (see :mod:`maxl.train.determinism`).
         tensorboard: also write the metrics as TensorBoard events (needs ``tensorboard``).
+        checkpoint_every: also write ``checkpoint.pt`` after every this many steps of an epoch
+            (counting a generator pass's steps too; 0: only at the end of each epoch), so that a
+            killed run of long epochs loses at most that many steps. A resumed run continues
+            inside the epoch to exactly the numbers of an uninterrupted one.
         gumbel_tau_end: with hard Gumbel labels (``ModelConfig.gumbel_tau`` τ0 > 0), the
             temperature of the last epoch: τ falls linearly from τ0 in the first epoch to this in
             the last (:func:`maxl.train.schedules.gumbel_temperature`); None keeps τ0.
@@ -103,6 +107,7 @@ class TrainConfig:
     deterministic: bool = False
     tensorboard: bool = False
     gumbel_tau_end: float | None = None
+    checkpoint_every: int = 0
 
     def __post_init__(self):
         if isinstance(self.meta, dict):
@@ -115,6 +120,8 @@ class TrainConfig:
             (self.batch_size >= 2, f"batch_size must be >= 2 (BatchNorm), got {self.batch_size}"),
             (self.lr > 0 and self.gen_lr > 0, f"learning rates must be > 0, got {self.lr}, {self.gen_lr}"),
             (self.gen_every >= 1, f"gen_every must be >= 1, got {self.gen_every}"),
+            (self.checkpoint_every >= 0, f"checkpoint_every must be >= 0 (0: at epoch ends only), got "
+                                         f"{self.checkpoint_every}"),
             (self.lr_step >= 1, f"lr_step must be >= 1, got {self.lr_step}"),
             (self.lr_schedule in LR_SCHEDULES, f"unknown lr_schedule {self.lr_schedule!r}; expected one of "
                                                f"{LR_SCHEDULES}"),

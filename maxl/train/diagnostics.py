@@ -118,6 +118,18 @@ class LabelUsage:
         if human is not None:
             self.pairs.append(torch.stack([primary, p.argmax(1), human.detach().cpu()], 1))
 
+    _STATE = ("counts", "entropy_sum", "max_prob_sum", "sharpness_sum", "batches", "images", "sharpness_images",
+              "pairs")
+
+    def state_dict(self) -> dict:
+        """The statistics so far (tensors, numbers, a list of tensors), for a step-level checkpoint."""
+        return {k: getattr(self, k) for k in self._STATE}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self._STATE:
+            setattr(self, k, state[k])
+        self.pairs = list(self.pairs)
+
     def summary(self) -> dict:
         """The epoch's statistics, ready for ``metrics.jsonl``.
 

@@ -38,6 +38,7 @@ __all__ = [
     "all_reduce_values",
     "broadcast_",
     "all_gather",
+    "all_gather_object",
 ]
 
 
@@ -134,4 +135,13 @@ def all_gather(tensor: Tensor) -> list[Tensor]:
         return [tensor]
     out = [torch.empty_like(tensor) for _ in range(world_size())]
     dist.all_gather(out, tensor)
+    return out
+
+
+def all_gather_object(obj) -> list:
+    """Every process's picklable ``obj`` (any structure), in rank order; ``[obj]`` alone."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
     return out

@@ -8,6 +8,13 @@
   the look-ahead of that step come from the networks before either update, and the two
   updates share one forward/backward when :meth:`~maxl.train.step.StepPath.fused` applies.
 
+A schedule can start inside an epoch, at the :class:`Position` of a step-level checkpoint: it
+skips the batches already taken without loading them, and after making the iterators of that
+position it calls ``run_state.positioned()`` (where the trainer puts back the random state of
+the checkpoint, as making a ``DataLoader`` iterator draws from torch's generator). After every
+step it calls ``run_state.after_step(position)`` (where the trainer writes step-level
+checkpoints and stops on a signal).
+
 Both record as label statistics the generator's label distribution (its soft labels), also where
 the multi-task network learns from per-image scaled or hard (Gumbel) targets.
 :func:`gumbel_temperature` gives the temperature of an epoch for hard labels.
@@ -15,16 +22,58 @@ the multi-task network learns from per-image scaled or hard (Gumbel) targets.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import torch
 
 from maxl.meta import MetaResult
 from maxl.train.config import TrainConfig
 from maxl.train.diagnostics import LabelUsage
 from maxl.train.step import StepPath
 
-__all__ = ["EpochSums", "Schedule", "MultitaskOnly", "Alternate", "PerStep", "make_schedule", "gumbel_temperature"]
+__all__ = ["EpochSums", "Position", "Batches", "RunState", "OuterBatches", "Schedule", "MultitaskOnly", "Alternate",
+           "PerStep", "make_schedule", "gumbel_temperature"]
 
-Batches = Callable[[int], Iterable]  # pass number within the epoch -> batches (x, y, index) on the device
+
+class Batches(Protocol):
+    """``batches(k, skip)``: the batches ``(x, y, index)`` (on the device) of pass ``k`` of the
+    epoch after its first ``skip``, the pass's iterator already made; ``len(batches)``: the
+    batches of a pass."""
+
+    def __call__(self, k: int, skip: int = 0) -> Iterable: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class Position:
+    """Where an epoch stands after a step.
+
+    Attributes:
+        pass_: the pass of the schedule (0: the multi-task pass; 1: the generator pass of
+            :class:`Alternate`).
+        batch: batches of that pass taken.
+        outer: batches of the outer loss's stream (:class:`OuterBatches`) taken.
+    """
+
+    pass_: int = 0
+    batch: int = 0
+    outer: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RunState(Protocol):
+    """What a schedule reports to (the trainer): ``step``, the multi-task steps of the run."""
+
+    step: int
+
+    def positioned(self) -> None: ...
+
+    def after_step(self, position: Position) -> None: ...
 
 
 class EpochSums:
@@ -61,6 +110,21 @@ class EpochSums:
                 self.meta_sums[key] = self.meta_sums.get(key, 0.0) + value.item()
         self.meta_steps += 1
 
+    _STATE = ("sums", "meta_sums", "images", "steps", "meta_steps", "correct")
+
+    def state_dict(self) -> dict:
+        """The sums so far (a step-level checkpoint holds them): numbers, tensors, containers."""
+        state = {k: getattr(self, k) for k in self._STATE}
+        if self.usage is not None:
+            state["usage"] = self.usage.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self._STATE:
+            setattr(self, k, state[k])
+        if self.usage is not None:
+            self.usage.load_state_dict(state["usage"])
+
     def record(self) -> dict[str, float]:
         record = {"train_acc": self.correct / max(self.images, 1)}
         record.update({f"train_{k}": v / max(self.steps, 1) for k, v in self.sums.items()})
@@ -68,50 +132,86 @@ class EpochSums:
         return record
 
 
+class OuterBatches:
+    """The outer loss's batches, one per generator step: None (the inner batch itself) or, with
+    ``meta_batch="other"``, the batches ``(x, y)`` of an independent shuffle of the training
+    images (pass 2 of the epoch; it repeats as often as needed). ``taken`` counts them; a stream
+    resumed at ``taken`` inside a shuffle makes that shuffle's iterator at once, as the
+    uninterrupted run had made it before the checkpoint."""
+
+    def __init__(self, config: TrainConfig, batches: Batches, taken: int = 0):
+        self.other, self.batches, self.taken = config.meta_batch == "other", batches, taken
+        self._it = iter(batches(2, taken % len(batches))) if self.other and taken % len(batches) else None
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        self.taken += 1
+        if not self.other:
+            return None
+        while True:
+            if self._it is None:
+                self._it = iter(self.batches(2))
+            batch = next(self._it, None)
+            if batch is not None:
+                return batch[0], batch[1]
+            self._it = None  # this shuffle is used up: the next one
+
+
 class Schedule:
-    """One epoch of steps. ``run(steps, batches, sums, bar)``; ``bar(iterable, desc)`` wraps a
-    pass in a progress bar; ``step_count()`` is the number of multi-task steps so far."""
+    """One epoch of steps: ``run(steps, batches, sums, bar, run_state, start)``, from ``start``
+    (None: the epoch's beginning); ``bar(iterable, desc)`` wraps a pass in a progress bar."""
 
     def __init__(self, config: TrainConfig):
         self.config = config
 
-    def run(self, steps: StepPath, batches: Batches, sums: EpochSums, bar, counter) -> None:
+    def run(self, steps: StepPath, batches: Batches, sums: EpochSums, bar, run_state: RunState,
+            start: Position | None = None) -> None:
         raise NotImplementedError
+
+    @staticmethod
+    def _pass(k: int, batches: Batches, start: Position) -> enumerate:
+        """``(batches taken after this one, batch)`` over pass ``k``, from ``start`` if it is in it."""
+        skip = start.batch if start.pass_ == k else 0
+        return enumerate(batches(k, skip), skip + 1)
 
 
 class MultitaskOnly(Schedule):
-    def run(self, steps, batches, sums, bar, counter):
-        for x, y, idx in bar(batches(0), "train"):
+    def run(self, steps, batches, sums, bar, run_state, start=None):
+        start = start or Position()
+        if start.pass_ == 0:
+            self._multitask_pass(steps, batches, sums, bar, run_state, start)
+
+    def _multitask_pass(self, steps, batches, sums, bar, run_state, start):
+        train = self._pass(0, batches, start)
+        run_state.positioned()
+        for b, (x, y, idx) in bar(train, "train"):
             stats, labels = steps.multitask(x, y, idx)
             sums.add_step(stats, y, labels, idx)
-            counter.step += 1
+            run_state.step += 1
+            run_state.after_step(Position(0, b))
 
 
-def _outer_batches(config: TrainConfig, batches: Batches):
-    """The outer loss's batches: None (the inner batch itself) or, with ``meta_batch="other"``,
-    the batches of an independent shuffle of the training images (pass 2 of the epoch)."""
-    if config.meta_batch == "same":
-        while True:
-            yield None
-    while True:  # as many as needed: the shuffle repeats
-        for x, y, _ in batches(2):
-            yield x, y
-
-
-class Alternate(Schedule):
-    def run(self, steps, batches, sums, bar, counter):
-        MultitaskOnly.run(self, steps, batches, sums, bar, counter)
-        outer = _outer_batches(self.config, batches)
-        for x, y, idx in bar(batches(1), "generator"):  # θ2 updates, θ1 frozen
+class Alternate(MultitaskOnly):
+    def run(self, steps, batches, sums, bar, run_state, start=None):
+        start = start or Position()
+        if start.pass_ == 0:
+            self._multitask_pass(steps, batches, sums, bar, run_state, start)
+        generator_pass = self._pass(1, batches, start)
+        outer = OuterBatches(self.config, batches, start.outer)
+        run_state.positioned()
+        for b, (x, y, idx) in bar(generator_pass, "generator"):  # θ2 updates, θ1 frozen
             sums.add_meta(steps.generator(x, y, idx, next(outer)))
+            run_state.after_step(Position(1, b, outer.taken))
 
 
 class PerStep(Schedule):
-    def run(self, steps, batches, sums, bar, counter):
+    def run(self, steps, batches, sums, bar, run_state, start=None):
+        start = start or Position()
         fused = self.config.fused and steps.learner.can_fuse()
-        outer = _outer_batches(self.config, batches)
-        for x, y, idx in bar(batches(0), "train"):
-            if counter.step % self.config.gen_every == 0:
+        train = self._pass(0, batches, start)
+        outer = OuterBatches(self.config, batches, start.outer)
+        run_state.positioned()
+        for b, (x, y, idx) in bar(train, "train"):
+            if run_state.step % self.config.gen_every == 0:
                 if fused:  # θ2 and θ1 updates from one shared forward/backward
                     result, stats = steps.fused(x, y, idx, next(outer))
                 else:  # θ2 update from the current θ1, θ2; then θ1 on the look-ahead's targets before it
@@ -122,7 +222,8 @@ class PerStep(Schedule):
             else:
                 stats, labels = steps.multitask(x, y, idx)
             sums.add_step(stats, y, labels, idx)
-            counter.step += 1
+            run_state.step += 1
+            run_state.after_step(Position(0, b, outer.taken))
 
 
 def gumbel_temperature(start: float, end: float | None, epoch: int, epochs: int) -> float:

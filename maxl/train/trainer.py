@@ -5,7 +5,9 @@ path (:mod:`maxl.train.step`) in the order of its schedule (:mod:`maxl.train.sch
 
 Data sets yield ``(image [C, H, W], primary label, index)``. The run folder receives
 ``config.json`` (written by the builder), ``metrics.jsonl`` (one JSON record per epoch),
-``summary.json`` and ``checkpoint.pt`` (written atomically every epoch), and with
+``summary.json`` and ``checkpoint.pt`` (written atomically every epoch, with
+``checkpoint_every`` also every that many steps, and when a signal stops the run: see
+:mod:`maxl.train.preemption`), and with
 ``tensorboard=True`` the same metrics as TensorBoard events. Inside a ``torch.distributed``
 process group (``torchrun``, see :mod:`maxl.train.distributed`) every process trains on its
 share of each batch and only rank 0 writes files.
@@ -13,6 +15,7 @@ share of each batch and only rank 0 writes files.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -24,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from auxtasks import AuxiliaryLearner
 from maxl.core.hierarchy import Hierarchy
@@ -38,8 +41,9 @@ from maxl.train.config import TrainConfig
 from maxl.train.determinism import enable_determinism
 from maxl.train.optim import make_optimisers
 from maxl.train.diagnostics import LabelUsage, warn_label_usage
+from maxl.train.preemption import Preempted, StopSignals
 from maxl.train.run_log import RunLog
-from maxl.train.schedules import EpochSums, gumbel_temperature, make_schedule
+from maxl.train.schedules import EpochSums, Position, gumbel_temperature, make_schedule
 from maxl.train.step import StepPath
 
 __all__ = ["Trainer", "seed_everything", "resolve_device"]
@@ -139,15 +143,19 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.step = 0  # multi-task steps completed
         self.history: list[dict] = []
+        self._epoch: dict | None = None  # the epoch under way: its start's lrs, sums and position
+        self._resumed: dict | None = None  # the part of an epoch a step-level checkpoint holds
+        self._resumed_rng: dict | None = None  # its random state, put back once the epoch is positioned
+        self._signals = StopSignals()
         self._label_warnings_given: set[str] = set()  # kinds of GeneratorLabelWarning already shown
 
     # ----------------------------------------------------------------- data
-    def _loader(self, dataset: Dataset, train: bool, pass_index: int = 0) -> DataLoader:
+    def _loader(self, dataset: Dataset, train: bool, pass_index: int = 0, skip: int = 0) -> DataLoader:
         """Batches of this process. Training: the global order is a permutation drawn from
         (seed, pass_index) alone, so it is the same for any number of processes and after a
         resume; process r takes global positions r, r + N, ... (DistributedSampler), so global
-        batch k is the same images as batch k of a one-process run. Test: process r takes
-        images r, r + N, ... in order."""
+        batch k is the same images as batch k of a one-process run; the first ``skip`` batches
+        are left out without loading them. Test: process r takes images r, r + N, ... in order."""
         rank, size = distributed.rank(), distributed.world_size()
         if not train:
             if size > 1:
@@ -156,19 +164,28 @@ class Trainer:
         sampler = DistributedSampler(dataset, num_replicas=size, rank=rank, shuffle=True, seed=self.config.seed,
                                      drop_last=True)
         sampler.set_epoch(pass_index)
-        return DataLoader(dataset, batch_size=self.config.batch_size // size, sampler=sampler, drop_last=True,
-                          num_workers=0)
+        local_batch = self.config.batch_size // size
+        return DataLoader(dataset, batch_size=local_batch, sampler=_After(sampler, skip * local_batch),
+                          drop_last=True, num_workers=0)
 
-    def _batches(self, dataset: Dataset, train: bool, pass_index: int = 0):
+    def _batches(self, dataset: Dataset, train: bool, pass_index: int = 0, skip: int = 0):
+        """The batches ``(x, y, index)`` on the device. The loader's iterator is made at once (it
+        draws from torch's generator), not at the first batch."""
+        batches = iter(self._loader(dataset, train, pass_index, skip))
         num_primary = getattr(self.net, "num_primary", None)
-        for x, y, idx in self._loader(dataset, train, pass_index):
-            y = torch.as_tensor(y)
-            check_primary_labels(y, num_primary)  # on the host: no device synchronisation
-            yield x.to(self.device), y.to(self.device), torch.as_tensor(idx).to(self.device)
+
+        def on_device():
+            for x, y, idx in batches:
+                y = torch.as_tensor(y)
+                check_primary_labels(y, num_primary)  # on the host: no device synchronisation
+                yield x.to(self.device), y.to(self.device), torch.as_tensor(idx).to(self.device)
+
+        return on_device()
 
     # ----------------------------------------------------------------- epochs
-    def train_epoch(self) -> dict[str, float]:
-        """One epoch of the schedule; returns its record (losses, accuracy, label usage)."""
+    def train_epoch(self, resumed: dict | None = None) -> dict[str, float]:
+        """One epoch of the schedule, or its rest from the ``resumed`` part of a step-level
+        checkpoint; returns its record (losses, accuracy, label usage)."""
         self.learner.train()
         if self.gumbel_start:  # this epoch's temperature, from the epoch alone (the same after a resume)
             self.generator.gumbel_tau = gumbel_temperature(self.gumbel_start, self.config.gumbel_tau_end, self.epoch,
@@ -176,11 +193,14 @@ class Trainer:
         hierarchy = getattr(self.generator, "hierarchy", None)
         sums = EpochSums(self.steps.task_keys, LabelUsage(hierarchy) if hierarchy is not None else None,
                          self.human_labels)
+        start = None
+        if resumed is not None:
+            sums.load_state_dict(resumed["sums_per_rank"][distributed.rank()])
+            start = Position(**resumed["position"])
+        self._epoch = {"lrs": resumed["lrs"] if resumed is not None else self._lrs(), "sums": sums}
         tag = f"epoch {self.epoch + 1}/{self.config.epochs}"
-        # passes 0 and 1 draw the orders 2e and 2e + 1 (as always); pass 2 (outer batches) its own
-        order = lambda k: 2 * self.epoch + k if k < 2 else 1_000_000 + self.epoch  # noqa: E731
-        self.schedule.run(self.steps, lambda k: self._batches(self.train_set, True, order(k)), sums,
-                          lambda it, desc: self.log.bar(it, f"{tag} {desc}"), self)
+        self.schedule.run(self.steps, _TrainBatches(self), sums, lambda it, desc: self.log.bar(it, f"{tag} {desc}"),
+                          self, start)
         self.learner.end_epoch()  # loss-history weightings (DWA) roll over
         record = distributed.all_reduce_values(sums.record(), self.device)  # equal shares: the global means
         if sums.usage is not None:  # label usage of this process's share (rank 0's is the one logged)
@@ -205,15 +225,54 @@ class Trainer:
             loss_sum, correct, total = sums["l"], round(sums["c"]), round(sums["t"])
         return {"test_loss": loss_sum / max(total, 1), "test_acc": correct / max(total, 1)}
 
+    def _lrs(self) -> dict[str, float]:
+        lrs = {"lr": self.optimizer.param_groups[0]["lr"]}
+        if self.gen_optimizer is not None:
+            lrs["gen_lr"] = self.gen_optimizer.param_groups[0]["lr"]
+        return lrs
+
+    # ----------------------------------------------------------------- steps (called by the schedule)
+    def positioned(self) -> None:
+        """The epoch's iterators are made: put back the random state of the step-level
+        checkpoint being resumed (making them drew from torch's generator)."""
+        if self._resumed_rng is not None:
+            restore_rng(self._resumed_rng, self.device)
+            self._resumed_rng = None
+
+    def after_step(self, position: Position) -> None:
+        """After each step: a step-level checkpoint every ``checkpoint_every`` steps of the
+        epoch; on a stop signal, a checkpoint and :class:`~maxl.train.preemption.Preempted`."""
+        signal_name = self._signals.agreed(self.device)
+        every = self.config.checkpoint_every
+        done = position.pass_ * len(_TrainBatches(self)) + position.batch  # steps of this epoch, both passes
+        if self.out_dir is not None and (signal_name or (every and done % every == 0)):
+            self.save_checkpoint(self.out_dir / "checkpoint.pt", {**self._epoch, "position": position})
+        if signal_name:
+            raise Preempted(signal_name, self.out_dir / "checkpoint.pt" if self.out_dir is not None else None,
+                            self.epoch, self.step)
+
+    # ----------------------------------------------------------------- the run
     def fit(self) -> dict:
-        """Train for the remaining epochs; returns the summary (also ``summary.json``)."""
+        """Train for the remaining epochs; returns the summary (also ``summary.json``).
+
+        SIGTERM, SIGINT and SIGUSR1 stop it after the step under way, with a checkpoint.
+
+        Raises:
+            Preempted: one of these signals stopped the run (its checkpoint is written).
+        """
+        with self._signals:
+            try:
+                return self._fit()
+            finally:
+                self.log.close()
+
+    def _fit(self) -> dict:
         start_time = time.time()
         for _ in range(self.epoch, self.config.epochs):
             t0 = time.time()
-            lrs = {"lr": self.optimizer.param_groups[0]["lr"]}
-            if self.gen_optimizer is not None:
-                lrs["gen_lr"] = self.gen_optimizer.param_groups[0]["lr"]
-            record = {"epoch": self.epoch + 1, **lrs, **self.train_epoch()}
+            resumed, self._resumed = self._resumed, None
+            trained = self.train_epoch(resumed)
+            record = {"epoch": self.epoch + 1, **self._epoch["lrs"], **trained}  # the lrs of the epoch's start
             if self.val_set is not None:
                 record.update({k.replace("test_", "val_"): v for k, v in self.evaluate(self.val_set).items()})
             record.update(self.evaluate())
@@ -230,10 +289,13 @@ class Trainer:
             self.log.epoch(record)
             if self.out_dir is not None:  # after the metrics line: load_checkpoint drops a record too many
                 self.save_checkpoint(self.out_dir / "checkpoint.pt")
+            signal_name = self._signals.agreed(self.device)
+            if signal_name and self.epoch < self.config.epochs:  # signalled outside a step: this checkpoint
+                raise Preempted(signal_name, self.out_dir / "checkpoint.pt" if self.out_dir is not None else None,
+                                self.epoch, self.step)
         summary = self.summary(time.time() - start_time)
         if self.out_dir is not None and self.is_main:
             atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-        self.log.close()
         return summary
 
     def summary(self, wall_time_s: float) -> dict:
@@ -262,21 +324,27 @@ class Trainer:
             objects.update(generator=self.generator, gen_optimizer=self.gen_optimizer, gen_scheduler=self.gen_scheduler)
         return objects
 
-    def state_dict(self) -> dict:
-        """The full training state (what :meth:`save_checkpoint` writes). Under torchrun every
-        process must call it: the processes' torch RNG states are gathered."""
+    def state_dict(self, epoch_part: dict | None = None) -> dict:
+        """The full training state (what :meth:`save_checkpoint` writes); with ``epoch_part``
+        (``lrs``, ``sums``, ``position`` of the epoch under way) a step-level one, whose
+        ``epoch_part`` entry lets :meth:`fit` continue the epoch at its position. Under torchrun
+        every process must call it: the processes' torch RNG states are gathered."""
         state = {name: obj.state_dict() for name, obj in self._stateful().items()}
         # what the learner adds to net and generator: new heads, the weighting's state
         held = {t.data_ptr() for m in (self.net, self.generator) if m is not None for t in m.state_dict().values()}
         state["learner"] = {k: v for k, v in self.learner.state_dict().items() if v.data_ptr() not in held}
         state.update(epoch=self.epoch, step=self.step, history=self.history, config=self.record,
                      rng=capture_rng(self.device))
+        if epoch_part is not None:  # each process's sums of its share of the epoch's batches
+            state["epoch_part"] = {"lrs": epoch_part["lrs"], "position": epoch_part["position"].to_dict(),
+                                   "sums_per_rank": distributed.all_gather_object(epoch_part["sums"].state_dict())}
         return state
 
-    def save_checkpoint(self, path: str | os.PathLike) -> None:
+    def save_checkpoint(self, path: str | os.PathLike, epoch_part: dict | None = None) -> None:
         """Write the full training state to ``path`` atomically (rank 0; under torchrun every
-        process must call it, as the RNG states are gathered)."""
-        state = self.state_dict()
+        process must call it, as the RNG states are gathered); ``epoch_part`` as in
+        :meth:`state_dict`."""
+        state = self.state_dict(epoch_part)
         if self.is_main:
             atomic_torch_save(state, Path(path))
 
@@ -307,5 +375,43 @@ class Trainer:
             raise CheckpointError(f"checkpoint {path} holds learner entries this learner lacks: {unexpected}")
         self.epoch, self.step, self.history = state["epoch"], state["step"], list(state["history"])
         restore_rng(state["rng"], self.device)
+        self._resumed = state.get("epoch_part")  # a step-level checkpoint: fit continues inside the epoch
+        self._resumed_rng = state["rng"] if self._resumed is not None else None
+        if self._resumed is not None and len(self._resumed["sums_per_rank"]) != distributed.world_size():
+            raise CheckpointError(f"{path} was written inside epoch {self.epoch + 1} by "
+                                  f"{len(self._resumed['sums_per_rank'])} processes; resume it on as many (it holds "
+                                  "each one's share of the epoch), or from an epoch's end on any number")
         if self.out_dir is not None and self.is_main:
             atomic_write_text(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+
+
+class _After(Sampler):
+    """The indices of ``sampler`` after its first ``skip``."""
+
+    def __init__(self, sampler: Sampler, skip: int):
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
+
+
+class _TrainBatches:
+    """The training batches of the trainer's current epoch, pass by pass
+    (:class:`maxl.train.schedules.Batches`)."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def _order(self, k: int) -> int:
+        """Passes 0 and 1 draw the orders 2e and 2e + 1 (as always); pass 2 (outer batches) its own."""
+        epoch = self.trainer.epoch
+        return 2 * epoch + k if k < 2 else 1_000_000 + epoch
+
+    def __call__(self, k: int, skip: int = 0):
+        return self.trainer._batches(self.trainer.train_set, True, self._order(k), skip)
+
+    def __len__(self) -> int:
+        return len(self.trainer.train_set) // self.trainer.config.batch_size

@@ -23,8 +23,8 @@ def records(folder):
     return [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in rows]
 
 
-def assert_same_networks(a, b):
-    for part in ("net", "generator", "optimizer", "gen_optimizer"):
+def assert_same_networks(a, b, parts=("net", "generator", "optimizer", "gen_optimizer")):
+    for part in parts:
         sa, sb = (torch.load(f / "checkpoint.pt", weights_only=True)[part] for f in (a, b))
         if part.endswith("optimizer"):
             sa, sb = sa["state"], sb["state"]
