@@ -89,7 +89,12 @@ def process_group(device: str = "auto") -> Iterator[None]:
         if local_rank() >= torch.cuda.device_count():
             raise ValueError(f"LOCAL_RANK {local_rank()} but only {torch.cuda.device_count()} GPU(s) on this machine")
         torch.cuda.set_device(local_rank())
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    # the store of torchrun's agent outlives a restart of the group: keys of each attempt of their own, so
+    # that a restarted group does not read the addresses of the processes it replaced
+    store, rank_, size_ = next(dist.rendezvous("env://"))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(backend="nccl" if cuda else "gloo", store=dist.PrefixStore(f"maxl/attempt{attempt}", store),
+                            rank=rank_, world_size=size_)
     try:
         yield
     finally:

@@ -201,3 +201,55 @@ def test_a_second_signal_while_the_checkpoint_is_written_does_not_corrupt_it(lon
     assert resumed.wait(300) == 0, resumed.stderr.read()
     assert records(run) == records(long_run)
     assert_same_networks(run, long_run)
+
+
+# ------------------------------------------------------------------ elastic restarts under torchrun
+def torchrun(*args, restarts=0, nproc=2) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           f"--max-restarts={restarts}", *args]
+    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_torchrun_restarts_a_group_whose_rank_1_was_killed_and_it_continues_from_the_checkpoint(tmp_path):
+    """2 gloo processes, ``--max-restarts 1``: rank 1 is SIGKILLed after step 21 (epoch 2's 5th
+    step); torchrun restarts the group, which continues from the step-level checkpoint of step 20
+    without a hand-typed --resume and ends at the uninterrupted run's metrics and weights."""
+    run = [*RUN, "--method", "maxl", "--device", "cpu", "--checkpoint-every", "4", "--no-batchnorm"]
+    full = torchrun("-m", "maxl", *run, "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr[-3000:]
+    killed = torchrun(str(HERE / "signal_worker.py"), "SIGKILL", "21", "--only-rank", "1", "--",
+                      *run, "--out", str(tmp_path / "killed"), restarts=1)
+    assert killed.returncode == 0, killed.stderr[-3000:]
+    assert "failed (exitcode: -9) local_rank: 1" in killed.stderr  # the first attempt did die, by SIGKILL
+    assert "resuming" in killed.stdout and "after epoch 1 of 3" in killed.stdout
+    resumed = __import__("json").loads((tmp_path / "killed" / "config.json").read_text())["resumed"]
+    assert len(resumed) == 1 and resumed[0]["world_size"] == 2
+    a, b = records(tmp_path / "killed"), records(tmp_path / "full")
+    assert [r["epoch"] for r in a] == [1, 2, 3]
+    for ra, rb in zip(a, b):
+        for key, value in rb.items():
+            if isinstance(value, float):
+                assert ra[key] == pytest.approx(value, rel=1e-5, abs=1e-7, nan_ok=True), key
+            else:
+                assert ra[key] == value, key
+    sa, sb = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True) for r in ("killed", "full"))
+    for part in ("net", "generator"):
+        for k in sb[part]:
+            torch.testing.assert_close(sa[part][k], sb[part][k], rtol=1e-5, atol=1e-6, msg=f"{part}.{k}")
+
+
+def test_auto_resume_starts_afresh_continues_a_run_and_refuses_other_settings(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    flags = [*RUN, "--method", "single", "--out", str(run), "--auto-resume"]
+    signal_after_step(monkeypatch, 11)  # epoch 2, step 3
+    assert main(flags) == EXIT_PREEMPTED  # no checkpoint yet: a fresh start
+    monkeypatch.undo()
+    assert main([*RUN, "--method", "single", "--lr", "0.1", "--out", str(run), "--auto-resume"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings than this trainer's: train.lr: checkpoint 0.05, now 0.1" in err
+    assert main(flags) == 0  # the same settings: continued
+    assert main([*RUN, "--method", "single", "--out", str(tmp_path / "full")]) == 0
+    assert records(run) == records(tmp_path / "full")
+    config = __import__("json").loads((run / "config.json").read_text())
+    assert [r["after_epoch"] for r in config["resumed"]] == [1]
