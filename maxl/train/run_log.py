@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from maxl.data.readers import WriteError
 from maxl.train.tensorboard_log import TensorBoardLog
 
 __all__ = ["RunLog"]
@@ -42,7 +43,12 @@ class RunLog:
 
     def epoch(self, record: dict) -> None:
         """Report one epoch's record: a line on the terminal, a line of ``metrics.jsonl`` and
-        TensorBoard scalars."""
+        TensorBoard scalars.
+
+        Raises:
+            WriteError: ``metrics.jsonl`` could not be appended to (e.g. no space left); the
+                checkpoint of the epoch before is intact and ``--resume`` rewrites the file.
+        """
         msg = f"epoch {record['epoch']:>3}  train acc {record['train_acc']:.4f}  test acc {record['test_acc']:.4f}"
         if "neg_entropy" in record:
             msg += f"  H {record['neg_entropy']:.3f}"
@@ -53,8 +59,12 @@ class RunLog:
             tqdm.write(msg)
         if self.out_dir is None or not self.is_main:
             return
-        with open(self.out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        path = self.out_dir / "metrics.jsonl"
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:  # a full disk: one line naming it (a torn line is skipped by every reader)
+            raise WriteError(err.errno, err.strerror, str(path)) from err
         if self.tensorboard:
             if self._events is None:
                 self._events = TensorBoardLog(self.out_dir / "tensorboard", first_epoch=record["epoch"])

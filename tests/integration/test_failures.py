@@ -307,3 +307,29 @@ def test_resume_repairs_a_torn_last_line_of_metrics_jsonl(tmp_path, capsys):
         f.write('{"epoch": 3, "train_loss": 0.4')
     assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 0
     assert records(run)[:2] == two_epochs and records(run) == records(whole)
+
+
+def test_cli_reports_a_metrics_line_the_disk_cannot_take_and_resume_continues(tmp_path, capsys, monkeypatch):
+    import builtins
+    import errno
+    import os
+
+    real_open, appends = builtins.open, []
+
+    def open_until_the_disk_is_full(file, mode="r", *args, **kwargs):  # the second epoch's line finds it full
+        if str(file).endswith("metrics.jsonl") and mode == "a":
+            appends.append(file)
+            if len(appends) == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_until_the_disk_is_full)
+    assert main([*RUN, "--method", "single", "--epochs", "3", "--out", str(tmp_path / "run")]) == 1
+    monkeypatch.undo()
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"maxl: error: could not write {tmp_path / 'run' / 'metrics.jsonl'}: No space left on device "
+                   "(ENOSPC); the previous metrics.jsonl is intact"]
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert main(["train", "--resume", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == \
+        [1, 2, 3]
