@@ -205,11 +205,19 @@ DEMO_ARGS = ["--dataset", "digits", "--method", "single", "maxl", "--batch-size"
              "--momentum", "0.9", "--hidden", "64", "--lr-step", "1000"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one ``maxl: error: ...`` line and exit status 2 like
+    every other bad input of :func:`main` (instead of the usage and the message on two lines);
+    the subcommands' parsers are of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"maxl: error: {message.replace(chr(10), ' ')} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``maxl``. ``train`` options left out are absent from the namespace
     (``argparse.SUPPRESS``): only what the command line says overrides a configuration."""
-    parser = argparse.ArgumentParser(prog="maxl", description="Meta Auxiliary Learning (Liu, Davison, Johns, "
-                                                              "NeurIPS 2019).")
+    parser = _Parser(prog="maxl", description="Meta Auxiliary Learning (Liu, Davison, Johns, NeurIPS 2019).")
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train single-task, human / random / k-means auxiliary-label or MAXL models",
                        argument_default=argparse.SUPPRESS)
@@ -282,22 +290,34 @@ def read_config_file(path: str | os.PathLike) -> dict:
     """The settings of a TOML file or a run's ``config.json``.
 
     Raises:
-        FileNotFoundError: no such file. ValueError: it cannot be parsed.
+        FileNotFoundError: no such file. ValueError: it is not UTF-8 text, cannot be parsed, or
+            is not a table of sections (a JSON list, say).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--config {path}: no such file")
-    text = path.read_text()
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")  # TOML and JSON files are UTF-8
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--config {path}: not UTF-8 text (byte {data[err.start]:#04x} at offset "
+                         f"{err.start})") from None
     try:
         if path.suffix == ".json":
-            return json.loads(text)
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib
-        return tomllib.loads(text)
+            table = json.loads(text)
+        else:
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+            table = tomllib.loads(text)
     except ValueError as err:
         raise ValueError(f"--config {path}: cannot parse it ({err})") from None
+    if not isinstance(table, dict):
+        kind = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(table), "null")
+        raise ValueError(f"--config {path}: expected a table of sections ([data], [model], [train], ...), got a "
+                         f"JSON {kind}")
+    return table
 
 
 def run_configs(args: argparse.Namespace) -> tuple[list[RunConfig], bool]:

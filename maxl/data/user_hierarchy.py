@@ -68,17 +68,23 @@ def read_hierarchy_file(path: str | os.PathLike) -> Groups:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not parsable, not a mapping of names to non-empty lists of names, or a
-            name listed twice within a group (the message names the file and the problem).
+        ValueError: not UTF-8 text, not parsable, not a mapping of names to non-empty lists of
+            names, a primary class given twice (JSON), or a name listed twice within a group (the
+            message names the file and the problem).
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"hierarchy file {path} not found (expected a .json or .toml file mapping each "
                                 "primary class to the names of its classes)")
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"hierarchy file {path}: not UTF-8 text (byte {data[err.start]:#04x} at offset "
+                         f"{err.start})") from None
     try:
         if path.suffix.lower() == ".json":
-            table = json.loads(text)
+            table = json.loads(text, object_pairs_hook=_no_repeated_keys)
         else:
             try:
                 import tomllib
@@ -101,6 +107,15 @@ def read_hierarchy_file(path: str | os.PathLike) -> Groups:
         if twice:
             raise ValueError(f"hierarchy file {path}: primary class {primary!r} lists {twice} more than once")
     return Groups(tuple(table), tuple(tuple(v) for v in table.values()), str(path))
+
+
+def _no_repeated_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object as a dict, refusing a key given twice (json keeps the last one silently)."""
+    keys = [k for k, _ in pairs]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise ValueError(f"the keys {twice} are given more than once")
+    return dict(pairs)
 
 
 def parent_of_classes(groups: Groups, class_names: Sequence[str], what: str) -> list[int]:

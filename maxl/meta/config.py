@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from maxl.core.fields import check_field_types
 from maxl.meta.registry import check_inner_steps, engine_names, get_engine
 
 __all__ = ["MetaConfig", "ORDERS"]
@@ -54,8 +55,10 @@ class MetaConfig:
             Hessian-vector product per term (3, AuxiLearn's default truncation).
 
     Raises:
-        ValueError: an unknown order, an engine that is not registered as second-order,
-            ``consistency_colour`` outside [0, 1), ``consistency_rotation`` outside [0, 180], ``inner_lr <= 0``, ``inner_steps < 1``,
+        ValueError: a value of the wrong type (:func:`maxl.core.fields.check_field_types`),
+            an unknown order, an engine that is not registered as second-order,
+            ``consistency_colour`` outside [0, 1), ``consistency_rotation`` outside [0, 180], ``inner_lr <= 0``,
+            ``entropy_weight < 0``, ``fd_epsilon <= 0``, ``inner_steps < 1``,
             ``neumann_terms < 0``, or ``inner_steps > 1`` with an engine that takes one step only
             (``"jvp"``, ``order="first"``, ``order="implicit"``).
 
@@ -85,6 +88,7 @@ class MetaConfig:
     neumann_terms: int = 3
 
     def __post_init__(self):
+        check_field_types(self, "train.meta")
         if self.order not in ORDERS:
             raise ValueError(f"unknown meta order {self.order!r}; expected one of {ORDERS}")
         if self.engine not in engine_names("second"):
@@ -98,6 +102,10 @@ class MetaConfig:
             raise ValueError(f"consistency_rotation must be in [0, 180] degrees, got {self.consistency_rotation}")
         if self.inner_lr is not None and self.inner_lr <= 0:
             raise ValueError(f"inner_lr (look-ahead step α) must be > 0, got {self.inner_lr}")
+        if self.entropy_weight < 0:
+            raise ValueError(f"entropy_weight (λ) must be >= 0, got {self.entropy_weight}")
+        if self.fd_epsilon <= 0:
+            raise ValueError(f"fd_epsilon (ε₀ of the first-order meta-gradient) must be > 0, got {self.fd_epsilon}")
         if isinstance(self.inner_steps, bool) or not isinstance(self.inner_steps, int) or self.inner_steps < 1:
             raise ValueError(f"inner_steps (look-ahead steps k) must be an int >= 1, got {self.inner_steps!r}")
         if isinstance(self.neumann_terms, bool) or not isinstance(self.neumann_terms, int) or self.neumann_terms < 0:

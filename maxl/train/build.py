@@ -10,6 +10,7 @@ re-runs it and ``maxl train --resume RUN`` continues it.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import platform
 import sys
@@ -21,7 +22,8 @@ import torch
 
 from maxl.baselines.autoencoder import AutoencoderConfig
 from maxl.baselines.labels import fixed_aux_labels
-from maxl.core.hierarchy import Hierarchy
+from maxl.core.fields import check_field_types, check_keys
+from maxl.core.hierarchy import Hierarchy, validate_psi
 from maxl.core.losses import classification_loss
 from maxl.data.datasets import DATASETS, load_dataset
 from maxl.data.readers import IDX_DATASETS
@@ -32,10 +34,12 @@ from maxl.train import distributed
 from maxl.train.aux_learner import TASK_NAMES, build_learner, dataset_normalisation, normalised_images
 from maxl.train.checkpoint import atomic_write_text
 from maxl.train.config import FIXED_LABEL_METHODS, TrainConfig
+from maxl.train.presets import PRESET_CHOICES
 from maxl.train.trainer import Trainer, resolve_device, seed_everything
 
 __all__ = ["DataConfig", "ModelConfig", "AuxConfig", "BaselineConfig", "RunConfig", "build", "parse_psi",
-           "load_data", "make_generator", "make_network", "GENERATORS", "DEFAULT_BACKBONE", "DEFAULT_AUX_PER_CLASS"]
+           "psi_values", "load_data", "make_generator", "make_network", "GENERATORS", "DEFAULT_BACKBONE",
+           "DEFAULT_AUX_PER_CLASS"]
 
 #: Per data set: the backbone that fits its images.
 DEFAULT_BACKBONE = {"digits": "tiny-cnn", **{d: "small-cnn" for d in IDX_DATASETS}, "cifar10": "vgg16",
@@ -67,17 +71,26 @@ class DataConfig:
     resize: int | None = None
 
     def __post_init__(self):
+        check_field_types(self, "data")
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
         if self.normalisation is not None and (len(self.normalisation) != 2 or self.normalisation[1] <= 0):
             raise ValueError(f"normalisation must be [mean, std] with std > 0, got {self.normalisation}")
+        for name in ("train_subset", "test_subset", "val_subset"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 images (leave it out for all of them), got "
+                                 f"{getattr(self, name)}")
+        if self.resize is not None and self.resize < 1:
+            raise ValueError(f"resize must be >= 1 pixel, got {self.resize}")
+        if self.padding_mode not in ("constant", "reflect"):
+            raise ValueError(f"padding_mode must be 'constant' or 'reflect', got {self.padding_mode!r}")
 
 
 @dataclass
 class ModelConfig:
     """The networks: ``backbone`` (a key of :data:`maxl.nn.BACKBONES`; None: the data set's
-    default), the heads' hidden width (0: linear heads), the hierarchy ψ (``"5"``, ``"6,4"``, a
-    list, or None for the data set's human ψ), BatchNorm in the backbones, and the
+    default), the heads' hidden width (0: linear heads), the hierarchy ψ (``"5"``, ``5``, ``"6,4"``,
+    a list, or None for the data set's human ψ; every entry >= 1), BatchNorm in the backbones, and the
     label-generation network: ``"own"`` (its own backbone, the paper) or ``"features"`` (a head
     on the multi-task network's detached features, :class:`maxl.nn.FeatureLabelGenerator`; or
     ``"features-running"``, those features with the BatchNorm running statistics), and
@@ -90,7 +103,7 @@ class ModelConfig:
 
     backbone: str | None = None
     hidden: int = 512
-    psi: str | list[int] | None = None
+    psi: str | int | list[int] | None = None
     batchnorm: bool = True
     generator: str = "own"
     image_weight_range: float = 0.0
@@ -100,6 +113,9 @@ class ModelConfig:
     soft_weight: float = 0.01
 
     def __post_init__(self):
+        check_field_types(self, "model")
+        if self.psi is not None:
+            psi_values(self.psi)  # its entries; their number is checked against the data set by parse_psi
         if self.backbone is not None and self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; expected one of {sorted(BACKBONES)}")
         if self.hidden < 0:
@@ -132,6 +148,7 @@ class AuxConfig:
     def __post_init__(self):
         from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
 
+        check_field_types(self, "aux")
         self.tasks = list(self.tasks)
         unknown = [t for t in self.tasks if t not in TASK_NAMES]
         if unknown:
@@ -152,6 +169,11 @@ class BaselineConfig:
 
     ae_epochs: int = 10
     ae_latent: int = 32
+
+    def __post_init__(self):
+        check_field_types(self, "baselines")
+        if self.ae_epochs < 0 or self.ae_latent < 1:
+            raise ValueError(f"ae_epochs must be >= 0 and ae_latent >= 1, got {self.ae_epochs}, {self.ae_latent}")
 
 
 #: Entries of config.json's sections that describe the data rather than configure the run.
@@ -179,6 +201,11 @@ class RunConfig:
     preset: str | None = None  # the preset the command line started from (maxl.train.presets); None: none
 
     def __post_init__(self):
+        check_field_types(self, "")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 (leave it out for torch's choice), got {self.threads}")
+        if self.preset is not None and self.preset not in PRESET_CHOICES:
+            raise ValueError(f"unknown preset {self.preset!r}; expected one of {PRESET_CHOICES}")
         if self.train.gumbel_tau_end is not None and not self.model.gumbel_tau:
             raise ValueError(f"gumbel_tau_end needs a start temperature: --gumbel-tau-end {self.train.gumbel_tau_end} "
                              "without --gumbel-tau (model.gumbel_tau > 0)")
@@ -188,19 +215,21 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
-        """Raises: ValueError naming an unknown section or setting."""
+        """Raises: ValueError naming an unknown section or setting, a section that is not a table,
+        or a setting of the wrong type or out of range."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a run configuration is a table of sections {sorted(SECTIONS)}, got a value of type "
+                             f"{type(d).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known - {"labels", "env", "resumed"})
+        unknown = sorted(set(d) - known - {"labels", "env", "resumed"}, key=str)
         if unknown:
             raise ValueError(f"unknown run settings {unknown}; the sections are {sorted(SECTIONS)}")
         kwargs = {k: v for k, v in d.items() if k in known and k not in SECTIONS}
         for name, kind in SECTIONS.items():
-            values = {k: v for k, v in d.get(name, {}).items() if k not in DERIVED.get(name, ())}
-            allowed = {f.name for f in fields(kind)}
-            bad = sorted(set(values) - allowed)
-            if bad:
-                raise ValueError(f"unknown settings {bad} in section [{name}]; expected some of {sorted(allowed)}")
-            kwargs[name] = kind(**values)
+            section = d.get(name, {})
+            if isinstance(section, dict):  # the entries that describe the data (config.json) are no settings
+                section = {k: v for k, v in section.items() if k not in DERIVED.get(name, ())}
+            kwargs[name] = kind(**check_keys(section, kind, name))
         return cls(**kwargs)
 
 
@@ -251,22 +280,17 @@ def make_generator(kind: str, net: MultiTaskNetwork, backbone: str, in_channels:
                           gumbel_tau=gumbel_tau)
 
 
-def parse_psi(text: str | list[int] | None, num_primary: int, human_psi: list[int] | None) -> list[int]:
-    """ψ from a setting: ``"5"`` (5 for every primary class), ``"6,4"`` or ``[6, 4]`` (one per
+def parse_psi(text: str | int | list[int] | None, num_primary: int, human_psi: list[int] | None) -> list[int]:
+    """ψ from a setting: ``"5"`` or ``5`` (5 for every primary class), ``"6,4"`` or ``[6, 4]`` (one per
     class), or None (the data set's human hierarchy if it has one, else 5 per class).
 
     Raises:
-        ValueError: unparsable text, or a ψ whose length is not the number of primary classes.
+        ValueError: unparsable text, an entry that is not an int >= 1 (:func:`psi_values`), or a ψ
+            whose length is not the number of primary classes.
     """
     if text is None:
         return list(human_psi) if human_psi is not None else [DEFAULT_AUX_PER_CLASS] * num_primary
-    if isinstance(text, (list, tuple)):
-        values = [int(v) for v in text]
-    else:
-        try:
-            values = [int(v) for v in str(text).replace(" ", "").split(",") if v != ""]
-        except ValueError:
-            raise ValueError(f"--psi {text!r}: expected an int or comma-separated ints such as 6,4") from None
+    values = psi_values(text)
     if len(values) == 1:
         values = values * num_primary
     psi = list(Hierarchy(values).psi)
@@ -274,6 +298,25 @@ def parse_psi(text: str | list[int] | None, num_primary: int, human_psi: list[in
         raise ValueError(f"--psi {text!r} has {len(psi)} entries but the data set has {num_primary} primary "
                          f"classes: give one entry per primary class, or a single int")
     return psi
+
+
+def psi_values(text: str | int | list[int]) -> list[int]:
+    """The entries of a ψ setting (``"5"``, ``5``, ``"6,4"``, ``[6, 4]``), each checked to be an int >= 1.
+
+    Raises:
+        ValueError: unparsable text, an entry that is not an integer (``[2.5]`` is refused, not
+            rounded) or is < 1, or no entry at all.
+    """
+    if isinstance(text, (list, tuple)):
+        values = list(text)
+    elif isinstance(text, numbers.Integral) and not isinstance(text, bool):
+        values = [text]
+    else:
+        try:
+            values = [int(v) for v in str(text).replace(" ", "").split(",") if v != ""]
+        except ValueError:
+            raise ValueError(f"--psi {text!r}: expected an int or comma-separated ints such as 6,4") from None
+    return list(validate_psi(values))
 
 
 def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
+from maxl.core.fields import check_field_types, check_keys
 from maxl.core.losses import LOSSES
 from maxl.meta import MetaConfig
 
@@ -78,7 +81,8 @@ class TrainConfig:
             the last (:func:`maxl.train.schedules.gumbel_temperature`); None keeps τ0.
 
     Raises:
-        ValueError: an unknown name or an out-of-range number (the message names it).
+        ValueError: a value of the wrong type, an unknown name or an out-of-range number (the
+            message names the setting), or unknown settings in a ``meta`` table.
     """
 
     method: str = "maxl"
@@ -111,14 +115,24 @@ class TrainConfig:
 
     def __post_init__(self):
         if isinstance(self.meta, dict):
-            self.meta = MetaConfig(**self.meta)
+            self.meta = MetaConfig(**check_keys(self.meta, MetaConfig, "train.meta"))
+        check_field_types(self, "train")
         checks = [
             (self.method in METHODS, f"unknown method {self.method!r}; expected one of {METHODS}"),
             (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}"),
             (self.loss in LOSSES, f"unknown loss {self.loss!r}; expected one of {LOSSES}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 2, f"batch_size must be >= 2 (BatchNorm), got {self.batch_size}"),
-            (self.lr > 0 and self.gen_lr > 0, f"learning rates must be > 0, got {self.lr}, {self.gen_lr}"),
+            (self.lr > 0, f"lr (learning rate) must be > 0, got {self.lr}"),
+            (self.gen_lr > 0, f"gen_lr (the generator's learning rate) must be > 0, got {self.gen_lr}"),
+            (self.momentum >= 0, f"momentum must be >= 0, got {self.momentum}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.gen_weight_decay >= 0, f"gen_weight_decay must be >= 0, got {self.gen_weight_decay}"),
+            (self.lr_gamma > 0, f"lr_gamma (learning-rate decay factor) must be > 0, got {self.lr_gamma}"),
+            (self.focal_gamma >= 0, f"focal_gamma must be >= 0, got {self.focal_gamma}"),
+            (0 <= self.seed < 2**32, f"seed must be in [0, 2**32 - 1] (numpy's range), got {self.seed}"),
+            (_is_device(self.device), f"device {self.device!r} is not a device: expected 'auto', 'cpu', 'cuda', "
+                                      "'cuda:1', ..."),
             (self.gen_every >= 1, f"gen_every must be >= 1, got {self.gen_every}"),
             (self.checkpoint_every >= 0, f"checkpoint_every must be >= 0 (0: at epoch ends only), got "
                                          f"{self.checkpoint_every}"),
@@ -135,3 +149,14 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+
+def _is_device(name: str) -> bool:
+    """Whether ``name`` is ``"auto"`` or a device string torch can parse (it need not be present)."""
+    if name == "auto":
+        return True
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        return False
+    return True

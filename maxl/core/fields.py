@@ -1,0 +1,125 @@
+"""Settings dataclasses checked against their own annotations.
+
+A run's settings come from TOML / JSON files and from ``config.json`` of earlier runs, where a
+value of the wrong type (``epochs = "3"``, ``tasks = "rotation"``, ``lr = inf``) would
+otherwise surface much later as a ``TypeError`` deep inside the code, or not at all.
+:func:`check_field_types` refuses such a value up front with a ``ValueError`` that names the
+setting, its value and what was expected; :func:`check_keys` refuses unknown settings.
+
+Known annotations: ``int`` (no bools), ``float`` (ints too; finite), ``str``, ``bool``,
+``list[X]`` (or a tuple), ``dict[K, V]``, a dataclass, and unions of these with ``None``.
+Anything else is left to the class's own checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import types
+import typing
+from functools import lru_cache
+
+__all__ = ["check_field_types", "check_keys", "fits", "describe"]
+
+
+@lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, object]:
+    return typing.get_type_hints(cls)
+
+
+def _union_args(tp) -> tuple | None:
+    return typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else None
+
+
+def fits(value, tp) -> bool:
+    """Whether ``value`` is of the annotation ``tp`` (see the module's docstring)."""
+    args = _union_args(tp)
+    if args is not None:
+        return any(fits(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if tp is str:
+        return isinstance(value, str)
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp) or (object,)
+        return isinstance(value, (list, tuple)) and all(fits(v, item) for v in value)
+    if origin is dict:
+        key, item = typing.get_args(tp) or (object, object)
+        return isinstance(value, dict) and all(fits(k, key) and fits(v, item) for k, v in value.items())
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, tp)
+    return True  # an annotation not known here: the class's own checks judge the value
+
+
+_NAMES = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false",
+          type(None): "None (leave the setting out)"}
+_PLURAL = {int: "integers", float: "finite numbers", str: "strings", bool: "true / false"}
+
+
+def describe(tp) -> str:
+    """The annotation ``tp`` in words, e.g. ``"an integer or None (leave the setting out)"``."""
+    args = _union_args(tp)
+    if args is not None:
+        words = [describe(a) for a in args]
+        return ", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0]
+    if tp in _NAMES:
+        return _NAMES[tp]
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp) or (object,)
+        return f"a list of {_PLURAL.get(item, 'values')}"
+    if origin is dict:
+        key, item = typing.get_args(tp) or (object, object)
+        return f"a table of {_PLURAL.get(key, 'keys')} -> {_PLURAL.get(item, 'values')}"
+    if dataclasses.is_dataclass(tp):
+        return "a table of settings"
+    return str(tp)
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_field_types(obj, section: str) -> None:
+    """Raise ValueError for the first field of the dataclass ``obj`` whose value does not fit
+    its annotation.
+
+    Args:
+        obj: a dataclass instance.
+        section: where its settings live, for the message (e.g. ``"train"``, ``"train.meta"``).
+
+    Raises:
+        ValueError: e.g. ``train.epochs = '3' (str): expected an integer``.
+    """
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, tp = getattr(obj, f.name), hints[f.name]
+        if not fits(value, tp):
+            where = f"{section}.{f.name}" if section else f.name
+            raise ValueError(f"{where} = {_show(value)} ({type(value).__name__}): expected {describe(tp)}")
+
+
+def check_keys(values, cls: type, section: str) -> dict:
+    """Check that ``values`` is a table whose keys are fields of the dataclass ``cls``; returns it.
+
+    Raises:
+        ValueError: ``values`` is not a dict (``section [data] must be a table ...``), or it has
+            keys that are not settings of ``cls`` (named, with the known ones).
+    """
+    if not isinstance(values, dict):
+        raise ValueError(f"section [{section}] must be a table of settings, got {_show(values)} "
+                         f"({type(values).__name__})")
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    bad = sorted(set(values) - allowed, key=str)
+    if bad:
+        raise ValueError(f"unknown settings {bad} in section [{section}]; expected some of {sorted(allowed)}")
+    return values
