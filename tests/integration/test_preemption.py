@@ -146,6 +146,14 @@ def maxl_process(*args, worker: list[str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def resume_in_a_process_to(run: Path, reference: Path) -> None:
+    """``maxl train --resume RUN`` in a new process ends at ``reference``'s metrics and weights, bit for bit."""
+    resumed = maxl_process("train", "--resume", str(run), "--no-progress")
+    assert resumed.wait(300) == 0, resumed.stderr.read()
+    assert records(run) == records(reference)
+    assert_same_networks(run, reference)
+
+
 LONG = [*RUN[:-1], "12", "--method", "maxl", "--meta-batch", "other"]  # 12 epochs: long enough to be caught in
 
 
@@ -171,10 +179,7 @@ def test_a_signal_from_outside_stops_a_process_that_resumes_to_the_uninterrupted
     err = proc.stderr.read().strip().splitlines()
     assert err[-1].startswith(f"maxl: stopped by {signal.Signals(signum).name} after step"), err
     assert len(records(run)) < 12
-    resumed = maxl_process("train", "--resume", str(run), "--no-progress")
-    assert resumed.wait(300) == 0, resumed.stderr.read()
-    assert records(run) == records(long_run)
-    assert_same_networks(run, long_run)
+    resume_in_a_process_to(run, long_run)
 
 
 def test_sigkill_after_a_checkpoint_every_checkpoint_then_resume(long_run, tmp_path):
@@ -184,10 +189,7 @@ def test_sigkill_after_a_checkpoint_every_checkpoint_then_resume(long_run, tmp_p
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     assert (state["epoch"], state["epoch_part"]["position"]["pass_"], state["epoch_part"]["position"]["batch"]) == \
         (1, 1, 4)  # step 28 of the run: epoch 2's step 12, the 4th of its generator pass
-    resumed = maxl_process("train", "--resume", str(run), "--no-progress")
-    assert resumed.wait(300) == 0, resumed.stderr.read()
-    assert records(run) == records(long_run)
-    assert_same_networks(run, long_run)
+    resume_in_a_process_to(run, long_run)
 
 
 def test_a_second_signal_while_the_checkpoint_is_written_does_not_corrupt_it(long_run, tmp_path):
@@ -197,10 +199,7 @@ def test_a_second_signal_while_the_checkpoint_is_written_does_not_corrupt_it(lon
     err = proc.stderr.read()
     assert "sent SIGINT while writing" in err and "maxl: stopped by SIGTERM after step" in err
     assert list(run.glob("*.tmp*")) == []
-    resumed = maxl_process("train", "--resume", str(run), "--no-progress")
-    assert resumed.wait(300) == 0, resumed.stderr.read()
-    assert records(run) == records(long_run)
-    assert_same_networks(run, long_run)
+    resume_in_a_process_to(run, long_run)
 
 
 # ------------------------------------------------------------------ elastic restarts under torchrun

@@ -14,11 +14,14 @@ import contextlib
 import io
 import json
 import tempfile
-import tomllib
 from pathlib import Path
 from unittest import mock
 
 import torch
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from hypothesis import assume, given
 from hypothesis import strategies as st
 

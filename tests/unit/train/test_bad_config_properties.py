@@ -18,7 +18,6 @@ import json
 import math
 import re
 import tempfile
-import tomllib
 import types
 import typing
 from pathlib import Path
@@ -26,6 +25,10 @@ from unittest import mock
 
 import pytest
 import torch
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
