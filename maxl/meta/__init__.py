@@ -7,7 +7,7 @@ maths), :mod:`~maxl.meta.fused` (fused_step), :mod:`~maxl.meta.engine` (the Meta
 higher, jvp, first, implicit; one file each).
 
 The outer objective is J(θ2) = L_pri(f(x_o; θ1^(k)), y_o) + λ Σ ȳ log ȳ with θ1^(0) = θ1 and
-θ1^(j+1) = θ1^(j) − α ∇θ1 [L_pri + L_aux](θ1^(j)) on the batch (x, y) and the generator's labels of
+θ1^(j+1) = θ1^(j) − α ∇θ1 (L_pri + L_aux)(θ1^(j)) on the batch (x, y) and the generator's labels of
 x; the paper's J has k = 1 (``MetaConfig.inner_steps``) and (x_o, y_o) = (x, y) (``outer_batch``
 None). References: Liu, Davison, Johns, NeurIPS 2019 (MAXL, arXiv:1901.08933); Liu, Simonyan,
 Yang, ICLR 2019 (DARTS) and Navon et al., ICLR 2021 (AuxiLearn) for the held-out outer batch;

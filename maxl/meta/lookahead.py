@@ -146,7 +146,7 @@ def unroll(call: Forward, names: list[str], fast: list[Tensor], y: Tensor, soft:
            extra: ExtraInnerLoss | None, alpha: float, steps: int) -> list[Tensor]:
     """``steps`` differentiable look-ahead steps from ``fast`` on one batch and one set of labels.
 
-    θ1^(j+1) = θ1^(j) − α ∇θ1 [L_pri + L_aux(·, soft) (+ L_x)](θ1^(j)), each gradient taken with
+    θ1^(j+1) = θ1^(j) − α ∇θ1 (L_pri + L_aux(·, soft) [+ L_x])(θ1^(j)), each gradient taken with
     ``create_graph=True``, so the result is a function of θ2 through ``soft`` at every step (and of
     θ1^(0) = ``fast``). One step from θ1 is MAXL's look-ahead (Liu, Davison, Johns, NeurIPS 2019,
     Eq. 3); several are MAML's multi-step inner loop (Finn, Abbeel, Levine, ICML 2017, Sec. 2.2, Eq. 1).
