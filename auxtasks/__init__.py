@@ -10,7 +10,7 @@ weighting from :mod:`auxtasks.weighting`.
 
 from .colourisation import AB_SCALE, COLOURISATION_MODES, Colourisation, ab_bins
 from .generated import GeneratedLabels
-from .learner import AuxiliaryLearner, AuxOutput, frozen_running_stats
+from .learner import AuxiliaryLearner, AuxOutput, LazyHeadsWarning, feature_size_of, frozen_running_stats
 from .rotation import ROTATION_MODES, Rotation, rotate_batch
 from .supervised import SupervisedLabels
 from .task import LIKELIHOODS, AuxiliaryTask
@@ -32,7 +32,7 @@ __all__ = [
     "Rotation", "rotate_batch", "ROTATION_MODES",
     "Colourisation", "ab_bins", "AB_SCALE", "COLOURISATION_MODES",
     "SupervisedLabels", "GeneratedLabels",
-    "AuxiliaryLearner", "AuxOutput", "frozen_running_stats",
+    "AuxiliaryLearner", "AuxOutput", "LazyHeadsWarning", "feature_size_of", "frozen_running_stats",
     "Weighting", "GradientWeighting", "Equal", "Fixed", "Uncertainty", "DynamicWeightAverage", "GradNorm",
     "PCGrad", "GradientCosineSimilarity", "WEIGHTINGS",
 ]

@@ -20,6 +20,8 @@ the meta-gradient of the primary loss through a look-ahead step of the shared ne
 from __future__ import annotations
 
 import contextlib
+import numbers
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -35,7 +37,28 @@ from .generated import GeneratedLabels
 from .task import LIKELIHOODS, AuxiliaryTask
 from .weighting import PRIMARY, Equal, Weighting
 
-__all__ = ["AuxiliaryLearner", "AuxOutput", "frozen_running_stats", "step_with"]
+__all__ = ["AuxiliaryLearner", "AuxOutput", "frozen_running_stats", "step_with", "feature_size_of",
+           "FEATURE_SIZE_ATTRIBUTES", "LazyHeadsWarning"]
+
+#: The attributes a backbone may tell its feature size F by, read in this order: timm's
+#: ``num_features`` (e.g. ``timm.create_model("resnet18", num_classes=0)``), then
+#: ``feature_dim`` and ``out_features`` (maxl's backbones).
+FEATURE_SIZE_ATTRIBUTES = ("num_features", "feature_dim", "out_features")
+
+
+class LazyHeadsWarning(UserWarning):
+    """The learner built auxiliary heads at its first batch, after an optimiser may have been
+    made without their parameters."""
+
+
+def feature_size_of(backbone: nn.Module) -> int | None:
+    """The feature size F a backbone announces by one of :data:`FEATURE_SIZE_ATTRIBUTES` (the
+    first that is a positive int), or None."""
+    for name in FEATURE_SIZE_ATTRIBUTES:
+        value = getattr(backbone, name, None)
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0:
+            return int(value)
+    return None
 
 
 @dataclass
@@ -90,11 +113,16 @@ class AuxiliaryLearner(nn.Module):
         backbone: the user's shared network, images ``[B, C, H, W]`` → features ``[B, F]``.
         primary_head: the user's primary head, features ``[B, F]`` → logits ``[B, P]``.
         tasks: the auxiliary tasks (:class:`auxtasks.AuxiliaryTask`), with distinct names;
-            their heads are built here for features of size F.
+            their heads are built here for features of size F where F is known (``feature_dim``
+            or an attribute of the backbone, see :data:`FEATURE_SIZE_ATTRIBUTES`), otherwise by
+            :meth:`materialize` (a dry forward of an example batch) or, failing that, at the
+            first batch the learner sees (with a :class:`LazyHeadsWarning`: an optimiser made
+            before then lacks those heads' parameters).
         weighting: a :class:`auxtasks.weighting.Weighting`; default equal weights. It is
             bound to the tasks here, so build the optimiser after the learner.
         primary_loss: ``loss(logits [B, P], labels [B]) -> scalar``; default cross-entropy.
-        feature_dim: F, if the backbone has no ``out_features`` attribute.
+        feature_dim: F, which overrides the backbone's attributes; None: read them, or find F
+            by a dry forward (:meth:`materialize`).
         aux_batchnorm_stats: let the auxiliary tasks' own inputs (rotated, grey images) update
             the backbone's BatchNorm running statistics. Default False: those inputs are
             normalised with their own batch statistics, but the running statistics, which the
@@ -102,8 +130,14 @@ class AuxiliaryLearner(nn.Module):
 
     Raises:
         ValueError: tasks with the same name or the name ``"primary"``, more than one
-            :class:`GeneratedLabels`, an unknown feature size, an unknown likelihood, a
-            weighting that is not a :class:`auxtasks.weighting.Weighting`.
+            :class:`GeneratedLabels`, a ``feature_dim`` that is not a positive int, an unknown
+            likelihood, a weighting that is not a :class:`auxtasks.weighting.Weighting`.
+
+    Example (a backbone that tells nothing of its feature size)::
+
+        model = AuxiliaryLearner(nn.Sequential(conv, nn.ReLU(), pool, nn.Flatten()), head, [Rotation()])
+        model.materialize(next(iter(loader))[0])     # finds F, builds the rotation head
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
     """
 
     def __init__(self, backbone: nn.Module, primary_head: nn.Module, tasks: Sequence[AuxiliaryTask] = (),
@@ -125,13 +159,16 @@ class AuxiliaryLearner(nn.Module):
             raise ValueError(f"weighting must be an auxtasks.weighting.Weighting, got {type(weighting).__name__}")
         if sum(isinstance(t, GeneratedLabels) for t in tasks) > 1:
             raise ValueError("at most one GeneratedLabels task per learner (one label-generation network)")
-        dim = feature_dim if feature_dim is not None else getattr(backbone, "out_features", None)
-        if dim is None and any(t.head is None for t in tasks):
-            raise ValueError(f"cannot tell the feature size of backbone {type(backbone).__name__}: give it an "
-                             "`out_features` attribute or pass feature_dim=")
+        if feature_dim is not None and (not isinstance(feature_dim, numbers.Integral)
+                                        or isinstance(feature_dim, bool) or feature_dim < 1):
+            raise ValueError(f"feature_dim must be a positive int (the backbone's feature size), got {feature_dim!r}")
+        dim = int(feature_dim) if feature_dim is not None else feature_size_of(backbone)
         self.backbone, self.primary_head = backbone, primary_head
-        for task in tasks:
-            task.attach(dim)
+        if dim is not None:
+            for task in tasks:
+                task.attach(dim)
+        #: F, the size of the backbone's features; None until :meth:`materialize` finds it.
+        self.feature_dim = dim
         self.tasks = nn.ModuleList(tasks)
         self.weighting = weighting if weighting is not None else Equal()
         self.weighting.bind([PRIMARY, *names], {t.name: t.likelihood for t in tasks})
@@ -157,12 +194,105 @@ class AuxiliaryLearner(nn.Module):
         """The :class:`GeneratedLabels` task, if the learner has one."""
         return next((t for t in self.tasks if isinstance(t, GeneratedLabels)), None)
 
+    @property
+    def pending_tasks(self) -> tuple[str, ...]:
+        """Names of the tasks whose heads wait for the feature size (see :meth:`materialize`)."""
+        return tuple(t.name for t in self.tasks if t.head is None)
+
+    def _size_error(self, reason: str) -> str:
+        return (f"cannot tell the feature size of backbone {type(self.backbone).__name__}: {reason}. Give it a "
+                f"{' / '.join(f'`{a}`' for a in FEATURE_SIZE_ATTRIBUTES)} attribute, pass feature_dim=, or call "
+                "learner.materialize(images) with a batch the backbone accepts")
+
+    def _require_heads(self, what: str) -> None:
+        pending = self.pending_tasks
+        if pending:
+            raise ValueError(f"{what} needs the heads of tasks {list(pending)}, which are not built yet: the feature "
+                             f"size of backbone {type(self.backbone).__name__} is unknown until a forward. Call "
+                             "learner.materialize(example_images) first (before making the optimiser), pass "
+                             f"feature_dim=, or give the backbone a "
+                             f"{' / '.join(f'`{a}`' for a in FEATURE_SIZE_ATTRIBUTES)} attribute")
+
+    @torch.no_grad()
+    def materialize(self, example) -> int:
+        """Find the feature size F by a dry forward of the backbone on an example batch and
+        build the heads that wait for it, on the device of the features and in the dtype of
+        the backbone's parameters. Call it before making the optimiser (and before wrapping
+        the learner in ``DistributedDataParallel`` or loading a ``state_dict``), so that
+        ``learner.parameters()`` holds the new heads.
+
+        The forward runs under ``torch.no_grad()`` with the backbone in eval mode; afterwards
+        every submodule's training flag and every buffer of the backbone (BatchNorm running
+        statistics, batch counters) are what they were. With every head built already it only
+        checks that the backbone's features still have size F.
+
+        Args:
+            example: images float ``[B, C, H, W]`` (B >= 1) that the backbone accepts, or a
+                loader's batch ``(images, labels, ...)`` whose first element they are.
+
+        Returns:
+            F.
+
+        Raises:
+            ValueError: the backbone's forward fails on the batch, its output is not
+                ``[B, F]``, or F differs from the size the heads were built for.
+        """
+        images = example[0] if isinstance(example, (tuple, list)) and example else example
+        if not isinstance(images, Tensor):
+            raise ValueError(f"materialize needs a batch of images (a tensor [B, C, H, W]), got "
+                             f"{type(images).__name__}")
+        modes = [(m, m.training) for m in self.backbone.modules()]
+        buffers = [(b, b.clone()) for b in self.backbone.buffers()]
+        try:
+            self.backbone.eval()
+            features = self.backbone(images)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as err:  # the user's backbone: any error means the batch does not fit it
+            raise ValueError(self._size_error(f"its forward on a batch of shape {tuple(images.shape)} failed "
+                                              f"({type(err).__name__}: {err})")) from err
+        finally:
+            for module, mode in modes:
+                module.training = mode
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+        if not isinstance(features, Tensor) or features.ndim != 2 or len(features) != len(images):
+            shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
+            raise ValueError(self._size_error(f"its output on a batch of shape {tuple(images.shape)} is {shape}, "
+                                              "not features [B, F] (end it with pooling and a flatten, e.g. timm's "
+                                              "num_classes=0)"))
+        dim = features.shape[1]
+        if self.feature_dim is not None and dim != self.feature_dim:
+            raise ValueError(f"backbone {type(self.backbone).__name__} gives features of size {dim}, but the heads "
+                             f"were built for {self.feature_dim} (feature_dim= or the backbone's attribute)")
+        floating = [p.dtype for p in self.backbone.parameters() if p.is_floating_point()]
+        dtype = floating[0] if floating else features.dtype
+        for task in self.tasks:
+            if task.head is None:
+                task.attach(dim)
+                task.head.to(device=features.device, dtype=dtype)
+        self.feature_dim = dim
+        return dim
+
+    def _materialize_at_first_batch(self, images: Tensor) -> None:
+        pending = self.pending_tasks
+        dim = self.materialize(images)
+        warnings.warn(f"built the heads of tasks {list(pending)} for features of size {dim} at the first batch: an "
+                      "optimiser made before this call does not hold their parameters. Call "
+                      "learner.materialize(example_images) before making the optimiser (or pass feature_dim=)",
+                      LazyHeadsWarning, stacklevel=3)
+
     def shared_parameters(self) -> list[nn.Parameter]:
         """The backbone's trainable parameters (shared by all tasks)."""
         return [p for p in self.backbone.parameters() if p.requires_grad]
 
     def task_parameters(self) -> list[nn.Parameter]:
-        """The heads' trainable parameters (the primary head's and each task's)."""
+        """The heads' trainable parameters (the primary head's and each task's).
+
+        Raises:
+            ValueError: heads not built yet (see :meth:`materialize`).
+        """
+        self._require_heads("task_parameters()")
         heads = [self.primary_head, *(t.head for t in self.tasks)]
         seen, out = set(), []
         for head in heads:
@@ -174,7 +304,12 @@ class AuxiliaryLearner(nn.Module):
 
     def network_parameters(self) -> list[nn.Parameter]:
         """Every trainable parameter except the label-generation network's (backbone, heads,
-        and the weighting's own, e.g. uncertainty's log σ²): what the main optimiser trains."""
+        and the weighting's own, e.g. uncertainty's log σ²): what the main optimiser trains.
+
+        Raises:
+            ValueError: heads not built yet (see :meth:`materialize`).
+        """
+        self._require_heads("network_parameters()")
         generator = self.generated.generator if self.generated is not None else None
         excluded = {id(p) for p in generator.parameters()} if generator is not None else set()
         return [p for p in self.parameters() if p.requires_grad and id(p) not in excluded]
@@ -201,8 +336,12 @@ class AuxiliaryLearner(nn.Module):
             :class:`AuxOutput`.
 
         Raises:
-            ValueError: ``aux_targets`` names an unknown task; a task rejects the batch.
+            ValueError: ``aux_targets`` names an unknown task; a task rejects the batch; heads
+                still to build (see :meth:`materialize`, which runs here on the first batch with
+                a :class:`LazyHeadsWarning`) and the backbone's output is not ``[B, F]``.
         """
+        if self.pending_tasks:
+            self._materialize_at_first_batch(images)
         aux_targets = dict(aux_targets or {})
         unknown = sorted(set(aux_targets) - set(self.task_names[1:]))
         if unknown:
@@ -277,6 +416,8 @@ class AuxiliaryLearner(nn.Module):
         task = self.generated
         if task is None:
             raise ValueError("the meta-gradient needs a GeneratedLabels task (MAXL's label-generation network)")
+        if self.pending_tasks:
+            self._materialize_at_first_batch(images)
         extra = None
         if task.lookahead_other_tasks:
             extra = self._other_tasks_loss(images, labels, index, exclude=task)
@@ -344,7 +485,12 @@ class AuxiliaryLearner(nn.Module):
 
     def lookahead_parameters(self) -> list[nn.Parameter]:
         """The trainable parameters of the look-ahead network (backbone, primary head,
-        generated-labels head), in the order of the engines' gradients."""
+        generated-labels head), in the order of the engines' gradients.
+
+        Raises:
+            ValueError: heads not built yet (see :meth:`materialize`).
+        """
+        self._require_heads("lookahead_parameters()")
         task = self.generated
         network = MultiTaskNetwork.from_modules(self.backbone, self.primary_head, task.head if task else None)
         return [p for p in network.parameters() if p.requires_grad]

@@ -26,6 +26,7 @@ from pathlib import Path
 from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
 from maxl.analysis.run import TornLineWarning
 from maxl.cli.analysis import ANALYSIS_COMMANDS, add_analysis_commands
+from maxl.cli.demo import finish_demo
 from maxl.core.losses import LOSSES
 from maxl.data.datasets import DATASETS
 from maxl.data.readers import WriteError
@@ -238,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--auto-resume", action="store_true", help="continue from OUT/checkpoint.pt where the run "
                    "folder holds one of the same settings (refused, with the differences, for other settings); "
                    "start afresh where it holds none. Implied in a process that torchrun restarted")
-    demo = sub.add_parser("demo", help="quick start: single vs maxl on the embedded digits data, about a minute",
+    demo = sub.add_parser("demo", help="quick start: single vs maxl on the embedded digits data, then the maxl "
+                          "run's report.html; about a minute",
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     demo.add_argument("--epochs", type=int, default=15, help="epochs per method")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
@@ -425,7 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prog = f"maxl[rank {os.environ['RANK']}]" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "maxl"
     try:
+        demo_out = None
         if args.command == "demo":
+            demo_out = args.out
             argv = ["train", *DEMO_ARGS, "--epochs", str(args.epochs), "--seed", str(args.seed), "--out", args.out]
             print("maxl " + " ".join(argv))
             args = parser.parse_args(argv)
@@ -435,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
                 device = run_configs(args)[0][0].train.device
             with distributed.process_group(device or "auto"):
                 run_training(args)
+            if demo_out is not None and int(os.environ.get("RANK", "0")) == 0:
+                finish_demo(demo_out)  # the maxl run's report.html and what its labels did
         else:
             ANALYSIS_COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, ImportError) as err:  # bad input or setup

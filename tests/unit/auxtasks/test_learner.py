@@ -123,7 +123,7 @@ def test_bad_task_lists_are_rejected():
     with pytest.raises(ValueError, match="distinct"):
         AuxiliaryLearner(tiny_cnn(1), nn.Linear(32, 2), [Rotation(), Rotation()])
     with pytest.raises(ValueError, match="feature size"):
-        AuxiliaryLearner(nn.Flatten(), nn.Linear(64, 2), [Rotation()])
+        AuxiliaryLearner(nn.Flatten(), nn.Linear(64, 2), [Rotation()], feature_dim=0)  # unknown: test_feature_size
     model = AuxiliaryLearner(tiny_cnn(1), nn.Linear(32, 2), [Rotation()])
     with pytest.raises(ValueError, match="GeneratedLabels"):
         model.meta_gradient(torch.randn(2, 1, 8, 8), torch.tensor([0, 1]))
