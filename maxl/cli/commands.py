@@ -26,6 +26,7 @@ from pathlib import Path
 from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
 from maxl.analysis.run import TornLineWarning
 from maxl.cli.analysis import ANALYSIS_COMMANDS, add_analysis_commands
+from maxl.cli.grid import GRID_COMMANDS, add_grid_command
 from maxl.cli.demo import finish_demo
 from maxl.core.losses import LOSSES
 from maxl.data.datasets import DATASETS
@@ -246,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--out", default="runs/demo", help="parent folder of the two run folders")
     add_analysis_commands(sub)
+    add_grid_command(sub)
     return parser
 
 
@@ -442,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             if demo_out is not None and int(os.environ.get("RANK", "0")) == 0:
                 finish_demo(demo_out)  # the maxl run's report.html and what its labels did
         else:
-            ANALYSIS_COMMANDS[args.command](args)
+            {**ANALYSIS_COMMANDS, **GRID_COMMANDS}[args.command](args)
     except (ValueError, FileNotFoundError, ImportError) as err:  # bad input or setup
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
