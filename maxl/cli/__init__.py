@@ -1,5 +1,11 @@
 """Command line: ``maxl train``, ``maxl demo``, ``maxl visualise``, ``maxl compare``."""
 
-from maxl.cli.commands import main
-
 __all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``maxl`` command (:func:`maxl.cli.commands.main`; imported when called, so that
+    ``python -m maxl.cli.schema`` runs its module once)."""
+    from maxl.cli.commands import main as run
+
+    return run(argv)

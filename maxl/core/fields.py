@@ -6,6 +6,10 @@ otherwise surface much later as a ``TypeError`` deep inside the code, or not at 
 :func:`check_field_types` refuses such a value up front with a ``ValueError`` that names the
 setting, its value and what was expected; :func:`check_keys` refuses unknown settings.
 
+Each field is declared with :func:`setting`, which holds what the command line shows of it
+(help text, flag name, choices): the dataclasses are the one description of a setting, and
+``maxl train``'s options are generated from them (:mod:`maxl.cli.schema`).
+
 Known annotations: ``int`` (no bools), ``float`` (ints too; finite), ``str``, ``bool``,
 ``list[X]`` (or a tuple), ``dict[K, V]``, a dataclass, and unions of these with ``None``.
 Anything else is left to the class's own checks.
@@ -20,7 +24,24 @@ import types
 import typing
 from functools import lru_cache
 
-__all__ = ["check_field_types", "check_keys", "fits", "describe"]
+__all__ = ["setting", "check_field_types", "check_keys", "fits", "describe"]
+
+
+def setting(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None, choices=None,
+            metavar=None, nargs=None, default_factory=dataclasses.MISSING):
+    """A settings field (:func:`dataclasses.field`) with its command-line description.
+
+    Args:
+        default, default_factory: as for :func:`dataclasses.field`.
+        help: one or two sentences for ``--help`` (the default is appended there).
+        flag: the option's name where it is not the field's (``--`` + the name with dashes;
+            ``--no-`` + the name for a bool that is True by default).
+        choices: the allowed values, a sequence or a function of no arguments that returns one
+            (read when the parser is made: registries that users extend).
+        metavar, nargs: as for :meth:`argparse.ArgumentParser.add_argument`.
+    """
+    metadata = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "nargs": nargs}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
 @lru_cache(maxsize=None)

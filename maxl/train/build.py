@@ -15,14 +15,16 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 import torch
 
+from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
 from maxl.baselines.autoencoder import AutoencoderConfig
 from maxl.baselines.labels import fixed_aux_labels
-from maxl.core.fields import check_field_types, check_keys
+from maxl.core.fields import check_field_types, check_keys, setting
 from maxl.core.hierarchy import Hierarchy, validate_psi
 from maxl.core.losses import classification_loss
 from maxl.data.datasets import DATASETS, load_dataset
@@ -44,6 +46,9 @@ __all__ = ["DataConfig", "ModelConfig", "AuxConfig", "BaselineConfig", "RunConfi
 #: Per data set: the backbone that fits its images.
 DEFAULT_BACKBONE = {"digits": "tiny-cnn", **{d: "small-cnn" for d in IDX_DATASETS}, "cifar10": "vgg16",
                     "cifar100": "vgg16", "svhn": "vgg16", "stl10": "vgg16", "imagefolder": "vgg16"}
+#: The label-generation networks of ``ModelConfig.generator``.
+GENERATORS = ("own", "features", "features-running")
+
 #: Auxiliary classes per primary class when the data set has no human hierarchy.
 DEFAULT_AUX_PER_CLASS = 5
 
@@ -58,17 +63,32 @@ class DataConfig:
     pixels, resized once at load; None: as stored). ``hierarchy`` may name a hierarchy file
     (``.json`` / ``.toml``, :mod:`maxl.data.user_hierarchy`)."""
 
-    dataset: str = "digits"
-    data_root: str | None = None
-    hierarchy: str | None = None
-    download: bool = False
-    train_subset: int | None = None
-    test_subset: int | None = None
-    val_subset: int | None = None
-    augment: bool = True
-    padding_mode: str = "constant"
-    normalisation: list[float] | None = None
-    resize: int | None = None
+    dataset: str = setting("digits", choices=DATASETS,
+                           help="data set; 'digits' is scikit-learn's embedded 8x8 digits (no download)")
+    data_root: str | None = setting(None,
+                                    help="folder holding the data set files (MNIST/raw, cifar-10-batches-py, "
+                                         "ImageFolder root)")
+    hierarchy: str | None = setting(None,
+                                    help="class hierarchy: cifar100 'P-A' with levels 3/10/20/100 (default 20-100); "
+                                         "cifar10/stl10/imagefolder 'animal-vehicle'; "
+                                         "digits/mnist/svhn/emnist-digits 'even-odd' or 'low-high'; fashionmnist "
+                                         "'clothes-shoes-bags'; emnist-byclass/bymerge/balanced 'digit-upper-lower';"
+                                         " or a FILE.json / FILE.toml mapping each primary class to its class names "
+                                         "(any data set; a two-level ImageFolder train/<primary>/<auxiliary>/ gives "
+                                         "its own)")
+    download: bool = setting(False, help="let torchvision download MNIST/CIFAR (needs network)")
+    train_subset: int | None = setting(None, help="class-stratified subset of training images")
+    test_subset: int | None = setting(None, help="class-stratified subset of test images")
+    val_subset: int | None = setting(None,
+                                     help="hold out this many training images (class-stratified) as a validation "
+                                          "set, evaluated every epoch (val_acc) and never trained on")
+    augment: bool = setting(True, help="turn off the random crop + flip of RGB images")
+    padding_mode: str = setting("constant", choices=("constant", "reflect"), help="padding of the random crop")
+    normalisation: list[float] | None = setting(None, metavar=("MEAN", "STD"), nargs=2,
+                                                help="normalise every channel as (x - MEAN) / STD instead of the "
+                                                     "data set's own statistics")
+    resize: int | None = setting(None, metavar="PIXELS",
+                                 help="resize the images to PIXELS x PIXELS once at load (e.g. stl10's 96 to 32)")
 
     def __post_init__(self):
         check_field_types(self, "data")
@@ -101,16 +121,36 @@ class ModelConfig:
     labels; ``TrainConfig.gumbel_tau_end`` anneals it), and the multi-task architecture ``arch``
     (:data:`maxl.nn.architectures.ARCHITECTURES`) with the soft-sharing penalty and its weight."""
 
-    backbone: str | None = None
-    hidden: int = 512
-    psi: str | int | list[int] | None = None
-    batchnorm: bool = True
-    generator: str = "own"
-    image_weight_range: float = 0.0
-    gumbel_tau: float = 0.0
-    arch: str = "hard"
-    soft_penalty: str = "l2"
-    soft_weight: float = 0.01
+    backbone: str | None = setting(None, choices=lambda: sorted(BACKBONES),
+                                   help="backbone of both networks (default: tiny-cnn for digits, small-cnn for "
+                                        "mnist, vgg16 else)")
+    hidden: int = setting(512, help="hidden width of the heads")
+    psi: str | int | list[int] | None = setting(None,
+                                                help="hierarchy psi: auxiliary classes per primary class, an int or "
+                                                     "a list like 6,4 (default: the human hierarchy if any, else 5 "
+                                                     "per class)")
+    batchnorm: bool = setting(True,
+                              help="backbones without BatchNorm: then a torchrun run over N processes computes the "
+                                   "multi-task step of one process with the same global batch")
+    generator: str = setting("own", choices=GENERATORS,
+                             help="label-generation network: its own backbone (the paper) or a head on the "
+                                  "multi-task network's detached features (features-running: computed with its "
+                                  "BatchNorm running statistics, so that an image's label does not depend on its "
+                                  "batch)")
+    image_weight_range: float = setting(0.0,
+                                        help="R > 0: the generator also learns each image's auxiliary-loss weight in"
+                                             " [2^-R, 2^R] by the meta-gradient (WAMAL); 0: equal weights (MAXL)")
+    gumbel_tau: float = setting(0.0,
+                                help="T > 0: the auxiliary head learns from hard one-hot samples of the generated "
+                                     "labels, passed straight through a Gumbel-softmax of temperature T (Jang et al."
+                                     " 2017); the label statistics keep the distribution; 0: soft labels (the paper)")
+    arch: str = setting("hard", choices=ARCHITECTURES,
+                        help="multi-task architecture: hard sharing (MAXL's), soft sharing, cross-stitch, NDDR or "
+                             "MTAN (maxl.nn.architectures); the generator keeps its own backbone")
+    soft_penalty: str = setting("l2", choices=PENALTIES,
+                                help="--arch soft: squared-L2 tie (Duong et al. 2015) or tensor trace norm (Yang & "
+                                     "Hospedales 2017) of corresponding kernels")
+    soft_weight: float = setting(0.01, help="--arch soft: weight of the penalty")
 
     def __post_init__(self):
         check_field_types(self, "model")
@@ -139,11 +179,21 @@ class AuxConfig:
     loss weighting (a key of :data:`auxtasks.WEIGHTINGS`), fixed weights by task name (with
     ``weighting="equal"`` only), and the tasks' modes."""
 
-    tasks: list[str] = field(default_factory=list)
-    weighting: str = "equal"
-    weights: dict[str, float] = field(default_factory=dict)
-    rotation_mode: str = "all"
-    colourisation_mode: str = "regression"
+    tasks: list[str] = setting(default_factory=list, flag="--aux", choices=TASK_NAMES,
+                               help="add an auxiliary task (repeat for several): rotation (Gidaris et al. 2018), "
+                                    "colourisation (Zhang et al. 2016, RGB data only)")
+    weighting: str = setting("equal", choices=lambda: sorted(WEIGHTINGS),
+                             help="loss weighting of the primary and auxiliary tasks")
+    weights: dict[str, float] = setting(default_factory=dict, flag="--aux-weight", metavar="TASK=W",
+                                        help="fixed weight of a task's loss, e.g. rotation=0.5 (the method's own "
+                                             "task is named after the method: maxl, human; the primary task "
+                                             "'primary'); unnamed tasks keep 1")
+    rotation_mode: str = setting("all", choices=ROTATION_MODES,
+                                 help="all four rotations of every image (the paper) or one random rotation per "
+                                      "image")
+    colourisation_mode: str = setting("regression", choices=COLOURISATION_MODES,
+                                      help="ab regression, or the paper's classification over ab bins with class "
+                                           "rebalancing")
 
     def __post_init__(self):
         from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
@@ -167,8 +217,8 @@ class AuxConfig:
 class BaselineConfig:
     """The k-means baseline's autoencoder: training epochs and latent size."""
 
-    ae_epochs: int = 10
-    ae_latent: int = 32
+    ae_epochs: int = setting(10, help="kmeans: epochs of the autoencoder whose latent codes are clustered")
+    ae_latent: int = setting(32, help="kmeans: size of the autoencoder's latent code")
 
     def __post_init__(self):
         check_field_types(self, "baselines")
@@ -178,8 +228,10 @@ class BaselineConfig:
 
 #: Entries of config.json's sections that describe the data rather than configure the run.
 DERIVED = {"data": ("name", "num_train", "num_test", "num_val"), "model": ("num_primary",)}
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "aux": AuxConfig,
-            "baselines": BaselineConfig}
+def sections_of(cls: type) -> dict[str, type]:
+    """The sections of a run configuration class: its fields whose type is a settings dataclass."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls) if is_dataclass(hints[f.name])}
 
 
 @dataclass
@@ -196,9 +248,13 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     aux: AuxConfig = field(default_factory=AuxConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
-    out: str = "runs/maxl"
-    threads: int | None = None
-    preset: str | None = None  # the preset the command line started from (maxl.train.presets); None: none
+    out: str = setting("runs/maxl", help="run folder (with several methods: OUT/METHOD)")
+    threads: int | None = setting(None,
+                                  help="CPU threads of torch (default: torch's choice; 1 is fastest on a shared CPU)")
+    preset: str | None = setting(None, choices=PRESET_CHOICES,
+                                 help="settings to start from before --config and the flags: auto (default) the data"
+                                      " set's preset, paper the paper's CIFAR-100 settings, or another data set's "
+                                      "preset (maxl.train.presets; written resolved into config.json)")
 
     def __post_init__(self):
         check_field_types(self, "")
@@ -210,6 +266,42 @@ class RunConfig:
             raise ValueError(f"gumbel_tau_end needs a start temperature: --gumbel-tau-end {self.train.gumbel_tau_end} "
                              "without --gumbel-tau (model.gumbel_tau > 0)")
 
+    def inert_settings(self) -> dict[str, str]:
+        """The settings that have no effect with the others, each with the reason (the one list of
+        these rules; ``maxl train`` refuses such a setting given as a flag).
+
+        Returns:
+            ``{dotted path: why it has no effect}``.
+        """
+        t, m, meta, a = self.train, self.model, self.train.meta, self.aux
+        rules = {
+            "train.gen_every": (t.schedule != "per-step", "the generator takes a step every k steps only with "
+                                "--schedule per-step (the alternate schedule updates it in a pass of its own)"),
+            "train.fused": (t.schedule != "per-step", "the multi-task update and the look-ahead share a "
+                            "forward/backward only with --schedule per-step"),
+            "train.meta.neumann_terms": (meta.order != "implicit", "the Neumann series is the inverse Hessian of "
+                                         "--meta-order implicit"),
+            "train.meta.fd_epsilon": (meta.order != "first", "the finite-difference step is that of --meta-order "
+                                      "first"),
+            "train.meta.engine": (meta.order != "second", "an engine computes the exact look-ahead of --meta-order "
+                                  "second"),
+            "model.soft_penalty": (m.arch != "soft", "the penalty ties the towers of --arch soft"),
+            "model.soft_weight": (m.arch != "soft", "the penalty ties the towers of --arch soft"),
+            "train.warmup": (t.lr_schedule != "onecycle", "the warm-up is that of --lr-schedule onecycle"),
+            "train.lr_step": (t.lr_schedule != "step", "the step schedule is --lr-schedule step's"),
+            "train.lr_gamma": (t.lr_schedule != "step", "the step schedule is --lr-schedule step's"),
+            "train.focal_gamma": (t.loss != "focal", "gamma is the focal loss's (--loss focal)"),
+            "aux.rotation_mode": ("rotation" not in a.tasks, "it sets the rotation task (--aux rotation)"),
+            "aux.colourisation_mode": ("colourisation" not in a.tasks, "it sets the colourisation task "
+                                       "(--aux colourisation)"),
+            "data.padding_mode": (not self.data.augment, "the padding is the random crop's, and --no-augment "
+                                  "turns the crop off"),
+        }
+        for view in ("consistency_colour", "consistency_flip", "consistency_rotation"):
+            rules[f"train.meta.{view}"] = (meta.consistency_weight == 0, "the second view serves the "
+                                           "view-consistency term, whose weight --consistency-weight is 0")
+        return {path: why for path, (inert, why) in rules.items() if inert}
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -217,15 +309,16 @@ class RunConfig:
     def from_dict(cls, d: dict) -> RunConfig:
         """Raises: ValueError naming an unknown section or setting, a section that is not a table,
         or a setting of the wrong type or out of range."""
+        sections = sections_of(cls)
         if not isinstance(d, dict):
-            raise ValueError(f"a run configuration is a table of sections {sorted(SECTIONS)}, got a value of type "
+            raise ValueError(f"a run configuration is a table of sections {sorted(sections)}, got a value of type "
                              f"{type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known - {"labels", "env", "resumed"}, key=str)
         if unknown:
-            raise ValueError(f"unknown run settings {unknown}; the sections are {sorted(SECTIONS)}")
-        kwargs = {k: v for k, v in d.items() if k in known and k not in SECTIONS}
-        for name, kind in SECTIONS.items():
+            raise ValueError(f"unknown run settings {unknown}; the sections are {sorted(sections)}")
+        kwargs = {k: v for k, v in d.items() if k in known and k not in sections}
+        for name, kind in sections.items():
             section = d.get(name, {})
             if isinstance(section, dict):  # the entries that describe the data (config.json) are no settings
                 section = {k: v for k, v in section.items() if k not in DERIVED.get(name, ())}
@@ -253,9 +346,6 @@ def load_data(d: DataConfig, seed: int, *, augment: bool | None = None):
                         normalisation=tuple(d.normalisation) if d.normalisation else None, resize=d.resize)
 
 
-GENERATORS = ("own", "features", "features-running")
-
-
 def make_network(arch: str, backbone: str, in_channels: int, batchnorm: bool, num_primary: int, num_aux: int,
                  hidden: int, soft_penalty: str = "l2", soft_weight: float = 0.01) -> MultiTaskNetwork:
     """The multi-task network of ``ModelConfig.arch`` on backbones ``backbone`` (a fresh one per
@@ -263,6 +353,10 @@ def make_network(arch: str, backbone: str, in_channels: int, batchnorm: bool, nu
     single-task."""
     return build_network(arch, lambda: build_backbone(backbone, in_channels, batchnorm), num_primary, num_aux, hidden,
                          batchnorm=batchnorm, soft_penalty=soft_penalty, soft_weight=soft_weight)
+
+
+#: The sections of :class:`RunConfig` by name.
+SECTIONS = sections_of(RunConfig)
 
 
 def make_generator(kind: str, net: MultiTaskNetwork, backbone: str, in_channels: int, batchnorm: bool,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from maxl.core.fields import check_field_types, check_keys
+from maxl.core.fields import check_field_types, check_keys, setting
 from maxl.core.losses import LOSSES
 from maxl.meta import MetaConfig
 
@@ -85,33 +85,49 @@ class TrainConfig:
             message names the setting), or unknown settings in a ``meta`` table.
     """
 
-    method: str = "maxl"
-    epochs: int = 200
-    batch_size: int = 100
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    gen_lr: float = 1e-3
-    gen_weight_decay: float = 5e-4
-    lr_step: int = 50
-    lr_gamma: float = 0.5
-    lr_schedule: str = "step"
-    warmup: float = 0.15
-    gen_optimizer: str = "sgd"
-    meta_batch: str = "same"
-    loss: str = "focal"
-    focal_gamma: float = 2.0
-    schedule: str = "alternate"
-    gen_every: int = 1
-    fused: bool = True
-    seed: int = 0
-    device: str = "auto"
-    progress: bool = True
+    method: str = setting("maxl", choices=METHODS, nargs="+",
+                          help="one or more methods; several are run one after another into OUT/METHOD")
+    epochs: int = setting(200, help="training epochs")
+    batch_size: int = setting(100, help="images per batch (under torchrun: the global batch, split over the processes)")
+    lr: float = setting(0.01, help="SGD learning rate of the multi-task network")
+    momentum: float = setting(0.0, help="SGD momentum of the multi-task network")
+    weight_decay: float = setting(0.0, help="weight decay of the multi-task network")
+    gen_lr: float = setting(1e-3, help="SGD learning rate of the label-generation network")
+    gen_weight_decay: float = setting(5e-4, help="weight decay of the generator")
+    lr_step: int = setting(50, help="multiply both learning rates by --lr-gamma every N epochs")
+    lr_gamma: float = setting(0.5, help="learning-rate decay factor")
+    lr_schedule: str = setting("step", choices=LR_SCHEDULES,
+                               help="step: x --lr-gamma every --lr-step epochs; onecycle: warm-up to --lr over "
+                                    "--warmup of the steps, then cosine annealing, per step")
+    warmup: float = setting(0.15, help="warm-up share of the one-cycle schedule")
+    gen_optimizer: str = setting("sgd", choices=GEN_OPTIMIZERS, help="optimiser of the generator")
+    meta_batch: str = setting("same", choices=("same", "other"),
+                              help="outer loss on the look-ahead's batch (the paper) or on another batch of the "
+                                   "training images")
+    loss: str = setting("focal", choices=LOSSES, help="loss of both heads (focal: gamma 2, the reference)")
+    focal_gamma: float = setting(2.0, help="focusing parameter of the focal loss")
+    schedule: str = setting("alternate", choices=SCHEDULES,
+                            help="alternate: a multi-task pass then a generator pass per epoch (reference); "
+                                 "per-step: generator update every --gen-every steps")
+    gen_every: int = setting(1, help="generator update every k steps (per-step schedule)")
+    fused: bool = setting(True,
+                          help="per-step schedule: take the multi-task update and the look-ahead from separate "
+                               "forward/backward passes (default: one shared pass where it applies, same gradients)")
+    seed: int = setting(0, help="random seed")
+    device: str = setting("auto", help="cpu, cuda, cuda:1, ... or auto")
+    progress: bool = setting(True, help="no progress bars or per-epoch lines")
     meta: MetaConfig = field(default_factory=lambda: MetaConfig(inner_lr=None))
-    deterministic: bool = False
-    tensorboard: bool = False
-    gumbel_tau_end: float | None = None
-    checkpoint_every: int = 0
+    deterministic: bool = setting(False,
+                                  help="deterministic kernels only (torch.use_deterministic_algorithms): "
+                                       "bit-identical reruns on a GPU too")
+    tensorboard: bool = setting(False, help="also write the metrics as TensorBoard events to OUT/tensorboard")
+    gumbel_tau_end: float | None = setting(None,
+                                           help="with --gumbel-tau: the temperature of the last epoch, reached "
+                                                "linearly from --gumbel-tau")
+    checkpoint_every: int = setting(0, metavar="N",
+                                    help="also write checkpoint.pt every N steps of an epoch (0: at epoch ends "
+                                         "only); SIGTERM / SIGINT / SIGUSR1 always write one after the step under "
+                                         "way")
 
     def __post_init__(self):
         if isinstance(self.meta, dict):

@@ -143,7 +143,7 @@ def test_named_configurations():
     assert {"paper-cifar100", "cifar10-animal-vehicle", "mnist"} <= set(CONFIGS)
     for grid in CONFIGS.values():
         [run], _ = cli.run_configs(cli.build_parser().parse_args(["train", *run_argv(grid, grid.methods[0],
-                                                                                     grid.seeds[0])]))
+                                                                                     grid.seeds[0]), "--preset", "paper"]))
         assert run.data.dataset == grid.dataset and run.data.hierarchy == grid.hierarchy
         assert len(grid.methods) == 5 and len(grid.seeds) in (3, 5)
     [paper], _ = cli.run_configs(cli.build_parser().parse_args(["train", *run_argv(CONFIGS["paper-cifar100"],

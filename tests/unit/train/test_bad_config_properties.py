@@ -387,7 +387,7 @@ def test_a_bad_float_flag_is_named(flag, text):
     except ValueError:  # argparse refuses it
         assert_one_error_line(*cli(["train", f"{flag}={text}"]), f"argument {flag}: invalid float value")
         return
-    path = commands.FLAGS[flag][0]
+    path = commands.OPTIONS[flag][0]
     valid = math.isfinite(value) and {"train.momentum": value >= 0, "train.weight_decay": value >= 0,
                                       "train.warmup": 0 < value < 1, "train.meta.consistency_colour": 0 <= value < 1
                                       }.get(path, value > 0)
@@ -406,7 +406,7 @@ def test_a_bad_int_flag_is_named(flag, text):
     except ValueError:
         assert_one_error_line(*cli(["train", f"{flag}={text}"]), f"argument {flag}: invalid int value")
         return
-    path = commands.FLAGS[flag][0]
+    path = commands.OPTIONS[flag][0]
     smallest = {"train.batch_size": 2, "model.hidden": 0, "train.seed": 0}.get(path, 1)
     assume(value < smallest or (path == "train.seed" and value >= 2**32))
     err = flag_error(f"{flag}={text}")
@@ -429,9 +429,9 @@ def test_a_bad_psi_flag_is_named(text):
     assert_names(flag_error(f"--psi={text}"), "psi")
 
 
-@given(st.sampled_from(sorted(flag for flag, (_, kw) in commands.FLAGS.items() if "choices" in kw)), TEXT)
+@given(st.sampled_from(sorted(flag for flag, (_, kw) in commands.OPTIONS.items() if "choices" in kw)), TEXT)
 def test_an_unknown_choice_is_named_by_argparse_in_one_line(flag, value):
-    assume(value not in commands.FLAGS[flag][1]["choices"])
+    assume(value not in commands.OPTIONS[flag][1]["choices"])
     assert_one_error_line(*cli(["train", f"{flag}={value}"]), f"argument {flag}: invalid choice: {value!r}")
 
 
