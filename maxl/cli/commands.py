@@ -25,6 +25,7 @@ from pathlib import Path
 
 from maxl.analysis.run import TornLineWarning
 from maxl.cli.analysis import ANALYSIS_COMMANDS, add_analysis_commands
+from maxl.cli.grid import GRID_COMMANDS, add_grid_command
 from maxl.cli.demo import finish_demo
 from maxl.cli.schema import add_options, option_table
 from maxl.data.readers import WriteError
@@ -34,7 +35,7 @@ from maxl.train.build import RunConfig, build, parse_psi
 from maxl.train.diagnostics import GeneratorLabelWarning
 from maxl.train.config import RESUMABLE_CHANGES
 from maxl.train.preemption import EXIT_PREEMPTED, Preempted
-from maxl.train.presets import preset_settings
+from maxl.train.overlays import merge_overlays, nested, preset_overlay
 
 __all__ = ["main", "build_parser", "run_configs", "run_training", "parse_psi", "parse_aux_weights", "OPTIONS",
            "DEMO_ARGS"]
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--out", default="runs/demo", help="parent folder of the two run folders")
     add_analysis_commands(sub)
+    add_grid_command(sub)
     return parser
 
 
@@ -106,14 +108,6 @@ def _set(tree: dict, path: str, value) -> None:
     for p in parents:
         tree = tree[p]
     tree[key] = value
-
-
-def _has(tree: dict, path: str) -> bool:
-    for key in path.split("."):
-        if not isinstance(tree, dict) or key not in tree:
-            return False
-        tree = tree[key]
-    return True
 
 
 def _get(tree: dict, path: str):
@@ -196,18 +190,13 @@ def run_configs(args: argparse.Namespace) -> tuple[list[RunConfig], bool]:
     raw = {}
     if getattr(args, "config", None) is not None:
         raw = read_config_file(args.config)
-        loaded = RunConfig.from_dict(raw).to_dict()
-        base = {**base, **{k: v for k, v in loaded.items()}}
-    methods = given.pop("train.method", [_get(base, "train.method")])
-    # the preset fills the settings that neither the file nor the flags set: flags > file > preset > defaults
-    dataset = given.get("data.dataset", _get(base, "data.dataset"))
-    preset, settings = preset_settings(given.pop("preset", None) or raw.get("preset") or "auto", dataset)
-    for path, value in settings.items():
-        if path not in given and not _has(raw, path):
-            _set(base, path, value)
-    base["preset"] = preset
-    for k, v in given.items():
-        _set(base, k, v)
+        RunConfig.from_dict(raw)  # the file's own errors, before anything is merged onto it
+    filed = merge_overlays(base, raw)
+    methods = given.pop("train.method", [_get(filed, "train.method")])
+    # flags > file > preset > defaults: each an overlay (maxl.train.overlays), merged in that order
+    dataset = given.get("data.dataset", _get(filed, "data.dataset"))
+    preset, settings = preset_overlay(given.pop("preset", None) or raw.get("preset") or "auto", dataset)
+    base = merge_overlays(base, settings, raw, nested(given), {"preset": preset})
     runs = []
     for method in methods:
         tree = json.loads(json.dumps(base))  # a copy per run
@@ -279,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             if demo_out is not None and int(os.environ.get("RANK", "0")) == 0:
                 finish_demo(demo_out)  # the maxl run's report.html and what its labels did
         else:
-            ANALYSIS_COMMANDS[args.command](args)
+            {**ANALYSIS_COMMANDS, **GRID_COMMANDS}[args.command](args)
     except (ValueError, FileNotFoundError, ImportError) as err:  # bad input or setup
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
