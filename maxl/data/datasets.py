@@ -12,7 +12,8 @@ two-level ImageFolder, :mod:`maxl.data.user_hierarchy`), block-ordered as MAXL's
 
 Preprocessing follows the MAXL reference implementation for CIFAR (random crop 32 with padding 4,
 horizontal flip, normalisation with mean 0.5 and std 0.2 per channel); MNIST uses its usual
-mean / std and no augmentation.
+mean / std and no augmentation. What each data set is (its files, reader, image size,
+normalisation, human hierarchies) is stated once, in :mod:`maxl.data.registry`.
 
 References:
     Liu, Davison, Johns. "Self-Supervised Generalisation with Meta Auxiliary Learning".
@@ -27,6 +28,7 @@ import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torchvision
@@ -36,7 +38,8 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from maxl.data import cifar100
-from maxl.data.readers import IDX_DATASETS, LAYOUT, atomic_write, read_idx_dataset, read_stl10, read_svhn
+from maxl.data.readers import atomic_write
+from maxl.data.registry import DATASET_NAMES, TRAINING_SPLIT, DatasetSpec, dataset_spec
 from maxl.data.user_hierarchy import (Groups, TwoLevelImageFolder, check_primary_images, is_hierarchy_file,
                                       is_two_level, parent_of_classes, read_hierarchy_file)
 
@@ -54,40 +57,9 @@ __all__ = [
     "load_dataset",
 ]
 
-#: Names accepted by :func:`load_dataset`.
-DATASETS: tuple[str, ...] = ("digits", *IDX_DATASETS, "svhn", "cifar10", "cifar100", "stl10", "imagefolder")
-
-# Per-channel normalisation (mean, std) for images scaled to [0, 1].
-_CIFAR_NORM = (0.5, 0.2)  # MAXL reference implementation
-# what the root folder of each data set holds (torchvision's on-disk layouts)
-_LAYOUT = {
-    **LAYOUT,
-    "cifar10": "cifar-10-batches-py/ (the official python version)",
-    "cifar100": "cifar-100-python/ (the official python version)",
-    "imagefolder": "train/<class>/*.jpg|png and test/<class>/*.jpg|png, or train/<primary>/<auxiliary>/*.jpg|png "
-                   "and test/<primary>/<auxiliary>/*.jpg|png",
-}
-_MNIST_NORM = (0.1307, 0.3081)  # the usual MNIST statistics (torchvision / PyTorch examples)
-_DIGITS_NORM = (0.3053, 0.3760)  # pixel mean / std of all 1797 digits images, values / 16
-# Human two-level hierarchies of the ten digits (MNIST, digits): primary names, parent of each digit.
-DIGIT_GROUPINGS = {
-    "even-odd": (("even", "odd"), tuple(d % 2 for d in range(10))),
-    "low-high": (("0-4", "5-9"), tuple(int(d >= 5) for d in range(10))),
-}
-_DIGIT_DATASETS = ("digits", "mnist", "svhn", "emnist-digits", "emnist-mnist")
-# Human hierarchies of the other data sets, by class name.
-_FASHION = (("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Shirt"), ("Sandal", "Sneaker", "Ankle boot"),
-            ("Bag",))
-_EMNIST_KINDS = {s: tuple(tuple(c for c in torchvision.datasets.EMNIST.classes_split_dict[s] if kind(c))
-                          for kind in (str.isdigit, str.isupper, str.islower))
-                 for s in ("byclass", "bymerge", "balanced")}
-NAMED_GROUPS: dict[str, dict[str, Groups]] = {
-    "fashionmnist": {"clothes-shoes-bags": Groups(("clothes", "shoes", "bags"), _FASHION, "clothes-shoes-bags")},
-    "stl10": {"animal-vehicle": Groups(cifar100.ANIMAL_VEHICLE_NAMES, (
-        ("bird", "cat", "deer", "dog", "horse", "monkey"), ("airplane", "car", "ship", "truck")), "animal-vehicle")},
-    **{f"emnist-{s}": {"digit-upper-lower": Groups(("digit", "uppercase", "lowercase"), kinds, "digit-upper-lower")}
-       for s, kinds in _EMNIST_KINDS.items()},
-}
+#: Names accepted by :func:`load_dataset`: those of :data:`maxl.data.registry.DATASETS`, in order (a live
+#: view: a data set added by :func:`maxl.data.registry.register_dataset` is in it).
+DATASETS = DATASET_NAMES
 _CACHE_VERSION = 1  # bump when the cache layout changes
 
 
@@ -217,8 +189,7 @@ def stratified_subset(labels: Tensor, size: int, seed: int = 0) -> Tensor:
 
 
 # --------------------------------------------------------------------------- sources
-@dataclass
-class _Split:
+class _Split(NamedTuple):
     images: Tensor  # uint8 [N, C, H, W]
     labels: Tensor  # int64 [N], the finest labels of the source
 
@@ -259,6 +230,18 @@ def _load_cifar(root: Path, cls, download: bool) -> tuple[_Split, _Split, list[s
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # [N, H, W, C] -> [N, C, H, W]
         splits.append(_Split(images, torch.tensor(ds.targets, dtype=torch.int64)))
     return splits[0], splits[1], list(ds.classes)
+
+
+def _load_cifar100(root: Path, download: bool) -> tuple[_Split, _Split, list[str]]:
+    """CIFAR-100 through torchvision, its class names and coarse labels checked against :mod:`maxl.data.cifar100`."""
+    cls = torchvision.datasets.CIFAR100
+    train, test, class_names = _load_cifar(root, cls, download)
+    if class_names != list(cifar100.FINE_NAMES):
+        raise ValueError(f"{root / cls.base_folder / 'meta'}: fine class names differ from "
+                         "maxl.data.cifar100.FINE_NAMES")
+    for split, part in (("train", train), ("test", test)):
+        _check_cifar100_coarse(root / cls.base_folder, split, part.labels)
+    return train, test, class_names
 
 
 def _check_cifar100_coarse(folder: Path, split: str, fine: Tensor) -> None:
@@ -393,35 +376,14 @@ def _read_bytes(path: str) -> bytes:
 
 
 # --------------------------------------------------------------------------- hierarchy
-def _parse_hierarchy(name: str, hierarchy: str | None) -> tuple[int, int | None] | str | Groups | None:
-    """Validate ``hierarchy`` for data set ``name``: (P, A or None) levels for CIFAR-100, a
-    :class:`Groups` for a hierarchy file or a named grouping of class names, else a tag."""
+def _parse_hierarchy(spec: DatasetSpec, hierarchy: str | os.PathLike | None):
+    """Validate ``hierarchy`` for the data set ``spec``: a :class:`Groups` for a hierarchy file or a
+    named grouping of class names, (P, A or None) levels for CIFAR-100, None for no hierarchy."""
     if is_hierarchy_file(hierarchy):
         return read_hierarchy_file(hierarchy)
     if hierarchy is not None and (os.sep in str(hierarchy) or Path(str(hierarchy)).is_file()):
         raise ValueError(f"hierarchy {hierarchy!r}: a hierarchy file must end in .json or .toml")
-    if hierarchy in NAMED_GROUPS.get(name, {}):
-        return NAMED_GROUPS[name][hierarchy]
-    if name == "cifar100":
-        text = "20-100" if hierarchy is None else str(hierarchy)
-        parts = text.split("-")
-        valid = (
-            1 <= len(parts) <= 2
-            and all(p.isdigit() and int(p) in cifar100.LEVELS for p in parts)
-            and (len(parts) == 1 or int(parts[0]) < int(parts[1]))
-        )
-        if not valid:
-            raise ValueError(
-                f"bad cifar100 hierarchy {hierarchy!r}: use 'P-A' (primary level P, auxiliary level A, P < A) "
-                f"or 'P' (primary only), with levels in {cifar100.LEVELS}, e.g. '20-100' or '3-10'"
-            )
-        return int(parts[0]), (int(parts[1]) if len(parts) == 2 else None)
-    allowed = {"cifar10": (None, "animal-vehicle"), "imagefolder": (None, "animal-vehicle"),
-               **{d: (None, *DIGIT_GROUPINGS) for d in _DIGIT_DATASETS}}.get(name, (None, *NAMED_GROUPS.get(name, {})))
-    if hierarchy not in allowed:
-        raise ValueError(f"bad hierarchy {hierarchy!r} for {name}: allowed {allowed}, or a hierarchy file "
-                         "(.json / .toml: primary class -> list of class names)")
-    return hierarchy
+    return spec.hierarchy(hierarchy)
 
 
 def _apply_hierarchy(spec, labels: Tensor, class_names: list[str], what: str = "the data set"):
@@ -435,19 +397,6 @@ def _apply_hierarchy(spec, labels: Tensor, class_names: list[str], what: str = "
         if spec.short_names:
             aux_names = [n.rsplit("/", 1)[-1] for n in aux_names]
         return primary, aux, list(spec.primary_names), psi, aux_names
-    if spec == "animal-vehicle":
-        if sorted(class_names) != sorted(cifar100.CIFAR10_NAMES):
-            raise ValueError(
-                f"hierarchy 'animal-vehicle' needs the 10 CIFAR-10 classes {cifar100.CIFAR10_NAMES}, got {class_names}"
-            )
-        to_cifar10 = torch.tensor([cifar100.CIFAR10_NAMES.index(c) for c in class_names])
-        primary, aux, psi, aux_names = cifar100.animal_vehicle_labels(to_cifar10[labels])
-        return primary, aux, list(cifar100.ANIMAL_VEHICLE_NAMES), psi, aux_names
-    if spec in DIGIT_GROUPINGS:  # digits 0-9 grouped into two primary classes, digits auxiliary
-        primary_names, parent_of = DIGIT_GROUPINGS[spec]
-        primary, aux, psi = cifar100.grouped_labels(labels, parent_of)
-        aux_names = [class_names[c] for c in cifar100.block_order(parent_of)]
-        return primary, aux, list(primary_names), psi, aux_names
     primary_level, aux_level = spec  # CIFAR-100 levels
     if aux_level is None:
         return cifar100.level_labels(labels, primary_level), None, list(cifar100.level_names(primary_level)), None, None
@@ -476,52 +425,37 @@ def load_dataset(
 ) -> DataBundle:
     """Load a data set into memory.
 
-    ============ ============================================= ===================== ===========
-    name         source (under ``root``)                       hierarchy             images
-    ============ ============================================= ===================== ===========
-    digits       scikit-learn ``load_digits`` (no files);      None, even-odd,       1 x 8 x 8
-                 fixed stratified split 1347 / 450             low-high
-    mnist        ``MNIST/raw/*-idx?-ubyte(.gz)``               as digits             1 x 28 x 28
-    fashionmnist ``FashionMNIST/raw/*-idx?-ubyte(.gz)``        None,                 1 x 28 x 28
-                                                               clothes-shoes-bags
-    kmnist       ``KMNIST/raw/*-idx?-ubyte(.gz)``              None                  1 x 28 x 28
-    emnist-S     ``EMNIST/raw/emnist-S-*-ubyte(.gz)``, S one   byclass / bymerge /   1 x 28 x 28
-                 of byclass, bymerge, balanced, letters,       balanced: None,
-                 digits, mnist                                 digit-upper-lower;
-                                                               digits / mnist: as
-                                                               digits
-    svhn         ``{train,test}_32x32.mat``                    as digits             3 x 32 x 32
-    cifar10      ``cifar-10-batches-py/`` (python pickles)     None, animal-vehicle  3 x 32 x 32
-    cifar100     ``cifar-100-python/`` (python pickles)        'P-A' or 'P',         3 x 32 x 32
-                                                               default '20-100'
-    stl10        ``stl10_binary/*.bin``                        None, animal-vehicle  3 x 96 x 96
-    imagefolder  ``train/<class>/*``, ``test/<class>/*``       None, animal-vehicle  as stored
-                 or ``train/<primary>/<auxiliary>/*``, ...     the folders'
-    ============ ============================================= ===================== ===========
+    The data sets, the files each reads under ``root``, their image sizes, normalisations and
+    human hierarchies are the specs of :data:`maxl.data.registry.DATASETS`
+    (:func:`maxl.data.registry.datasets_table_markdown` prints them as a table, the docs'
+    "Data sets" page shows it); :func:`maxl.data.registry.register_dataset` adds one. This
+    function calls the spec's reader and applies the hierarchy, the subsets, the resize and the
+    normalisation.
 
     Every data set also takes a hierarchy file (``hierarchy="groups.toml"``, ``.json`` or
     ``.toml``: each primary class -> the names of its classes; see
-    :mod:`maxl.data.user_hierarchy`). A two-level ImageFolder gives its hierarchy by its
-    folders (primary = the top folders, auxiliary = the folders inside them) and takes no
-    other. The readers of the torchvision data sets are in :mod:`maxl.data.readers`.
+    :mod:`maxl.data.user_hierarchy`). A data set whose files give a hierarchy (a two-level
+    ImageFolder: primary = the top folders, auxiliary = the folders inside them) takes no
+    other.
 
     CIFAR-100 hierarchies name levels of 3, 10, 20 or 100 classes (see :mod:`maxl.data.cifar100`):
-    ``'20-100'`` makes the 20 superclasses the primary task and the 100 fine classes the human
-    auxiliary task (ψ = [5] * 20), the paper's main setting; ``'100'`` is the flat 100-class task.
-    ``'animal-vehicle'`` (CIFAR-10, or an ImageFolder of the 10 CIFAR-10 classes) makes animal /
-    vehicle primary and the 10 classes auxiliary (ψ = [6, 4]). ``'even-odd'`` and ``'low-high'``
-    (digits, MNIST) make two groups of five digits primary and the digits auxiliary (ψ = [5, 5]).
+    ``'20-100'`` (its default) makes the 20 superclasses the primary task and the 100 fine classes
+    the human auxiliary task (ψ = [5] * 20), the paper's main setting; ``'100'`` is the flat
+    100-class task. ``'animal-vehicle'`` (CIFAR-10, STL-10, or an ImageFolder of the 10 CIFAR-10
+    classes) makes animal / vehicle primary and the 10 classes auxiliary (ψ = [6, 4]).
+    ``'even-odd'`` and ``'low-high'`` (digits, MNIST, SVHN, EMNIST digits / mnist) make two groups
+    of five digits primary and the digits auxiliary (ψ = [5, 5]).
 
     Image folders are decoded once and cached as a ``.pt`` file in ``cache_dir`` (default
     ``root/.maxl-cache`` if writable, else ``~/.cache/maxl``); the cache key covers every file's
     path, size and modification time. CIFAR files must pass torchvision's md5 check. Images are
-    normalised per channel with the pixel mean / std for digits (0.3053 / 0.3760) and MNIST
-    (0.1307 / 0.3081), with MAXL's mean 0.5 / std 0.2 for CIFAR and image folders, and with the pixel
-    mean / std of the whole training split (computed at load) for the other torchvision data sets.
+    normalised per channel with the spec's ``normalisation``: fixed constants (digits, MNIST,
+    CIFAR, image folders) or the pixel mean / std of the whole training split (computed at load,
+    before any subset).
 
     Args:
         name: one of ``DATASETS``.
-        root: folder holding the data set files; not needed for digits.
+        root: folder holding the data set files; not needed for a data set without files (digits).
         hierarchy: class hierarchy, see above; None = the data set's default.
         train_subset: if given, keep a class-stratified subset of this many training images
             (stratified on the finest labels, see :func:`stratified_subset`).
@@ -549,50 +483,45 @@ def load_dataset(
             torchvision's md5 check; truncated or corrupt IDX files.
         FileNotFoundError: data set files missing; the message names them and the folder.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS)}")
-    spec = _parse_hierarchy(name, hierarchy)
-    if name != "digits":
-        if root is None:
-            raise ValueError(f"data set {name!r} needs root (--data-root on the command line), the folder that "
-                             f"holds {_LAYOUT[name]}")
-        root = Path(root).expanduser()
-
-    if name == "digits":
-        train, test, class_names = _load_digits()
-    elif name in IDX_DATASETS or name in ("svhn", "stl10"):
-        reader = {"svhn": read_svhn, "stl10": read_stl10}.get(name, lambda r, d: read_idx_dataset(r, name, d))
-        (train_images, train_labels), (test_images, test_labels), class_names = reader(root, download)
-        train, test = _Split(train_images, train_labels), _Split(test_images, test_labels)
-    elif name in ("cifar10", "cifar100"):
-        cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-        train, test, class_names = _load_cifar(root, cls, download)
-        if name == "cifar100":
-            if class_names != list(cifar100.FINE_NAMES):
-                meta = root / cls.base_folder / "meta"
-                raise ValueError(f"{meta}: fine class names differ from maxl.data.cifar100.FINE_NAMES")
-            for split, part in (("train", train), ("test", test)):
-                _check_cifar100_coarse(root / cls.base_folder, split, part.labels)
-    else:
-        train, test, class_names, folder_groups = _load_image_folder(root, cache_dir)
-        if folder_groups is not None:  # a two-level tree: its folders are the hierarchy
-            if hierarchy is not None:
-                raise ValueError(f"imagefolder {root} is two-level (<primary>/<auxiliary>/): its folders give the "
-                                 f"hierarchy, so it takes no --hierarchy ({hierarchy!r}); a hierarchy file is for "
-                                 "flat trees")
-            spec = folder_groups
+    spec = dataset_spec(name)
+    chosen = _parse_hierarchy(spec, hierarchy)
+    if root is None and spec.needs_root:
+        raise ValueError(f"data set {name!r} needs root (--data-root on the command line), the folder that "
+                         f"holds {spec.layout}")
+    root = Path(root).expanduser() if root is not None else None
+    train, test, class_names, own = _source(spec.reader(root, download=download, cache_dir=cache_dir))
+    if own is not None:  # the files give the hierarchy (a two-level ImageFolder's folders)
+        if hierarchy is not None:
+            raise ValueError(f"{name} {root}: its files give the hierarchy ({own.source}, e.g. a two-level "
+                             f"ImageFolder's <primary>/<auxiliary>/ folders), so it takes no --hierarchy "
+                             f"({hierarchy!r}); a hierarchy file is for data sets without one, e.g. a flat tree")
+        chosen = own
     what = f"{name} {root}" if root is not None else name
-    # the data set's own pixel statistics, before any subset (the digits / MNIST / CIFAR constants are fixed)
-    stats = _pixel_stats(train.images) if name not in ("digits", "mnist", "cifar10", "cifar100", "imagefolder") \
-        else None
+    # the data set's own pixel statistics, before any subset
+    stats = _pixel_stats(train.images) if normalisation is None and spec.normalisation == TRAINING_SPLIT else None
     if resize is not None:
         if resize < 1:
             raise ValueError(f"resize must be >= 1 pixel, got {resize}")
         train, test = (_Split(v2.functional.resize(s.images, [resize, resize], antialias=True), s.labels)
                        for s in (train, test))
-    if isinstance(spec, Groups):  # a primary class without training images cannot be learnt
-        check_primary_images(_apply_hierarchy(spec, train.labels, class_names, what)[0], spec, "training")
+    if isinstance(chosen, Groups):  # a primary class without training images cannot be learnt
+        check_primary_images(_apply_hierarchy(chosen, train.labels, class_names, what)[0], chosen, "training")
+    train, val, test = _subsets(train, test, train_subset, test_subset, val_subset, seed)
+    shown = hierarchy if hierarchy is not None else spec.default_hierarchy
+    tag = ":folders" if own is not None else "" if shown is None else f":{shown}"
+    return _bundle(chosen, (train, val, test), class_names, what, normalisation or stats or spec.normalisation,
+                   augment, padding_mode, f"{name}{tag}")
 
+
+def _source(read: tuple) -> tuple[_Split, _Split, list[str], Groups | None]:
+    """A reader's ``(train, test, class_names[, groups])`` as ``(train, test, class_names, groups or None)``."""
+    train, test, class_names, *own = read
+    return _Split(*train), _Split(*test), list(class_names), (own[0] if own else None)
+
+
+def _subsets(train: _Split, test: _Split, train_subset: int | None, test_subset: int | None,
+             val_subset: int | None, seed: int) -> tuple[_Split, _Split | None, _Split]:
+    """The class-stratified subsets of :func:`load_dataset`: ``(train, validation or None, test)``."""
     if train_subset is not None:
         keep = stratified_subset(train.labels, train_subset, seed)
         train = _Split(train.images[keep], train.labels[keep])
@@ -608,12 +537,18 @@ def load_dataset(
         rest = torch.ones(len(train.labels), dtype=torch.bool)
         rest[held] = False
         val, train = _Split(train.images[held], train.labels[held]), _Split(train.images[rest], train.labels[rest])
+    return train, val, test
 
-    primary_train, aux_train, primary_names, psi, aux_names = _apply_hierarchy(spec, train.labels, class_names, what)
-    primary_test, aux_test, *_ = _apply_hierarchy(spec, test.labels, class_names, what)
+
+def _bundle(chosen, splits: tuple[_Split, _Split | None, _Split], class_names: list[str], what: str,
+            norm: tuple[float, float], augment: bool, padding_mode: str, name: str) -> DataBundle:
+    """The :class:`DataBundle` of the (train, val or None, test) splits under hierarchy ``chosen``."""
+    train, val, test = splits
+    primary_train, aux_train, primary_names, psi, aux_names = _apply_hierarchy(chosen, train.labels, class_names, what)
+    primary_test, aux_test, *_ = _apply_hierarchy(chosen, test.labels, class_names, what)
 
     channels, height, width = train.images.shape[1:]
-    mean, std = normalisation or stats or {"digits": _DIGITS_NORM, "mnist": _MNIST_NORM}.get(name, _CIFAR_NORM)
+    mean, std = norm
     mean, std = [mean] * channels, [std] * channels
     if padding_mode not in ("constant", "reflect"):
         raise ValueError(f"padding_mode must be 'constant' or 'reflect', got {padding_mode!r}")
@@ -622,11 +557,8 @@ def load_dataset(
     test_transform = make_transform((height, width), mean, std, augment=False)
     val_set = aux_val = None
     if val is not None:
-        primary_val, aux_val, *_ = _apply_hierarchy(spec, val.labels, class_names, what)
+        primary_val, aux_val, *_ = _apply_hierarchy(chosen, val.labels, class_names, what)
         val_set = ImageTensorDataset(val.images, primary_val, test_transform)
-    tag = "" if hierarchy is None and name != "cifar100" else f":{'20-100' if hierarchy is None else hierarchy}"
-    if isinstance(spec, Groups) and hierarchy is None:
-        tag = ":folders"
     return DataBundle(
         train=ImageTensorDataset(train.images, primary_train, train_transform),
         test=ImageTensorDataset(test.images, primary_test, test_transform),
@@ -638,7 +570,7 @@ def load_dataset(
         aux_train=aux_train,
         aux_test=aux_test,
         aux_names=aux_names,
-        name=f"{name}{tag}",
+        name=name,
         val=val_set,
         aux_val=aux_val,
     )

@@ -4,19 +4,17 @@ Each reader checks that the files are where torchvision looks for them (naming e
 file and the expected layout), lets torchvision's own data set class read them, and returns
 ``(images uint8 [N, C, H, W], labels int64 [N])`` per split and the class names.
 
-============== ================================================================= =============
-name           files under ``root`` (torchvision class)                          images
-============== ================================================================= =============
-mnist          ``MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte(.gz)``    1 x 28 x 28
-fashionmnist   ``FashionMNIST/raw/`` the same four files (``FashionMNIST``)       1 x 28 x 28
-kmnist         ``KMNIST/raw/`` the same four files (``KMNIST``)                   1 x 28 x 28
-emnist-SPLIT   ``EMNIST/raw/emnist-SPLIT-{train,test}-{images-idx3,labels-idx1}   1 x 28 x 28
-               -ubyte(.gz)`` (``EMNIST``; SPLIT byclass, bymerge, balanced,
-               letters, digits, mnist)
-svhn           ``{train,test}_32x32.mat`` (``SVHN``, read with scipy.io)          3 x 32 x 32
-stl10          ``stl10_binary/{train,test}_{X,y}.bin``, ``unlabeled_X.bin``,      3 x 96 x 96
-               ``class_names.txt`` (``STL10``)
-============== ================================================================= =============
+========== ============================================================
+reader     data sets
+========== ============================================================
+IDX        mnist, fashionmnist, kmnist, emnist-SPLIT (SPLIT byclass, bymerge,
+           balanced, letters, digits, mnist): ``<Folder>/raw/`` IDX files
+SVHN       svhn: ``{train,test}_32x32.mat`` (read with scipy.io)
+STL-10     stl10: ``stl10_binary/``
+========== ============================================================
+
+The files each data set needs, and the layout its messages name, are in its spec in
+:mod:`maxl.data.registry` (``DatasetSpec.layout``).
 
 The IDX files may be gzipped as distributed: they are extracted next to the ``.gz`` once (as
 torchvision's own ``download`` would, but without its network access). SVHN and STL-10 files
@@ -50,7 +48,9 @@ import torch
 import torchvision
 from torch import Tensor
 
-__all__ = ["IDX_DATASETS", "EMNIST_SPLITS", "LAYOUT", "read_idx_dataset", "read_svhn", "read_stl10",
+from maxl.data.registry import DATASETS, STL10_NAMES
+
+__all__ = ["IDX_DATASETS", "EMNIST_SPLITS", "read_idx_dataset", "read_svhn", "read_stl10",
            "atomic_write", "WriteError", "gunzip"]
 
 EMNIST_SPLITS: tuple[str, ...] = torchvision.datasets.EMNIST.splits
@@ -60,18 +60,6 @@ _IDX_CLASS = {"mnist": torchvision.datasets.MNIST, "fashionmnist": torchvision.d
               "kmnist": torchvision.datasets.KMNIST}
 _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                 "t10k-labels-idx1-ubyte")
-#: What the root folder of each data set holds.
-LAYOUT: dict[str, str] = {
-    "mnist": "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte(.gz)",
-    "fashionmnist": "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte(.gz)",
-    "kmnist": "KMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte(.gz)",
-    **{f"emnist-{s}": f"EMNIST/raw/emnist-{s}-{{train,test}}-{{images-idx3,labels-idx1}}-ubyte(.gz)"
-       for s in EMNIST_SPLITS},
-    "svhn": "train_32x32.mat and test_32x32.mat (the official cropped-digits files)",
-    "stl10": "stl10_binary/ with train_X.bin, train_y.bin, test_X.bin, test_y.bin, unlabeled_X.bin, "
-             "class_names.txt (the official binary release, extracted)",
-}
-_STL10_NAMES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
 
 Split = tuple[Tensor, Tensor]  # images uint8 [N, C, H, W], labels int64 [N]
 
@@ -159,6 +147,11 @@ def gunzip(src: Path, dst: Path) -> None:
     atomic_write(dst, write)
 
 
+def _layout(name: str) -> str:
+    """What ``<root>`` holds for data set ``name``, from its spec (:mod:`maxl.data.registry`)."""
+    return DATASETS[name].layout
+
+
 def _idx_files(name: str) -> tuple[str, str, tuple[str, ...]]:
     """(torchvision folder, display name, the four IDX file names) of an IDX data set."""
     if name.startswith("emnist-"):
@@ -205,7 +198,7 @@ def read_idx_dataset(root: Path, name: str, download: bool = False) -> tuple[Spl
     missing = [f"{b}(.gz)" for b in files if not (raw / b).is_file()]
     if missing and not download:
         raise FileNotFoundError(
-            f"{shown} not found: missing {', '.join(missing)} in {raw}. maxl expects <root>/{LAYOUT[name]}, i.e. "
+            f"{shown} not found: missing {', '.join(missing)} in {raw}. maxl expects <root>/{_layout(name)}, i.e. "
             f"{', '.join(f'{b}(.gz)' for b in files)}. Pass download=True (--download) to fetch them, or copy "
             f"the official files into {raw}."
         )
@@ -266,7 +259,7 @@ def read_svhn(root: Path, download: bool = False) -> tuple[Split, Split, list[st
     missing = [f for f in files if not (root / f).is_file()]
     if missing and not download:
         raise FileNotFoundError(f"SVHN not found: missing {', '.join(missing)} in {root}. maxl expects <root>/"
-                                f"{LAYOUT['svhn']}. Pass download=True (--download) to fetch them.")
+                                f"{_layout('svhn')}. Pass download=True (--download) to fetch them.")
     splits = [(torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels).long())
               for ds in _open_splits(cls, root, root, download)]
     return splits[0], splits[1], [str(d) for d in range(10)]
@@ -289,9 +282,9 @@ def read_stl10(root: Path, download: bool = False) -> tuple[Split, Split, list[s
     missing = [f for f in files if not (folder / f).is_file()]
     if missing and not download:
         raise FileNotFoundError(
-            f"STL-10 not found: missing {', '.join(missing)} in {folder}. maxl expects <root>/{LAYOUT['stl10']} "
+            f"STL-10 not found: missing {', '.join(missing)} in {folder}. maxl expects <root>/{_layout('stl10')} "
             f"(torchvision's STL10 checks unlabeled_X.bin too). Pass download=True (--download) to fetch them.")
     opened = _open_splits(cls, root, folder, download)
     splits = [(torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels.astype("int64"))) for ds in opened]
-    names = [n.strip() for n in getattr(opened[-1], "classes", _STL10_NAMES) if n.strip()]
+    names = [n.strip() for n in getattr(opened[-1], "classes", STL10_NAMES) if n.strip()]
     return splits[0], splits[1], names

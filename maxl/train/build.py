@@ -28,7 +28,7 @@ from maxl.core.fields import check_field_types, check_keys, setting
 from maxl.core.hierarchy import Hierarchy, validate_psi
 from maxl.core.losses import classification_loss
 from maxl.data.datasets import DATASETS, load_dataset
-from maxl.data.readers import IDX_DATASETS
+from maxl.data.registry import dataset_spec
 from maxl.nn.architectures import ARCHITECTURES, PENALTIES, build_network
 from maxl.nn.backbones import BACKBONES, build_backbone
 from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
@@ -40,12 +40,9 @@ from maxl.train.presets import PRESET_CHOICES
 from maxl.train.trainer import Trainer, resolve_device, seed_everything
 
 __all__ = ["DataConfig", "ModelConfig", "AuxConfig", "BaselineConfig", "RunConfig", "build", "parse_psi",
-           "psi_values", "load_data", "make_generator", "make_network", "GENERATORS", "DEFAULT_BACKBONE",
+           "psi_values", "load_data", "make_generator", "make_network", "GENERATORS",
            "DEFAULT_AUX_PER_CLASS"]
 
-#: Per data set: the backbone that fits its images.
-DEFAULT_BACKBONE = {"digits": "tiny-cnn", **{d: "small-cnn" for d in IDX_DATASETS}, "cifar10": "vgg16",
-                    "cifar100": "vgg16", "svhn": "vgg16", "stl10": "vgg16", "imagefolder": "vgg16"}
 #: The label-generation networks of ``ModelConfig.generator``.
 GENERATORS = ("own", "features", "features-running")
 
@@ -439,7 +436,7 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
     d, m, t = run.data, run.model, run.train
     data = load_data(d, t.seed)
     psi = parse_psi(m.psi, data.num_primary, data.psi)
-    backbone = m.backbone or DEFAULT_BACKBONE[d.dataset]
+    backbone = m.backbone or dataset_spec(d.dataset).default_backbone
     if t.method == "human" and (data.aux_train is None or data.psi != psi):
         raise ValueError(f"method 'human' needs a data set with a human hierarchy matching psi={psi}; "
                          f"{data.name} has psi={data.psi}")

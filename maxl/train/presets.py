@@ -17,6 +17,10 @@ default) takes the data set's own preset, ``--preset paper`` none (the paper's s
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
+from maxl.data.registry import DATASETS
+
 __all__ = ["PRESETS", "PRESET_OF", "PRESET_CHOICES", "preset_settings"]
 
 _DIGITS = {  # the settings of `maxl demo`: chosen against lr 0.05 on a one-cycle schedule (README)
@@ -35,11 +39,23 @@ _RGB_32 = {  # measured on the CIFAR-10 JPEGs (README); a CPU-sized network
 #: preset name -> {dotted setting: value}; ``paper`` changes nothing.
 PRESETS: dict[str, dict[str, object]] = {"paper": {}, "digits": _DIGITS, "mnist": _MNIST, "rgb32": _RGB_32}
 
-#: data set -> its preset (data sets of one kind share one; the README says which were measured).
-PRESET_OF: dict[str, str] = {
-    "digits": "digits", "mnist": "mnist", "fashionmnist": "mnist", "kmnist": "mnist", "cifar10": "rgb32",
-    "cifar100": "rgb32", "svhn": "rgb32", "stl10": "rgb32", "imagefolder": "rgb32",
-}
+
+class _PresetOf(Mapping):
+    """data set -> its preset, read from its spec in :data:`maxl.data.registry.DATASETS` (a live view)."""
+
+    def __getitem__(self, dataset: str) -> str:
+        return DATASETS[dataset].preset
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(DATASETS)
+
+    def __len__(self) -> int:
+        return len(DATASETS)
+
+
+#: data set -> its preset (``DatasetSpec.preset``; data sets of one kind share one; the README says which
+#: were measured).
+PRESET_OF: Mapping[str, str] = _PresetOf()
 
 #: values of ``--preset``
 PRESET_CHOICES: tuple[str, ...] = ("auto", *PRESETS)
@@ -50,7 +66,8 @@ def preset_settings(preset: str, dataset: str) -> tuple[str, dict[str, object]]:
 
     Args:
         preset: ``"auto"`` (the data set's own), ``"paper"`` or a key of :data:`PRESETS`.
-        dataset: the data set's name (EMNIST splits ``emnist-*`` take the ``mnist`` preset).
+        dataset: the data set's name; ``"auto"`` takes its spec's ``preset`` (:mod:`maxl.data.registry`;
+            EMNIST splits ``emnist-*`` take ``mnist``), ``paper`` for a name not registered.
 
     Returns:
         ``(name, {dotted setting path: value})``, e.g. ``("mnist", {"train.lr": 0.05, ...})``.
@@ -59,7 +76,7 @@ def preset_settings(preset: str, dataset: str) -> tuple[str, dict[str, object]]:
         ValueError: an unknown preset.
     """
     if preset == "auto":
-        preset = "mnist" if dataset.startswith("emnist-") else PRESET_OF.get(dataset, "paper")
+        preset = PRESET_OF.get(dataset, "paper")
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {PRESET_CHOICES}")
     return preset, dict(PRESETS[preset])
