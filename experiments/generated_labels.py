@@ -1,11 +1,13 @@
 """Issue 13: do MAXL's generated labels carry information and help? Ablation, dynamics, final table.
 
 Every run is an ordinary ``maxl train`` run of a generated-labels protocol grid
-(:data:`experiments.harness.CONFIGS`, ``protocol-cifar10`` / ``protocol-mnist``: a validation
-split carved from the training subset, the test set untouched until the final table).
+(``maxl/grids/protocol-*.toml``, e.g. ``protocol-cifar10`` / ``protocol-mnist``: a validation
+split carved from the training subset, the test set untouched until the final table), trained by
+:func:`maxl.train.grid.run_grid` (as ``maxl grid GRID --variants ...``).
 
-* ``ablation``: MAXL variants (:data:`VARIANTS`, each a set of ``maxl train`` flags on top of the
-  protocol) and the ``single`` / ``human`` references, on the given seeds; ``report-ablation``
+* ``ablation``: MAXL variants (:data:`VARIANTS`, the grids' named overlays, from
+  ``maxl/grids/_generated-labels.toml``) and the ``single`` / ``human`` references, on the given
+  seeds; ``report-ablation``
   writes the table of *validation* accuracy (final and last-5 mean, paired differences to
   single and to the paper's MAXL), the labels at the end of training (mean max-probability,
   share of auxiliary classes used, NMI with the human fine labels) and the meta-gradient's parts.
@@ -35,91 +37,25 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.harness import CONFIGS, run_grid
 from maxl.analysis.run import read_metrics
+from maxl.cli.grid import overlay_flags, train_flags_overlay
+from maxl.train.grid import grid_names, load_grid, run_grid
 
-#: the cheap exact step: a generator step on every multi-task step, fused with it, forward-mode engine
-PER_STEP = ("--schedule", "per-step", "--meta-engine", "jvp")
-ADAM = ("--gen-optimizer", "adam", "--gen-weight-decay", "0")
-#: variant -> (method, further `maxl train` flags over the protocol)
-VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "single": ("single", ()),
-    "human": ("human", ()),
-    "random": ("random", ()),  # random auxiliary labels inside each image's block (a fixed draw)
-    "paper": ("maxl", ()),  # the paper's MAXL: alternate passes, func engine, SGD generator lr 1e-3, wd 5e-4
-    "ps": ("maxl", PER_STEP),
-    "ps-adam": ("maxl", (*PER_STEP, *ADAM)),
-    "ps-adam-noent": ("maxl", (*PER_STEP, *ADAM, "--entropy-weight", "0")),
-    "ps-adam-mi": ("maxl", (*PER_STEP, *ADAM, "--image-entropy-weight", "0.2")),
-    "ps-adam-other": ("maxl", (*PER_STEP, *ADAM, "--meta-batch", "other")),
-    "ps-adam-mi-other": ("maxl", (*PER_STEP, *ADAM, "--image-entropy-weight", "0.2", "--meta-batch", "other")),
-    "ps-features-adam-mi": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--image-entropy-weight", "0.2")),
-    "ps-features-adam-mi-other": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--image-entropy-weight", "0.2",
-                                           "--meta-batch", "other")),
-    "ps-adam-iic": ("maxl", (*PER_STEP, *ADAM, "--consistency-weight", "1")),
-    "adam-k2": ("maxl", (*ADAM, "--inner-steps", "2")),
-    # WAMAL: per-image auxiliary-loss weights in [2^-r, 2^r] learnt by the same meta-gradient
-    "ps-adam-w1": ("maxl", (*PER_STEP, *ADAM, "--image-weight-range", "1")),
-    "ps-adam-mi-other-w1": ("maxl", (*PER_STEP, *ADAM, "--image-entropy-weight", "0.2", "--meta-batch", "other",
-                                     "--image-weight-range", "1")),
-    # a two-step differentiable look-ahead on every multi-task step (the fused func engine)
-    "ps-adam-k2": ("maxl", ("--schedule", "per-step", "--meta-engine", "func", *ADAM, "--inner-steps", "2")),
-    # the look-ahead's push on the labels with its per-class mean removed (which image takes which class)
-    "ps-adam-centred": ("maxl", (*PER_STEP, *ADAM, "--centre-meta-gradient")),
-    "ps-adam-mi-centred": ("maxl", (*PER_STEP, *ADAM, "--image-entropy-weight", "0.2", "--centre-meta-gradient")),
-    # hard labels: one-hot samples passed straight through a Gumbel-softmax (Jang, Gu, Poole, ICLR 2017),
-    # at a fixed temperature and annealed linearly over training
-    "ps-adam-gumbel": ("maxl", (*PER_STEP, *ADAM, "--gumbel-tau", "1")),
-    "ps-adam-gumbel-anneal": ("maxl", (*PER_STEP, *ADAM, "--gumbel-tau", "2", "--gumbel-tau-end", "0.5")),
-    # a head on the multi-task network's features whose labels must agree between two augmented views
-    # (IIC mutual information, Ji et al. ICCV 2019): splits that follow what the network has learnt
-    "ps-features-adam-iic": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight", "1")),
-    # the same, sharpened per image by the entropy term (mutual information of images and labels)
-    "ps-features-adam-iic-mi": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight", "1",
-                                         "--image-entropy-weight", "0.2")),
-    # control: a look-ahead step of α = 1e-9, so the meta-gradient's look-ahead part vanishes and only the
-    # label terms (view consistency, entropies) train the generator: self-labelling without meta-learning
-    "ps-features-adam-iic-mi-alpha0": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight",
-                                                "1", "--image-entropy-weight", "0.2", "--inner-lr", "1e-9")),
-    # the same with a colour distortion of the second view (brightness, contrast, saturation in [0.5, 1.5],
-    # grayscale with probability 0.2), so that colour is not what consistent labels may follow (CIFAR-10's
-    # self-labels were clusters of colour)
-    "ps-features-adam-iic-mi-colour": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight",
-                                                "1", "--image-entropy-weight", "0.2", "--consistency-colour", "0.5")),
-    # digits: a mirror image is not the same digit, so the second view of the consistency term is
-    # shifted only, or shifted and rotated by up to 15 degrees (figures/generated-labels/protocol-mnist-long-ablation.md)
-    "ps-features-adam-iic-mi-noflip": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight",
-                                                "1", "--image-entropy-weight", "0.2", "--consistency-no-flip")),
-    "ps-features-adam-iic-mi-rot15": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight",
-                                               "1", "--image-entropy-weight", "0.2", "--consistency-no-flip",
-                                               "--consistency-rotation", "15")),
-    # the feature generator with the backbone's BatchNorm running statistics: with the batch's statistics an
-    # image's label depends a little on its batch
-    "ps-features-running-adam-iic-mi": ("maxl", (*PER_STEP, *ADAM, "--generator", "features-running",
-                                                 "--consistency-weight", "1", "--image-entropy-weight", "0.2")),
-    # the chosen MNIST variant with the generator updated every second step (its cost amortised below 4x a
-    # single-task step), and with twice the batch-mean entropy weight (more of the auxiliary classes used)
-    "ps-features-adam-iic-mi-every2": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight",
-                                                "1", "--image-entropy-weight", "0.2", "--gen-every", "2")),
-    "ps-features-adam-iic-mi-ent04": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight",
-                                               "1", "--image-entropy-weight", "0.2", "--entropy-weight", "0.4")),
-    # the same with the implicit engine's hypergradient instead of one look-ahead step: 10 Neumann terms of a
-    # fixed step γ = 0.03 (a linearised horizon of 11 steps, where the series still converges on MNIST-long at
-    # epoch 10: label-signal-implicit-mnist-long.md); the generator every 4 steps to amortise the 10
-    # Hessian-vector products (AuxiLearn's practice; 10x a single-task step in benchmark-implicit.md)
-    "ps-features-adam-iic-mi-implicit": ("maxl", (*PER_STEP, *ADAM, "--generator", "features", "--consistency-weight",
-                                                  "1", "--image-entropy-weight", "0.2", "--meta-order", "implicit",
-                                                  "--neumann-terms", "10", "--inner-lr", "0.03", "--gen-every", "4")),
-}
+#: the protocol grids (every one holds the variants of maxl/grids/_generated-labels.toml)
+GRIDS = [g for g in grid_names() if g.startswith("protocol-")]
+#: variant -> its overlay on top of the protocol (``train.method``: the method it runs)
+VARIANTS: dict[str, dict] = load_grid("protocol-cifar10").variants
+
+
+def flags(variant: str) -> str:
+    """The variant's settings as ``maxl train`` flags (how the tables name them)."""
+    return overlay_flags(VARIANTS[variant])
 
 
 def ablation(args: argparse.Namespace) -> None:
-    names = args.variants or list(VARIANTS)
-    for name in names:
-        method, extra = VARIANTS[name]
-        print(f"== {name}", flush=True)
-        run_grid(CONFIGS[args.grid], Path(args.out) / name, data_root=args.data_root, methods=[method],
-                 seeds=args.seeds, device=args.device, threads=args.threads, extra_args=(*extra, *args.extra))
+    run_grid(load_grid(args.grid), args.out, variants=args.variants or list(VARIANTS), data_root=args.data_root,
+             seeds=args.seeds, device=args.device, threads=args.threads,
+             overlays=[train_flags_overlay(args.extra)] if args.extra else [])
 
 
 def _runs(folder: Path) -> dict[int, dict]:
@@ -204,7 +140,7 @@ def report_ablation(args: argparse.Namespace) -> None:
     lines = [f"# {args.title}", "", "| " + " | ".join(h for _, h in COLUMNS) + " |",
              "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(r[k]) for k, _ in COLUMNS) + " |" for r in rows]
-    notes = {r["variant"]: " ".join(VARIANTS[r["variant"]][1]) or "(protocol defaults)" for r in rows}
+    notes = {r["variant"]: flags(r["variant"]) or "(protocol defaults)" for r in rows}
     lines += ["", "Validation split only (the test set is not read). Label statistics, the WAMAL auxiliary-loss "
               "weight and gradient norms are those of the last epoch, gradient norms the mean over the epochs (mean "
               "± std over seeds); NMI within primary classes, of the generated argmax with the human fine label, on "
@@ -244,7 +180,7 @@ def report_remedies(args: argparse.Namespace) -> None:
               "seeds; NMI within primary classes, with the human fine labels, on the training images). The "
               "per-protocol tables (report-ablation) have the standard deviations, losses and gradient norms.", "",
               "Variants (flags on top of the protocol):", ""]
-    lines += [f"- `{n}`: `{' '.join(VARIANTS[n][1]) or '(protocol defaults)'}`" for n in names]
+    lines += [f"- `{n}`: `{flags(n) or '(protocol defaults)'}`" for n in names]
     Path(args.prefix).parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.prefix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -290,10 +226,8 @@ def dynamics(args: argparse.Namespace) -> None:
 
 def final(args: argparse.Namespace) -> None:
     """The chosen variant on every seed of the protocol grid, next to the grid's methods."""
-    method, extra = VARIANTS[args.variant]
-    grid = CONFIGS[args.grid]
-    run_grid(grid, Path(args.out) / args.variant, data_root=args.data_root, methods=[method], device=args.device,
-             threads=args.threads, extra_args=extra)
+    run_grid(load_grid(args.grid), args.out, variants=[args.variant], data_root=args.data_root, device=args.device,
+             threads=args.threads)
 
 
 def report_final(args: argparse.Namespace) -> None:
@@ -305,7 +239,7 @@ def report_final(args: argparse.Namespace) -> None:
     runs = collect_runs(args.grid_runs)
     for variant in args.variant:
         runs += [dataclasses.replace(r, method=f"maxl-{variant}") for r in collect_runs(Path(args.runs) / variant)]
-    added = "; ".join(f"`maxl-{v}` adds `{' '.join(VARIANTS[v][1])}`" for v in args.variant)
+    added = "; ".join(f"`maxl-{v}` adds `{flags(v)}`" for v in args.variant)
     note = (f"`maxl` is the paper's MAXL in this protocol; {added}. The variants were compared on the validation "
             "split (experiments/generated_labels.py report-ablation); the test set was read for this table only.")
     md, csv = write_tables(runs, args.prefix, args.title, note=note)
@@ -318,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("ablation", help="train the variants on the protocol (skips finished runs)")
-    a.add_argument("--grid", choices=[c for c in CONFIGS if c.startswith("protocol-")], default="protocol-cifar10")
+    a.add_argument("--grid", choices=GRIDS, default="protocol-cifar10")
     a.add_argument("--data-root", required=True)
     a.add_argument("--out", required=True, help="one grid folder per variant below it")
     a.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None)
@@ -344,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                                                        "WAMAL weight in place of the classes used if a run has one")
     d.add_argument("--title", default="Generated labels: dynamics")
     f = sub.add_parser("final", help="the chosen variant on every seed of the protocol grid")
-    f.add_argument("--grid", choices=[c for c in CONFIGS if c.startswith("protocol-")], default="protocol-cifar10")
+    f.add_argument("--grid", choices=GRIDS, default="protocol-cifar10")
     f.add_argument("--variant", choices=list(VARIANTS), required=True)
     f.add_argument("--data-root", required=True)
     f.add_argument("--out", required=True)

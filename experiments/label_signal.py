@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import time
 from pathlib import Path
 
@@ -55,12 +56,15 @@ import torch
 from sklearn.metrics import normalized_mutual_info_score
 from torch import Tensor, nn
 
-from experiments.generated_labels import VARIANTS
-from experiments.harness import CONFIGS, run_argv
-from maxl.cli import commands as cli
+from maxl.cli.grid import overlay_flags
 from maxl.meta import MetaConfig, meta_gradient
 from maxl.meta.lookahead import buffer_copies, functional_forward, primary_gradient, trainable
-from maxl.train.build import build
+from maxl.train.build import RunConfig, build
+from maxl.train.grid import grid_names, load_grid
+from maxl.train.overlays import dotted, merge_overlays
+
+#: the MAXL variants of the generated-labels protocol (maxl/grids/_generated-labels.toml): name -> overlay
+VARIANTS = load_grid("protocol-cifar10").variants
 
 
 class FixedLogits(nn.Module):
@@ -363,7 +367,7 @@ def block_statistics(grads: np.ndarray, logits: np.ndarray, y: np.ndarray, human
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--grid", default="protocol-cifar10", choices=sorted(CONFIGS))
+    parser.add_argument("--grid", default="protocol-cifar10", choices=grid_names())
     parser.add_argument("--data-root")
     parser.add_argument("--plot", nargs="+", metavar="JSON",
                         help="instead of measuring: plot these results files (their horizon effects and the "
@@ -394,15 +398,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.data_root is None:
         parser.error("--data-root is required to measure")
     torch.set_num_threads(args.threads)
-    method, extra = VARIANTS[args.variant]
-    run = run_argv(CONFIGS[args.grid], method, args.seed) + list(extra)
-    if args.primary == "classes":
-        at = run.index("--hierarchy")
-        run = run[:at] + run[at + 2:] + ["--psi", args.psi]
-    # the grids' settings: the paper's for whatever the protocol leaves out (as experiments.harness runs them)
-    run += ["--data-root", args.data_root, "--no-progress", "--out", str(Path(args.out).with_suffix("")) + "-run",
-            "--preset", "paper"]
-    (config,), _ = cli.run_configs(cli.build_parser().parse_args(["train", *run]))
+    grid = load_grid(args.grid)
+    variant = VARIANTS[args.variant]  # on any grid, as the protocol grids hold it
+    more = [variant, {"data": {"data_root": args.data_root}, "train": {"progress": False},
+                      "out": str(Path(args.out).with_suffix("")) + "-run"}]
+    if args.primary == "classes":  # the data set's classes as the primary task, without the grid's hierarchy
+        more.append({"data": {"hierarchy": RunConfig().data.hierarchy}, "model": {"psi": args.psi}})
+    # the grid's settings (the paper's for whatever the protocol leaves out, as maxl grid runs them)
+    config = grid.resolve(variant["train"]["method"], args.seed, None, *more)
+    # the run as `maxl train` flags, for the table
+    settings = merge_overlays({}, *grid.overlays(variant["train"]["method"], args.seed, None, *more))
+    run = shlex.split(overlay_flags({k: v for k, v in dotted(settings).items() if v is not None}, leave_out=()))
     trainer = build(config)
     needed = args.batches * trainer.config.batch_size + args.outer_images
     if needed > len(trainer.train_set):

@@ -2,8 +2,8 @@
 
 The benchmark (``experiments/benchmark.py``) measures what one iteration costs; this script
 checks on real data that the cheaper settings of issue 7 train as well as the reference
-schedule. It runs the ``mnist`` grid configuration (:data:`experiments.harness.CONFIGS`: even / odd
-primary, ψ = [5, 5], tiny-cnn, 3000 training / 2000 test images per seed, 10 epochs) for
+schedule. It runs the ``mnist`` grid (``maxl/grids/mnist.toml``: even / odd primary, ψ = [5, 5],
+tiny-cnn, 3000 training / 2000 test images per seed, 10 epochs) with its variants
 
 * ``single``: no auxiliary task;
 * ``maxl``: the reference schedule (a pass of multi-task steps, then a pass of generator steps,
@@ -18,7 +18,8 @@ to ``maxl``, wall time per run) and the test-accuracy curves (``PREFIX.png``)::
     python -m experiments.meta_variants run --data-root /tmp/data --out runs/meta-variants --threads 1
     python -m experiments.meta_variants report --runs runs/meta-variants --prefix figures/mnist-meta-variants
 
-``run`` skips finished runs and continues interrupted ones (:func:`experiments.harness.run_grid`).
+``run`` is ``maxl grid mnist --variants all``: it skips finished runs and continues interrupted ones
+(:func:`maxl.train.grid.run_grid`).
 """
 
 from __future__ import annotations
@@ -28,18 +29,12 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from experiments.harness import CONFIGS, run_grid
 from maxl.analysis.results import collect_runs, plot_curves, write_tables
+from maxl.train.grid import load_grid, run_grid
 
 GRID = "mnist"
-PER_STEP = ("--schedule", "per-step", "--meta-engine", "jvp")
-# variant -> (method of the grid, further `maxl train` flags)
-VARIANTS = {
-    "single": ("single", ()),
-    "maxl": ("maxl", ()),
-    "maxl-fused-jvp": ("maxl", PER_STEP),
-    "maxl-every4": ("maxl", (*PER_STEP, "--gen-every", "4")),
-}
+#: variant -> its overlay on the grid (maxl/grids/mnist.toml)
+VARIANTS = load_grid(GRID).variants
 NOTE = ("`maxl` is the reference schedule with the `func` engine; `maxl-fused-jvp` updates the generator on "
         "every multi-task step from the same forward/backward (exact forward-mode meta-gradient), "
         "`maxl-every4` on every 4th step; the setting line above is that of the first run. "
@@ -47,10 +42,9 @@ NOTE = ("`maxl` is the reference schedule with the `func` engine; `maxl-fused-jv
 
 
 def run(args: argparse.Namespace) -> None:
-    for variant, (method, extra) in VARIANTS.items():
-        print(f"== {variant}")
-        run_grid(CONFIGS[GRID], Path(args.out) / variant, data_root=args.data_root, methods=[method],
-                 seeds=args.seeds, device=args.device, threads=args.threads, extra_args=extra)
+    grid = load_grid(args.grid)
+    run_grid(grid, args.out, variants=list(grid.variants), data_root=args.data_root, seeds=args.seeds,
+             device=args.device, threads=args.threads)
 
 
 def report(args: argparse.Namespace) -> None:
@@ -70,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train every variant and seed (skips finished runs)")
     r.add_argument("--data-root", required=True, help="folder holding MNIST/raw")
+    r.add_argument("--grid", default=GRID, help="the grid (a name or a TOML file) whose variants to run")
     r.add_argument("--out", default="runs/meta-variants", help="one grid folder per variant below it")
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--device", default="auto")

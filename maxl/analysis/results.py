@@ -1,7 +1,7 @@
 """Tables and figures of a grid, computed only from the files its runs wrote.
 
 :func:`collect_runs` reads ``OUT/<method>/seed<k>/{config.json, metrics.jsonl, summary.json}``
-of a grid made by :mod:`experiments.harness`; :func:`aggregate` gives per method the mean and
+of a grid made by :mod:`maxl.train.grid` (``maxl grid``); :func:`aggregate` gives per method the mean and
 standard deviation over seeds of the final, best and last-5-mean primary test accuracy (the
 paper reports the mean of the last 5 epochs) and of the wall time per run; :func:`write_tables`
 writes them as Markdown and CSV, and :func:`plot_curves` draws test accuracy against epoch

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shlex
 import sys
 from pathlib import Path
 
 from maxl.train.config import METHODS
-from maxl.train.overlays import nested, read_toml
+from maxl.train.overlays import dotted, nested, read_toml
 
-__all__ = ["add_grid_command", "grid_command", "GRID_COMMANDS", "parse_set"]
+__all__ = ["add_grid_command", "grid_command", "GRID_COMMANDS", "parse_set", "train_flags_overlay", "overlay_flags"]
 
 
 def add_grid_command(sub) -> None:
@@ -67,14 +68,66 @@ def parse_set(item: str) -> dict:
     return nested({key.strip(): value})
 
 
+def train_flags_overlay(flags: list[str]) -> dict:
+    """The overlay that ``maxl train`` flags set, e.g. ``["--epochs", "3", "--meta-engine", "jvp"]`` ->
+    ``{"train": {"epochs": 3, "meta": {"engine": "jvp"}}}`` (parsed by ``maxl train``'s own parser).
+
+    Raises:
+        ValueError: flags that are not ``maxl train``'s, or that set what a grid sets (method, seed, out).
+    """
+    from maxl.cli.commands import build_parser, parse_aux_weights
+
+    try:
+        given = {k: v for k, v in vars(build_parser().parse_args(["train", *flags])).items() if k != "command"}
+    except SystemExit:
+        raise ValueError(f"not `maxl train` flags: {shlex.join(flags)}") from None
+    owned = sorted({"train.method", "train.seed", "out", "config", "resume", "auto_resume"} & set(given))
+    if owned:
+        raise ValueError(f"{shlex.join(flags)}: a grid sets {owned} itself")
+    if "aux.weights" in given:
+        given["aux.weights"] = parse_aux_weights(given["aux.weights"])
+    return nested(given)
+
+
+def overlay_flags(overlay: dict, leave_out: tuple[str, ...] = ("train.method",)) -> str:
+    """The ``maxl train`` flags that set what ``overlay`` sets (its settings without a flag as
+    ``path=value``), e.g. ``{"train": {"schedule": "per-step", "gen_weight_decay": 0.0}}`` ->
+    ``"--schedule per-step --gen-weight-decay 0"``: how a variant reads on the command line."""
+    from maxl.cli.schema import options
+
+    flag_of = {o.path: o for o in options()}
+    words = []
+    for path, value in dotted(overlay).items():
+        if path in leave_out:
+            continue
+        o = flag_of.get(path)
+        text = (lambda v: f"{v:g}" if isinstance(v, float) else str(v))
+        if o is None:
+            words.append(f"{path}={json.dumps(value)}")
+        elif o.kwargs.get("action") in ("store_true", "store_false"):
+            if value == (o.kwargs["action"] == "store_true"):
+                words.append(o.flag)
+            else:
+                words.append(f"{path}={json.dumps(value)}")
+        elif isinstance(value, dict):
+            words += [w for k, v in value.items() for w in (o.flag, f"{k}={text(v)}")]
+        elif isinstance(value, list) and o.kwargs.get("action") == "append":
+            words += [w for v in value for w in (o.flag, text(v))]
+        elif isinstance(value, list):
+            words += [o.flag, *map(text, value)]
+        else:
+            words += [o.flag, text(value)]
+    return shlex.join(words)
+
+
 def _list(grid_name: str | None) -> int:
     from maxl.train.grid import grid_names, load_grid
 
     if grid_name is not None:
         grid = load_grid(grid_name)
         print(f"{grid.name}: {grid.description}")
-        for name in grid.variants:
-            print(f"  {name:<36} {' '.join(grid.variant_methods(name))}")
+        for name, overlay in grid.variants.items():
+            print(f"  {name:<36} {' '.join(grid.variant_methods(name)):<8} {overlay_flags(overlay)}")
         return 0
     for name in grid_names():
         print(f"{name:<28} {load_grid(name).description}")
