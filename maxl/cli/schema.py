@@ -77,7 +77,8 @@ def _kwargs(f: dataclasses.Field, tp, default) -> tuple[str, dict]:
             kwargs[key] = meta[key]
     shown = "" if kwargs.get("action") in ("store_true", "store_false") or default in (None, [], {}) else \
         f" (default: {default})"
-    kwargs["help"] = (meta.get("help") or f.name.replace("_", " ")) + shown
+    text = meta.get("help")
+    kwargs["help"] = ((text() if callable(text) else text) or f.name.replace("_", " ")) + shown
     return meta.get("flag") or flag, kwargs
 
 

@@ -33,7 +33,8 @@ def setting(default=dataclasses.MISSING, help: str = "", *, flag: str | None = N
 
     Args:
         default, default_factory: as for :func:`dataclasses.field`.
-        help: one or two sentences for ``--help`` (the default is appended there).
+        help: one or two sentences for ``--help`` (the default is appended there), or a function of
+            no arguments that returns them (read when the parser is made: text from a registry).
         flag: the option's name where it is not the field's (``--`` + the name with dashes;
             ``--no-`` + the name for a bool that is True by default).
         choices: the allowed values, a sequence or a function of no arguments that returns one

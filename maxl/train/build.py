@@ -28,7 +28,7 @@ from maxl.core.fields import check_field_types, check_keys, setting
 from maxl.core.hierarchy import Hierarchy, validate_psi
 from maxl.core.losses import classification_loss
 from maxl.data.datasets import DATASETS, load_dataset
-from maxl.data.registry import dataset_spec
+from maxl.data.registry import dataset_spec, hierarchy_help
 from maxl.nn.architectures import ARCHITECTURES, PENALTIES, build_network
 from maxl.nn.backbones import BACKBONES, build_backbone
 from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
@@ -65,14 +65,7 @@ class DataConfig:
     data_root: str | None = setting(None,
                                     help="folder holding the data set files (MNIST/raw, cifar-10-batches-py, "
                                          "ImageFolder root)")
-    hierarchy: str | None = setting(None,
-                                    help="class hierarchy: cifar100 'P-A' with levels 3/10/20/100 (default 20-100); "
-                                         "cifar10/stl10/imagefolder 'animal-vehicle'; "
-                                         "digits/mnist/svhn/emnist-digits 'even-odd' or 'low-high'; fashionmnist "
-                                         "'clothes-shoes-bags'; emnist-byclass/bymerge/balanced 'digit-upper-lower';"
-                                         " or a FILE.json / FILE.toml mapping each primary class to its class names "
-                                         "(any data set; a two-level ImageFolder train/<primary>/<auxiliary>/ gives "
-                                         "its own)")
+    hierarchy: str | None = setting(None, help=hierarchy_help)  # the registry's data sets and their hierarchies
     download: bool = setting(False, help="let torchvision download MNIST/CIFAR (needs network)")
     train_subset: int | None = setting(None, help="class-stratified subset of training images")
     test_subset: int | None = setting(None, help="class-stratified subset of test images")
@@ -119,8 +112,8 @@ class ModelConfig:
     (:data:`maxl.nn.architectures.ARCHITECTURES`) with the soft-sharing penalty and its weight."""
 
     backbone: str | None = setting(None, choices=lambda: sorted(BACKBONES),
-                                   help="backbone of both networks (default: tiny-cnn for digits, small-cnn for "
-                                        "mnist, vgg16 else)")
+                                   help="backbone of both networks (default: the data set's own, e.g. tiny-cnn for "
+                                        "digits, small-cnn for mnist, vgg16 for RGB data; maxl.data.registry)")
     hidden: int = setting(512, help="hidden width of the heads")
     psi: str | int | list[int] | None = setting(None,
                                                 help="hierarchy psi: auxiliary classes per primary class, an int or "
