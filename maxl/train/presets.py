@@ -6,7 +6,8 @@ Liu, Davison, Johns, NeurIPS 2019, arXiv:1901.08933, Sec. 4): on small data sets
 slowly (digits: 66 % after 5 epochs). A preset overrides a few of them (backbone, heads' width,
 epochs, batch size, learning rate, momentum, weight decay, schedule) with values chosen on a
 validation split held out from the training images and measured on the test set (README,
-"Presets"). ``maxl train`` resolves a setting as
+"Presets"). Each preset is a config overlay in TOML, ``maxl/presets/NAME.toml``
+(:mod:`maxl.train.overlays`). ``maxl train`` resolves a setting as
 
     flag  >  --config file  >  preset  >  dataclass default
 
@@ -18,26 +19,19 @@ default) takes the data set's own preset, ``--preset paper`` none (the paper's s
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from maxl.data.registry import DATASETS
+from maxl.train.overlays import dotted, read_toml
 
-__all__ = ["PRESETS", "PRESET_OF", "PRESET_CHOICES", "preset_settings"]
+__all__ = ["PRESETS", "PRESETS_DIR", "PRESET_OF", "PRESET_CHOICES", "preset_settings"]
 
-_DIGITS = {  # the settings of `maxl demo`: chosen against lr 0.05 on a one-cycle schedule (README)
-    "model.backbone": "tiny-cnn", "model.hidden": 64, "train.epochs": 15, "train.batch_size": 32, "train.lr": 0.05,
-    "train.momentum": 0.9, "train.lr_step": 1000,
-}
-_MNIST = {  # chosen on MNIST against a constant lr 0.05 (README)
-    "model.backbone": "small-cnn", "train.epochs": 5, "train.batch_size": 64, "train.lr": 0.05, "train.momentum": 0.9,
-    "train.lr_schedule": "onecycle",
-}
-_RGB_32 = {  # measured on the CIFAR-10 JPEGs (README); a CPU-sized network
-    "model.backbone": "cnn3", "train.epochs": 10, "train.batch_size": 128, "train.lr": 0.1, "train.momentum": 0.9,
-    "train.weight_decay": 5e-4, "train.lr_schedule": "onecycle",
-}
+#: the presets' files: each a config overlay (:mod:`maxl.train.overlays`) in TOML, named after the preset
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 
-#: preset name -> {dotted setting: value}; ``paper`` changes nothing.
-PRESETS: dict[str, dict[str, object]] = {"paper": {}, "digits": _DIGITS, "mnist": _MNIST, "rgb32": _RGB_32}
+#: preset name -> {dotted setting: value}, read from ``maxl/presets/NAME.toml``; ``paper`` changes nothing.
+PRESETS: dict[str, dict[str, object]] = {
+    "paper": {}, **{p.stem: dotted(read_toml(p, "preset")) for p in sorted(PRESETS_DIR.glob("*.toml"))}}
 
 
 class _PresetOf(Mapping):

@@ -136,3 +136,14 @@ def test_included_files_lie_underneath_and_hierarchy_files_are_read_next_to_thei
     assert (run.train.lr, run.train.epochs, run.train.gen_lr, run.train.meta.entropy_weight) == (0.25, 7, 0.01, 0.1)
     assert run.data.hierarchy == str((tmp_path / "shared" / "h.toml").resolve())
     assert g.variant_methods("a") == ["maxl"] and g.variant_methods("b") == ["single"]
+
+
+def test_the_presets_are_overlay_files():
+    from maxl.train.presets import PRESETS, PRESETS_DIR
+
+    assert sorted(p.stem for p in PRESETS_DIR.glob("*.toml")) == ["digits", "mnist", "rgb32"] == sorted(set(PRESETS) - {"paper"})
+    assert PRESETS["rgb32"] == {"model.backbone": "cnn3", "train.epochs": 10, "train.batch_size": 128, "train.lr": 0.1,
+                                "train.momentum": 0.9, "train.weight_decay": 5e-4, "train.lr_schedule": "onecycle"}
+    run = resolve({"data": {"dataset": "digits"}})
+    assert (run.preset, run.model.backbone, run.model.hidden, run.train.epochs, run.train.lr_step) == \
+        ("digits", "tiny-cnn", 64, 15, 1000)
