@@ -248,8 +248,12 @@ class Trainer:
         if self.out_dir is not None and (signal_name or (every and done % every == 0)):
             self.save_checkpoint(self.out_dir / "checkpoint.pt", {**self._epoch, "position": position})
         if signal_name:
-            raise Preempted(signal_name, self.out_dir / "checkpoint.pt" if self.out_dir is not None else None,
-                            self.epoch, self.step)
+            raise self._preempted(signal_name)
+
+    def _preempted(self, signal_name: str) -> Preempted:
+        """What :meth:`fit` raises once the checkpoint of the signal is written."""
+        return Preempted(signal_name, self.out_dir / "checkpoint.pt" if self.out_dir is not None else None,
+                         self.epoch, self.step)
 
     # ----------------------------------------------------------------- the run
     def fit(self) -> dict:
@@ -291,8 +295,7 @@ class Trainer:
                 self.save_checkpoint(self.out_dir / "checkpoint.pt")
             signal_name = self._signals.agreed(self.device)
             if signal_name and self.epoch < self.config.epochs:  # signalled outside a step: this checkpoint
-                raise Preempted(signal_name, self.out_dir / "checkpoint.pt" if self.out_dir is not None else None,
-                                self.epoch, self.step)
+                raise self._preempted(signal_name)
         summary = self.summary(time.time() - start_time)
         if self.out_dir is not None and self.is_main:
             atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
