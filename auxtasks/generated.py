@@ -19,10 +19,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from maxl.core.heads import mlp_head
 from maxl.core.losses import focal_loss, paired_mutual_information
 from maxl.meta import MetaConfig
 from maxl.meta.lookahead import generated_targets
-from maxl.core.heads import mlp_head
 from maxl.nn.networks import LabelGenerator
 
 from .task import AuxiliaryTask

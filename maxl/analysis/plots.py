@@ -287,7 +287,7 @@ def curves(runs: Sequence[tuple[str, Sequence[dict]]], title: str) -> Figure:
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
         drawn = False
-        for (name, metrics), colour in zip(runs, colours):
+        for (_, metrics), colour in zip(runs, colours):
             series = [(key, style) + _series(metrics, key) for key, style in keys]
             if not keys:  # the label-usage panel
                 used, sharp = _series(metrics, "label_used_fraction"), _series(metrics, "label_sharpness")

@@ -41,9 +41,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from maxl.analysis import plots
 from maxl.analysis.agreement import agreement_within_primary, mean_agreement
-from maxl.core.hierarchy import Hierarchy
 from maxl.analysis.report import write_report
 from maxl.analysis.run import Run, load_run, read_config, read_metrics, read_summary, run_label
+from maxl.core.hierarchy import Hierarchy
 
 __all__ = [
     "EMBEDDINGS", "TestOutputs", "collect_outputs", "top_k_per_aux_class", "embed_2d", "visualise_run",

@@ -29,8 +29,8 @@ from sklearn.metrics import adjusted_mutual_info_score
 from torch import Tensor
 
 from maxl.baselines.autoencoder import AutoencoderConfig, encode, train_autoencoder
-from maxl.data.datasets import DataBundle, ImageTensorDataset
 from maxl.core.hierarchy import Hierarchy
+from maxl.data.datasets import DataBundle, ImageTensorDataset
 
 __all__ = ["random_aux_labels", "kmeans_aux_labels", "check_block_labels", "fixed_aux_labels"]
 
@@ -176,14 +176,16 @@ def check_block_labels(aux: Tensor, primary: Tensor, psi: Hierarchy | Sequence[i
         n = int(outside[0])
         raise ValueError(
             f"{len(outside)} auxiliary labels lie outside their primary class's block, e.g. sample {n}: "
-            f"primary {int(primary[n])}, aux {int(aux[n])}, block {int(start[n])}..{int(start[n]) + h.psi[primary[n]] - 1}"
+            f"primary {int(primary[n])}, aux {int(aux[n])}, "
+            f"block {int(start[n])}..{int(start[n]) + h.psi[primary[n]] - 1}"
         )
 
 
 def _plain_training_images(data: DataBundle, chunk: int = 4096) -> Tensor:
     """The training images as the networks see them, without augmentation: float32 [N, C, H, W]."""
     if not isinstance(data.train, ImageTensorDataset) or not isinstance(data.test, ImageTensorDataset):
-        raise TypeError(f"k-means labels need the in-memory data sets of maxl.data.datasets, got {type(data.train).__name__}")
+        raise TypeError("k-means labels need the in-memory data sets of maxl.data.datasets, "
+                        f"got {type(data.train).__name__}")
     plain = data.test.transform  # normalisation only: load_dataset never augments test images
     if plain is None:
         return data.train.images.float().div(255)

@@ -107,7 +107,8 @@ def options(root: type | None = None) -> list[Option]:
     seen: dict[str, str] = {}
     for o in out:
         if o.flag in seen:
-            raise ValueError(f"settings {seen[o.flag]} and {o.path} would both be {o.flag}: give one a flag= of its own")
+            raise ValueError(
+                f"settings {seen[o.flag]} and {o.path} would both be {o.flag}: give one a flag= of its own")
         seen[o.flag] = o.path
     return out
 
@@ -139,8 +140,8 @@ def cli_reference_markdown(root: type | None = None) -> str:
     for o in options(root):
         if o.section != section:
             section = o.section
-            lines += ["", f"## {SECTION_TITLES.get(section, section or 'run')}" + (f" (`[{section}]`)" if section else ""),
-                      "", "| flag | setting | default | what |", "| --- | --- | --- | --- |"]
+            title = f"## {SECTION_TITLES.get(section, section or 'run')}" + (f" (`[{section}]`)" if section else "")
+            lines += ["", title, "", "| flag | setting | default | what |", "| --- | --- | --- | --- |"]
         help_text = o.kwargs["help"].replace("|", "\\|")
         if " (default: " in help_text:
             help_text = help_text[:help_text.rindex(" (default: ")]

@@ -22,7 +22,7 @@ import math
 import numbers
 import types
 import typing
-from functools import lru_cache
+from functools import cache
 
 __all__ = ["setting", "check_field_types", "check_keys", "fits", "describe"]
 
@@ -45,7 +45,7 @@ def setting(default=dataclasses.MISSING, help: str = "", *, flag: str | None = N
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _hints(cls: type) -> dict[str, object]:
     return typing.get_type_hints(cls)
 

@@ -1,8 +1,8 @@
 """Data sets for maxl: real images, held in memory as uint8 tensors, with optional class hierarchies.
 
 Every source (scikit-learn's digits, torchvision's MNIST family / CIFAR-10 / CIFAR-100 / SVHN /
-STL-10 readers (:mod:`maxl.data.readers`), any ImageFolder tree) is read once with its usual loading code and converted to one
-:class:`ImageTensorDataset`, which yields ``(image float32 [C, H, W], primary label, index)``.
+STL-10 readers (:mod:`maxl.data.readers`), any ImageFolder tree) is read once with its usual loading
+code and converted to one :class:`ImageTensorDataset`, which yields ``(image float32 [C, H, W], primary label, index)``.
 The index is the sample's position in the data set, so that per-sample auxiliary labels can be
 kept in a tensor next to it. :func:`load_dataset` returns both splits and the metadata a model
 needs in a :class:`DataBundle`, including the human auxiliary labels when the data set has a
@@ -40,8 +40,15 @@ from torchvision.transforms import v2
 from maxl.data import cifar100
 from maxl.data.readers import atomic_write
 from maxl.data.registry import DATASET_NAMES, TRAINING_SPLIT, DatasetSpec, dataset_spec
-from maxl.data.user_hierarchy import (Groups, TwoLevelImageFolder, check_primary_images, is_hierarchy_file,
-                                      is_two_level, parent_of_classes, read_hierarchy_file)
+from maxl.data.user_hierarchy import (
+    Groups,
+    TwoLevelImageFolder,
+    check_primary_images,
+    is_hierarchy_file,
+    is_two_level,
+    parent_of_classes,
+    read_hierarchy_file,
+)
 
 try:  # deprecated in torchvision 0.29, to be removed: then images are decoded with PIL
     from torchvision.io import ImageReadMode, decode_image, decode_jpeg

@@ -156,7 +156,8 @@ def _idx_files(name: str) -> tuple[str, str, tuple[str, ...]]:
     """(torchvision folder, display name, the four IDX file names) of an IDX data set."""
     if name.startswith("emnist-"):
         split = name.removeprefix("emnist-")
-        files = tuple(f"emnist-{split}-{s}-{k}-ubyte" for s in ("train", "test") for k in ("images-idx3", "labels-idx1"))
+        files = tuple(f"emnist-{split}-{s}-{k}-ubyte"
+                      for s in ("train", "test") for k in ("images-idx3", "labels-idx1"))
         return "EMNIST", f"EMNIST ({split})", files
     folder = _IDX_CLASS[name].__name__
     return folder, folder, _MNIST_FILES

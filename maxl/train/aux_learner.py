@@ -14,15 +14,14 @@ import torch
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
-from maxl.meta import MetaConfig
-from maxl.train.config import FIXED_LABEL_METHODS as _FIXED_LABEL_METHODS
-
 from auxtasks.colourisation import Colourisation
 from auxtasks.generated import GeneratedLabels
 from auxtasks.learner import AuxiliaryLearner
 from auxtasks.rotation import Rotation
 from auxtasks.supervised import SupervisedLabels
 from auxtasks.weighting import WEIGHTINGS, Fixed
+from maxl.meta import MetaConfig
+from maxl.train.config import FIXED_LABEL_METHODS as _FIXED_LABEL_METHODS
 
 __all__ = ["TASK_NAMES", "build_learner", "dataset_normalisation", "normalised_images"]
 

@@ -153,7 +153,8 @@ class ModelConfig:
         if self.generator not in GENERATORS:
             raise ValueError(f"unknown generator {self.generator!r}; expected one of {GENERATORS}")
         if self.image_weight_range < 0:
-            raise ValueError(f"image_weight_range must be >= 0 (0: no per-image weights), got {self.image_weight_range}")
+            raise ValueError(
+                f"image_weight_range must be >= 0 (0: no per-image weights), got {self.image_weight_range}")
         if self.gumbel_tau < 0:
             raise ValueError(f"gumbel_tau must be >= 0 (0: soft labels), got {self.gumbel_tau}")
         if self.arch not in ARCHITECTURES:
@@ -354,8 +355,8 @@ def make_generator(kind: str, net: MultiTaskNetwork, backbone: str, in_channels:
     """The label-generation network of ``ModelConfig.generator``: ``"own"`` builds its own
     backbone, ``"features"`` a head on ``net``'s backbone (the primary task's features where the
     architecture has one per task), ``"features-running"`` the same with the backbone's BatchNorm
-    running statistics (an image's label does not depend on its batch); ``weight_range`` > 0 adds per-image auxiliary-loss weights,
-    ``gumbel_tau`` > 0 hard labels (:class:`maxl.nn.LabelGenerator`)."""
+    running statistics (an image's label does not depend on its batch); ``weight_range`` > 0 adds
+    per-image auxiliary-loss weights, ``gumbel_tau`` > 0 hard labels (:class:`maxl.nn.LabelGenerator`)."""
     if kind.startswith("features"):  # the primary task's features where the architecture has one per task
         shared = net.backbone.task_view(0) if hasattr(net.backbone, "task_view") else net.backbone
         return FeatureLabelGenerator(shared, psi, hidden, weight_range=weight_range, gumbel_tau=gumbel_tau,

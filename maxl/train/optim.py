@@ -47,7 +47,8 @@ def make_optimisers(cfg: TrainConfig, params: list[nn.Parameter], generator: nn.
     if per_step:
         if steps_per_epoch < 1:
             raise ValueError("the one-cycle schedule needs at least one full batch per epoch")
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr,
+                                                        total_steps=cfg.epochs * steps_per_epoch,
                                                         pct_start=cfg.warmup, cycle_momentum=False)
     else:
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, cfg.lr_gamma)

@@ -34,13 +34,20 @@ from maxl.core.hierarchy import Hierarchy
 from maxl.core.losses import classification_loss
 from maxl.train import distributed
 from maxl.train.aux_learner import build_learner
-from maxl.train.checkpoint import (CheckpointError, atomic_torch_save, atomic_write_text, capture_rng,
-                                   config_differences, read_checkpoint, restore_rng)
+from maxl.train.checkpoint import (
+    CheckpointError,
+    atomic_torch_save,
+    atomic_write_text,
+    capture_rng,
+    config_differences,
+    read_checkpoint,
+    restore_rng,
+)
 from maxl.train.checks import FiniteChecks, check_aux_labels, check_data, check_primary_labels
 from maxl.train.config import TrainConfig
 from maxl.train.determinism import enable_determinism
-from maxl.train.optim import make_optimisers
 from maxl.train.diagnostics import LabelUsage, warn_label_usage
+from maxl.train.optim import make_optimisers
 from maxl.train.preemption import Preempted, StopSignals
 from maxl.train.run_log import RunLog
 from maxl.train.schedules import EpochSums, Position, gumbel_temperature, make_schedule

@@ -9,12 +9,11 @@ import sys
 
 import torch
 
-from maxl.train import distributed
-from maxl.nn.backbones import tiny_cnn
 from maxl.data.datasets import load_dataset
 from maxl.meta import MetaConfig
+from maxl.nn.backbones import tiny_cnn
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.train import TrainConfig, Trainer, seed_everything
+from maxl.train import TrainConfig, Trainer, distributed, seed_everything
 
 PSI = [2] * 10
 META = MetaConfig(inner_lr=0.5)  # a large look-ahead step makes the meta-gradient clearly non-linear in the batch

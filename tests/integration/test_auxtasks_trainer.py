@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 
-from maxl.train.aux_learner import build_learner
-from maxl.nn.backbones import tiny_cnn
 from maxl.cli.commands import main, parse_aux_weights
-from maxl.data.datasets import load_dataset
 from maxl.core.losses import classification_loss
+from maxl.data.datasets import load_dataset
+from maxl.nn.backbones import tiny_cnn
 from maxl.nn.networks import MultiTaskNetwork
 from maxl.train import TrainConfig, Trainer, seed_everything
+from maxl.train.aux_learner import build_learner
 
 pytestmark = pytest.mark.integration
 

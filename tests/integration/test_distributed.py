@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from maxl.nn.backbones import build_backbone
 from maxl.cli.commands import main
 from maxl.core.losses import classification_loss
 from maxl.meta import meta_gradient
+from maxl.nn.backbones import build_backbone
 from maxl.nn.networks import MultiTaskNetwork
 from maxl.train import seed_everything
 
@@ -62,7 +62,8 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     assert rows["two"][0]["train_primary_loss"] == pytest.approx(rows["one"][0]["train_primary_loss"], rel=1e-5)
     assert json.loads((tmp_path / "two" / "single" / "config.json").read_text())["env"]["world_size"] == 2
     # maxl over two processes runs to the end as well (its generator step is checked below)
-    assert [json.loads(r)["epoch"] for r in (tmp_path / "two" / "maxl" / "metrics.jsonl").read_text().splitlines()] == [1]
+    maxl_rows = (tmp_path / "two" / "maxl" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in maxl_rows] == [1]
 
 
 def test_the_generator_step_averages_replica_local_meta_gradients(tmp_path):
@@ -79,7 +80,8 @@ def test_the_generator_step_averages_replica_local_meta_gradients(tmp_path):
         torch.testing.assert_close(g, (a + b) / 2, rtol=1e-4, atol=1e-7)
     # a look-ahead over the whole batch would give another gradient: the test tells the designs apart
     whole = meta_gradient(net, gen, x, y, loss, worker.META).grads
-    gap = torch.cat([(w - g).flatten() for w, g in zip(whole, grads)]).norm() / torch.cat([g.flatten() for g in grads]).norm()
+    gap = (torch.cat([(w - g).flatten() for w, g in zip(whole, grads)]).norm()
+           / torch.cat([g.flatten() for g in grads]).norm())
     assert gap > 0.05
 
 

@@ -15,14 +15,20 @@ import pytest
 import torch
 from PIL import Image
 
-from maxl.train import build as build_module
-from maxl.nn.backbones import ConvNet, tiny_cnn
 from maxl.cli.commands import main
 from maxl.data.datasets import ImageTensorDataset, load_dataset
 from maxl.meta import MetaConfig
+from maxl.nn.backbones import ConvNet, tiny_cnn
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.train import (CheckpointError, NonFiniteGradientError, NonFiniteLossError, TrainConfig, Trainer,
-                          seed_everything)
+from maxl.train import (
+    CheckpointError,
+    NonFiniteGradientError,
+    NonFiniteLossError,
+    TrainConfig,
+    Trainer,
+    seed_everything,
+)
+from maxl.train import build as build_module
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -202,8 +208,8 @@ def test_a_truncated_checkpoint_is_reported(digits, tmp_path):
 
 def test_a_checkpoint_of_other_settings_is_refused(digits, tmp_path):
     make_trainer(digits, method="single").save_checkpoint(tmp_path / "single.pt")
-    with pytest.raises(CheckpointError, match=r"other settings than this trainer's: train.lr: checkpoint 0.05, now 0.1; "
-                                              r"train.seed: checkpoint 0, now 3"):
+    with pytest.raises(CheckpointError, match=r"other settings than this trainer's: "
+                                              r"train.lr: checkpoint 0.05, now 0.1; train.seed: checkpoint 0, now 3"):
         make_trainer(digits, method="single", lr=0.1, seed=3).load_checkpoint(tmp_path / "single.pt")
     with pytest.raises(CheckpointError, match="lacks generator"):
         make_trainer(digits, method="maxl").load_checkpoint(tmp_path / "single.pt")

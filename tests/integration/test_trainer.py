@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from maxl.nn.backbones import tiny_cnn
 from maxl.cli.commands import main, parse_psi
 from maxl.data.datasets import load_dataset
 from maxl.meta import MetaConfig
+from maxl.nn.backbones import tiny_cnn
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 from maxl.train import NonFiniteLossError, TrainConfig, Trainer, seed_everything
 
@@ -131,7 +131,9 @@ def test_fused_per_step_schedule_takes_the_same_steps_as_the_separate_one(digits
         trainer = make_trainer(small, None, epochs=1, schedule="per-step", gen_every=2, fused=fused, meta=meta)
         calls = []
         fused_step = trainer.steps.fused
-        trainer.steps.fused = lambda x, y, idx, outer=None: calls.append(len(y)) or fused_step(x, y, idx, outer)
+        # calls and fused_step bound as defaults: each trainer counts into its own list (B023)
+        trainer.steps.fused = (lambda x, y, idx, outer=None, calls=calls, fused_step=fused_step:
+                               calls.append(len(y)) or fused_step(x, y, idx, outer))
         runs[fused] = (trainer.train_epoch(), trainer.net.state_dict(), trainer.generator.state_dict())
         assert len(calls) == (2 if fused else 0)
     (rec_f, net_f, gen_f), (rec_s, net_s, gen_s) = runs[True], runs[False]
@@ -216,7 +218,8 @@ def test_per_image_weights_train_resume_reload_and_are_recorded(tmp_path, schedu
     assert main([*argv, "--epochs", "1"]) == 0
     assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0
     run = load_run(out)
-    assert run.generator.weight_range == 1.5 and run.generator.head[-1].out_features == sum(run.generator.hierarchy.psi) + 1
+    assert run.generator.weight_range == 1.5
+    assert run.generator.head[-1].out_features == sum(run.generator.hierarchy.psi) + 1
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2
     for record in records:

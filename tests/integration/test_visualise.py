@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from maxl.analysis import plots
-from maxl.cli.commands import main
-from maxl.core.hierarchy import masked_softmax
 from maxl.analysis.run import TornLineWarning, load_run
 from maxl.analysis.visualise import collect_outputs, top_k_per_aux_class
+from maxl.cli.commands import main
+from maxl.core.hierarchy import masked_softmax
 
 FAST = ["--batch-size", "32", "--lr", "0.05", "--momentum", "0.9", "--hidden", "32", "--no-progress",
         "--gen-lr", "0.05"]

@@ -25,8 +25,17 @@ import torch
 from torch import Tensor
 
 from maxl.meta.engine import ExtraInnerLoss, Lookahead, LossFn, MetaEngine, SharedStep
-from maxl.meta.lookahead import (Forward, buffer_copies, functional_forward, generated_targets, lookahead_direction,
-                                 multitask_gradient, multitask_loss, outer_pair, trainable)
+from maxl.meta.lookahead import (
+    Forward,
+    buffer_copies,
+    functional_forward,
+    generated_targets,
+    lookahead_direction,
+    multitask_gradient,
+    multitask_loss,
+    outer_pair,
+    trainable,
+)
 
 __all__ = ["DetachedLookaheadEngine"]
 

@@ -21,8 +21,15 @@ The fused form takes the first step's g from the real multi-task forward/backwar
 from __future__ import annotations
 
 from maxl.meta.engine import Lookahead, MetaEngine, SharedStep
-from maxl.meta.lookahead import (buffer_copies, functional_forward, generated_targets, multitask_gradient, outer_pair,
-                                 trainable, unroll)
+from maxl.meta.lookahead import (
+    buffer_copies,
+    functional_forward,
+    generated_targets,
+    multitask_gradient,
+    outer_pair,
+    trainable,
+    unroll,
+)
 from maxl.meta.registry import register_engine
 
 __all__ = ["FuncEngine"]

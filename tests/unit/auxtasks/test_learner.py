@@ -17,10 +17,10 @@ from auxtasks import (
     SupervisedLabels,
     Uncertainty,
 )
-from maxl.nn.backbones import ConvNet, tiny_cnn
-from maxl.data.datasets import load_dataset
 from maxl.core.losses import classification_loss, negative_entropy
+from maxl.data.datasets import load_dataset
 from maxl.meta import MetaConfig, meta_gradient
+from maxl.nn.backbones import ConvNet, tiny_cnn
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 
 
@@ -42,7 +42,7 @@ def test_learner_in_a_plain_pytorch_loop_learns_digits(digits):
     # ---- the user's 10-line loop, with the learner in place of `net` -------------------
     model = AuxiliaryLearner(tiny_cnn(1), nn.Linear(32, 10), [Rotation("random", hidden=32)], Uncertainty())
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for epoch in range(4):
+    for _ in range(4):
         model.train()
         for x, y, _ in loader:
             out = model(x, y)

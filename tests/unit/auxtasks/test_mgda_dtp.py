@@ -9,7 +9,7 @@ import torch
 from scipy.optimize import minimize
 
 from auxtasks import AuxiliaryLearner, Rotation
-from auxtasks.weighting import WEIGHTINGS, MGDA, DynamicTaskPrioritization, MGDAUpperBound
+from auxtasks.weighting import MGDA, WEIGHTINGS, DynamicTaskPrioritization, MGDAUpperBound
 from auxtasks.weighting.mgda import min_norm_weights
 
 from tests.unit.auxtasks.test_weighting import NAMES, Toy, bound

@@ -5,11 +5,11 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from maxl.cli import commands as cli
-from maxl.baselines.autoencoder import AutoencoderConfig
-from maxl.data.datasets import load_dataset
-from maxl.baselines.labels import check_block_labels, fixed_aux_labels, kmeans_aux_labels, random_aux_labels
 from auxtasks import SupervisedLabels
+from maxl.baselines.autoencoder import AutoencoderConfig
+from maxl.baselines.labels import check_block_labels, fixed_aux_labels, kmeans_aux_labels, random_aux_labels
+from maxl.cli import commands as cli
+from maxl.data.datasets import load_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

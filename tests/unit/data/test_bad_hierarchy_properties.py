@@ -18,6 +18,7 @@ from pathlib import Path
 from unittest import mock
 
 import torch
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -155,7 +156,8 @@ def test_a_value_that_is_not_a_list_of_names_is_named(groups, suffix, data):
     else:  # a list with an item that is not a name
         i = data.draw(st.integers(0, len(groups[where])), label="at")
         groups[where] = groups[where][:i] + [data.draw(NOT_A_NAME, label="item")] + groups[where][i:]
-    cli_error(text_of(groups, suffix).encode(), suffix, f"primary class {where!r} maps to ", "not a list of class names")
+    cli_error(text_of(groups, suffix).encode(), suffix, f"primary class {where!r} maps to ",
+              "not a list of class names")
 
 
 @given(groupings())

@@ -50,11 +50,13 @@ def write_idx_set(root, folder, names, num_classes, first_label=0, sizes=(2, 1))
     return out
 
 
-MNIST_NAMES = [("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
+MNIST_NAMES = [("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+               ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
 
 
 def emnist_names(split):
-    return [(f"emnist-{split}-{s}-images-idx3-ubyte", f"emnist-{split}-{s}-labels-idx1-ubyte") for s in ("train", "test")]
+    return [(f"emnist-{split}-{s}-images-idx3-ubyte", f"emnist-{split}-{s}-labels-idx1-ubyte")
+            for s in ("train", "test")]
 
 
 @pytest.fixture

@@ -11,8 +11,15 @@ import torch
 from maxl.data import datasets as datasets_module
 from maxl.data import load_dataset
 from maxl.data.readers import IDX_DATASETS
-from maxl.data.registry import (DATASETS, TRAINING_SPLIT, DatasetSpec, dataset_spec, datasets_table_markdown,
-                                hierarchy_help, register_dataset)
+from maxl.data.registry import (
+    DATASETS,
+    TRAINING_SPLIT,
+    DatasetSpec,
+    dataset_spec,
+    datasets_table_markdown,
+    hierarchy_help,
+    register_dataset,
+)
 from maxl.data.user_hierarchy import Groups, parent_of_classes
 from maxl.nn import BACKBONES
 from maxl.train.presets import PRESET_OF, PRESETS, preset_settings

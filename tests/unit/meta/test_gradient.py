@@ -19,8 +19,14 @@ from maxl.core.losses import classification_loss, negative_entropy
 from maxl.meta import MetaConfig, fused_step, meta_gradient
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 
-from tests.unit.meta.tiny import (EXACT_VARIANTS, PSI, finite_difference_gradient, flat, naive_outer_objective,
-                                  tiny_networks)
+from tests.unit.meta.tiny import (
+    EXACT_VARIANTS,
+    PSI,
+    finite_difference_gradient,
+    flat,
+    naive_outer_objective,
+    tiny_networks,
+)
 
 
 def exact_meta_grads(variant, net, gen, x, y, loss_fn, cfg):
@@ -102,7 +108,7 @@ def test_every_parameter_of_both_networks_gets_a_finite_nonzero_gradient():
     x, y = torch.randn(16, 1, 8, 8), torch.randint(0, len(PSI), (16,))
     loss_fn = classification_loss("focal")
     result = meta_gradient(net, gen, x, y, loss_fn, MetaConfig())
-    for (name, p), g in zip(gen.named_parameters(), result.grads):
+    for (name, _), g in zip(gen.named_parameters(), result.grads):
         assert torch.isfinite(g).all() and g.abs().sum() > 0, f"generator {name}"
     pri, aux = net(x)
     (loss_fn(pri, y) + loss_fn(aux, result.soft_labels)).backward()

@@ -16,8 +16,7 @@ from maxl.meta import MetaConfig, meta_gradient
 from maxl.nn.backbones import ConvNet
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 
-from tests.unit.meta.tiny import (EXACT_VARIANTS, PSI, exact_meta_result, finite_difference_gradient, flat,
-                                  outer_batch)
+from tests.unit.meta.tiny import EXACT_VARIANTS, PSI, exact_meta_result, finite_difference_gradient, flat, outer_batch
 
 
 def weighted_networks(weight_range=1.5, seed=0):

@@ -11,8 +11,14 @@ import torch
 from maxl.core.losses import classification_loss
 from maxl.meta import MULTI_STEP_ENGINES, MetaConfig, fused_step, meta_gradient
 
-from tests.unit.meta.tiny import (finite_difference_gradient, flat, naive_outer_objective, other_task, outer_batch,
-                                  tiny_networks)
+from tests.unit.meta.tiny import (
+    finite_difference_gradient,
+    flat,
+    naive_outer_objective,
+    other_task,
+    outer_batch,
+    tiny_networks,
+)
 
 ALPHA, LAM = 0.5, 0.2
 

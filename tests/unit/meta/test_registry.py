@@ -5,8 +5,17 @@ import pytest
 import torch
 
 from maxl.core.losses import classification_loss, negative_entropy
-from maxl.meta import (ENGINES, FUSED_ENGINES, MetaConfig, MetaEngine, fused_step, get_engine, meta_gradient,
-                       register_engine, supports_fused)
+from maxl.meta import (
+    ENGINES,
+    FUSED_ENGINES,
+    MetaConfig,
+    MetaEngine,
+    fused_step,
+    get_engine,
+    meta_gradient,
+    register_engine,
+    supports_fused,
+)
 from maxl.meta.engine import Lookahead
 from maxl.meta.registry import ENGINES_REGISTRY
 

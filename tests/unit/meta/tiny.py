@@ -7,7 +7,6 @@ import torch
 from torch.func import functional_call
 
 from maxl.core.losses import negative_entropy
-
 from maxl.nn.backbones import ConvNet
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 

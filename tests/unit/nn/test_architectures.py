@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from maxl.nn.architectures import ARCHITECTURES, CrossStitch, NDDR, build_network, cross_stitch, nddr, soft_sharing
+from maxl.nn.architectures import ARCHITECTURES, NDDR, CrossStitch, build_network, cross_stitch, nddr, soft_sharing
 from maxl.nn.backbones import ConvNet, cnn3, tiny_cnn, vgg16_bn
 from maxl.nn.networks import MultiTaskNetwork
 
@@ -137,7 +137,7 @@ def test_nddr_at_its_diagonal_initialisation_equals_cross_stitch(self_weight):
 
 def direct_l2(trunk):
     total = 0.0
-    for (n0, w0), (n1, w1) in zip(trunk.backbones[0].named_parameters(), trunk.backbones[1].named_parameters()):
+    for (_, w0), (_, w1) in zip(trunk.backbones[0].named_parameters(), trunk.backbones[1].named_parameters()):
         if w0.ndim >= 2:
             total += float(((w0.detach().double() - w1.detach().double()) ** 2).sum())
     return total
@@ -183,4 +183,5 @@ def test_clear_errors():
         soft_sharing(lambda: tiny_cnn(1), P, K, weight=-1.0)
     with pytest.raises(ValueError, match="too small"):
         build_network("mtan", lambda: tiny_cnn(1), P, K)(torch.randn(2, 1, 2, 2))
-    assert isinstance(CrossStitch(lambda: tiny_cnn(1), 2), nn.Module) and isinstance(NDDR(lambda: tiny_cnn(1), 3), nn.Module)
+    assert isinstance(CrossStitch(lambda: tiny_cnn(1), 2), nn.Module)
+    assert isinstance(NDDR(lambda: tiny_cnn(1), 3), nn.Module)

@@ -5,6 +5,7 @@ import torch
 from maxl.core.losses import classification_loss
 from maxl.meta import MetaConfig, meta_gradient
 from maxl.nn import FeatureLabelGenerator, MultiTaskNetwork, tiny_cnn
+
 from tests.unit.meta.tiny import finite_difference_gradient, naive_outer_objective
 
 

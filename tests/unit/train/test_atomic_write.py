@@ -106,7 +106,8 @@ def test_an_error_that_is_not_the_operating_systems_propagates_unchanged(checkpo
 
 
 def test_a_folder_that_is_gone_is_named(tmp_path):
-    with pytest.raises(WriteError, match=r"could not write .*gone/checkpoint.pt: No such file or directory \(ENOENT\)$"):
+    with pytest.raises(WriteError,
+                       match=r"could not write .*gone/checkpoint.pt: No such file or directory \(ENOENT\)$"):
         atomic_torch_save({}, tmp_path / "gone" / "checkpoint.pt")
 
 

@@ -25,6 +25,7 @@ from unittest import mock
 
 import pytest
 import torch
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10

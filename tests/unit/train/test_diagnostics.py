@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from maxl.nn.backbones import tiny_cnn
-from maxl.data.datasets import load_dataset
-from maxl.train.diagnostics import GeneratorLabelWarning, LabelUsage, UsageThresholds, label_usage_warnings
 from maxl.core.hierarchy import Hierarchy
+from maxl.data.datasets import load_dataset
 from maxl.meta import MetaConfig
+from maxl.nn.backbones import tiny_cnn
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 from maxl.train import TrainConfig, Trainer, seed_everything
+from maxl.train.diagnostics import GeneratorLabelWarning, LabelUsage, UsageThresholds, label_usage_warnings
 
 PSI = [2, 3]
 
