@@ -1,6 +1,7 @@
 """Fixtures of the experiment scripts' tests (``python -m pytest experiments/tests``; in the
 default run too, see pyproject's testpaths). The scripts are imported as ``experiments.<name>``
-from the repository root (pytest's ``pythonpath = ["."]``). As in tests/conftest.py, torch runs
+(pytest's importlib import mode names this folder's modules ``experiments.tests.*``, so that
+``experiments`` is their parent package). As in tests/conftest.py, torch runs
 on one thread: the networks are tiny and the CPUs shared."""
 
 import os

@@ -89,6 +89,10 @@ def train_flags_overlay(flags: list[str]) -> dict:
     return nested(given)
 
 
+def _text(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def overlay_flags(overlay: dict, leave_out: tuple[str, ...] = ("train.method",)) -> str:
     """The ``maxl train`` flags that set what ``overlay`` sets (its settings without a flag as
     ``path=value``), e.g. ``{"train": {"schedule": "per-step", "gen_weight_decay": 0.0}}`` ->
@@ -101,7 +105,6 @@ def overlay_flags(overlay: dict, leave_out: tuple[str, ...] = ("train.method",))
         if path in leave_out:
             continue
         o = flag_of.get(path)
-        text = (lambda v: f"{v:g}" if isinstance(v, float) else str(v))
         if o is None:
             words.append(f"{path}={json.dumps(value)}")
         elif o.kwargs.get("action") in ("store_true", "store_false"):
@@ -110,13 +113,13 @@ def overlay_flags(overlay: dict, leave_out: tuple[str, ...] = ("train.method",))
             else:
                 words.append(f"{path}={json.dumps(value)}")
         elif isinstance(value, dict):
-            words += [w for k, v in value.items() for w in (o.flag, f"{k}={text(v)}")]
+            words += [w for k, v in value.items() for w in (o.flag, f"{k}={_text(v)}")]
         elif isinstance(value, list) and o.kwargs.get("action") == "append":
-            words += [w for v in value for w in (o.flag, text(v))]
+            words += [w for v in value for w in (o.flag, _text(v))]
         elif isinstance(value, list):
-            words += [o.flag, *map(text, value)]
+            words += [o.flag, *map(_text, value)]
         else:
-            words += [o.flag, text(value)]
+            words += [o.flag, _text(value)]
     return shlex.join(words)
 
 

@@ -11,7 +11,8 @@ from maxl.train.overlays import dotted, merge_overlays, nested, resolve
 
 
 def test_merge_overlays_merges_tables_and_replaces_everything_else():
-    base = {"data": {"dataset": "mnist", "normalisation": [0.1, 0.3]}, "train": {"lr": 0.1, "meta": {"order": "second"}}}
+    base = {"data": {"dataset": "mnist", "normalisation": [0.1, 0.3]},
+            "train": {"lr": 0.1, "meta": {"order": "second"}}}
     merged = merge_overlays(base, {"train": {"meta": {"engine": "jvp"}}, "data": {"normalisation": [0.5]}},
                             {"train": {"lr": 0.2}, "out": "x"})
     assert merged == {"data": {"dataset": "mnist", "normalisation": [0.5]}, "out": "x",
@@ -141,7 +142,8 @@ def test_included_files_lie_underneath_and_hierarchy_files_are_read_next_to_thei
 def test_the_presets_are_overlay_files():
     from maxl.train.presets import PRESETS, PRESETS_DIR
 
-    assert sorted(p.stem for p in PRESETS_DIR.glob("*.toml")) == ["digits", "mnist", "rgb32"] == sorted(set(PRESETS) - {"paper"})
+    files = sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+    assert files == ["digits", "mnist", "rgb32"] == sorted(set(PRESETS) - {"paper"})
     assert PRESETS["rgb32"] == {"model.backbone": "cnn3", "train.epochs": 10, "train.batch_size": 128, "train.lr": 0.1,
                                 "train.momentum": 0.9, "train.weight_decay": 5e-4, "train.lr_schedule": "onecycle"}
     run = resolve({"data": {"dataset": "digits"}})
