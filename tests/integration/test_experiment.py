@@ -48,7 +48,8 @@ def test_markdown_table_of_a_single_seed(tmp_path):
         r.config.update(data={"name": "x", "num_train": 3, "num_test": 2, "train_subset": None},
                         model={"psi": [1], "backbone": "b", "hidden": 4},
                         train={"method": "single", "seed": 0, "epochs": 3, "batch_size": 2, "lr": 0.1,
-                               "momentum": 0.0, "weight_decay": 0.0, "loss": "ce", "gen_lr": 0.1, "lr_step": 5, "lr_gamma": 0.5,
+                               "momentum": 0.0, "weight_decay": 0.0, "loss": "ce", "gen_lr": 0.1, "lr_step": 5,
+                               "lr_gamma": 0.5,
                                "schedule": "alternate", "meta": {"order": "second", "entropy_weight": 0.2}})
     text = markdown_table(runs, "t")
     assert "| single | 0 | 30.00 ± 0.00 | 30.00 ± 0.00 | 20.00 ± 0.00 | — | — | 10 ± 0 |" in text
