@@ -96,7 +96,7 @@ def topk_grid(images, indices, probs, row_labels: Sequence[str], title: str) -> 
         width = heading.get_window_extent(renderer).width
         if width <= fig.bbox.width - 16:
             break
-        heading.set_fontsize(heading.get_fontsize() * 0.97 * (fig.bbox.width - 16) / width)
+        heading.set_fontsize(float(heading.get_fontsize()) * 0.97 * (fig.bbox.width - 16) / width)
     caption_px = 14
     for r in range(rows):
         top = TITLE_PX + r * GRID_CELL_PX

@@ -30,9 +30,10 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -44,6 +45,8 @@ from maxl.analysis.agreement import agreement_within_primary, mean_agreement
 from maxl.analysis.report import write_report
 from maxl.analysis.run import Run, load_run, read_config, read_metrics, read_summary, run_label
 from maxl.core.hierarchy import Hierarchy
+from maxl.data.datasets import ImageTensorDataset
+from maxl.nn.networks import MultiTaskNetwork
 
 __all__ = [
     "EMBEDDINGS", "TestOutputs", "collect_outputs", "top_k_per_aux_class", "embed_2d", "visualise_run",
@@ -75,7 +78,7 @@ class TestOutputs:
 
 
 @torch.no_grad()
-def collect_outputs(net: nn.Module, generator: nn.Module | None, dataset: Dataset,
+def collect_outputs(net: MultiTaskNetwork, generator: nn.Module | None, dataset: Dataset,
                     batch_size: int = 256) -> TestOutputs:
     """Run the networks (eval mode) over ``dataset``, which yields ``(image, primary, index)``.
 
@@ -96,9 +99,12 @@ def collect_outputs(net: nn.Module, generator: nn.Module | None, dataset: Datase
         primary_pred.append(net.primary_head(f).argmax(1).cpu())
         if generator is not None:
             soft.append(generator(x, y).float().cpu())  # [B, sum(ψ)]
-            if getattr(net, "aux_head", None) is not None and net.num_aux == hierarchy.num_aux:
-                logits = net.aux_head(f).masked_fill(~hierarchy.block_mask(y), -math.inf)
-                aux_pred.append(logits.argmax(1).cpu())
+            aux_head = getattr(net, "aux_head", None)
+            if aux_head is not None:
+                assert hierarchy is not None, "a label-generation network has a hierarchy"
+                if net.num_aux == hierarchy.num_aux:
+                    logits = aux_head(f).masked_fill(~hierarchy.block_mask(y), -math.inf)
+                    aux_pred.append(logits.argmax(1).cpu())
     return TestOutputs(
         features=torch.cat(features).numpy(),
         primary=torch.cat(primary).numpy(),
@@ -182,7 +188,8 @@ def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0,
 
 # --------------------------------------------------------------------------- the run's figures
 def _same_test_set(a: Run, b: Run, names: tuple[str, str]) -> None:
-    ta, tb = a.data.test, b.data.test
+    # cast: a run's test sets come from load_dataset (labels, and images where they are held)
+    ta, tb = cast(ImageTensorDataset, a.data.test), cast(ImageTensorDataset, b.data.test)
     same = (len(ta) == len(tb) and torch.equal(ta.labels, tb.labels)
             and (not hasattr(ta, "images") or torch.equal(ta.images, tb.images)))
     if not same:
@@ -197,6 +204,7 @@ def _aux_names(primary_names: Sequence[str], psi: Sequence[int]) -> list[str]:
 
 
 def _topk_figures(run: Run, out: TestOutputs, figures_dir: Path, k: int, run_name: str) -> list[tuple[str, Path]]:
+    assert run.generator is not None and out.soft_labels is not None  # a maxl run: visualise_run checks
     data, hierarchy = run.data, run.generator.hierarchy
     picks = top_k_per_aux_class(out.soft_labels, out.primary, hierarchy, k)
     generated = out.soft_labels.argmax(1)
@@ -210,6 +218,7 @@ def _topk_figures(run: Run, out: TestOutputs, figures_dir: Path, k: int, run_nam
             members = generated == c
             text = f"{names[c]}\nargmax of {int(members.sum())}\ntest images"
             if human is not None and members.any():
+                assert data.aux_names is not None  # it comes with aux_test
                 counts = np.bincount(human[members], minlength=len(data.aux_names))
                 text += f"\nmostly {data.aux_names[int(counts.argmax())]} ({counts.max() / members.sum():.0%})"
             row_labels.append(text)
@@ -218,7 +227,8 @@ def _topk_figures(run: Run, out: TestOutputs, figures_dir: Path, k: int, run_nam
         for r, c in enumerate(rows):  # each row's probability of its own auxiliary class
             valid = block[r] >= 0
             probs[r, valid] = out.soft_labels[block[r][valid], c]
-        fig = plots.topk_grid(data.test.images, block, probs, row_labels,
+        test_images = cast(ImageTensorDataset, data.test).images  # cast: as in _same_test_set
+        fig = plots.topk_grid(test_images, block, probs, row_labels,
                               f"{run_name}: primary class '{primary_name}', top {k} test images per auxiliary class")
         path = plots.save_png(fig, figures_dir / f"topk-{i}.png")
         written.append((f"the {k} test images of primary class '{primary_name}' with the highest generated "
@@ -228,7 +238,10 @@ def _topk_figures(run: Run, out: TestOutputs, figures_dir: Path, k: int, run_nam
 
 
 def _agreement(run: Run, out: TestOutputs, figures_dir: Path, run_name: str):
+    assert run.generator is not None and out.soft_labels is not None  # a maxl run: visualise_run checks
     data, hierarchy = run.data, run.generator.hierarchy
+    # a human hierarchy (visualise_run checks aux_test): psi and aux_names come with it
+    assert data.aux_test is not None and data.psi is not None and data.aux_names is not None
     generated = out.soft_labels.argmax(1)
     results = agreement_within_primary(out.primary, generated, data.aux_test.numpy(), hierarchy, data.psi)
     mean = mean_agreement(results)
@@ -287,6 +300,7 @@ def _embedding_figure(runs: Sequence[tuple[str, Run, TestOutputs]], maxl: tuple[
             xy = embed_2d(out.features[points[members]], method, seed, threads)
             where = f"{name}: '{data.primary_names[i]}'"
             if maxl is not None:
+                assert maxl[1].generator is not None and maxl[2].soft_labels is not None  # the maxl run
                 hierarchy = maxl[1].generator.hierarchy
                 start, size = hierarchy.starts[i], hierarchy.psi[i]
                 generated = maxl[2].soft_labels[points[members]].argmax(1) - start
@@ -294,6 +308,7 @@ def _embedding_figure(runs: Sequence[tuple[str, Run, TestOutputs]], maxl: tuple[
                 row.append(plots.EmbeddingPanel(xy, generated, [f"#{j + 1}" for j in range(size)],
                                                 f"{where} by {source}"))
             if human is not None:
+                assert data.psi is not None and data.aux_names is not None  # they come with aux_test
                 h = Hierarchy(data.psi)
                 start, size = h.starts[i], h.psi[i]
                 row.append(plots.EmbeddingPanel(xy, human[members] - start, data.aux_names[start : start + size],
@@ -383,7 +398,8 @@ def visualise_run(run_dir: str | os.PathLike, *, against: str | os.PathLike | No
 
     warnings = summarise_label_warnings(run.metrics)
     m = run.config["model"]
-    remarks = [f"data {run.data.name}: {len(run.data.train)} training / {len(run.data.test)} test images; "
+    n_train, n_test = len(cast(Sized, run.data.train)), len(cast(Sized, run.data.test))  # cast: they have lengths
+    remarks = [f"data {run.data.name}: {n_train} training / {n_test} test images; "
                f"ψ = {m['psi']}; backbone {m['backbone']}; {len(run.metrics)} epochs",
                f"command: {run.config.get('env', {}).get('command', '?')}"]
     if agreement is not None and agreement["aux_head_matches_generator"] is not None:

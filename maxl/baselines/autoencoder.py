@@ -87,10 +87,10 @@ class ConvAutoencoder(nn.Module):
         self.code_shape = (c, h, w)
         self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(c * h * w, latent_dim))
         dec: list[nn.Module] = []
-        for width in (*reversed(widths[:-1]), None):
-            out = width if width is not None else in_channels
+        for dec_width in (*reversed(widths[:-1]), None):
+            out = dec_width if dec_width is not None else in_channels
             dec.append(nn.ConvTranspose2d(c, out, 4, stride=2, padding=1))  # doubles H and W
-            if width is not None:
+            if dec_width is not None:
                 dec.append(nn.ReLU(inplace=True))
             c = out
         self.decoder_in = nn.Linear(latent_dim, math.prod(self.code_shape))
@@ -136,7 +136,7 @@ def train_autoencoder(images: Tensor, config: AutoencoderConfig | None = None,
         raise ValueError(f"images must be float [N, C, H, W] with N >= 1, got {images.dtype} {tuple(images.shape)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = ConvAutoencoder(images.shape[1], tuple(images.shape[2:]), config.latent_dim, config.widths)
+        model = ConvAutoencoder(images.shape[1], (images.shape[2], images.shape[3]), config.latent_dim, config.widths)
     model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     order_rng = torch.Generator().manual_seed(config.seed)

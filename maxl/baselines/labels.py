@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import asdict
+from typing import cast
 
 import numpy as np
 import torch
@@ -238,10 +239,10 @@ def fixed_aux_labels(method: str, data: DataBundle, psi: Sequence[int], seed: in
         raise ValueError(f"psi has {h.num_primary} entries but {data.name} has {data.num_primary} primary classes")
     primary = data.train.labels if isinstance(data.train, ImageTensorDataset) else None
     if primary is None:
-        primary = torch.tensor([int(data.train[i][1]) for i in range(len(data.train))])
+        primary = torch.tensor([int(data.train[i][1]) for i in range(len(cast(Sized, data.train)))])  # has a length
     info: dict = {"method": method, "seed": seed}
     if method == "human":
-        if data.aux_train is None or list(data.psi) != list(h.psi):
+        if data.aux_train is None or data.psi is None or list(data.psi) != list(h.psi):  # psi: None with aux_train
             raise ValueError(f"method 'human' needs a data set with a human hierarchy matching psi={list(h.psi)}; "
                              f"{data.name} has psi={data.psi}")
         labels = data.aux_train.clone()
@@ -253,7 +254,7 @@ def fixed_aux_labels(method: str, data: DataBundle, psi: Sequence[int], seed: in
         model, losses = train_autoencoder(images, config, device)
         labels = kmeans_aux_labels(encode(model, images), primary, h, seed)  # codes [N, latent_dim]
         info.update(autoencoder=asdict(config), reconstruction_mse=losses)
-        if data.aux_train is not None and list(data.psi) == list(h.psi):
+        if data.aux_train is not None and data.psi is not None and list(data.psi) == list(h.psi):
             info["ami_with_human_within_class"] = _ami_within_class(labels, data.aux_train, primary)
     else:
         raise ValueError(f"unknown fixed-label method {method!r}; expected 'human', 'random' or 'kmeans'")

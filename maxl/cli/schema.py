@@ -90,7 +90,9 @@ def options(root: type | None = None) -> list[Option]:
         ValueError: two settings would take the same flag (give one of them ``flag=``).
     """
     if root is None:
-        from maxl.train.build import RunConfig as root
+        from maxl.train.build import RunConfig
+
+        root = RunConfig
     out: list[Option] = []
 
     def walk(config, prefix: str) -> None:  # the defaults of a default instance: a section's own defaults

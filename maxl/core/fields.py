@@ -22,12 +22,13 @@ import math
 import numbers
 import types
 import typing
+from collections.abc import Callable
 from functools import cache
 
 __all__ = ["setting", "check_field_types", "check_keys", "fits", "describe"]
 
 
-def setting(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None, choices=None,
+def setting(default=dataclasses.MISSING, help: str | Callable[[], str] = "", *, flag: str | None = None, choices=None,
             metavar=None, nargs=None, default_factory=dataclasses.MISSING):
     """A settings field (:func:`dataclasses.field`) with its command-line description.
 
@@ -76,7 +77,7 @@ def fits(value, tp) -> bool:
     if origin is dict:
         key, item = typing.get_args(tp) or (object, object)
         return isinstance(value, dict) and all(fits(k, key) and fits(v, item) for k, v in value.items())
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):  # an annotation is a class, not an instance
         return isinstance(value, tp)
     return True  # an annotation not known here: the class's own checks judge the value
 
@@ -122,7 +123,8 @@ def check_field_types(obj, section: str) -> None:
     Raises:
         ValueError: e.g. ``train.epochs = '3' (str): expected an integer``.
     """
-    hints = _hints(type(obj))
+    # ignore: typeshed's lru_cache wrapper takes Hashable arguments and mypy does not count a class as one
+    hints = _hints(type(obj))  # type: ignore[arg-type]
     for f in dataclasses.fields(obj):
         value, tp = getattr(obj, f.name), hints[f.name]
         if not fits(value, tp):

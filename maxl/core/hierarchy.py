@@ -37,7 +37,7 @@ def validate_psi(psi: Sequence[int]) -> tuple[int, ...]:
         raise ValueError(f"psi must be a sequence of positive ints, got {psi!r}")
     if len(psi) == 0:
         raise ValueError("psi is empty: it needs one entry (>= 1) per primary class")
-    out = []
+    out: list[int] = []
     for i, k in enumerate(psi):
         if isinstance(k, bool) or not isinstance(k, numbers.Integral):
             raise ValueError(f"psi[{i}] = {k!r} is not an integer; psi = {list(psi)!r}")

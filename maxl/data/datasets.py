@@ -28,7 +28,7 @@ import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torchvision
@@ -293,6 +293,7 @@ def _load_image_folder(root: Path, cache_dir: Path | None) -> tuple[_Split, _Spl
                              f"in test {only_test}; train and test need the same class folders")
         classes = ds.classes
         splits.append(_cached_decode(folder, ds.samples, cache_dir))
+    assert classes is not None  # set by the loop
     return splits[0], splits[1], classes, (ds.groups if two_level[0] else None)
 
 
@@ -354,14 +355,15 @@ def _decode_images(paths: list[str], folder: Path) -> Tensor:
         except OSError as err:  # PIL's UnidentifiedImageError, truncated files
             raise ValueError(f"imagefolder: cannot decode the image {paths[i]} ({err}): remove or replace "
                              "it") from err
-    first_size = images[0].shape[1:]
-    odd = next((i for i, image in enumerate(images) if image.shape[1:] != first_size), None)
+    decoded_all = cast("list[Tensor]", images)  # cast: every None was decoded above, or it raised
+    first_size = decoded_all[0].shape[1:]
+    odd = next((i for i, image in enumerate(decoded_all) if image.shape[1:] != first_size), None)
     if odd is not None:
         raise ValueError(
             f"imagefolder: images in {folder} differ in size ({paths[0]} is {tuple(first_size)}, {paths[odd]} is "
-            f"{tuple(images[odd].shape[1:])}); maxl does not resize images: resize the tree to one size first"
+            f"{tuple(decoded_all[odd].shape[1:])}); maxl does not resize images: resize the tree to one size first"
         )
-    return torch.stack(images)
+    return torch.stack(decoded_all)
 
 
 def _pixel_stats(images: Tensor, chunk: int = 512) -> tuple[float, float]:
@@ -390,7 +392,8 @@ def _parse_hierarchy(spec: DatasetSpec, hierarchy: str | os.PathLike | None):
         return read_hierarchy_file(hierarchy)
     if hierarchy is not None and (os.sep in str(hierarchy) or Path(str(hierarchy)).is_file()):
         raise ValueError(f"hierarchy {hierarchy!r}: a hierarchy file must end in .json or .toml")
-    return spec.hierarchy(hierarchy)
+    # cast: no file, so a hierarchy's name (a path-like value is passed on unchanged and looked up as one)
+    return spec.hierarchy(cast("str | None", hierarchy))
 
 
 def _apply_hierarchy(spec, labels: Tensor, class_names: list[str], what: str = "the data set"):
@@ -516,8 +519,9 @@ def load_dataset(
     train, val, test = _subsets(train, test, train_subset, test_subset, val_subset, seed)
     shown = hierarchy if hierarchy is not None else spec.default_hierarchy
     tag = ":folders" if own is not None else "" if shown is None else f":{shown}"
-    return _bundle(chosen, (train, val, test), class_names, what, normalisation or stats or spec.normalisation,
-                   augment, padding_mode, f"{name}{tag}")
+    norm = normalisation or stats or spec.normalisation
+    assert not isinstance(norm, str)  # TRAINING_SPLIT: stats holds the training split's
+    return _bundle(chosen, (train, val, test), class_names, what, norm, augment, padding_mode, f"{name}{tag}")
 
 
 def _source(read: tuple) -> tuple[_Split, _Split, list[str], Groups | None]:
@@ -555,8 +559,8 @@ def _bundle(chosen, splits: tuple[_Split, _Split | None, _Split], class_names: l
     primary_test, aux_test, *_ = _apply_hierarchy(chosen, test.labels, class_names, what)
 
     channels, height, width = train.images.shape[1:]
-    mean, std = norm
-    mean, std = [mean] * channels, [std] * channels
+    mean0, std0 = norm
+    mean, std = [mean0] * channels, [std0] * channels
     if padding_mode not in ("constant", "reflect"):
         raise ValueError(f"padding_mode must be 'constant' or 'reflect', got {padding_mode!r}")
     train_transform = make_transform((height, width), mean, std, augment=augment and channels == 3,

@@ -73,7 +73,9 @@ class WriteError(OSError):
         return Path(self.filename)
 
     def __str__(self) -> str:
-        reason = f"{self.strerror} ({errno.errorcode[self.errno]})" if self.errno in errno.errorcode else self.strerror
+        reason = self.strerror
+        if self.errno is not None and self.errno in errno.errorcode:
+            reason = f"{self.strerror} ({errno.errorcode[self.errno]})"
         kept = f"; the previous {self.path.name} is intact" if self.path.exists() else ""
         return f"could not write {self.path}: {reason}{kept}"
 

@@ -31,6 +31,7 @@ import re
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torchvision
 
@@ -365,8 +366,20 @@ _ANIMAL_VEHICLE = _grouping("animal-vehicle", cifar100.ANIMAL_VEHICLE_NAMES, (
 #: STL-10's classes in label order (the official class_names.txt).
 STL10_NAMES: tuple[str, ...] = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
 _IDX_FILES = "{train,t10k}-{images-idx3,labels-idx1}-ubyte(.gz)"
-_SMALL_GREY = dict(channels=1, image_size=28, default_backbone="small-cnn", preset="mnist")
-_RGB = dict(default_backbone="vgg16", preset="rgb32")
+class _Defaults(TypedDict):
+    """DatasetSpec fields that several data sets share (a plain dict at run time)."""
+
+    default_backbone: str
+    preset: str
+
+
+class _Images(_Defaults):
+    channels: int
+    image_size: int
+
+
+_SMALL_GREY = _Images(channels=1, image_size=28, default_backbone="small-cnn", preset="mnist")
+_RGB = _Defaults(default_backbone="vgg16", preset="rgb32")
 
 
 def _emnist(split: str) -> DatasetSpec:

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 import torch
 import torchvision
@@ -58,7 +60,7 @@ class Groups:
     short_names: bool = False
 
 
-def is_hierarchy_file(value) -> bool:
+def is_hierarchy_file(value) -> TypeGuard[str | os.PathLike]:
     """Whether a ``hierarchy`` setting names a file (it ends in ``.json`` or ``.toml``)."""
     return isinstance(value, (str, os.PathLike)) and str(value).lower().endswith(HIERARCHY_SUFFIXES)
 
@@ -86,9 +88,9 @@ def read_hierarchy_file(path: str | os.PathLike) -> Groups:
         if path.suffix.lower() == ".json":
             table = json.loads(text, object_pairs_hook=_no_repeated_keys)
         else:
-            try:
+            if sys.version_info >= (3, 11):
                 import tomllib
-            except ModuleNotFoundError:  # Python 3.10
+            else:  # Python 3.10
                 import tomli as tomllib
             table = tomllib.loads(text)
     except ValueError as err:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
@@ -187,7 +189,8 @@ def is_two_level(folder: str | os.PathLike) -> bool:
             folder holds both.
     """
     folder = Path(folder)
-    nested, flat = [], []
+    nested: list[str] = []
+    flat: list[str] = []
     for name in _subfolders(folder):
         subs, images = _subfolders(folder / name), _image_files(folder / name)
         if subs and images:

@@ -76,6 +76,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -149,7 +150,7 @@ def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, co
     """
     if check_graph and engine.needs_double_backward:
         check_double_backward(look.objective)
-    gen_params = [p for p in generator.parameters() if p.requires_grad]
+    gen_params: list[Tensor] = [p for p in generator.parameters() if p.requires_grad]
     neg_entropy = negative_entropy(look.soft)
     entropy_term = config.entropy_weight * neg_entropy  # λ Σ ȳ log ȳ
     if config.image_entropy_weight:  # + μ mean_b H(ŷ_b): sharp labels per image
@@ -160,7 +161,7 @@ def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, co
     with explain_double_backward_errors(engine.needs_double_backward):
         if config.record_parts or config.centre_by_class:  # the two parts of ∇θ2 J separately
             look_part = _lookahead_part(look, gen_params, config.centre_by_class, primary)
-            entropy = torch.autograd.grad(entropy_term, gen_params, allow_unused=True)
+            entropy = list(torch.autograd.grad(entropy_term, gen_params, allow_unused=True))
             zero = [torch.zeros_like(p) for p in gen_params]
             entropy = [z if g is None else g for g, z in zip(entropy, zero)]
             look_part = [z if g is None else g for g, z in zip(look_part, zero)]
@@ -168,7 +169,7 @@ def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, co
             if config.record_parts:
                 parts = {"lookahead_grad_norm": _norm(look_part), "entropy_grad_norm": _norm(entropy)}
         else:
-            grads = torch.autograd.grad(look.objective + entropy_term, gen_params)  # ∇θ2 J
+            grads = list(torch.autograd.grad(look.objective + entropy_term, gen_params))  # ∇θ2 J
     if getattr(generator, "weight_range", 0):  # per-image weights: the target rows sum to the scales
         parts["image_scales"] = look.target.detach().sum(1)
     return MetaResult(grads=list(grads), outer_loss=look.outer.detach(), neg_entropy=neg_entropy.detach(),
@@ -200,7 +201,8 @@ def _lookahead_part(look: Lookahead, gen_params: list[Tensor], centre: bool, pri
 
 
 def _norm(tensors: list[Tensor]) -> Tensor:
-    return torch.sqrt(sum((t.detach() ** 2).sum() for t in tensors))
+    # cast: the generator has parameters, so the sum is a Tensor, not sum()'s start 0
+    return torch.sqrt(cast(Tensor, sum((t.detach() ** 2).sum() for t in tensors)))
 
 
 def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,

@@ -50,8 +50,9 @@ def generated_targets(generator: nn.Module, x: Tensor, y: Tensor) -> tuple[Tenso
         ``(soft [B, K], target [B, K])``; ``target`` is ``soft`` itself without weights and
         without sampling.
     """
-    if hasattr(generator, "labels_and_targets"):
-        return generator.labels_and_targets(x, y)
+    labels_and_targets = getattr(generator, "labels_and_targets", None)
+    if labels_and_targets is not None:
+        return labels_and_targets(x, y)
     soft = generator(x, y)
     return soft, soft
 
@@ -193,6 +194,7 @@ def lookahead_direction(call: Forward, theta: list[Tensor], inner_grads: Sequenc
         ``(L_pri(θ1⁺) detached scalar, v)``, v zero for parameters L_pri does not use (the
         auxiliary head).
     """
+    assert cfg.inner_lr is not None, "inner_lr None is set to the learning rate before a meta step"
     fast = [(t - cfg.inner_lr * gi).requires_grad_() for t, gi in zip(theta, inner_grads)]  # θ1⁺
     return primary_gradient(call, fast, y, loss_fn)
 

@@ -64,7 +64,8 @@ class ConvNet(nn.Module):
         for m in self.modules():  # the MAXL reference: Xavier init, zero biases
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_normal_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # every conv here has one
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)

@@ -58,9 +58,11 @@ class MultiTaskNetwork(nn.Module):
         super().__init__()
         dim = _feature_dim(backbone, feature_dim)
         self.backbone = backbone
-        self.primary_head = mlp_head(dim, num_primary, hidden)
-        self.aux_head = mlp_head(dim, num_aux, hidden) if num_aux > 0 else None
-        self.num_primary, self.num_aux = num_primary, num_aux
+        self.primary_head: nn.Module = mlp_head(dim, num_primary, hidden)
+        self.aux_head: nn.Module | None = mlp_head(dim, num_aux, hidden) if num_aux > 0 else None
+        # None: from_modules found no Linear layer in the head
+        self.num_primary: int | None = num_primary
+        self.num_aux: int | None = num_aux
 
     @classmethod
     def from_modules(cls, backbone: nn.Module, primary_head: nn.Module,
@@ -213,6 +215,8 @@ class FeatureLabelGenerator(LabelGenerator):
         running_statistics: compute the features in the backbone's eval mode (False: in its
             current mode, the batch's statistics during training).
     """
+
+    shared_backbone: nn.Module  # set with object.__setattr__: not a submodule
 
     def __init__(self, backbone: nn.Module, psi: Hierarchy | Sequence[int], hidden: int = 512,
                  feature_dim: int | None = None, weight_range: float = 0.0, gumbel_tau: float = 0.0,

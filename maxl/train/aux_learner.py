@@ -19,8 +19,10 @@ from auxtasks.generated import GeneratedLabels
 from auxtasks.learner import AuxiliaryLearner
 from auxtasks.rotation import Rotation
 from auxtasks.supervised import SupervisedLabels
+from auxtasks.task import AuxiliaryTask
 from auxtasks.weighting import WEIGHTINGS, Fixed
 from maxl.meta import MetaConfig
+from maxl.nn.networks import MultiTaskNetwork
 from maxl.train.config import FIXED_LABEL_METHODS as _FIXED_LABEL_METHODS
 
 __all__ = ["TASK_NAMES", "build_learner", "dataset_normalisation", "normalised_images"]
@@ -39,7 +41,7 @@ def dataset_normalisation(dataset) -> tuple[list[float], list[float]]:
     return [0.0], [1.0]
 
 
-def build_learner(net: nn.Module, method: str, aux: Sequence[str] = (), weighting: str = "equal", *,
+def build_learner(net: MultiTaskNetwork, method: str, aux: Sequence[str] = (), weighting: str = "equal", *,
                   loss_fn: Callable[[Tensor, Tensor], Tensor], in_channels: int | None = None,
                   image_size: int | None = None,
                   normalisation: tuple[Sequence[float], Sequence[float]] = ((0.0,), (1.0,)),
@@ -70,7 +72,7 @@ def build_learner(net: nn.Module, method: str, aux: Sequence[str] = (), weightin
         ValueError: an unknown task or weighting, a task named twice, colourisation on
             images that are not RGB, a method without what it needs.
     """
-    tasks = []
+    tasks: list[AuxiliaryTask] = []
     if method != "single" and getattr(net, "aux_head", None) is None:
         raise ValueError(f"method {method!r} needs a multi-task network with an auxiliary head")
     if method == "maxl":
@@ -81,6 +83,7 @@ def build_learner(net: nn.Module, method: str, aux: Sequence[str] = (), weightin
     elif method in _FIXED_LABEL_METHODS:
         if aux_labels is None:
             raise ValueError(f"method {method!r} needs fixed auxiliary labels (aux_labels=)")
+        assert net.num_aux is not None, "the auxiliary head's class count: its last layer is not a Linear"
         tasks.append(SupervisedLabels(net.num_aux, aux_labels, loss_fn=loss_fn, head=net.aux_head, name=method))
     elif method != "single":
         raise ValueError(f"unknown method {method!r}")
@@ -93,6 +96,7 @@ def build_learner(net: nn.Module, method: str, aux: Sequence[str] = (), weightin
             if in_channels != 3:
                 raise ValueError(f"auxiliary task 'colourisation' needs RGB images, but this data set has "
                                  f"{in_channels} channel(s); use it with cifar10, cifar100 or an RGB imagefolder")
+            assert image_size is not None, "colourisation needs image_size="
             mean, std = normalisation
             task = Colourisation(colourisation_mode, target_size=max(1, image_size // 4),
                                  mean=mean if len(mean) == 3 else mean[0], std=std if len(std) == 3 else std[0])

@@ -331,10 +331,11 @@ def load_data(d: DataConfig, seed: int, *, augment: bool | None = None):
     Returns:
         A :class:`maxl.data.DataBundle`.
     """
+    norm = (d.normalisation[0], d.normalisation[1]) if d.normalisation else None  # [mean, std]: checked
     return load_dataset(d.dataset, d.data_root, hierarchy=d.hierarchy, train_subset=d.train_subset,
                         test_subset=d.test_subset, augment=d.augment if augment is None else augment, seed=seed,
                         download=d.download, val_subset=d.val_subset, padding_mode=d.padding_mode,
-                        normalisation=tuple(d.normalisation) if d.normalisation else None, resize=d.resize)
+                        normalisation=norm, resize=d.resize)
 
 
 def make_network(arch: str, backbone: str, in_channels: int, batchnorm: bool, num_primary: int, num_aux: int,
@@ -358,7 +359,8 @@ def make_generator(kind: str, net: MultiTaskNetwork, backbone: str, in_channels:
     running statistics (an image's label does not depend on its batch); ``weight_range`` > 0 adds
     per-image auxiliary-loss weights, ``gumbel_tau`` > 0 hard labels (:class:`maxl.nn.LabelGenerator`)."""
     if kind.startswith("features"):  # the primary task's features where the architecture has one per task
-        shared = net.backbone.task_view(0) if hasattr(net.backbone, "task_view") else net.backbone
+        task_view = getattr(net.backbone, "task_view", None)
+        shared = task_view(0) if task_view is not None else net.backbone
         return FeatureLabelGenerator(shared, psi, hidden, weight_range=weight_range, gumbel_tau=gumbel_tau,
                                      running_statistics=kind == "features-running")
     return LabelGenerator(build_backbone(backbone, in_channels, batchnorm), psi, hidden, weight_range=weight_range,

@@ -45,10 +45,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 def capture_rng(device: torch.device) -> dict:
     """The state of every random-number generator. Under torchrun every process must call
     it: the processes' torch states are gathered (each draws its own augmentations)."""
+    numpy_state = np.random.get_state()
+    assert isinstance(numpy_state, tuple)  # legacy=True, the default: ("MT19937", keys, pos, ...)
     rng = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state()[1].astype(np.int64).tolist(),
-        "numpy_pos": int(np.random.get_state()[2]),
+        "numpy": numpy_state[1].astype(np.int64).tolist(),
+        "numpy_pos": int(numpy_state[2]),
         "python": repr(random.getstate()),
     }
     if distributed.world_size() > 1:
@@ -62,8 +64,10 @@ def restore_rng(rng: dict, device: torch.device) -> None:
     """Set the generators to ``rng`` (from :func:`capture_rng`); a run resumed on another
     number of processes takes rank 0's torch stream."""
     per_rank = rng.get("torch_per_rank")
-    same_world = per_rank is not None and len(per_rank) == distributed.world_size()
-    torch.set_rng_state((per_rank[distributed.rank()] if same_world else rng["torch"]).cpu())
+    if per_rank is not None and len(per_rank) == distributed.world_size():  # the same number of processes
+        torch.set_rng_state(per_rank[distributed.rank()].cpu())
+    else:
+        torch.set_rng_state(rng["torch"].cpu())
     if "cuda" in rng and device.type == "cuda":
         torch.cuda.set_rng_state(rng["cuda"].cpu(), device)
     np.random.set_state(("MT19937", np.array(rng["numpy"], dtype=np.uint32), rng["numpy_pos"], 0, 0.0))

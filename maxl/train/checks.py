@@ -7,7 +7,8 @@ nothing prints and continues.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -57,13 +58,13 @@ class FiniteChecks:
     def grads(self, named_grads: Iterable[tuple[str, Tensor | None]], network: str) -> None:
         """Raise :class:`NonFiniteGradientError` naming the first parameter whose gradient
         holds NaN/Inf (one reduction and one host sync when all is well)."""
-        named_grads = [(n, g) for n, g in named_grads if g is not None]
-        if not named_grads:
+        present = [(n, g) for n, g in named_grads if g is not None]
+        if not present:
             return
-        if torch.isfinite(torch.stack([torch.linalg.vector_norm(g.detach()) for _, g in named_grads]).sum()):
+        if torch.isfinite(torch.stack([torch.linalg.vector_norm(g.detach()) for _, g in present]).sum()):
             return
         epoch, step = self.where()
-        for name, g in named_grads:
+        for name, g in present:
             if not torch.isfinite(g).all():
                 raise NonFiniteGradientError(
                     f"the gradient of {name} of the {network} became non-finite "
@@ -98,7 +99,7 @@ def check_data(net: nn.Module, generator: nn.Module | None, train_set: Dataset, 
     """
     num_primary = getattr(net, "num_primary", None)
     for split, dataset in (("training", train_set), ("test", test_set)):
-        if len(dataset) == 0:
+        if len(cast(Sized, dataset)) == 0:  # cast: a map-style data set has a length
             raise ValueError(f"the {split} set is empty")
         labels = getattr(dataset, "labels", None)
         if num_primary is not None and isinstance(labels, Tensor) and len(labels):
@@ -140,8 +141,9 @@ def check_aux_labels(aux: Tensor, train_set: Dataset, num_aux: int | None,
     Raises:
         ValueError: wrong dtype or length, a label out of range, or outside its image's block.
     """
-    if aux.dtype.is_floating_point or aux.dtype == torch.bool or aux.ndim != 1 or len(aux) != len(train_set):
-        raise ValueError(f"aux_labels must be integers [N_train] = [{len(train_set)}], one per training image; "
+    n_train = len(cast(Sized, train_set))  # cast: a map-style data set has a length
+    if aux.dtype.is_floating_point or aux.dtype == torch.bool or aux.ndim != 1 or len(aux) != n_train:
+        raise ValueError(f"aux_labels must be integers [N_train] = [{n_train}], one per training image; "
                          f"got {aux.dtype} {list(aux.shape)}")
     if num_aux is not None and len(aux) and (aux.min() < 0 or aux.max() >= num_aux):
         bad = aux[(aux < 0) | (aux >= num_aux)][0].item()

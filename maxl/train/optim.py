@@ -44,6 +44,7 @@ def make_optimisers(cfg: TrainConfig, params: list[nn.Parameter], generator: nn.
     """
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     per_step = cfg.lr_schedule == "onecycle"
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     if per_step:
         if steps_per_epoch < 1:
             raise ValueError("the one-cycle schedule needs at least one full batch per epoch")

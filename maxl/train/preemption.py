@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 import torch
 
@@ -54,7 +57,7 @@ class StopSignals:
 
     def __init__(self):
         self.received: int | None = None  # the first signal's number
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}  # signal.signal's
 
     def _handle(self, signum, frame) -> None:
         if self.received is None:

@@ -130,6 +130,7 @@ class StepPath:
         generator = self.generated.generator
         names = [n for n, p in generator.named_parameters() if p.requires_grad]
         self.checks.grads(zip(names, result.grads), "label-generation network")
+        assert self.gen_optimizer is not None  # a generated task has its optimiser
         self.learner.apply_meta_gradient(result, self.gen_optimizer)
 
     def _set_alpha(self) -> None:

@@ -21,8 +21,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Sized
 from dataclasses import asdict
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -32,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from auxtasks import AuxiliaryLearner
 from maxl.core.hierarchy import Hierarchy
 from maxl.core.losses import classification_loss
+from maxl.nn.networks import MultiTaskNetwork
 from maxl.train import distributed
 from maxl.train.aux_learner import build_learner
 from maxl.train.checkpoint import (
@@ -106,6 +109,9 @@ class Trainer:
         ImportError: ``config.tensorboard`` without the ``tensorboard`` package.
     """
 
+    epoch: int  # epochs completed
+    step: int  # multi-task steps completed
+
     def __init__(self, net: nn.Module, train_set: Dataset, test_set: Dataset, config: TrainConfig,
                  out_dir: str | os.PathLike | None = None, generator: nn.Module | None = None,
                  aux_labels: Tensor | None = None, learner: AuxiliaryLearner | None = None,
@@ -122,7 +128,8 @@ class Trainer:
         if aux_labels is not None:
             check_aux_labels(aux_labels, train_set, getattr(net, "num_aux", None), psi)
         if learner is None:
-            learner = build_learner(net, cfg.method, loss_fn=self.loss_fn, generator=generator,
+            # cast: without a learner, net is a MultiTaskNetwork (build_learner takes its backbone and heads)
+            learner = build_learner(cast(MultiTaskNetwork, net), cfg.method, loss_fn=self.loss_fn, generator=generator,
                                     aux_labels=aux_labels, meta=cfg.meta)
         self.device = resolve_device(cfg.device)
         self.net, self.learner = net.to(self.device), learner.to(self.device)
@@ -137,7 +144,8 @@ class Trainer:
         self.log = RunLog(self.out_dir, cfg.progress, self.is_main, cfg.tensorboard)
         if distributed.world_size() > 1:  # the same start on every process, whatever the seeds
             distributed.broadcast_([t.data for t in self.learner.state_dict().values()])
-        optims = make_optimisers(cfg, learner.network_parameters(), self.generator, len(train_set) // cfg.batch_size)
+        steps_per_epoch = len(cast(Sized, train_set)) // cfg.batch_size  # cast: a map-style data set has a length
+        optims = make_optimisers(cfg, learner.network_parameters(), self.generator, steps_per_epoch)
         self.optimizer, self.scheduler, self.gen_optimizer, self.gen_scheduler = (
             optims.optimizer, optims.scheduler, optims.gen_optimizer, optims.gen_scheduler)
         self.checks = FiniteChecks(lambda: (self.epoch + 1, self.step + 1))
@@ -166,10 +174,10 @@ class Trainer:
         rank, size = distributed.rank(), distributed.world_size()
         if not train:
             if size > 1:
-                dataset = Subset(dataset, range(rank, len(dataset), size))
+                dataset = Subset(dataset, range(rank, len(cast(Sized, dataset)), size))  # cast: as above
             return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False, num_workers=0)
-        sampler = DistributedSampler(dataset, num_replicas=size, rank=rank, shuffle=True, seed=self.config.seed,
-                                     drop_last=True)
+        sampler: DistributedSampler = DistributedSampler(dataset, num_replicas=size, rank=rank, shuffle=True,
+                                                         seed=self.config.seed, drop_last=True)
         sampler.set_epoch(pass_index)
         local_batch = self.config.batch_size // size
         return DataLoader(dataset, batch_size=local_batch, sampler=_After(sampler, skip * local_batch),
@@ -195,8 +203,10 @@ class Trainer:
         checkpoint; returns its record (losses, accuracy, label usage)."""
         self.learner.train()
         if self.gumbel_start:  # this epoch's temperature, from the epoch alone (the same after a resume)
-            self.generator.gumbel_tau = gumbel_temperature(self.gumbel_start, self.config.gumbel_tau_end, self.epoch,
-                                                           self.config.epochs)
+            assert self.generator is not None  # gumbel_start is its τ0
+            # ignore: torch's stubs type nn.Module.__setattr__'s value as Tensor | Module, yet any attribute is allowed
+            self.generator.gumbel_tau = gumbel_temperature(  # type: ignore[assignment]
+                self.gumbel_start, self.config.gumbel_tau_end, self.epoch, self.config.epochs)
         hierarchy = getattr(self.generator, "hierarchy", None)
         sums = EpochSums(self.steps.task_keys, LabelUsage(hierarchy) if hierarchy is not None else None,
                          self.human_labels)
@@ -213,7 +223,9 @@ class Trainer:
         if sums.usage is not None:  # label usage of this process's share (rank 0's is the one logged)
             record.update(sums.usage.summary())
         if self.gumbel_start:
-            record["gumbel_tau"] = self.generator.gumbel_tau
+            assert self.generator is not None  # gumbel_start is its τ0
+            # cast: a float attribute, which nn.Module's __getattr__ types as Tensor | Module
+            record["gumbel_tau"] = cast(float, self.generator.gumbel_tau)
         return record
 
     @torch.no_grad()
@@ -253,6 +265,7 @@ class Trainer:
         every = self.config.checkpoint_every
         done = position.pass_ * len(_TrainBatches(self)) + position.batch  # steps of this epoch, both passes
         if self.out_dir is not None and (signal_name or (every and done % every == 0)):
+            assert self._epoch is not None  # after_step runs inside train_epoch, which sets it
             self.save_checkpoint(self.out_dir / "checkpoint.pt", {**self._epoch, "position": position})
         if signal_name:
             raise self._preempted(signal_name)
@@ -283,6 +296,7 @@ class Trainer:
             t0 = time.time()
             resumed, self._resumed = self._resumed, None
             trained = self.train_epoch(resumed)
+            assert self._epoch is not None  # train_epoch set it
             record = {"epoch": self.epoch + 1, **self._epoch["lrs"], **trained}  # the lrs of the epoch's start
             if self.val_set is not None:
                 record.update({k.replace("test_", "val_"): v for k, v in self.evaluate(self.val_set).items()})
@@ -405,7 +419,7 @@ class _After(Sampler):
         return itertools.islice(iter(self.sampler), self.skip, None)
 
     def __len__(self) -> int:
-        return max(0, len(self.sampler) - self.skip)
+        return max(0, len(cast(Sized, self.sampler)) - self.skip)  # cast: the samplers here have a length
 
 
 class _TrainBatches:
@@ -424,4 +438,4 @@ class _TrainBatches:
         return self.trainer._batches(self.trainer.train_set, True, self._order(k), skip)
 
     def __len__(self) -> int:
-        return len(self.trainer.train_set) // self.trainer.config.batch_size
+        return len(cast(Sized, self.trainer.train_set)) // self.trainer.config.batch_size  # cast: as in Trainer

@@ -71,7 +71,7 @@ class DetachedLookaheadEngine(MetaEngine):
         raise NotImplementedError
 
     def direction(self, call: Forward, call_outer: Forward, names: list[str], theta: list[Tensor],
-                  inner_grads: Sequence[Tensor], y: Tensor, y_o: Tensor, target: Tensor, loss_fn: LossFn,
+                  inner_grads: Sequence[Tensor] | None, y: Tensor, y_o: Tensor, target: Tensor, loss_fn: LossFn,
                   extra: ExtraInnerLoss | None, config) -> tuple[Tensor, list[Tensor]]:
         """The outer loss and the direction v along which the surrogate differentiates the inner
         gradient: here L_pri(θ1⁺) and v = ∇θ1⁺ L_pri(θ1⁺) at the look-ahead point
@@ -92,6 +92,7 @@ class DetachedLookaheadEngine(MetaEngine):
         Returns:
             ``(outer loss, detached scalar; v, one detached tensor per parameter)``.
         """
+        assert inner_grads is not None  # this v reads g: uses_inner_gradient is True
         return lookahead_direction(call_outer, theta, inner_grads, y_o, loss_fn, config)
 
     def gradient(self, net, generator, x, y, loss_fn, config, extra_inner_loss=None, outer_batch=None) -> Lookahead:

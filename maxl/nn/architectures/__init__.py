@@ -21,7 +21,7 @@ Each builds a :class:`maxl.nn.MultiTaskNetwork` (``forward``: images ``[B, C, H,
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from maxl.nn.architectures.base import BackboneFactory, TaskSlice, TaskTrunk, TaskView, branched_network
 from maxl.nn.architectures.cross_stitch import CrossStitch, cross_stitch
@@ -29,6 +29,9 @@ from maxl.nn.architectures.hard import hard_sharing
 from maxl.nn.architectures.mtan import MTAN, mtan
 from maxl.nn.architectures.nddr import NDDR, nddr
 from maxl.nn.architectures.soft import PENALTIES, SoftSharing, l2_tie, soft_sharing, tensor_trace_norm
+
+if TYPE_CHECKING:  # for the annotations only
+    from maxl.nn.networks import MultiTaskNetwork
 
 __all__ = ["ARCHITECTURES", "PENALTIES", "build_network", "TaskTrunk", "TaskSlice", "TaskView", "branched_network",
            "SoftSharing", "CrossStitch", "NDDR", "MTAN", "hard_sharing", "soft_sharing", "cross_stitch", "nddr",
@@ -39,7 +42,7 @@ ARCHITECTURES = ("hard", "soft", "cross-stitch", "nddr", "mtan")
 
 def build_network(arch: str, make_backbone: BackboneFactory, num_primary: int, num_aux: int = 0,
                   hidden: int = 512, *, batchnorm: bool = True, soft_penalty: str = "l2",
-                  soft_weight: float = 0.01) -> nn.Module:
+                  soft_weight: float = 0.01) -> MultiTaskNetwork:
     """The multi-task network of architecture ``arch`` (a name of :data:`ARCHITECTURES`).
 
     Args:

@@ -17,11 +17,15 @@ is a function of the trunk's parameters by name, so that the look-ahead can eval
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from maxl.core.heads import mlp_head
+
+if TYPE_CHECKING:  # for the annotations only, as branched_network imports it when called
+    from maxl.nn.networks import MultiTaskNetwork
 
 __all__ = ["TaskTrunk", "TaskSlice", "TaskView", "BackboneFactory", "branched_network"]
 
@@ -104,7 +108,7 @@ class TaskView(nn.Module):
         return self.trunk(x)[:, self.task]
 
 
-def branched_network(trunk: TaskTrunk, num_primary: int, num_aux: int = 0, hidden: int = 512) -> nn.Module:
+def branched_network(trunk: TaskTrunk, num_primary: int, num_aux: int = 0, hidden: int = 512) -> MultiTaskNetwork:
     """A :class:`maxl.nn.MultiTaskNetwork` on a trunk: the primary head reads task 0's
     features, the auxiliary head (``num_aux > 0``) task 1's.
 

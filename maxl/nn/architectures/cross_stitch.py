@@ -15,10 +15,15 @@ References:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Protocol, cast
+
 import torch
 from torch import Tensor, nn
 
 from maxl.nn.architectures.base import BackboneFactory, TaskTrunk, branched_network
+
+if TYPE_CHECKING:  # for the annotations only
+    from maxl.nn.networks import MultiTaskNetwork
 
 __all__ = ["CrossStitch", "cross_stitch", "per_task_backbones", "mixing_init"]
 
@@ -34,6 +39,28 @@ def per_task_backbones(make_backbone: BackboneFactory, num_tasks: int, arch: str
         raise ValueError(f"architecture {arch!r} mixes the backbones block by block: it needs backbones with a "
                          f"blocks view (maxl.nn.ConvNet), got {type(backbones[0]).__name__}")
     return backbones
+
+
+class BlocksView(Protocol):
+    """What the block-mixing architectures use of a backbone: :class:`maxl.nn.ConvNet`'s blocks view."""
+
+    out_features: int
+    block_widths: tuple[int, ...]
+
+    @property
+    def num_blocks(self) -> int: ...
+
+    def block(self, i: int, h: Tensor) -> Tensor: ...
+
+    def pool(self, h: Tensor) -> Tensor: ...
+
+    def check_input(self, x: Tensor) -> None: ...
+
+
+def blocks_view(backbone: nn.Module) -> BlocksView:
+    """``backbone`` (one of :func:`per_task_backbones`) typed as its blocks view; the same object."""
+    # cast: per_task_backbones checked the attributes, which nn.Module's __getattr__ hides from the type checker
+    return cast(BlocksView, backbone)
 
 
 def mixing_init(num_tasks: int, self_weight: float) -> Tensor:
@@ -63,9 +90,10 @@ class CrossStitch(TaskTrunk):
 
     def __init__(self, make_backbone: BackboneFactory, num_tasks: int, self_weight: float = 0.9):
         backbones = per_task_backbones(make_backbone, num_tasks, "cross-stitch")
-        super().__init__(num_tasks, backbones[0].out_features)
+        first = blocks_view(backbones[0])
+        super().__init__(num_tasks, first.out_features)
         self.backbones = backbones
-        blocks = backbones[0].num_blocks
+        blocks = first.num_blocks
         self.alpha = nn.Parameter(mixing_init(num_tasks, self_weight).repeat(blocks, 1, 1))  # [n_blocks, T, T]
 
     def mix(self, block: int, hs: list[Tensor]) -> list[Tensor]:
@@ -75,15 +103,16 @@ class CrossStitch(TaskTrunk):
         return list(mixed.unbind(0))
 
     def task_features(self, x: Tensor) -> list[Tensor]:
-        self.backbones[0].check_input(x)
+        nets = [blocks_view(net) for net in self.backbones]
+        nets[0].check_input(x)
         hs = [x] * self.num_tasks
-        for b in range(self.backbones[0].num_blocks):
-            hs = self.mix(b, [net.block(b, h) for net, h in zip(self.backbones, hs)])
-        return [net.pool(h) for net, h in zip(self.backbones, hs)]  # T × [B, F]
+        for b in range(nets[0].num_blocks):
+            hs = self.mix(b, [net.block(b, h) for net, h in zip(nets, hs)])
+        return [net.pool(h) for net, h in zip(nets, hs)]  # T × [B, F]
 
 
 def cross_stitch(make_backbone: BackboneFactory, num_primary: int, num_aux: int = 0, hidden: int = 512,
-                 self_weight: float = 0.9) -> nn.Module:
+                 self_weight: float = 0.9) -> MultiTaskNetwork:
     """The multi-task network with cross-stitch units (:class:`CrossStitch` and two heads)."""
     return branched_network(CrossStitch(make_backbone, 2 if num_aux > 0 else 1, self_weight),
                             num_primary, num_aux, hidden)

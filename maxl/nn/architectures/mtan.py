@@ -17,12 +17,17 @@ References:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maxl.nn.architectures.base import BackboneFactory, TaskTrunk, branched_network
-from maxl.nn.architectures.cross_stitch import per_task_backbones
+from maxl.nn.architectures.cross_stitch import blocks_view, per_task_backbones
+
+if TYPE_CHECKING:  # for the annotations only
+    from maxl.nn.networks import MultiTaskNetwork
 
 __all__ = ["MTAN", "mtan", "attention_module"]
 
@@ -57,31 +62,36 @@ class MTAN(TaskTrunk):
 
     def __init__(self, make_backbone: BackboneFactory, num_tasks: int, batchnorm: bool = True):
         backbone = per_task_backbones(make_backbone, 1, "mtan")[0]
-        super().__init__(num_tasks, backbone.out_features)
+        view = blocks_view(backbone)
+        super().__init__(num_tasks, view.out_features)
         self.backbone = backbone
-        widths = backbone.block_widths
+        widths = view.block_widths
         self.attention = nn.ModuleList(
             nn.ModuleList(attention_module(w if b == 0 else w + widths[b - 1], w, batchnorm)
                           for b, w in enumerate(widths))
             for _ in range(num_tasks))  # [T][n_blocks]
 
     def task_features(self, x: Tensor) -> list[Tensor]:
-        self.backbone.check_input(x)
-        h, attended = x, [None] * self.num_tasks
-        for b in range(self.backbone.num_blocks):
-            h = self.backbone.block(b, h)  # s^b, shared: [B, C_b, H_b, W_b]
+        net = blocks_view(self.backbone)
+        net.check_input(x)
+        h = x
+        attended: list[Tensor | None] = [None] * self.num_tasks
+        for b in range(net.num_blocks):
+            h = net.block(b, h)  # s^b, shared: [B, C_b, H_b, W_b]
             for t in range(self.num_tasks):
                 u = h
-                if attended[t] is not None:
-                    prev = attended[t]
+                prev = attended[t]
+                if prev is not None:
                     if prev.shape[-1] != h.shape[-1]:  # the block pooled: pool a_t^{b−1} alike
                         prev = F.max_pool2d(prev, prev.shape[-1] // h.shape[-1])
                     u = torch.cat([h, prev], dim=1)  # [B, C_b + C_{b−1}, H_b, W_b]
-                attended[t] = self.attention[t][b](u) * h  # a_t^b = m_t^b ⊙ s^b
-        return [self.backbone.pool(a) for a in attended]  # T × [B, F]
+                per_block = cast(nn.ModuleList, self.attention[t])  # cast: one ModuleList per task
+                attended[t] = per_block[b](u) * h  # a_t^b = m_t^b ⊙ s^b
+        # cast: every a_t is set at block 0 (a backbone has at least one block)
+        return [net.pool(a) for a in cast("list[Tensor]", attended)]  # T × [B, F]
 
 
 def mtan(make_backbone: BackboneFactory, num_primary: int, num_aux: int = 0, hidden: int = 512,
-         batchnorm: bool = True) -> nn.Module:
+         batchnorm: bool = True) -> MultiTaskNetwork:
     """The multi-task network with task attention (:class:`MTAN` and two heads)."""
     return branched_network(MTAN(make_backbone, 2 if num_aux > 0 else 1, batchnorm), num_primary, num_aux, hidden)

@@ -17,11 +17,16 @@ References:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import torch
 from torch import Tensor, nn
 
 from maxl.nn.architectures.base import BackboneFactory, TaskTrunk, branched_network
-from maxl.nn.architectures.cross_stitch import mixing_init, per_task_backbones
+from maxl.nn.architectures.cross_stitch import blocks_view, mixing_init, per_task_backbones
+
+if TYPE_CHECKING:  # for the annotations only
+    from maxl.nn.networks import MultiTaskNetwork
 
 __all__ = ["NDDR", "nddr"]
 
@@ -48,11 +53,12 @@ class NDDR(TaskTrunk):
     def __init__(self, make_backbone: BackboneFactory, num_tasks: int, self_weight: float = 0.9,
                  batchnorm: bool = True):
         backbones = per_task_backbones(make_backbone, num_tasks, "nddr")
-        super().__init__(num_tasks, backbones[0].out_features)
+        first = blocks_view(backbones[0])
+        super().__init__(num_tasks, first.out_features)
         self.backbones = backbones
         alpha = mixing_init(num_tasks, self_weight)  # [T, T]
         self.reduce = nn.ModuleList()  # [n_blocks][T]
-        for width in backbones[0].block_widths:
+        for width in first.block_widths:
             per_task = nn.ModuleList()
             for t in range(num_tasks):
                 conv = nn.Conv2d(num_tasks * width, width, 1, bias=False)
@@ -63,17 +69,19 @@ class NDDR(TaskTrunk):
             self.reduce.append(per_task)
 
     def task_features(self, x: Tensor) -> list[Tensor]:
-        self.backbones[0].check_input(x)
+        nets = [blocks_view(net) for net in self.backbones]
+        nets[0].check_input(x)
         hs = [x] * self.num_tasks
-        for b in range(self.backbones[0].num_blocks):
-            hs = [net.block(b, h) for net, h in zip(self.backbones, hs)]
+        for b in range(nets[0].num_blocks):
+            hs = [net.block(b, h) for net, h in zip(nets, hs)]
             joint = torch.cat(hs, dim=1)  # [B, T·C_b, H, W]
-            hs = [layer(joint) for layer in self.reduce[b]]  # T × [B, C_b, H, W]
-        return [net.pool(h) for net, h in zip(self.backbones, hs)]  # T × [B, F]
+            per_task = cast(nn.ModuleList, self.reduce[b])  # cast: self.reduce holds one ModuleList per block
+            hs = [layer(joint) for layer in per_task]  # T × [B, C_b, H, W]
+        return [net.pool(h) for net, h in zip(nets, hs)]  # T × [B, F]
 
 
 def nddr(make_backbone: BackboneFactory, num_primary: int, num_aux: int = 0, hidden: int = 512,
-         self_weight: float = 0.9, batchnorm: bool = True) -> nn.Module:
+         self_weight: float = 0.9, batchnorm: bool = True) -> MultiTaskNetwork:
     """The multi-task network with NDDR layers (:class:`NDDR` and two heads)."""
     trunk = NDDR(make_backbone, 2 if num_aux > 0 else 1, self_weight, batchnorm)
     return branched_network(trunk, num_primary, num_aux, hidden)

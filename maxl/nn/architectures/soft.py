@@ -28,11 +28,15 @@ References:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
 
 from maxl.nn.architectures.base import BackboneFactory, TaskTrunk, branched_network
+
+if TYPE_CHECKING:  # for the annotations only
+    from maxl.nn.networks import MultiTaskNetwork
 
 __all__ = ["SoftSharing", "soft_sharing", "PENALTIES", "l2_tie", "tensor_trace_norm"]
 
@@ -100,14 +104,14 @@ class SoftSharing(TaskTrunk):
             return None
         tie = l2_tie if self.penalty_kind == "l2" else tensor_trace_norm
         total = sum(tie([params[f"backbones.{t}.{name}"] for t in range(self.num_tasks)]) for name in self.tied)
-        return self.weight * total
+        return self.weight * cast(Tensor, total)  # cast: a backbone has kernels, so the sum is a Tensor
 
     def extra_repr(self) -> str:
         return f"penalty={self.penalty_kind!r}, weight={self.weight}"
 
 
 def soft_sharing(make_backbone: BackboneFactory, num_primary: int, num_aux: int = 0, hidden: int = 512,
-                 penalty: str = "l2", weight: float = 0.01) -> nn.Module:
+                 penalty: str = "l2", weight: float = 0.01) -> MultiTaskNetwork:
     """The multi-task network with soft sharing (:class:`SoftSharing` and two heads)."""
     trunk = SoftSharing(make_backbone, 2 if num_aux > 0 else 1, penalty, weight)
     return branched_network(trunk, num_primary, num_aux, hidden)
