@@ -142,6 +142,12 @@ class Colourisation(AuxiliaryTask):
     """
 
     name = "colourisation"
+    # buffers, made in __init__ (bins, bin_weights and prior_estimated in classification mode only)
+    mean: Tensor
+    std: Tensor
+    bins: Tensor
+    bin_weights: Tensor
+    prior_estimated: Tensor
 
     def __init__(self, mode: str = "regression", target_size: int = 8, mean: float | Sequence[float] = 0.0,
                  std: float | Sequence[float] = 1.0, *, width: int = 64, bin_size: float = 10.0,

@@ -201,8 +201,10 @@ class GeneratedLabels(AuxiliaryTask):
         meta = self.meta
         views = random_flip_shift(images, flip=meta.consistency_flip) if images.shape[-1] >= 8 else images.flip(3)
         if meta.consistency_rotation:
+            assert self.normalisation is not None  # __init__ requires it with a rotation view
             views = random_rotation(views, meta.consistency_rotation, *self.normalisation)
         if meta.consistency_colour:
+            assert self.normalisation is not None  # __init__ requires it with a colour view
             views = random_colour(views, meta.consistency_colour, *self.normalisation)
 
         def loss(soft: Tensor) -> Tensor:

@@ -24,6 +24,7 @@ import numbers
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +57,7 @@ def feature_size_of(backbone: nn.Module) -> int | None:
     first that is a positive int), or None."""
     for name in FEATURE_SIZE_ATTRIBUTES:
         value = getattr(backbone, name, None)
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0:
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) > 0:
             return int(value)
     return None
 
@@ -102,7 +103,7 @@ def frozen_running_stats(module: nn.Module) -> Iterator[None]:
     finally:
         for m, (momentum, count) in zip(norms, saved):
             m.momentum = momentum
-            if count is not None:
+            if count is not None and m.num_batches_tracked is not None:  # count: saved where there is one
                 m.num_batches_tracked.copy_(count)
 
 
@@ -176,7 +177,7 @@ class AuxiliaryLearner(nn.Module):
         self.aux_batchnorm_stats = aux_batchnorm_stats
 
     @classmethod
-    def from_multitask_network(cls, net: nn.Module, tasks: Sequence[AuxiliaryTask] = (),
+    def from_multitask_network(cls, net: MultiTaskNetwork, tasks: Sequence[AuxiliaryTask] = (),
                                weighting: Weighting | None = None, **kwargs) -> AuxiliaryLearner:
         """A learner on a :class:`maxl.MultiTaskNetwork`'s backbone and primary head (shared,
         not copied), so that ``net`` still evaluates the primary task. ``kwargs`` go to the
@@ -185,19 +186,25 @@ class AuxiliaryLearner(nn.Module):
 
     # ------------------------------------------------------------------ parameters
     @property
+    def _task_list(self) -> Sequence[AuxiliaryTask]:
+        """:attr:`tasks` as what it holds."""
+        # cast: __init__ checks that every task is an AuxiliaryTask; nn.ModuleList's items are typed nn.Module
+        return cast("Sequence[AuxiliaryTask]", self.tasks)
+
+    @property
     def task_names(self) -> tuple[str, ...]:
         """``("primary", aux task names...)``, the keys of :attr:`AuxOutput.losses`."""
-        return (PRIMARY, *(t.name for t in self.tasks))
+        return (PRIMARY, *(t.name for t in self._task_list))
 
     @property
     def generated(self) -> GeneratedLabels | None:
         """The :class:`GeneratedLabels` task, if the learner has one."""
-        return next((t for t in self.tasks if isinstance(t, GeneratedLabels)), None)
+        return next((t for t in self._task_list if isinstance(t, GeneratedLabels)), None)
 
     @property
     def pending_tasks(self) -> tuple[str, ...]:
         """Names of the tasks whose heads wait for the feature size (see :meth:`materialize`)."""
-        return tuple(t.name for t in self.tasks if t.head is None)
+        return tuple(t.name for t in self._task_list if t.head is None)
 
     def _size_error(self, reason: str) -> str:
         return (f"cannot tell the feature size of backbone {type(self.backbone).__name__}: {reason}. Give it a "
@@ -267,10 +274,11 @@ class AuxiliaryLearner(nn.Module):
                              f"were built for {self.feature_dim} (feature_dim= or the backbone's attribute)")
         floating = [p.dtype for p in self.backbone.parameters() if p.is_floating_point()]
         dtype = floating[0] if floating else features.dtype
-        for task in self.tasks:
+        for task in self._task_list:
             if task.head is None:
                 task.attach(dim)
-                task.head.to(device=features.device, dtype=dtype)
+                # cast: attach() built the head (the type checker still holds it to the None tested above)
+                cast(nn.Module, task.head).to(device=features.device, dtype=dtype)
         self.feature_dim = dim
         return dim
 
@@ -293,7 +301,8 @@ class AuxiliaryLearner(nn.Module):
             ValueError: heads not built yet (see :meth:`materialize`).
         """
         self._require_heads("task_parameters()")
-        heads = [self.primary_head, *(t.head for t in self.tasks)]
+        # _require_heads: no head is None
+        heads = [self.primary_head, *(t.head for t in self._task_list if t.head is not None)]
         seen, out = set(), []
         for head in heads:
             for p in head.parameters():
@@ -350,7 +359,7 @@ class AuxiliaryLearner(nn.Module):
         primary_logits = self.primary_head(features)  # [B, P]
         losses = {PRIMARY: self.primary_loss(primary_logits, labels)}
         made, performance = {}, {PRIMARY: _accuracy(primary_logits, labels)}
-        for task in self.tasks:
+        for task in self._task_list:
             inputs, targets = task.make_inputs_and_targets(images, labels, index=index,
                                                            target=aux_targets.get(task.name))
             task_features = features if inputs is images else self._task_features(inputs)
@@ -392,7 +401,7 @@ class AuxiliaryLearner(nn.Module):
     def _other_tasks_loss(self, images, labels, index, exclude: AuxiliaryTask):
         """L_x(params): the other tasks' losses as a function of the look-ahead's parameters."""
         prepared = []
-        for task in self.tasks:
+        for task in self._task_list:
             if task is not exclude:
                 prepared.append((task, *task.make_inputs_and_targets(images, labels, index=index)))
         if not prepared:
@@ -401,11 +410,11 @@ class AuxiliaryLearner(nn.Module):
 
         def other_tasks_loss(params: dict[str, Tensor]) -> Tensor:
             backbone_params = {n.removeprefix("backbone."): p for n, p in params.items() if n.startswith("backbone.")}
-            total = 0.0
+            total: Tensor | float = 0.0
             for task, inputs, targets in prepared:
                 features = functional_call(self.backbone, {**backbone_params, **buffers}, (inputs,))
                 total = total + task.loss(task(features), targets)
-            return total
+            return cast(Tensor, total)  # cast: prepared is not empty, so a task's loss was added
 
         return other_tasks_loss
 
@@ -498,7 +507,9 @@ class AuxiliaryLearner(nn.Module):
     def apply_meta_gradient(self, result: MetaResult, optimizer: torch.optim.Optimizer) -> None:
         """Write ``result.grads`` into the label-generation network's ``.grad``, take one step of
         ``optimizer``, and clear the ``.grad`` again, so that the main optimiser never sees it."""
-        params = [p for p in self.generated.generator.parameters() if p.requires_grad]
+        task = self.generated
+        assert task is not None, "apply_meta_gradient needs a GeneratedLabels task"
+        params = [p for p in task.generator.parameters() if p.requires_grad]
         step_with(params, result.grads, optimizer)
         for p in params:
             p.grad = None

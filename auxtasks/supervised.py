@@ -38,6 +38,7 @@ class SupervisedLabels(AuxiliaryTask):
     """
 
     name = "supervised"
+    labels: Tensor | None  # a buffer, made in __init__
 
     def __init__(self, num_classes: int, labels: Tensor | None = None, *,
                  loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, hidden: int = 512,

@@ -19,6 +19,7 @@ the optimiser.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -93,7 +94,8 @@ class Weighting(nn.Module):
         """The scalar to minimise, ``Σ_i w_i L_i`` (plus any term the weighting learns from)."""
         self._check(losses)
         weights = self.loss_weights()
-        return sum(weights[n] * losses[n] for n in self.task_names)
+        # cast: _check() refuses an unbound weighting, so there is at least one task and the sum is a Tensor
+        return cast(Tensor, sum(weights[n] * losses[n] for n in self.task_names))
 
     def is_unit_sum(self) -> bool:
         """Whether the update is the plain gradient of ``Σ_i L_i`` (every weight 1, no learnt

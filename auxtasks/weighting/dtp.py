@@ -53,6 +53,9 @@ class DynamicTaskPrioritization(Weighting):
     """
 
     uses_performance = True
+    # buffers, made by bind()
+    kappa: torch.Tensor
+    lambdas: torch.Tensor
 
     def __init__(self, gamma: float = 1.0, momentum: float = 0.9, measure: str = "accuracy"):
         super().__init__()

@@ -34,6 +34,13 @@ class DynamicWeightAverage(Weighting):
         ValueError: T <= 0.
     """
 
+    # buffers, made by bind()
+    epoch_sum: torch.Tensor
+    epoch_steps: torch.Tensor
+    history: torch.Tensor
+    epochs_seen: torch.Tensor
+    lambdas: torch.Tensor
+
     def __init__(self, temperature: float = 2.0):
         super().__init__()
         if temperature <= 0:

@@ -53,6 +53,8 @@ class GradNorm(GradientWeighting):
         self.alpha = float(alpha)
         self.task_weights: nn.Parameter | None = None
 
+    initial_losses: torch.Tensor  # a buffer, made by bind()
+
     def _build(self) -> None:
         t = len(self.task_names)
         self.task_weights = nn.Parameter(torch.ones(t))
@@ -61,9 +63,11 @@ class GradNorm(GradientWeighting):
     @torch.no_grad()
     def _renormalise(self) -> None:
         w = self.task_weights
+        assert w is not None, "bind() first"
         w.mul_(len(self.task_names) / w.sum())  # Σ w_i = T
 
     def loss_weights(self):
+        assert self.task_weights is not None, "bind() first"
         return {n: w for n, w in zip(self.task_names, self.task_weights.detach().clone())}
 
     def combine(self, losses):
@@ -72,6 +76,7 @@ class GradNorm(GradientWeighting):
 
     def combine_gradients(self, grads, losses):
         names = self.task_names
+        assert self.task_weights is not None, "bind() first"
         w = self.task_weights.detach()
         current = torch.stack([losses[n].detach() for n in names]).to(w)  # L_i(t)
         if torch.isnan(self.initial_losses).any():

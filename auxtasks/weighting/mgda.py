@@ -74,6 +74,7 @@ def min_norm_weights(gram: Tensor, max_iter: int = 1000, tol: float = 1e-10) -> 
             value = alpha @ m @ alpha
             if best is None or value < best[0]:
                 best = (value, alpha)
+    assert best is not None  # t >= 2: the loops ran
     alpha = best[1]
     for _ in range(max_iter):
         target = int(torch.argmin(m @ alpha))  # t̂: the vertex with the steepest descent
@@ -105,6 +106,7 @@ class MGDA(GradientWeighting):
 
     #: solve on the gradients of the shared representation (MGDA-UB) instead of the parameters
     upper_bound: bool = False
+    alpha: Tensor  # a buffer, made by bind()
 
     def __init__(self, normalise: str = "none", max_iter: int = 1000, tol: float = 1e-10):
         super().__init__()

@@ -47,11 +47,13 @@ class Uncertainty(Weighting):
         return 0.5 if self.likelihoods[name] == "gaussian" else 1.0
 
     def loss_weights(self):
+        assert self.log_variance is not None, "bind() first"
         return {n: self._scale(n) * torch.exp(-s) for n, s in zip(self.task_names, self.log_variance)}
 
     def combine(self, losses):
         self._check(losses)
         weights = self.loss_weights()
+        assert self.log_variance is not None  # loss_weights() checked it
         return sum(weights[n] * losses[n] + 0.5 * s for n, s in zip(self.task_names, self.log_variance))
 
     def extra_repr(self) -> str:
