@@ -3,9 +3,10 @@
 
 This module only parses argv into :class:`maxl.train.build.RunConfig` objects and calls
 :func:`maxl.train.build.build`. Every ``maxl train`` flag sets one setting of the run
-configuration (:data:`OPTIONS`, generated from the settings dataclasses by :mod:`maxl.cli.schema`); settings not given come from ``--config FILE`` (TOML, or a
-run's ``config.json``), from the run being resumed (``--resume``), from the data set's preset
-(``--preset``, :mod:`maxl.train.presets`), or from the defaults.
+configuration (:data:`OPTIONS`, generated from the settings dataclasses by :mod:`maxl.cli.schema`);
+settings not given come from ``--config FILE`` (TOML, or a run's ``config.json``), from the run
+being resumed (``--resume``), from the data set's preset (``--preset``, :mod:`maxl.train.presets`),
+or from the defaults.
 Under ``torchrun --nproc_per_node N -m maxl train ...`` the processes join one process group
 (:mod:`maxl.train.distributed`) and only rank 0 prints and writes the run folder.
 
@@ -25,17 +26,18 @@ from pathlib import Path
 
 from maxl.analysis.run import TornLineWarning
 from maxl.cli.analysis import ANALYSIS_COMMANDS, add_analysis_commands
-from maxl.cli.grid import GRID_COMMANDS, add_grid_command
 from maxl.cli.demo import finish_demo
+from maxl.cli.grid import GRID_COMMANDS, add_grid_command
 from maxl.cli.schema import add_options, option_table
+from maxl.core import toml
 from maxl.data.readers import WriteError
 from maxl.meta import DoubleBackwardError
 from maxl.train import distributed
 from maxl.train.build import RunConfig, build, parse_psi
-from maxl.train.diagnostics import GeneratorLabelWarning
 from maxl.train.config import RESUMABLE_CHANGES
-from maxl.train.preemption import EXIT_PREEMPTED, Preempted
+from maxl.train.diagnostics import GeneratorLabelWarning
 from maxl.train.overlays import merge_overlays, nested, preset_overlay
+from maxl.train.preemption import EXIT_PREEMPTED, Preempted
 
 __all__ = ["main", "build_parser", "run_configs", "run_training", "parse_psi", "parse_aux_weights", "OPTIONS",
            "DEMO_ARGS"]
@@ -111,9 +113,11 @@ def _set(tree: dict, path: str, value) -> None:
 
 
 def _get(tree: dict, path: str):
+    """The value at the dotted ``path`` of nested tables, or None where a table lacks it."""
+    value: object = tree
     for key in path.split("."):
-        tree = tree.get(key) if isinstance(tree, dict) else None
-    return tree
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def read_config_file(path: str | os.PathLike) -> dict:
@@ -136,11 +140,7 @@ def read_config_file(path: str | os.PathLike) -> dict:
         if path.suffix == ".json":
             table = json.loads(text)
         else:
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib
-            table = tomllib.loads(text)
+            table = toml.loads(text)
     except ValueError as err:
         raise ValueError(f"--config {path}: cannot parse it ({err})") from None
     if not isinstance(table, dict):
@@ -174,7 +174,8 @@ def run_configs(args: argparse.Namespace) -> tuple[list[RunConfig], bool]:
                                     "end of its first epoch); start it again without --resume")
         stored = RunConfig.from_dict(read_config_file(run_dir / "config.json")).to_dict()
         if "train.method" in given:
-            given["train.method"] = given["train.method"][0] if len(given["train.method"]) == 1 else given["train.method"]
+            methods = given["train.method"]
+            given["train.method"] = methods[0] if len(methods) == 1 else methods
         conflicts = [f"{OPTION_OF[k]} (run: {_get(stored, k)}, command line: {v})" for k, v in sorted(given.items())
                      if k not in RESUMABLE_CHANGES and v != _get(stored, k)]
         if "out" in given and Path(given["out"]).resolve() != run_dir.resolve():

@@ -20,6 +20,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from maxl.core import toml
 from maxl.train.config import METHODS
 from maxl.train.overlays import dotted, nested, read_toml
 
@@ -58,11 +59,7 @@ def parse_set(item: str) -> dict:
     if not sep or not key.strip():
         raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
     try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    try:
-        value = tomllib.loads(f"v = {text}")["v"]
+        value = toml.loads(f"v = {text}")["v"]
     except ValueError:
         value = text
     return nested({key.strip(): value})

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,8 @@ from typing import TypeGuard
 import torch
 import torchvision
 from torch import Tensor
+
+from maxl.core import toml
 
 __all__ = ["Groups", "HIERARCHY_SUFFIXES", "is_hierarchy_file", "read_hierarchy_file", "parent_of_classes",
            "check_primary_images", "is_two_level", "TwoLevelImageFolder"]
@@ -88,11 +89,7 @@ def read_hierarchy_file(path: str | os.PathLike) -> Groups:
         if path.suffix.lower() == ".json":
             table = json.loads(text, object_pairs_hook=_no_repeated_keys)
         else:
-            if sys.version_info >= (3, 11):
-                import tomllib
-            else:  # Python 3.10
-                import tomli as tomllib
-            table = tomllib.loads(text)
+            table = toml.loads(text)
     except ValueError as err:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
         raise ValueError(f"hierarchy file {path}: cannot parse it ({err})") from None
     example = 'e.g. {"animal": ["cat", "dog"], "vehicle": ["car", "ship"]}'

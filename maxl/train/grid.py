@@ -118,7 +118,7 @@ class Grid:
         if variant not in self.variants:
             raise ValueError(f"grid {self.name!r} has no variant {variant!r}; it has {sorted(self.variants) or 'none'}")
         method = dotted(self.variants[variant]).get("train.method")
-        return [method] if method is not None else list(self.methods)
+        return [str(method)] if method is not None else list(self.methods)
 
     def overlays(self, method: str, seed: int, variant: str | None = None, *more: dict) -> list[dict]:
         """The overlays of one run, in merge order: the base, the variant, ``more``, then the

@@ -31,6 +31,8 @@ import copy
 import os
 from pathlib import Path
 
+from maxl.core import toml
+
 __all__ = ["merge_overlays", "nested", "dotted", "read_toml", "preset_overlay", "resolve"]
 
 
@@ -93,11 +95,7 @@ def read_toml(path: str | os.PathLike, what: str = "") -> dict:
     except UnicodeDecodeError as err:
         raise ValueError(f"{label}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})") from None
     try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    try:
-        return tomllib.loads(text)
+        return toml.loads(text)
     except ValueError as err:
         raise ValueError(f"{label}: cannot parse it ({err})") from None
 
