@@ -89,8 +89,11 @@ class _ColourDecoder(nn.Module):
         side, channels = self.start, width
         while side < size:
             out = max(channels // 2, 16)
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels, out, 3, padding=1),
-                       nn.ReLU(inplace=True)]
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(channels, out, 3, padding=1),
+                nn.ReLU(inplace=True),
+            ]
             side, channels = side * 2, out
         layers.append(nn.Conv2d(channels, out_channels, 1))
         self.up = nn.Sequential(*layers)
@@ -149,10 +152,21 @@ class Colourisation(AuxiliaryTask):
     bin_weights: Tensor
     prior_estimated: Tensor
 
-    def __init__(self, mode: str = "regression", target_size: int = 8, mean: float | Sequence[float] = 0.0,
-                 std: float | Sequence[float] = 1.0, *, width: int = 64, bin_size: float = 10.0,
-                 rebalance: float | None = 0.5, sigma: float = 5.0, neighbours: int = 5, name: str | None = None,
-                 head: nn.Module | None = None):
+    def __init__(
+        self,
+        mode: str = "regression",
+        target_size: int = 8,
+        mean: float | Sequence[float] = 0.0,
+        std: float | Sequence[float] = 1.0,
+        *,
+        width: int = 64,
+        bin_size: float = 10.0,
+        rebalance: float | None = 0.5,
+        sigma: float = 5.0,
+        neighbours: int = 5,
+        name: str | None = None,
+        head: nn.Module | None = None,
+    ):
         super().__init__(name, head)
         if mode not in COLOURISATION_MODES:
             raise ValueError(f"unknown colourisation mode {mode!r}; expected one of {COLOURISATION_MODES}")

@@ -50,12 +50,13 @@ def random_flip_shift(images: Tensor, shift: int = 4, flip: bool = True) -> Tens
         views = torch.where(flipped[:, None, None, None], images.flip(3), images)
     padded = torch.nn.functional.pad(views, (shift,) * 4, mode="reflect")
     dx, dy = torch.randint(0, 2 * shift + 1, (2, b)).tolist()
-    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
 
 
 def _per_channel(images: Tensor, mean, std) -> tuple[Tensor, Tensor]:
     """The normalisation's ``mean`` and ``std`` (sequences of C or 1 floats) as ``[1, C, 1, 1]``
     tensors of ``images``' dtype and device: pixels = images · std + mean."""
+
     def shaped(values):
         return torch.as_tensor(values, dtype=images.dtype, device=images.device).reshape(1, -1, 1, 1)
 
@@ -133,8 +134,9 @@ def random_rotation(images: Tensor, degrees: float, mean, std) -> Tensor:
         return images
     mean, std = _per_channel(images, mean, std)
     angles = (degrees * (2 * torch.rand(len(images), dtype=torch.float64) - 1)).tolist()
-    rotated = torch.stack([rotate(pixels, angle, InterpolationMode.BILINEAR)
-                           for pixels, angle in zip(images * std + mean, angles)])
+    rotated = torch.stack(
+        [rotate(pixels, angle, InterpolationMode.BILINEAR) for pixels, angle in zip(images * std + mean, angles)]
+    )
     return (rotated - mean) / std
 
 
@@ -172,10 +174,18 @@ class GeneratedLabels(AuxiliaryTask):
 
     name = "generated"
 
-    def __init__(self, generator: nn.Module, *, meta: MetaConfig | None = None,
-                 loss_fn: Callable[[Tensor, Tensor], Tensor] = focal_loss, lookahead_other_tasks: bool = True,
-                 hidden: int = 512, name: str | None = None, head: nn.Module | None = None,
-                 normalisation: tuple | None = None):
+    def __init__(
+        self,
+        generator: nn.Module,
+        *,
+        meta: MetaConfig | None = None,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] = focal_loss,
+        lookahead_other_tasks: bool = True,
+        hidden: int = 512,
+        name: str | None = None,
+        head: nn.Module | None = None,
+        normalisation: tuple | None = None,
+    ):
         super().__init__(name, head)
         if not isinstance(generator, nn.Module):
             raise ValueError(f"generator must be an nn.Module (a maxl.LabelGenerator), got {type(generator).__name__}")
@@ -186,8 +196,10 @@ class GeneratedLabels(AuxiliaryTask):
         self.hidden = hidden
         self.graph_checked = False  # the double-backward graph walk runs on the first meta step only
         if (self.meta.consistency_colour or self.meta.consistency_rotation) and normalisation is None:
-            raise ValueError("meta.consistency_colour > 0 or meta.consistency_rotation > 0 needs the images' "
-                             "normalisation=(mean, std)")
+            raise ValueError(
+                "meta.consistency_colour > 0 or meta.consistency_rotation > 0 needs the images' "
+                "normalisation=(mean, std)"
+            )
         self.normalisation = normalisation
 
     def consistency_loss(self, images: Tensor, primary_labels: Tensor):
@@ -230,8 +242,10 @@ class GeneratedLabels(AuxiliaryTask):
                 classes is unknown: pass ``head=``).
         """
         if not isinstance(self.generator, LabelGenerator):
-            raise ValueError(f"cannot tell the number of generated classes of a {type(self.generator).__name__}: "
-                             "pass head= (a module producing sum(psi) logits)")
+            raise ValueError(
+                f"cannot tell the number of generated classes of a {type(self.generator).__name__}: "
+                "pass head= (a module producing sum(psi) logits)"
+            )
         return mlp_head(feature_dim, self.generator.hierarchy.num_aux, self.hidden)
 
     def loss(self, predictions: Tensor, targets: Tensor) -> Tensor:

@@ -38,8 +38,15 @@ from .generated import GeneratedLabels
 from .task import LIKELIHOODS, AuxiliaryTask
 from .weighting import PRIMARY, Equal, Weighting
 
-__all__ = ["AuxiliaryLearner", "AuxOutput", "frozen_running_stats", "step_with", "feature_size_of",
-           "FEATURE_SIZE_ATTRIBUTES", "LazyHeadsWarning"]
+__all__ = [
+    "AuxiliaryLearner",
+    "AuxOutput",
+    "frozen_running_stats",
+    "step_with",
+    "feature_size_of",
+    "FEATURE_SIZE_ATTRIBUTES",
+    "LazyHeadsWarning",
+]
 
 #: The attributes a backbone may tell its feature size F by, read in this order: timm's
 #: ``num_features`` (e.g. ``timm.create_model("resnet18", num_classes=0)``), then
@@ -141,9 +148,17 @@ class AuxiliaryLearner(nn.Module):
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
     """
 
-    def __init__(self, backbone: nn.Module, primary_head: nn.Module, tasks: Sequence[AuxiliaryTask] = (),
-                 weighting: Weighting | None = None, *, primary_loss=None, feature_dim: int | None = None,
-                 aux_batchnorm_stats: bool = False):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        primary_head: nn.Module,
+        tasks: Sequence[AuxiliaryTask] = (),
+        weighting: Weighting | None = None,
+        *,
+        primary_loss=None,
+        feature_dim: int | None = None,
+        aux_batchnorm_stats: bool = False,
+    ):
         super().__init__()
         tasks = list(tasks)
         for task in tasks:
@@ -151,17 +166,21 @@ class AuxiliaryLearner(nn.Module):
                 raise ValueError(f"tasks must be auxtasks.AuxiliaryTask objects, got {type(task).__name__}")
             if task.likelihood not in LIKELIHOODS:
                 raise ValueError(
-                    f"task {task.name!r} has likelihood {task.likelihood!r}; expected one of {LIKELIHOODS}")
+                    f"task {task.name!r} has likelihood {task.likelihood!r}; expected one of {LIKELIHOODS}"
+                )
         names = [t.name for t in tasks]
         if len(set(names)) != len(names) or PRIMARY in names:
-            raise ValueError(f"auxiliary task names must be distinct and not {PRIMARY!r}, got {names}; "
-                             "pass name= to tell two tasks of one kind apart")
+            raise ValueError(
+                f"auxiliary task names must be distinct and not {PRIMARY!r}, got {names}; "
+                "pass name= to tell two tasks of one kind apart"
+            )
         if weighting is not None and not isinstance(weighting, Weighting):
             raise ValueError(f"weighting must be an auxtasks.weighting.Weighting, got {type(weighting).__name__}")
         if sum(isinstance(t, GeneratedLabels) for t in tasks) > 1:
             raise ValueError("at most one GeneratedLabels task per learner (one label-generation network)")
-        if feature_dim is not None and (not isinstance(feature_dim, numbers.Integral)
-                                        or isinstance(feature_dim, bool) or feature_dim < 1):
+        if feature_dim is not None and (
+            not isinstance(feature_dim, numbers.Integral) or isinstance(feature_dim, bool) or feature_dim < 1
+        ):
             raise ValueError(f"feature_dim must be a positive int (the backbone's feature size), got {feature_dim!r}")
         dim = int(feature_dim) if feature_dim is not None else feature_size_of(backbone)
         self.backbone, self.primary_head = backbone, primary_head
@@ -177,8 +196,9 @@ class AuxiliaryLearner(nn.Module):
         self.aux_batchnorm_stats = aux_batchnorm_stats
 
     @classmethod
-    def from_multitask_network(cls, net: MultiTaskNetwork, tasks: Sequence[AuxiliaryTask] = (),
-                               weighting: Weighting | None = None, **kwargs) -> AuxiliaryLearner:
+    def from_multitask_network(
+        cls, net: MultiTaskNetwork, tasks: Sequence[AuxiliaryTask] = (), weighting: Weighting | None = None, **kwargs
+    ) -> AuxiliaryLearner:
         """A learner on a :class:`maxl.MultiTaskNetwork`'s backbone and primary head (shared,
         not copied), so that ``net`` still evaluates the primary task. ``kwargs`` go to the
         constructor."""
@@ -207,18 +227,22 @@ class AuxiliaryLearner(nn.Module):
         return tuple(t.name for t in self._task_list if t.head is None)
 
     def _size_error(self, reason: str) -> str:
-        return (f"cannot tell the feature size of backbone {type(self.backbone).__name__}: {reason}. Give it a "
-                f"{' / '.join(f'`{a}`' for a in FEATURE_SIZE_ATTRIBUTES)} attribute, pass feature_dim=, or call "
-                "learner.materialize(images) with a batch the backbone accepts")
+        return (
+            f"cannot tell the feature size of backbone {type(self.backbone).__name__}: {reason}. Give it a "
+            f"{' / '.join(f'`{a}`' for a in FEATURE_SIZE_ATTRIBUTES)} attribute, pass feature_dim=, or call "
+            "learner.materialize(images) with a batch the backbone accepts"
+        )
 
     def _require_heads(self, what: str) -> None:
         pending = self.pending_tasks
         if pending:
-            raise ValueError(f"{what} needs the heads of tasks {list(pending)}, which are not built yet: the feature "
-                             f"size of backbone {type(self.backbone).__name__} is unknown until a forward. Call "
-                             "learner.materialize(example_images) first (before making the optimiser), pass "
-                             f"feature_dim=, or give the backbone a "
-                             f"{' / '.join(f'`{a}`' for a in FEATURE_SIZE_ATTRIBUTES)} attribute")
+            raise ValueError(
+                f"{what} needs the heads of tasks {list(pending)}, which are not built yet: the feature "
+                f"size of backbone {type(self.backbone).__name__} is unknown until a forward. Call "
+                "learner.materialize(example_images) first (before making the optimiser), pass "
+                f"feature_dim=, or give the backbone a "
+                f"{' / '.join(f'`{a}`' for a in FEATURE_SIZE_ATTRIBUTES)} attribute"
+            )
 
     @torch.no_grad()
     def materialize(self, example) -> int:
@@ -246,8 +270,9 @@ class AuxiliaryLearner(nn.Module):
         """
         images = example[0] if isinstance(example, (tuple, list)) and example else example
         if not isinstance(images, Tensor):
-            raise ValueError(f"materialize needs a batch of images (a tensor [B, C, H, W]), got "
-                             f"{type(images).__name__}")
+            raise ValueError(
+                f"materialize needs a batch of images (a tensor [B, C, H, W]), got {type(images).__name__}"
+            )
         modes = [(m, m.training) for m in self.backbone.modules()]
         buffers = [(b, b.clone()) for b in self.backbone.buffers()]
         try:
@@ -256,8 +281,11 @@ class AuxiliaryLearner(nn.Module):
         except torch.cuda.OutOfMemoryError:
             raise
         except Exception as err:  # the user's backbone: any error means the batch does not fit it
-            raise ValueError(self._size_error(f"its forward on a batch of shape {tuple(images.shape)} failed "
-                                              f"({type(err).__name__}: {err})")) from err
+            raise ValueError(
+                self._size_error(
+                    f"its forward on a batch of shape {tuple(images.shape)} failed ({type(err).__name__}: {err})"
+                )
+            ) from err
         finally:
             for module, mode in modes:
                 module.training = mode
@@ -265,13 +293,19 @@ class AuxiliaryLearner(nn.Module):
                 buffer.copy_(saved)
         if not isinstance(features, Tensor) or features.ndim != 2 or len(features) != len(images):
             shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
-            raise ValueError(self._size_error(f"its output on a batch of shape {tuple(images.shape)} is {shape}, "
-                                              "not features [B, F] (end it with pooling and a flatten, e.g. timm's "
-                                              "num_classes=0)"))
+            raise ValueError(
+                self._size_error(
+                    f"its output on a batch of shape {tuple(images.shape)} is {shape}, "
+                    "not features [B, F] (end it with pooling and a flatten, e.g. timm's "
+                    "num_classes=0)"
+                )
+            )
         dim = features.shape[1]
         if self.feature_dim is not None and dim != self.feature_dim:
-            raise ValueError(f"backbone {type(self.backbone).__name__} gives features of size {dim}, but the heads "
-                             f"were built for {self.feature_dim} (feature_dim= or the backbone's attribute)")
+            raise ValueError(
+                f"backbone {type(self.backbone).__name__} gives features of size {dim}, but the heads "
+                f"were built for {self.feature_dim} (feature_dim= or the backbone's attribute)"
+            )
         floating = [p.dtype for p in self.backbone.parameters() if p.is_floating_point()]
         dtype = floating[0] if floating else features.dtype
         for task in self._task_list:
@@ -285,10 +319,13 @@ class AuxiliaryLearner(nn.Module):
     def _materialize_at_first_batch(self, images: Tensor) -> None:
         pending = self.pending_tasks
         dim = self.materialize(images)
-        warnings.warn(f"built the heads of tasks {list(pending)} for features of size {dim} at the first batch: an "
-                      "optimiser made before this call does not hold their parameters. Call "
-                      "learner.materialize(example_images) before making the optimiser (or pass feature_dim=)",
-                      LazyHeadsWarning, stacklevel=3)
+        warnings.warn(
+            f"built the heads of tasks {list(pending)} for features of size {dim} at the first batch: an "
+            "optimiser made before this call does not hold their parameters. Call "
+            "learner.materialize(example_images) before making the optimiser (or pass feature_dim=)",
+            LazyHeadsWarning,
+            stacklevel=3,
+        )
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The backbone's trainable parameters (shared by all tasks)."""
@@ -330,8 +367,14 @@ class AuxiliaryLearner(nn.Module):
         with frozen_running_stats(self.backbone):
             return self.backbone(inputs)
 
-    def forward(self, images: Tensor, labels: Tensor, *, index: Tensor | None = None,
-                aux_targets: Mapping[str, Tensor] | None = None) -> AuxOutput:
+    def forward(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        *,
+        index: Tensor | None = None,
+        aux_targets: Mapping[str, Tensor] | None = None,
+    ) -> AuxOutput:
         """Losses of the primary task and of every auxiliary task on one batch.
 
         Args:
@@ -360,8 +403,9 @@ class AuxiliaryLearner(nn.Module):
         losses = {PRIMARY: self.primary_loss(primary_logits, labels)}
         made, performance = {}, {PRIMARY: _accuracy(primary_logits, labels)}
         for task in self._task_list:
-            inputs, targets = task.make_inputs_and_targets(images, labels, index=index,
-                                                           target=aux_targets.get(task.name))
+            inputs, targets = task.make_inputs_and_targets(
+                images, labels, index=index, target=aux_targets.get(task.name)
+            )
             task_features = features if inputs is images else self._task_features(inputs)
             outputs = task(task_features)
             losses[task.name] = task.loss(outputs, targets)
@@ -440,8 +484,14 @@ class AuxiliaryLearner(nn.Module):
         network = MultiTaskNetwork.from_modules(self.backbone, self.primary_head, task.head)
         return task, network, loss_fn, extra, task.consistency_loss(images, labels)
 
-    def meta_gradient(self, images: Tensor, labels: Tensor, *, index: Tensor | None = None,
-                      outer_batch: tuple[Tensor, Tensor] | None = None) -> MetaResult:
+    def meta_gradient(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        *,
+        index: Tensor | None = None,
+        outer_batch: tuple[Tensor, Tensor] | None = None,
+    ) -> MetaResult:
         """MAXL's meta-gradient ∇θ2 J of the label-generation network on one batch.
 
         J(θ2) = L_pri(θ1⁺) + λ Σ ȳ log ȳ with the look-ahead θ1⁺ = θ1 − α ∇θ1 (L_pri + L_gen
@@ -455,9 +505,18 @@ class AuxiliaryLearner(nn.Module):
             ValueError: the learner has no :class:`GeneratedLabels` task.
         """
         task, network, loss_fn, extra, consistency = self._meta_problem(images, labels, index)
-        result = meta_gradient(network, task.generator, images, labels, loss_fn, task.meta,
-                               check_graph=not task.graph_checked, extra_inner_loss=extra, outer_batch=outer_batch,
-                               extra_outer_loss=consistency)
+        result = meta_gradient(
+            network,
+            task.generator,
+            images,
+            labels,
+            loss_fn,
+            task.meta,
+            check_graph=not task.graph_checked,
+            extra_inner_loss=extra,
+            outer_batch=outer_batch,
+            extra_outer_loss=consistency,
+        )
         task.graph_checked = True
         return result
 
@@ -467,11 +526,22 @@ class AuxiliaryLearner(nn.Module):
         is the plain sum), the other tasks in the look-ahead, and their BatchNorm statistics
         frozen as in the look-ahead."""
         task = self.generated
-        return (task is not None and supports_fused(task.meta) and self.weighting.is_unit_sum()
-                and (task.lookahead_other_tasks or len(self.tasks) == 1) and not self.aux_batchnorm_stats)
+        return (
+            task is not None
+            and supports_fused(task.meta)
+            and self.weighting.is_unit_sum()
+            and (task.lookahead_other_tasks or len(self.tasks) == 1)
+            and not self.aux_batchnorm_stats
+        )
 
-    def fused_gradients(self, images: Tensor, labels: Tensor, *, index: Tensor | None = None,
-                        outer_batch: tuple[Tensor, Tensor] | None = None) -> FusedResult:
+    def fused_gradients(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        *,
+        index: Tensor | None = None,
+        outer_batch: tuple[Tensor, Tensor] | None = None,
+    ) -> FusedResult:
         """The multi-task gradient ∇θ1 (L_pri + L_gen + Σ L_other) and the meta-gradient ∇θ2 J
         from one shared forward/backward (:func:`maxl.meta.fused_step`); equal to
         :meth:`meta_gradient` followed by :meth:`forward` / :meth:`backward` on the generator's
@@ -482,13 +552,24 @@ class AuxiliaryLearner(nn.Module):
             ValueError: :meth:`can_fuse` is False.
         """
         if not self.can_fuse():
-            raise ValueError("this learner's update is not the look-ahead's step (a weighting other than equal "
-                             "weights, other tasks outside the look-ahead, or an engine without a fused form): "
-                             "use meta_gradient and a separate multi-task step")
+            raise ValueError(
+                "this learner's update is not the look-ahead's step (a weighting other than equal "
+                "weights, other tasks outside the look-ahead, or an engine without a fused form): "
+                "use meta_gradient and a separate multi-task step"
+            )
         task, network, loss_fn, extra, consistency = self._meta_problem(images, labels, index)
-        result = fused_step(network, task.generator, images, labels, loss_fn, task.meta, extra_inner_loss=extra,
-                            check_graph=not task.graph_checked, outer_batch=outer_batch,
-                            extra_outer_loss=consistency)
+        result = fused_step(
+            network,
+            task.generator,
+            images,
+            labels,
+            loss_fn,
+            task.meta,
+            extra_inner_loss=extra,
+            check_graph=not task.graph_checked,
+            outer_batch=outer_batch,
+            extra_outer_loss=consistency,
+        )
         task.graph_checked = True
         return result
 
@@ -514,8 +595,9 @@ class AuxiliaryLearner(nn.Module):
         for p in params:
             p.grad = None
 
-    def meta_step(self, images: Tensor, labels: Tensor, optimizer: torch.optim.Optimizer, *,
-                  index: Tensor | None = None) -> MetaResult:
+    def meta_step(
+        self, images: Tensor, labels: Tensor, optimizer: torch.optim.Optimizer, *, index: Tensor | None = None
+    ) -> MetaResult:
         """One update of the label-generation network by ``optimizer`` with :meth:`meta_gradient`."""
         result = self.meta_gradient(images, labels, index=index)
         self.apply_meta_gradient(result, optimizer)

@@ -23,8 +23,7 @@ __all__ = ["Rotation", "rotate_batch", "ROTATION_MODES"]
 ROTATION_MODES = ("all", "random")
 
 
-def rotate_batch(images: Tensor, mode: str = "all", generator: torch.Generator | None = None
-                 ) -> tuple[Tensor, Tensor]:
+def rotate_batch(images: Tensor, mode: str = "all", generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """Rotated copies of a batch and their rotation labels.
 
     Label ``k`` means a rotation by ``k·90°`` counter-clockwise (``torch.rot90`` with ``k``

@@ -40,9 +40,16 @@ class SupervisedLabels(AuxiliaryTask):
     name = "supervised"
     labels: Tensor | None  # a buffer, made in __init__
 
-    def __init__(self, num_classes: int, labels: Tensor | None = None, *,
-                 loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, hidden: int = 512,
-                 name: str | None = None, head: nn.Module | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        labels: Tensor | None = None,
+        *,
+        loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+        hidden: int = 512,
+        name: str | None = None,
+        head: nn.Module | None = None,
+    ):
         super().__init__(name, head)
         if num_classes < 2:
             raise ValueError(f"an auxiliary classification needs num_classes >= 2, got {num_classes}")
@@ -58,8 +65,9 @@ class SupervisedLabels(AuxiliaryTask):
                 raise ValueError(f"soft {what} must be float [N, {self.num_classes}], got {tuple(target.shape)}")
             return target
         if target.dtype == torch.bool or target.ndim != 1:
-            raise ValueError(f"{what} must be int64 [N] class indices or float [N, K] rows, got "
-                             f"{target.dtype} {tuple(target.shape)}")
+            raise ValueError(
+                f"{what} must be int64 [N] class indices or float [N, K] rows, got {target.dtype} {tuple(target.shape)}"
+            )
         if target.numel() and (target.min() < 0 or target.max() >= self.num_classes):
             bad = target[(target < 0) | (target >= self.num_classes)][0].item()
             raise ValueError(f"{what} holds class {bad}, outside [0, {self.num_classes - 1}]")
@@ -74,8 +82,10 @@ class SupervisedLabels(AuxiliaryTask):
         if target is not None:
             return images, self._check(target, f"{self.name} targets")
         if self.labels is None:
-            raise ValueError(f"task {self.name!r} has no label table: pass its labels with each batch "
-                             f"(aux_targets={{{self.name!r}: labels}})")
+            raise ValueError(
+                f"task {self.name!r} has no label table: pass its labels with each batch "
+                f"(aux_targets={{{self.name!r}: labels}})"
+            )
         if index is None:
             raise ValueError(f"task {self.name!r} looks its labels up by sample index: pass index= with the batch")
         return images, self.labels[index.to(self.labels.device)]

@@ -65,8 +65,9 @@ class AuxiliaryTask(nn.Module):
             raise RuntimeError(f"task {self.name!r} has no head yet: attach it to a learner (or call attach(F))")
         return self.head(features)
 
-    def make_inputs_and_targets(self, images: Tensor, primary_labels: Tensor, *, index: Tensor | None = None,
-                                target: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def make_inputs_and_targets(
+        self, images: Tensor, primary_labels: Tensor, *, index: Tensor | None = None, target: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Turn a batch into the task's inputs for the shared backbone and its targets.
 
         Returning ``images`` itself (the same object) as the inputs tells the learner to

@@ -37,10 +37,42 @@ from pathlib import Path
 
 ARCHS = ("hard", "soft", "cross-stitch", "nddr", "mtan")
 WEIGHTINGS = ("equal", "uncertainty", "dwa", "gradnorm", "pcgrad", "gcs", "mgda", "mgda-ub", "dtp")
-PROTOCOL = ["--dataset", "imagefolder", "--hierarchy", "animal-vehicle", "--backbone", "cnn3", "--hidden", "0",
-            "--normalisation", "0.5", "0.25", "--padding-mode", "reflect", "--batch-size", "100", "--lr", "0.1",
-            "--momentum", "0", "--lr-schedule", "onecycle", "--warmup", "0.15", "--loss", "ce",
-            "--train-subset", "2000", "--test-subset", "2000", "--epochs", "10", "--no-progress", "--threads", "1"]
+PROTOCOL = [
+    "--dataset",
+    "imagefolder",
+    "--hierarchy",
+    "animal-vehicle",
+    "--backbone",
+    "cnn3",
+    "--hidden",
+    "0",
+    "--normalisation",
+    "0.5",
+    "0.25",
+    "--padding-mode",
+    "reflect",
+    "--batch-size",
+    "100",
+    "--lr",
+    "0.1",
+    "--momentum",
+    "0",
+    "--lr-schedule",
+    "onecycle",
+    "--warmup",
+    "0.15",
+    "--loss",
+    "ce",
+    "--train-subset",
+    "2000",
+    "--test-subset",
+    "2000",
+    "--epochs",
+    "10",
+    "--no-progress",
+    "--threads",
+    "1",
+]
 #: config name -> (maxl train flags, seeds)
 CONFIGS: dict[str, tuple[list[str], tuple[int, ...]]] = {
     **{f"human/{a}/equal": (["--method", "human", "--arch", a], (0, 1, 2)) for a in ARCHS},
@@ -67,8 +99,17 @@ def run(args: argparse.Namespace) -> int:
             folder = run_folder(root, config, seed)
             if (folder / "summary.json").is_file():
                 continue
-            argv = ["train", *PROTOCOL, "--data-root", args.data_root, *flags, "--seed", str(seed),
-                    "--out", str(folder)]
+            argv = [
+                "train",
+                *PROTOCOL,
+                "--data-root",
+                args.data_root,
+                *flags,
+                "--seed",
+                str(seed),
+                "--out",
+                str(folder),
+            ]
             print("maxl " + " ".join(argv), flush=True)
             if maxl_main(argv) != 0:
                 print(f"run failed: {folder}", file=sys.stderr)
@@ -98,13 +139,24 @@ def timing(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     x, y, idx = torch.randn(100, 3, 32, 32), torch.randint(0, 2, (100,)), torch.arange(100)
-    cases = {c: (c.split("/")[0], c.split("/")[1], c.split("/")[2].replace("-", "equal") if c.endswith("/-")
-                 else c.split("/")[2]) for c in CONFIGS if not c.startswith("maxl")}
+    cases = {
+        c: (
+            c.split("/")[0],
+            c.split("/")[1],
+            c.split("/")[2].replace("-", "equal") if c.endswith("/-") else c.split("/")[2],
+        )
+        for c in CONFIGS
+        if not c.startswith("maxl")
+    }
     built = {}
     for config, (method, arch, weighting) in cases.items():
         net, learner = _learner(method, arch, weighting)
-        built[config] = (net, learner, torch.optim.SGD(learner.network_parameters(), lr=0.01),
-                         sum(p.numel() for p in net.parameters()))
+        built[config] = (
+            net,
+            learner,
+            torch.optim.SGD(learner.network_parameters(), lr=0.01),
+            sum(p.numel() for p in net.parameters()),
+        )
     times = {c: [] for c in built}
     for _ in range(args.repeats):  # interleaved, so that a slow moment of the machine hits every case
         for config, (net, learner, opt, _) in built.items():
@@ -116,8 +168,9 @@ def timing(args: argparse.Namespace) -> int:
             times[config].append(time.perf_counter() - start)
     result = {c: {"step_s": statistics.median(t[1:]), "parameters": built[c][3]} for c, t in times.items()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"repeats": args.repeats, "batch": 100, "threads": 1, "steps": result},
-                                         indent=2) + "\n")
+    Path(args.out).write_text(
+        json.dumps({"repeats": args.repeats, "batch": 100, "threads": 1, "steps": result}, indent=2) + "\n"
+    )
     for c, r in result.items():
         print(f"{c:<28} {1000 * r['step_s']:8.1f} ms  {r['parameters']:>9,d} parameters")
     return 0
@@ -147,8 +200,15 @@ def report(args: argparse.Namespace) -> int:
             if (folder / "summary.json").is_file():
                 summary = json.loads((folder / "summary.json").read_text())
                 runs.append(summary)
-                csv_rows.append([config, seed, f"{summary['final_test_acc']:.4f}",
-                                 f"{summary['last5_mean_test_acc']:.4f}", f"{summary['mean_epoch_time_s']:.1f}"])
+                csv_rows.append(
+                    [
+                        config,
+                        seed,
+                        f"{summary['final_test_acc']:.4f}",
+                        f"{summary['last5_mean_test_acc']:.4f}",
+                        f"{summary['mean_epoch_time_s']:.1f}",
+                    ]
+                )
         if not runs:
             continue
         final = _mean_std([100 * r["final_test_acc"] for r in runs])
@@ -156,27 +216,35 @@ def report(args: argparse.Namespace) -> int:
         step = steps.get(config, {}).get("step_s")
         ratio = f"{step / base:.2f}" if step and base else "—"
         method, arch, weighting = config.split("/")
-        fmt = (lambda m, s: f"{m:.2f} ± {s:.2f}" if not math.isnan(s) else f"{m:.2f}")
-        rows.append(f"| {method} | {arch} | {weighting} | {len(runs)} | {fmt(*final)} | {fmt(*last5)} | "
-                    f"{_parameters(config):,} | {ratio} | {statistics.mean(r['mean_epoch_time_s'] for r in runs):.0f} |")
+        fmt = lambda m, s: f"{m:.2f} ± {s:.2f}" if not math.isnan(s) else f"{m:.2f}"
+        rows.append(
+            f"| {method} | {arch} | {weighting} | {len(runs)} | {fmt(*final)} | {fmt(*last5)} | "
+            f"{_parameters(config):,} | {ratio} | {statistics.mean(r['mean_epoch_time_s'] for r in runs):.0f} |"
+        )
     if not rows:
         print(f"no finished runs under {root}", file=sys.stderr)
         return 1
     out.mkdir(parents=True, exist_ok=True)
-    lines = ["# Multi-task architectures and loss weightings, CIFAR-10 animal / vehicle (CPU protocol)", "",
-             "Primary test accuracy (%) after the last epoch and the mean of the last 5 epochs, mean ± std over "
-             "seeds (seed k draws the same training subset and initial seed for every row); parameters of the "
-             "multi-task network (label-generation network not counted); time per training step relative to hard "
-             "sharing with the human hierarchy and equal weights (`experiments/architectures.py time`: batch 100, "
-             "one thread, median of interleaved repeats); s / epoch as measured in the runs (2 shared cores, "
-             "with the test evaluation).", "",
-             "| method | architecture | weighting | seeds | final acc | last-5 mean | parameters | time / step "
-             "vs hard | s / epoch |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
-             "Protocol: " + " ".join(PROTOCOL) + " (the generated-labels protocol reduced to 2000 training "
-             "images, no validation split, 10 epochs). ψ = [6, 4]. MAXL rows: one seed, the alternate schedule, "
-             "a one-step look-ahead (with soft sharing that look-ahead carries no signal to the generator, see "
-             "maxl/nn/architectures/soft.py)."]
+    lines = [
+        "# Multi-task architectures and loss weightings, CIFAR-10 animal / vehicle (CPU protocol)",
+        "",
+        "Primary test accuracy (%) after the last epoch and the mean of the last 5 epochs, mean ± std over "
+        "seeds (seed k draws the same training subset and initial seed for every row); parameters of the "
+        "multi-task network (label-generation network not counted); time per training step relative to hard "
+        "sharing with the human hierarchy and equal weights (`experiments/architectures.py time`: batch 100, "
+        "one thread, median of interleaved repeats); s / epoch as measured in the runs (2 shared cores, "
+        "with the test evaluation).",
+        "",
+        "| method | architecture | weighting | seeds | final acc | last-5 mean | parameters | time / step "
+        "vs hard | s / epoch |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+        "Protocol: " + " ".join(PROTOCOL) + " (the generated-labels protocol reduced to 2000 training "
+        "images, no validation split, 10 epochs). ψ = [6, 4]. MAXL rows: one seed, the alternate schedule, "
+        "a one-step look-ahead (with soft sharing that look-ahead carries no signal to the generator, see "
+        "maxl/nn/architectures/soft.py).",
+    ]
     (out / "architectures.md").write_text("\n".join(lines) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

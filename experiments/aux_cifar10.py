@@ -34,8 +34,25 @@ import sys
 from pathlib import Path
 
 SEEDS = (0, 1, 2)
-COMMON = ["--dataset", "imagefolder", "--backbone", "small-cnn", "--train-subset", "2000", "--test-subset", "2000",
-          "--epochs", "3", "--lr", "0.05", "--momentum", "0.9", "--rotation-mode", "random", "--no-progress"]
+COMMON = [
+    "--dataset",
+    "imagefolder",
+    "--backbone",
+    "small-cnn",
+    "--train-subset",
+    "2000",
+    "--test-subset",
+    "2000",
+    "--epochs",
+    "3",
+    "--lr",
+    "0.05",
+    "--momentum",
+    "0.9",
+    "--rotation-mode",
+    "random",
+    "--no-progress",
+]
 MAXL = ["--method", "maxl", "--schedule", "per-step", "--gen-every", "4"]
 COMPARISONS = {
     "cifar10": {
@@ -48,10 +65,24 @@ COMPARISONS = {
             "+both": ["--method", "single", "--aux", "rotation", "--aux", "colourisation"],
             # the colourisation regression loss is ~100x smaller than the cross-entropy: let
             # uncertainty weighting (Kendall et al. 2018) set its weight instead of equal weights
-            "+colourisation-uncertainty": ["--method", "single", "--aux", "colourisation",
-                                           "--weighting", "uncertainty"],
-            "+both-uncertainty": ["--method", "single", "--aux", "rotation", "--aux", "colourisation",
-                                  "--weighting", "uncertainty"],
+            "+colourisation-uncertainty": [
+                "--method",
+                "single",
+                "--aux",
+                "colourisation",
+                "--weighting",
+                "uncertainty",
+            ],
+            "+both-uncertainty": [
+                "--method",
+                "single",
+                "--aux",
+                "rotation",
+                "--aux",
+                "colourisation",
+                "--weighting",
+                "uncertainty",
+            ],
         },
     },
     "animal-vehicle": {
@@ -83,8 +114,18 @@ def run(args: argparse.Namespace) -> int:
                 if (folder / "summary.json").is_file():
                     print(f"skip {folder} (done)")
                     continue
-                argv = ["train", *COMMON, "--data-root", args.data_root, *spec["args"], *extra,
-                        "--seed", str(seed), "--out", str(folder)]
+                argv = [
+                    "train",
+                    *COMMON,
+                    "--data-root",
+                    args.data_root,
+                    *spec["args"],
+                    *extra,
+                    "--seed",
+                    str(seed),
+                    "--out",
+                    str(folder),
+                ]
                 print("maxl " + " ".join(argv), flush=True)
                 if maxl_main(argv) != 0:
                     print(f"run failed: {folder}", file=sys.stderr)
@@ -122,12 +163,21 @@ def load_runs(root: Path) -> list[dict]:
                 summary = json.loads((folder / "summary.json").read_text())
                 metrics = read_metrics(folder)
                 config_json = json.loads((folder / "config.json").read_text())
-                weights = {k.removeprefix("train_weight_"): v for k, v in metrics[-1].items()
-                           if k.startswith("train_weight_")}  # last epoch's mean loss weights
-                rows.append({"comparison": comparison, "config": config, "seed": seed, "weights": weights,
-                             "test_acc": [m["test_acc"] for m in metrics], "summary": summary,
-                             "num_train": config_json["data"]["num_train"],
-                             "num_test": config_json["data"]["num_test"]})
+                weights = {
+                    k.removeprefix("train_weight_"): v for k, v in metrics[-1].items() if k.startswith("train_weight_")
+                }  # last epoch's mean loss weights
+                rows.append(
+                    {
+                        "comparison": comparison,
+                        "config": config,
+                        "seed": seed,
+                        "weights": weights,
+                        "test_acc": [m["test_acc"] for m in metrics],
+                        "summary": summary,
+                        "num_train": config_json["data"]["num_train"],
+                        "num_test": config_json["data"]["num_test"],
+                    }
+                )
     return rows
 
 
@@ -147,27 +197,56 @@ def report(args: argparse.Namespace) -> int:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["comparison", "config", "seed", "final_test_acc", "best_test_acc", "epochs", "wall_time_s",
-                     "mean_epoch_time_s", "num_train", "num_test"])
+    writer.writerow(
+        [
+            "comparison",
+            "config",
+            "seed",
+            "final_test_acc",
+            "best_test_acc",
+            "epochs",
+            "wall_time_s",
+            "mean_epoch_time_s",
+            "num_train",
+            "num_test",
+        ]
+    )
     for r in rows:
         s = r["summary"]
-        writer.writerow([r["comparison"], r["config"], r["seed"], f"{s['final_test_acc']:.4f}",
-                         f"{s['best_test_acc']:.4f}", s["epochs"], f"{s['wall_time_s']:.1f}",
-                         f"{s['mean_epoch_time_s']:.1f}", r["num_train"], r["num_test"]])
+        writer.writerow(
+            [
+                r["comparison"],
+                r["config"],
+                r["seed"],
+                f"{s['final_test_acc']:.4f}",
+                f"{s['best_test_acc']:.4f}",
+                s["epochs"],
+                f"{s['wall_time_s']:.1f}",
+                f"{s['mean_epoch_time_s']:.1f}",
+                r["num_train"],
+                r["num_test"],
+            ]
+        )
     _write(out / "aux_cifar10.csv", buffer.getvalue())
 
-    lines = ["# Auxiliary tasks on CIFAR-10 (CPU scale)", "",
-             "Final test accuracy after the last epoch, mean ± std over seeds; Δ is the difference to "
-             "`single` of the same seed (same training subset and initial seed), mean ± std. "
-             "Epoch times were measured on a 2-core machine shared with other jobs.", ""]
+    lines = [
+        "# Auxiliary tasks on CIFAR-10 (CPU scale)",
+        "",
+        "Final test accuracy after the last epoch, mean ± std over seeds; Δ is the difference to "
+        "`single` of the same seed (same training subset and initial seed), mean ± std. "
+        "Epoch times were measured on a 2-core machine shared with other jobs.",
+        "",
+    ]
     for comparison, spec in COMPARISONS.items():
         group = [r for r in rows if r["comparison"] == comparison]
         if not group:
             continue
-        lines += [f"## {spec['title']}", "",
-                  "| config | seeds | final test acc | Δ vs single | best test acc | loss weights, last epoch "
-                  "| s / epoch |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            f"## {spec['title']}",
+            "",
+            "| config | seeds | final test acc | Δ vs single | best test acc | loss weights, last epoch | s / epoch |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         base = {r["seed"]: r["summary"]["final_test_acc"] for r in group if r["config"] == "single"}
         for config in spec["configs"]:
             runs = [r for r in group if r["config"] == config]
@@ -177,12 +256,17 @@ def report(args: argparse.Namespace) -> int:
             best = _mean_std([r["summary"]["best_test_acc"] for r in runs])
             time = _mean_std([r["summary"]["mean_epoch_time_s"] for r in runs])
             paired = [r["summary"]["final_test_acc"] - base[r["seed"]] for r in runs if r["seed"] in base]
-            delta = "—" if config == "single" or not paired else "{:+.2f} ± {:.2f}".format(
-                *(100 * v for v in _mean_std(paired)))
+            delta = (
+                "—"
+                if config == "single" or not paired
+                else "{:+.2f} ± {:.2f}".format(*(100 * v for v in _mean_std(paired)))
+            )
             names = list(runs[0]["weights"])
             weights = ", ".join(f"{n} {_mean_std([r['weights'][n] for r in runs])[0]:.2g}" for n in names) or "—"
-            lines.append(f"| {config} | {len(runs)} | {100 * final[0]:.2f} ± {100 * final[1]:.2f} % | {delta} | "
-                         f"{100 * best[0]:.2f} ± {100 * best[1]:.2f} % | {weights} | {time[0]:.0f} |")
+            lines.append(
+                f"| {config} | {len(runs)} | {100 * final[0]:.2f} ± {100 * final[1]:.2f} % | {delta} | "
+                f"{100 * best[0]:.2f} ± {100 * best[1]:.2f} % | {weights} | {time[0]:.0f} |"
+            )
         first = group[0]
         lines += ["", f"{first['num_train']} training / {first['num_test']} test images per run.", ""]
     _write(out / "aux_cifar10.md", "\n".join(lines))

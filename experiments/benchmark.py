@@ -47,8 +47,8 @@ import torch
 from torch.utils.data import TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from maxl.nn.backbones import build_backbone
 from maxl.meta import MetaConfig, get_engine
+from maxl.nn.backbones import build_backbone
 from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
 from maxl.train import TrainConfig, Trainer
 
@@ -75,33 +75,58 @@ VARIANTS = {
 # issue 13's remedies, each on the cheapest exact step (fused, forward-mode JVP):
 # variant -> (meta config, label-generator settings, what it is)
 REMEDIES = {
-    "fused-jvp-mi": (MetaConfig(engine="jvp", image_entropy_weight=0.2), {},
-                     "+ per-image entropy term (mutual information)"),
-    "fused-jvp-iic": (MetaConfig(engine="jvp", consistency_weight=1.0), {},
-                      "+ view-consistency term (IIC: a generator pass on another view)"),
-    "fused-jvp-centred": (MetaConfig(engine="jvp", centre_by_class=True), {},
-                          "+ class-centred look-ahead push (one more generator backward)"),
+    "fused-jvp-mi": (
+        MetaConfig(engine="jvp", image_entropy_weight=0.2),
+        {},
+        "+ per-image entropy term (mutual information)",
+    ),
+    "fused-jvp-iic": (
+        MetaConfig(engine="jvp", consistency_weight=1.0),
+        {},
+        "+ view-consistency term (IIC: a generator pass on another view)",
+    ),
+    "fused-jvp-centred": (
+        MetaConfig(engine="jvp", centre_by_class=True),
+        {},
+        "+ class-centred look-ahead push (one more generator backward)",
+    ),
     "fused-jvp-wamal": (MetaConfig(engine="jvp"), {"weight_range": 1.0}, "+ per-image auxiliary-loss weights (WAMAL)"),
     "fused-jvp-gumbel": (MetaConfig(engine="jvp"), {"gumbel_tau": 1.0}, "+ hard labels, straight-through Gumbel"),
-    "fused-jvp-features": (MetaConfig(engine="jvp"), {"features": True},
-                           "generator = a head on the multi-task network's features (no second backbone)"),
-    "fused-jvp-features-iic": (MetaConfig(engine="jvp", consistency_weight=1.0), {"features": True},
-                               "generator = a head on the multi-task network's features + view-consistency term "
-                               "(IIC: one more backbone forward, no graph)"),
-    "fused-jvp-features-iic-every2": (MetaConfig(engine="jvp", consistency_weight=1.0, image_entropy_weight=0.2),
-                                      {"features": True, "every": 2},
-                                      "the chosen MNIST variant (feature generator + IIC + MI), the generator every "
-                                      "2 steps"),
-    "fused-implicit-k3": (MetaConfig(order="implicit", neumann_terms=3), {},
-                          "fused, implicit differentiation: 3 Neumann terms (3 Hessian-vector products), "
-                          "the generator every step"),
-    "fused-implicit-k10-every4": (MetaConfig(order="implicit", neumann_terms=10), {"every": 4},
-                                  "fused, implicit differentiation: 10 Neumann terms, the generator every 4 steps"),
+    "fused-jvp-features": (
+        MetaConfig(engine="jvp"),
+        {"features": True},
+        "generator = a head on the multi-task network's features (no second backbone)",
+    ),
+    "fused-jvp-features-iic": (
+        MetaConfig(engine="jvp", consistency_weight=1.0),
+        {"features": True},
+        "generator = a head on the multi-task network's features + view-consistency term "
+        "(IIC: one more backbone forward, no graph)",
+    ),
+    "fused-jvp-features-iic-every2": (
+        MetaConfig(engine="jvp", consistency_weight=1.0, image_entropy_weight=0.2),
+        {"features": True, "every": 2},
+        "the chosen MNIST variant (feature generator + IIC + MI), the generator every 2 steps",
+    ),
+    "fused-implicit-k3": (
+        MetaConfig(order="implicit", neumann_terms=3),
+        {},
+        "fused, implicit differentiation: 3 Neumann terms (3 Hessian-vector products), the generator every step",
+    ),
+    "fused-implicit-k10-every4": (
+        MetaConfig(order="implicit", neumann_terms=10),
+        {"every": 4},
+        "fused, implicit differentiation: 10 Neumann terms, the generator every 4 steps",
+    ),
 }
 EXACT = ("maxl-func", "maxl-higher", "maxl-jvp", "fused-func", "fused-jvp")
 # backward(create_graph=True): no torch.compile (the implicit engine's Hessian-vector products too)
-DOUBLE_BACKWARD = ("maxl-func", "maxl-higher", "fused-func",
-                   *(n for n, (meta, _, _) in REMEDIES.items() if get_engine(meta).needs_double_backward))
+DOUBLE_BACKWARD = (
+    "maxl-func",
+    "maxl-higher",
+    "fused-func",
+    *(n for n, (meta, _, _) in REMEDIES.items() if get_engine(meta).needs_double_backward),
+)
 # the targets of issue 7: ratios to single-task
 TIME_TARGET = {"exact": 4.0, "first": 2.5, "every": 2.0}
 MEMORY_TARGET = 3.0
@@ -143,8 +168,9 @@ def target_of(name: str) -> float | None:
     return None
 
 
-def make_networks(backbone: str, device: torch.device, seed: int, single: bool, maxl: bool,
-                  channels_last: bool, compile: bool = False):
+def make_networks(
+    backbone: str, device: torch.device, seed: int, single: bool, maxl: bool, channels_last: bool, compile: bool = False
+):
     """The single-task network and/or the MAXL pair (multi-task network, generator); with
     ``compile``, every backbone wrapped in ``torch.compile`` (heads stay eager)."""
     channels, _, psi = SETTINGS[backbone]
@@ -163,8 +189,16 @@ def make_networks(backbone: str, device: torch.device, seed: int, single: bool, 
     return nets
 
 
-def make_cases(names: list[str], backbone: str, batch_size: int, device: torch.device, gen_every: int,
-               seed: int = 0, channels_last: bool = False, compile: bool = False) -> dict[str, Case]:
+def make_cases(
+    names: list[str],
+    backbone: str,
+    batch_size: int,
+    device: torch.device,
+    gen_every: int,
+    seed: int = 0,
+    channels_last: bool = False,
+    compile: bool = False,
+) -> dict[str, Case]:
     """Build the variants ``names`` on shared networks (one single-task network, one MAXL pair)."""
     channels, size, psi = SETTINGS[backbone]
     gen = torch.Generator().manual_seed(seed)
@@ -173,14 +207,29 @@ def make_cases(names: list[str], backbone: str, batch_size: int, device: torch.d
     idx = torch.arange(batch_size)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x, y, idx = x.to(device=device, memory_format=fmt), y.to(device), idx.to(device)
-    nets = make_networks(backbone, device, seed, single="single" in names,
-                         maxl=any(n != "single" for n in names), channels_last=channels_last, compile=compile)
+    nets = make_networks(
+        backbone,
+        device,
+        seed,
+        single="single" in names,
+        maxl=any(n != "single" for n in names),
+        channels_last=channels_last,
+        compile=compile,
+    )
     data = TensorDataset(x.cpu(), y.cpu(), idx.cpu())  # unused by the step methods
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def trainer(method, meta=None, schedule="alternate", k=1, generator=None):
-        cfg = TrainConfig(method=method, batch_size=batch_size, schedule=schedule, gen_every=k, seed=seed,
-                          device=str(device), progress=False, meta=meta or MetaConfig())
+        cfg = TrainConfig(
+            method=method,
+            batch_size=batch_size,
+            schedule=schedule,
+            gen_every=k,
+            seed=seed,
+            device=str(device),
+            progress=False,
+            meta=meta or MetaConfig(),
+        )
         if method == "single":
             return Trainer(nets["single"], data, data, cfg)
         return Trainer(nets["net"], data, data, cfg, generator=generator or nets["generator"])
@@ -188,10 +237,12 @@ def make_cases(names: list[str], backbone: str, batch_size: int, device: torch.d
     def amortised(t, k):
         """k iterations: a fused generator step (and its multi-task step), then k − 1 plain multi-task
         steps on the generator's labels."""
+
         def unit(t=t, k=k):
             t.steps.fused(x, y, idx)
             for _ in range(k - 1):
                 t.steps.multitask(x, y, idx)
+
         return unit
 
     cases = {}
@@ -209,8 +260,13 @@ def make_cases(names: list[str], backbone: str, batch_size: int, device: torch.d
                 generator = FeatureLabelGenerator(net.backbone, psi, **gen_kwargs)
             else:
                 generator = LabelGenerator(build_backbone(backbone, channels), psi, **gen_kwargs)
-            t = trainer("maxl", MetaConfig(**vars(meta)), "per-step", k,
-                        generator=generator.to(device=device, memory_format=fmt))
+            t = trainer(
+                "maxl",
+                MetaConfig(**vars(meta)),
+                "per-step",
+                k,
+                generator=generator.to(device=device, memory_format=fmt),
+            )
             unit, iterations = amortised(t, k), k
         elif name.startswith("every"):
             k = int(name[5:])
@@ -222,9 +278,11 @@ def make_cases(names: list[str], backbone: str, batch_size: int, device: torch.d
             if schedule == "per-step":
                 unit = lambda t=t: t.steps.fused(x, y, idx)  # noqa: E731
             else:
+
                 def unit(t=t):
                     t.steps.multitask(x, y, idx)
                     t.steps.generator(x, y, idx)
+
             iterations = 1
         cases[name] = Case(name, unit, iterations, sync)
     return cases
@@ -276,8 +334,15 @@ def memory_worker(args) -> dict:
     """Run in a fresh process: build one variant, run it, report its peak memory."""
     device = torch.device(args.device)
     baseline_kib = _proc_status_kib("VmRSS")
-    cases = make_cases([args.memory_worker], args.backbone, args.batch_size, device, args.gen_every,
-                       channels_last=args.channels_last, compile=args.compile)
+    cases = make_cases(
+        [args.memory_worker],
+        args.backbone,
+        args.batch_size,
+        device,
+        args.gen_every,
+        channels_last=args.channels_last,
+        compile=args.compile,
+    )
     case = cases[args.memory_worker]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -295,16 +360,30 @@ def memory_worker(args) -> dict:
 
 
 def measure_memory(name: str, backbone: str, args) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--memory-worker", name, "--backbone-worker", backbone,
-               "--batch-size", str(args.batch_size), "--gen-every", str(args.gen_every), "--device", args.device]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--memory-worker",
+        name,
+        "--backbone-worker",
+        backbone,
+        "--batch-size",
+        str(args.batch_size),
+        "--gen-every",
+        str(args.gen_every),
+        "--device",
+        args.device,
+    ]
     if args.channels_last:
         command.append("--channels-last")
     if args.compile:
         command.append("--compile")
     if args.threads is not None:
         command += ["--threads", str(args.threads)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                                         os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"memory worker for {name} ({backbone}) failed:\n{done.stderr[-2000:]}")
@@ -328,8 +407,9 @@ def benchmark_backbone(backbone: str, args, log=print) -> dict:
     names = args.variants or variant_names(args.gen_every)
     if "single" not in names:
         names = ["single", *names]
-    cases = make_cases(names, backbone, args.batch_size, device, args.gen_every, channels_last=args.channels_last,
-                       compile=args.compile)
+    cases = make_cases(
+        names, backbone, args.batch_size, device, args.gen_every, channels_last=args.channels_last, compile=args.compile
+    )
     load_before = os.getloadavg()
     log(f"[{backbone}] timing {len(names)} variants: {args.warmup} warm-up + {args.repeats} rounds")
     times = time_cases(cases, args.warmup, args.repeats, args.min_time)
@@ -350,8 +430,10 @@ def benchmark_backbone(backbone: str, args, log=print) -> dict:
         if flops:
             rows[name]["gflop"] = flops[name] / 1e9
             rows[name]["flop_ratio"] = flops[name] / flops["single"]
-        log(f"[{backbone}] {name:12s} {rows[name]['median_s'] * 1000:9.1f} ms  {rows[name]['ratio']:5.2f}x"
-            + (f"  {rows[name]['flop_ratio']:5.2f}x FLOPs" if flops else ""))
+        log(
+            f"[{backbone}] {name:12s} {rows[name]['median_s'] * 1000:9.1f} ms  {rows[name]['ratio']:5.2f}x"
+            + (f"  {rows[name]['flop_ratio']:5.2f}x FLOPs" if flops else "")
+        )
     if not args.no_memory:
         mem_key = "cuda_max_allocated_mb" if device.type == "cuda" else "train_rss_mb"
         for name in names:
@@ -365,32 +447,48 @@ def benchmark_backbone(backbone: str, args, log=print) -> dict:
         if name in cases:
             profiles[name] = profile_case(cases[name], device)
     channels, size, psi = SETTINGS[backbone]
-    return {"backbone": backbone, "image": [channels, size, size], "psi": psi, "batch_size": args.batch_size,
-            "loadavg_before": load_before, "loadavg_after": load_after, "variants": rows, "profiles": profiles}
+    return {
+        "backbone": backbone,
+        "image": [channels, size, size],
+        "psi": psi,
+        "batch_size": args.batch_size,
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "variants": rows,
+        "profiles": profiles,
+    }
 
 
 def markdown(result: dict) -> str:
     env = result["env"]
     lines = [
-        "# Cost of a MAXL iteration (ratios to single-task, same process)", "",
+        "# Cost of a MAXL iteration (ratios to single-task, same process)",
+        "",
         f"Made by `{env['command']}` on {env['date']}: torch {env['torch']}, device {env['device']}"
         f" ({env['processor']}), {env['threads']} threads, "
         f"{'channels-last' if env.get('channels_last') else 'contiguous (NCHW)'} tensors, "
         f"{'torch.compile backbones' if env.get('compile') else 'eager'}, batch {result['batch_size']}, "
         f"{result['warmup']} warm-up iterations, {result['repeats']} timed rounds"
-        + (f" of at least {result['min_time_s']:g} s per measurement" if result.get("min_time_s") else "") + ".", "",
+        + (f" of at least {result['min_time_s']:g} s per measurement" if result.get("min_time_s") else "")
+        + ".",
+        "",
         "Time: median seconds per iteration; ratio: median over rounds of (variant / single-task) in the same "
         "round. FLOPs: convolutions and matrix products (`torch.utils.flop_counter`), independent of the "
         "machine's load. Memory: peak resident set size above the size after `import torch` (CPU) or "
-        "`torch.cuda.max_memory_allocated` (GPU), each variant in a fresh process.", "",
+        "`torch.cuda.max_memory_allocated` (GPU), each variant in a fresh process.",
+        "",
     ]
     for bench in result["backbones"]:
         c, h, w = bench["image"]
         psi = bench["psi"]
         psi_text = f"[{psi[0]}]×{len(psi)}" if len(set(psi)) == 1 else str(list(psi))
-        lines += [f"## {bench['backbone']}, {c}×{h}×{w}, ψ = {psi_text}", "",
-                  f"Load average (1 min) {bench['loadavg_before'][0]:.1f} before, "
-                  f"{bench['loadavg_after'][0]:.1f} after the timing.", ""]
+        lines += [
+            f"## {bench['backbone']}, {c}×{h}×{w}, ψ = {psi_text}",
+            "",
+            f"Load average (1 min) {bench['loadavg_before'][0]:.1f} before, "
+            f"{bench['loadavg_after'][0]:.1f} after the timing.",
+            "",
+        ]
         header = "| variant | what | time (ms) | ratio | target | GFLOP | FLOP ratio | memory (MB) | memory ratio |"
         lines += [header, "|---|---|---:|---:|---|---:|---:|---:|---:|"]
         for name, row in bench["variants"].items():
@@ -403,7 +501,8 @@ def markdown(result: dict) -> str:
             lines.append(
                 f"| {name} | {row['description']} | {row['median_s'] * 1000:.0f} | {row['ratio']:.2f}× | {verdict} | "
                 + (f"{row['gflop']:.1f} | {row['flop_ratio']:.2f}× | " if "gflop" in row else "– | – | ")
-                + (f"{mem:.0f} | {row['memory_ratio']:.2f}×{mem_verdict} |" if mem is not None else "– | – |"))
+                + (f"{mem:.0f} | {row['memory_ratio']:.2f}×{mem_verdict} |" if mem is not None else "– | – |")
+            )
         lines.append("")
         lines += projection_markdown(bench)
     return "\n".join(lines)
@@ -415,8 +514,9 @@ def paper_iterations(batch_size: int, images: int = PAPER_RUN["images"], epochs:
     return math.ceil(images / batch_size) * epochs
 
 
-def projected_hours(seconds_per_iteration: float, batch_size: int, images: int = PAPER_RUN["images"],
-                    epochs: int = PAPER_RUN["epochs"]) -> float:
+def projected_hours(
+    seconds_per_iteration: float, batch_size: int, images: int = PAPER_RUN["images"], epochs: int = PAPER_RUN["epochs"]
+) -> float:
     """Hours of training steps (no evaluation, no data loading) of :func:`paper_iterations`."""
     return paper_iterations(batch_size, images, epochs) * seconds_per_iteration / 3600
 
@@ -427,10 +527,14 @@ def projection_markdown(bench: dict) -> list[str]:
         return []
     batch = bench["batch_size"]
     iterations = paper_iterations(batch)
-    lines = [f"Projected time of the paper's CIFAR-100 run on this machine ({PAPER_RUN['images']} images, batch "
-             f"{batch}, {PAPER_RUN['epochs']} epochs = {iterations} iterations; training steps only, no "
-             "evaluation or data loading):", "",
-             "| variant | hours | hours / single-task hours |", "|---|---:|---:|"]
+    lines = [
+        f"Projected time of the paper's CIFAR-100 run on this machine ({PAPER_RUN['images']} images, batch "
+        f"{batch}, {PAPER_RUN['epochs']} epochs = {iterations} iterations; training steps only, no "
+        "evaluation or data loading):",
+        "",
+        "| variant | hours | hours / single-task hours |",
+        "|---|---:|---:|",
+    ]
     single = bench["variants"]["single"]["median_s"]
     for name, row in bench["variants"].items():
         if name in PROJECTED or name.startswith("every"):
@@ -461,30 +565,46 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--backbones", nargs="+", choices=sorted(SETTINGS), default=["vgg16", "small-cnn"])
     p.add_argument("--batch-size", type=int, default=100, help="images per batch (100 in the paper)")
-    p.add_argument("--variants", nargs="+", default=None,
-                   help="variants to run (single is always added); default: all")
+    p.add_argument("--variants", nargs="+", default=None, help="variants to run (single is always added); default: all")
     p.add_argument("--gen-every", type=int, default=4, help="k of the every<k> variant")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations per variant first")
     p.add_argument("--repeats", type=int, default=7, help="timed rounds")
-    p.add_argument("--min-time", type=float, default=1.0,
-                   help="seconds per measurement at least: a shorter step is timed over several calls")
+    p.add_argument(
+        "--min-time",
+        type=float,
+        default=1.0,
+        help="seconds per measurement at least: a shorter step is timed over several calls",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format for every variant")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile every backbone (needs --variants without the double-backward ones: "
-                        f"{', '.join(DOUBLE_BACKWARD)}; use with --no-flops)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile every backbone (needs --variants without the double-backward ones: "
+        f"{', '.join(DOUBLE_BACKWARD)}; use with --no-flops)",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
-    p.add_argument("--profile", nargs="*", default=None, metavar="VARIANT",
-                   help="write a torch.profiler table of these variants to OUT-profile.md")
+    p.add_argument(
+        "--profile",
+        nargs="*",
+        default=None,
+        metavar="VARIANT",
+        help="write a torch.profiler table of these variants to OUT-profile.md",
+    )
     p.add_argument("--out", default="figures/benchmark", help="writes OUT.json and OUT.md")
-    p.add_argument("--render", default=None, metavar="JSON",
-                   help="measure nothing: write the Markdown of a saved OUT.json again (OUT.md, OUT-profile.md)")
+    p.add_argument(
+        "--render",
+        default=None,
+        metavar="JSON",
+        help="measure nothing: write the Markdown of a saved OUT.json again (OUT.md, OUT-profile.md)",
+    )
     p.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--backbone-worker", default=None, help=argparse.SUPPRESS)
     return p
@@ -511,19 +631,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile:
         refused = [n for n in (args.variants or known) if n in DOUBLE_BACKWARD]
         if refused:
-            raise SystemExit(f"benchmark: --compile cannot run {refused}: a compiled backward does not support "
-                             "create_graph=True (double backward); pick --variants among the others")
+            raise SystemExit(
+                f"benchmark: --compile cannot run {refused}: a compiled backward does not support "
+                "create_graph=True (double backward); pick --variants among the others"
+            )
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"benchmark: --device {args.device} but CUDA is not available")
     result = {
-        "env": {"torch": torch.__version__, "python": platform.python_version(), "device": args.device,
-                "processor": (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
-                              else platform.processor() or platform.machine()),
-                "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-                "channels_last": args.channels_last, "compile": args.compile,
-                "command": "python experiments/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                "date": time.strftime("%Y-%m-%d %H:%M")},
-        "batch_size": args.batch_size, "warmup": args.warmup, "repeats": args.repeats,
+        "env": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "device": args.device,
+            "processor": (
+                torch.cuda.get_device_name(args.device)
+                if args.device.startswith("cuda")
+                else platform.processor() or platform.machine()
+            ),
+            "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "channels_last": args.channels_last,
+            "compile": args.compile,
+            "command": "python experiments/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+        },
+        "batch_size": args.batch_size,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
         "min_time_s": args.min_time,
         "backbones": [benchmark_backbone(b, args) for b in args.backbones],
     }

@@ -42,9 +42,15 @@ def weight_gap(a: Path, b: Path) -> float:
 def compare(a: Path, b: Path) -> dict:
     ra, rb = records(a), records(b)
     metric_gap = max((abs(x[k] - y[k]) for x, y in zip(ra, rb) for k in x if isinstance(x[k], float)), default=0.0)
-    return {"a": str(a), "b": str(b), "epochs": (len(ra), len(rb)), "metrics_identical": ra == rb,
-            "max_metric_gap": metric_gap, "max_weight_gap": weight_gap(a, b),
-            "final_test_acc": (ra[-1]["test_acc"], rb[-1]["test_acc"])}
+    return {
+        "a": str(a),
+        "b": str(b),
+        "epochs": (len(ra), len(rb)),
+        "metrics_identical": ra == rb,
+        "max_metric_gap": metric_gap,
+        "max_weight_gap": weight_gap(a, b),
+        "final_test_acc": (ra[-1]["test_acc"], rb[-1]["test_acc"]),
+    }
 
 
 def main(argv: list[str]) -> None:

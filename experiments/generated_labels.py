@@ -53,9 +53,16 @@ def flags(variant: str) -> str:
 
 
 def ablation(args: argparse.Namespace) -> None:
-    run_grid(load_grid(args.grid), args.out, variants=args.variants or list(VARIANTS), data_root=args.data_root,
-             seeds=args.seeds, device=args.device, threads=args.threads,
-             overlays=[train_flags_overlay(args.extra)] if args.extra else [])
+    run_grid(
+        load_grid(args.grid),
+        args.out,
+        variants=args.variants or list(VARIANTS),
+        data_root=args.data_root,
+        seeds=args.seeds,
+        device=args.device,
+        threads=args.threads,
+        overlays=[train_flags_overlay(args.extra)] if args.extra else [],
+    )
 
 
 def _runs(folder: Path) -> dict[int, dict]:
@@ -75,7 +82,7 @@ def _runs(folder: Path) -> dict[int, dict]:
 
 def _epoch_mean(metrics: list[dict], key: str, last: int | None = None) -> float | None:
     """Mean of ``key`` over the epochs that recorded it, or over the ``last`` of them (None if none did)."""
-    values = [m[key] for m in metrics if key in m][-last if last else None:]
+    values = [m[key] for m in metrics if key in m][-last if last else None :]
     return float(np.mean(values)) if values else None
 
 
@@ -100,17 +107,28 @@ def ablation_rows(root: Path, names: list[str]) -> list[dict]:
         last = [s["metrics"][-1] for s in seeds.values()]
         val_final = [s["summary"]["final_val_acc"] for s in seeds.values()]
         val_last5 = [s["summary"]["last5_mean_val_acc"] for s in seeds.values()]
-        row = {"variant": name, "seeds": " ".join(map(str, seeds)), "val_final": _pct(val_final),
-               "val_last5": _pct(val_last5)}
+        row = {
+            "variant": name,
+            "seeds": " ".join(map(str, seeds)),
+            "val_final": _pct(val_final),
+            "val_last5": _pct(val_last5),
+        }
         for ref in ("single", "paper"):
             common = [k for k in seeds if k in runs.get(ref, {})]
-            diffs = [seeds[k]["summary"]["last5_mean_val_acc"] - runs[ref][k]["summary"]["last5_mean_val_acc"]
-                     for k in common]
+            diffs = [
+                seeds[k]["summary"]["last5_mean_val_acc"] - runs[ref][k]["summary"]["last5_mean_val_acc"]
+                for k in common
+            ]
             row[f"minus_{ref}"] = _pct(diffs) if diffs and name != ref else "–"
         # the validation loss resolves smaller differences than the accuracy of a small split
-        pairs = [(_epoch_mean(seeds[k]["metrics"], "val_loss", last=5),
-                  _epoch_mean(runs["single"][k]["metrics"], "val_loss", last=5))
-                 for k in seeds if k in runs.get("single", {})]
+        pairs = [
+            (
+                _epoch_mean(seeds[k]["metrics"], "val_loss", last=5),
+                _epoch_mean(runs["single"][k]["metrics"], "val_loss", last=5),
+            )
+            for k in seeds
+            if k in runs.get("single", {})
+        ]
         diffs = [a - b for a, b in pairs if a is not None and b is not None]
         row["val_loss_minus_single"] = _ms(diffs) if diffs and name != "single" else "–"
         row["max_prob"] = _ms([r.get("label_max_prob") for r in last])
@@ -126,27 +144,42 @@ def ablation_rows(root: Path, names: list[str]) -> list[dict]:
     return rows
 
 
-COLUMNS = [("variant", "variant"), ("seeds", "seeds"), ("val_final", "val acc final %"),
-           ("val_last5", "val acc last-5 %"), ("minus_single", "− single (last-5, paired) %"),
-           ("minus_paper", "− paper MAXL (paired) %"), ("val_loss_minus_single", "val loss − single (last-5, paired)"),
-           ("max_prob", "label max-prob"), ("used", "classes used"),
-           ("nmi", "NMI with fine labels"), ("nmi_epoch1", "NMI at epoch 1"), ("weight", "aux-loss weight (WAMAL)"),
-           ("lookahead_norm", "‖∇ look-ahead‖"), ("entropy_norm", "‖∇ entropy‖"), ("s_per_epoch", "s / epoch")]
+COLUMNS = [
+    ("variant", "variant"),
+    ("seeds", "seeds"),
+    ("val_final", "val acc final %"),
+    ("val_last5", "val acc last-5 %"),
+    ("minus_single", "− single (last-5, paired) %"),
+    ("minus_paper", "− paper MAXL (paired) %"),
+    ("val_loss_minus_single", "val loss − single (last-5, paired)"),
+    ("max_prob", "label max-prob"),
+    ("used", "classes used"),
+    ("nmi", "NMI with fine labels"),
+    ("nmi_epoch1", "NMI at epoch 1"),
+    ("weight", "aux-loss weight (WAMAL)"),
+    ("lookahead_norm", "‖∇ look-ahead‖"),
+    ("entropy_norm", "‖∇ entropy‖"),
+    ("s_per_epoch", "s / epoch"),
+]
 
 
 def report_ablation(args: argparse.Namespace) -> None:
     root = Path(args.runs)
     rows = ablation_rows(root, args.variants or list(VARIANTS))
-    lines = [f"# {args.title}", "", "| " + " | ".join(h for _, h in COLUMNS) + " |",
-             "|" + "---|" * len(COLUMNS)]
+    lines = [f"# {args.title}", "", "| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(r[k]) for k, _ in COLUMNS) + " |" for r in rows]
     notes = {r["variant"]: flags(r["variant"]) or "(protocol defaults)" for r in rows}
-    lines += ["", "Validation split only (the test set is not read). Label statistics, the WAMAL auxiliary-loss "
-              "weight and gradient norms are those of the last epoch, gradient norms the mean over the epochs (mean "
-              "± std over seeds); NMI within primary classes, of the generated argmax with the human fine label, on "
-              "the training images. s / epoch: wall time on a shared 2-core machine (other jobs ran beside most "
-              "runs), a rough guide only; the benchmark in figures/ measures cost.", "",
-              "Variants (flags on top of the protocol):", ""]
+    lines += [
+        "",
+        "Validation split only (the test set is not read). Label statistics, the WAMAL auxiliary-loss "
+        "weight and gradient norms are those of the last epoch, gradient norms the mean over the epochs (mean "
+        "± std over seeds); NMI within primary classes, of the generated argmax with the human fine label, on "
+        "the training images. s / epoch: wall time on a shared 2-core machine (other jobs ran beside most "
+        "runs), a rough guide only; the benchmark in figures/ measures cost.",
+        "",
+        "Variants (flags on top of the protocol):",
+        "",
+    ]
     lines += [f"- `{n}`: `{flags}`" for n, flags in notes.items()]
     Path(args.prefix).parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.prefix}.md").write_text("\n".join(lines) + "\n")
@@ -175,11 +208,16 @@ def report_remedies(args: argparse.Namespace) -> None:
             labels = " / ".join(r[k].split(" ±")[0] for k in ("max_prob", "used", "nmi"))
             cells.append(f"{r['minus_single']} · {len(r['seeds'].split())} · {labels}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Validation split only (the test set is not read): the last-5-epoch mean accuracy minus single-task's "
-              "on the same seeds (mean ± std over seeds), and the label statistics of the last epoch (means over "
-              "seeds; NMI within primary classes, with the human fine labels, on the training images). The "
-              "per-protocol tables (report-ablation) have the standard deviations, losses and gradient norms.", "",
-              "Variants (flags on top of the protocol):", ""]
+    lines += [
+        "",
+        "Validation split only (the test set is not read): the last-5-epoch mean accuracy minus single-task's "
+        "on the same seeds (mean ± std over seeds), and the label statistics of the last epoch (means over "
+        "seeds; NMI within primary classes, with the human fine labels, on the training images). The "
+        "per-protocol tables (report-ablation) have the standard deviations, losses and gradient norms.",
+        "",
+        "Variants (flags on top of the protocol):",
+        "",
+    ]
     lines += [f"- `{n}`: `{flags(n) or '(protocol defaults)'}`" for n in names]
     Path(args.prefix).parent.mkdir(parents=True, exist_ok=True)
     Path(f"{args.prefix}.md").write_text("\n".join(lines) + "\n")
@@ -192,9 +230,14 @@ def dynamics(args: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [("label_max_prob", "mean max-probability"), ("label_used_fraction", "classes used"),
-            ("label_nmi_human", "NMI with fine labels"), ("meta_lookahead_grad_norm", "‖∇θ2 L_pri(θ1⁺)‖"),
-            ("meta_entropy_grad_norm", "‖∇θ2 of the entropy terms‖"), ("val_acc", "validation accuracy")]
+    keys = [
+        ("label_max_prob", "mean max-probability"),
+        ("label_used_fraction", "classes used"),
+        ("label_nmi_human", "NMI with fine labels"),
+        ("meta_lookahead_grad_norm", "‖∇θ2 L_pri(θ1⁺)‖"),
+        ("meta_entropy_grad_norm", "‖∇θ2 of the entropy terms‖"),
+        ("val_acc", "validation accuracy"),
+    ]
     loaded = {name: sorted(_runs(Path(args.runs) / name).items()) for name in args.variants}
     weighted = any("meta_image_weight_mean" in m for runs in loaded.values() for _, run in runs for m in run["metrics"])
     if args.mean and weighted:  # the WAMAL weight in place of the classes used (always 1 with those variants)
@@ -207,8 +250,9 @@ def dynamics(args: argparse.Namespace) -> None:
             if args.mean and curves:  # one line per variant: the mean over its seeds
                 ys = np.nanmean(np.array(curves, dtype=float), axis=0) if not np.isnan(curves).all() else []
                 if len(ys):
-                    ax.plot(range(1, len(ys) + 1), ys, label=f"{name} ({len(curves)} seeds)", alpha=0.9,
-                            color=f"C{i % 10}")  # one colour per variant in every panel
+                    ax.plot(
+                        range(1, len(ys) + 1), ys, label=f"{name} ({len(curves)} seeds)", alpha=0.9, color=f"C{i % 10}"
+                    )  # one colour per variant in every panel
                 continue
             for (seed, _), ys in zip(runs, curves):
                 ax.plot(range(1, len(ys) + 1), ys, label=f"{name} s{seed}", alpha=0.8)
@@ -226,8 +270,14 @@ def dynamics(args: argparse.Namespace) -> None:
 
 def final(args: argparse.Namespace) -> None:
     """The chosen variant on every seed of the protocol grid, next to the grid's methods."""
-    run_grid(load_grid(args.grid), args.out, variants=[args.variant], data_root=args.data_root, device=args.device,
-             threads=args.threads)
+    run_grid(
+        load_grid(args.grid),
+        args.out,
+        variants=[args.variant],
+        data_root=args.data_root,
+        device=args.device,
+        threads=args.threads,
+    )
 
 
 def report_final(args: argparse.Namespace) -> None:
@@ -240,8 +290,10 @@ def report_final(args: argparse.Namespace) -> None:
     for variant in args.variant:
         runs += [dataclasses.replace(r, method=f"maxl-{variant}") for r in collect_runs(Path(args.runs) / variant)]
     added = "; ".join(f"`maxl-{v}` adds `{flags(v)}`" for v in args.variant)
-    note = (f"`maxl` is the paper's MAXL in this protocol; {added}. The variants were compared on the validation "
-            "split (experiments/generated_labels.py report-ablation); the test set was read for this table only.")
+    note = (
+        f"`maxl` is the paper's MAXL in this protocol; {added}. The variants were compared on the validation "
+        "split (experiments/generated_labels.py report-ablation); the test set was read for this table only."
+    )
     md, csv = write_tables(runs, args.prefix, args.title, note=note)
     png = plot_curves(runs, Path(args.prefix).with_suffix(".png"), args.title)
     print(Path(md).read_text())
@@ -274,8 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--runs", required=True)
     d.add_argument("--variants", nargs="+", choices=list(VARIANTS), required=True)
     d.add_argument("--out", required=True, help="PNG to write")
-    d.add_argument("--mean", action="store_true", help="one line per variant (the mean over its seeds), and the "
-                                                       "WAMAL weight in place of the classes used if a run has one")
+    d.add_argument(
+        "--mean",
+        action="store_true",
+        help="one line per variant (the mean over its seeds), and the "
+        "WAMAL weight in place of the classes used if a run has one",
+    )
     d.add_argument("--title", default="Generated labels: dynamics")
     f = sub.add_parser("final", help="the chosen variant on every seed of the protocol grid")
     f.add_argument("--grid", choices=GRIDS, default="protocol-cifar10")
@@ -291,9 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--prefix", required=True)
     g.add_argument("--title", default="Generated-labels protocol: test accuracy")
     args = p.parse_args(argv)
-    {"ablation": ablation, "report-ablation": report_ablation, "report-remedies": report_remedies,
-     "dynamics": dynamics, "final": final,
-     "report-final": report_final}[args.command](args)
+    {
+        "ablation": ablation,
+        "report-ablation": report_ablation,
+        "report-remedies": report_remedies,
+        "dynamics": dynamics,
+        "final": final,
+        "report-final": report_final,
+    }[args.command](args)
     return 0
 
 

@@ -23,8 +23,9 @@ from maxl.train.overlays import dotted
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--config", choices=grid_names(), help="named grid (maxl/grids/NAME.toml)")
     p.add_argument("--list", action="store_true", help="list the named grids and exit")
     p.add_argument("--data-root", default=None, help="data folder (default: the grid's, relative)")
@@ -50,8 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         maxl_main(["grid", "--list"])
         return 0 if args.list else 2
     out = ["grid", args.config, "--device", args.device]
-    for flag, value in (("--data-root", args.data_root), ("--out", args.out), ("--threads", args.threads),
-                        ("--table", args.table)):
+    for flag, value in (
+        ("--data-root", args.data_root),
+        ("--out", args.out),
+        ("--threads", args.threads),
+        ("--table", args.table),
+    ):
         out += [flag, value] if value is not None else []
     out += ["--methods", *args.methods] if args.methods else []
     out += ["--seeds", *args.seeds] if args.seeds else []

@@ -24,12 +24,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from maxl.analysis.agreement import agreement_within_primary, mean_agreement
+from maxl.analysis.run import load_run
+from maxl.analysis.visualise import collect_outputs
 from maxl.nn.backbones import build_backbone
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.train.build import make_generator
-from maxl.analysis.run import load_run
 from maxl.train import seed_everything
-from maxl.analysis.visualise import collect_outputs
+from maxl.train.build import make_generator
 
 
 def initial_generator(config: dict, data) -> LabelGenerator:
@@ -43,10 +43,12 @@ def initial_generator(config: dict, data) -> LabelGenerator:
     m = config["model"]
     batchnorm = m.get("batchnorm", True)
     seed_everything(config["train"]["seed"])
-    net = MultiTaskNetwork(build_backbone(m["backbone"], data.in_channels, batchnorm), m["num_primary"],
-                           sum(m["psi"]), m["hidden"])
-    generator = make_generator(m.get("generator", "own"), net, m["backbone"], data.in_channels, batchnorm, m["psi"],
-                               m["hidden"])
+    net = MultiTaskNetwork(
+        build_backbone(m["backbone"], data.in_channels, batchnorm), m["num_primary"], sum(m["psi"]), m["hidden"]
+    )
+    generator = make_generator(
+        m.get("generator", "own"), net, m["backbone"], data.in_channels, batchnorm, m["psi"], m["hidden"]
+    )
     features = getattr(generator, "shared_backbone", None) or generator.backbone  # the untrained network's, if shared
     for module in features.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -65,8 +67,9 @@ def scores(net, generator, data) -> dict:
     generated = out.soft_labels.argmax(1)
     results = agreement_within_primary(out.primary, generated, data.aux_test.numpy(), generator.hierarchy, data.psi)
     mean = mean_agreement(results)
-    mean["per_class"] = {data.primary_names[r.primary]: {"nmi": r.nmi, "ari": r.ari, "purity": r.purity}
-                         for r in results}
+    mean["per_class"] = {
+        data.primary_names[r.primary]: {"nmi": r.nmi, "ari": r.ari, "purity": r.purity} for r in results
+    }
     mean["mean_max_prob"] = float(out.soft_labels.max(1).mean())
     mean["classes_used"] = int(len(np.unique(generated)))
     return mean
@@ -87,9 +90,11 @@ def main(argv: list[str] | None = None) -> int:
             "trained": scores(run.net, run.generator, run.data),
         }
         for when, s in table[str(run_dir)].items():
-            print(f"{run_dir} {when:>8}: NMI {s['nmi']:.3f}  ARI {s['ari']:.3f}  purity {s['purity']:.3f} "
-                  f"(chance {s['chance_purity']:.3f})  mean max-prob {s['mean_max_prob']:.3f}  "
-                  f"classes used {s['classes_used']}")
+            print(
+                f"{run_dir} {when:>8}: NMI {s['nmi']:.3f}  ARI {s['ari']:.3f}  purity {s['purity']:.3f} "
+                f"(chance {s['chance_purity']:.3f})  mean max-prob {s['mean_max_prob']:.3f}  "
+                f"classes used {s['classes_used']}"
+            )
     if args.out:
         Path(args.out).write_text(json.dumps(table, indent=2) + "\n")
     return 0

@@ -82,8 +82,11 @@ class FixedLogits(nn.Module):
 
 def _items(dataset, indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     items = [dataset[int(i)] for i in indices]
-    return (torch.stack([it[0] for it in items]), torch.as_tensor([int(it[1]) for it in items]),
-            torch.as_tensor([int(it[2]) for it in items]))
+    return (
+        torch.stack([it[0] for it in items]),
+        torch.as_tensor([int(it[1]) for it in items]),
+        torch.as_tensor([int(it[2]) for it in items]),
+    )
 
 
 def _outer_set(trainer, images: Tensor, outer_images: int, seed: int):
@@ -118,8 +121,7 @@ def _label_target(kind: str, trainer, x: Tensor, y: Tensor, idx: Tensor, draw: t
         return hierarchy.masked_softmax(torch.zeros(len(y), k), y)
 
 
-def label_gradients(trainer, batches: int, seed: int, shuffle: int = 0, outer_images: int = 0
-                    ) -> dict[str, np.ndarray]:
+def label_gradients(trainer, batches: int, seed: int, shuffle: int = 0, outer_images: int = 0) -> dict[str, np.ndarray]:
     """∂J/∂z on ``batches`` training batches of a fixed set of images (drawn from ``seed``), the
     generator's logits, primary and human labels, rows in the set's order. ``shuffle`` > 0 puts the
     same images into other batches (another permutation), to tell the per-image signal from the
@@ -167,8 +169,9 @@ def _lookahead_outer_loss(trainer, x, y, target, x_o, y_o, alpha: float, masked:
         return float(trainer.loss_fn(functional_forward(net, names, buffers, x_o)(fast)[0], y_o))
 
 
-def objective_by_labels(trainer, batches: int, seed: int, outer_images: int = 0, masked: bool = False
-                        ) -> dict[str, float]:
+def objective_by_labels(
+    trainer, batches: int, seed: int, outer_images: int = 0, masked: bool = False
+) -> dict[str, float]:
     """The look-ahead's outer loss L_pri(f(x_o; θ1⁺)) when the auxiliary head learns from given
     labels: the human fine labels, random labels inside the block (one fixed draw), the
     generator's current labels, and uniform labels inside the block; the same batches and outer
@@ -196,8 +199,12 @@ def objective_by_labels(trainer, batches: int, seed: int, outer_images: int = 0,
     diff = np.array(losses["human"]) - np.array(losses["random"])
     tag = "masked_" if masked else ""
     out = {f"{tag}J_{kind}": float(np.mean(v)) for kind, v in losses.items()}
-    out.update({f"{tag}human_minus_random": float(diff.mean()),
-                f"{tag}human_minus_random_se": float(diff.std(ddof=1) / np.sqrt(len(diff)))})
+    out.update(
+        {
+            f"{tag}human_minus_random": float(diff.mean()),
+            f"{tag}human_minus_random_se": float(diff.std(ddof=1) / np.sqrt(len(diff))),
+        }
+    )
     return out
 
 
@@ -225,7 +232,7 @@ def horizon_effect(trainer, horizons: list[int], seed: int, outer_images: int, r
     results = {k: {kind: [] for kind in KINDS} for k in horizons}
     for r in range(repeats):
         order = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed + 10 + r))]
-        batches = [_items(trainer.train_set, order[(i * b) % len(order):][:b]) for i in range(k_max)]
+        batches = [_items(trainer.train_set, order[(i * b) % len(order) :][:b]) for i in range(k_max)]
         draw = torch.Generator().manual_seed(seed + 100 + r)
         for kind in KINDS:
             net = copy.deepcopy(trainer.net)
@@ -253,8 +260,9 @@ def horizon_effect(trainer, horizons: list[int], seed: int, outer_images: int, r
     return out
 
 
-def implicit_by_labels(trainer, batches: int, seed: int, outer_images: int, terms: list[int],
-                       step: float | None = None) -> dict[str, float]:
+def implicit_by_labels(
+    trainer, batches: int, seed: int, outer_images: int, terms: list[int], step: float | None = None
+) -> dict[str, float]:
     """What the implicit engine's objective says of each kind of labels: the linearised change of the
     held-out primary loss that learning from them causes over a (K + 1)-step horizon,
     ΔJ_K = −γ ⟨∇θ1 L_aux(θ1, labels), v_K⟩ with v_K = Σ_{j=0}^{K} (I − γH)^j ∇θ1 L_pri(x_o)
@@ -294,8 +302,9 @@ def implicit_by_labels(trainer, batches: int, seed: int, outer_images: int, term
             target = _label_target(kind, trainer, x, y, idx, draw)
             aux_grads = torch.autograd.grad(trainer.loss_fn(call(leaves)[1], target), leaves, allow_unused=True)
             previous = None
-            for k, v in enumerate(neumann_sums(call, names, leaves, y, target, trainer.loss_fn, None, g_o, gamma,
-                                               max(terms))):
+            for k, v in enumerate(
+                neumann_sums(call, names, leaves, y, target, trainer.loss_fn, None, g_o, gamma, max(terms))
+            ):
                 if k in changes:
                     dot = sum((g * vi).sum() for g, vi in zip(aux_grads, v) if g is not None)
                     changes[k][kind].append(float(-gamma * dot))
@@ -331,8 +340,9 @@ def reliability(first: np.ndarray, second: np.ndarray, y: np.ndarray, psi: list[
     return float(np.concatenate(cosines).mean())
 
 
-def block_statistics(grads: np.ndarray, logits: np.ndarray, y: np.ndarray, human: np.ndarray, psi: list[int],
-                     rng: np.random.Generator) -> list[dict]:
+def block_statistics(
+    grads: np.ndarray, logits: np.ndarray, y: np.ndarray, human: np.ndarray, psi: list[int], rng: np.random.Generator
+) -> list[dict]:
     """The per-class statistics of the module docstring, one dict per primary class with ψ_k > 1."""
     rows, start = [], 0
     for k, width in enumerate(psi):
@@ -344,7 +354,7 @@ def block_statistics(grads: np.ndarray, logits: np.ndarray, y: np.ndarray, human
         g = grads[members][:, cols].astype(np.float64)
         g = g - g.mean(1, keepdims=True)  # the softmax's gradients already sum to 0 in the block
         mean = g.mean(0)
-        total = float((g ** 2).sum())
+        total = float((g**2).sum())
         resid = g - mean
         s2 = np.linalg.svd(resid, compute_uv=False) ** 2
         p = s2 / s2.sum()
@@ -352,11 +362,16 @@ def block_statistics(grads: np.ndarray, logits: np.ndarray, y: np.ndarray, human
         noise -= noise.mean(1, keepdims=True)
         noise -= noise.mean(0)
         n2 = np.linalg.svd(noise, compute_uv=False) ** 2
-        row = {"class": k, "psi": width, "images": int(members.sum()),
-               "shared": float((mean ** 2).sum() * len(g) / total),
-               "top1": float(p[0]), "eff_rank": float(math.exp(-(p[p > 0] * np.log(p[p > 0])).sum())),
-               "null_top1": float(n2[0] / n2.sum()),
-               "signal_classes_used": int(len(np.unique(g.argmin(1))))}
+        row = {
+            "class": k,
+            "psi": width,
+            "images": int(members.sum()),
+            "shared": float((mean**2).sum() * len(g) / total),
+            "top1": float(p[0]),
+            "eff_rank": float(math.exp(-(p[p > 0] * np.log(p[p > 0])).sum())),
+            "null_top1": float(n2[0] / n2.sum()),
+            "signal_classes_used": int(len(np.unique(g.argmin(1)))),
+        }
         fine = human[members]
         if (fine >= 0).all():
             row["nmi_signal"] = float(normalized_mutual_info_score(fine, g.argmin(1)))
@@ -369,26 +384,57 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", default="protocol-cifar10", choices=grid_names())
     parser.add_argument("--data-root")
-    parser.add_argument("--plot", nargs="+", metavar="JSON",
-                        help="instead of measuring: plot these results files (their horizon effects and the "
-                             "per-image signal over training) into --out (a .png)")
-    parser.add_argument("--variant", default="ps-adam", choices=sorted(VARIANTS),
-                        help="the MAXL variant that trains the networks between the points")
-    parser.add_argument("--primary", default="hierarchy", choices=["hierarchy", "classes"],
-                        help="classes: the data set's classes as the primary task, psi = --psi each")
+    parser.add_argument(
+        "--plot",
+        nargs="+",
+        metavar="JSON",
+        help="instead of measuring: plot these results files (their horizon effects and the "
+        "per-image signal over training) into --out (a .png)",
+    )
+    parser.add_argument(
+        "--variant",
+        default="ps-adam",
+        choices=sorted(VARIANTS),
+        help="the MAXL variant that trains the networks between the points",
+    )
+    parser.add_argument(
+        "--primary",
+        default="hierarchy",
+        choices=["hierarchy", "classes"],
+        help="classes: the data set's classes as the primary task, psi = --psi each",
+    )
     parser.add_argument("--psi", default="5")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs-at", type=int, nargs="+", default=[0, 3, 8])
     parser.add_argument("--batches", type=int, default=10, help="training batches per point")
-    parser.add_argument("--outer-images", type=int, default=0,
-                        help="outer loss on one fixed set of this many other training images (0: the inner batch)")
-    parser.add_argument("--horizons", type=int, nargs="*", default=[],
-                        help="also the held-out primary loss after k plain SGD steps on each kind of labels")
-    parser.add_argument("--neumann", type=int, nargs="*", default=[],
-                        help="also the implicit engine's linearised (K + 1)-step change of the held-out primary "
-                             "loss on each kind of labels, for these K")
-    parser.add_argument("--neumann-step", type=float, nargs="*", default=[None],
-                        help="γ of the Neumann series (default: the current learning rate); several: one table each")
+    parser.add_argument(
+        "--outer-images",
+        type=int,
+        default=0,
+        help="outer loss on one fixed set of this many other training images (0: the inner batch)",
+    )
+    parser.add_argument(
+        "--horizons",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also the held-out primary loss after k plain SGD steps on each kind of labels",
+    )
+    parser.add_argument(
+        "--neumann",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also the implicit engine's linearised (K + 1)-step change of the held-out primary "
+        "loss on each kind of labels, for these K",
+    )
+    parser.add_argument(
+        "--neumann-step",
+        type=float,
+        nargs="*",
+        default=[None],
+        help="γ of the Neumann series (default: the current learning rate); several: one table each",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True, help="JSON file of the statistics")
     args = parser.parse_args(argv)
@@ -400,8 +446,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     grid = load_grid(args.grid)
     variant = VARIANTS[args.variant]  # on any grid, as the protocol grids hold it
-    more = [variant, {"data": {"data_root": args.data_root}, "train": {"progress": False},
-                      "out": str(Path(args.out).with_suffix("")) + "-run"}]
+    more = [
+        variant,
+        {
+            "data": {"data_root": args.data_root},
+            "train": {"progress": False},
+            "out": str(Path(args.out).with_suffix("")) + "-run",
+        },
+    ]
     if args.primary == "classes":  # the data set's classes as the primary task, without the grid's hierarchy
         more.append({"data": {"hierarchy": RunConfig().data.hierarchy}, "model": {"psi": args.psi}})
     # the grid's settings (the paper's for whatever the protocol leaves out, as maxl grid runs them)
@@ -412,8 +464,10 @@ def main(argv: list[str] | None = None) -> None:
     trainer = build(config)
     needed = args.batches * trainer.config.batch_size + args.outer_images
     if needed > len(trainer.train_set):
-        parser.error(f"--batches {args.batches} x {trainer.config.batch_size} images + --outer-images "
-                     f"{args.outer_images} = {needed} > the {len(trainer.train_set)} training images")
+        parser.error(
+            f"--batches {args.batches} x {trainer.config.batch_size} images + --outer-images "
+            f"{args.outer_images} = {needed} > the {len(trainer.train_set)} training images"
+        )
     rng = np.random.default_rng(args.seed)
     points = []
     for epoch in sorted(set(args.epochs_at)):
@@ -422,31 +476,53 @@ def main(argv: list[str] | None = None) -> None:
             trainer.epoch += 1
         t0 = time.time()
         data = label_gradients(trainer, args.batches, args.seed, outer_images=args.outer_images)
-        rows = block_statistics(data["grad"], data["logits"], data["y"], data["human"],
-                                list(trainer.generator.hierarchy.psi), rng)
+        rows = block_statistics(
+            data["grad"], data["logits"], data["y"], data["human"], list(trainer.generator.hierarchy.psi), rng
+        )
         other = label_gradients(trainer, args.batches, args.seed, shuffle=1, outer_images=args.outer_images)
         acc = trainer.evaluate(trainer.val_set)["test_acc"] if trainer.val_set is not None else None
-        summary = {k: float(np.average([r[k] for r in rows], weights=[r["images"] for r in rows]))
-                   for k in rows[0] if k not in ("class", "psi", "images")}
-        summary["reliability"] = reliability(data["grad"], other["grad"], data["y"],
-                                             list(trainer.generator.hierarchy.psi))
+        summary = {
+            k: float(np.average([r[k] for r in rows], weights=[r["images"] for r in rows]))
+            for k in rows[0]
+            if k not in ("class", "psi", "images")
+        }
+        summary["reliability"] = reliability(
+            data["grad"], other["grad"], data["y"], list(trainer.generator.hierarchy.psi)
+        )
         if trainer.human_labels is not None:
             summary.update(objective_by_labels(trainer, args.batches, args.seed, args.outer_images))
             summary.update(objective_by_labels(trainer, args.batches, args.seed, args.outer_images, masked=True))
             if args.horizons:
                 summary.update(horizon_effect(trainer, args.horizons, args.seed, args.outer_images or 1000))
             for i, step in enumerate(args.neumann_step if args.neumann else []):
-                implicit = implicit_by_labels(trainer, args.batches, args.seed, args.outer_images or 1000,
-                                              args.neumann, step)
+                implicit = implicit_by_labels(
+                    trainer, args.batches, args.seed, args.outer_images or 1000, args.neumann, step
+                )
                 summary.update({(f"s{i}_" if i else "") + k: v for k, v in implicit.items()})
-        points.append({"epoch": epoch, "val_acc": acc, "alpha": trainer.optimizer.param_groups[0]["lr"],
-                       "summary": summary, "classes": rows})
-        print(f"epoch {epoch}: val acc {acc}, " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
-              + f" ({time.time() - t0:.0f}s)", flush=True)
+        points.append(
+            {
+                "epoch": epoch,
+                "val_acc": acc,
+                "alpha": trainer.optimizer.param_groups[0]["lr"],
+                "summary": summary,
+                "classes": rows,
+            }
+        )
+        print(
+            f"epoch {epoch}: val acc {acc}, "
+            + ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
+            + f" ({time.time() - t0:.0f}s)",
+            flush=True,
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"argv": run, "variant": args.variant, "primary": args.primary, "outer_images": args.outer_images,
-              "points": points}
+    result = {
+        "argv": run,
+        "variant": args.variant,
+        "primary": args.primary,
+        "outer_images": args.outer_images,
+        "points": points,
+    }
     out.write_text(json.dumps(result, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(result))
 
@@ -463,14 +539,22 @@ def plot(results: list[dict], names: list[str], out: Path) -> None:
     fig, axes = plt.subplots(len(results), 2, figsize=(10, 3.4 * len(results)), squeeze=False)
     for (left, right), result, name in zip(axes, results, names):
         epochs = [p["epoch"] for p in result["points"]]
-        for key, label in (("reliability", "reliability of the per-image push"),
-                           ("nmi_signal", "NMI(push argmin, fine class)"), ("nmi_labels", "NMI(generated, fine class)")):
+        for key, label in (
+            ("reliability", "reliability of the per-image push"),
+            ("nmi_signal", "NMI(push argmin, fine class)"),
+            ("nmi_labels", "NMI(generated, fine class)"),
+        ):
             if key in result["points"][0]["summary"]:
                 left.plot(epochs, [p["summary"][key] for p in result["points"]], marker="o", label=label)
         left.set(xlabel="epoch of the MAXL run", title=f"{name}: the look-ahead's push on the labels")
         left.legend(fontsize=8)
-        horizons = sorted({int(k[1:].split("_")[0]) for k in result["points"][0]["summary"]
-                           if k.startswith("h") and k.endswith("_human_minus_random")})
+        horizons = sorted(
+            {
+                int(k[1:].split("_")[0])
+                for k in result["points"][0]["summary"]
+                if k.startswith("h") and k.endswith("_human_minus_random")
+            }
+        )
         for p in result["points"]:
             if not horizons:
                 break
@@ -478,8 +562,12 @@ def plot(results: list[dict], names: list[str], out: Path) -> None:
             se = [p["summary"][f"h{k}_human_minus_random_se"] for k in horizons]
             right.errorbar(horizons, mean, yerr=se, marker="o", capsize=3, label=f"from epoch {p['epoch']}")
         right.axhline(0, color="grey", lw=0.8)
-        right.set(xscale="log", xlabel="SGD steps k on the labels", ylabel="held-out L_pri: human − random",
-                  title="below 0: human labels help after k steps")
+        right.set(
+            xscale="log",
+            xlabel="SGD steps k on the labels",
+            ylabel="held-out L_pri: human − random",
+            title="below 0: human labels help after k steps",
+        )
         right.legend(fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -487,52 +575,98 @@ def plot(results: list[dict], names: list[str], out: Path) -> None:
     plt.close(fig)
 
 
-COLUMNS = ("shared", "top1", "null_top1", "eff_rank", "reliability", "signal_classes_used", "nmi_signal",
-           "nmi_labels", "J_human", "J_random", "J_generated", "J_uniform", "human_minus_random",
-           "human_minus_random_se", "masked_J_human", "masked_J_random", "masked_J_uniform",
-           "masked_human_minus_random", "masked_human_minus_random_se")
+COLUMNS = (
+    "shared",
+    "top1",
+    "null_top1",
+    "eff_rank",
+    "reliability",
+    "signal_classes_used",
+    "nmi_signal",
+    "nmi_labels",
+    "J_human",
+    "J_random",
+    "J_generated",
+    "J_uniform",
+    "human_minus_random",
+    "human_minus_random_se",
+    "masked_J_human",
+    "masked_J_random",
+    "masked_J_uniform",
+    "masked_human_minus_random",
+    "masked_human_minus_random_se",
+)
 
 
 def markdown(result: dict) -> str:
     """The points of one run as a markdown table (means over the primary classes, weighted by images)."""
     cols = [c for c in COLUMNS if c in result["points"][0]["summary"]]
     outer = f"a fixed set of {result['outer_images']} other images" if result.get("outer_images") else "the inner batch"
-    lines = [f"Label-gradient signal, variant `{result['variant']}`, primary task: {result['primary']}, "
-             f"outer loss on {outer}",
-             f"(`maxl train {' '.join(result['argv'])}`)", "",
-             "| epoch | α | val acc | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
+    lines = [
+        f"Label-gradient signal, variant `{result['variant']}`, primary task: {result['primary']}, "
+        f"outer loss on {outer}",
+        f"(`maxl train {' '.join(result['argv'])}`)",
+        "",
+        "| epoch | α | val acc | " + " | ".join(cols) + " |",
+        "|---" * (len(cols) + 3) + "|",
+    ]
     for p in result["points"]:
         acc = "–" if p["val_acc"] is None else f"{100 * p['val_acc']:.1f} %"
-        lines.append(f"| {p['epoch']} | {p['alpha']:.3f} | {acc} | "
-                     + " | ".join(f"{p['summary'][c]:.4g}" for c in cols) + " |")
-    horizons = sorted({int(k[1:].split("_")[0]) for k in result["points"][0]["summary"]
-                       if k.startswith("h") and k.endswith("_human_minus_random")})
+        lines.append(
+            f"| {p['epoch']} | {p['alpha']:.3f} | {acc} | " + " | ".join(f"{p['summary'][c]:.4g}" for c in cols) + " |"
+        )
+    horizons = sorted(
+        {
+            int(k[1:].split("_")[0])
+            for k in result["points"][0]["summary"]
+            if k.startswith("h") and k.endswith("_human_minus_random")
+        }
+    )
     if horizons:
-        lines += ["", "Held-out primary loss after k plain SGD steps on each kind of labels (same batches, "
-                  "same step; mean over the batch sequences, ± standard error): human − random, human − uniform, "
-                  "generated − random. Below 0: the first kind helps more.", "",
-                  "| epoch | k | human − random | human − uniform | generated − random |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Held-out primary loss after k plain SGD steps on each kind of labels (same batches, "
+            "same step; mean over the batch sequences, ± standard error): human − random, human − uniform, "
+            "generated − random. Below 0: the first kind helps more.",
+            "",
+            "| epoch | k | human − random | human − uniform | generated − random |",
+            "|---|---|---|---|---|",
+        ]
         for p in result["points"]:
             for k in horizons:
                 q = p["summary"]
-                lines.append(f"| {p['epoch']} | {k} | {q[f'h{k}_human_minus_random']:+.2e} ± "
-                             f"{q[f'h{k}_human_minus_random_se']:.1e} | {q[f'h{k}_human_minus_uniform']:+.2e} | "
-                             f"{q[f'h{k}_generated_minus_random']:+.2e} |")
+                lines.append(
+                    f"| {p['epoch']} | {k} | {q[f'h{k}_human_minus_random']:+.2e} ± "
+                    f"{q[f'h{k}_human_minus_random_se']:.1e} | {q[f'h{k}_human_minus_uniform']:+.2e} | "
+                    f"{q[f'h{k}_generated_minus_random']:+.2e} |"
+                )
     for prefix in sorted({k.split("neumann_step")[0] for k in result["points"][0]["summary"] if "neumann_step" in k}):
         q0 = result["points"][0]["summary"]
-        terms = sorted({int(k[len(prefix) + 1:].split("_")[0]) for k in q0
-                        if k.startswith(prefix + "n") and k.endswith("_human_minus_random")})
-        lines += ["", "The implicit engine's linearised change of the held-out primary loss over K + 1 steps of "
-                  "step γ, ΔJ_K = −γ ⟨∇θ1 L_aux, v_K⟩, per kind of labels (mean over batches ± standard error), "
-                  "and the size of the Neumann series' last term ‖(I − γH)^K g‖ / ‖g‖ (above 1: the series "
-                  "diverges, the numbers mean nothing). Below 0: the first kind helps more.", "",
-                  "| epoch | γ | K | human − random | human − uniform | last term |", "|---|---|---|---|---|---|"]
+        terms = sorted(
+            {
+                int(k[len(prefix) + 1 :].split("_")[0])
+                for k in q0
+                if k.startswith(prefix + "n") and k.endswith("_human_minus_random")
+            }
+        )
+        lines += [
+            "",
+            "The implicit engine's linearised change of the held-out primary loss over K + 1 steps of "
+            "step γ, ΔJ_K = −γ ⟨∇θ1 L_aux, v_K⟩, per kind of labels (mean over batches ± standard error), "
+            "and the size of the Neumann series' last term ‖(I − γH)^K g‖ / ‖g‖ (above 1: the series "
+            "diverges, the numbers mean nothing). Below 0: the first kind helps more.",
+            "",
+            "| epoch | γ | K | human − random | human − uniform | last term |",
+            "|---|---|---|---|---|---|",
+        ]
         for p in result["points"]:
-            q = {k[len(prefix):]: v for k, v in p["summary"].items() if k.startswith(prefix)}
+            q = {k[len(prefix) :]: v for k, v in p["summary"].items() if k.startswith(prefix)}
             for k in terms:
-                lines.append(f"| {p['epoch']} | {q['neumann_step']:.3g} | {k} | {q[f'n{k}_human_minus_random']:+.2e} ± "
-                             f"{q[f'n{k}_human_minus_random_se']:.1e} | {q[f'n{k}_human_minus_uniform']:+.2e} | "
-                             f"{q[f'n{k}_growth']:.2g} |")
+                lines.append(
+                    f"| {p['epoch']} | {q['neumann_step']:.3g} | {k} | {q[f'n{k}_human_minus_random']:+.2e} ± "
+                    f"{q[f'n{k}_human_minus_random_se']:.1e} | {q[f'n{k}_human_minus_uniform']:+.2e} | "
+                    f"{q[f'n{k}_growth']:.2g} |"
+                )
     return "\n".join(lines) + "\n"
 
 

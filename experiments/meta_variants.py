@@ -35,16 +35,25 @@ from maxl.train.grid import load_grid, run_grid
 GRID = "mnist"
 #: variant -> its overlay on the grid (maxl/grids/mnist.toml)
 VARIANTS = load_grid(GRID).variants
-NOTE = ("`maxl` is the reference schedule with the `func` engine; `maxl-fused-jvp` updates the generator on "
-        "every multi-task step from the same forward/backward (exact forward-mode meta-gradient), "
-        "`maxl-every4` on every 4th step; the setting line above is that of the first run. "
-        "*maxl − method* compares each variant with the reference schedule, seed by seed.")
+NOTE = (
+    "`maxl` is the reference schedule with the `func` engine; `maxl-fused-jvp` updates the generator on "
+    "every multi-task step from the same forward/backward (exact forward-mode meta-gradient), "
+    "`maxl-every4` on every 4th step; the setting line above is that of the first run. "
+    "*maxl − method* compares each variant with the reference schedule, seed by seed."
+)
 
 
 def run(args: argparse.Namespace) -> None:
     grid = load_grid(args.grid)
-    run_grid(grid, args.out, variants=list(grid.variants), data_root=args.data_root, seeds=args.seeds,
-             device=args.device, threads=args.threads)
+    run_grid(
+        grid,
+        args.out,
+        variants=list(grid.variants),
+        data_root=args.data_root,
+        seeds=args.seeds,
+        device=args.device,
+        threads=args.threads,
+    )
 
 
 def report(args: argparse.Namespace) -> None:

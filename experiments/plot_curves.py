@@ -31,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         grid_file = Path(args.grid) / "grid.json"
         name = json.loads(grid_file.read_text())["grid"]["name"] if grid_file.is_file() else Path(args.grid).name
         c = runs[0].config
-        title = (f"{name}: {c['data']['name']}, {c['model']['backbone']}, {c['data']['num_train']} train images\n"
-                 f"test accuracy, mean ± 1 std over seeds")
+        title = (
+            f"{name}: {c['data']['name']}, {c['model']['backbone']}, {c['data']['num_train']} train images\n"
+            f"test accuracy, mean ± 1 std over seeds"
+        )
     print(f"wrote {plot_curves(runs, args.out, title)}")
     return 0
 

@@ -61,8 +61,15 @@ def find_chromium() -> str | None:
 
 def _run(chromium: str, args: list[str], timeout: float) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory() as profile:  # a fresh profile: no state shared between runs
-        command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                   f"--user-data-dir={profile}", *args]
+        command = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            *args,
+        ]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
@@ -88,38 +95,61 @@ def check_report(report: str | os.PathLike, chromium: str | None = None, timeout
         raise FileNotFoundError(f"{report}: no such report")
     chromium = chromium or find_chromium()
     if chromium is None:
-        raise FileNotFoundError("no Chromium found (chromium, chromium-browser, google-chrome or $CHROMIUM); "
-                                "install it, e.g. apt-get install chromium")
+        raise FileNotFoundError(
+            "no Chromium found (chromium, chromium-browser, google-chrome or $CHROMIUM); "
+            "install it, e.g. apt-get install chromium"
+        )
     page = report.read_text(encoding="utf-8")
     head = page.find("<head>")
     probed = page[: head + 6] + _PROBE + page[head + 6 :] if head >= 0 else _PROBE + page
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / report.name
         copy.write_text(probed, encoding="utf-8")
-        done = _run(chromium, ["--dump-dom", "--virtual-time-budget=10000", "--enable-logging=stderr", "--v=0",
-                               copy.as_uri()], timeout)
+        done = _run(
+            chromium,
+            ["--dump-dom", "--virtual-time-budget=10000", "--enable-logging=stderr", "--v=0", copy.as_uri()],
+            timeout,
+        )
     found = _RESULT.search(done.stdout)
     if found is None:
-        raise RuntimeError(f"Chromium (exit {done.returncode}) printed no probe result for {report}; its log:\n"
-                           f"{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"Chromium (exit {done.returncode}) printed no probe result for {report}; its log:\n{done.stderr[-3000:]}"
+        )
     result = json.loads(html.unescape(found.group(1)))
     result["errors"] += [line.strip() for line in done.stderr.splitlines() if _CONSOLE.search(line)]
     images = result["images"]
-    result["ok"] = not result["errors"] and bool(images) and all(
-        i["complete"] and i["width"] > 0 and i["height"] > 0 for i in images)
+    result["ok"] = (
+        not result["errors"]
+        and bool(images)
+        and all(i["complete"] and i["width"] > 0 and i["height"] > 0 for i in images)
+    )
     return result
 
 
-def screenshot(report: str | os.PathLike, png: str | os.PathLike, size: tuple[int, int] = (1400, 2000),
-               chromium: str | None = None, timeout: float = 120) -> Path:
+def screenshot(
+    report: str | os.PathLike,
+    png: str | os.PathLike,
+    size: tuple[int, int] = (1400, 2000),
+    chromium: str | None = None,
+    timeout: float = 120,
+) -> Path:
     """Save a PNG of the top ``size`` (width, height in CSS pixels) of ``report`` as Chromium renders it."""
     chromium = chromium or find_chromium()
     if chromium is None:
         raise FileNotFoundError("no Chromium found; install it, e.g. apt-get install chromium")
     png = Path(png).resolve()
     png.parent.mkdir(parents=True, exist_ok=True)
-    done = _run(chromium, [f"--screenshot={png}", f"--window-size={size[0]},{size[1]}", "--hide-scrollbars",
-                           "--virtual-time-budget=10000", Path(report).resolve().as_uri()], timeout)
+    done = _run(
+        chromium,
+        [
+            f"--screenshot={png}",
+            f"--window-size={size[0]},{size[1]}",
+            "--hide-scrollbars",
+            "--virtual-time-budget=10000",
+            Path(report).resolve().as_uri(),
+        ],
+        timeout,
+    )
     if not png.is_file():
         raise RuntimeError(f"Chromium (exit {done.returncode}) wrote no screenshot; its log:\n{done.stderr[-3000:]}")
     return png
@@ -136,8 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"figure {image['alt']}: {image['width']}x{image['height']} px, complete={image['complete']}")
     for error in result["errors"]:
         print(f"error: {error}")
-    print(f"{args.report}: {'ok' if result['ok'] else 'FAILED'} ({len(result['images'])} figures, "
-          f"{len(result['errors'])} errors)")
+    print(
+        f"{args.report}: {'ok' if result['ok'] else 'FAILED'} ({len(result['images'])} figures, "
+        f"{len(result['errors'])} errors)"
+    )
     if args.screenshot:
         print(f"wrote {screenshot(args.report, args.screenshot, tuple(args.size))}")
     return 0 if result["ok"] else 1

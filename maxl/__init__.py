@@ -29,16 +29,32 @@ from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 __version__ = "0.1.0"
 
 _LAZY = {  # name -> module: the upper layers, imported on first access (PEP 562)
-    "TrainConfig": "maxl.train", "Trainer": "maxl.train", "CheckpointError": "maxl.train",
-    "NonFiniteGradientError": "maxl.train", "NonFiniteLossError": "maxl.train",
+    "TrainConfig": "maxl.train",
+    "Trainer": "maxl.train",
+    "CheckpointError": "maxl.train",
+    "NonFiniteGradientError": "maxl.train",
+    "NonFiniteLossError": "maxl.train",
 }
 
 __all__ = [
-    "BACKBONES", "ConvNet", "build_backbone", "small_cnn", "tiny_cnn", "vgg16_bn",
-    "Hierarchy", "masked_log_softmax", "masked_softmax", "validate_psi",
-    "focal_loss", "negative_entropy",
-    "MetaConfig", "MetaResult", "meta_gradient", "DoubleBackwardError",
-    "LabelGenerator", "MultiTaskNetwork",
+    "BACKBONES",
+    "ConvNet",
+    "build_backbone",
+    "small_cnn",
+    "tiny_cnn",
+    "vgg16_bn",
+    "Hierarchy",
+    "masked_log_softmax",
+    "masked_softmax",
+    "validate_psi",
+    "focal_loss",
+    "negative_entropy",
+    "MetaConfig",
+    "MetaResult",
+    "meta_gradient",
+    "DoubleBackwardError",
+    "LabelGenerator",
+    "MultiTaskNetwork",
     *_LAZY,
 ]
 

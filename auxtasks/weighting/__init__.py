@@ -39,7 +39,19 @@ WEIGHTINGS = {
 }
 
 __all__ = [
-    "PRIMARY", "Weighting", "GradientWeighting", "flat_gradients",
-    "Equal", "Fixed", "Uncertainty", "DynamicWeightAverage", "GradNorm", "PCGrad", "GradientCosineSimilarity",
-    "MGDA", "MGDAUpperBound", "DynamicTaskPrioritization", "WEIGHTINGS",
+    "PRIMARY",
+    "Weighting",
+    "GradientWeighting",
+    "flat_gradients",
+    "Equal",
+    "Fixed",
+    "Uncertainty",
+    "DynamicWeightAverage",
+    "GradNorm",
+    "PCGrad",
+    "GradientCosineSimilarity",
+    "MGDA",
+    "MGDAUpperBound",
+    "DynamicTaskPrioritization",
+    "WEIGHTINGS",
 ]

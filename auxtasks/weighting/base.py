@@ -69,8 +69,10 @@ class Weighting(nn.Module):
         if not names or names[0] != PRIMARY or len(set(names)) != len(names):
             raise ValueError(f"task names must be unique and start with {PRIMARY!r}, got {list(names)}")
         if self.task_names and self.task_names != names:
-            raise ValueError(f"{type(self).__name__} is bound to tasks {list(self.task_names)} already; "
-                             f"make a new one for {list(names)}")
+            raise ValueError(
+                f"{type(self).__name__} is bound to tasks {list(self.task_names)} already; "
+                f"make a new one for {list(names)}"
+            )
         if self.task_names:
             return
         self.task_names = names
@@ -106,8 +108,15 @@ class Weighting(nn.Module):
         """Current weights as floats, for logging."""
         return {n: float(w.detach()) for n, w in self.loss_weights().items()}
 
-    def backward(self, losses: Mapping[str, Tensor], total: Tensor, shared: Sequence[Tensor],
-                 specific: Sequence[Tensor], *, representation: Tensor | None = None) -> None:
+    def backward(
+        self,
+        losses: Mapping[str, Tensor],
+        total: Tensor,
+        shared: Sequence[Tensor],
+        specific: Sequence[Tensor],
+        *,
+        representation: Tensor | None = None,
+    ) -> None:
         """Accumulate the update into ``.grad``: here ``total.backward()``.
 
         Args:

@@ -60,8 +60,10 @@ class DynamicTaskPrioritization(Weighting):
     def __init__(self, gamma: float = 1.0, momentum: float = 0.9, measure: str = "accuracy"):
         super().__init__()
         if gamma < 0 or not 0 <= momentum < 1 or measure not in MEASURES:
-            raise ValueError(f"DTP needs gamma >= 0, momentum in [0, 1) and measure in {MEASURES}, got "
-                             f"{gamma}, {momentum}, {measure!r}")
+            raise ValueError(
+                f"DTP needs gamma >= 0, momentum in [0, 1) and measure in {MEASURES}, got "
+                f"{gamma}, {momentum}, {measure!r}"
+            )
         self.gamma, self.momentum, self.measure = float(gamma), float(momentum), measure
         self._performance: dict = {}
 

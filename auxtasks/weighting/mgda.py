@@ -149,8 +149,10 @@ class MGDA(GradientWeighting):
         for n in self.task_names:  # ∇_Z L_t: one backward through the heads only
             (g,) = torch.autograd.grad(losses[n], representation, retain_graph=True, allow_unused=True)
             if g is None or not g.any():
-                raise ValueError(f"MGDA-UB: task {n!r} does not read the shared representation of the batch (e.g. a "
-                                 "task on its own inputs, such as rotation); use MGDA on the parameters instead")
+                raise ValueError(
+                    f"MGDA-UB: task {n!r} does not read the shared representation of the batch (e.g. a "
+                    "task on its own inputs, such as rotation); use MGDA on the parameters instead"
+                )
             grads[n] = g.reshape(-1)
         alpha = self.solve(grads, losses)
         shared = [p for p in shared if p.requires_grad]

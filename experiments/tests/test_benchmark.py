@@ -12,8 +12,22 @@ pytestmark = pytest.mark.integration
 
 
 def args(tmp_path, **overrides):
-    a = benchmark.build_parser().parse_args(["--backbones", "tiny-cnn", "--batch-size", "4", "--warmup", "0",
-                                             "--repeats", "1", "--device", "cpu", "--out", str(tmp_path / "b")])
+    a = benchmark.build_parser().parse_args(
+        [
+            "--backbones",
+            "tiny-cnn",
+            "--batch-size",
+            "4",
+            "--warmup",
+            "0",
+            "--repeats",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "b"),
+        ]
+    )
     return argparse.Namespace(**{**vars(a), **overrides})
 
 
@@ -31,9 +45,31 @@ def test_fused_and_amortised_variants_count_fewer_flops(tmp_path):
 
 
 def test_benchmark_writes_json_and_markdown_with_every_variant(tmp_path):
-    assert benchmark.main(["--backbones", "tiny-cnn", "--batch-size", "4", "--warmup", "0", "--repeats", "2",
-                           "--no-memory", "--variants", "fused-jvp", "every2", "--gen-every", "2",
-                           "--device", "cpu", "--out", str(tmp_path / "b")]) == 0
+    assert (
+        benchmark.main(
+            [
+                "--backbones",
+                "tiny-cnn",
+                "--batch-size",
+                "4",
+                "--warmup",
+                "0",
+                "--repeats",
+                "2",
+                "--no-memory",
+                "--variants",
+                "fused-jvp",
+                "every2",
+                "--gen-every",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "b.json").read_text())
     rows = result["backbones"][0]["variants"]
     assert list(rows) == ["single", "fused-jvp", "every2"]
@@ -58,8 +94,11 @@ def test_projection_of_the_papers_cifar100_run():
     # 50 000 images / batch 100 = 500 iterations per epoch, 200 epochs: 1 s per iteration is 27.8 h
     assert benchmark.projected_hours(1.0, batch_size=100) == pytest.approx(100_000 / 3600)
     assert benchmark.projected_hours(1.0, batch_size=128) == pytest.approx(391 * 200 / 3600)  # last batch partial
-    bench = {"backbone": "vgg16", "batch_size": 100,
-             "variants": {"single": {"median_s": 1.0}, "fused-jvp": {"median_s": 4.0}, "maxl-jvp": {"median_s": 5.0}}}
+    bench = {
+        "backbone": "vgg16",
+        "batch_size": 100,
+        "variants": {"single": {"median_s": 1.0}, "fused-jvp": {"median_s": 4.0}, "maxl-jvp": {"median_s": 5.0}},
+    }
     table = "\n".join(benchmark.projection_markdown(bench))
     assert "| single | 27.8 | 1.00× |" in table and "| fused-jvp | 111.1 | 4.00× |" in table
     assert "maxl-jvp" not in table  # one engine of the reference schedule is enough
@@ -67,9 +106,29 @@ def test_projection_of_the_papers_cifar100_run():
 
 
 def test_markdown_is_rendered_again_from_the_saved_json(tmp_path):
-    assert benchmark.main(["--backbones", "tiny-cnn", "--batch-size", "4", "--warmup", "0", "--repeats", "1",
-                           "--no-memory", "--no-flops", "--variants", "fused-jvp", "--device", "cpu",
-                           "--out", str(tmp_path / "b")]) == 0
+    assert (
+        benchmark.main(
+            [
+                "--backbones",
+                "tiny-cnn",
+                "--batch-size",
+                "4",
+                "--warmup",
+                "0",
+                "--repeats",
+                "1",
+                "--no-memory",
+                "--no-flops",
+                "--variants",
+                "fused-jvp",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 0
+    )
     first = (tmp_path / "b.md").read_text()
     (tmp_path / "b.md").unlink()
     assert benchmark.main(["--render", str(tmp_path / "b.json")]) == 0
@@ -80,8 +139,18 @@ def test_compile_refuses_the_double_backward_variants(tmp_path):
     with pytest.raises(SystemExit, match="create_graph=True"):
         benchmark.main(["--backbones", "tiny-cnn", "--compile", "--out", str(tmp_path / "b")])
     with pytest.raises(SystemExit, match=r"\['fused-func'\]"):
-        benchmark.main(["--backbones", "tiny-cnn", "--compile", "--variants", "fused-jvp", "fused-func",
-                        "--out", str(tmp_path / "b")])
+        benchmark.main(
+            [
+                "--backbones",
+                "tiny-cnn",
+                "--compile",
+                "--variants",
+                "fused-jvp",
+                "fused-func",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
 
 
 @pytest.mark.slow
@@ -89,8 +158,9 @@ def test_compiled_backbones_give_the_same_step(tmp_path):
     # torch.compile changes how, not what: one fused step from the same weights, compiled or not
     steps = {}
     for compiled in (False, True):
-        case = benchmark.make_cases(["fused-jvp"], "tiny-cnn", 4, benchmark.torch.device("cpu"), 4,
-                                    compile=compiled)["fused-jvp"]
+        case = benchmark.make_cases(["fused-jvp"], "tiny-cnn", 4, benchmark.torch.device("cpu"), 4, compile=compiled)[
+            "fused-jvp"
+        ]
         case.unit()
         net = case.unit.__defaults__[0].net
         steps[compiled] = benchmark.torch.cat([p.detach().flatten() for p in net.parameters()])

@@ -14,8 +14,9 @@ def fake_run(root, variant, seed, val_last5, max_prob, nmi, val_losses=(0.5,)):
     record = {"label_max_prob": max_prob, "label_used_fraction": 1.0, "label_nmi_human": nmi}
     lines = [json.dumps({**record, "val_loss": loss}) for loss in val_losses]
     (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    (folder / "summary.json").write_text(json.dumps({"final_val_acc": val_last5, "last5_mean_val_acc": val_last5,
-                                                     "mean_epoch_time_s": 2.0}))
+    (folder / "summary.json").write_text(
+        json.dumps({"final_val_acc": val_last5, "last5_mean_val_acc": val_last5, "mean_epoch_time_s": 2.0})
+    )
 
 
 def test_paired_differences_and_label_statistics(tmp_path):
@@ -62,8 +63,7 @@ def test_dynamics_plots_one_line_per_variant_with_its_seed_mean(tmp_path, monkey
 
     monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
     out = tmp_path / "dyn.png"
-    dynamics(argparse.Namespace(runs=str(tmp_path), variants=["paper", "wamal"], out=str(out), mean=True,
-                                title="t"))
+    dynamics(argparse.Namespace(runs=str(tmp_path), variants=["paper", "wamal"], out=str(out), mean=True, title="t"))
     assert out.stat().st_size > 0
     weights = [(label, ys) for title, label, ys in plotted if label and "wamal" in label and ys == [1.5]]
     assert len(weights) == 1 and weights[0][0] == "wamal (2 seeds)"  # the mean of 1.0 and 2.0
@@ -72,15 +72,29 @@ def test_dynamics_plots_one_line_per_variant_with_its_seed_mean(tmp_path, monkey
 
 def _grid_run(folder, method, seed, acc):
     folder.mkdir(parents=True)
-    config = {"data": {"name": "mnist:even-odd", "num_train": 800, "num_test": 2000},
-              "model": {"psi": [5, 5], "backbone": "cnn3", "hidden": 0},
-              "train": {"method": method, "seed": seed, "epochs": 1, "batch_size": 100, "lr": 0.1, "momentum": 0.0,
-                        "weight_decay": 0.0, "lr_schedule": "onecycle", "loss": "ce", "gen_lr": 0.001,
-                        "schedule": "alternate"}, "labels": None}
+    config = {
+        "data": {"name": "mnist:even-odd", "num_train": 800, "num_test": 2000},
+        "model": {"psi": [5, 5], "backbone": "cnn3", "hidden": 0},
+        "train": {
+            "method": method,
+            "seed": seed,
+            "epochs": 1,
+            "batch_size": 100,
+            "lr": 0.1,
+            "momentum": 0.0,
+            "weight_decay": 0.0,
+            "lr_schedule": "onecycle",
+            "loss": "ce",
+            "gen_lr": 0.001,
+            "schedule": "alternate",
+        },
+        "labels": None,
+    }
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "test_acc": acc}) + "\n")
-    (folder / "summary.json").write_text(json.dumps({"final_test_acc": acc, "best_test_acc": acc,
-                                                     "last5_mean_test_acc": acc, "wall_time_s": 1.0}))
+    (folder / "summary.json").write_text(
+        json.dumps({"final_test_acc": acc, "best_test_acc": acc, "last5_mean_test_acc": acc, "wall_time_s": 1.0})
+    )
 
 
 def test_final_table_holds_every_chosen_variant_beside_the_grid(tmp_path):
@@ -94,15 +108,27 @@ def test_final_table_holds_every_chosen_variant_beside_the_grid(tmp_path):
         _grid_run(tmp_path / "final" / "ps-adam-w1" / "maxl" / f"seed{seed}", "maxl", seed, 0.83)
         _grid_run(tmp_path / "final" / "ps-features-adam-iic" / "maxl" / f"seed{seed}", "maxl", seed, 0.79)
     prefix = tmp_path / "table"
-    report_final(argparse.Namespace(grid_runs=str(tmp_path / "grid"), runs=str(tmp_path / "final"),
-                                    variant=["ps-adam-w1", "ps-features-adam-iic"], prefix=str(prefix), title="t"))
-    rows = {line.split("|")[1].strip(): line for line in prefix.with_suffix(".md").read_text().splitlines()
-            if line.startswith("| ")}
+    report_final(
+        argparse.Namespace(
+            grid_runs=str(tmp_path / "grid"),
+            runs=str(tmp_path / "final"),
+            variant=["ps-adam-w1", "ps-features-adam-iic"],
+            prefix=str(prefix),
+            title="t",
+        )
+    )
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in prefix.with_suffix(".md").read_text().splitlines()
+        if line.startswith("| ")
+    }
     assert {"single", "maxl", "maxl-ps-adam-w1", "maxl-ps-features-adam-iic"} <= set(rows)
     assert "83.00" in rows["maxl-ps-adam-w1"] and "79.00" in rows["maxl-ps-features-adam-iic"]
     text = prefix.with_suffix(".md").read_text()
-    assert "`maxl-ps-adam-w1` adds `--schedule per-step --gen-optimizer adam --gen-weight-decay 0 --meta-engine jvp " \
-           "--image-weight-range 1`" in text
+    assert (
+        "`maxl-ps-adam-w1` adds `--schedule per-step --gen-optimizer adam --gen-weight-decay 0 --meta-engine jvp "
+        "--image-weight-range 1`" in text
+    )
     assert "--consistency-weight 1 --generator features`" in text
 
 
@@ -124,8 +150,11 @@ def test_dynamics_keeps_the_classes_used_when_no_run_has_image_weights(tmp_path)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(matplotlib.axes.Axes, "set_title", spy)
-        dynamics(argparse.Namespace(runs=str(tmp_path), variants=["paper"], out=str(tmp_path / "d.png"), mean=True,
-                                    title="t"))
+        dynamics(
+            argparse.Namespace(
+                runs=str(tmp_path), variants=["paper"], out=str(tmp_path / "d.png"), mean=True, title="t"
+            )
+        )
     assert "classes used" in titles and "auxiliary-loss weight (WAMAL)" not in titles
 
 
@@ -140,10 +169,16 @@ def test_the_remedies_table_puts_each_protocols_paired_gain_and_labels_side_by_s
     fake_run(tmp_path / "b", "single", 0, 0.70, None, None)
     fake_run(tmp_path / "b", "ps-adam-w1", 0, 0.69, 0.5, 0.1)
     prefix = tmp_path / "rem"
-    report_remedies(argparse.Namespace(runs=[f"A={tmp_path / 'a'}", f"B={tmp_path / 'b'}"], variants=None,
-                                       prefix=str(prefix), title="t"))
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in prefix.with_suffix(".md").read_text().splitlines() if line.startswith("| `")}
+    report_remedies(
+        argparse.Namespace(
+            runs=[f"A={tmp_path / 'a'}", f"B={tmp_path / 'b'}"], variants=None, prefix=str(prefix), title="t"
+        )
+    )
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in prefix.with_suffix(".md").read_text().splitlines()
+        if line.startswith("| `")
+    }
     assert rows["`paper`"] == ["1.50 ± 0.71 · 2 · 0.250 / 1.000 / 0.020", ""]  # +1 and +2 points; not run on B
     assert rows["`ps-adam-w1`"] == ["", "-1.00 · 1 · 0.500 / 1.000 / 0.100"]
     assert "`human`" not in rows  # no protocol ran it

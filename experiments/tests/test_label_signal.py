@@ -36,8 +36,32 @@ def test_reliability_is_one_for_the_same_push_and_near_zero_for_independent_nois
 
 def test_a_run_on_digits_writes_its_table(tmp_path):
     out = tmp_path / "signal.json"
-    main(["--grid", "digits", "--data-root", str(tmp_path), "--epochs-at", "0", "1", "--batches", "2",
-          "--horizons", "1", "3", "--outer-images", "64", "--neumann", "0", "2", "--neumann-step", "0.05", "0.01", "--out", str(out)])
+    main(
+        [
+            "--grid",
+            "digits",
+            "--data-root",
+            str(tmp_path),
+            "--epochs-at",
+            "0",
+            "1",
+            "--batches",
+            "2",
+            "--horizons",
+            "1",
+            "3",
+            "--outer-images",
+            "64",
+            "--neumann",
+            "0",
+            "2",
+            "--neumann-step",
+            "0.05",
+            "0.01",
+            "--out",
+            str(out),
+        ]
+    )
     result = json.loads(out.read_text())
     assert [p["epoch"] for p in result["points"]] == [0, 1]
     for point in result["points"]:

@@ -13,9 +13,21 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]  #
 
 def tiny_grid(tmp_path):
     """The mnist grid's variants (maxl/grids/mnist.toml) on a tiny digits base."""
-    lines = ['methods = ["single", "maxl"]', "seeds = [0]", "[base]", 'preset = "paper"', 'data.dataset = "digits"',
-             'data.hierarchy = "even-odd"', "data.train_subset = 128", "data.test_subset = 64", "model.hidden = 16",
-             "train.epochs = 2", "train.batch_size = 32", "train.lr = 0.05", "train.momentum = 0.9"]
+    lines = [
+        'methods = ["single", "maxl"]',
+        "seeds = [0]",
+        "[base]",
+        'preset = "paper"',
+        'data.dataset = "digits"',
+        'data.hierarchy = "even-odd"',
+        "data.train_subset = 128",
+        "data.test_subset = 64",
+        "model.hidden = 16",
+        "train.epochs = 2",
+        "train.batch_size = 32",
+        "train.lr = 0.05",
+        "train.momentum = 0.9",
+    ]
     for name, overlay in meta_variants.VARIANTS.items():
         lines.append(f"[variants.{name}]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in dotted(overlay).items()]
@@ -26,8 +38,24 @@ def tiny_grid(tmp_path):
 
 def test_variants_run_with_their_settings_and_are_compared_with_the_reference(tmp_path):
     runs = tmp_path / "runs"
-    assert meta_variants.main(["run", "--grid", str(tiny_grid(tmp_path)), "--data-root", str(tmp_path), "--out",
-                               str(runs), "--seeds", "0", "--device", "cpu"]) == 0
+    assert (
+        meta_variants.main(
+            [
+                "run",
+                "--grid",
+                str(tiny_grid(tmp_path)),
+                "--data-root",
+                str(tmp_path),
+                "--out",
+                str(runs),
+                "--seeds",
+                "0",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     for variant, overlay in meta_variants.VARIANTS.items():
         method = overlay["train"]["method"]
         config = json.loads((runs / variant / method / "seed0" / "config.json").read_text())

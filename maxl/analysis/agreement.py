@@ -60,8 +60,9 @@ def contingency_table(generated, human, num_generated: int | None = None, num_hu
     rows = num_generated if num_generated is not None else int(generated.max(initial=-1)) + 1
     cols = num_human if num_human is not None else int(human.max(initial=-1)) + 1
     if generated.size and (generated.max() >= rows or human.max() >= cols):
-        raise ValueError(f"labels exceed the table size {rows} x {cols}: max generated {generated.max()}, "
-                         f"max human {human.max()}")
+        raise ValueError(
+            f"labels exceed the table size {rows} x {cols}: max generated {generated.max()}, max human {human.max()}"
+        )
     table = np.zeros((rows, cols), dtype=np.int64)
     np.add.at(table, (generated, human), 1)
     return table
@@ -114,9 +115,15 @@ class ClassAgreement:
         return out
 
 
-def agreement_within_primary(primary, generated, human, generated_psi: Hierarchy | Sequence[int],
-                             human_psi: Hierarchy | Sequence[int], permutations: int = 10,
-                             seed: int = 0) -> list[ClassAgreement]:
+def agreement_within_primary(
+    primary,
+    generated,
+    human,
+    generated_psi: Hierarchy | Sequence[int],
+    human_psi: Hierarchy | Sequence[int],
+    permutations: int = 10,
+    seed: int = 0,
+) -> list[ClassAgreement]:
     """NMI, ARI and purity between generated and human auxiliary labels, per primary class.
 
     Args:
@@ -139,13 +146,15 @@ def agreement_within_primary(primary, generated, human, generated_psi: Hierarchy
     gen_h = generated_psi if isinstance(generated_psi, Hierarchy) else Hierarchy(generated_psi)
     hum_h = human_psi if isinstance(human_psi, Hierarchy) else Hierarchy(human_psi)
     if gen_h.num_primary != hum_h.num_primary:
-        raise ValueError(f"the generated hierarchy has {gen_h.num_primary} primary classes, the human one "
-                         f"{hum_h.num_primary}")
+        raise ValueError(
+            f"the generated hierarchy has {gen_h.num_primary} primary classes, the human one {hum_h.num_primary}"
+        )
     primary = _as_labels(primary, "primary")
     generated, human = _as_labels(generated, "generated"), _as_labels(human, "human")
     if not len(primary) == len(generated) == len(human):
-        raise ValueError(f"primary, generated and human labels differ in length: {len(primary)}, "
-                         f"{len(generated)}, {len(human)}")
+        raise ValueError(
+            f"primary, generated and human labels differ in length: {len(primary)}, {len(generated)}, {len(human)}"
+        )
     rng = np.random.default_rng(seed)
     results = []
     for i in range(gen_h.num_primary):
@@ -157,19 +166,23 @@ def agreement_within_primary(primary, generated, human, generated_psi: Hierarchy
         h = human[members] - hum_h.starts[i]
         for name, labels, k in (("generated", g, gen_h.psi[i]), ("human", h, hum_h.psi[i])):
             if labels.min() < 0 or labels.max() >= k:
-                raise ValueError(f"a {name} auxiliary label of primary class {i} lies outside its block "
-                                 f"(block-local label {int(labels.min() if labels.min() < 0 else labels.max())}, "
-                                 f"block size {k})")
+                raise ValueError(
+                    f"a {name} auxiliary label of primary class {i} lies outside its block "
+                    f"(block-local label {int(labels.min() if labels.min() < 0 else labels.max())}, "
+                    f"block size {k})"
+                )
         informative = len(np.unique(h)) >= 2
-        results.append(ClassAgreement(
-            primary=i,
-            num_images=int(members.sum()),
-            nmi=float(normalized_mutual_info_score(h, g)) if informative else math.nan,
-            ari=float(adjusted_rand_score(h, g)) if informative else math.nan,
-            purity=purity(g, h),
-            chance_purity=float(np.mean([purity(rng.permutation(g), h) for _ in range(permutations)])),
-            table=contingency_table(g, h, gen_h.psi[i], hum_h.psi[i]),
-        ))
+        results.append(
+            ClassAgreement(
+                primary=i,
+                num_images=int(members.sum()),
+                nmi=float(normalized_mutual_info_score(h, g)) if informative else math.nan,
+                ari=float(adjusted_rand_score(h, g)) if informative else math.nan,
+                purity=purity(g, h),
+                chance_purity=float(np.mean([purity(rng.permutation(g), h) for _ in range(permutations)])),
+                table=contingency_table(g, h, gen_h.psi[i], hum_h.psi[i]),
+            )
+        )
     return results
 
 

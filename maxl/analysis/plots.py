@@ -22,9 +22,22 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 __all__ = [
-    "DPI", "save_png", "topk_grid", "EmbeddingPanel", "embedding_grid", "contingency_grid", "usage_heatmap",
-    "curves", "GRID_CELL_PX", "GRID_LABEL_PX", "TITLE_PX", "EMBED_PANEL_PX", "EMBED_LEGEND_PX", "HEATMAP_PX",
-    "CURVES_SIZE_PX", "USAGE_WIDTH_PX",
+    "DPI",
+    "save_png",
+    "topk_grid",
+    "EmbeddingPanel",
+    "embedding_grid",
+    "contingency_grid",
+    "usage_heatmap",
+    "curves",
+    "GRID_CELL_PX",
+    "GRID_LABEL_PX",
+    "TITLE_PX",
+    "EMBED_PANEL_PX",
+    "EMBED_LEGEND_PX",
+    "HEATMAP_PX",
+    "CURVES_SIZE_PX",
+    "USAGE_WIDTH_PX",
 ]
 
 DPI = 100
@@ -87,8 +100,10 @@ def topk_grid(images, indices, probs, row_labels: Sequence[str], title: str) -> 
     indices, probs = np.asarray(indices), np.asarray(probs)
     rows, k = indices.shape
     if len(row_labels) != rows or probs.shape != indices.shape:
-        raise ValueError(f"{rows} rows of indices need {rows} labels and probs of shape {indices.shape}, "
-                         f"got {len(row_labels)} labels and probs {probs.shape}")
+        raise ValueError(
+            f"{rows} rows of indices need {rows} labels and probs of shape {indices.shape}, "
+            f"got {len(row_labels)} labels and probs {probs.shape}"
+        )
     fig = _figure(GRID_LABEL_PX + k * GRID_CELL_PX, TITLE_PX + rows * GRID_CELL_PX)
     heading = fig.text(0.5, 1 - 10 / fig.bbox.height, title, ha="center", va="top", fontsize=13, weight="bold")
     renderer = FigureCanvasAgg(fig).get_renderer()
@@ -100,8 +115,14 @@ def topk_grid(images, indices, probs, row_labels: Sequence[str], title: str) -> 
     caption_px = 14
     for r in range(rows):
         top = TITLE_PX + r * GRID_CELL_PX
-        fig.text(8 / fig.bbox.width, 1 - (top + GRID_CELL_PX / 2) / fig.bbox.height, row_labels[r],
-                 ha="left", va="center", fontsize=9)
+        fig.text(
+            8 / fig.bbox.width,
+            1 - (top + GRID_CELL_PX / 2) / fig.bbox.height,
+            row_labels[r],
+            ha="left",
+            va="center",
+            fontsize=9,
+        )
         for c in range(k):
             left = GRID_LABEL_PX + c * GRID_CELL_PX + 4
             ax = _axes(fig, left, top + 2, GRID_CELL_PX - 8, GRID_CELL_PX - 8 - caption_px)
@@ -155,22 +176,42 @@ def embedding_grid(panels: Sequence[Sequence[EmbeddingPanel | None]], title: str
             labels = np.asarray(panel.labels)
             for k in range(len(panel.names)):
                 members = labels == k
-                ax.scatter(panel.xy[members, 0], panel.xy[members, 1], s=5, color=colours[k], alpha=0.75,
-                           linewidths=0, rasterized=True)
+                ax.scatter(
+                    panel.xy[members, 0],
+                    panel.xy[members, 1],
+                    s=5,
+                    color=colours[k],
+                    alpha=0.75,
+                    linewidths=0,
+                    rasterized=True,
+                )
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(panel.title, fontsize=8)
             shown = [k for k in range(len(panel.names)) if (labels == k).any()][:20]
             handles = [Line2D([], [], marker="o", linestyle="", color=colours[k], markersize=5) for k in shown]
-            ax.legend(handles, [str(panel.names[k])[:18] for k in shown], loc="upper left", fontsize=7,
-                      bbox_to_anchor=(1.01, 1.0), frameon=False, handletextpad=0.2, borderaxespad=0)
+            ax.legend(
+                handles,
+                [str(panel.names[k])[:18] for k in shown],
+                loc="upper left",
+                fontsize=7,
+                bbox_to_anchor=(1.01, 1.0),
+                frameon=False,
+                handletextpad=0.2,
+                borderaxespad=0,
+            )
     return fig
 
 
 # --------------------------------------------------------------------------- contingency tables
-def contingency_grid(tables: Sequence[np.ndarray], row_names: Sequence[Sequence[str]],
-                     col_names: Sequence[Sequence[str]], titles: Sequence[str], title: str,
-                     columns: int = 4) -> Figure:
+def contingency_grid(
+    tables: Sequence[np.ndarray],
+    row_names: Sequence[Sequence[str]],
+    col_names: Sequence[Sequence[str]],
+    titles: Sequence[str],
+    title: str,
+    columns: int = 4,
+) -> Figure:
     """Heat-maps of contingency tables, one panel each, cells coloured by the row's fraction
     (the make-up of each generated cluster) and annotated with the counts.
 
@@ -199,11 +240,24 @@ def contingency_grid(tables: Sequence[np.ndarray], row_names: Sequence[Sequence[
         fraction = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
         ax.imshow(fraction, cmap="Blues", vmin=0, vmax=1, aspect="auto")
         for (r, c), count in np.ndenumerate(table):
-            ax.text(c, r, str(count), ha="center", va="center", fontsize=7,
-                    color="white" if fraction[r, c] > 0.6 else "black")
+            ax.text(
+                c,
+                r,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if fraction[r, c] > 0.6 else "black",
+            )
         ax.set_yticks(range(table.shape[0]), [str(s)[:14] for s in row_names[i]], fontsize=7)
-        ax.set_xticks(range(table.shape[1]), [str(s)[:14] for s in col_names[i]], fontsize=7, rotation=60,
-                      ha="right", rotation_mode="anchor")
+        ax.set_xticks(
+            range(table.shape[1]),
+            [str(s)[:14] for s in col_names[i]],
+            fontsize=7,
+            rotation=60,
+            ha="right",
+            rotation_mode="anchor",
+        )
         ax.set_title(titles[i], fontsize=8)
     return fig
 
@@ -234,8 +288,15 @@ def usage_heatmap(counts: np.ndarray, psi: Sequence[int], row_names: Sequence[st
     for s, n in zip(starts, psi):
         share[:, s : s + n] = counts[:, s : s + n] / np.maximum(counts[:, s : s + n].sum(axis=1, keepdims=True), 1)
     ax = _axes(fig, 140, TITLE_PX + 10, USAGE_WIDTH_PX - 260, k * row_px)
-    image = ax.imshow(share.T, cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest",
-                      extent=(0.5, epochs + 0.5, k - 0.5, -0.5))
+    image = ax.imshow(
+        share.T,
+        cmap="viridis",
+        vmin=0,
+        vmax=1,
+        aspect="auto",
+        interpolation="nearest",
+        extent=(0.5, epochs + 0.5, k - 0.5, -0.5),
+    )
     for s in starts[1:]:
         ax.axhline(s - 0.5, color="white", linewidth=1)
     if row_px >= 9:
@@ -271,13 +332,15 @@ def curves(runs: Sequence[tuple[str, Sequence[dict]]], title: str) -> Figure:
     fig.text(0.5, 1 - 10 / fig.bbox.height, title, ha="center", va="top", fontsize=13, weight="bold")
     w, h = CURVES_SIZE_PX
     panel_w, panel_h = (w - 40) // 2, (h - TITLE_PX - 20) // 2
-    axes = [_axes(fig, 70 + c * panel_w, TITLE_PX + 20 + r * panel_h, panel_w - 110, panel_h - 75)
-            for r in range(2) for c in range(2)]
+    axes = [
+        _axes(fig, 70 + c * panel_w, TITLE_PX + 20 + r * panel_h, panel_w - 110, panel_h - 75)
+        for r in range(2)
+        for c in range(2)
+    ]
     panels = [
         ("primary accuracy (— test, -- train)", [("test_acc", "-"), ("train_acc", "--")]),
         ("primary loss (— test, -- train)", [("test_loss", "-"), ("train_primary_loss", "--")]),
-        ("auxiliary loss (—), meta objective L_pri(θ1⁺) (··)",
-         [("train_aux_loss", "-"), ("meta_outer_loss", ":")]),
+        ("auxiliary loss (—), meta objective L_pri(θ1⁺) (··)", [("train_aux_loss", "-"), ("meta_outer_loss", ":")]),
         ("generated labels: — used fraction, -- sharpness, ··  H(ȳ)/log K", []),
     ]
     colours = _colours(len(runs))
@@ -291,19 +354,34 @@ def curves(runs: Sequence[tuple[str, Sequence[dict]]], title: str) -> Figure:
             series = [(key, style) + _series(metrics, key) for key, style in keys]
             if not keys:  # the label-usage panel
                 used, sharp = _series(metrics, "label_used_fraction"), _series(metrics, "label_sharpness")
-                entropy = [(r["epoch"], r["label_entropy"] / math.log(len(r["label_counts"])))
-                           for r in metrics if "label_entropy" in r and len(r.get("label_counts", ())) > 1]
-                series = [("used", "-", *used), ("sharp", "--", *sharp),
-                          ("entropy", ":", [e for e, _ in entropy], [v for _, v in entropy])]
+                entropy = [
+                    (r["epoch"], r["label_entropy"] / math.log(len(r["label_counts"])))
+                    for r in metrics
+                    if "label_entropy" in r and len(r.get("label_counts", ())) > 1
+                ]
+                series = [
+                    ("used", "-", *used),
+                    ("sharp", "--", *sharp),
+                    ("entropy", ":", [e for e, _ in entropy], [v for _, v in entropy]),
+                ]
             for _, style, x, y in series:
                 if x:
                     ax.plot(x, y, style, color=colour, marker="o" if len(x) < 30 else None, markersize=3)
                     drawn = True
         if not drawn:
-            ax.text(0.5, 0.5, "not recorded by these runs", ha="center", va="center", transform=ax.transAxes,
-                    fontsize=9, color="grey")
+            ax.text(
+                0.5,
+                0.5,
+                "not recorded by these runs",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=9,
+                color="grey",
+            )
         ax.xaxis.get_major_locator().set_params(integer=True)
     handles = [Line2D([], [], color=c, linewidth=2) for c in colours]
-    fig.legend(handles, [name for name, _ in runs], loc="lower center", ncol=min(len(runs), 4), fontsize=8,
-               frameon=False)
+    fig.legend(
+        handles, [name for name, _ in runs], loc="lower center", ncol=min(len(runs), 4), fontsize=8, frameon=False
+    )
     return fig

@@ -49,9 +49,16 @@ def _table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
     return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
 
 
-def render_report(title: str, config: dict, metrics: Sequence[dict], figures: Sequence[tuple[str, Path]],
-                  summary: dict | None = None, agreement: Sequence[dict] | None = None,
-                  warnings: Sequence[str] = (), remarks: Sequence[str] = ()) -> str:
+def render_report(
+    title: str,
+    config: dict,
+    metrics: Sequence[dict],
+    figures: Sequence[tuple[str, Path]],
+    summary: dict | None = None,
+    agreement: Sequence[dict] | None = None,
+    warnings: Sequence[str] = (),
+    remarks: Sequence[str] = (),
+) -> str:
     """The report as an HTML string.
 
     Args:
@@ -67,8 +74,10 @@ def render_report(title: str, config: dict, metrics: Sequence[dict], figures: Se
     Returns:
         A complete HTML document with no external references.
     """
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+    ]
     if remarks:
         parts.append("<p>" + "<br>".join(html.escape(r) for r in remarks) + "</p>")
     if warnings:
@@ -76,14 +85,17 @@ def render_report(title: str, config: dict, metrics: Sequence[dict], figures: Se
     if summary:
         parts.append("<h2>Summary</h2>" + _table([summary]))
     if agreement:
-        parts.append("<h2>Generated vs human auxiliary labels (test set, within each primary class)</h2>"
-                     + _table(agreement))
+        parts.append(
+            "<h2>Generated vs human auxiliary labels (test set, within each primary class)</h2>" + _table(agreement)
+        )
     parts.append("<h2>Figures</h2>")
     for caption, path in figures:
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
         name = html.escape(Path(path).name)
-        parts.append(f'<figure id="{name}"><figcaption><b>{name}</b>: {html.escape(caption)}</figcaption>'
-                     f'<img alt="{name}" src="data:image/png;base64,{data}"></figure>')
+        parts.append(
+            f'<figure id="{name}"><figcaption><b>{name}</b>: {html.escape(caption)}</figcaption>'
+            f'<img alt="{name}" src="data:image/png;base64,{data}"></figure>'
+        )
     parts.append("<h2>Metrics per epoch</h2>" + _table(metrics))
     parts.append("<h2>Configuration</h2><pre>" + html.escape(json.dumps(config, indent=2)) + "</pre>")
     parts.append("</body></html>\n")

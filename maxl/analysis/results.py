@@ -27,8 +27,16 @@ import numpy as np
 from maxl.analysis.run import read_metrics
 from maxl.train import METHODS, atomic_write_text
 
-__all__ = ["Run", "collect_runs", "aggregate", "describe_setting", "markdown_table", "csv_table",
-           "write_tables", "plot_curves"]
+__all__ = [
+    "Run",
+    "collect_runs",
+    "aggregate",
+    "describe_setting",
+    "markdown_table",
+    "csv_table",
+    "write_tables",
+    "plot_curves",
+]
 
 
 @dataclass
@@ -63,8 +71,16 @@ def collect_runs(out: str | os.PathLike) -> list[Run]:
         folder = summary_file.parent
         config = json.loads((folder / "config.json").read_text())
         metrics = read_metrics(folder)
-        runs.append(Run(method=config["train"]["method"], seed=int(config["train"]["seed"]), folder=folder,
-                        config=config, metrics=metrics, summary=json.loads(summary_file.read_text())))
+        runs.append(
+            Run(
+                method=config["train"]["method"],
+                seed=int(config["train"]["seed"]),
+                folder=folder,
+                config=config,
+                metrics=metrics,
+                summary=json.loads(summary_file.read_text()),
+            )
+        )
     if not runs:
         raise FileNotFoundError(f"no finished run (*/seed*/summary.json) under {out}")
     order = {m: i for i, m in enumerate(METHODS)}
@@ -94,21 +110,30 @@ def aggregate(runs: list[Run]) -> list[dict]:
     for method in dict.fromkeys(r.method for r in runs):
         mine = [r for r in runs if r.method == method]
         row = {"method": method, "n_seeds": len(mine), "seeds": " ".join(str(r.seed) for r in mine)}
-        for key, values in (("final", [r.summary["final_test_acc"] for r in mine]),
-                            ("best", [r.summary["best_test_acc"] for r in mine]),
-                            ("last5", [r.summary["last5_mean_test_acc"] for r in mine]),
-                            ("time_s", [r.wall_time_s for r in mine])):
+        for key, values in (
+            ("final", [r.summary["final_test_acc"] for r in mine]),
+            ("best", [r.summary["best_test_acc"] for r in mine]),
+            ("last5", [r.summary["last5_mean_test_acc"] for r in mine]),
+            ("time_s", [r.wall_time_s for r in mine]),
+        ):
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
         for reference, key, sign in (("single", "minus_single", 1), ("maxl", "maxl_minus", -1)):
             if any(r.method == reference for r in runs):
-                diffs = [sign * (last5[(method, r.seed)] - last5[(reference, r.seed)]) for r in mine
-                         if method != reference and (reference, r.seed) in last5]
+                diffs = [
+                    sign * (last5[(method, r.seed)] - last5[(reference, r.seed)])
+                    for r in mine
+                    if method != reference and (reference, r.seed) in last5
+                ]
                 row[f"{key}_last5_mean"], row[f"{key}_last5_std"] = _mean_std(diffs) if diffs else (math.nan,) * 2
         if any(r.method == "single" for r in runs):
-            diffs = [final[(method, r.seed)] - final[("single", r.seed)] for r in mine
-                     if method != "single" and ("single", r.seed) in final]
-            row["minus_single_final_mean"], row["minus_single_final_std"] = (_mean_std(diffs) if diffs
-                                                                             else (math.nan,) * 2)
+            diffs = [
+                final[(method, r.seed)] - final[("single", r.seed)]
+                for r in mine
+                if method != "single" and ("single", r.seed) in final
+            ]
+            row["minus_single_final_mean"], row["minus_single_final_std"] = (
+                _mean_std(diffs) if diffs else (math.nan,) * 2
+            )
         rows.append(row)
     return rows
 
@@ -118,18 +143,28 @@ def describe_setting(runs: list[Run]) -> str:
     c = runs[0].config
     data, model, train = c["data"], c["model"], c["train"]
     meta = train.get("meta", {})
-    schedule = (f"one-cycle learning rate ({100 * train.get('warmup', 0.15):.0f} % warm-up, per step)"
-                if train.get("lr_schedule") == "onecycle" else
-                f"learning rates x{train['lr_gamma']} every {train['lr_step']} epochs")
-    subset = (f"{data['num_train']} training images (class-stratified subset drawn with each seed)"
-              if data.get("train_subset") else f"all {data['num_train']} training images")
-    test = (f"{data['num_test']} test images (stratified subset)" if data.get("test_subset")
-            else f"all {data['num_test']} test images")
-    return (f"{data['name']}, psi = {model['psi']}, backbone {model['backbone']} (heads of width {model['hidden']}), "
-            f"{subset}, {test}, {train['epochs']} epochs, batch {train['batch_size']}, SGD lr {train['lr']} "
-            f"momentum {train['momentum']}, weight decay {train['weight_decay']}, {schedule}, {train['loss']} loss; "
-            f"MAXL: generator lr {train['gen_lr']}, {meta.get('order', '?')}-order meta-gradient, "
-            f"{train['schedule']} schedule, entropy weight {meta.get('entropy_weight', '?')}.")
+    schedule = (
+        f"one-cycle learning rate ({100 * train.get('warmup', 0.15):.0f} % warm-up, per step)"
+        if train.get("lr_schedule") == "onecycle"
+        else f"learning rates x{train['lr_gamma']} every {train['lr_step']} epochs"
+    )
+    subset = (
+        f"{data['num_train']} training images (class-stratified subset drawn with each seed)"
+        if data.get("train_subset")
+        else f"all {data['num_train']} training images"
+    )
+    test = (
+        f"{data['num_test']} test images (stratified subset)"
+        if data.get("test_subset")
+        else f"all {data['num_test']} test images"
+    )
+    return (
+        f"{data['name']}, psi = {model['psi']}, backbone {model['backbone']} (heads of width {model['hidden']}), "
+        f"{subset}, {test}, {train['epochs']} epochs, batch {train['batch_size']}, SGD lr {train['lr']} "
+        f"momentum {train['momentum']}, weight decay {train['weight_decay']}, {schedule}, {train['loss']} loss; "
+        f"MAXL: generator lr {train['gen_lr']}, {meta.get('order', '?')}-order meta-gradient, "
+        f"{train['schedule']} schedule, entropy weight {meta.get('entropy_weight', '?')}."
+    )
 
 
 def _pct(mean: float, std: float) -> str:
@@ -142,16 +177,21 @@ def markdown_table(runs: list[Run], title: str, note: str = "") -> str:
     lines = [f"### {title}", "", describe_setting(runs)]
     if note:
         lines += ["", note]
-    paired = [(key, title) for key, title in (("minus_single", "method − single"), ("maxl_minus", "maxl − method"))
-              if f"{key}_last5_mean" in rows[0]]
+    paired = [
+        (key, title)
+        for key, title in (("minus_single", "method − single"), ("maxl_minus", "maxl − method"))
+        if f"{key}_last5_mean" in rows[0]
+    ]
     header = "| method | seeds | final test acc (%) | best test acc (%) | last-5 mean test acc (%) |"
     header += "".join(f" {title}, last-5 (pp, paired) |" for _, title in paired)
     with_final = "minus_single_final_mean" in rows[0]
     header += " method − single, final (pp, paired) |" if with_final else ""
     lines += ["", header + " time / run (s) |", "| --- " * header.count("|") + "|"]
     for r in rows:
-        line = (f"| {r['method']} | {r['seeds']} | {_pct(r['final_mean'], r['final_std'])} | "
-                f"{_pct(r['best_mean'], r['best_std'])} | {_pct(r['last5_mean'], r['last5_std'])} |")
+        line = (
+            f"| {r['method']} | {r['seeds']} | {_pct(r['final_mean'], r['final_std'])} | "
+            f"{_pct(r['best_mean'], r['best_std'])} | {_pct(r['last5_mean'], r['last5_std'])} |"
+        )
         for key, _ in paired:
             d_mean, d_std = r[f"{key}_last5_mean"], r[f"{key}_last5_std"]
             line += " — |" if math.isnan(d_mean) else f" {100 * d_mean:+.2f} ± {100 * d_std:.2f} |"
@@ -159,13 +199,19 @@ def markdown_table(runs: list[Run], title: str, note: str = "") -> str:
             d_mean, d_std = r["minus_single_final_mean"], r["minus_single_final_std"]
             line += " — |" if math.isnan(d_mean) else f" {100 * d_mean:+.2f} ± {100 * d_std:.2f} |"
         lines.append(line + f" {r['time_s_mean']:.0f} ± {r['time_s_std']:.0f} |")
-    lines += ["", "Primary-task test accuracy, mean ± sample standard deviation over seeds; *final*: last epoch, "
-              "*best*: best epoch, *last-5 mean*: mean of the last 5 epochs (the paper's measure)."
-              + (" *method − single*, *maxl − method*: per-seed differences of the last-5 means (same seed: "
-                 "same data subsets and initial weights), mean ± std over seeds, in percentage points."
-                 if paired else "")
-              + " Time: wall time of one run, training plus making its auxiliary labels (k-means: the "
-              "autoencoder too)."]
+    lines += [
+        "",
+        "Primary-task test accuracy, mean ± sample standard deviation over seeds; *final*: last epoch, "
+        "*best*: best epoch, *last-5 mean*: mean of the last 5 epochs (the paper's measure)."
+        + (
+            " *method − single*, *maxl − method*: per-seed differences of the last-5 means (same seed: "
+            "same data subsets and initial weights), mean ± std over seeds, in percentage points."
+            if paired
+            else ""
+        )
+        + " Time: wall time of one run, training plus making its auxiliary labels (k-means: the "
+        "autoencoder too).",
+    ]
     return "\n".join(lines) + "\n"
 
 

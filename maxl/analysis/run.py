@@ -87,8 +87,11 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError as err:
             if number < len(lines):
                 raise ValueError(f"{path}, line {number}: not JSON ({err})") from None
-            warnings.warn(f"{path}: skipping the truncated last line {number} (the run stopped while writing it)",
-                          TornLineWarning, stacklevel=2)
+            warnings.warn(
+                f"{path}: skipping the truncated last line {number} (the run stopped while writing it)",
+                TornLineWarning,
+                stacklevel=2,
+            )
     return records
 
 
@@ -105,8 +108,9 @@ def run_label(run_dir: str | os.PathLike, config: dict | None = None) -> str:
     return f"{config['train']['method']} ({run_dir.parent.name}/{run_dir.name})"
 
 
-def load_run(run_dir: str | os.PathLike, *, data_root: str | os.PathLike | None = None,
-             device: str | torch.device = "cpu") -> Run:
+def load_run(
+    run_dir: str | os.PathLike, *, data_root: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+) -> Run:
     """Rebuild a run's data set and networks from its folder.
 
     The data set is loaded with every setting of the run's data section and its seed (subsets,
@@ -137,25 +141,45 @@ def load_run(run_dir: str | os.PathLike, *, data_root: str | os.PathLike | None 
     section = settings.data if data_root is None else replace(settings.data, data_root=str(data_root))
     data = load_data(section, settings.train.seed, augment=False)
     if len(data.test) != d.get("num_test", len(data.test)):
-        raise ValueError(f"{run_dir}: the data set now has {len(data.test)} test images, the run had "
-                         f"{d['num_test']}; is data_root the same data set?")
+        raise ValueError(
+            f"{run_dir}: the data set now has {len(data.test)} test images, the run had "
+            f"{d['num_test']}; is data_root the same data set?"
+        )
     method, psi = config["train"]["method"], list(m["psi"])
     num_aux = 0 if method == "single" else sum(psi)
-    net = make_network(m.get("arch", "hard"), m["backbone"], data.in_channels, m.get("batchnorm", True),
-                       m["num_primary"], num_aux, m["hidden"], m.get("soft_penalty", "l2"), m.get("soft_weight", 0.01))
+    net = make_network(
+        m.get("arch", "hard"),
+        m["backbone"],
+        data.in_channels,
+        m.get("batchnorm", True),
+        m["num_primary"],
+        num_aux,
+        m["hidden"],
+        m.get("soft_penalty", "l2"),
+        m.get("soft_weight", 0.01),
+    )
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     generator = None
     if "generator" in state:
-        generator = make_generator(m.get("generator", "own"), net, m["backbone"], data.in_channels,
-                                   m.get("batchnorm", True), psi, m["hidden"], m.get("image_weight_range", 0.0),
-                                   m.get("gumbel_tau", 0.0))
+        generator = make_generator(
+            m.get("generator", "own"),
+            net,
+            m["backbone"],
+            data.in_channels,
+            m.get("batchnorm", True),
+            psi,
+            m["hidden"],
+            m.get("image_weight_range", 0.0),
+            m.get("gumbel_tau", 0.0),
+        )
     for name, module in (("net", net), ("generator", generator)):
         if module is None:
             continue
         try:
             module.load_state_dict(state[name])
         except RuntimeError as err:
-            raise ValueError(f"{checkpoint}: the {name} weights do not fit the network described by "
-                             f"config.json ({m}): {err}") from None
+            raise ValueError(
+                f"{checkpoint}: the {name} weights do not fit the network described by config.json ({m}): {err}"
+            ) from None
         module.to(device).eval()
     return Run(config, data, net, generator, metrics)

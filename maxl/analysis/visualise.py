@@ -49,7 +49,12 @@ from maxl.data.datasets import ImageTensorDataset
 from maxl.nn.networks import MultiTaskNetwork
 
 __all__ = [
-    "EMBEDDINGS", "TestOutputs", "collect_outputs", "top_k_per_aux_class", "embed_2d", "visualise_run",
+    "EMBEDDINGS",
+    "TestOutputs",
+    "collect_outputs",
+    "top_k_per_aux_class",
+    "embed_2d",
+    "visualise_run",
     "compare_runs",
 ]
 
@@ -78,8 +83,9 @@ class TestOutputs:
 
 
 @torch.no_grad()
-def collect_outputs(net: MultiTaskNetwork, generator: nn.Module | None, dataset: Dataset,
-                    batch_size: int = 256) -> TestOutputs:
+def collect_outputs(
+    net: MultiTaskNetwork, generator: nn.Module | None, dataset: Dataset, batch_size: int = 256
+) -> TestOutputs:
     """Run the networks (eval mode) over ``dataset``, which yields ``(image, primary, index)``.
 
     Returns:
@@ -135,8 +141,10 @@ def top_k_per_aux_class(soft_labels, primary, psi: Hierarchy | Sequence[int], k:
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if soft_labels.ndim != 2 or soft_labels.shape != (len(primary), hierarchy.num_aux):
-        raise ValueError(f"expected soft labels [N, {hierarchy.num_aux}] for N = {len(primary)} primary labels, "
-                         f"got {soft_labels.shape}")
+        raise ValueError(
+            f"expected soft labels [N, {hierarchy.num_aux}] for N = {len(primary)} primary labels, "
+            f"got {soft_labels.shape}"
+        )
     out = np.full((hierarchy.num_aux, k), -1, dtype=np.int64)
     parent = hierarchy.parent.numpy()
     for c in range(hierarchy.num_aux):
@@ -146,8 +154,7 @@ def top_k_per_aux_class(soft_labels, primary, psi: Hierarchy | Sequence[int], k:
     return out
 
 
-def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0,
-             threads: int | None = None) -> np.ndarray:
+def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0, threads: int | None = None) -> np.ndarray:
     """2-D embedding of feature vectors.
 
     Args:
@@ -177,8 +184,9 @@ def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0,
             try:
                 import umap
             except ImportError as err:
-                raise ImportError("embedding 'umap' needs the umap-learn package (pip install umap-learn); "
-                                  "use 'tsne' otherwise") from err
+                raise ImportError(
+                    "embedding 'umap' needs the umap-learn package (pip install umap-learn); use 'tsne' otherwise"
+                ) from err
             return umap.UMAP(random_state=seed).fit_transform(features)
         from sklearn.manifold import TSNE
 
@@ -190,12 +198,17 @@ def embed_2d(features: np.ndarray, method: str = "tsne", seed: int = 0,
 def _same_test_set(a: Run, b: Run, names: tuple[str, str]) -> None:
     # cast: a run's test sets come from load_dataset (labels, and images where they are held)
     ta, tb = cast(ImageTensorDataset, a.data.test), cast(ImageTensorDataset, b.data.test)
-    same = (len(ta) == len(tb) and torch.equal(ta.labels, tb.labels)
-            and (not hasattr(ta, "images") or torch.equal(ta.images, tb.images)))
+    same = (
+        len(ta) == len(tb)
+        and torch.equal(ta.labels, tb.labels)
+        and (not hasattr(ta, "images") or torch.equal(ta.images, tb.images))
+    )
     if not same:
-        raise ValueError(f"runs {names[0]} and {names[1]} were evaluated on different test sets "
-                         f"({a.data.name}, {len(ta)} images vs {b.data.name}, {len(tb)} images): compare runs "
-                         "with the same data set, hierarchy and test subset")
+        raise ValueError(
+            f"runs {names[0]} and {names[1]} were evaluated on different test sets "
+            f"({a.data.name}, {len(ta)} images vs {b.data.name}, {len(tb)} images): compare runs "
+            "with the same data set, hierarchy and test subset"
+        )
 
 
 def _aux_names(primary_names: Sequence[str], psi: Sequence[int]) -> list[str]:
@@ -228,12 +241,22 @@ def _topk_figures(run: Run, out: TestOutputs, figures_dir: Path, k: int, run_nam
             valid = block[r] >= 0
             probs[r, valid] = out.soft_labels[block[r][valid], c]
         test_images = cast(ImageTensorDataset, data.test).images  # cast: as in _same_test_set
-        fig = plots.topk_grid(test_images, block, probs, row_labels,
-                              f"{run_name}: primary class '{primary_name}', top {k} test images per auxiliary class")
+        fig = plots.topk_grid(
+            test_images,
+            block,
+            probs,
+            row_labels,
+            f"{run_name}: primary class '{primary_name}', top {k} test images per auxiliary class",
+        )
         path = plots.save_png(fig, figures_dir / f"topk-{i}.png")
-        written.append((f"the {k} test images of primary class '{primary_name}' with the highest generated "
-                        "probability (number under each) for each of its auxiliary classes; left: how many "
-                        "test images take the class as argmax and their most common human label", path))
+        written.append(
+            (
+                f"the {k} test images of primary class '{primary_name}' with the highest generated "
+                "probability (number under each) for each of its auxiliary classes; left: how many "
+                "test images take the class as argmax and their most common human label",
+                path,
+            )
+        )
     return written
 
 
@@ -253,31 +276,63 @@ def _agreement(run: Run, out: TestOutputs, figures_dir: Path, run_name: str):
         tables.append(r.table)
         row_names.append(gen_names[hierarchy.starts[i] : hierarchy.starts[i] + hierarchy.psi[i]])
         col_names.append(data.aux_names[human_h.starts[i] : human_h.starts[i] + human_h.psi[i]])
-        titles.append(f"{data.primary_names[i]}: NMI {r.nmi:.2f}  ARI {r.ari:.2f}\npurity {r.purity:.2f} "
-                      f"(chance {r.chance_purity:.2f}), n={r.num_images}")
-    fig = plots.contingency_grid(tables, row_names, col_names, titles,
-                                 f"{run_name}: generated (rows) vs human (columns)")
+        titles.append(
+            f"{data.primary_names[i]}: NMI {r.nmi:.2f}  ARI {r.ari:.2f}\npurity {r.purity:.2f} "
+            f"(chance {r.chance_purity:.2f}), n={r.num_images}"
+        )
+    fig = plots.contingency_grid(
+        tables, row_names, col_names, titles, f"{run_name}: generated (rows) vs human (columns)"
+    )
     path = plots.save_png(fig, figures_dir / "contingency.png")
     aux_head = float(np.mean(out.aux_pred == generated)) if out.aux_pred is not None else None
     record = {
-        "generated_psi": list(hierarchy.psi), "human_psi": list(data.psi),
-        "primary_names": list(data.primary_names), "human_names": list(data.aux_names),
-        "mean": mean, "aux_head_matches_generator": aux_head,
+        "generated_psi": list(hierarchy.psi),
+        "human_psi": list(data.psi),
+        "primary_names": list(data.primary_names),
+        "human_names": list(data.aux_names),
+        "mean": mean,
+        "aux_head_matches_generator": aux_head,
         "per_class": [{"primary_name": data.primary_names[r.primary], **r.to_dict()} for r in results],
     }
-    rows = [{"primary class": data.primary_names[r.primary], "images": r.num_images, "NMI": r.nmi, "ARI": r.ari,
-             "purity": r.purity, "chance purity": r.chance_purity} for r in results]
-    rows.append({"primary class": "mean (image-weighted)", "images": sum(r.num_images for r in results),
-                 "NMI": mean["nmi"], "ARI": mean["ari"], "purity": mean["purity"],
-                 "chance purity": mean["chance_purity"]})
-    caption = ("contingency tables of generated auxiliary labels (argmax, rows) against the human auxiliary "
-               "labels (columns) inside each primary class; colour: share of the row")
+    rows = [
+        {
+            "primary class": data.primary_names[r.primary],
+            "images": r.num_images,
+            "NMI": r.nmi,
+            "ARI": r.ari,
+            "purity": r.purity,
+            "chance purity": r.chance_purity,
+        }
+        for r in results
+    ]
+    rows.append(
+        {
+            "primary class": "mean (image-weighted)",
+            "images": sum(r.num_images for r in results),
+            "NMI": mean["nmi"],
+            "ARI": mean["ari"],
+            "purity": mean["purity"],
+            "chance purity": mean["chance_purity"],
+        }
+    )
+    caption = (
+        "contingency tables of generated auxiliary labels (argmax, rows) against the human auxiliary "
+        "labels (columns) inside each primary class; colour: share of the row"
+    )
     return (caption, path), record, rows
 
 
-def _embedding_figure(runs: Sequence[tuple[str, Run, TestOutputs]], maxl: tuple[str, Run, TestOutputs] | None,
-                      classes: int, max_points: int, method: str, seed: int, threads: int | None,
-                      figures_dir: Path, title: str) -> tuple[str, Path]:
+def _embedding_figure(
+    runs: Sequence[tuple[str, Run, TestOutputs]],
+    maxl: tuple[str, Run, TestOutputs] | None,
+    classes: int,
+    max_points: int,
+    method: str,
+    seed: int,
+    threads: int | None,
+    figures_dir: Path,
+    title: str,
+) -> tuple[str, Path]:
     """First row: every run's embedding of all points by primary class. Then one row per chosen
     primary class: for every run, that class's own embedding coloured by the generated label (of
     the run ``maxl``) and by the human label."""
@@ -305,30 +360,47 @@ def _embedding_figure(runs: Sequence[tuple[str, Run, TestOutputs]], maxl: tuple[
                 start, size = hierarchy.starts[i], hierarchy.psi[i]
                 generated = maxl[2].soft_labels[points[members]].argmax(1) - start
                 source = "generated" if maxl[2] is out else f"{maxl[1].config['train']['method']}-generated"
-                row.append(plots.EmbeddingPanel(xy, generated, [f"#{j + 1}" for j in range(size)],
-                                                f"{where} by {source}"))
+                row.append(
+                    plots.EmbeddingPanel(xy, generated, [f"#{j + 1}" for j in range(size)], f"{where} by {source}")
+                )
             if human is not None:
                 assert data.psi is not None and data.aux_names is not None  # they come with aux_test
                 h = Hierarchy(data.psi)
                 start, size = h.starts[i], h.psi[i]
-                row.append(plots.EmbeddingPanel(xy, human[members] - start, data.aux_names[start : start + size],
-                                                f"{where} by human"))
+                row.append(
+                    plots.EmbeddingPanel(
+                        xy, human[members] - start, data.aux_names[start : start + size], f"{where} by human"
+                    )
+                )
         if row:
             rows.append(row)
     fig = plots.embedding_grid(rows, title)
     path = plots.save_png(fig, figures_dir / "embedding.png")
-    caption = (f"{method} of the multi-task network's backbone features on {len(points)} test images: first by "
-               f"primary class, then for {len(chosen)} primary class(es) a separate embedding of that class's images, "
-               f"coloured by generated auxiliary label (argmax)" + (" and by human label" if human is not None else "")
-               + (f"; runs: {', '.join(label for label, _, _ in runs)}, on the same images" if len(runs) > 1 else ""))
+    caption = (
+        f"{method} of the multi-task network's backbone features on {len(points)} test images: first by "
+        f"primary class, then for {len(chosen)} primary class(es) a separate embedding of that class's images, "
+        f"coloured by generated auxiliary label (argmax)"
+        + (" and by human label" if human is not None else "")
+        + (f"; runs: {', '.join(label for label, _, _ in runs)}, on the same images" if len(runs) > 1 else "")
+    )
     return caption, path
 
 
-def visualise_run(run_dir: str | os.PathLike, *, against: str | os.PathLike | None = None,
-                  out_dir: str | os.PathLike | None = None, top_k: int = 8, embedding: str = "tsne",
-                  max_points: int = 2000, embed_classes: int = 2, data_root: str | os.PathLike | None = None,
-                  device: str = "cpu", seed: int = 0, batch_size: int = 256,
-                  threads: int | None = None) -> dict:
+def visualise_run(
+    run_dir: str | os.PathLike,
+    *,
+    against: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    top_k: int = 8,
+    embedding: str = "tsne",
+    max_points: int = 2000,
+    embed_classes: int = 2,
+    data_root: str | os.PathLike | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    batch_size: int = 256,
+    threads: int | None = None,
+) -> dict:
     """Write the figures, ``agreement.json`` and ``report.html`` of a run.
 
     Args:
@@ -354,8 +426,9 @@ def visualise_run(run_dir: str | os.PathLike, *, against: str | os.PathLike | No
         FileNotFoundError: missing run files or data.
     """
     if top_k < 1 or max_points < 10 or embed_classes < 0:
-        raise ValueError(f"need top_k >= 1, max_points >= 10 and embed_classes >= 0; got {top_k}, {max_points}, "
-                         f"{embed_classes}")
+        raise ValueError(
+            f"need top_k >= 1, max_points >= 10 and embed_classes >= 0; got {top_k}, {max_points}, {embed_classes}"
+        )
     if embedding not in EMBEDDINGS:
         raise ValueError(f"unknown embedding {embedding!r}; expected one of {EMBEDDINGS}")
     run_dir = Path(run_dir)
@@ -374,8 +447,12 @@ def visualise_run(run_dir: str | os.PathLike, *, against: str | os.PathLike | No
     figures: list[tuple[str, Path]] = []
     agreement, agreement_rows = None, None
     fig = plots.curves([(name, r.metrics) for name, r, _ in runs], f"{run.data.name}: training curves")
-    figures.append(("primary accuracy and losses per epoch, and the generated-label diagnostics",
-                    plots.save_png(fig, figures_dir / "curves.png")))
+    figures.append(
+        (
+            "primary accuracy and losses per epoch, and the generated-label diagnostics",
+            plots.save_png(fig, figures_dir / "curves.png"),
+        )
+    )
 
     maxl = next((entry for entry in runs if entry[1].generator is not None), None)
     out = runs[0][2]
@@ -383,36 +460,67 @@ def visualise_run(run_dir: str | os.PathLike, *, against: str | os.PathLike | No
         figures += _topk_figures(run, out, figures_dir, top_k, label)
         counts = [r["label_counts"] for r in run.metrics if "label_counts" in r]
         if counts and len(counts[0]) == run.generator.hierarchy.num_aux:
-            fig = plots.usage_heatmap(np.array(counts), run.generator.hierarchy.psi,
-                                      _aux_names(run.data.primary_names, run.generator.hierarchy.psi),
-                                      f"{label}: generated-label usage on the training set per epoch")
-            figures.append(("share of each auxiliary class among its primary class's training images (argmax of "
-                            "the generated labels the multi-task network learnt from), per epoch",
-                            plots.save_png(fig, figures_dir / "label-usage.png")))
+            fig = plots.usage_heatmap(
+                np.array(counts),
+                run.generator.hierarchy.psi,
+                _aux_names(run.data.primary_names, run.generator.hierarchy.psi),
+                f"{label}: generated-label usage on the training set per epoch",
+            )
+            figures.append(
+                (
+                    "share of each auxiliary class among its primary class's training images (argmax of "
+                    "the generated labels the multi-task network learnt from), per epoch",
+                    plots.save_png(fig, figures_dir / "label-usage.png"),
+                )
+            )
         if run.data.aux_test is not None:
             figure, agreement, agreement_rows = _agreement(run, out, figures_dir, label)
             figures.append(figure)
             _write_json(figures_dir / "agreement.json", agreement)
-    figures.append(_embedding_figure(runs, maxl, embed_classes, max_points, embedding, seed, threads, figures_dir,
-                                     f"{run.data.name}: {embedding} of test-set features"))
+    figures.append(
+        _embedding_figure(
+            runs,
+            maxl,
+            embed_classes,
+            max_points,
+            embedding,
+            seed,
+            threads,
+            figures_dir,
+            f"{run.data.name}: {embedding} of test-set features",
+        )
+    )
 
     warnings = summarise_label_warnings(run.metrics)
     m = run.config["model"]
     n_train, n_test = len(cast(Sized, run.data.train)), len(cast(Sized, run.data.test))  # cast: they have lengths
-    remarks = [f"data {run.data.name}: {n_train} training / {n_test} test images; "
-               f"ψ = {m['psi']}; backbone {m['backbone']}; {len(run.metrics)} epochs",
-               f"command: {run.config.get('env', {}).get('command', '?')}"]
+    remarks = [
+        f"data {run.data.name}: {n_train} training / {n_test} test images; "
+        f"ψ = {m['psi']}; backbone {m['backbone']}; {len(run.metrics)} epochs",
+        f"command: {run.config.get('env', {}).get('command', '?')}",
+    ]
     if agreement is not None and agreement["aux_head_matches_generator"] is not None:
-        remarks.append(f"the auxiliary head predicts the generator's label (argmax) on "
-                       f"{agreement['aux_head_matches_generator']:.1%} of the test images")
-    report = write_report(out_dir / "report.html", f"maxl run {label}", run.config, run.metrics, figures,
-                          summary=read_summary(run_dir), agreement=agreement_rows, warnings=warnings,
-                          remarks=remarks)
+        remarks.append(
+            f"the auxiliary head predicts the generator's label (argmax) on "
+            f"{agreement['aux_head_matches_generator']:.1%} of the test images"
+        )
+    report = write_report(
+        out_dir / "report.html",
+        f"maxl run {label}",
+        run.config,
+        run.metrics,
+        figures,
+        summary=read_summary(run_dir),
+        agreement=agreement_rows,
+        warnings=warnings,
+        remarks=remarks,
+    )
     return {"figures": [p for _, p in figures], "report": report, "agreement": agreement}
 
 
 def _write_json(path: Path, obj) -> None:
     """Atomic JSON; NaN (an undefined score) is written as null, which every JSON reader accepts."""
+
     def clean(value):
         if isinstance(value, float) and math.isnan(value):
             return None
@@ -450,10 +558,16 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) 
         name = run_label(run_dir, config)
         runs.append((name, metrics))
         summary = read_summary(run_dir) or {}
-        rows.append({"run": name, "data": config["data"].get("name", config["data"]["dataset"]),
-                     "epochs": len(metrics), "final_test_acc": summary.get("final_test_acc", math.nan),
-                     "best_test_acc": summary.get("best_test_acc", math.nan),
-                     "last5_mean_test_acc": summary.get("last5_mean_test_acc", math.nan)})
+        rows.append(
+            {
+                "run": name,
+                "data": config["data"].get("name", config["data"]["dataset"]),
+                "epochs": len(metrics),
+                "final_test_acc": summary.get("final_test_acc", math.nan),
+                "best_test_acc": summary.get("best_test_acc", math.nan),
+                "last5_mean_test_acc": summary.get("last5_mean_test_acc", math.nan),
+            }
+        )
     datasets = sorted({r["data"] for r in rows})
     fig = plots.curves(runs, f"{', '.join(datasets)}: {len(runs)} run(s)")
     return plots.save_png(fig, out), rows
@@ -471,5 +585,7 @@ def summarise_label_warnings(metrics: list[dict]) -> list[str]:
             epoch = int(found.group(1)) if found else record.get("epoch", 0)
             epochs, _ = groups.get(kind, ([], message))
             groups[kind] = (epochs + [epoch], message)
-    return [message if len(epochs) == 1 else f"{message} (given in {len(epochs)} epochs, {epochs[0]} to {epochs[-1]})"
-            for epochs, message in groups.values()]
+    return [
+        message if len(epochs) == 1 else f"{message} (given in {len(epochs)} epochs, {epochs[0]} to {epochs[-1]})"
+        for epochs, message in groups.values()
+    ]

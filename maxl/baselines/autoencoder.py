@@ -73,8 +73,9 @@ class ConvAutoencoder(nn.Module):
         ``forward``: float ``[B, C, H, W]`` → reconstruction float ``[B, C, H, W]``.
     """
 
-    def __init__(self, in_channels: int, image_size: tuple[int, int], latent_dim: int = 32,
-                 widths: Sequence[int] = (32, 64)):
+    def __init__(
+        self, in_channels: int, image_size: tuple[int, int], latent_dim: int = 32, widths: Sequence[int] = (32, 64)
+    ):
         super().__init__()
         self.in_channels, self.image_size = in_channels, tuple(image_size)
         h, w = self.image_size
@@ -112,8 +113,9 @@ class ConvAutoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
-def train_autoencoder(images: Tensor, config: AutoencoderConfig | None = None,
-                      device: str | torch.device = "cpu") -> tuple[ConvAutoencoder, list[float]]:
+def train_autoencoder(
+    images: Tensor, config: AutoencoderConfig | None = None, device: str | torch.device = "cpu"
+) -> tuple[ConvAutoencoder, list[float]]:
     """Train a :class:`ConvAutoencoder` on ``images`` with the mean squared reconstruction error.
 
     Training uses its own seeded generators (the global RNG state is restored afterwards), so

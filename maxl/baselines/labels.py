@@ -75,8 +75,9 @@ def random_aux_labels(primary: Tensor, psi: Hierarchy | Sequence[int], seed: int
     return torch.tensor(h.starts)[primary] + offset
 
 
-def kmeans_aux_labels(features: Tensor, primary: Tensor, psi: Hierarchy | Sequence[int], seed: int,
-                      n_init: int = 10) -> Tensor:
+def kmeans_aux_labels(
+    features: Tensor, primary: Tensor, psi: Hierarchy | Sequence[int], seed: int, n_init: int = 10
+) -> Tensor:
     """Cluster the samples of each primary class ``i`` into ``ψ[i]`` clusters with k-means.
 
     scikit-learn's :class:`~sklearn.cluster.KMeans` (k-means++ initialisation, ``n_init``
@@ -185,8 +186,9 @@ def check_block_labels(aux: Tensor, primary: Tensor, psi: Hierarchy | Sequence[i
 def _plain_training_images(data: DataBundle, chunk: int = 4096) -> Tensor:
     """The training images as the networks see them, without augmentation: float32 [N, C, H, W]."""
     if not isinstance(data.train, ImageTensorDataset) or not isinstance(data.test, ImageTensorDataset):
-        raise TypeError("k-means labels need the in-memory data sets of maxl.data.datasets, "
-                        f"got {type(data.train).__name__}")
+        raise TypeError(
+            f"k-means labels need the in-memory data sets of maxl.data.datasets, got {type(data.train).__name__}"
+        )
     plain = data.test.transform  # normalisation only: load_dataset never augments test images
     if plain is None:
         return data.train.images.float().div(255)
@@ -203,9 +205,14 @@ def _ami_within_class(labels: Tensor, human: Tensor, primary: Tensor) -> float:
     return total / len(primary)
 
 
-def fixed_aux_labels(method: str, data: DataBundle, psi: Sequence[int], seed: int,
-                     autoencoder: AutoencoderConfig | None = None,
-                     device: str | torch.device = "cpu") -> tuple[Tensor, dict]:
+def fixed_aux_labels(
+    method: str,
+    data: DataBundle,
+    psi: Sequence[int],
+    seed: int,
+    autoencoder: AutoencoderConfig | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[Tensor, dict]:
     """The fixed auxiliary labels of a baseline method for the training set of ``data``.
 
     * ``human``: the data set's own hierarchy (``data.aux_train``); ψ must be the human one.
@@ -243,8 +250,10 @@ def fixed_aux_labels(method: str, data: DataBundle, psi: Sequence[int], seed: in
     info: dict = {"method": method, "seed": seed}
     if method == "human":
         if data.aux_train is None or data.psi is None or list(data.psi) != list(h.psi):  # psi: None with aux_train
-            raise ValueError(f"method 'human' needs a data set with a human hierarchy matching psi={list(h.psi)}; "
-                             f"{data.name} has psi={data.psi}")
+            raise ValueError(
+                f"method 'human' needs a data set with a human hierarchy matching psi={list(h.psi)}; "
+                f"{data.name} has psi={data.psi}"
+            )
         labels = data.aux_train.clone()
     elif method == "random":
         labels = random_aux_labels(primary, h, seed)

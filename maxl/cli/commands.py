@@ -39,16 +39,39 @@ from maxl.train.diagnostics import GeneratorLabelWarning
 from maxl.train.overlays import merge_overlays, nested, preset_overlay
 from maxl.train.preemption import EXIT_PREEMPTED, Preempted
 
-__all__ = ["main", "build_parser", "run_configs", "run_training", "parse_psi", "parse_aux_weights", "OPTIONS",
-           "DEMO_ARGS"]
+__all__ = [
+    "main",
+    "build_parser",
+    "run_configs",
+    "run_training",
+    "parse_psi",
+    "parse_aux_weights",
+    "OPTIONS",
+    "DEMO_ARGS",
+]
 
 #: ``{flag: (setting, argparse keywords)}`` of ``maxl train``, generated from the settings dataclasses
 #: (:mod:`maxl.cli.schema`); ``OPTION_OF`` names the flag of each setting.
 OPTIONS: dict[str, tuple[str, dict]] = option_table()
 OPTION_OF = {path: flag for flag, (path, _) in OPTIONS.items()}
 
-DEMO_ARGS = ["--dataset", "digits", "--method", "single", "maxl", "--batch-size", "32", "--lr", "0.05",
-             "--momentum", "0.9", "--hidden", "64", "--lr-step", "1000"]
+DEMO_ARGS = [
+    "--dataset",
+    "digits",
+    "--method",
+    "single",
+    "maxl",
+    "--batch-size",
+    "32",
+    "--lr",
+    "0.05",
+    "--momentum",
+    "0.9",
+    "--hidden",
+    "64",
+    "--lr-step",
+    "1000",
+]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,20 +88,37 @@ def build_parser() -> argparse.ArgumentParser:
     (``argparse.SUPPRESS``): only what the command line says overrides a configuration."""
     parser = _Parser(prog="maxl", description="Meta Auxiliary Learning (Liu, Davison, Johns, NeurIPS 2019).")
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train single-task, human / random / k-means auxiliary-label or MAXL models",
-                       argument_default=argparse.SUPPRESS)
+    t = sub.add_parser(
+        "train",
+        help="train single-task, human / random / k-means auxiliary-label or MAXL models",
+        argument_default=argparse.SUPPRESS,
+    )
     r = add_options(t)[""]
-    r.add_argument("--config", metavar="FILE", help="start from the settings in FILE (TOML with the sections "
-                   "[data] [model] [train] [train.meta] [aux] [baselines], or a run's config.json); flags override")
-    r.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint.pt with the "
-                   "settings of its config.json (flags that disagree with them are refused; --epochs may extend "
-                   "the run)")
-    r.add_argument("--auto-resume", action="store_true", help="continue from OUT/checkpoint.pt where the run "
-                   "folder holds one of the same settings (refused, with the differences, for other settings); "
-                   "start afresh where it holds none. Implied in a process that torchrun restarted")
-    demo = sub.add_parser("demo", help="quick start: single vs maxl on the embedded digits data, then the maxl "
-                          "run's report.html; about a minute",
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r.add_argument(
+        "--config",
+        metavar="FILE",
+        help="start from the settings in FILE (TOML with the sections "
+        "[data] [model] [train] [train.meta] [aux] [baselines], or a run's config.json); flags override",
+    )
+    r.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its checkpoint.pt with the "
+        "settings of its config.json (flags that disagree with them are refused; --epochs may extend "
+        "the run)",
+    )
+    r.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="continue from OUT/checkpoint.pt where the run "
+        "folder holds one of the same settings (refused, with the differences, for other settings); "
+        "start afresh where it holds none. Implied in a process that torchrun restarted",
+    )
+    demo = sub.add_parser(
+        "demo",
+        help="quick start: single vs maxl on the embedded digits data, then the maxl run's report.html; about a minute",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     demo.add_argument("--epochs", type=int, default=15, help="epochs per method")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--out", default="runs/demo", help="parent folder of the two run folders")
@@ -134,8 +174,9 @@ def read_config_file(path: str | os.PathLike) -> dict:
     try:
         text = data.decode("utf-8")  # TOML and JSON files are UTF-8
     except UnicodeDecodeError as err:
-        raise ValueError(f"--config {path}: not UTF-8 text (byte {data[err.start]:#04x} at offset "
-                         f"{err.start})") from None
+        raise ValueError(
+            f"--config {path}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})"
+        ) from None
     try:
         if path.suffix == ".json":
             table = json.loads(text)
@@ -145,8 +186,9 @@ def read_config_file(path: str | os.PathLike) -> dict:
         raise ValueError(f"--config {path}: cannot parse it ({err})") from None
     if not isinstance(table, dict):
         kind = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(table), "null")
-        raise ValueError(f"--config {path}: expected a table of sections ([data], [model], [train], ...), got a "
-                         f"JSON {kind}")
+        raise ValueError(
+            f"--config {path}: expected a table of sections ([data], [model], [train], ...), got a JSON {kind}"
+        )
     return table
 
 
@@ -170,20 +212,27 @@ def run_configs(args: argparse.Namespace) -> tuple[list[RunConfig], bool]:
             hint = f"; it holds the run folders {', '.join(inside)}: resume one of them" if inside else ""
             raise FileNotFoundError(f"--resume {run_dir}: no config.json in that folder{hint}")
         if not (run_dir / "checkpoint.pt").is_file():
-            raise FileNotFoundError(f"--resume {run_dir}: no checkpoint.pt in that folder (the run stopped before the "
-                                    "end of its first epoch); start it again without --resume")
+            raise FileNotFoundError(
+                f"--resume {run_dir}: no checkpoint.pt in that folder (the run stopped before the "
+                "end of its first epoch); start it again without --resume"
+            )
         stored = RunConfig.from_dict(read_config_file(run_dir / "config.json")).to_dict()
         if "train.method" in given:
             methods = given["train.method"]
             given["train.method"] = methods[0] if len(methods) == 1 else methods
-        conflicts = [f"{OPTION_OF[k]} (run: {_get(stored, k)}, command line: {v})" for k, v in sorted(given.items())
-                     if k not in RESUMABLE_CHANGES and v != _get(stored, k)]
+        conflicts = [
+            f"{OPTION_OF[k]} (run: {_get(stored, k)}, command line: {v})"
+            for k, v in sorted(given.items())
+            if k not in RESUMABLE_CHANGES and v != _get(stored, k)
+        ]
         if "out" in given and Path(given["out"]).resolve() != run_dir.resolve():
             conflicts.append(f"--out {given['out']} (a resumed run writes into its own folder {run_dir})")
         if conflicts:
-            raise ValueError(f"--resume {run_dir}: the command line disagrees with the run's config.json on "
-                             f"{'; '.join(conflicts)}. Leave these flags out to continue the run as it was, or "
-                             "start a new run in another folder")
+            raise ValueError(
+                f"--resume {run_dir}: the command line disagrees with the run's config.json on "
+                f"{'; '.join(conflicts)}. Leave these flags out to continue the run as it was, or "
+                "start a new run in another folder"
+            )
         for k, v in given.items():
             _set(stored, k, v)
         stored["out"] = str(run_dir)
@@ -232,8 +281,10 @@ def _continues(run: RunConfig, args: argparse.Namespace) -> bool:
 def print_table(summaries: dict[str, dict]) -> None:
     print(f"\n{'method':<8} {'final test acc':>15} {'best test acc':>14} {'last-5 mean':>12} {'s/epoch':>8}")
     for method, s in summaries.items():
-        print(f"{method:<8} {s['final_test_acc']:>15.4f} {s['best_test_acc']:>14.4f} "
-              f"{s['last5_mean_test_acc']:>12.4f} {s['mean_epoch_time_s']:>8.2f}")
+        print(
+            f"{method:<8} {s['final_test_acc']:>15.4f} {s['best_test_acc']:>14.4f} "
+            f"{s['last5_mean_test_acc']:>12.4f} {s['mean_epoch_time_s']:>8.2f}"
+        )
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:

@@ -33,12 +33,15 @@ def describe_generated_labels(record: dict) -> str:
         ValueError: the record has no label statistics (not a ``maxl`` run).
     """
     if "label_sharpness" not in record or "label_used_fraction" not in record:
-        raise ValueError("the metrics record has no label statistics (label_sharpness, label_used_fraction): "
-                         "not a maxl run")
+        raise ValueError(
+            "the metrics record has no label statistics (label_sharpness, label_used_fraction): not a maxl run"
+        )
     sharpness, used = record["label_sharpness"], record["label_used_fraction"]
     if sharpness is None or math.isnan(sharpness):
-        return ("the generated labels carry no information: every primary class has a single auxiliary class "
-                "(psi of 1), so there is nothing to choose")
+        return (
+            "the generated labels carry no information: every primary class has a single auxiliary class "
+            "(psi of 1), so there is nothing to choose"
+        )
     scale = f"sharpness {sharpness:.2f}; 0 = uniform, 1 = one-hot"
     if sharpness < UNIFORM_BELOW:
         shape = f"stayed uniform inside each primary class ({scale})"
@@ -50,27 +53,40 @@ def describe_generated_labels(record: dict) -> str:
         shape = f"became nearly one-hot inside each primary class ({scale})"
     counts = record.get("label_counts")
     share = f"{used * 100:.0f} %"
-    classes = (f"{sum(c > 0 for c in counts)} of the {len(counts)} auxiliary classes ({share})" if counts
-               else f"{share} of the auxiliary classes")
-    usage = (f"only {classes} are any training image's most probable label" if used < FEW_USED_BELOW
-             else f"{classes} are some training image's most probable label")
+    classes = (
+        f"{sum(c > 0 for c in counts)} of the {len(counts)} auxiliary classes ({share})"
+        if counts
+        else f"{share} of the auxiliary classes"
+    )
+    usage = (
+        f"only {classes} are any training image's most probable label"
+        if used < FEW_USED_BELOW
+        else f"{classes} are some training image's most probable label"
+    )
     nmi = record.get("label_nmi_human")
     agreement = ""
     if nmi is not None and not math.isnan(nmi):
-        agreement = (f"; they agree with the human sub-classes at NMI {nmi:.2f} (0 = unrelated, "
-                     f"1 = the same grouping)")
+        agreement = f"; they agree with the human sub-classes at NMI {nmi:.2f} (0 = unrelated, 1 = the same grouping)"
     if sharpness < LITTLE_BELOW:
         verdict = "on this data MAXL's labels carry little information"
     elif used < FEW_USED_BELOW:
-        verdict = ("the labels collapsed onto a few auxiliary classes per primary class, so the auxiliary task "
-                   "is little more than the primary one")
+        verdict = (
+            "the labels collapsed onto a few auxiliary classes per primary class, so the auxiliary task "
+            "is little more than the primary one"
+        )
     elif nmi is not None and not math.isnan(nmi):
-        verdict = ("the labels split each primary class into groups "
-                   + ("unrelated to the human ones" if nmi < 0.1 else
-                      "close to the human ones" if nmi >= 0.5 else "that partly follow the human ones"))
+        verdict = "the labels split each primary class into groups " + (
+            "unrelated to the human ones"
+            if nmi < 0.1
+            else "close to the human ones"
+            if nmi >= 0.5
+            else "that partly follow the human ones"
+        )
     else:
-        verdict = ("the labels split each primary class into groups; whether the groups mean anything, only "
-                   "the label grids can tell")
+        verdict = (
+            "the labels split each primary class into groups; whether the groups mean anything, only "
+            "the label grids can tell"
+        )
     return f"the generated labels {shape} and {usage}{agreement}: {verdict}"
 
 

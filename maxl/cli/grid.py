@@ -28,22 +28,42 @@ __all__ = ["add_grid_command", "grid_command", "GRID_COMMANDS", "parse_set", "tr
 
 
 def add_grid_command(sub) -> None:
-    g = sub.add_parser("grid", help="run a grid of methods x seeds (x variants) from a TOML grid file, resumably",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__.split("\n\n")[0])
+    g = sub.add_parser(
+        "grid",
+        help="run a grid of methods x seeds (x variants) from a TOML grid file, resumably",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__.split("\n\n")[0],
+    )
     g.add_argument("grid", nargs="?", help="a built-in grid's name (see --list) or a grid TOML file")
     g.add_argument("--list", action="store_true", help="list the built-in grids (and a grid's variants) and exit")
     g.add_argument("--out", default=None, help="output folder of the grid (default: runs/<grid>)")
-    g.add_argument("--variants", nargs="+", default=None, metavar="NAME",
-                   help="run these variants of the grid ('all': every one) into OUT/<variant>/<method>/seed<k>")
+    g.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="run these variants of the grid ('all': every one) into OUT/<variant>/<method>/seed<k>",
+    )
     g.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="only these methods")
     g.add_argument("--seeds", nargs="+", type=int, default=None, help="these seeds instead of the grid's")
     g.add_argument("--data-root", default=None, help="data folder of every run (default: the grid's data.data_root)")
     g.add_argument("--device", default="auto", help="device of every run (cpu, cuda, auto)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a shared CPU)")
-    g.add_argument("--overlay", action="append", default=[], metavar="FILE",
-                   help="a TOML overlay merged onto every run (repeatable; part of the runs' settings)")
-    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
-                   help="one setting of every run, e.g. train.epochs=3 (a TOML value; repeatable, after --overlay)")
+    g.add_argument(
+        "--overlay",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a TOML overlay merged onto every run (repeatable; part of the runs' settings)",
+    )
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="settings",
+        help="one setting of every run, e.g. train.epochs=3 (a TOML value; repeatable, after --overlay)",
+    )
     g.add_argument("--table", default=None, help="also write the table to PREFIX.md and PREFIX.csv")
     g.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -149,9 +169,20 @@ def grid_command(args: argparse.Namespace) -> int:
     overlays = [read_toml(f, "--overlay") for f in args.overlay] + [parse_set(s) for s in args.settings]
     out = Path(args.out or f"runs/{grid.name}")
     command = "maxl " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["grid"] else None
-    run_grid(grid, out, variants=variants, methods=args.methods, seeds=args.seeds, data_root=args.data_root,
-             device=args.device, threads=args.threads, overlays=overlays, dry_run=args.dry_run,
-             progress=not args.no_progress, command=command)
+    run_grid(
+        grid,
+        out,
+        variants=variants,
+        methods=args.methods,
+        seeds=args.seeds,
+        data_root=args.data_root,
+        device=args.device,
+        threads=args.threads,
+        overlays=overlays,
+        dry_run=args.dry_run,
+        progress=not args.no_progress,
+        command=command,
+    )
     if args.dry_run:
         return 0
     if variants is None:
@@ -160,8 +191,7 @@ def grid_command(args: argparse.Namespace) -> int:
         runs = []
         for v in variants:
             several = len(grid.variant_methods(v)) > 1
-            runs += [dataclasses.replace(r, method=f"{v}/{r.method}" if several else v)
-                     for r in collect_runs(out / v)]
+            runs += [dataclasses.replace(r, method=f"{v}/{r.method}" if several else v) for r in collect_runs(out / v)]
     title = f"{grid.name}: {grid.description}"
     for prefix in [str(out / "results"), *([args.table] if args.table else [])]:
         md, cs = write_tables(runs, prefix, title, grid.note)

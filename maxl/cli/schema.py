@@ -22,9 +22,15 @@ from dataclasses import dataclass
 __all__ = ["Option", "options", "add_options", "option_table", "cli_reference_markdown", "SECTION_TITLES"]
 
 #: The titles of the sections in ``--help`` (a section not named here is shown by its path).
-SECTION_TITLES = {"data": "data", "model": "model", "train": "optimisation", "train.meta": "meta step (maxl)",
-                  "aux": "auxiliary tasks (auxtasks) on the shared backbone", "baselines": "baselines (kmeans)",
-                  "": "run"}
+SECTION_TITLES = {
+    "data": "data",
+    "model": "model",
+    "train": "optimisation",
+    "train.meta": "meta step (maxl)",
+    "aux": "auxiliary tasks (auxtasks) on the shared backbone",
+    "baselines": "baselines (kmeans)",
+    "": "run",
+}
 
 
 @dataclass(frozen=True)
@@ -75,8 +81,11 @@ def _kwargs(f: dataclasses.Field, tp, default) -> tuple[str, dict]:
     for key in ("metavar", "nargs"):
         if meta.get(key) is not None:
             kwargs[key] = meta[key]
-    shown = "" if kwargs.get("action") in ("store_true", "store_false") or default in (None, [], {}) else \
-        f" (default: {default})"
+    shown = (
+        ""
+        if kwargs.get("action") in ("store_true", "store_false") or default in (None, [], {})
+        else f" (default: {default})"
+    )
     text = meta.get("help")
     kwargs["help"] = ((text() if callable(text) else text) or f.name.replace("_", " ")) + shown
     return meta.get("flag") or flag, kwargs
@@ -110,7 +119,8 @@ def options(root: type | None = None) -> list[Option]:
     for o in out:
         if o.flag in seen:
             raise ValueError(
-                f"settings {seen[o.flag]} and {o.path} would both be {o.flag}: give one a flag= of its own")
+                f"settings {seen[o.flag]} and {o.path} would both be {o.flag}: give one a flag= of its own"
+            )
         seen[o.flag] = o.path
     return out
 
@@ -134,10 +144,14 @@ def option_table(root: type | None = None) -> dict[str, tuple[str, dict]]:
 def cli_reference_markdown(root: type | None = None) -> str:
     """The CLI reference of ``maxl train``'s settings, as Markdown: one table per section with each
     flag, its setting (the key in ``config.json`` / ``--config`` files), its default and its help."""
-    lines = ["# `maxl train` settings", "",
-             "Generated from the settings dataclasses (`python -m maxl.cli.schema > docs/reference/cli.md`; a test",
-             "checks that this page is up to date). Every flag sets the setting named beside it; a `--config` TOML",
-             "file sets the same settings by section (`[train]`, `[train.meta]`, ...).", ""]
+    lines = [
+        "# `maxl train` settings",
+        "",
+        "Generated from the settings dataclasses (`python -m maxl.cli.schema > docs/reference/cli.md`; a test",
+        "checks that this page is up to date). Every flag sets the setting named beside it; a `--config` TOML",
+        "file sets the same settings by section (`[train]`, `[train.meta]`, ...).",
+        "",
+    ]
     section = None
     for o in options(root):
         if o.section != section:
@@ -146,7 +160,7 @@ def cli_reference_markdown(root: type | None = None) -> str:
             lines += ["", title, "", "| flag | setting | default | what |", "| --- | --- | --- | --- |"]
         help_text = o.kwargs["help"].replace("|", "\\|")
         if " (default: " in help_text:
-            help_text = help_text[:help_text.rindex(" (default: ")]
+            help_text = help_text[: help_text.rindex(" (default: ")]
         choices = f" One of: {', '.join(f'`{c}`' for c in o.kwargs['choices'])}." if "choices" in o.kwargs else ""
         lines.append(f"| `{o.flag}` | `{o.path}` | `{o.default!r}` | {help_text}.{choices} |")
     return "\n".join(lines) + "\n"

@@ -5,5 +5,14 @@ from maxl.core.heads import mlp_head
 from maxl.core.hierarchy import Hierarchy, masked_log_softmax, masked_softmax, validate_psi
 from maxl.core.losses import LOSSES, classification_loss, focal_loss, negative_entropy
 
-__all__ = ["mlp_head", "Hierarchy", "masked_log_softmax", "masked_softmax", "validate_psi", "LOSSES",
-           "classification_loss", "focal_loss", "negative_entropy"]
+__all__ = [
+    "mlp_head",
+    "Hierarchy",
+    "masked_log_softmax",
+    "masked_softmax",
+    "validate_psi",
+    "LOSSES",
+    "classification_loss",
+    "focal_loss",
+    "negative_entropy",
+]

@@ -28,8 +28,16 @@ from functools import cache
 __all__ = ["setting", "check_field_types", "check_keys", "fits", "describe"]
 
 
-def setting(default=dataclasses.MISSING, help: str | Callable[[], str] = "", *, flag: str | None = None, choices=None,
-            metavar=None, nargs=None, default_factory=dataclasses.MISSING):
+def setting(
+    default=dataclasses.MISSING,
+    help: str | Callable[[], str] = "",
+    *,
+    flag: str | None = None,
+    choices=None,
+    metavar=None,
+    nargs=None,
+    default_factory=dataclasses.MISSING,
+):
     """A settings field (:func:`dataclasses.field`) with its command-line description.
 
     Args:
@@ -82,8 +90,13 @@ def fits(value, tp) -> bool:
     return True  # an annotation not known here: the class's own checks judge the value
 
 
-_NAMES = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false",
-          type(None): "None (leave the setting out)"}
+_NAMES = {
+    int: "an integer",
+    float: "a finite number",
+    str: "a string",
+    bool: "true or false",
+    type(None): "None (leave the setting out)",
+}
 _PLURAL = {int: "integers", float: "finite numbers", str: "strings", bool: "true / false"}
 
 
@@ -140,8 +153,9 @@ def check_keys(values, cls: type, section: str) -> dict:
             keys that are not settings of ``cls`` (named, with the known ones).
     """
     if not isinstance(values, dict):
-        raise ValueError(f"section [{section}] must be a table of settings, got {_show(values)} "
-                         f"({type(values).__name__})")
+        raise ValueError(
+            f"section [{section}] must be a table of settings, got {_show(values)} ({type(values).__name__})"
+        )
     allowed = {f.name for f in dataclasses.fields(cls)}
     bad = sorted(set(values) - allowed, key=str)
     if bad:

@@ -172,13 +172,9 @@ def masked_log_softmax(logits: Tensor, primary: Tensor, psi: Hierarchy | Sequenc
     """
     h = _as_hierarchy(psi)
     if logits.ndim != 2 or logits.shape[1] != h.num_aux:
-        raise ValueError(
-            f"logits must have shape [B, sum(psi)] = [B, {h.num_aux}], got {tuple(logits.shape)}"
-        )
+        raise ValueError(f"logits must have shape [B, sum(psi)] = [B, {h.num_aux}], got {tuple(logits.shape)}")
     if primary.shape != logits.shape[:1]:
-        raise ValueError(
-            f"primary labels must have shape [B] = [{logits.shape[0]}], got {tuple(primary.shape)}"
-        )
+        raise ValueError(f"primary labels must have shape [B] = [{logits.shape[0]}], got {tuple(primary.shape)}")
     mask = h.block_mask(primary)
     return torch.log_softmax(logits.masked_fill(~mask, float("-inf")), dim=1)
 

@@ -14,8 +14,14 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["focal_loss", "negative_entropy", "mean_entropy", "paired_mutual_information", "LOSSES",
-           "classification_loss"]
+__all__ = [
+    "focal_loss",
+    "negative_entropy",
+    "mean_entropy",
+    "paired_mutual_information",
+    "LOSSES",
+    "classification_loss",
+]
 
 LOSSES = ("focal", "ce")
 
@@ -43,16 +49,13 @@ def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0) -> Tensor:
     log_p = torch.log_softmax(logits, dim=1)  # [B, K]
     if target.dtype.is_floating_point:
         if target.shape != logits.shape:
-            raise ValueError(
-                f"soft target shape {tuple(target.shape)} != logits shape {tuple(logits.shape)}"
-            )
+            raise ValueError(f"soft target shape {tuple(target.shape)} != logits shape {tuple(logits.shape)}")
         if gamma == 0:
             return -(target * log_p).sum(dim=1).mean()
         return -(target * (1 - log_p.exp()).pow(gamma) * log_p).sum(dim=1).mean()
     if target.shape != logits.shape[:1]:
         raise ValueError(
-            f"label shape {tuple(target.shape)} must be [B] = [{logits.shape[0]}] for logits "
-            f"{tuple(logits.shape)}"
+            f"label shape {tuple(target.shape)} must be [B] = [{logits.shape[0]}] for logits {tuple(logits.shape)}"
         )
     # gather rather than F.nll_loss: nll_loss has no deterministic CUDA kernel, so
     # torch.use_deterministic_algorithms(True) would reject it

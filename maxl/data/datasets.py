@@ -141,8 +141,9 @@ class ImageTensorDataset(Dataset):
         return image, int(self.labels[index]), index
 
 
-def make_transform(image_size: int | tuple[int, int], mean, std, augment: bool,
-                   padding_mode: str = "constant") -> v2.Compose:
+def make_transform(
+    image_size: int | tuple[int, int], mean, std, augment: bool, padding_mode: str = "constant"
+) -> v2.Compose:
     """Transform of one uint8 [C, H, W] image to a normalised float32 [C, H, W] image.
 
     Args:
@@ -156,8 +157,9 @@ def make_transform(image_size: int | tuple[int, int], mean, std, augment: bool,
     Returns:
         A ``torchvision.transforms.v2.Compose``.
     """
-    steps = [v2.RandomCrop(image_size, padding=4, padding_mode=padding_mode), v2.RandomHorizontalFlip()] \
-        if augment else []
+    steps = (
+        [v2.RandomCrop(image_size, padding=4, padding_mode=padding_mode), v2.RandomHorizontalFlip()] if augment else []
+    )
     return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
 
 
@@ -244,8 +246,9 @@ def _load_cifar100(root: Path, download: bool) -> tuple[_Split, _Split, list[str
     cls = torchvision.datasets.CIFAR100
     train, test, class_names = _load_cifar(root, cls, download)
     if class_names != list(cifar100.FINE_NAMES):
-        raise ValueError(f"{root / cls.base_folder / 'meta'}: fine class names differ from "
-                         "maxl.data.cifar100.FINE_NAMES")
+        raise ValueError(
+            f"{root / cls.base_folder / 'meta'}: fine class names differ from maxl.data.cifar100.FINE_NAMES"
+        )
     for split, part in (("train", train), ("test", test)):
         _check_cifar100_coarse(root / cls.base_folder, split, part.labels)
     return train, test, class_names
@@ -279,8 +282,10 @@ def _load_image_folder(root: Path, cache_dir: Path | None) -> tuple[_Split, _Spl
     two_level = [is_two_level(root / split) for split in ("train", "test")]
     if two_level[0] != two_level[1]:
         kinds = ["two-level (<primary>/<auxiliary>/)" if t else "flat (<class>/)" for t in two_level]
-        raise ValueError(f"imagefolder: {root / 'train'} is {kinds[0]} but {root / 'test'} is {kinds[1]}; "
-                         "train and test need the same class folders")
+        raise ValueError(
+            f"imagefolder: {root / 'train'} is {kinds[0]} but {root / 'test'} is {kinds[1]}; "
+            "train and test need the same class folders"
+        )
     reader = TwoLevelImageFolder if two_level[0] else torchvision.datasets.ImageFolder
     splits, classes = [], None
     for split in ("train", "test"):
@@ -289,8 +294,10 @@ def _load_image_folder(root: Path, cache_dir: Path | None) -> tuple[_Split, _Spl
         if classes is not None and ds.classes != classes:
             only_train = sorted(set(classes) - set(ds.classes))
             only_test = sorted(set(ds.classes) - set(classes))
-            raise ValueError(f"imagefolder: train and test have different classes: only in train {only_train}, only "
-                             f"in test {only_test}; train and test need the same class folders")
+            raise ValueError(
+                f"imagefolder: train and test have different classes: only in train {only_train}, only "
+                f"in test {only_test}; train and test need the same class folders"
+            )
         classes = ds.classes
         splits.append(_cached_decode(folder, ds.samples, cache_dir))
     assert classes is not None  # set by the loop
@@ -353,8 +360,7 @@ def _decode_images(paths: list[str], folder: Path) -> Tensor:
             with Image.open(paths[i]) as pil:
                 images[i] = v2.functional.pil_to_tensor(pil.convert("L" if grey else "RGB"))
         except OSError as err:  # PIL's UnidentifiedImageError, truncated files
-            raise ValueError(f"imagefolder: cannot decode the image {paths[i]} ({err}): remove or replace "
-                             "it") from err
+            raise ValueError(f"imagefolder: cannot decode the image {paths[i]} ({err}): remove or replace it") from err
     decoded_all = cast("list[Tensor]", images)  # cast: every None was decoded above, or it raised
     first_size = decoded_all[0].shape[1:]
     odd = next((i for i, image in enumerate(decoded_all) if image.shape[1:] != first_size), None)
@@ -496,15 +502,18 @@ def load_dataset(
     spec = dataset_spec(name)
     chosen = _parse_hierarchy(spec, hierarchy)
     if root is None and spec.needs_root:
-        raise ValueError(f"data set {name!r} needs root (--data-root on the command line), the folder that "
-                         f"holds {spec.layout}")
+        raise ValueError(
+            f"data set {name!r} needs root (--data-root on the command line), the folder that holds {spec.layout}"
+        )
     root = Path(root).expanduser() if root is not None else None
     train, test, class_names, own = _source(spec.reader(root, download=download, cache_dir=cache_dir))
     if own is not None:  # the files give the hierarchy (a two-level ImageFolder's folders)
         if hierarchy is not None:
-            raise ValueError(f"{name} {root}: its files give the hierarchy ({own.source}, e.g. a two-level "
-                             f"ImageFolder's <primary>/<auxiliary>/ folders), so it takes no --hierarchy "
-                             f"({hierarchy!r}); a hierarchy file is for data sets without one, e.g. a flat tree")
+            raise ValueError(
+                f"{name} {root}: its files give the hierarchy ({own.source}, e.g. a two-level "
+                f"ImageFolder's <primary>/<auxiliary>/ folders), so it takes no --hierarchy "
+                f"({hierarchy!r}); a hierarchy file is for data sets without one, e.g. a flat tree"
+            )
         chosen = own
     what = f"{name} {root}" if root is not None else name
     # the data set's own pixel statistics, before any subset
@@ -512,8 +521,9 @@ def load_dataset(
     if resize is not None:
         if resize < 1:
             raise ValueError(f"resize must be >= 1 pixel, got {resize}")
-        train, test = (_Split(v2.functional.resize(s.images, [resize, resize], antialias=True), s.labels)
-                       for s in (train, test))
+        train, test = (
+            _Split(v2.functional.resize(s.images, [resize, resize], antialias=True), s.labels) for s in (train, test)
+        )
     if isinstance(chosen, Groups):  # a primary class without training images cannot be learnt
         check_primary_images(_apply_hierarchy(chosen, train.labels, class_names, what)[0], chosen, "training")
     train, val, test = _subsets(train, test, train_subset, test_subset, val_subset, seed)
@@ -530,8 +540,9 @@ def _source(read: tuple) -> tuple[_Split, _Split, list[str], Groups | None]:
     return _Split(*train), _Split(*test), list(class_names), (own[0] if own else None)
 
 
-def _subsets(train: _Split, test: _Split, train_subset: int | None, test_subset: int | None,
-             val_subset: int | None, seed: int) -> tuple[_Split, _Split | None, _Split]:
+def _subsets(
+    train: _Split, test: _Split, train_subset: int | None, test_subset: int | None, val_subset: int | None, seed: int
+) -> tuple[_Split, _Split | None, _Split]:
     """The class-stratified subsets of :func:`load_dataset`: ``(train, validation or None, test)``."""
     if train_subset is not None:
         keep = stratified_subset(train.labels, train_subset, seed)
@@ -542,8 +553,10 @@ def _subsets(train: _Split, test: _Split, train_subset: int | None, test_subset:
     val = None
     if val_subset is not None:  # held out from the training images: for choosing, never trained on
         if not 1 <= val_subset < len(train.labels):
-            raise ValueError(f"val_subset must be in 1..{len(train.labels) - 1} (fewer than the {len(train.labels)} "
-                             f"training images), got {val_subset}")
+            raise ValueError(
+                f"val_subset must be in 1..{len(train.labels) - 1} (fewer than the {len(train.labels)} "
+                f"training images), got {val_subset}"
+            )
         held = stratified_subset(train.labels, val_subset, seed + 1)
         rest = torch.ones(len(train.labels), dtype=torch.bool)
         rest[held] = False
@@ -551,8 +564,16 @@ def _subsets(train: _Split, test: _Split, train_subset: int | None, test_subset:
     return train, val, test
 
 
-def _bundle(chosen, splits: tuple[_Split, _Split | None, _Split], class_names: list[str], what: str,
-            norm: tuple[float, float], augment: bool, padding_mode: str, name: str) -> DataBundle:
+def _bundle(
+    chosen,
+    splits: tuple[_Split, _Split | None, _Split],
+    class_names: list[str],
+    what: str,
+    norm: tuple[float, float],
+    augment: bool,
+    padding_mode: str,
+    name: str,
+) -> DataBundle:
     """The :class:`DataBundle` of the (train, val or None, test) splits under hierarchy ``chosen``."""
     train, val, test = splits
     primary_train, aux_train, primary_names, psi, aux_names = _apply_hierarchy(chosen, train.labels, class_names, what)
@@ -563,8 +584,9 @@ def _bundle(chosen, splits: tuple[_Split, _Split | None, _Split], class_names: l
     mean, std = [mean0] * channels, [std0] * channels
     if padding_mode not in ("constant", "reflect"):
         raise ValueError(f"padding_mode must be 'constant' or 'reflect', got {padding_mode!r}")
-    train_transform = make_transform((height, width), mean, std, augment=augment and channels == 3,
-                                     padding_mode=padding_mode)
+    train_transform = make_transform(
+        (height, width), mean, std, augment=augment and channels == 3, padding_mode=padding_mode
+    )
     test_transform = make_transform((height, width), mean, std, augment=False)
     val_set = aux_val = None
     if val is not None:

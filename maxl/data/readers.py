@@ -50,16 +50,31 @@ from torch import Tensor
 
 from maxl.data.registry import DATASETS, STL10_NAMES
 
-__all__ = ["IDX_DATASETS", "EMNIST_SPLITS", "read_idx_dataset", "read_svhn", "read_stl10",
-           "atomic_write", "WriteError", "gunzip"]
+__all__ = [
+    "IDX_DATASETS",
+    "EMNIST_SPLITS",
+    "read_idx_dataset",
+    "read_svhn",
+    "read_stl10",
+    "atomic_write",
+    "WriteError",
+    "gunzip",
+]
 
 EMNIST_SPLITS: tuple[str, ...] = torchvision.datasets.EMNIST.splits
 #: Data sets stored as IDX files, as torchvision's MNIST family reads them.
 IDX_DATASETS: tuple[str, ...] = ("mnist", "fashionmnist", "kmnist", *(f"emnist-{s}" for s in EMNIST_SPLITS))
-_IDX_CLASS = {"mnist": torchvision.datasets.MNIST, "fashionmnist": torchvision.datasets.FashionMNIST,
-              "kmnist": torchvision.datasets.KMNIST}
-_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                "t10k-labels-idx1-ubyte")
+_IDX_CLASS = {
+    "mnist": torchvision.datasets.MNIST,
+    "fashionmnist": torchvision.datasets.FashionMNIST,
+    "kmnist": torchvision.datasets.KMNIST,
+}
+_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 Split = tuple[Tensor, Tensor]  # images uint8 [N, C, H, W], labels int64 [N]
 
@@ -142,6 +157,7 @@ def atomic_write(dst: Path, write) -> None:
 
 def gunzip(src: Path, dst: Path) -> None:
     """Extract ``src`` (gzip) to ``dst`` atomically."""
+
     def write(tmp: Path) -> None:
         with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
             shutil.copyfileobj(fin, fout)
@@ -158,8 +174,9 @@ def _idx_files(name: str) -> tuple[str, str, tuple[str, ...]]:
     """(torchvision folder, display name, the four IDX file names) of an IDX data set."""
     if name.startswith("emnist-"):
         split = name.removeprefix("emnist-")
-        files = tuple(f"emnist-{split}-{s}-{k}-ubyte"
-                      for s in ("train", "test") for k in ("images-idx3", "labels-idx1"))
+        files = tuple(
+            f"emnist-{split}-{s}-{k}-ubyte" for s in ("train", "test") for k in ("images-idx3", "labels-idx1")
+        )
         return "EMNIST", f"EMNIST ({split})", files
     folder = _IDX_CLASS[name].__name__
     return folder, folder, _MNIST_FILES
@@ -193,8 +210,9 @@ def read_idx_dataset(root: Path, name: str, download: bool = False) -> tuple[Spl
             try:
                 gunzip(raw / f"{base}.gz", raw / base)
             except (EOFError, gzip.BadGzipFile, zlib.error) as err:  # before OSError: BadGzipFile is one
-                raise ValueError(f"{raw / base}.gz is truncated or corrupt ({err}): replace it with the "
-                                 "official file") from err
+                raise ValueError(
+                    f"{raw / base}.gz is truncated or corrupt ({err}): replace it with the official file"
+                ) from err
             except OSError as err:
                 message = f"cannot extract {base}.gz in {raw} ({err}); copy the {folder} folder somewhere writable"
                 raise OSError(message) from err
@@ -209,14 +227,17 @@ def read_idx_dataset(root: Path, name: str, download: bool = False) -> tuple[Spl
     for train in (True, False):
         try:
             if name.startswith("emnist-"):
-                ds = torchvision.datasets.EMNIST(root, split=name.removeprefix("emnist-"), train=train,
-                                                 download=download)
+                ds = torchvision.datasets.EMNIST(
+                    root, split=name.removeprefix("emnist-"), train=train, download=download
+                )
             else:
                 ds = _IDX_CLASS[name](root, train=train, download=download)
         except (RuntimeError, ValueError, AssertionError) as err:  # what torchvision's IDX reader raises
             names = ", ".join(files[:2] if train else files[2:])
-            raise ValueError(f"cannot read {shown}'s {names} in {raw}: truncated or corrupt ({err!r}); "
-                             "replace them with the official files") from err
+            raise ValueError(
+                f"cannot read {shown}'s {names} in {raw}: truncated or corrupt ({err!r}); "
+                "replace them with the official files"
+            ) from err
         images, labels = ds.data.unsqueeze(1), ds.targets.long()  # [N, 28, 28] -> [N, 1, 28, 28]
         if name.startswith("emnist-"):
             images = images.transpose(2, 3)
@@ -241,8 +262,10 @@ def _open_splits(cls, root: Path, folder: Path, download: bool) -> list:
         try:
             splits.append(cls(root, split=split, download=download))
         except RuntimeError as err:
-            raise ValueError(f"torchvision rejected the {cls.__name__} files in {folder}: they exist but fail its "
-                             f"md5 check (corrupted, or not the official release): {err}") from err
+            raise ValueError(
+                f"torchvision rejected the {cls.__name__} files in {folder}: they exist but fail its "
+                f"md5 check (corrupted, or not the official release): {err}"
+            ) from err
     return splits
 
 
@@ -261,10 +284,14 @@ def read_svhn(root: Path, download: bool = False) -> tuple[Split, Split, list[st
     files = [cls.split_list[s][1] for s in ("train", "test")]
     missing = [f for f in files if not (root / f).is_file()]
     if missing and not download:
-        raise FileNotFoundError(f"SVHN not found: missing {', '.join(missing)} in {root}. maxl expects <root>/"
-                                f"{_layout('svhn')}. Pass download=True (--download) to fetch them.")
-    splits = [(torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels).long())
-              for ds in _open_splits(cls, root, root, download)]
+        raise FileNotFoundError(
+            f"SVHN not found: missing {', '.join(missing)} in {root}. maxl expects <root>/"
+            f"{_layout('svhn')}. Pass download=True (--download) to fetch them."
+        )
+    splits = [
+        (torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels).long())
+        for ds in _open_splits(cls, root, root, download)
+    ]
     return splits[0], splits[1], [str(d) for d in range(10)]
 
 
@@ -286,7 +313,8 @@ def read_stl10(root: Path, download: bool = False) -> tuple[Split, Split, list[s
     if missing and not download:
         raise FileNotFoundError(
             f"STL-10 not found: missing {', '.join(missing)} in {folder}. maxl expects <root>/{_layout('stl10')} "
-            f"(torchvision's STL10 checks unlabeled_X.bin too). Pass download=True (--download) to fetch them.")
+            f"(torchvision's STL10 checks unlabeled_X.bin too). Pass download=True (--download) to fetch them."
+        )
     opened = _open_splits(cls, root, folder, download)
     splits = [(torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels.astype("int64"))) for ds in opened]
     names = [n.strip() for n in getattr(opened[-1], "classes", STL10_NAMES) if n.strip()]

@@ -38,8 +38,17 @@ import torchvision
 from maxl.data import cifar100
 from maxl.data.user_hierarchy import Groups, parent_of_classes
 
-__all__ = ["DatasetSpec", "Reader", "TRAINING_SPLIT", "DATASETS", "DATASET_NAMES", "register_dataset",
-           "dataset_spec", "hierarchy_help", "datasets_table_markdown"]
+__all__ = [
+    "DatasetSpec",
+    "Reader",
+    "TRAINING_SPLIT",
+    "DATASETS",
+    "DATASET_NAMES",
+    "register_dataset",
+    "dataset_spec",
+    "hierarchy_help",
+    "datasets_table_markdown",
+]
 
 #: ``DatasetSpec.normalisation`` of a data set normalised with the pixel mean / std of its training split.
 TRAINING_SPLIT = "training split"
@@ -128,8 +137,10 @@ class DatasetSpec:
             return self.hierarchies[name]
         if self.parse_hierarchy is not None:
             return self.parse_hierarchy(name)
-        raise ValueError(f"bad hierarchy {name!r} for {self.name}: allowed {(None, *self.hierarchies)}, or a "
-                         "hierarchy file (.json / .toml: primary class -> list of class names)")
+        raise ValueError(
+            f"bad hierarchy {name!r} for {self.name}: allowed {(None, *self.hierarchies)}, or a "
+            "hierarchy file (.json / .toml: primary class -> list of class names)"
+        )
 
 
 #: name -> spec of every data set :func:`maxl.data.load_dataset` reads, in the order of the docs.
@@ -201,8 +212,9 @@ def _problems(spec: DatasetSpec) -> list[str]:
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             found.append(f"{what} must be None or an int >= 1, got {value!r}")
     norm = spec.normalisation
-    if norm != TRAINING_SPLIT and not (isinstance(norm, tuple) and len(norm) == 2
-                                       and all(isinstance(v, (int, float)) for v in norm) and norm[1] > 0):
+    if norm != TRAINING_SPLIT and not (
+        isinstance(norm, tuple) and len(norm) == 2 and all(isinstance(v, (int, float)) for v in norm) and norm[1] > 0
+    ):
         found.append(f"normalisation must be (mean, std > 0) or {TRAINING_SPLIT!r}, got {norm!r}")
     if spec.class_names is not None and len(set(spec.class_names)) != len(spec.class_names):
         found.append("class_names repeat a name")
@@ -262,8 +274,10 @@ def hierarchy_help() -> str:
         if text:
             together.setdefault(text, []).append(spec.name)
     per_dataset = "; ".join(f"{'/'.join(names)} {text}" for text, names in together.items())
-    return (f"class hierarchy: {per_dataset}; or a FILE.json / FILE.toml mapping each primary class to its class "
-            "names (any data set)")
+    return (
+        f"class hierarchy: {per_dataset}; or a FILE.json / FILE.toml mapping each primary class to its class "
+        "names (any data set)"
+    )
 
 
 def _cell(text: str) -> str:
@@ -354,18 +368,27 @@ def _grouping(name: str, primary: Sequence[str], members: Sequence[Sequence[str]
 
 def _digit_groupings(names: Sequence[str]) -> dict[str, Groups]:
     """The two human hierarchies of the ten digits, ``names[d]`` being digit d."""
-    return {**_grouping("even-odd", ("even", "odd"), (names[0::2], names[1::2])),
-            **_grouping("low-high", ("0-4", "5-9"), (names[:5], names[5:]))}
+    return {
+        **_grouping("even-odd", ("even", "odd"), (names[0::2], names[1::2])),
+        **_grouping("low-high", ("0-4", "5-9"), (names[:5], names[5:])),
+    }
 
 
 _DIGITS = tuple(str(d) for d in range(10))
-_ANIMAL_VEHICLE = _grouping("animal-vehicle", cifar100.ANIMAL_VEHICLE_NAMES, (
-    [n for n, v in zip(cifar100.CIFAR10_NAMES, cifar100.ANIMAL_VEHICLE_OF_CIFAR10) if v == 0],
-    [n for n, v in zip(cifar100.CIFAR10_NAMES, cifar100.ANIMAL_VEHICLE_OF_CIFAR10) if v == 1]),
-    "animal-vehicle (the 10 CIFAR-10 classes)")
+_ANIMAL_VEHICLE = _grouping(
+    "animal-vehicle",
+    cifar100.ANIMAL_VEHICLE_NAMES,
+    (
+        [n for n, v in zip(cifar100.CIFAR10_NAMES, cifar100.ANIMAL_VEHICLE_OF_CIFAR10) if v == 0],
+        [n for n, v in zip(cifar100.CIFAR10_NAMES, cifar100.ANIMAL_VEHICLE_OF_CIFAR10) if v == 1],
+    ),
+    "animal-vehicle (the 10 CIFAR-10 classes)",
+)
 #: STL-10's classes in label order (the official class_names.txt).
 STL10_NAMES: tuple[str, ...] = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
 _IDX_FILES = "{train,t10k}-{images-idx3,labels-idx1}-ubyte(.gz)"
+
+
 class _Defaults(TypedDict):
     """DatasetSpec fields that several data sets share (a plain dict at run time)."""
 
@@ -386,77 +409,159 @@ def _emnist(split: str) -> DatasetSpec:
     names = tuple(torchvision.datasets.EMNIST.classes_split_dict[split])
     names = names[1:] if split == "letters" else names  # class 0, "N/A", has no images
     kinds = tuple(tuple(c for c in names if kind(c)) for kind in (str.isdigit, str.isupper, str.islower))
-    hierarchies = (_digit_groupings(names) if split in ("digits", "mnist") else
-                   _grouping("digit-upper-lower", ("digit", "uppercase", "lowercase"), kinds)
-                   if all(kinds) else {})
+    hierarchies = (
+        _digit_groupings(names)
+        if split in ("digits", "mnist")
+        else _grouping("digit-upper-lower", ("digit", "uppercase", "lowercase"), kinds)
+        if all(kinds)
+        else {}
+    )
     files = f"EMNIST/raw/emnist-{split}-{{train,test}}-{{images-idx3,labels-idx1}}-ubyte(.gz)"
     return DatasetSpec(
         name=f"emnist-{split}",
         description=f"EMNIST's {split} split: {len(names)} classes of handwritten characters, 28×28 grey",
-        reader=_idx_reader(f"emnist-{split}"), layout=files, files=f"`{files}` (images turned upright)",
-        normalisation=TRAINING_SPLIT, class_names=names, hierarchies=hierarchies, **_SMALL_GREY)
+        reader=_idx_reader(f"emnist-{split}"),
+        layout=files,
+        files=f"`{files}` (images turned upright)",
+        normalisation=TRAINING_SPLIT,
+        class_names=names,
+        hierarchies=hierarchies,
+        **_SMALL_GREY,
+    )
 
 
 for _spec in [
     DatasetSpec(
-        name="digits", description="scikit-learn's 1797 handwritten digits, 8×8 grey, split 1347 / 450; no files",
-        reader=_read_digits, layout="", files="none (scikit-learn's 8×8 digits)", channels=1, image_size=8,
+        name="digits",
+        description="scikit-learn's 1797 handwritten digits, 8×8 grey, split 1347 / 450; no files",
+        reader=_read_digits,
+        layout="",
+        files="none (scikit-learn's 8×8 digits)",
+        channels=1,
+        image_size=8,
         normalisation=(0.3053, 0.3760),  # pixel mean / std of all 1797 images, values / 16
-        class_names=_DIGITS, hierarchies=_digit_groupings(_DIGITS), default_backbone="tiny-cnn", preset="digits"),
+        class_names=_DIGITS,
+        hierarchies=_digit_groupings(_DIGITS),
+        default_backbone="tiny-cnn",
+        preset="digits",
+    ),
     DatasetSpec(
-        name="mnist", description="MNIST handwritten digits, 28×28 grey (LeCun et al. 1998)",
-        reader=_idx_reader("mnist"), layout=f"MNIST/raw/{_IDX_FILES}", files=f"`MNIST/raw/{_IDX_FILES}`",
+        name="mnist",
+        description="MNIST handwritten digits, 28×28 grey (LeCun et al. 1998)",
+        reader=_idx_reader("mnist"),
+        layout=f"MNIST/raw/{_IDX_FILES}",
+        files=f"`MNIST/raw/{_IDX_FILES}`",
         normalisation=(0.1307, 0.3081),  # the usual MNIST statistics (torchvision / PyTorch examples)
         class_names=tuple(torchvision.datasets.MNIST.classes),
-        hierarchies=_digit_groupings(torchvision.datasets.MNIST.classes), **_SMALL_GREY),
+        hierarchies=_digit_groupings(torchvision.datasets.MNIST.classes),
+        **_SMALL_GREY,
+    ),
     DatasetSpec(
-        name="fashionmnist", description="Fashion-MNIST clothing pictures, 28×28 grey (Xiao et al. 2017)",
-        reader=_idx_reader("fashionmnist"), layout=f"FashionMNIST/raw/{_IDX_FILES}",
-        files=f"`FashionMNIST/raw/{_IDX_FILES}`", normalisation=TRAINING_SPLIT,
+        name="fashionmnist",
+        description="Fashion-MNIST clothing pictures, 28×28 grey (Xiao et al. 2017)",
+        reader=_idx_reader("fashionmnist"),
+        layout=f"FashionMNIST/raw/{_IDX_FILES}",
+        files=f"`FashionMNIST/raw/{_IDX_FILES}`",
+        normalisation=TRAINING_SPLIT,
         class_names=tuple(torchvision.datasets.FashionMNIST.classes),
-        hierarchies=_grouping("clothes-shoes-bags", ("clothes", "shoes", "bags"), (
-            ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Shirt"), ("Sandal", "Sneaker", "Ankle boot"),
-            ("Bag",))), **_SMALL_GREY),
+        hierarchies=_grouping(
+            "clothes-shoes-bags",
+            ("clothes", "shoes", "bags"),
+            (
+                ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Shirt"),
+                ("Sandal", "Sneaker", "Ankle boot"),
+                ("Bag",),
+            ),
+        ),
+        **_SMALL_GREY,
+    ),
     DatasetSpec(
-        name="kmnist", description="Kuzushiji-MNIST cursive Japanese characters, 28×28 grey (Clanuwat et al. 2018)",
-        reader=_idx_reader("kmnist"), layout=f"KMNIST/raw/{_IDX_FILES}", files=f"`KMNIST/raw/{_IDX_FILES}`",
-        normalisation=TRAINING_SPLIT, class_names=tuple(torchvision.datasets.KMNIST.classes), hierarchies={},
-        **_SMALL_GREY),
+        name="kmnist",
+        description="Kuzushiji-MNIST cursive Japanese characters, 28×28 grey (Clanuwat et al. 2018)",
+        reader=_idx_reader("kmnist"),
+        layout=f"KMNIST/raw/{_IDX_FILES}",
+        files=f"`KMNIST/raw/{_IDX_FILES}`",
+        normalisation=TRAINING_SPLIT,
+        class_names=tuple(torchvision.datasets.KMNIST.classes),
+        hierarchies={},
+        **_SMALL_GREY,
+    ),
     *(_emnist(split) for split in torchvision.datasets.EMNIST.splits),
     DatasetSpec(
-        name="svhn", description="SVHN's cropped house-number digits, 32×32 RGB (Netzer et al. 2011)",
-        reader=_read_svhn, layout="train_32x32.mat and test_32x32.mat (the official cropped-digits files)",
-        files="`train_32x32.mat`, `test_32x32.mat`", channels=3, image_size=32, normalisation=TRAINING_SPLIT,
-        class_names=_DIGITS, hierarchies=_digit_groupings(_DIGITS), **_RGB),
+        name="svhn",
+        description="SVHN's cropped house-number digits, 32×32 RGB (Netzer et al. 2011)",
+        reader=_read_svhn,
+        layout="train_32x32.mat and test_32x32.mat (the official cropped-digits files)",
+        files="`train_32x32.mat`, `test_32x32.mat`",
+        channels=3,
+        image_size=32,
+        normalisation=TRAINING_SPLIT,
+        class_names=_DIGITS,
+        hierarchies=_digit_groupings(_DIGITS),
+        **_RGB,
+    ),
     DatasetSpec(
-        name="cifar10", description="CIFAR-10's 10 classes of small pictures, 32×32 RGB (Krizhevsky 2009)",
-        reader=_read_cifar10, layout="cifar-10-batches-py/ (the official python version)",
-        files="`cifar-10-batches-py/` (the official python version)", channels=3, image_size=32,
+        name="cifar10",
+        description="CIFAR-10's 10 classes of small pictures, 32×32 RGB (Krizhevsky 2009)",
+        reader=_read_cifar10,
+        layout="cifar-10-batches-py/ (the official python version)",
+        files="`cifar-10-batches-py/` (the official python version)",
+        channels=3,
+        image_size=32,
         normalisation=(0.5, 0.2),  # MAXL's reference implementation
-        class_names=cifar100.CIFAR10_NAMES, hierarchies=_ANIMAL_VEHICLE, **_RGB),
+        class_names=cifar100.CIFAR10_NAMES,
+        hierarchies=_ANIMAL_VEHICLE,
+        **_RGB,
+    ),
     DatasetSpec(
-        name="cifar100", description="CIFAR-100's 100 classes in 20 superclasses, 32×32 RGB (Krizhevsky 2009)",
-        reader=_read_cifar100, layout="cifar-100-python/ (the official python version)",
-        files="`cifar-100-python/` (the official python version)", channels=3, image_size=32,
-        normalisation=(0.5, 0.2), class_names=cifar100.FINE_NAMES, hierarchies={}, default_hierarchy="20-100",
+        name="cifar100",
+        description="CIFAR-100's 100 classes in 20 superclasses, 32×32 RGB (Krizhevsky 2009)",
+        reader=_read_cifar100,
+        layout="cifar-100-python/ (the official python version)",
+        files="`cifar-100-python/` (the official python version)",
+        channels=3,
+        image_size=32,
+        normalisation=(0.5, 0.2),
+        class_names=cifar100.FINE_NAMES,
+        hierarchies={},
+        default_hierarchy="20-100",
         parse_hierarchy=_cifar100_levels,
-        hierarchy_note="levels `P-A` (primary P, auxiliary A) or `P` of 3/10/20/100 classes", **_RGB),
+        hierarchy_note="levels `P-A` (primary P, auxiliary A) or `P` of 3/10/20/100 classes",
+        **_RGB,
+    ),
     DatasetSpec(
-        name="stl10", description="STL-10's 10 classes of labelled pictures, 96×96 RGB (Coates et al. 2011)",
-        reader=_read_stl10, layout="stl10_binary/ with train_X.bin, train_y.bin, test_X.bin, test_y.bin, "
-                                   "unlabeled_X.bin, class_names.txt (the official binary release, extracted)",
+        name="stl10",
+        description="STL-10's 10 classes of labelled pictures, 96×96 RGB (Coates et al. 2011)",
+        reader=_read_stl10,
+        layout="stl10_binary/ with train_X.bin, train_y.bin, test_X.bin, test_y.bin, "
+        "unlabeled_X.bin, class_names.txt (the official binary release, extracted)",
         files="`stl10_binary/` (train, test, unlabeled_X.bin, class_names.txt), 96×96; `--resize 32` to shrink",
-        channels=3, image_size=96, normalisation=TRAINING_SPLIT, class_names=STL10_NAMES,
-        hierarchies=_grouping("animal-vehicle", cifar100.ANIMAL_VEHICLE_NAMES, (
-            ("bird", "cat", "deer", "dog", "horse", "monkey"), ("airplane", "car", "ship", "truck"))), **_RGB),
+        channels=3,
+        image_size=96,
+        normalisation=TRAINING_SPLIT,
+        class_names=STL10_NAMES,
+        hierarchies=_grouping(
+            "animal-vehicle",
+            cifar100.ANIMAL_VEHICLE_NAMES,
+            (("bird", "cat", "deer", "dog", "horse", "monkey"), ("airplane", "car", "ship", "truck")),
+        ),
+        **_RGB,
+    ),
     DatasetSpec(
-        name="imagefolder", description="your own pictures in class folders, one image size throughout",
+        name="imagefolder",
+        description="your own pictures in class folders, one image size throughout",
         reader=_read_image_folder,
         layout="train/<class>/*.jpg|png and test/<class>/*.jpg|png, or train/<primary>/<auxiliary>/*.jpg|png "
-               "and test/<primary>/<auxiliary>/*.jpg|png",
-        files="`train/<class>/*`, `test/<class>/*`, or two-level `train/<primary>/<auxiliary>/*`", channels=None,
-        image_size=None, normalisation=(0.5, 0.2), class_names=None, hierarchies=_ANIMAL_VEHICLE,
-        hierarchy_note="a two-level tree's folders (`train/<primary>/<auxiliary>/`)", **_RGB),
+        "and test/<primary>/<auxiliary>/*.jpg|png",
+        files="`train/<class>/*`, `test/<class>/*`, or two-level `train/<primary>/<auxiliary>/*`",
+        channels=None,
+        image_size=None,
+        normalisation=(0.5, 0.2),
+        class_names=None,
+        hierarchies=_ANIMAL_VEHICLE,
+        hierarchy_note="a two-level tree's folders (`train/<primary>/<auxiliary>/`)",
+        **_RGB,
+    ),
 ]:
     register_dataset(_spec)
 del _spec

@@ -37,8 +37,16 @@ from torch import Tensor
 
 from maxl.core import toml
 
-__all__ = ["Groups", "HIERARCHY_SUFFIXES", "is_hierarchy_file", "read_hierarchy_file", "parent_of_classes",
-           "check_primary_images", "is_two_level", "TwoLevelImageFolder"]
+__all__ = [
+    "Groups",
+    "HIERARCHY_SUFFIXES",
+    "is_hierarchy_file",
+    "read_hierarchy_file",
+    "parent_of_classes",
+    "check_primary_images",
+    "is_two_level",
+    "TwoLevelImageFolder",
+]
 
 HIERARCHY_SUFFIXES = (".json", ".toml")
 
@@ -77,14 +85,17 @@ def read_hierarchy_file(path: str | os.PathLike) -> Groups:
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"hierarchy file {path} not found (expected a .json or .toml file mapping each "
-                                "primary class to the names of its classes)")
+        raise FileNotFoundError(
+            f"hierarchy file {path} not found (expected a .json or .toml file mapping each "
+            "primary class to the names of its classes)"
+        )
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"hierarchy file {path}: not UTF-8 text (byte {data[err.start]:#04x} at offset "
-                         f"{err.start})") from None
+        raise ValueError(
+            f"hierarchy file {path}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})"
+        ) from None
     try:
         if path.suffix.lower() == ".json":
             table = json.loads(text, object_pairs_hook=_no_repeated_keys)
@@ -94,12 +105,15 @@ def read_hierarchy_file(path: str | os.PathLike) -> Groups:
         raise ValueError(f"hierarchy file {path}: cannot parse it ({err})") from None
     example = 'e.g. {"animal": ["cat", "dog"], "vehicle": ["car", "ship"]}'
     if not isinstance(table, dict) or not table:
-        raise ValueError(f"hierarchy file {path}: expected a non-empty mapping of primary class -> list of class "
-                         f"names, {example}")
+        raise ValueError(
+            f"hierarchy file {path}: expected a non-empty mapping of primary class -> list of class names, {example}"
+        )
     for primary, names in table.items():
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"hierarchy file {path}: primary class {primary!r} maps to {names!r}, not a list of "
-                             f"class names; {example}")
+            raise ValueError(
+                f"hierarchy file {path}: primary class {primary!r} maps to {names!r}, not a list of "
+                f"class names; {example}"
+            )
         if not names:
             raise ValueError(f"hierarchy file {path}: primary class {primary!r} has no classes (an empty list)")
         twice = sorted({n for n in names if names.count(n) > 1})
@@ -137,17 +151,23 @@ def parent_of_classes(groups: Groups, class_names: Sequence[str], what: str) -> 
     for primary, names in zip(groups.primary_names, groups.members):
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise ValueError(f"hierarchy {groups.source}: {unknown} (under {primary!r}) match no class of {what}; "
-                             f"its classes are {list(class_names)}")
+            raise ValueError(
+                f"hierarchy {groups.source}: {unknown} (under {primary!r}) match no class of {what}; "
+                f"its classes are {list(class_names)}"
+            )
         for n in names:
             if n in owner:
-                raise ValueError(f"hierarchy {groups.source}: class {n!r} is in two groups, {owner[n]!r} and "
-                                 f"{primary!r}; each class belongs to exactly one primary class")
+                raise ValueError(
+                    f"hierarchy {groups.source}: class {n!r} is in two groups, {owner[n]!r} and "
+                    f"{primary!r}; each class belongs to exactly one primary class"
+                )
             owner[n] = primary
     orphans = [c for c in class_names if c not in owner]
     if orphans:
-        raise ValueError(f"hierarchy {groups.source}: the classes {orphans} of {what} are in no group; every class "
-                         "must belong to exactly one primary class")
+        raise ValueError(
+            f"hierarchy {groups.source}: the classes {orphans} of {what} are in no group; every class "
+            "must belong to exactly one primary class"
+        )
     index = {p: i for i, p in enumerate(groups.primary_names)}
     return [index[owner[c]] for c in class_names]
 
@@ -191,15 +211,19 @@ def is_two_level(folder: str | os.PathLike) -> bool:
     for name in _subfolders(folder):
         subs, images = _subfolders(folder / name), _image_files(folder / name)
         if subs and images:
-            raise ValueError(f"imagefolder: {folder / name} holds both images ({images[0]}, ...) and folders "
-                             f"({subs[0]}, ...); a two-level tree puts every image in <primary>/<auxiliary>/, a "
-                             "flat tree in <class>/")
+            raise ValueError(
+                f"imagefolder: {folder / name} holds both images ({images[0]}, ...) and folders "
+                f"({subs[0]}, ...); a two-level tree puts every image in <primary>/<auxiliary>/, a "
+                "flat tree in <class>/"
+            )
         if subs or images:  # an empty class folder fits either kind; the reader reports it
             (nested if subs else flat).append(name)
     if nested and flat:
-        raise ValueError(f"imagefolder: {folder} mixes two-level class folders {nested} (holding folders) with flat "
-                         f"ones {flat} (holding images); use <primary>/<auxiliary>/<image> throughout, or a flat "
-                         "tree with --hierarchy FILE")
+        raise ValueError(
+            f"imagefolder: {folder} mixes two-level class folders {nested} (holding folders) with flat "
+            f"ones {flat} (holding images); use <primary>/<auxiliary>/<image> throughout, or a flat "
+            "tree with --hierarchy FILE"
+        )
     return bool(nested)
 
 
@@ -220,17 +244,22 @@ class TwoLevelImageFolder(torchvision.datasets.ImageFolder):
         for primary in _subfolders(directory):
             subs = _subfolders(directory / primary)
             if not subs:
-                raise ValueError(f"two-level imagefolder: primary class {primary!r} ({directory / primary}) has no "
-                                 "images: it holds no <auxiliary>/ folders")
-            counts = {a: sum(len(_image_files(Path(d))) for d, _, _ in os.walk(directory / primary / a))
-                      for a in subs}
+                raise ValueError(
+                    f"two-level imagefolder: primary class {primary!r} ({directory / primary}) has no "
+                    "images: it holds no <auxiliary>/ folders"
+                )
+            counts = {a: sum(len(_image_files(Path(d))) for d, _, _ in os.walk(directory / primary / a)) for a in subs}
             if not any(counts.values()):
-                raise ValueError(f"two-level imagefolder: primary class {primary!r} ({directory / primary}) has no "
-                                 f"images in its folders {subs}")
+                raise ValueError(
+                    f"two-level imagefolder: primary class {primary!r} ({directory / primary}) has no "
+                    f"images in its folders {subs}"
+                )
             empty = [a for a, n in counts.items() if n == 0]
             if empty:
-                raise ValueError(f"two-level imagefolder: the auxiliary class folders {empty} of {directory / primary}"
-                                 " hold no images; fill or remove them")
+                raise ValueError(
+                    f"two-level imagefolder: the auxiliary class folders {empty} of {directory / primary}"
+                    " hold no images; fill or remove them"
+                )
             classes += [f"{primary}/{a}" for a in subs]
         if not classes:
             raise ValueError(f"two-level imagefolder: {directory} has no class folders")

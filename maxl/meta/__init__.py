@@ -23,6 +23,21 @@ from maxl.meta.gradient import MetaResult, meta_gradient
 from maxl.meta.graph_check import DoubleBackwardError
 from maxl.meta.registry import check_inner_steps, get_engine, register_engine, supports_fused
 
-__all__ = ["ENGINES", "ORDERS", "FUSED_ENGINES", "DoubleBackwardError", "MetaConfig", "MetaResult", "FusedResult",
-           "meta_gradient", "fused_step", "MetaEngine", "OuterBatch", "register_engine", "get_engine", "supports_fused",
-           "check_inner_steps", "MULTI_STEP_ENGINES"]
+__all__ = [
+    "ENGINES",
+    "ORDERS",
+    "FUSED_ENGINES",
+    "DoubleBackwardError",
+    "MetaConfig",
+    "MetaResult",
+    "FusedResult",
+    "meta_gradient",
+    "fused_step",
+    "MetaEngine",
+    "OuterBatch",
+    "register_engine",
+    "get_engine",
+    "supports_fused",
+    "check_inner_steps",
+    "MULTI_STEP_ENGINES",
+]

@@ -72,36 +72,53 @@ class MetaConfig:
         Differentiation". AISTATS 2020, Eq. 5 (K).
     """
 
-    inner_lr: float | None = setting(0.01,
-                                     help="look-ahead step alpha (default: the multi-task network's current learning"
-                                          " rate)")
+    inner_lr: float | None = setting(
+        0.01, help="look-ahead step alpha (default: the multi-task network's current learning rate)"
+    )
     entropy_weight: float = setting(0.2, help="lambda of the negative-entropy term")
-    order: str = setting("second", flag="--meta-order", choices=ORDERS,
-                         help="exact second-order meta-gradient, its finite-difference first-order approximation, or"
-                              " implicit differentiation (long horizon)")
-    engine: str = setting("func", flag="--meta-engine", choices=lambda: engine_names("second"),
-                          help="engine of the second-order look-ahead")
-    fd_epsilon: float = setting(0.01,
-                                help="first-order meta-gradient: eps0 of the finite-difference step eps = eps0 / "
-                                     "||d|| (DARTS)")
-    record_parts: bool = setting(False, flag="--record-meta-parts",
-                                 help="record the norms of the meta-gradient's look-ahead and entropy parts every "
-                                      "epoch (one more generator backward)")
+    order: str = setting(
+        "second",
+        flag="--meta-order",
+        choices=ORDERS,
+        help="exact second-order meta-gradient, its finite-difference first-order approximation, or"
+        " implicit differentiation (long horizon)",
+    )
+    engine: str = setting(
+        "func",
+        flag="--meta-engine",
+        choices=lambda: engine_names("second"),
+        help="engine of the second-order look-ahead",
+    )
+    fd_epsilon: float = setting(
+        0.01, help="first-order meta-gradient: eps0 of the finite-difference step eps = eps0 / ||d|| (DARTS)"
+    )
+    record_parts: bool = setting(
+        False,
+        flag="--record-meta-parts",
+        help="record the norms of the meta-gradient's look-ahead and entropy parts every "
+        "epoch (one more generator backward)",
+    )
     inner_steps: int = setting(1, help="differentiable look-ahead steps k (func, higher)")
-    image_entropy_weight: float = setting(0.0,
-                                          help="mu of the per-image entropy term of J (sharp labels per image); = "
-                                               "--entropy-weight: the mutual information")
-    consistency_weight: float = setting(0.0,
-                                        help="nu of the view-consistency term of J: the mutual information of two "
-                                             "augmented views' labels (IIC)")
+    image_entropy_weight: float = setting(
+        0.0,
+        help="mu of the per-image entropy term of J (sharp labels per image); = "
+        "--entropy-weight: the mutual information",
+    )
+    consistency_weight: float = setting(
+        0.0, help="nu of the view-consistency term of J: the mutual information of two augmented views' labels (IIC)"
+    )
     consistency_colour: float = setting(0.0, help="strength s in [0, 1) of a colour distortion of the second view")
-    consistency_flip: bool = setting(True, flag="--consistency-no-flip",
-                                     help="no mirror images among the second views (for digits)")
+    consistency_flip: bool = setting(
+        True, flag="--consistency-no-flip", help="no mirror images among the second views (for digits)"
+    )
     consistency_rotation: float = setting(0.0, help="rotate the second view by up to this many degrees")
-    centre_by_class: bool = setting(False, flag="--centre-meta-gradient",
-                                    help="remove from the look-ahead's push on the labels its mean over the batch's "
-                                         "images of each primary class: the look-ahead decides which images take "
-                                         "which auxiliary class, the entropy term how often each is taken")
+    centre_by_class: bool = setting(
+        False,
+        flag="--centre-meta-gradient",
+        help="remove from the look-ahead's push on the labels its mean over the batch's "
+        "images of each primary class: the look-ahead decides which images take "
+        "which auxiliary class, the entropy term how often each is taken",
+    )
     neumann_terms: int = setting(3, help="K Neumann terms of the inverse Hessian (--meta-order implicit)")
 
     def __post_init__(self):
@@ -111,8 +128,10 @@ class MetaConfig:
         if self.engine not in engine_names("second"):
             raise ValueError(f"unknown meta engine {self.engine!r}; expected one of {engine_names('second')}")
         if self.image_entropy_weight < 0 or self.consistency_weight < 0:
-            raise ValueError(f"image_entropy_weight and consistency_weight must be >= 0, got "
-                             f"{self.image_entropy_weight}, {self.consistency_weight}")
+            raise ValueError(
+                f"image_entropy_weight and consistency_weight must be >= 0, got "
+                f"{self.image_entropy_weight}, {self.consistency_weight}"
+            )
         if not 0 <= self.consistency_colour < 1:
             raise ValueError(f"consistency_colour must be in [0, 1), got {self.consistency_colour}")
         if not 0 <= self.consistency_rotation <= 180:

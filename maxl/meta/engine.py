@@ -118,9 +118,17 @@ class MetaEngine:
         """Whether the engine has a fused form (it overrides :meth:`fused`)."""
         return type(self).fused is not MetaEngine.fused
 
-    def gradient(self, net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
-                 config: MetaConfig, extra_inner_loss: ExtraInnerLoss | None = None,
-                 outer_batch: OuterBatch | None = None) -> Lookahead:
+    def gradient(
+        self,
+        net: nn.Module,
+        generator: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        loss_fn: LossFn,
+        config: MetaConfig,
+        extra_inner_loss: ExtraInnerLoss | None = None,
+        outer_batch: OuterBatch | None = None,
+    ) -> Lookahead:
         """The plain form: the look-ahead from θ1 without touching the real network.
 
         Args:
@@ -142,9 +150,17 @@ class MetaEngine:
         """
         raise NotImplementedError(f"engine {self.name!r} has no gradient form")
 
-    def fused(self, net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
-              config: MetaConfig, extra_inner_loss: ExtraInnerLoss | None = None,
-              outer_batch: OuterBatch | None = None) -> SharedStep:
+    def fused(
+        self,
+        net: nn.Module,
+        generator: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        loss_fn: LossFn,
+        config: MetaConfig,
+        extra_inner_loss: ExtraInnerLoss | None = None,
+        outer_batch: OuterBatch | None = None,
+    ) -> SharedStep:
         """The fused form: the multi-task gradient and the look-ahead from one forward/backward.
 
         The multi-task forward runs on the real module, so its BatchNorm running statistics

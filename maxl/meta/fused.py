@@ -59,10 +59,19 @@ class FusedResult:
     primary_logits: Tensor
 
 
-def fused_step(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
-               config: MetaConfig | None = None, *, extra_inner_loss: ExtraInnerLoss | None = None,
-               check_graph: bool = True, outer_batch: OuterBatch | None = None,
-               extra_outer_loss: ExtraOuterLoss | None = None) -> FusedResult:
+def fused_step(
+    net: nn.Module,
+    generator: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    loss_fn: LossFn,
+    config: MetaConfig | None = None,
+    *,
+    extra_inner_loss: ExtraInnerLoss | None = None,
+    check_graph: bool = True,
+    outer_batch: OuterBatch | None = None,
+    extra_outer_loss: ExtraOuterLoss | None = None,
+) -> FusedResult:
     """The multi-task gradient and the generator's meta-gradient from one shared
     forward/backward of the multi-task network.
 
@@ -107,12 +116,18 @@ def fused_step(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_
     engine = get_engine(cfg)
     if not engine.supports_fused:
         fused = tuple(n for n in engine_names() if get_engine(n).supports_fused)
-        raise ValueError(f"the meta engine {engine.name!r} has no fused form (it takes its own look-ahead "
-                         f"step); fused_step supports {fused}; use meta_gradient for {engine.name!r}")
+        raise ValueError(
+            f"the meta engine {engine.name!r} has no fused form (it takes its own look-ahead "
+            f"step); fused_step supports {fused}; use meta_gradient for {engine.name!r}"
+        )
     check_inner_steps(engine, cfg.inner_steps)
     with explain_double_backward_errors(engine.needs_double_backward):
         step = engine.fused(net, generator, x, y, loss_fn, cfg, extra_inner_loss, outer_batch)
     meta = outer_gradient(engine, step, generator, cfg, check_graph, extra_outer_loss, primary=y)
-    return FusedResult(meta=meta, net_grads=[g.detach() for g in step.net_grads],
-                       primary_loss=step.primary_loss.detach(), aux_loss=step.aux_loss.detach(),
-                       primary_logits=step.primary_logits.detach())
+    return FusedResult(
+        meta=meta,
+        net_grads=[g.detach() for g in step.net_grads],
+        primary_loss=step.primary_loss.detach(),
+        aux_loss=step.aux_loss.detach(),
+        primary_logits=step.primary_logits.detach(),
+    )

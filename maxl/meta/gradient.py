@@ -124,9 +124,15 @@ class MetaResult:
     targets: Tensor | None = None
 
 
-def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, config: MetaConfig,
-                   check_graph: bool, extra_outer_loss: ExtraOuterLoss | None = None,
-                   primary: Tensor | None = None) -> MetaResult:
+def outer_gradient(
+    engine: MetaEngine,
+    look: Lookahead,
+    generator: nn.Module,
+    config: MetaConfig,
+    check_graph: bool,
+    extra_outer_loss: ExtraOuterLoss | None = None,
+    primary: Tensor | None = None,
+) -> MetaResult:
     """∇θ2 J from an engine's look-ahead: the step that :func:`meta_gradient` and
     :func:`maxl.meta.fused_step` share.
 
@@ -172,8 +178,14 @@ def outer_gradient(engine: MetaEngine, look: Lookahead, generator: nn.Module, co
             grads = list(torch.autograd.grad(look.objective + entropy_term, gen_params))  # ∇θ2 J
     if getattr(generator, "weight_range", 0):  # per-image weights: the target rows sum to the scales
         parts["image_scales"] = look.target.detach().sum(1)
-    return MetaResult(grads=list(grads), outer_loss=look.outer.detach(), neg_entropy=neg_entropy.detach(),
-                      soft_labels=look.soft.detach(), targets=look.target.detach(), **parts)
+    return MetaResult(
+        grads=list(grads),
+        outer_loss=look.outer.detach(),
+        neg_entropy=neg_entropy.detach(),
+        soft_labels=look.soft.detach(),
+        targets=look.target.detach(),
+        **parts,
+    )
 
 
 def centre_by_class(push: Tensor, primary: Tensor) -> Tensor:
@@ -193,11 +205,14 @@ def _lookahead_part(look: Lookahead, gen_params: list[Tensor], centre: bool, pri
     if primary is None:
         raise ValueError("centre_by_class needs the inner batch's primary labels")
     if look.target is not look.soft:
-        raise ValueError("centre_by_class does not apply to a generator with per-image weights (image_weight_range) "
-                         "or hard Gumbel labels (gumbel_tau): its push is taken on the soft labels")
+        raise ValueError(
+            "centre_by_class does not apply to a generator with per-image weights (image_weight_range) "
+            "or hard Gumbel labels (gumbel_tau): its push is taken on the soft labels"
+        )
     (push,) = torch.autograd.grad(look.objective, look.soft, retain_graph=True)  # ∂L_pri(θ1⁺)/∂ŷ, [B, K]
-    return torch.autograd.grad(look.soft, gen_params, grad_outputs=centre_by_class(push, primary),
-                               retain_graph=True, allow_unused=True)
+    return torch.autograd.grad(
+        look.soft, gen_params, grad_outputs=centre_by_class(push, primary), retain_graph=True, allow_unused=True
+    )
 
 
 def _norm(tensors: list[Tensor]) -> Tensor:
@@ -205,10 +220,19 @@ def _norm(tensors: list[Tensor]) -> Tensor:
     return torch.sqrt(cast(Tensor, sum((t.detach() ** 2).sum() for t in tensors)))
 
 
-def meta_gradient(net: nn.Module, generator: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn,
-                  config: MetaConfig | None = None, check_graph: bool = True, *,
-                  extra_inner_loss: ExtraInnerLoss | None = None, outer_batch: OuterBatch | None = None,
-                  extra_outer_loss: ExtraOuterLoss | None = None) -> MetaResult:
+def meta_gradient(
+    net: nn.Module,
+    generator: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    loss_fn: LossFn,
+    config: MetaConfig | None = None,
+    check_graph: bool = True,
+    *,
+    extra_inner_loss: ExtraInnerLoss | None = None,
+    outer_batch: OuterBatch | None = None,
+    extra_outer_loss: ExtraOuterLoss | None = None,
+) -> MetaResult:
     """Compute the generator's meta-gradient ∇θ2 J on one batch (see the module docstring).
 
     Neither network's parameters, ``.grad`` or BatchNorm running statistics of the

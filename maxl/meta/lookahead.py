@@ -21,9 +21,20 @@ from maxl.meta.engine import ExtraInnerLoss, LossFn, OuterBatch
 if TYPE_CHECKING:
     from maxl.meta.config import MetaConfig
 
-__all__ = ["Forward", "generated_targets", "trainable", "buffer_copies", "functional_forward", "outer_pair",
-           "multitask_loss", "multitask_gradient", "unroll", "lookahead_direction", "primary_gradient",
-           "zeros_for_unused"]
+__all__ = [
+    "Forward",
+    "generated_targets",
+    "trainable",
+    "buffer_copies",
+    "functional_forward",
+    "outer_pair",
+    "multitask_loss",
+    "multitask_gradient",
+    "unroll",
+    "lookahead_direction",
+    "primary_gradient",
+    "zeros_for_unused",
+]
 
 Forward = Callable[[Sequence[Tensor]], tuple[Tensor, Tensor]]
 """``call(params) -> (primary [B, P], aux [B, K])``: the network's forward with replaced parameters."""
@@ -84,8 +95,10 @@ def functional_forward(net: nn.Module, names: list[str], buffers: dict[str, Tens
     Returns:
         ``call``, mapping one tensor per name to ``(primary [B, P], aux [B, K])``.
     """
+
     def call(params: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         return functional_call(net, ({**dict(zip(names, params)), **buffers}), (x,))
+
     return call
 
 
@@ -109,9 +122,17 @@ def multitask_loss(outputs: tuple[Tensor, Tensor], y: Tensor, soft: Tensor, loss
     return loss_fn(primary_logits, y) + loss_fn(aux_logits, soft)
 
 
-def multitask_gradient(net: nn.Module, names: list[str], params: list[Tensor], x: Tensor, y: Tensor,
-                       soft: Tensor, loss_fn: LossFn, extra: ExtraInnerLoss | None, create_graph: bool
-                       ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, ...]]:
+def multitask_gradient(
+    net: nn.Module,
+    names: list[str],
+    params: list[Tensor],
+    x: Tensor,
+    y: Tensor,
+    soft: Tensor,
+    loss_fn: LossFn,
+    extra: ExtraInnerLoss | None,
+    create_graph: bool,
+) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, ...]]:
     """The fused forms' shared pass: the real multi-task forward and g = ∇θ1 (L_pri + L_aux + L_x).
 
     The forward runs on the real module in its current mode, so the BatchNorm running statistics
@@ -143,8 +164,17 @@ def multitask_gradient(net: nn.Module, names: list[str], params: list[Tensor], x
     return primary_logits, primary_loss, aux_loss, grads
 
 
-def unroll(call: Forward, names: list[str], fast: list[Tensor], y: Tensor, soft: Tensor, loss_fn: LossFn,
-           extra: ExtraInnerLoss | None, alpha: float, steps: int) -> list[Tensor]:
+def unroll(
+    call: Forward,
+    names: list[str],
+    fast: list[Tensor],
+    y: Tensor,
+    soft: Tensor,
+    loss_fn: LossFn,
+    extra: ExtraInnerLoss | None,
+    alpha: float,
+    steps: int,
+) -> list[Tensor]:
     """``steps`` differentiable look-ahead steps from ``fast`` on one batch and one set of labels.
 
     θ1^(j+1) = θ1^(j) − α ∇θ1 (L_pri + L_aux(·, soft) [+ L_x])(θ1^(j)), each gradient taken with
@@ -175,8 +205,9 @@ def unroll(call: Forward, names: list[str], fast: list[Tensor], y: Tensor, soft:
     return fast
 
 
-def lookahead_direction(call: Forward, theta: list[Tensor], inner_grads: Sequence[Tensor], y: Tensor,
-                        loss_fn: LossFn, cfg: MetaConfig) -> tuple[Tensor, list[Tensor]]:
+def lookahead_direction(
+    call: Forward, theta: list[Tensor], inner_grads: Sequence[Tensor], y: Tensor, loss_fn: LossFn, cfg: MetaConfig
+) -> tuple[Tensor, list[Tensor]]:
     """L_pri at θ1⁺ = θ1 − α g on the outer batch and v = ∇θ1⁺ L_pri(θ1⁺), both detached from θ2.
 
     The first-order and the ``"jvp"`` engines need no graph through g: v is the direction along

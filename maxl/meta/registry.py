@@ -40,8 +40,9 @@ def register_engine(engine: MetaEngine) -> MetaEngine:
     if not engine.name:
         raise ValueError(f"{type(engine).__name__} has no name")
     if engine.name in ENGINES_REGISTRY:
-        raise ValueError(f"a meta engine named {engine.name!r} is already registered "
-                         f"({ENGINES_REGISTRY[engine.name]!r})")
+        raise ValueError(
+            f"a meta engine named {engine.name!r} is already registered ({ENGINES_REGISTRY[engine.name]!r})"
+        )
     ENGINES_REGISTRY[engine.name] = engine
     return engine
 
@@ -89,6 +90,8 @@ def check_inner_steps(engine: MetaEngine, inner_steps: int) -> None:
     """
     if inner_steps > 1 and not engine.multi_step:
         able = tuple(n for n, e in ENGINES_REGISTRY.items() if e.multi_step)
-        raise ValueError(f"the meta engine {engine.name!r} takes one look-ahead step only, got inner_steps="
-                         f"{inner_steps}; set inner_steps=1, or use order='second' with an engine that unrolls "
-                         f"several steps: {able} ('func' also has the fused form)")
+        raise ValueError(
+            f"the meta engine {engine.name!r} takes one look-ahead step only, got inner_steps="
+            f"{inner_steps}; set inner_steps=1, or use order='second' with an engine that unrolls "
+            f"several steps: {able} ('func' also has the fused form)"
+        )

@@ -3,5 +3,14 @@
 from maxl.nn.backbones import BACKBONES, ConvNet, build_backbone, small_cnn, tiny_cnn, vgg16_bn
 from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
 
-__all__ = ["BACKBONES", "ConvNet", "build_backbone", "small_cnn", "tiny_cnn", "vgg16_bn", "LabelGenerator",
-           "FeatureLabelGenerator", "MultiTaskNetwork"]
+__all__ = [
+    "BACKBONES",
+    "ConvNet",
+    "build_backbone",
+    "small_cnn",
+    "tiny_cnn",
+    "vgg16_bn",
+    "LabelGenerator",
+    "FeatureLabelGenerator",
+    "MultiTaskNetwork",
+]

@@ -38,8 +38,14 @@ class ConvNet(nn.Module):
         least ``2 ** (number of pools)``.
     """
 
-    def __init__(self, in_channels: int, widths: Sequence[int], convs_per_block: Sequence[int],
-                 batchnorm: bool = True, pools: Sequence[bool] | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        widths: Sequence[int],
+        convs_per_block: Sequence[int],
+        batchnorm: bool = True,
+        pools: Sequence[bool] | None = None,
+    ):
         super().__init__()
         pools = [True] * len(widths) if pools is None else list(pools)
         if len(widths) != len(convs_per_block) or len(pools) != len(widths):
@@ -107,9 +113,7 @@ class ConvNet(nn.Module):
     def check_input(self, x: Tensor) -> None:
         """Raise ValueError for images that :meth:`forward` would refuse."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected images [B, {self.in_channels}, H, W], got shape {tuple(x.shape)}"
-            )
+            raise ValueError(f"expected images [B, {self.in_channels}, H, W], got shape {tuple(x.shape)}")
         if min(x.shape[-2:]) < self.min_size:
             raise ValueError(
                 f"images of {x.shape[-2]}x{x.shape[-1]} are too small for this backbone "

@@ -53,8 +53,9 @@ class MultiTaskNetwork(nn.Module):
         ``aux_logits`` is None without an auxiliary head.
     """
 
-    def __init__(self, backbone: nn.Module, num_primary: int, num_aux: int = 0, hidden: int = 512,
-                 feature_dim: int | None = None):
+    def __init__(
+        self, backbone: nn.Module, num_primary: int, num_aux: int = 0, hidden: int = 512, feature_dim: int | None = None
+    ):
         super().__init__()
         dim = _feature_dim(backbone, feature_dim)
         self.backbone = backbone
@@ -65,8 +66,9 @@ class MultiTaskNetwork(nn.Module):
         self.num_aux: int | None = num_aux
 
     @classmethod
-    def from_modules(cls, backbone: nn.Module, primary_head: nn.Module,
-                     aux_head: nn.Module | None = None) -> MultiTaskNetwork:
+    def from_modules(
+        cls, backbone: nn.Module, primary_head: nn.Module, aux_head: nn.Module | None = None
+    ) -> MultiTaskNetwork:
         """A multi-task network over modules that exist already (shared, not copied): the
         view of a user's backbone and heads that the meta-gradient's look-ahead runs.
 
@@ -116,8 +118,15 @@ class LabelGenerator(nn.Module):
         ValueError: ``weight_range`` < 0 or ``gumbel_tau`` < 0.
     """
 
-    def __init__(self, backbone: nn.Module, psi: Hierarchy | Sequence[int], hidden: int = 512,
-                 feature_dim: int | None = None, weight_range: float = 0.0, gumbel_tau: float = 0.0):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        psi: Hierarchy | Sequence[int],
+        hidden: int = 512,
+        feature_dim: int | None = None,
+        weight_range: float = 0.0,
+        gumbel_tau: float = 0.0,
+    ):
         super().__init__()
         self.backbone = backbone
         self._make_head(psi, _feature_dim(backbone, feature_dim), hidden, weight_range, gumbel_tau)
@@ -147,7 +156,7 @@ class LabelGenerator(nn.Module):
         """Soft labels float ``[B, sum(ψ)]`` and each image's auxiliary-loss scale float ``[B]``,
         s = 2^(2r·σ(z) − r) (all ones without a weight range)."""
         logits = self.logits(x)
-        soft = self.hierarchy.masked_softmax(logits[:, :self.hierarchy.num_aux], primary)
+        soft = self.hierarchy.masked_softmax(logits[:, : self.hierarchy.num_aux], primary)
         return soft, (self._scales(logits) if self.weight_range else torch.ones_like(soft[:, 0]))
 
     def labels_and_targets(self, x: Tensor, primary: Tensor) -> tuple[Tensor, Tensor]:
@@ -189,7 +198,7 @@ class LabelGenerator(nn.Module):
 
     def forward(self, x: Tensor, primary: Tensor) -> Tensor:
         # the label columns only: with a weight range the last logit is the weight's
-        return self.hierarchy.masked_softmax(self.logits(x)[:, :self.hierarchy.num_aux], primary)
+        return self.hierarchy.masked_softmax(self.logits(x)[:, : self.hierarchy.num_aux], primary)
 
 
 class FeatureLabelGenerator(LabelGenerator):
@@ -218,9 +227,16 @@ class FeatureLabelGenerator(LabelGenerator):
 
     shared_backbone: nn.Module  # set with object.__setattr__: not a submodule
 
-    def __init__(self, backbone: nn.Module, psi: Hierarchy | Sequence[int], hidden: int = 512,
-                 feature_dim: int | None = None, weight_range: float = 0.0, gumbel_tau: float = 0.0,
-                 running_statistics: bool = False):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        psi: Hierarchy | Sequence[int],
+        hidden: int = 512,
+        feature_dim: int | None = None,
+        weight_range: float = 0.0,
+        gumbel_tau: float = 0.0,
+        running_statistics: bool = False,
+    ):
         nn.Module.__init__(self)
         object.__setattr__(self, "shared_backbone", backbone)  # by reference: its parameters are θ1
         self.running_statistics = running_statistics

@@ -7,6 +7,19 @@ from maxl.train.config import FIXED_LABEL_METHODS, METHODS, RESUMABLE_CHANGES, S
 from maxl.train.step import StepPath
 from maxl.train.trainer import Trainer, resolve_device, seed_everything
 
-__all__ = ["CheckpointError", "atomic_torch_save", "atomic_write_text", "NonFiniteGradientError",
-           "NonFiniteLossError", "FIXED_LABEL_METHODS", "METHODS", "RESUMABLE_CHANGES", "SCHEDULES", "TrainConfig",
-           "StepPath", "Trainer", "resolve_device", "seed_everything"]
+__all__ = [
+    "CheckpointError",
+    "atomic_torch_save",
+    "atomic_write_text",
+    "NonFiniteGradientError",
+    "NonFiniteLossError",
+    "FIXED_LABEL_METHODS",
+    "METHODS",
+    "RESUMABLE_CHANGES",
+    "SCHEDULES",
+    "TrainConfig",
+    "StepPath",
+    "Trainer",
+    "resolve_device",
+    "seed_everything",
+]

@@ -41,14 +41,25 @@ def dataset_normalisation(dataset) -> tuple[list[float], list[float]]:
     return [0.0], [1.0]
 
 
-def build_learner(net: MultiTaskNetwork, method: str, aux: Sequence[str] = (), weighting: str = "equal", *,
-                  loss_fn: Callable[[Tensor, Tensor], Tensor], in_channels: int | None = None,
-                  image_size: int | None = None,
-                  normalisation: tuple[Sequence[float], Sequence[float]] = ((0.0,), (1.0,)),
-                  generator: nn.Module | None = None, aux_labels: Tensor | None = None,
-                  meta: MetaConfig | None = None, aux_weights: Mapping[str, float] | None = None,
-                  rotation_mode: str = "all", colourisation_mode: str = "regression",
-                  prior_images: Tensor | None = None, hidden: int = 512) -> AuxiliaryLearner:
+def build_learner(
+    net: MultiTaskNetwork,
+    method: str,
+    aux: Sequence[str] = (),
+    weighting: str = "equal",
+    *,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    in_channels: int | None = None,
+    image_size: int | None = None,
+    normalisation: tuple[Sequence[float], Sequence[float]] = ((0.0,), (1.0,)),
+    generator: nn.Module | None = None,
+    aux_labels: Tensor | None = None,
+    meta: MetaConfig | None = None,
+    aux_weights: Mapping[str, float] | None = None,
+    rotation_mode: str = "all",
+    colourisation_mode: str = "regression",
+    prior_images: Tensor | None = None,
+    hidden: int = 512,
+) -> AuxiliaryLearner:
     """The learner of one ``maxl train`` run.
 
     Args:
@@ -78,8 +89,11 @@ def build_learner(net: MultiTaskNetwork, method: str, aux: Sequence[str] = (), w
     if method == "maxl":
         if generator is None:
             raise ValueError("method 'maxl' needs a label-generation network (generator=)")
-        tasks.append(GeneratedLabels(generator, meta=meta, loss_fn=loss_fn, head=net.aux_head, name="maxl",
-                                     normalisation=normalisation))
+        tasks.append(
+            GeneratedLabels(
+                generator, meta=meta, loss_fn=loss_fn, head=net.aux_head, name="maxl", normalisation=normalisation
+            )
+        )
     elif method in _FIXED_LABEL_METHODS:
         if aux_labels is None:
             raise ValueError(f"method {method!r} needs fixed auxiliary labels (aux_labels=)")
@@ -94,12 +108,18 @@ def build_learner(net: MultiTaskNetwork, method: str, aux: Sequence[str] = (), w
             tasks.append(Rotation(rotation_mode, hidden))
         elif name == "colourisation":
             if in_channels != 3:
-                raise ValueError(f"auxiliary task 'colourisation' needs RGB images, but this data set has "
-                                 f"{in_channels} channel(s); use it with cifar10, cifar100 or an RGB imagefolder")
+                raise ValueError(
+                    f"auxiliary task 'colourisation' needs RGB images, but this data set has "
+                    f"{in_channels} channel(s); use it with cifar10, cifar100 or an RGB imagefolder"
+                )
             assert image_size is not None, "colourisation needs image_size="
             mean, std = normalisation
-            task = Colourisation(colourisation_mode, target_size=max(1, image_size // 4),
-                                 mean=mean if len(mean) == 3 else mean[0], std=std if len(std) == 3 else std[0])
+            task = Colourisation(
+                colourisation_mode,
+                target_size=max(1, image_size // 4),
+                mean=mean if len(mean) == 3 else mean[0],
+                std=std if len(std) == 3 else std[0],
+            )
             if colourisation_mode == "classification":
                 if prior_images is None:
                     raise ValueError("colourisation in classification mode needs training images for its colour prior")

@@ -39,9 +39,21 @@ from maxl.train.config import FIXED_LABEL_METHODS, TrainConfig
 from maxl.train.presets import PRESET_CHOICES
 from maxl.train.trainer import Trainer, resolve_device, seed_everything
 
-__all__ = ["DataConfig", "ModelConfig", "AuxConfig", "BaselineConfig", "RunConfig", "build", "parse_psi",
-           "psi_values", "load_data", "make_generator", "make_network", "GENERATORS",
-           "DEFAULT_AUX_PER_CLASS"]
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "AuxConfig",
+    "BaselineConfig",
+    "RunConfig",
+    "build",
+    "parse_psi",
+    "psi_values",
+    "load_data",
+    "make_generator",
+    "make_network",
+    "GENERATORS",
+    "DEFAULT_AUX_PER_CLASS",
+]
 
 #: The label-generation networks of ``ModelConfig.generator``.
 GENERATORS = ("own", "features", "features-running")
@@ -60,25 +72,32 @@ class DataConfig:
     pixels, resized once at load; None: as stored). ``hierarchy`` may name a hierarchy file
     (``.json`` / ``.toml``, :mod:`maxl.data.user_hierarchy`)."""
 
-    dataset: str = setting("digits", choices=DATASETS,
-                           help="data set; 'digits' is scikit-learn's embedded 8x8 digits (no download)")
-    data_root: str | None = setting(None,
-                                    help="folder holding the data set files (MNIST/raw, cifar-10-batches-py, "
-                                         "ImageFolder root)")
+    dataset: str = setting(
+        "digits", choices=DATASETS, help="data set; 'digits' is scikit-learn's embedded 8x8 digits (no download)"
+    )
+    data_root: str | None = setting(
+        None, help="folder holding the data set files (MNIST/raw, cifar-10-batches-py, ImageFolder root)"
+    )
     hierarchy: str | None = setting(None, help=hierarchy_help)  # the registry's data sets and their hierarchies
     download: bool = setting(False, help="let torchvision download MNIST/CIFAR (needs network)")
     train_subset: int | None = setting(None, help="class-stratified subset of training images")
     test_subset: int | None = setting(None, help="class-stratified subset of test images")
-    val_subset: int | None = setting(None,
-                                     help="hold out this many training images (class-stratified) as a validation "
-                                          "set, evaluated every epoch (val_acc) and never trained on")
+    val_subset: int | None = setting(
+        None,
+        help="hold out this many training images (class-stratified) as a validation "
+        "set, evaluated every epoch (val_acc) and never trained on",
+    )
     augment: bool = setting(True, help="turn off the random crop + flip of RGB images")
     padding_mode: str = setting("constant", choices=("constant", "reflect"), help="padding of the random crop")
-    normalisation: list[float] | None = setting(None, metavar=("MEAN", "STD"), nargs=2,
-                                                help="normalise every channel as (x - MEAN) / STD instead of the "
-                                                     "data set's own statistics")
-    resize: int | None = setting(None, metavar="PIXELS",
-                                 help="resize the images to PIXELS x PIXELS once at load (e.g. stl10's 96 to 32)")
+    normalisation: list[float] | None = setting(
+        None,
+        metavar=("MEAN", "STD"),
+        nargs=2,
+        help="normalise every channel as (x - MEAN) / STD instead of the data set's own statistics",
+    )
+    resize: int | None = setting(
+        None, metavar="PIXELS", help="resize the images to PIXELS x PIXELS once at load (e.g. stl10's 96 to 32)"
+    )
 
     def __post_init__(self):
         check_field_types(self, "data")
@@ -88,8 +107,9 @@ class DataConfig:
             raise ValueError(f"normalisation must be [mean, std] with std > 0, got {self.normalisation}")
         for name in ("train_subset", "test_subset", "val_subset"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 images (leave it out for all of them), got "
-                                 f"{getattr(self, name)}")
+                raise ValueError(
+                    f"{name} must be >= 1 images (leave it out for all of them), got {getattr(self, name)}"
+                )
         if self.resize is not None and self.resize < 1:
             raise ValueError(f"resize must be >= 1 pixel, got {self.resize}")
         if self.padding_mode not in ("constant", "reflect"):
@@ -111,35 +131,55 @@ class ModelConfig:
     labels; ``TrainConfig.gumbel_tau_end`` anneals it), and the multi-task architecture ``arch``
     (:data:`maxl.nn.architectures.ARCHITECTURES`) with the soft-sharing penalty and its weight."""
 
-    backbone: str | None = setting(None, choices=lambda: sorted(BACKBONES),
-                                   help="backbone of both networks (default: the data set's own, e.g. tiny-cnn for "
-                                        "digits, small-cnn for mnist, vgg16 for RGB data; maxl.data.registry)")
+    backbone: str | None = setting(
+        None,
+        choices=lambda: sorted(BACKBONES),
+        help="backbone of both networks (default: the data set's own, e.g. tiny-cnn for "
+        "digits, small-cnn for mnist, vgg16 for RGB data; maxl.data.registry)",
+    )
     hidden: int = setting(512, help="hidden width of the heads")
-    psi: str | int | list[int] | None = setting(None,
-                                                help="hierarchy psi: auxiliary classes per primary class, an int or "
-                                                     "a list like 6,4 (default: the human hierarchy if any, else 5 "
-                                                     "per class)")
-    batchnorm: bool = setting(True,
-                              help="backbones without BatchNorm: then a torchrun run over N processes computes the "
-                                   "multi-task step of one process with the same global batch")
-    generator: str = setting("own", choices=GENERATORS,
-                             help="label-generation network: its own backbone (the paper) or a head on the "
-                                  "multi-task network's detached features (features-running: computed with its "
-                                  "BatchNorm running statistics, so that an image's label does not depend on its "
-                                  "batch)")
-    image_weight_range: float = setting(0.0,
-                                        help="R > 0: the generator also learns each image's auxiliary-loss weight in"
-                                             " [2^-R, 2^R] by the meta-gradient (WAMAL); 0: equal weights (MAXL)")
-    gumbel_tau: float = setting(0.0,
-                                help="T > 0: the auxiliary head learns from hard one-hot samples of the generated "
-                                     "labels, passed straight through a Gumbel-softmax of temperature T (Jang et al."
-                                     " 2017); the label statistics keep the distribution; 0: soft labels (the paper)")
-    arch: str = setting("hard", choices=ARCHITECTURES,
-                        help="multi-task architecture: hard sharing (MAXL's), soft sharing, cross-stitch, NDDR or "
-                             "MTAN (maxl.nn.architectures); the generator keeps its own backbone")
-    soft_penalty: str = setting("l2", choices=PENALTIES,
-                                help="--arch soft: squared-L2 tie (Duong et al. 2015) or tensor trace norm (Yang & "
-                                     "Hospedales 2017) of corresponding kernels")
+    psi: str | int | list[int] | None = setting(
+        None,
+        help="hierarchy psi: auxiliary classes per primary class, an int or "
+        "a list like 6,4 (default: the human hierarchy if any, else 5 "
+        "per class)",
+    )
+    batchnorm: bool = setting(
+        True,
+        help="backbones without BatchNorm: then a torchrun run over N processes computes the "
+        "multi-task step of one process with the same global batch",
+    )
+    generator: str = setting(
+        "own",
+        choices=GENERATORS,
+        help="label-generation network: its own backbone (the paper) or a head on the "
+        "multi-task network's detached features (features-running: computed with its "
+        "BatchNorm running statistics, so that an image's label does not depend on its "
+        "batch)",
+    )
+    image_weight_range: float = setting(
+        0.0,
+        help="R > 0: the generator also learns each image's auxiliary-loss weight in"
+        " [2^-R, 2^R] by the meta-gradient (WAMAL); 0: equal weights (MAXL)",
+    )
+    gumbel_tau: float = setting(
+        0.0,
+        help="T > 0: the auxiliary head learns from hard one-hot samples of the generated "
+        "labels, passed straight through a Gumbel-softmax of temperature T (Jang et al."
+        " 2017); the label statistics keep the distribution; 0: soft labels (the paper)",
+    )
+    arch: str = setting(
+        "hard",
+        choices=ARCHITECTURES,
+        help="multi-task architecture: hard sharing (MAXL's), soft sharing, cross-stitch, NDDR or "
+        "MTAN (maxl.nn.architectures); the generator keeps its own backbone",
+    )
+    soft_penalty: str = setting(
+        "l2",
+        choices=PENALTIES,
+        help="--arch soft: squared-L2 tie (Duong et al. 2015) or tensor trace norm (Yang & "
+        "Hospedales 2017) of corresponding kernels",
+    )
     soft_weight: float = setting(0.01, help="--arch soft: weight of the penalty")
 
     def __post_init__(self):
@@ -154,14 +194,17 @@ class ModelConfig:
             raise ValueError(f"unknown generator {self.generator!r}; expected one of {GENERATORS}")
         if self.image_weight_range < 0:
             raise ValueError(
-                f"image_weight_range must be >= 0 (0: no per-image weights), got {self.image_weight_range}")
+                f"image_weight_range must be >= 0 (0: no per-image weights), got {self.image_weight_range}"
+            )
         if self.gumbel_tau < 0:
             raise ValueError(f"gumbel_tau must be >= 0 (0: soft labels), got {self.gumbel_tau}")
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.arch!r}; expected one of {ARCHITECTURES}")
         if self.soft_penalty not in PENALTIES or self.soft_weight < 0:
-            raise ValueError(f"soft_penalty must be one of {PENALTIES} and soft_weight >= 0, got "
-                             f"{self.soft_penalty!r}, {self.soft_weight}")
+            raise ValueError(
+                f"soft_penalty must be one of {PENALTIES} and soft_weight >= 0, got "
+                f"{self.soft_penalty!r}, {self.soft_weight}"
+            )
 
 
 @dataclass
@@ -170,21 +213,34 @@ class AuxConfig:
     loss weighting (a key of :data:`auxtasks.WEIGHTINGS`), fixed weights by task name (with
     ``weighting="equal"`` only), and the tasks' modes."""
 
-    tasks: list[str] = setting(default_factory=list, flag="--aux", choices=TASK_NAMES,
-                               help="add an auxiliary task (repeat for several): rotation (Gidaris et al. 2018), "
-                                    "colourisation (Zhang et al. 2016, RGB data only)")
-    weighting: str = setting("equal", choices=lambda: sorted(WEIGHTINGS),
-                             help="loss weighting of the primary and auxiliary tasks")
-    weights: dict[str, float] = setting(default_factory=dict, flag="--aux-weight", metavar="TASK=W",
-                                        help="fixed weight of a task's loss, e.g. rotation=0.5 (the method's own "
-                                             "task is named after the method: maxl, human; the primary task "
-                                             "'primary'); unnamed tasks keep 1")
-    rotation_mode: str = setting("all", choices=ROTATION_MODES,
-                                 help="all four rotations of every image (the paper) or one random rotation per "
-                                      "image")
-    colourisation_mode: str = setting("regression", choices=COLOURISATION_MODES,
-                                      help="ab regression, or the paper's classification over ab bins with class "
-                                           "rebalancing")
+    tasks: list[str] = setting(
+        default_factory=list,
+        flag="--aux",
+        choices=TASK_NAMES,
+        help="add an auxiliary task (repeat for several): rotation (Gidaris et al. 2018), "
+        "colourisation (Zhang et al. 2016, RGB data only)",
+    )
+    weighting: str = setting(
+        "equal", choices=lambda: sorted(WEIGHTINGS), help="loss weighting of the primary and auxiliary tasks"
+    )
+    weights: dict[str, float] = setting(
+        default_factory=dict,
+        flag="--aux-weight",
+        metavar="TASK=W",
+        help="fixed weight of a task's loss, e.g. rotation=0.5 (the method's own "
+        "task is named after the method: maxl, human; the primary task "
+        "'primary'); unnamed tasks keep 1",
+    )
+    rotation_mode: str = setting(
+        "all",
+        choices=ROTATION_MODES,
+        help="all four rotations of every image (the paper) or one random rotation per image",
+    )
+    colourisation_mode: str = setting(
+        "regression",
+        choices=COLOURISATION_MODES,
+        help="ab regression, or the paper's classification over ab bins with class rebalancing",
+    )
 
     def __post_init__(self):
         from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
@@ -197,11 +253,15 @@ class AuxConfig:
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {self.weighting!r}; expected one of {sorted(WEIGHTINGS)}")
         if self.weights and self.weighting != "equal":
-            raise ValueError(f"fixed weights {self.weights} set the weighting and cannot be combined with "
-                             f"--weighting {self.weighting}")
+            raise ValueError(
+                f"fixed weights {self.weights} set the weighting and cannot be combined with "
+                f"--weighting {self.weighting}"
+            )
         if self.rotation_mode not in ROTATION_MODES or self.colourisation_mode not in COLOURISATION_MODES:
-            raise ValueError(f"rotation_mode must be one of {ROTATION_MODES} and colourisation_mode one of "
-                             f"{COLOURISATION_MODES}, got {self.rotation_mode!r}, {self.colourisation_mode!r}")
+            raise ValueError(
+                f"rotation_mode must be one of {ROTATION_MODES} and colourisation_mode one of "
+                f"{COLOURISATION_MODES}, got {self.rotation_mode!r}, {self.colourisation_mode!r}"
+            )
 
 
 @dataclass
@@ -219,6 +279,8 @@ class BaselineConfig:
 
 #: Entries of config.json's sections that describe the data rather than configure the run.
 DERIVED = {"data": ("name", "num_train", "num_test", "num_val"), "model": ("num_primary",)}
+
+
 def sections_of(cls: type) -> dict[str, type]:
     """The sections of a run configuration class: its fields whose type is a settings dataclass."""
     hints = typing.get_type_hints(cls)
@@ -240,12 +302,16 @@ class RunConfig:
     aux: AuxConfig = field(default_factory=AuxConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
     out: str = setting("runs/maxl", help="run folder (with several methods: OUT/METHOD)")
-    threads: int | None = setting(None,
-                                  help="CPU threads of torch (default: torch's choice; 1 is fastest on a shared CPU)")
-    preset: str | None = setting(None, choices=PRESET_CHOICES,
-                                 help="settings to start from before --config and the flags: auto (default) the data"
-                                      " set's preset, paper the paper's CIFAR-100 settings, or another data set's "
-                                      "preset (maxl.train.presets; written resolved into config.json)")
+    threads: int | None = setting(
+        None, help="CPU threads of torch (default: torch's choice; 1 is fastest on a shared CPU)"
+    )
+    preset: str | None = setting(
+        None,
+        choices=PRESET_CHOICES,
+        help="settings to start from before --config and the flags: auto (default) the data"
+        " set's preset, paper the paper's CIFAR-100 settings, or another data set's "
+        "preset (maxl.train.presets; written resolved into config.json)",
+    )
 
     def __post_init__(self):
         check_field_types(self, "")
@@ -254,8 +320,10 @@ class RunConfig:
         if self.preset is not None and self.preset not in PRESET_CHOICES:
             raise ValueError(f"unknown preset {self.preset!r}; expected one of {PRESET_CHOICES}")
         if self.train.gumbel_tau_end is not None and not self.model.gumbel_tau:
-            raise ValueError(f"gumbel_tau_end needs a start temperature: --gumbel-tau-end {self.train.gumbel_tau_end} "
-                             "without --gumbel-tau (model.gumbel_tau > 0)")
+            raise ValueError(
+                f"gumbel_tau_end needs a start temperature: --gumbel-tau-end {self.train.gumbel_tau_end} "
+                "without --gumbel-tau (model.gumbel_tau > 0)"
+            )
 
     def inert_settings(self) -> dict[str, str]:
         """The settings that have no effect with the others, each with the reason (the one list of
@@ -266,16 +334,27 @@ class RunConfig:
         """
         t, m, meta, a = self.train, self.model, self.train.meta, self.aux
         rules = {
-            "train.gen_every": (t.schedule != "per-step", "the generator takes a step every k steps only with "
-                                "--schedule per-step (the alternate schedule updates it in a pass of its own)"),
-            "train.fused": (t.schedule != "per-step", "the multi-task update and the look-ahead share a "
-                            "forward/backward only with --schedule per-step"),
-            "train.meta.neumann_terms": (meta.order != "implicit", "the Neumann series is the inverse Hessian of "
-                                         "--meta-order implicit"),
-            "train.meta.fd_epsilon": (meta.order != "first", "the finite-difference step is that of --meta-order "
-                                      "first"),
-            "train.meta.engine": (meta.order != "second", "an engine computes the exact look-ahead of --meta-order "
-                                  "second"),
+            "train.gen_every": (
+                t.schedule != "per-step",
+                "the generator takes a step every k steps only with "
+                "--schedule per-step (the alternate schedule updates it in a pass of its own)",
+            ),
+            "train.fused": (
+                t.schedule != "per-step",
+                "the multi-task update and the look-ahead share a forward/backward only with --schedule per-step",
+            ),
+            "train.meta.neumann_terms": (
+                meta.order != "implicit",
+                "the Neumann series is the inverse Hessian of --meta-order implicit",
+            ),
+            "train.meta.fd_epsilon": (
+                meta.order != "first",
+                "the finite-difference step is that of --meta-order first",
+            ),
+            "train.meta.engine": (
+                meta.order != "second",
+                "an engine computes the exact look-ahead of --meta-order second",
+            ),
             "model.soft_penalty": (m.arch != "soft", "the penalty ties the towers of --arch soft"),
             "model.soft_weight": (m.arch != "soft", "the penalty ties the towers of --arch soft"),
             "train.warmup": (t.lr_schedule != "onecycle", "the warm-up is that of --lr-schedule onecycle"),
@@ -283,14 +362,20 @@ class RunConfig:
             "train.lr_gamma": (t.lr_schedule != "step", "the step schedule is --lr-schedule step's"),
             "train.focal_gamma": (t.loss != "focal", "gamma is the focal loss's (--loss focal)"),
             "aux.rotation_mode": ("rotation" not in a.tasks, "it sets the rotation task (--aux rotation)"),
-            "aux.colourisation_mode": ("colourisation" not in a.tasks, "it sets the colourisation task "
-                                       "(--aux colourisation)"),
-            "data.padding_mode": (not self.data.augment, "the padding is the random crop's, and --no-augment "
-                                  "turns the crop off"),
+            "aux.colourisation_mode": (
+                "colourisation" not in a.tasks,
+                "it sets the colourisation task (--aux colourisation)",
+            ),
+            "data.padding_mode": (
+                not self.data.augment,
+                "the padding is the random crop's, and --no-augment turns the crop off",
+            ),
         }
         for view in ("consistency_colour", "consistency_flip", "consistency_rotation"):
-            rules[f"train.meta.{view}"] = (meta.consistency_weight == 0, "the second view serves the "
-                                           "view-consistency term, whose weight --consistency-weight is 0")
+            rules[f"train.meta.{view}"] = (
+                meta.consistency_weight == 0,
+                "the second view serves the view-consistency term, whose weight --consistency-weight is 0",
+            )
         return {path: why for path, (inert, why) in rules.items() if inert}
 
     def to_dict(self) -> dict:
@@ -302,8 +387,9 @@ class RunConfig:
         or a setting of the wrong type or out of range."""
         sections = sections_of(cls)
         if not isinstance(d, dict):
-            raise ValueError(f"a run configuration is a table of sections {sorted(sections)}, got a value of type "
-                             f"{type(d).__name__}")
+            raise ValueError(
+                f"a run configuration is a table of sections {sorted(sections)}, got a value of type {type(d).__name__}"
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known - {"labels", "env", "resumed"}, key=str)
         if unknown:
@@ -332,27 +418,63 @@ def load_data(d: DataConfig, seed: int, *, augment: bool | None = None):
         A :class:`maxl.data.DataBundle`.
     """
     norm = (d.normalisation[0], d.normalisation[1]) if d.normalisation else None  # [mean, std]: checked
-    return load_dataset(d.dataset, d.data_root, hierarchy=d.hierarchy, train_subset=d.train_subset,
-                        test_subset=d.test_subset, augment=d.augment if augment is None else augment, seed=seed,
-                        download=d.download, val_subset=d.val_subset, padding_mode=d.padding_mode,
-                        normalisation=norm, resize=d.resize)
+    return load_dataset(
+        d.dataset,
+        d.data_root,
+        hierarchy=d.hierarchy,
+        train_subset=d.train_subset,
+        test_subset=d.test_subset,
+        augment=d.augment if augment is None else augment,
+        seed=seed,
+        download=d.download,
+        val_subset=d.val_subset,
+        padding_mode=d.padding_mode,
+        normalisation=norm,
+        resize=d.resize,
+    )
 
 
-def make_network(arch: str, backbone: str, in_channels: int, batchnorm: bool, num_primary: int, num_aux: int,
-                 hidden: int, soft_penalty: str = "l2", soft_weight: float = 0.01) -> MultiTaskNetwork:
+def make_network(
+    arch: str,
+    backbone: str,
+    in_channels: int,
+    batchnorm: bool,
+    num_primary: int,
+    num_aux: int,
+    hidden: int,
+    soft_penalty: str = "l2",
+    soft_weight: float = 0.01,
+) -> MultiTaskNetwork:
     """The multi-task network of ``ModelConfig.arch`` on backbones ``backbone`` (a fresh one per
     call of the architecture, :func:`maxl.nn.architectures.build_network`); ``num_aux`` = 0 for
     single-task."""
-    return build_network(arch, lambda: build_backbone(backbone, in_channels, batchnorm), num_primary, num_aux, hidden,
-                         batchnorm=batchnorm, soft_penalty=soft_penalty, soft_weight=soft_weight)
+    return build_network(
+        arch,
+        lambda: build_backbone(backbone, in_channels, batchnorm),
+        num_primary,
+        num_aux,
+        hidden,
+        batchnorm=batchnorm,
+        soft_penalty=soft_penalty,
+        soft_weight=soft_weight,
+    )
 
 
 #: The sections of :class:`RunConfig` by name.
 SECTIONS = sections_of(RunConfig)
 
 
-def make_generator(kind: str, net: MultiTaskNetwork, backbone: str, in_channels: int, batchnorm: bool,
-                   psi: list[int], hidden: int, weight_range: float = 0.0, gumbel_tau: float = 0.0) -> LabelGenerator:
+def make_generator(
+    kind: str,
+    net: MultiTaskNetwork,
+    backbone: str,
+    in_channels: int,
+    batchnorm: bool,
+    psi: list[int],
+    hidden: int,
+    weight_range: float = 0.0,
+    gumbel_tau: float = 0.0,
+) -> LabelGenerator:
     """The label-generation network of ``ModelConfig.generator``: ``"own"`` builds its own
     backbone, ``"features"`` a head on ``net``'s backbone (the primary task's features where the
     architecture has one per task), ``"features-running"`` the same with the backbone's BatchNorm
@@ -361,10 +483,17 @@ def make_generator(kind: str, net: MultiTaskNetwork, backbone: str, in_channels:
     if kind.startswith("features"):  # the primary task's features where the architecture has one per task
         task_view = getattr(net.backbone, "task_view", None)
         shared = task_view(0) if task_view is not None else net.backbone
-        return FeatureLabelGenerator(shared, psi, hidden, weight_range=weight_range, gumbel_tau=gumbel_tau,
-                                     running_statistics=kind == "features-running")
-    return LabelGenerator(build_backbone(backbone, in_channels, batchnorm), psi, hidden, weight_range=weight_range,
-                          gumbel_tau=gumbel_tau)
+        return FeatureLabelGenerator(
+            shared,
+            psi,
+            hidden,
+            weight_range=weight_range,
+            gumbel_tau=gumbel_tau,
+            running_statistics=kind == "features-running",
+        )
+    return LabelGenerator(
+        build_backbone(backbone, in_channels, batchnorm), psi, hidden, weight_range=weight_range, gumbel_tau=gumbel_tau
+    )
 
 
 def parse_psi(text: str | int | list[int] | None, num_primary: int, human_psi: list[int] | None) -> list[int]:
@@ -382,8 +511,10 @@ def parse_psi(text: str | int | list[int] | None, num_primary: int, human_psi: l
         values = values * num_primary
     psi = list(Hierarchy(values).psi)
     if len(psi) != num_primary:
-        raise ValueError(f"--psi {text!r} has {len(psi)} entries but the data set has {num_primary} primary "
-                         f"classes: give one entry per primary class, or a single int")
+        raise ValueError(
+            f"--psi {text!r} has {len(psi)} entries but the data set has {num_primary} primary "
+            f"classes: give one entry per primary class, or a single int"
+        )
     return psi
 
 
@@ -434,11 +565,14 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
     psi = parse_psi(m.psi, data.num_primary, data.psi)
     backbone = m.backbone or dataset_spec(d.dataset).default_backbone
     if t.method == "human" and (data.aux_train is None or data.psi != psi):
-        raise ValueError(f"method 'human' needs a data set with a human hierarchy matching psi={psi}; "
-                         f"{data.name} has psi={data.psi}")
+        raise ValueError(
+            f"method 'human' needs a data set with a human hierarchy matching psi={psi}; {data.name} has psi={data.psi}"
+        )
     run = replace(run, model=replace(m, psi=psi, backbone=backbone))
-    say(f"{data.name}: {len(data.train)} train / {len(data.test)} test images, {data.in_channels}x"
-        f"{data.image_size}x{data.image_size}, {data.num_primary} primary classes, psi={psi}, backbone {backbone}")
+    say(
+        f"{data.name}: {len(data.train)} train / {len(data.test)} test images, {data.in_channels}x"
+        f"{data.image_size}x{data.image_size}, {data.num_primary} primary classes, psi={psi}, backbone {backbone}"
+    )
     aux_labels = label_info = None
     if t.method in FIXED_LABEL_METHODS:  # made before the networks, so that their initialisation is the same
         ae = AutoencoderConfig(epochs=run.baselines.ae_epochs, latent_dim=run.baselines.ae_latent)
@@ -446,32 +580,70 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         say(f"[{t.method}] auxiliary labels made in {label_info['time_s']:.1f}s")
     seed_everything(t.seed)
     if m.arch != "hard" and run.aux.tasks:
-        raise ValueError(f"--aux {' '.join(run.aux.tasks)} needs --arch hard: the self-supervised tasks read one "
-                         f"shared feature vector, and {m.arch!r} has one per task")
-    net = make_network(m.arch, backbone, data.in_channels, m.batchnorm, data.num_primary,
-                       0 if t.method == "single" else sum(psi), m.hidden, m.soft_penalty, m.soft_weight)
+        raise ValueError(
+            f"--aux {' '.join(run.aux.tasks)} needs --arch hard: the self-supervised tasks read one "
+            f"shared feature vector, and {m.arch!r} has one per task"
+        )
+    net = make_network(
+        m.arch,
+        backbone,
+        data.in_channels,
+        m.batchnorm,
+        data.num_primary,
+        0 if t.method == "single" else sum(psi),
+        m.hidden,
+        m.soft_penalty,
+        m.soft_weight,
+    )
     generator = None
     if t.method == "maxl":
-        generator = make_generator(m.generator, net, backbone, data.in_channels, m.batchnorm, psi, m.hidden,
-                                   m.image_weight_range, m.gumbel_tau)
+        generator = make_generator(
+            m.generator, net, backbone, data.in_channels, m.batchnorm, psi, m.hidden, m.image_weight_range, m.gumbel_tau
+        )
     a = run.aux
     needs_prior = "colourisation" in a.tasks and a.colourisation_mode == "classification"
     learner = build_learner(
-        net, t.method, a.tasks, a.weighting, loss_fn=classification_loss(t.loss, t.focal_gamma),
-        in_channels=data.in_channels, image_size=data.image_size, normalisation=dataset_normalisation(data.test),
-        generator=generator, aux_labels=aux_labels, meta=t.meta, aux_weights=a.weights, rotation_mode=a.rotation_mode,
-        colourisation_mode=a.colourisation_mode, prior_images=normalised_images(data.train) if needs_prior else None,
-        hidden=m.hidden)
+        net,
+        t.method,
+        a.tasks,
+        a.weighting,
+        loss_fn=classification_loss(t.loss, t.focal_gamma),
+        in_channels=data.in_channels,
+        image_size=data.image_size,
+        normalisation=dataset_normalisation(data.test),
+        generator=generator,
+        aux_labels=aux_labels,
+        meta=t.meta,
+        aux_weights=a.weights,
+        rotation_mode=a.rotation_mode,
+        colourisation_mode=a.colourisation_mode,
+        prior_images=normalised_images(data.train) if needs_prior else None,
+        hidden=m.hidden,
+    )
     out = Path(run.out)
     record = run.to_dict()
     if is_main and not resume:
         out.mkdir(parents=True, exist_ok=True)
         for stale in ("metrics.jsonl", "summary.json", "checkpoint.pt"):  # a fresh run keeps nothing of an older one
             (out / stale).unlink(missing_ok=True)
-    trainer = Trainer(net, data.train, data.test, t, out, learner=learner, aux_labels=aux_labels, psi=psi,
-                      record=record, val_set=data.val, human_labels=data.aux_train)
-    started = {"command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-               "world_size": distributed.world_size()}
+    trainer = Trainer(
+        net,
+        data.train,
+        data.test,
+        t,
+        out,
+        learner=learner,
+        aux_labels=aux_labels,
+        psi=psi,
+        record=record,
+        val_set=data.val,
+        human_labels=data.aux_train,
+    )
+    started = {
+        "command": " ".join(sys.argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "world_size": distributed.world_size(),
+    }
     if resume:
         trainer.load_checkpoint(out / "checkpoint.pt")
         if is_main:  # keep the original record; note the resume and the settings that changed
@@ -483,11 +655,16 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
     else:
         if is_main:
             resolved = run.to_dict()
-            resolved["data"].update(name=data.name, num_train=len(data.train), num_test=len(data.test),
-                                    num_val=len(data.val) if data.val is not None else 0)
+            resolved["data"].update(
+                name=data.name,
+                num_train=len(data.train),
+                num_test=len(data.test),
+                num_val=len(data.val) if data.val is not None else 0,
+            )
             resolved["model"]["num_primary"] = data.num_primary
-            resolved.update(labels=label_info,
-                            env={"torch": torch.__version__, "python": platform.python_version(), **started})
+            resolved.update(
+                labels=label_info, env={"torch": torch.__version__, "python": platform.python_version(), **started}
+            )
             atomic_write_text(out / "config.json", json.dumps(resolved, indent=2) + "\n")
         say(f"[{t.method}] training {t.epochs} epochs -> {out}")
     return trainer

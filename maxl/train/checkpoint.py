@@ -23,8 +23,15 @@ from maxl.data.readers import atomic_write
 from maxl.train import distributed
 from maxl.train.config import RESUMABLE_CHANGES
 
-__all__ = ["CheckpointError", "atomic_torch_save", "atomic_write_text", "capture_rng", "restore_rng",
-           "read_checkpoint", "config_differences"]
+__all__ = [
+    "CheckpointError",
+    "atomic_torch_save",
+    "atomic_write_text",
+    "capture_rng",
+    "restore_rng",
+    "read_checkpoint",
+    "config_differences",
+]
 
 
 class CheckpointError(ValueError):
@@ -87,8 +94,9 @@ def read_checkpoint(path: str | os.PathLike, device: torch.device, required: tup
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive, its index at the end
-        raise CheckpointError(f"cannot read the checkpoint {path}: it is not a torch.save archive (truncated "
-                              "or corrupt)")
+        raise CheckpointError(
+            f"cannot read the checkpoint {path}: it is not a torch.save archive (truncated or corrupt)"
+        )
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:

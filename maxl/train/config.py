@@ -14,8 +14,15 @@ from maxl.core.fields import check_field_types, check_keys, setting
 from maxl.core.losses import LOSSES
 from maxl.meta import MetaConfig
 
-__all__ = ["TrainConfig", "METHODS", "FIXED_LABEL_METHODS", "SCHEDULES", "LR_SCHEDULES", "GEN_OPTIMIZERS",
-           "RESUMABLE_CHANGES"]
+__all__ = [
+    "TrainConfig",
+    "METHODS",
+    "FIXED_LABEL_METHODS",
+    "SCHEDULES",
+    "LR_SCHEDULES",
+    "GEN_OPTIMIZERS",
+    "RESUMABLE_CHANGES",
+]
 
 METHODS = ("single", "human", "random", "kmeans", "maxl")
 FIXED_LABEL_METHODS = ("human", "random", "kmeans")
@@ -28,8 +35,17 @@ GEN_OPTIMIZERS = ("sgd", "adam")
 #: repeats a shorter one's epochs exactly, as the step schedule does not depend on the length;
 #: another device or thread count changes only the float rounding). The one list, used by the
 #: trainer's checkpoint check and by ``maxl train --resume``.
-RESUMABLE_CHANGES = ("train.epochs", "train.device", "train.progress", "train.tensorboard",
-                     "train.checkpoint_every", "data.data_root", "data.download", "threads", "out")
+RESUMABLE_CHANGES = (
+    "train.epochs",
+    "train.device",
+    "train.progress",
+    "train.tensorboard",
+    "train.checkpoint_every",
+    "data.data_root",
+    "data.download",
+    "threads",
+    "out",
+)
 
 
 @dataclass
@@ -85,8 +101,12 @@ class TrainConfig:
             message names the setting), or unknown settings in a ``meta`` table.
     """
 
-    method: str = setting("maxl", choices=METHODS, nargs="+",
-                          help="one or more methods; several are run one after another into OUT/METHOD")
+    method: str = setting(
+        "maxl",
+        choices=METHODS,
+        nargs="+",
+        help="one or more methods; several are run one after another into OUT/METHOD",
+    )
     epochs: int = setting(200, help="training epochs")
     batch_size: int = setting(100, help="images per batch (under torchrun: the global batch, split over the processes)")
     lr: float = setting(0.01, help="SGD learning rate of the multi-task network")
@@ -96,38 +116,51 @@ class TrainConfig:
     gen_weight_decay: float = setting(5e-4, help="weight decay of the generator")
     lr_step: int = setting(50, help="multiply both learning rates by --lr-gamma every N epochs")
     lr_gamma: float = setting(0.5, help="learning-rate decay factor")
-    lr_schedule: str = setting("step", choices=LR_SCHEDULES,
-                               help="step: x --lr-gamma every --lr-step epochs; onecycle: warm-up to --lr over "
-                                    "--warmup of the steps, then cosine annealing, per step")
+    lr_schedule: str = setting(
+        "step",
+        choices=LR_SCHEDULES,
+        help="step: x --lr-gamma every --lr-step epochs; onecycle: warm-up to --lr over "
+        "--warmup of the steps, then cosine annealing, per step",
+    )
     warmup: float = setting(0.15, help="warm-up share of the one-cycle schedule")
     gen_optimizer: str = setting("sgd", choices=GEN_OPTIMIZERS, help="optimiser of the generator")
-    meta_batch: str = setting("same", choices=("same", "other"),
-                              help="outer loss on the look-ahead's batch (the paper) or on another batch of the "
-                                   "training images")
+    meta_batch: str = setting(
+        "same",
+        choices=("same", "other"),
+        help="outer loss on the look-ahead's batch (the paper) or on another batch of the training images",
+    )
     loss: str = setting("focal", choices=LOSSES, help="loss of both heads (focal: gamma 2, the reference)")
     focal_gamma: float = setting(2.0, help="focusing parameter of the focal loss")
-    schedule: str = setting("alternate", choices=SCHEDULES,
-                            help="alternate: a multi-task pass then a generator pass per epoch (reference); "
-                                 "per-step: generator update every --gen-every steps")
+    schedule: str = setting(
+        "alternate",
+        choices=SCHEDULES,
+        help="alternate: a multi-task pass then a generator pass per epoch (reference); "
+        "per-step: generator update every --gen-every steps",
+    )
     gen_every: int = setting(1, help="generator update every k steps (per-step schedule)")
-    fused: bool = setting(True,
-                          help="per-step schedule: take the multi-task update and the look-ahead from separate "
-                               "forward/backward passes (default: one shared pass where it applies, same gradients)")
+    fused: bool = setting(
+        True,
+        help="per-step schedule: take the multi-task update and the look-ahead from separate "
+        "forward/backward passes (default: one shared pass where it applies, same gradients)",
+    )
     seed: int = setting(0, help="random seed")
     device: str = setting("auto", help="cpu, cuda, cuda:1, ... or auto")
     progress: bool = setting(True, help="no progress bars or per-epoch lines")
     meta: MetaConfig = field(default_factory=lambda: MetaConfig(inner_lr=None))
-    deterministic: bool = setting(False,
-                                  help="deterministic kernels only (torch.use_deterministic_algorithms): "
-                                       "bit-identical reruns on a GPU too")
+    deterministic: bool = setting(
+        False, help="deterministic kernels only (torch.use_deterministic_algorithms): bit-identical reruns on a GPU too"
+    )
     tensorboard: bool = setting(False, help="also write the metrics as TensorBoard events to OUT/tensorboard")
-    gumbel_tau_end: float | None = setting(None,
-                                           help="with --gumbel-tau: the temperature of the last epoch, reached "
-                                                "linearly from --gumbel-tau")
-    checkpoint_every: int = setting(0, metavar="N",
-                                    help="also write checkpoint.pt every N steps of an epoch (0: at epoch ends "
-                                         "only); SIGTERM / SIGINT / SIGUSR1 always write one after the step under "
-                                         "way")
+    gumbel_tau_end: float | None = setting(
+        None, help="with --gumbel-tau: the temperature of the last epoch, reached linearly from --gumbel-tau"
+    )
+    checkpoint_every: int = setting(
+        0,
+        metavar="N",
+        help="also write checkpoint.pt every N steps of an epoch (0: at epoch ends "
+        "only); SIGTERM / SIGINT / SIGUSR1 always write one after the step under "
+        "way",
+    )
 
     def __post_init__(self):
         if isinstance(self.meta, dict):
@@ -147,20 +180,30 @@ class TrainConfig:
             (self.lr_gamma > 0, f"lr_gamma (learning-rate decay factor) must be > 0, got {self.lr_gamma}"),
             (self.focal_gamma >= 0, f"focal_gamma must be >= 0, got {self.focal_gamma}"),
             (0 <= self.seed < 2**32, f"seed must be in [0, 2**32 - 1] (numpy's range), got {self.seed}"),
-            (_is_device(self.device), f"device {self.device!r} is not a device: expected 'auto', 'cpu', 'cuda', "
-                                      "'cuda:1', ..."),
+            (
+                _is_device(self.device),
+                f"device {self.device!r} is not a device: expected 'auto', 'cpu', 'cuda', 'cuda:1', ...",
+            ),
             (self.gen_every >= 1, f"gen_every must be >= 1, got {self.gen_every}"),
-            (self.checkpoint_every >= 0, f"checkpoint_every must be >= 0 (0: at epoch ends only), got "
-                                         f"{self.checkpoint_every}"),
+            (
+                self.checkpoint_every >= 0,
+                f"checkpoint_every must be >= 0 (0: at epoch ends only), got {self.checkpoint_every}",
+            ),
             (self.lr_step >= 1, f"lr_step must be >= 1, got {self.lr_step}"),
-            (self.lr_schedule in LR_SCHEDULES, f"unknown lr_schedule {self.lr_schedule!r}; expected one of "
-                                               f"{LR_SCHEDULES}"),
+            (
+                self.lr_schedule in LR_SCHEDULES,
+                f"unknown lr_schedule {self.lr_schedule!r}; expected one of {LR_SCHEDULES}",
+            ),
             (0 < self.warmup < 1, f"warmup must be a share in (0, 1), got {self.warmup}"),
             (self.meta_batch in ("same", "other"), f"meta_batch must be 'same' or 'other', got {self.meta_batch!r}"),
-            (self.gumbel_tau_end is None or self.gumbel_tau_end > 0, f"gumbel_tau_end must be > 0, got "
-                                                                     f"{self.gumbel_tau_end}"),
-            (self.gen_optimizer in GEN_OPTIMIZERS, f"unknown gen_optimizer {self.gen_optimizer!r}; expected one "
-                                                   f"of {GEN_OPTIMIZERS}"),
+            (
+                self.gumbel_tau_end is None or self.gumbel_tau_end > 0,
+                f"gumbel_tau_end must be > 0, got {self.gumbel_tau_end}",
+            ),
+            (
+                self.gen_optimizer in GEN_OPTIMIZERS,
+                f"unknown gen_optimizer {self.gen_optimizer!r}; expected one of {GEN_OPTIMIZERS}",
+            ),
         ]
         for ok, message in checks:
             if not ok:

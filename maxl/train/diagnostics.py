@@ -34,8 +34,14 @@ from torch import Tensor
 from maxl.core.hierarchy import Hierarchy
 from maxl.core.losses import negative_entropy
 
-__all__ = ["LabelUsage", "UsageThresholds", "GeneratorLabelWarning", "label_usage_warnings", "warn_label_usage",
-           "nmi_within_primary"]
+__all__ = [
+    "LabelUsage",
+    "UsageThresholds",
+    "GeneratorLabelWarning",
+    "label_usage_warnings",
+    "warn_label_usage",
+    "nmi_within_primary",
+]
 
 
 class GeneratorLabelWarning(UserWarning):
@@ -118,8 +124,16 @@ class LabelUsage:
         if human is not None:
             self.pairs.append(torch.stack([primary, p.argmax(1), human.detach().cpu()], 1))
 
-    _STATE = ("counts", "entropy_sum", "max_prob_sum", "sharpness_sum", "batches", "images", "sharpness_images",
-              "pairs")
+    _STATE = (
+        "counts",
+        "entropy_sum",
+        "max_prob_sum",
+        "sharpness_sum",
+        "batches",
+        "images",
+        "sharpness_images",
+        "pairs",
+    )
 
     def state_dict(self) -> dict:
         """The statistics so far (tensors, numbers, a list of tensors), for a step-level checkpoint."""
@@ -174,9 +188,12 @@ def nmi_within_primary(pairs: Tensor) -> float:
     return weighted / total if total else math.nan
 
 
-def label_usage_findings(record: dict, psi: Hierarchy | Sequence[int] | None = None,
-                         thresholds: UsageThresholds = UsageThresholds(),
-                         first_record: dict | None = None) -> list[tuple[str, str]]:
+def label_usage_findings(
+    record: dict,
+    psi: Hierarchy | Sequence[int] | None = None,
+    thresholds: UsageThresholds = UsageThresholds(),
+    first_record: dict | None = None,
+) -> list[tuple[str, str]]:
     """Problems of one epoch's labels as ``(kind, message)`` pairs; kind is ``"collapsed"`` or
     ``"uniform"``. See :func:`label_usage_warnings` for the arguments."""
     if "label_used_fraction" not in record or record.get("epoch", thresholds.first_epoch) < thresholds.first_epoch:
@@ -189,34 +206,48 @@ def label_usage_findings(record: dict, psi: Hierarchy | Sequence[int] | None = N
         detail = ""
         if counts is not None and psi is not None:
             hierarchy = psi if isinstance(psi, Hierarchy) else Hierarchy(psi)
-            single = [i for i, (s, k) in enumerate(zip(hierarchy.starts, hierarchy.psi))
-                      if k > 1 and sum(c > 0 for c in counts[s : s + k]) <= 1]
+            single = [
+                i
+                for i, (s, k) in enumerate(zip(hierarchy.starts, hierarchy.psi))
+                if k > 1 and sum(c > 0 for c in counts[s : s + k]) <= 1
+            ]
             if single:
                 detail = f"; primary classes {single} use one auxiliary class only"
         first_used = (first_record or {}).get("label_used_fraction")
         if first_used is not None and first_used <= used:  # as concentrated from the start
-            detail += (f"; already at epoch 1 ({first_used:.0%}): the untrained generator's labels were this "
-                       "concentrated and training has not spread them")
-        findings.append(("collapsed",
-            f"epoch {epoch}: generator collapsed: only {used:.0%} of the auxiliary classes were the argmax of any "
-            f"training image (warning below {thresholds.min_used_fraction:.0%}){detail}; label sharpness "
-            f"{record.get('label_sharpness', math.nan):.3f} (0 = uniform, 1 = one-hot). The entropy term "
-            f"(--entropy-weight) should spread the labels; check it and the generator's learning rate (--gen-lr)."
-        ))
+            detail += (
+                f"; already at epoch 1 ({first_used:.0%}): the untrained generator's labels were this "
+                "concentrated and training has not spread them"
+            )
+        findings.append(
+            (
+                "collapsed",
+                f"epoch {epoch}: generator collapsed: only {used:.0%} of the auxiliary classes were the argmax of any "
+                f"training image (warning below {thresholds.min_used_fraction:.0%}){detail}; label sharpness "
+                f"{record.get('label_sharpness', math.nan):.3f} (0 = uniform, 1 = one-hot). The entropy term "
+                f"(--entropy-weight) should spread the labels; check it and the generator's learning rate (--gen-lr).",
+            )
+        )
     sharpness = record.get("label_sharpness", math.nan)
     if sharpness < thresholds.min_sharpness:  # False for NaN
-        findings.append(("uniform",
-            f"epoch {epoch}: generated labels stay near uniform: sharpness {sharpness:.3f} (0 = uniform, "
-            f"1 = one-hot; warning below {thresholds.min_sharpness}), mean max-probability "
-            f"{record.get('label_max_prob', math.nan):.3f}. The auxiliary task carries little information; check "
-            f"that the generator learns (meta_outer_loss, --gen-lr)."
-        ))
+        findings.append(
+            (
+                "uniform",
+                f"epoch {epoch}: generated labels stay near uniform: sharpness {sharpness:.3f} (0 = uniform, "
+                f"1 = one-hot; warning below {thresholds.min_sharpness}), mean max-probability "
+                f"{record.get('label_max_prob', math.nan):.3f}. The auxiliary task carries little information; check "
+                f"that the generator learns (meta_outer_loss, --gen-lr).",
+            )
+        )
     return findings
 
 
-def label_usage_warnings(record: dict, psi: Hierarchy | Sequence[int] | None = None,
-                         thresholds: UsageThresholds = UsageThresholds(),
-                         first_record: dict | None = None) -> list[str]:
+def label_usage_warnings(
+    record: dict,
+    psi: Hierarchy | Sequence[int] | None = None,
+    thresholds: UsageThresholds = UsageThresholds(),
+    first_record: dict | None = None,
+) -> list[str]:
     """Warnings for one epoch's record (a ``metrics.jsonl`` line with :meth:`LabelUsage.summary`).
 
     Args:
@@ -233,9 +264,13 @@ def label_usage_warnings(record: dict, psi: Hierarchy | Sequence[int] | None = N
     return [message for _, message in label_usage_findings(record, psi, thresholds, first_record)]
 
 
-def warn_label_usage(record: dict, psi: Hierarchy | Sequence[int] | None = None,
-                     thresholds: UsageThresholds = UsageThresholds(),
-                     already_warned: set[str] | None = None, first_record: dict | None = None) -> list[str]:
+def warn_label_usage(
+    record: dict,
+    psi: Hierarchy | Sequence[int] | None = None,
+    thresholds: UsageThresholds = UsageThresholds(),
+    already_warned: set[str] | None = None,
+    first_record: dict | None = None,
+) -> list[str]:
     """Store the messages of :func:`label_usage_warnings` in ``record["label_warnings"]`` (so
     that every epoch's reach ``metrics.jsonl``) and issue them as :class:`GeneratorLabelWarning`
     (printed to stderr by Python's default warning filter).
@@ -259,6 +294,9 @@ def warn_label_usage(record: dict, psi: Hierarchy | Sequence[int] | None = None,
             warnings.warn(message, GeneratorLabelWarning, stacklevel=2)
         elif kind not in already_warned:
             already_warned.add(kind)
-            warnings.warn(f"{message} (Shown once per run; every epoch's label warnings are in metrics.jsonl.)",
-                          GeneratorLabelWarning, stacklevel=2)
+            warnings.warn(
+                f"{message} (Shown once per run; every epoch's label warnings are in metrics.jsonl.)",
+                GeneratorLabelWarning,
+                stacklevel=2,
+            )
     return messages

@@ -93,8 +93,12 @@ def process_group(device: str = "auto") -> Iterator[None]:
     # that a restarted group does not read the addresses of the processes it replaced
     store, rank_, size_ = next(dist.rendezvous("env://"))
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    dist.init_process_group(backend="nccl" if cuda else "gloo", store=dist.PrefixStore(f"maxl/attempt{attempt}", store),
-                            rank=rank_, world_size=size_)
+    dist.init_process_group(
+        backend="nccl" if cuda else "gloo",
+        store=dist.PrefixStore(f"maxl/attempt{attempt}", store),
+        rank=rank_,
+        world_size=size_,
+    )
     try:
         yield
     finally:

@@ -49,16 +49,33 @@ from maxl.train.checkpoint import atomic_write_text
 from maxl.train.config import METHODS
 from maxl.train.overlays import dotted, merge_overlays, read_toml, resolve
 
-__all__ = ["Grid", "GridMismatchError", "GRIDS_DIR", "grid_names", "load_grid", "run_folder", "run_grid",
-           "folder_state", "WHERE_SETTINGS"]
+__all__ = [
+    "Grid",
+    "GridMismatchError",
+    "GRIDS_DIR",
+    "grid_names",
+    "load_grid",
+    "run_folder",
+    "run_grid",
+    "folder_state",
+    "WHERE_SETTINGS",
+]
 
 #: the built-in grids
 GRIDS_DIR = Path(__file__).resolve().parent.parent / "grids"
 RUN_SPEC_FILE = "run.json"  # what the grid asked of a run, written before it starts
 _KEYS = {"description", "note", "include", "methods", "seeds", "base", "variants"}
 #: settings that say where or how a run is computed, not what: a folder's run may differ in them
-WHERE_SETTINGS = ("out", "threads", "data.data_root", "data.download", "train.device", "train.progress",
-                  "train.tensorboard", "train.checkpoint_every")
+WHERE_SETTINGS = (
+    "out",
+    "threads",
+    "data.data_root",
+    "data.download",
+    "train.device",
+    "train.progress",
+    "train.tensorboard",
+    "train.checkpoint_every",
+)
 #: settings the grid sets for each run; its overlays may not
 _OWNED = ("train.seed", "out")
 
@@ -96,20 +113,24 @@ class Grid:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ValueError(f"grid {self.name!r}: unknown methods {unknown}; expected some of {METHODS}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or \
-                not all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds):
+        if (
+            not self.seeds
+            or len(set(self.seeds)) != len(self.seeds)
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds)
+        ):
             raise ValueError(f"grid {self.name!r}: seeds must be distinct integers, and some, got {list(self.seeds)}")
         for where, overlay in [("base", self.base), *((f"variants.{n}", o) for n, o in self.variants.items())]:
             if not isinstance(overlay, dict):
                 raise ValueError(f"grid {self.name!r}: {where} must be a table of settings")
             owned = sorted(set(_OWNED + (("train.method",) if where == "base" else ())) & set(dotted(overlay)))
             if owned:
-                raise ValueError(f"grid {self.name!r}: {where} may not set {owned}; the grid sets them"
-                                 + (" (a variant may set train.method)" if where == "base" else ""))
+                raise ValueError(
+                    f"grid {self.name!r}: {where} may not set {owned}; the grid sets them"
+                    + (" (a variant may set train.method)" if where == "base" else "")
+                )
             method = dotted(overlay).get("train.method")
             if method is not None and method not in METHODS:
-                raise ValueError(f"grid {self.name!r}: {where} sets train.method {method!r}; expected one of "
-                                 f"{METHODS}")
+                raise ValueError(f"grid {self.name!r}: {where} sets train.method {method!r}; expected one of {METHODS}")
 
     def variant_methods(self, variant: str | None) -> list[str]:
         """The methods a variant runs: its own ``train.method``, or the grid's."""
@@ -125,8 +146,12 @@ class Grid:
         method and seed."""
         if variant is not None and variant not in self.variants:
             self.variant_methods(variant)  # raises naming the variants
-        return [self.base, *([self.variants[variant]] if variant is not None else []), *more,
-                {"train": {"method": method, "seed": seed}}]
+        return [
+            self.base,
+            *([self.variants[variant]] if variant is not None else []),
+            *more,
+            {"train": {"method": method, "seed": seed}},
+        ]
 
     def resolve(self, method: str, seed: int, variant: str | None = None, *more: dict):
         """The :class:`~maxl.train.build.RunConfig` of one run (:meth:`overlays`)."""
@@ -142,11 +167,12 @@ def _locate(name: str | os.PathLike, folder: Path) -> Path:
     path = Path(name)
     if path.suffix != ".toml":
         path = path.with_name(path.name + ".toml")
-    for candidate in ([path] if path.is_absolute() else [folder / path, Path(name), path]):
+    for candidate in [path] if path.is_absolute() else [folder / path, Path(name), path]:
         if candidate.is_file():
             return candidate.resolve()
-    raise FileNotFoundError(f"no grid {str(name)!r}: not a file, and not one of the grids in {folder} "
-                            f"({', '.join(grid_names(folder))})")
+    raise FileNotFoundError(
+        f"no grid {str(name)!r}: not a file, and not one of the grids in {folder} ({', '.join(grid_names(folder))})"
+    )
 
 
 def _anchor_hierarchy(overlay: dict, folder: Path) -> dict:
@@ -154,8 +180,12 @@ def _anchor_hierarchy(overlay: dict, folder: Path) -> dict:
     absolute against ``folder`` when it lies there."""
     data = overlay.get("data") if isinstance(overlay, dict) else None
     hierarchy = data.get("hierarchy") if isinstance(data, dict) else None
-    if isinstance(hierarchy, str) and Path(hierarchy).suffix in (".toml", ".json") and \
-            not Path(hierarchy).is_absolute() and (folder / hierarchy).is_file():
+    if (
+        isinstance(hierarchy, str)
+        and Path(hierarchy).suffix in (".toml", ".json")
+        and not Path(hierarchy).is_absolute()
+        and (folder / hierarchy).is_file()
+    ):
         return merge_overlays(overlay, {"data": {"hierarchy": str((folder / hierarchy).resolve())}})
     return overlay
 
@@ -190,9 +220,16 @@ def load_grid(name: str | os.PathLike) -> Grid:
     path = _locate(name, GRIDS_DIR)
     table = _read_grid_table(path, ())
     try:
-        return Grid(name=path.stem, description=table.get("description", ""), base=table.get("base", {}),
-                    methods=tuple(table.get("methods", METHODS)), seeds=tuple(table.get("seeds", (0, 1, 2))),
-                    variants=dict(table.get("variants", {})), note=table.get("note", ""), path=path)
+        return Grid(
+            name=path.stem,
+            description=table.get("description", ""),
+            base=table.get("base", {}),
+            methods=tuple(table.get("methods", METHODS)),
+            seeds=tuple(table.get("seeds", (0, 1, 2))),
+            variants=dict(table.get("variants", {})),
+            note=table.get("note", ""),
+            path=path,
+        )
     except TypeError as err:
         raise ValueError(f"grid {path}: {err}") from None
 
@@ -220,8 +257,9 @@ def folder_state(folder: Path, run) -> str:
     config_file = folder / "config.json"
     if not config_file.is_file():
         if (folder / "summary.json").is_file():
-            raise GridMismatchError(f"{folder} holds a finished run without config.json: not made by a grid; "
-                                    "use another output folder")
+            raise GridMismatchError(
+                f"{folder} holds a finished run without config.json: not made by a grid; use another output folder"
+            )
         return "new"
     try:
         stored_raw = json.loads(config_file.read_text())
@@ -242,20 +280,37 @@ def folder_state(folder: Path, run) -> str:
     finished, checkpoint = (folder / "summary.json").is_file(), (folder / "checkpoint.pt").is_file()
     # an unfinished run continues to the grid's length (the step schedule does not depend on it)
     free = ("train.epochs",) if checkpoint and not finished else ()
-    differ = [f"{k} (folder: {stored.get(k)!r}, grid: {wanted.get(k)!r})" for k in sorted(set(stored) | set(wanted))
-              if stored.get(k) != wanted.get(k) and k not in free]
+    differ = [
+        f"{k} (folder: {stored.get(k)!r}, grid: {wanted.get(k)!r})"
+        for k in sorted(set(stored) | set(wanted))
+        if stored.get(k) != wanted.get(k) and k not in free
+    ]
     if differ:
-        raise GridMismatchError(f"{folder} holds a run of other settings than the grid asks for: {'; '.join(differ)}. "
-                                "Use another output folder (or delete that run)")
+        raise GridMismatchError(
+            f"{folder} holds a run of other settings than the grid asks for: {'; '.join(differ)}. "
+            "Use another output folder (or delete that run)"
+        )
     if finished:
         return "finished"
     return "resume" if checkpoint else "new"
 
 
-def run_grid(grid: Grid, out: str | os.PathLike, *, variants: Sequence[str] | None = None,
-             methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None, data_root: str | None = None,
-             device: str = "auto", threads: int | None = None, overlays: Sequence[dict] = (),
-             dry_run: bool = False, log=print, progress: bool = True, command: str | None = None) -> list[dict]:
+def run_grid(
+    grid: Grid,
+    out: str | os.PathLike,
+    *,
+    variants: Sequence[str] | None = None,
+    methods: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    data_root: str | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    overlays: Sequence[dict] = (),
+    dry_run: bool = False,
+    log=print,
+    progress: bool = True,
+    command: str | None = None,
+) -> list[dict]:
     """Run every (variant,) method and seed of ``grid`` that ``out`` does not hold finished yet.
 
     Args:
@@ -309,14 +364,34 @@ def run_grid(grid: Grid, out: str | os.PathLike, *, variants: Sequence[str] | No
     states = [folder_state(folder, run) for *_, folder, run in plan]  # every folder checked before any run
     if not dry_run:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "grid.json", json.dumps(
-            {"grid": grid.name, "file": str(grid.path) if grid.path else None, "description": grid.description,
-             "variants": variants, "methods": wanted, "seeds": seeds, "data_root": data_root,
-             "overlays": list(overlays)}, indent=2) + "\n")
+        atomic_write_text(
+            out / "grid.json",
+            json.dumps(
+                {
+                    "grid": grid.name,
+                    "file": str(grid.path) if grid.path else None,
+                    "description": grid.description,
+                    "variants": variants,
+                    "methods": wanted,
+                    "seeds": seeds,
+                    "data_root": data_root,
+                    "overlays": list(overlays),
+                },
+                indent=2,
+            )
+            + "\n",
+        )
     results = []
     # smoothing=0: the estimate uses the mean time of all runs trained so far, not the last one
-    bar = tqdm(total=len(plan), initial=states.count("finished"), unit="run", desc=f"grid {grid.name}", smoothing=0,
-               disable=dry_run or not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(plan),
+        initial=states.count("finished"),
+        unit="run",
+        desc=f"grid {grid.name}",
+        smoothing=0,
+        disable=dry_run or not progress,
+        dynamic_ncols=True,
+    )
     say = bar.write if log is print and not bar.disable else log  # lines above the bar, not through it
     for k, ((variant, method, seed, folder, run), state) in enumerate(zip(plan, states), 1):
         tag = f"[{k}/{len(plan)}] {variant + ' ' if variant else ''}{method} seed {seed}"
@@ -333,10 +408,21 @@ def run_grid(grid: Grid, out: str | os.PathLike, *, variants: Sequence[str] | No
             continue
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "summary.json").unlink(missing_ok=True)
-        atomic_write_text(folder / RUN_SPEC_FILE, json.dumps(
-            {"grid": grid.name, "variant": variant, "method": method, "seed": seed,
-             "overlay": dotted(merge_overlays({}, *grid.overlays(method, seed, variant, *overlays))),
-             "command": command}, indent=2) + "\n")
+        atomic_write_text(
+            folder / RUN_SPEC_FILE,
+            json.dumps(
+                {
+                    "grid": grid.name,
+                    "variant": variant,
+                    "method": method,
+                    "seed": seed,
+                    "overlay": dotted(merge_overlays({}, *grid.overlays(method, seed, variant, *overlays))),
+                    "command": command,
+                },
+                indent=2,
+            )
+            + "\n",
+        )
         say(f"{tag}: {'continuing' if resume else 'training'} {folder}")
         bar.set_postfix_str(f"{variant + ' ' if variant else ''}{method} seed {seed}")
         start = time.time()

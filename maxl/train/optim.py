@@ -23,9 +23,9 @@ __all__ = ["Optimisers", "make_optimisers"]
 @dataclass
 class Optimisers:
     """Attributes:
-        optimizer, scheduler: of the multi-task network.
-        per_step: the scheduler steps every iteration (else every epoch).
-        gen_optimizer, gen_scheduler: of the generator (None without one), stepped every epoch.
+    optimizer, scheduler: of the multi-task network.
+    per_step: the scheduler steps every iteration (else every epoch).
+    gen_optimizer, gen_scheduler: of the generator (None without one), stepped every epoch.
     """
 
     optimizer: torch.optim.Optimizer
@@ -35,8 +35,9 @@ class Optimisers:
     gen_scheduler: torch.optim.lr_scheduler.LRScheduler | None
 
 
-def make_optimisers(cfg: TrainConfig, params: list[nn.Parameter], generator: nn.Module | None,
-                    steps_per_epoch: int) -> Optimisers:
+def make_optimisers(
+    cfg: TrainConfig, params: list[nn.Parameter], generator: nn.Module | None, steps_per_epoch: int
+) -> Optimisers:
     """Build the run's optimisers from ``cfg`` for the multi-task ``params`` and ``generator``.
 
     Raises:
@@ -48,15 +49,20 @@ def make_optimisers(cfg: TrainConfig, params: list[nn.Parameter], generator: nn.
     if per_step:
         if steps_per_epoch < 1:
             raise ValueError("the one-cycle schedule needs at least one full batch per epoch")
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr,
-                                                        total_steps=cfg.epochs * steps_per_epoch,
-                                                        pct_start=cfg.warmup, cycle_momentum=False)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=cfg.lr,
+            total_steps=cfg.epochs * steps_per_epoch,
+            pct_start=cfg.warmup,
+            cycle_momentum=False,
+        )
     else:
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, cfg.lr_gamma)
     gen_optimizer = gen_scheduler = None
     if generator is not None:
         kind = torch.optim.Adam if cfg.gen_optimizer == "adam" else torch.optim.SGD
         gen_optimizer = kind(generator.parameters(), lr=cfg.gen_lr, weight_decay=cfg.gen_weight_decay)
-        gen_scheduler = torch.optim.lr_scheduler.StepLR(gen_optimizer, cfg.epochs + 1 if per_step else cfg.lr_step,
-                                                        cfg.lr_gamma)
+        gen_scheduler = torch.optim.lr_scheduler.StepLR(
+            gen_optimizer, cfg.epochs + 1 if per_step else cfg.lr_step, cfg.lr_gamma
+        )
     return Optimisers(optimizer, scheduler, per_step, gen_optimizer, gen_scheduler)

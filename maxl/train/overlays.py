@@ -123,7 +123,10 @@ def resolve(*overlays: dict, preset: str | None = None):
 
     defaults = RunConfig().to_dict()
     merged = merge_overlays({}, *overlays)
-    dataset = merged.get("data", {}).get("dataset", defaults["data"]["dataset"]) \
-        if isinstance(merged.get("data"), dict) else defaults["data"]["dataset"]
+    dataset = (
+        merged.get("data", {}).get("dataset", defaults["data"]["dataset"])
+        if isinstance(merged.get("data"), dict)
+        else defaults["data"]["dataset"]
+    )
     name, settings = preset_overlay(preset or merged.get("preset") or "auto", dataset)
     return RunConfig.from_dict(merge_overlays(defaults, settings, merged, {"preset": name}))

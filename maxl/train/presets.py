@@ -31,7 +31,9 @@ PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 #: preset name -> {dotted setting: value}, read from ``maxl/presets/NAME.toml``; ``paper`` changes nothing.
 PRESETS: dict[str, dict[str, object]] = {
-    "paper": {}, **{p.stem: dotted(read_toml(p, "preset")) for p in sorted(PRESETS_DIR.glob("*.toml"))}}
+    "paper": {},
+    **{p.stem: dotted(read_toml(p, "preset")) for p in sorted(PRESETS_DIR.glob("*.toml"))},
+}
 
 
 class _PresetOf(Mapping):

@@ -38,8 +38,13 @@ class RunLog:
 
     def bar(self, iterable, desc: str):
         """A progress bar over ``iterable`` (``disable=None``: off when stderr is no terminal)."""
-        return tqdm(iterable, desc=desc, leave=False, disable=None if self.progress and self.is_main else True,
-                    dynamic_ncols=True)
+        return tqdm(
+            iterable,
+            desc=desc,
+            leave=False,
+            disable=None if self.progress and self.is_main else True,
+            dynamic_ncols=True,
+        )
 
     def epoch(self, record: dict) -> None:
         """Report one epoch's record: a line on the terminal, a line of ``metrics.jsonl`` and

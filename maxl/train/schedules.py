@@ -33,8 +33,19 @@ from maxl.train.config import TrainConfig
 from maxl.train.diagnostics import LabelUsage
 from maxl.train.step import StepPath
 
-__all__ = ["EpochSums", "Position", "Batches", "RunState", "OuterBatches", "Schedule", "MultitaskOnly", "Alternate",
-           "PerStep", "make_schedule", "gumbel_temperature"]
+__all__ = [
+    "EpochSums",
+    "Position",
+    "Batches",
+    "RunState",
+    "OuterBatches",
+    "Schedule",
+    "MultitaskOnly",
+    "Alternate",
+    "PerStep",
+    "make_schedule",
+    "gumbel_temperature",
+]
 
 
 class Batches(Protocol):
@@ -163,8 +174,15 @@ class Schedule:
     def __init__(self, config: TrainConfig):
         self.config = config
 
-    def run(self, steps: StepPath, batches: Batches, sums: EpochSums, bar, run_state: RunState,
-            start: Position | None = None) -> None:
+    def run(
+        self,
+        steps: StepPath,
+        batches: Batches,
+        sums: EpochSums,
+        bar,
+        run_state: RunState,
+        start: Position | None = None,
+    ) -> None:
         raise NotImplementedError
 
     @staticmethod

@@ -48,9 +48,15 @@ class StepPath:
         per_step_scheduler: a learning-rate schedule stepped after every multi-task update.
     """
 
-    def __init__(self, learner: AuxiliaryLearner, optimizer: torch.optim.Optimizer,
-                 gen_optimizer: torch.optim.Optimizer | None, checks: FiniteChecks, aux_head=None,
-                 per_step_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None):
+    def __init__(
+        self,
+        learner: AuxiliaryLearner,
+        optimizer: torch.optim.Optimizer,
+        gen_optimizer: torch.optim.Optimizer | None,
+        checks: FiniteChecks,
+        aux_head=None,
+        per_step_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    ):
         self.learner, self.optimizer, self.gen_optimizer, self.checks = learner, optimizer, gen_optimizer, checks
         self.per_step_scheduler = per_step_scheduler
         generated = learner.generated  # α = the current lr of the multi-task network unless the config sets it
@@ -59,8 +65,11 @@ class StepPath:
         self.own_task = own[0] if own else None
         # per-task losses and weights are logged when they say more than primary + own losses
         plain = type(learner.weighting) is Equal and all(t.name == self.own_task for t in learner.tasks)
-        self.task_keys = () if plain else (*(f"loss_{n}" for n in learner.task_names[1:]),
-                                            *(f"weight_{n}" for n in learner.task_names))
+        self.task_keys = (
+            ()
+            if plain
+            else (*(f"loss_{n}" for n in learner.task_names[1:]), *(f"weight_{n}" for n in learner.task_names))
+        )
         self._params = learner.network_parameters()
         self._lookahead_params = learner.lookahead_parameters()  # the fused step's θ1, fixed for the run
         self._names = {id(p): n for n, p in learner.named_parameters()}
@@ -70,8 +79,9 @@ class StepPath:
         """The learner's :class:`auxtasks.GeneratedLabels` task, or None."""
         return self.learner.generated
 
-    def multitask(self, x: Tensor, y: Tensor, idx: Tensor, targets: Tensor | None = None
-                  ) -> tuple[dict[str, float], Tensor | None]:
+    def multitask(
+        self, x: Tensor, y: Tensor, idx: Tensor, targets: Tensor | None = None
+    ) -> tuple[dict[str, float], Tensor | None]:
         """One update of the multi-task network on a batch; ``targets`` are the generated
         targets float ``[B, K]`` to learn from (default: the generator's current ones, made here).
         Returns the step's statistics and, when the targets were made here, the generator's soft
@@ -113,16 +123,23 @@ class StepPath:
         same updates as :meth:`generator` then :meth:`multitask` on its labels."""
         self._set_alpha()
         r = self.learner.fused_gradients(x, y, index=idx, outer_batch=outer)
-        self.checks.losses(primary_loss=r.primary_loss, multitask_loss=r.primary_loss + r.aux_loss,
-                           meta_outer_loss=r.meta.outer_loss, neg_entropy=r.meta.neg_entropy)
+        self.checks.losses(
+            primary_loss=r.primary_loss,
+            multitask_loss=r.primary_loss + r.aux_loss,
+            meta_outer_loss=r.meta.outer_loss,
+            neg_entropy=r.meta.neg_entropy,
+        )
         self._apply_meta(r.meta)
         params = self._lookahead_params
         distributed.all_reduce_mean_(r.net_grads)
         self.checks.grads(zip((self._names[id(p)] for p in params), r.net_grads), "multi-task network")
         step_with(params, r.net_grads, self.optimizer)
         self._after_update()
-        stats = {"aux_loss": r.aux_loss.item(), "primary_loss": r.primary_loss.item(),
-                 "primary_correct": (r.primary_logits.argmax(1) == y).sum().item()}
+        stats = {
+            "aux_loss": r.aux_loss.item(),
+            "primary_loss": r.primary_loss.item(),
+            "primary_correct": (r.primary_logits.argmax(1) == y).sum().item(),
+        }
         return r.meta, stats
 
     def _apply_meta(self, result: MetaResult) -> None:

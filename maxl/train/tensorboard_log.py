@@ -12,8 +12,10 @@ from pathlib import Path
 
 __all__ = ["TensorBoardLog"]
 
-_MISSING = ("TensorBoard logging needs the tensorboard package, which is not installed: "
-            "pip install 'maxl[tensorboard]' (or pip install tensorboard), or leave out --tensorboard")
+_MISSING = (
+    "TensorBoard logging needs the tensorboard package, which is not installed: "
+    "pip install 'maxl[tensorboard]' (or pip install tensorboard), or leave out --tensorboard"
+)
 
 
 class TensorBoardLog:

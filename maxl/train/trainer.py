@@ -112,25 +112,43 @@ class Trainer:
     epoch: int  # epochs completed
     step: int  # multi-task steps completed
 
-    def __init__(self, net: nn.Module, train_set: Dataset, test_set: Dataset, config: TrainConfig,
-                 out_dir: str | os.PathLike | None = None, generator: nn.Module | None = None,
-                 aux_labels: Tensor | None = None, learner: AuxiliaryLearner | None = None,
-                 psi: Hierarchy | list[int] | None = None, record: dict | None = None,
-                 val_set: Dataset | None = None, human_labels: Tensor | None = None):
+    def __init__(
+        self,
+        net: nn.Module,
+        train_set: Dataset,
+        test_set: Dataset,
+        config: TrainConfig,
+        out_dir: str | os.PathLike | None = None,
+        generator: nn.Module | None = None,
+        aux_labels: Tensor | None = None,
+        learner: AuxiliaryLearner | None = None,
+        psi: Hierarchy | list[int] | None = None,
+        record: dict | None = None,
+        val_set: Dataset | None = None,
+        human_labels: Tensor | None = None,
+    ):
         self.config = cfg = config
         if cfg.deterministic:
             enable_determinism()
         self.is_main = distributed.rank() == 0  # only rank 0 writes files and prints
         if cfg.batch_size % distributed.world_size():
-            raise ValueError(f"batch_size {cfg.batch_size} (the global batch) is not divisible by the "
-                             f"{distributed.world_size()} processes")
+            raise ValueError(
+                f"batch_size {cfg.batch_size} (the global batch) is not divisible by the "
+                f"{distributed.world_size()} processes"
+            )
         self.loss_fn = classification_loss(cfg.loss, cfg.focal_gamma)
         if aux_labels is not None:
             check_aux_labels(aux_labels, train_set, getattr(net, "num_aux", None), psi)
         if learner is None:
             # cast: without a learner, net is a MultiTaskNetwork (build_learner takes its backbone and heads)
-            learner = build_learner(cast(MultiTaskNetwork, net), cfg.method, loss_fn=self.loss_fn, generator=generator,
-                                    aux_labels=aux_labels, meta=cfg.meta)
+            learner = build_learner(
+                cast(MultiTaskNetwork, net),
+                cfg.method,
+                loss_fn=self.loss_fn,
+                generator=generator,
+                aux_labels=aux_labels,
+                meta=cfg.meta,
+            )
         self.device = resolve_device(cfg.device)
         self.net, self.learner = net.to(self.device), learner.to(self.device)
         self.generator = learner.generated.generator if learner.generated is not None else None
@@ -147,10 +165,20 @@ class Trainer:
         steps_per_epoch = len(cast(Sized, train_set)) // cfg.batch_size  # cast: a map-style data set has a length
         optims = make_optimisers(cfg, learner.network_parameters(), self.generator, steps_per_epoch)
         self.optimizer, self.scheduler, self.gen_optimizer, self.gen_scheduler = (
-            optims.optimizer, optims.scheduler, optims.gen_optimizer, optims.gen_scheduler)
+            optims.optimizer,
+            optims.scheduler,
+            optims.gen_optimizer,
+            optims.gen_scheduler,
+        )
         self.checks = FiniteChecks(lambda: (self.epoch + 1, self.step + 1))
-        self.steps = StepPath(learner, self.optimizer, self.gen_optimizer, self.checks, getattr(net, "aux_head", None),
-                              per_step_scheduler=self.scheduler if optims.per_step else None)
+        self.steps = StepPath(
+            learner,
+            self.optimizer,
+            self.gen_optimizer,
+            self.checks,
+            getattr(net, "aux_head", None),
+            per_step_scheduler=self.scheduler if optims.per_step else None,
+        )
         self.schedule = make_schedule(cfg, self.generator is not None)
         self.gumbel_start = getattr(self.generator, "gumbel_tau", 0.0)  # τ0 of hard labels (0: soft)
         if cfg.gumbel_tau_end is not None and self.generator is not None and not self.gumbel_start:
@@ -176,12 +204,14 @@ class Trainer:
             if size > 1:
                 dataset = Subset(dataset, range(rank, len(cast(Sized, dataset)), size))  # cast: as above
             return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False, num_workers=0)
-        sampler: DistributedSampler = DistributedSampler(dataset, num_replicas=size, rank=rank, shuffle=True,
-                                                         seed=self.config.seed, drop_last=True)
+        sampler: DistributedSampler = DistributedSampler(
+            dataset, num_replicas=size, rank=rank, shuffle=True, seed=self.config.seed, drop_last=True
+        )
         sampler.set_epoch(pass_index)
         local_batch = self.config.batch_size // size
-        return DataLoader(dataset, batch_size=local_batch, sampler=_After(sampler, skip * local_batch),
-                          drop_last=True, num_workers=0)
+        return DataLoader(
+            dataset, batch_size=local_batch, sampler=_After(sampler, skip * local_batch), drop_last=True, num_workers=0
+        )
 
     def _batches(self, dataset: Dataset, train: bool, pass_index: int = 0, skip: int = 0):
         """The batches ``(x, y, index)`` on the device. The loader's iterator is made at once (it
@@ -206,18 +236,21 @@ class Trainer:
             assert self.generator is not None  # gumbel_start is its τ0
             # ignore: torch's stubs type nn.Module.__setattr__'s value as Tensor | Module, yet any attribute is allowed
             self.generator.gumbel_tau = gumbel_temperature(  # type: ignore[assignment]
-                self.gumbel_start, self.config.gumbel_tau_end, self.epoch, self.config.epochs)
+                self.gumbel_start, self.config.gumbel_tau_end, self.epoch, self.config.epochs
+            )
         hierarchy = getattr(self.generator, "hierarchy", None)
-        sums = EpochSums(self.steps.task_keys, LabelUsage(hierarchy) if hierarchy is not None else None,
-                         self.human_labels)
+        sums = EpochSums(
+            self.steps.task_keys, LabelUsage(hierarchy) if hierarchy is not None else None, self.human_labels
+        )
         start = None
         if resumed is not None:
             sums.load_state_dict(resumed["sums_per_rank"][distributed.rank()])
             start = Position(**resumed["position"])
         self._epoch = {"lrs": resumed["lrs"] if resumed is not None else self._lrs(), "sums": sums}
         tag = f"epoch {self.epoch + 1}/{self.config.epochs}"
-        self.schedule.run(self.steps, _TrainBatches(self), sums, lambda it, desc: self.log.bar(it, f"{tag} {desc}"),
-                          self, start)
+        self.schedule.run(
+            self.steps, _TrainBatches(self), sums, lambda it, desc: self.log.bar(it, f"{tag} {desc}"), self, start
+        )
         self.learner.end_epoch()  # loss-history weightings (DWA) roll over
         record = distributed.all_reduce_values(sums.record(), self.device)  # equal shares: the global means
         if sums.usage is not None:  # label usage of this process's share (rank 0's is the one logged)
@@ -272,8 +305,9 @@ class Trainer:
 
     def _preempted(self, signal_name: str) -> Preempted:
         """What :meth:`fit` raises once the checkpoint of the signal is written."""
-        return Preempted(signal_name, self.out_dir / "checkpoint.pt" if self.out_dir is not None else None,
-                         self.epoch, self.step)
+        return Preempted(
+            signal_name, self.out_dir / "checkpoint.pt" if self.out_dir is not None else None, self.epoch, self.step
+        )
 
     # ----------------------------------------------------------------- the run
     def fit(self) -> dict:
@@ -303,9 +337,12 @@ class Trainer:
             record.update(self.evaluate())
             self.checks.parameters({"multi-task network": self.net, "label-generation network": self.generator})
             record["epoch_time_s"] = time.time() - t0
-            warn_label_usage(record, getattr(self.generator, "hierarchy", None),  # collapsed or uniform labels
-                             already_warned=self._label_warnings_given,
-                             first_record=self.history[0] if self.history else None)
+            warn_label_usage(
+                record,
+                getattr(self.generator, "hierarchy", None),  # collapsed or uniform labels
+                already_warned=self._label_warnings_given,
+                first_record=self.history[0] if self.history else None,
+            )
             for scheduler in (self.scheduler, self.gen_scheduler):
                 if scheduler is not None and scheduler is not self.steps.per_step_scheduler:
                     scheduler.step()
@@ -357,11 +394,15 @@ class Trainer:
         # what the learner adds to net and generator: new heads, the weighting's state
         held = {t.data_ptr() for m in (self.net, self.generator) if m is not None for t in m.state_dict().values()}
         state["learner"] = {k: v for k, v in self.learner.state_dict().items() if v.data_ptr() not in held}
-        state.update(epoch=self.epoch, step=self.step, history=self.history, config=self.record,
-                     rng=capture_rng(self.device))
+        state.update(
+            epoch=self.epoch, step=self.step, history=self.history, config=self.record, rng=capture_rng(self.device)
+        )
         if epoch_part is not None:  # each process's sums of its share of the epoch's batches
-            state["epoch_part"] = {"lrs": epoch_part["lrs"], "position": epoch_part["position"].to_dict(),
-                                   "sums_per_rank": distributed.all_gather_object(epoch_part["sums"].state_dict())}
+            state["epoch_part"] = {
+                "lrs": epoch_part["lrs"],
+                "position": epoch_part["position"].to_dict(),
+                "sums_per_rank": distributed.all_gather_object(epoch_part["sums"].state_dict()),
+            }
         return state
 
     def save_checkpoint(self, path: str | os.PathLike, epoch_part: dict | None = None) -> None:
@@ -390,8 +431,9 @@ class Trainer:
         state = read_checkpoint(path, self.device, required)
         differences = config_differences(state["config"], self.record)
         if differences:
-            raise CheckpointError(f"{path} was written with other settings than this trainer's: "
-                                  f"{'; '.join(differences)}")
+            raise CheckpointError(
+                f"{path} was written with other settings than this trainer's: {'; '.join(differences)}"
+            )
         for name, obj in self._stateful().items():
             obj.load_state_dict(state[name])
         unexpected = self.learner.load_state_dict(state.get("learner", {}), strict=False).unexpected_keys
@@ -402,9 +444,11 @@ class Trainer:
         self._resumed = state.get("epoch_part")  # a step-level checkpoint: fit continues inside the epoch
         self._resumed_rng = state["rng"] if self._resumed is not None else None
         if self._resumed is not None and len(self._resumed["sums_per_rank"]) != distributed.world_size():
-            raise CheckpointError(f"{path} was written inside epoch {self.epoch + 1} by "
-                                  f"{len(self._resumed['sums_per_rank'])} processes; resume it on as many (it holds "
-                                  "each one's share of the epoch), or from an epoch's end on any number")
+            raise CheckpointError(
+                f"{path} was written inside epoch {self.epoch + 1} by "
+                f"{len(self._resumed['sums_per_rank'])} processes; resume it on as many (it holds "
+                "each one's share of the epoch), or from an epoch's end on any number"
+            )
         if self.out_dir is not None and self.is_main:
             atomic_write_text(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
 

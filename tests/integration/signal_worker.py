@@ -24,11 +24,12 @@ if __name__ == "__main__":
     parser.add_argument("k", type=int)
     parser.add_argument("--again-while-writing")
     parser.add_argument("--only-rank", type=int)
-    opts, argv = parser.parse_args(sys.argv[1:split]), sys.argv[split + 1:]
+    opts, argv = parser.parse_args(sys.argv[1:split]), sys.argv[split + 1 :]
     signum, k = getattr(signal, opts.signal), opts.k
     again = getattr(signal, opts.again_while_writing) if opts.again_while_writing else None
-    if opts.only_rank is not None and (int(os.environ["RANK"]) != opts.only_rank
-                                       or int(os.environ["TORCHELASTIC_RESTART_COUNT"]) > 0):
+    if opts.only_rank is not None and (
+        int(os.environ["RANK"]) != opts.only_rank or int(os.environ["TORCHELASTIC_RESTART_COUNT"]) > 0
+    ):
         k = -1  # never
     after_step, count, save = Trainer.after_step, [0], torch.save
 

@@ -13,9 +13,33 @@ from maxl.nn.architectures import ARCHITECTURES
 
 pytestmark = pytest.mark.integration
 
-COMMON = ["--dataset", "digits", "--hierarchy", "even-odd", "--epochs", "3", "--batch-size", "32", "--lr", "0.02",
-          "--momentum", "0.9", "--hidden", "32", "--train-subset", "600", "--test-subset", "300", "--seed", "0",
-          "--device", "cpu", "--no-progress", "--threads", "1"]
+COMMON = [
+    "--dataset",
+    "digits",
+    "--hierarchy",
+    "even-odd",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "32",
+    "--lr",
+    "0.02",
+    "--momentum",
+    "0.9",
+    "--hidden",
+    "32",
+    "--train-subset",
+    "600",
+    "--test-subset",
+    "300",
+    "--seed",
+    "0",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--threads",
+    "1",
+]
 
 
 def final_accuracy(out) -> float:

@@ -15,8 +15,23 @@ from maxl.train.aux_learner import build_learner
 
 pytestmark = pytest.mark.integration
 
-FAST = ["--dataset", "digits", "--train-subset", "320", "--test-subset", "200", "--batch-size", "32", "--lr", "0.05",
-        "--momentum", "0.9", "--hidden", "32", "--no-progress"]
+FAST = [
+    "--dataset",
+    "digits",
+    "--train-subset",
+    "320",
+    "--test-subset",
+    "200",
+    "--batch-size",
+    "32",
+    "--lr",
+    "0.05",
+    "--momentum",
+    "0.9",
+    "--hidden",
+    "32",
+    "--no-progress",
+]
 
 
 def read_metrics(folder):
@@ -25,9 +40,31 @@ def read_metrics(folder):
 
 def test_cli_maxl_with_rotation_and_dwa(tmp_path):
     out = tmp_path / "run"
-    assert main(["train", *FAST, "--method", "maxl", "--aux", "rotation", "--rotation-mode", "random",
-                 "--weighting", "dwa", "--schedule", "per-step", "--gen-every", "3", "--epochs", "3",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *FAST,
+                "--method",
+                "maxl",
+                "--aux",
+                "rotation",
+                "--rotation-mode",
+                "random",
+                "--weighting",
+                "dwa",
+                "--schedule",
+                "per-step",
+                "--gen-every",
+                "3",
+                "--epochs",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["aux"]["tasks"] == ["rotation"] and config["aux"]["weighting"] == "dwa"
     metrics = read_metrics(out)
@@ -40,11 +77,17 @@ def test_cli_maxl_with_rotation_and_dwa(tmp_path):
 
 
 def test_cli_rejects_colourisation_on_grey_images_and_bad_weights(tmp_path, capsys):
-    assert main(["train", *FAST, "--method", "single", "--aux", "colourisation", "--epochs", "1",
-                 "--out", str(tmp_path)]) == 2
+    assert (
+        main(["train", *FAST, "--method", "single", "--aux", "colourisation", "--epochs", "1", "--out", str(tmp_path)])
+        == 2
+    )
     assert "'colourisation' needs RGB images, but this data set has 1 channel(s)" in capsys.readouterr().err
-    assert main(["train", *FAST, "--method", "single", "--aux-weight", "rotation", "--epochs", "1",
-                 "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            ["train", *FAST, "--method", "single", "--aux-weight", "rotation", "--epochs", "1", "--out", str(tmp_path)]
+        )
+        == 2
+    )
     assert "expected TASK=WEIGHT" in capsys.readouterr().err
     assert parse_aux_weights(["rotation=0.5", "primary = 2"]) == {"rotation": 0.5, "primary": 2.0}
 
@@ -52,10 +95,20 @@ def test_cli_rejects_colourisation_on_grey_images_and_bad_weights(tmp_path, caps
 def make_trainer(data, out, epochs, seed=0):
     seed_everything(seed)
     net = MultiTaskNetwork(tiny_cnn(1), data.num_primary, 0, hidden=16)
-    learner = build_learner(net, "single", ["rotation"], "dwa", loss_fn=classification_loss("focal"), in_channels=1,
-                            image_size=8, rotation_mode="random", hidden=16)
-    cfg = TrainConfig(method="single", epochs=epochs, batch_size=32, lr=0.05, momentum=0.9, seed=seed, device="cpu",
-                      progress=False)
+    learner = build_learner(
+        net,
+        "single",
+        ["rotation"],
+        "dwa",
+        loss_fn=classification_loss("focal"),
+        in_channels=1,
+        image_size=8,
+        rotation_mode="random",
+        hidden=16,
+    )
+    cfg = TrainConfig(
+        method="single", epochs=epochs, batch_size=32, lr=0.05, momentum=0.9, seed=seed, device="cpu", progress=False
+    )
     return Trainer(net, data.train, data.test, cfg, out, learner=learner)
 
 

@@ -42,17 +42,32 @@ def test_demo_under_another_rank_writes_no_report(tmp_path, capsys, monkeypatch)
 RECORD = {"label_counts": [3, 0, 5, 1, 0, 2, 7, 0, 4, 0]}  # 6 of 10 used
 
 
-@pytest.mark.parametrize("sharpness, used, nmi, expected", [
-    (0.09, 0.38, None, ["stayed near uniform inside each primary class (sharpness 0.09",
-                        "only 6 of the 10 auxiliary classes (38 %) are any training image's most probable label",
-                        "on this data MAXL's labels carry little information"]),
-    (0.01, 1.0, 0.02, ["stayed uniform", "(100 %) are some training image's", "NMI 0.02", "carry little information"]),
-    (0.4, 0.3, None, ["are soft", "only 6 of", "collapsed onto a few auxiliary classes per primary class"]),
-    (0.8, 0.9, 0.6, ["became nearly one-hot", "NMI 0.60", "groups close to the human ones"]),
-    (0.8, 0.9, 0.05, ["groups unrelated to the human ones"]),
-    (0.8, 0.9, 0.3, ["groups that partly follow the human ones"]),
-    (0.8, 0.9, None, ["whether the groups mean anything, only the label grids can tell"]),
-])
+@pytest.mark.parametrize(
+    "sharpness, used, nmi, expected",
+    [
+        (
+            0.09,
+            0.38,
+            None,
+            [
+                "stayed near uniform inside each primary class (sharpness 0.09",
+                "only 6 of the 10 auxiliary classes (38 %) are any training image's most probable label",
+                "on this data MAXL's labels carry little information",
+            ],
+        ),
+        (
+            0.01,
+            1.0,
+            0.02,
+            ["stayed uniform", "(100 %) are some training image's", "NMI 0.02", "carry little information"],
+        ),
+        (0.4, 0.3, None, ["are soft", "only 6 of", "collapsed onto a few auxiliary classes per primary class"]),
+        (0.8, 0.9, 0.6, ["became nearly one-hot", "NMI 0.60", "groups close to the human ones"]),
+        (0.8, 0.9, 0.05, ["groups unrelated to the human ones"]),
+        (0.8, 0.9, 0.3, ["groups that partly follow the human ones"]),
+        (0.8, 0.9, None, ["whether the groups mean anything, only the label grids can tell"]),
+    ],
+)
 def test_the_sentence_says_plainly_what_the_labels_did(sharpness, used, nmi, expected):
     record = {**RECORD, "label_sharpness": sharpness, "label_used_fraction": used}
     if nmi is not None:
@@ -66,7 +81,8 @@ def test_the_sentence_says_plainly_what_the_labels_did(sharpness, used, nmi, exp
 
 
 def test_the_sentence_of_labels_without_choice_or_statistics():
-    assert "carry no information" in describe_generated_labels({"label_sharpness": math.nan,
-                                                                "label_used_fraction": 1.0})
+    assert "carry no information" in describe_generated_labels(
+        {"label_sharpness": math.nan, "label_used_fraction": 1.0}
+    )
     with pytest.raises(ValueError, match="no label statistics"):
         describe_generated_labels({"epoch": 3, "test_acc": 0.5})

@@ -39,9 +39,31 @@ def torchrun(*args, nproc=2):
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
-    run = ["train", "--dataset", "digits", "--no-batchnorm", "--epochs", "1",
-           "--train-subset", "128", "--test-subset", "60", "--batch-size", "32", "--lr", "0.1", "--momentum", "0.9",
-           "--hidden", "16", "--device", "cpu", "--no-progress", "--seed", "0"]
+    run = [
+        "train",
+        "--dataset",
+        "digits",
+        "--no-batchnorm",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "128",
+        "--test-subset",
+        "60",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.1",
+        "--momentum",
+        "0.9",
+        "--hidden",
+        "16",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--seed",
+        "0",
+    ]
     done = torchrun("-m", "maxl", *run, "--method", "single", "maxl", "--out", str(tmp_path / "two"))
     assert done.stdout.count("[single] training 1 epochs") == 1  # rank 0 alone prints
     assert main([*run, "--method", "single", "--out", str(tmp_path / "one" / "single")]) == 0
@@ -54,8 +76,10 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     assert moved > 1e-2  # four SGD steps changed the network ...
     for k in init:  # ... and two processes changed it in the same way
         torch.testing.assert_close(two["net"][k], one["net"][k], rtol=1e-4, atol=1e-6, msg=k)
-    rows = {n: [json.loads(r) for r in (tmp_path / n / "single" / "metrics.jsonl").read_text().splitlines()]
-            for n in ("one", "two")}
+    rows = {
+        n: [json.loads(r) for r in (tmp_path / n / "single" / "metrics.jsonl").read_text().splitlines()]
+        for n in ("one", "two")
+    }
     assert len(rows["two"]) == 1  # one record per epoch: only rank 0 writes
     assert rows["two"][0]["test_acc"] == rows["one"][0]["test_acc"]
     assert rows["two"][0]["train_acc"] == rows["one"][0]["train_acc"]
@@ -80,17 +104,45 @@ def test_the_generator_step_averages_replica_local_meta_gradients(tmp_path):
         torch.testing.assert_close(g, (a + b) / 2, rtol=1e-4, atol=1e-7)
     # a look-ahead over the whole batch would give another gradient: the test tells the designs apart
     whole = meta_gradient(net, gen, x, y, loss, worker.META).grads
-    gap = (torch.cat([(w - g).flatten() for w, g in zip(whole, grads)]).norm()
-           / torch.cat([g.flatten() for g in grads]).norm())
+    gap = (
+        torch.cat([(w - g).flatten() for w, g in zip(whole, grads)]).norm()
+        / torch.cat([g.flatten() for g in grads]).norm()
+    )
     assert gap > 0.05
 
 
 def test_auxiliary_tasks_and_weightings_train_under_torchrun_like_one_process(tmp_path):
     """The one step path under torchrun: human labels + rotation with uncertainty weighting
     over two processes end at the one-process parameters; MAXL with rotation runs to the end."""
-    run = ["train", "--dataset", "digits", "--hierarchy", "even-odd", "--no-batchnorm", "--epochs", "1",
-           "--train-subset", "64", "--test-subset", "20", "--batch-size", "32", "--lr", "0.1", "--hidden", "16",
-           "--aux", "rotation", "--weighting", "uncertainty", "--device", "cpu", "--no-progress", "--seed", "0"]
+    run = [
+        "train",
+        "--dataset",
+        "digits",
+        "--hierarchy",
+        "even-odd",
+        "--no-batchnorm",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "64",
+        "--test-subset",
+        "20",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.1",
+        "--hidden",
+        "16",
+        "--aux",
+        "rotation",
+        "--weighting",
+        "uncertainty",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--seed",
+        "0",
+    ]
     torchrun("-m", "maxl", *run, "--method", "human", "maxl", "--out", str(tmp_path / "two"))
     assert main([*run, "--method", "human", "--out", str(tmp_path / "one")]) == 0
     two = torch.load(tmp_path / "two" / "human" / "checkpoint.pt", weights_only=True)

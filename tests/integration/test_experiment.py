@@ -18,17 +18,25 @@ def test_curves_are_mean_and_std_over_seeds(tmp_path):
         folder.mkdir(parents=True)
         config = {"train": {"method": method, "seed": seed}, "labels": {"time_s": 2.0} if method == "maxl" else None}
         (folder / "config.json").write_text(json.dumps(config))
-        (folder / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e + 1, "test_acc": a}) + "\n"
-                                                      for e, a in enumerate(acc)))
-        (folder / "summary.json").write_text(json.dumps({"final_test_acc": acc[-1], "best_test_acc": max(acc),
-                                                         "last5_mean_test_acc": float(np.mean(acc)),
-                                                         "wall_time_s": 10.0 + seed}))
+        (folder / "metrics.jsonl").write_text(
+            "".join(json.dumps({"epoch": e + 1, "test_acc": a}) + "\n" for e, a in enumerate(acc))
+        )
+        (folder / "summary.json").write_text(
+            json.dumps(
+                {
+                    "final_test_acc": acc[-1],
+                    "best_test_acc": max(acc),
+                    "last5_mean_test_acc": float(np.mean(acc)),
+                    "wall_time_s": 10.0 + seed,
+                }
+            )
+        )
     runs = collect_runs(tmp_path)
     curves = accuracy_curves(runs)
     epochs, mean, std = curves["maxl"]
     assert epochs.tolist() == [1, 2, 3]
     assert mean == pytest.approx([0.6, 0.6, 0.8])
-    assert std == pytest.approx([0.1 * 2 ** 0.5, 0.0, 0.1 * 2 ** 0.5])  # sample std of two values
+    assert std == pytest.approx([0.1 * 2**0.5, 0.0, 0.1 * 2**0.5])  # sample std of two values
     assert curves["single"][2].tolist() == [0.0, 0.0, 0.0]
     rows = {r["method"]: r for r in aggregate(runs)}
     assert rows["single"]["final_std"] == 0.0 and rows["single"]["n_seeds"] == 1
@@ -45,12 +53,25 @@ def test_markdown_table_of_a_single_seed(tmp_path):
     test_curves_are_mean_and_std_over_seeds(tmp_path)  # writes the run folders
     runs = [r for r in collect_runs(tmp_path) if r.method == "single"]
     for r in runs:
-        r.config.update(data={"name": "x", "num_train": 3, "num_test": 2, "train_subset": None},
-                        model={"psi": [1], "backbone": "b", "hidden": 4},
-                        train={"method": "single", "seed": 0, "epochs": 3, "batch_size": 2, "lr": 0.1,
-                               "momentum": 0.0, "weight_decay": 0.0, "loss": "ce", "gen_lr": 0.1, "lr_step": 5,
-                               "lr_gamma": 0.5,
-                               "schedule": "alternate", "meta": {"order": "second", "entropy_weight": 0.2}})
+        r.config.update(
+            data={"name": "x", "num_train": 3, "num_test": 2, "train_subset": None},
+            model={"psi": [1], "backbone": "b", "hidden": 4},
+            train={
+                "method": "single",
+                "seed": 0,
+                "epochs": 3,
+                "batch_size": 2,
+                "lr": 0.1,
+                "momentum": 0.0,
+                "weight_decay": 0.0,
+                "loss": "ce",
+                "gen_lr": 0.1,
+                "lr_step": 5,
+                "lr_gamma": 0.5,
+                "schedule": "alternate",
+                "meta": {"order": "second", "entropy_weight": 0.2},
+            },
+        )
     text = markdown_table(runs, "t")
     assert "| single | 0 | 30.00 ± 0.00 | 30.00 ± 0.00 | 20.00 ± 0.00 | — | — | 10 ± 0 |" in text
 

@@ -44,22 +44,43 @@ def make_trainer(data, out=None, method="maxl", backbone=None, epochs=2, aux_lab
     seed_everything(0)
     net = MultiTaskNetwork(backbone or tiny_cnn(1), 10, 0 if method == "single" else sum(PSI), hidden=8)
     gen = LabelGenerator(tiny_cnn(1), PSI, hidden=8) if method == "maxl" else None
-    settings = dict(method=method, epochs=epochs, batch_size=32, lr=0.05, device="cpu", progress=False,
-                    meta=MetaConfig(inner_lr=0.05))
-    return Trainer(net, data.train, data.test, TrainConfig(**{**settings, **overrides}), out, generator=gen,
-                   aux_labels=aux_labels, psi=psi)
+    settings = dict(
+        method=method,
+        epochs=epochs,
+        batch_size=32,
+        lr=0.05,
+        device="cpu",
+        progress=False,
+        meta=MetaConfig(inner_lr=0.05),
+    )
+    return Trainer(
+        net,
+        data.train,
+        data.test,
+        TrainConfig(**{**settings, **overrides}),
+        out,
+        generator=gen,
+        aux_labels=aux_labels,
+        psi=psi,
+    )
 
 
 # ----------------------------------------------------------------------------- bad input at start-up
 def test_images_with_the_wrong_channel_count_are_rejected_at_start_up(digits):
-    with pytest.raises(ValueError, match=r"the multi-task network cannot take the training images, of shape "
-                                         r"\[1, 8, 8\] \[C, H, W\]: expected images \[B, 3, H, W\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"the multi-task network cannot take the training images, of shape "
+        r"\[1, 8, 8\] \[C, H, W\]: expected images \[B, 3, H, W\]",
+    ):
         make_trainer(digits, method="single", backbone=tiny_cnn(3))
 
 
 def test_images_too_small_for_the_backbone_are_rejected_at_start_up(digits):
-    with pytest.raises(ValueError, match=r"cannot take the training images.*images of 8x8 are too small for this "
-                                         r"backbone \(16 pixels at least\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot take the training images.*images of 8x8 are too small for this "
+        r"backbone \(16 pixels at least\)",
+    ):
         make_trainer(digits, method="single", backbone=ConvNet(1, (4, 4, 4, 4), (1, 1, 1, 1)))
 
 
@@ -67,10 +88,17 @@ def test_primary_labels_out_of_range_are_rejected_at_start_up(digits):
     labels = digits.train.labels.clone()
     labels[5] = 12
     bad = ImageTensorDataset(digits.train.images, labels)
-    with pytest.raises(ValueError, match=r"training sample 5 has primary label 12, but the network has 10 primary "
-                                         r"classes \(labels 0..9\)"):
-        Trainer(MultiTaskNetwork(tiny_cnn(1), 10, hidden=8), bad, digits.test,
-                TrainConfig(method="single", device="cpu", progress=False))
+    with pytest.raises(
+        ValueError,
+        match=r"training sample 5 has primary label 12, but the network has 10 primary "
+        r"classes \(labels 0..9\)",
+    ):
+        Trainer(
+            MultiTaskNetwork(tiny_cnn(1), 10, hidden=8),
+            bad,
+            digits.test,
+            TrainConfig(method="single", device="cpu", progress=False),
+        )
 
 
 def test_fixed_auxiliary_labels_are_checked_against_psi(digits):
@@ -79,8 +107,11 @@ def test_fixed_auxiliary_labels_are_checked_against_psi(digits):
     make_trainer(digits, method="human", aux_labels=good, psi=PSI)  # accepted
     bad = good.clone()
     bad[3] = (2 * primary[3] + 2) % 20  # the first class of the next block
-    with pytest.raises(ValueError, match=rf"auxiliary label {int(bad[3])} of sample 3 \(primary class "
-                                         rf"{int(primary[3])}\) lies outside the block"):
+    with pytest.raises(
+        ValueError,
+        match=rf"auxiliary label {int(bad[3])} of sample 3 \(primary class "
+        rf"{int(primary[3])}\) lies outside the block",
+    ):
         make_trainer(digits, method="human", aux_labels=bad, psi=PSI)
     with pytest.raises(ValueError, match=r"auxiliary label 20 is out of range: the auxiliary head has 20 classes"):
         make_trainer(digits, method="human", aux_labels=torch.full_like(good, 20))
@@ -107,8 +138,11 @@ def test_truncated_mnist_files_are_named(tmp_path):
         dims = (60000 if name.startswith("train") else 10000, *((28, 28) if "images" in name else ()))
         magic = 0x0803 if "images" in name else 0x0801
         (raw / name).write_bytes(struct.pack(f">I{len(dims)}I", magic, *dims) + bytes(100))
-    with pytest.raises(ValueError, match=r"cannot read MNIST's train-images-idx3-ubyte, train-labels-idx1-ubyte "
-                                         r"in .*MNIST/raw: truncated or corrupt"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot read MNIST's train-images-idx3-ubyte, train-labels-idx1-ubyte "
+        r"in .*MNIST/raw: truncated or corrupt",
+    ):
         load_dataset("mnist", tmp_path)
 
 
@@ -147,9 +181,12 @@ def test_nan_in_a_gradient_stops_the_run(digits, tmp_path):
     trainer = make_trainer(digits, tmp_path, method="single")
     # the loss stays finite; a backward hook puts a NaN into one gradient
     trainer.net.primary_head[2].weight.register_hook(lambda g: g * float("nan") if trainer.step == 1 else g)
-    with pytest.raises(NonFiniteGradientError, match=r"the gradient of primary_head.2.weight of the multi-task "
-                                                     r"network became non-finite \(\d+ of \d+ entries NaN/Inf\) "
-                                                     r"at epoch 1, step 2, although the losses were finite"):
+    with pytest.raises(
+        NonFiniteGradientError,
+        match=r"the gradient of primary_head.2.weight of the multi-task "
+        r"network became non-finite \(\d+ of \d+ entries NaN/Inf\) "
+        r"at epoch 1, step 2, although the losses were finite",
+    ):
         trainer.fit()
     assert not (tmp_path / "checkpoint.pt").exists()
 
@@ -163,8 +200,10 @@ def test_non_finite_parameters_are_never_checkpointed(digits, tmp_path):
                 trainer.net.backbone.features[0].bias[0] = float("inf")
 
     trainer.optimizer.register_step_post_hook(break_after_last_step)
-    with pytest.raises(NonFiniteGradientError, match="parameter backbone.features.0.bias of the multi-task network "
-                                                     "became non-finite in epoch 1"):
+    with pytest.raises(
+        NonFiniteGradientError,
+        match="parameter backbone.features.0.bias of the multi-task network became non-finite in epoch 1",
+    ):
         trainer.fit()
     assert not (tmp_path / "checkpoint.pt").exists()
 
@@ -186,8 +225,11 @@ def test_a_checkpoint_with_a_pickled_object_that_would_run_code_is_refused(digit
     state = trainer.state_dict()
     state["history"] = [{"epoch": 1, "note": _RunsCodeWhenUnpickled(marker)}]
     torch.save(state, tmp_path / "evil.pt")
-    with pytest.raises(CheckpointError, match=r"refused to load .*evil.pt: it holds pickled objects .*; "
-                                              r"Unsupported global"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"refused to load .*evil.pt: it holds pickled objects .*; "
+        r"Unsupported global",
+    ):
         trainer.load_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()
     torch.load(tmp_path / "evil.pt", weights_only=False)  # the unsafe way would have run it
@@ -199,8 +241,11 @@ def test_a_truncated_checkpoint_is_reported(digits, tmp_path):
     trainer.save_checkpoint(tmp_path / "checkpoint.pt")
     data = (tmp_path / "checkpoint.pt").read_bytes()
     (tmp_path / "checkpoint.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match=r"cannot read the checkpoint .*checkpoint.pt: it is not a torch.save "
-                                              r"archive \(truncated or corrupt\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"cannot read the checkpoint .*checkpoint.pt: it is not a torch.save "
+        r"archive \(truncated or corrupt\)",
+    ):
         trainer.load_checkpoint(tmp_path / "checkpoint.pt")
     with pytest.raises(FileNotFoundError, match="no checkpoint file at"):
         trainer.load_checkpoint(tmp_path / "missing.pt")
@@ -208,8 +253,11 @@ def test_a_truncated_checkpoint_is_reported(digits, tmp_path):
 
 def test_a_checkpoint_of_other_settings_is_refused(digits, tmp_path):
     make_trainer(digits, method="single").save_checkpoint(tmp_path / "single.pt")
-    with pytest.raises(CheckpointError, match=r"other settings than this trainer's: "
-                                              r"train.lr: checkpoint 0.05, now 0.1; train.seed: checkpoint 0, now 3"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"other settings than this trainer's: "
+        r"train.lr: checkpoint 0.05, now 0.1; train.seed: checkpoint 0, now 3",
+    ):
         make_trainer(digits, method="single", lr=0.1, seed=3).load_checkpoint(tmp_path / "single.pt")
     with pytest.raises(CheckpointError, match="lacks generator"):
         make_trainer(digits, method="maxl").load_checkpoint(tmp_path / "single.pt")
@@ -218,8 +266,22 @@ def test_a_checkpoint_of_other_settings_is_refused(digits, tmp_path):
 
 
 # ----------------------------------------------------------------------------- command line
-RUN = ["train", "--dataset", "digits", "--train-subset", "64", "--test-subset", "20", "--batch-size", "32",
-       "--hidden", "8", "--no-progress", "--lr", "0.05"]
+RUN = [
+    "train",
+    "--dataset",
+    "digits",
+    "--train-subset",
+    "64",
+    "--test-subset",
+    "20",
+    "--batch-size",
+    "32",
+    "--hidden",
+    "8",
+    "--no-progress",
+    "--lr",
+    "0.05",
+]
 
 
 def test_resume_refuses_a_command_line_that_disagrees_with_the_run(tmp_path, capsys):
@@ -228,8 +290,10 @@ def test_resume_refuses_a_command_line_that_disagrees_with_the_run(tmp_path, cap
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--lr", "0.1", "--seed", "3", "--method", "maxl"]) == 2
     err = capsys.readouterr().err
-    assert (f"--resume {run}: the command line disagrees with the run's config.json on --lr (run: 0.05, command "
-            "line: 0.1); --method (run: single, command line: maxl); --seed (run: 0, command line: 3)") in err
+    assert (
+        f"--resume {run}: the command line disagrees with the run's config.json on --lr (run: 0.05, command "
+        "line: 0.1); --method (run: single, command line: maxl); --seed (run: 0, command line: 3)"
+    ) in err
     # the same values, given again, and a longer --epochs are accepted
     assert main(["train", "--resume", str(run), "--lr", "0.05", "--epochs", "2", "--no-progress"]) == 0
     assert [json.loads(r)["epoch"] for r in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
@@ -246,7 +310,8 @@ def test_resume_of_a_folder_without_a_run(tmp_path, capsys):
     assert f"it holds the run folders {tmp_path / 'maxl'}: resume one of them" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "maxl")]) == 2
     assert "no checkpoint.pt in that folder (the run stopped before the end of its first epoch)" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
 
 
 def test_cli_reports_a_nan_and_the_run_folder_keeps_its_checkpoint(tmp_path, capsys, monkeypatch):
@@ -264,13 +329,15 @@ def test_cli_reports_a_nan_and_the_run_folder_keeps_its_checkpoint(tmp_path, cap
     monkeypatch.setattr(build_module, "classification_loss", loss_that_turns_nan)
     assert main([*RUN, "--method", "single", "--epochs", "3", "--out", str(tmp_path)]) == 1
     assert "maxl: error: primary_loss became nan at epoch 2, step 4; try a smaller learning rate" in (
-        capsys.readouterr().err)
+        capsys.readouterr().err
+    )
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
 
 
-@pytest.mark.parametrize("dataset, layout", [("mnist", "MNIST/raw"), ("cifar100", "cifar-100-python"),
-                                             ("imagefolder", "train/<class>")])
+@pytest.mark.parametrize(
+    "dataset, layout", [("mnist", "MNIST/raw"), ("cifar100", "cifar-100-python"), ("imagefolder", "train/<class>")]
+)
 def test_a_data_set_without_a_data_root_names_the_flag_and_the_layout(dataset, layout, capsys):
     assert main(["train", "--dataset", dataset, "--epochs", "1"]) == 2
     err = capsys.readouterr().err
@@ -295,15 +362,18 @@ def test_cli_reports_a_checkpoint_the_disk_cannot_take_and_keeps_the_previous_on
     assert main([*RUN, "--method", "single", "--epochs", "3", "--out", str(tmp_path)]) == 1
     assert capsys.readouterr().err.splitlines() == [
         f"maxl: error: could not write {tmp_path / 'checkpoint.pt'}: No space left on device (ENOSPC); the previous "
-        "checkpoint.pt is intact"]
+        "checkpoint.pt is intact"
+    ]
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl"]
 
 
 def test_resume_repairs_a_torn_last_line_of_metrics_jsonl(tmp_path, capsys):
     def records(run):  # without the wall times
-        return [{k: v for k, v in json.loads(line).items() if not k.endswith("time_s")}
-                for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [
+            {k: v for k, v in json.loads(line).items() if not k.endswith("time_s")}
+            for line in (run / "metrics.jsonl").read_text().splitlines()
+        ]
 
     whole, run = tmp_path / "whole", tmp_path / "run"
     assert main([*RUN, "--method", "single", "--epochs", "3", "--out", str(whole)]) == 0
@@ -333,9 +403,14 @@ def test_cli_reports_a_metrics_line_the_disk_cannot_take_and_resume_continues(tm
     assert main([*RUN, "--method", "single", "--epochs", "3", "--out", str(tmp_path / "run")]) == 1
     monkeypatch.undo()
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"maxl: error: could not write {tmp_path / 'run' / 'metrics.jsonl'}: No space left on device "
-                   "(ENOSPC); the previous metrics.jsonl is intact"]
+    assert err == [
+        f"maxl: error: could not write {tmp_path / 'run' / 'metrics.jsonl'}: No space left on device "
+        "(ENOSPC); the previous metrics.jsonl is intact"
+    ]
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 1
     assert main(["train", "--resume", str(tmp_path / "run"), "--no-progress"]) == 0
-    assert [json.loads(line)["epoch"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == \
-        [1, 2, 3]
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] == [
+        1,
+        2,
+        3,
+    ]

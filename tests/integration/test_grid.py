@@ -79,7 +79,11 @@ def test_grid_resumes_without_rerunning_finished_runs(tiny, tmp_path, monkeypatc
     second = run_grid(tiny, out, device="cpu", log=lambda _: None)
     assert calls == [("single", 1, False), ("random", 1, False)]  # only the missing runs
     assert [(r["method"], r["seed"], r["status"]) for r in second] == [
-        ("single", 0, "skipped"), ("random", 0, "skipped"), ("single", 1, "ran"), ("random", 1, "ran")]
+        ("single", 0, "skipped"),
+        ("random", 0, "skipped"),
+        ("single", 1, "ran"),
+        ("random", 1, "ran"),
+    ]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # finished runs untouched
     for r in second:
         assert r["summary"] == json.loads((r["folder"] / "summary.json").read_text())
@@ -97,8 +101,10 @@ def test_grid_resumes_without_rerunning_finished_runs(tiny, tmp_path, monkeypatc
         run_grid(load_grid(tmp_path / "tiny.toml"), out, overlays=[{"train": {"lr": 0.1}}], log=lambda _: None)
     assert calls == []
     # where a run is computed is not what it computes: another device or data folder is the same run
-    assert all(r["status"] == "skipped" for r in run_grid(tiny, out, device="cpu", threads=1, data_root=str(tmp_path),
-                                                          log=lambda _: None))
+    assert all(
+        r["status"] == "skipped"
+        for r in run_grid(tiny, out, device="cpu", threads=1, data_root=str(tmp_path), log=lambda _: None)
+    )
 
     # tables and figure from the saved files
     runs = collect_runs(out)
@@ -108,7 +114,7 @@ def test_grid_resumes_without_rerunning_finished_runs(tiny, tmp_path, monkeypatc
         summaries = [json.loads((out / row["method"] / f"seed{s}" / "summary.json").read_text()) for s in (0, 1)]
         last5 = [s["last5_mean_test_acc"] for s in summaries]
         assert row["last5_mean"] == pytest.approx((last5[0] + last5[1]) / 2)
-        assert row["last5_std"] == pytest.approx(abs(last5[0] - last5[1]) / 2 ** 0.5)  # n - 1 std of two values
+        assert row["last5_std"] == pytest.approx(abs(last5[0] - last5[1]) / 2**0.5)  # n - 1 std of two values
         assert row["final_mean"] == pytest.approx(np.mean([s["final_test_acc"] for s in summaries]))
         assert row["n_seeds"] == 2 and row["seeds"] == "0 1"
     md, cs = write_tables(runs, tmp_path / "figs" / "tiny-results", "tiny", note="a note")
@@ -126,8 +132,9 @@ def test_grid_continues_an_interrupted_run_from_its_checkpoint(tiny, tmp_path, m
     out = tmp_path / "grid"
     folder = run_folder(out, "random", 0)
     # the run was stopped after its first epoch: checkpoint.pt and one metrics line, no summary.json
-    first = tiny.resolve("random", 0, None, {"train": {"epochs": 1, "device": "cpu", "progress": False},
-                                               "out": str(folder)})
+    first = tiny.resolve(
+        "random", 0, None, {"train": {"epochs": 1, "device": "cpu", "progress": False}, "out": str(folder)}
+    )
     maxl.train.build.build(first).fit()
     (folder / "summary.json").unlink()
     first_epoch = (folder / "metrics.jsonl").read_text()
@@ -144,14 +151,35 @@ def test_grid_continues_an_interrupted_run_from_its_checkpoint(tiny, tmp_path, m
 def test_maxl_grid_runs_variants_and_writes_one_row_per_variant(tiny, tmp_path, capsys):
     out = tmp_path / "variants"
     grid = str(tmp_path / "tiny.toml")
-    assert cli.main(["grid", grid, "--variants", "all", "--seeds", "0", "--device", "cpu", "--out", str(out),
-                     "--no-progress", "--set", "train.epochs=1"]) == 0
+    assert (
+        cli.main(
+            [
+                "grid",
+                grid,
+                "--variants",
+                "all",
+                "--seeds",
+                "0",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--set",
+                "train.epochs=1",
+            ]
+        )
+        == 0
+    )
     for variant, method in (("single", "single"), ("every4", "maxl")):
         config = json.loads((run_folder(out, method, 0, variant) / "config.json").read_text())
         assert (config["train"]["method"], config["train"]["epochs"]) == (method, 1)
     config = json.loads((run_folder(out, "maxl", 0, "every4") / "config.json").read_text())
-    assert (config["train"]["schedule"], config["train"]["gen_every"], config["train"]["meta"]["engine"]) == \
-        ("per-step", 4, "jvp")
+    assert (config["train"]["schedule"], config["train"]["gen_every"], config["train"]["meta"]["engine"]) == (
+        "per-step",
+        4,
+        "jvp",
+    )
     table = (out / "results.md").read_text()
     assert "| single | 0 |" in table and "| every4 | 0 |" in table and "tiny digits grid" in table
     capsys.readouterr()

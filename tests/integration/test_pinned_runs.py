@@ -38,9 +38,33 @@ pytestmark = pytest.mark.integration
 
 GOLDEN = Path(__file__).with_name("pinned_runs.golden")
 
-COMMON = ["--dataset", "digits", "--hierarchy", "even-odd", "--epochs", "2", "--batch-size", "32", "--lr", "0.05",
-          "--momentum", "0.9", "--hidden", "32", "--train-subset", "320", "--test-subset", "200", "--seed", "0",
-          "--device", "cpu", "--no-progress", "--ae-epochs", "1"]
+COMMON = [
+    "--dataset",
+    "digits",
+    "--hierarchy",
+    "even-odd",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "32",
+    "--lr",
+    "0.05",
+    "--momentum",
+    "0.9",
+    "--hidden",
+    "32",
+    "--train-subset",
+    "320",
+    "--test-subset",
+    "200",
+    "--seed",
+    "0",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--ae-epochs",
+    "1",
+]
 
 PINNED = {
     "single": ["--method", "single"],
@@ -57,8 +81,14 @@ VOLATILE = {"epoch_time_s"}  # wall-clock measurements
 # Records the old code got wrong, so that the redesign differs on purpose: the old trainer's
 # learner path (auxiliary tasks beside MAXL) never updated the label-usage statistics, whose
 # records were NaN / zero counts; the one step path records them as for every other MAXL run.
-LABEL_USAGE = {"label_entropy", "label_used_fraction", "label_max_prob", "label_sharpness", "label_counts",
-               "label_warnings"}
+LABEL_USAGE = {
+    "label_entropy",
+    "label_used_fraction",
+    "label_max_prob",
+    "label_sharpness",
+    "label_counts",
+    "label_warnings",
+}
 FIXED_IN_REDESIGN = {"maxl-rotation": LABEL_USAGE}
 # Records added since (new diagnostics; the records that were there must not change).
 ADDED_SINCE = {"label_nmi_human"}
@@ -84,8 +114,10 @@ def run_pinned(name: str, out: Path, extra: tuple[str, ...] = (), threads: int =
         assert main(["train", *COMMON, *PINNED[name], *extra, "--out", str(out)]) == 0
     finally:
         torch.set_num_threads(before)
-    metrics = [{k: v for k, v in json.loads(line).items() if k not in VOLATILE}
-               for line in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics = [
+        {k: v for k, v in json.loads(line).items() if k not in VOLATILE}
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+    ]
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     return {"metrics": metrics, "net": state["net"], "generator": state.get("generator")}
 
@@ -154,10 +186,14 @@ def differences(expected: dict, actual: dict, where: str) -> list[str]:
 def _comparable(name: str, golden: dict, actual: dict) -> tuple[dict, dict]:
     """The golden and the new records of ``name`` without the records that changed on purpose."""
     fixed = FIXED_IN_REDESIGN.get(name, set())
-    expected = {**golden[name], "metrics": [{k: v for k, v in r.items() if k not in fixed}
-                                            for r in golden[name]["metrics"]]}
-    seen = {**actual, "metrics": [{k: v for k, v in r.items() if k not in fixed | ADDED_SINCE}
-                                  for r in actual["metrics"]]}
+    expected = {
+        **golden[name],
+        "metrics": [{k: v for k, v in r.items() if k not in fixed} for r in golden[name]["metrics"]],
+    }
+    seen = {
+        **actual,
+        "metrics": [{k: v for k, v in r.items() if k not in fixed | ADDED_SINCE} for r in actual["metrics"]],
+    }
     return expected, seen
 
 
@@ -189,16 +225,30 @@ def test_the_tolerance_sees_a_change_of_the_learning_rate_by_0_1_percent(golden,
 
 def test_differences_name_each_kind_of_departure():
     w = torch.ones(3)
-    base = {"metrics": [{"train_acc": 0.5, "train_primary_loss": 0.25, "label_counts": [3, 1], "method": "x"}],
-            "net": {"w": w}}
-    changed = {"metrics": [{"train_acc": 0.5 + 1 / 320, "train_primary_loss": 0.25 * (1 + 1e-4),
-                            "label_counts": [1, 3], "method": "y"}], "net": {"w": w + 1e-3}}
-    within = {"metrics": [{"train_acc": 0.5 + 1 / 320, "train_primary_loss": 0.25 * (1 + 1e-6),
-                           "label_counts": [4, 0], "method": "x"}], "net": {"w": w + 1e-6}}
+    base = {
+        "metrics": [{"train_acc": 0.5, "train_primary_loss": 0.25, "label_counts": [3, 1], "method": "x"}],
+        "net": {"w": w},
+    }
+    changed = {
+        "metrics": [
+            {"train_acc": 0.5 + 1 / 320, "train_primary_loss": 0.25 * (1 + 1e-4), "label_counts": [1, 3], "method": "y"}
+        ],
+        "net": {"w": w + 1e-3},
+    }
+    within = {
+        "metrics": [
+            {"train_acc": 0.5 + 1 / 320, "train_primary_loss": 0.25 * (1 + 1e-6), "label_counts": [4, 0], "method": "x"}
+        ],
+        "net": {"w": w + 1e-6},
+    }
     assert differences(base, within, "r") == []
     assert [line.split(" ")[0] for line in differences(base, changed, "r")] == [
-        "r.metrics[0].train_primary_loss", "r.metrics[0].label_counts[0]", "r.metrics[0].label_counts[1]",
-        "r.metrics[0].method", "r.net.w"]
+        "r.metrics[0].train_primary_loss",
+        "r.metrics[0].label_counts[0]",
+        "r.metrics[0].label_counts[1]",
+        "r.metrics[0].method",
+        "r.net.w",
+    ]
     assert differences(base, {**base, "net": {"v": w}}, "r") == ["r.net (exact): ['w'] != ['v']"]
 
 
@@ -213,11 +263,21 @@ def spread(settings=SETTINGS) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for env, threads in settings:
             out = Path(tmp) / f"{len(rows)}.pt"
-            subprocess.run([sys.executable, "-m", "tests.integration.test_pinned_runs", "--run-all", str(out),
-                            str(threads)], check=True, env={**os.environ, **env}, cwd=Path(__file__).parents[2])
+            subprocess.run(
+                [sys.executable, "-m", "tests.integration.test_pinned_runs", "--run-all", str(out), str(threads)],
+                check=True,
+                env={**os.environ, **env},
+                cwd=Path(__file__).parents[2],
+            )
             runs = torch.load(out, weights_only=True)
-            row = {"setting": " ".join(f"{k}={v}" for k, v in env.items()) + f", {threads} thread(s)",
-                   "weight_abs": 0.0, "metric_rel": 0.0, "moved_images": 0, "moved_counts": 0, "other": []}
+            row = {
+                "setting": " ".join(f"{k}={v}" for k, v in env.items()) + f", {threads} thread(s)",
+                "weight_abs": 0.0,
+                "metric_rel": 0.0,
+                "moved_images": 0,
+                "moved_counts": 0,
+                "other": [],
+            }
             for name in PINNED:
                 for place, kind, e, a in _leaves(*_comparable(name, golden, runs[name]), name):
                     if kind == "weight":
@@ -236,16 +296,24 @@ def spread(settings=SETTINGS) -> list[dict]:
 
 def _write_spread(path: Path) -> None:
     rows = spread()
-    lines = ["# Spread of the pinned runs over CPU kernels and threads", "",
-             "`python -m tests.integration.test_pinned_runs --spread` (issue 22): the seven pinned digits runs of",
-             "`tests/integration/test_pinned_runs.py`, each setting in a fresh process, against `pinned_runs.golden`.",
-             f"CPU: {_cpu_name()}; torch {torch.__version__}. Tolerances in the test: weights {WEIGHT_ATOL:g} + "
-             f"{WEIGHT_RTOL:g}·|w|, metrics {METRIC_ATOL:g} + {METRIC_RTOL:g}·|m|, one image for accuracies, one",
-             "for each label count.", "",
-             "| setting | max weight difference | max relative metric difference | accuracy images moved | "
-             "label counts moved | other differences |", "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['setting']} | {r['weight_abs']:.2e} | {r['metric_rel']:.2e} | {r['moved_images']} | "
-              f"{r['moved_counts']} | {', '.join(r['other']) or 'none'} |" for r in rows]
+    lines = [
+        "# Spread of the pinned runs over CPU kernels and threads",
+        "",
+        "`python -m tests.integration.test_pinned_runs --spread` (issue 22): the seven pinned digits runs of",
+        "`tests/integration/test_pinned_runs.py`, each setting in a fresh process, against `pinned_runs.golden`.",
+        f"CPU: {_cpu_name()}; torch {torch.__version__}. Tolerances in the test: weights {WEIGHT_ATOL:g} + "
+        f"{WEIGHT_RTOL:g}·|w|, metrics {METRIC_ATOL:g} + {METRIC_RTOL:g}·|m|, one image for accuracies, one",
+        "for each label count.",
+        "",
+        "| setting | max weight difference | max relative metric difference | accuracy images moved | "
+        "label counts moved | other differences |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r['setting']} | {r['weight_abs']:.2e} | {r['metric_rel']:.2e} | {r['moved_images']} | "
+        f"{r['moved_counts']} | {', '.join(r['other']) or 'none'} |"
+        for r in rows
+    ]
     path.write_text("\n".join(lines) + "\n")
     print(path.read_text())
 

@@ -33,14 +33,52 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 # 128 training images in batches of 16: 8 steps per pass (16 per epoch with the alternate schedule)
-RUN = ["train", "--dataset", "digits", "--train-subset", "128", "--test-subset", "40", "--batch-size", "16",
-       "--lr", "0.05", "--momentum", "0.9", "--hidden", "8", "--psi", "2", "--no-progress", "--epochs", "3"]
+RUN = [
+    "train",
+    "--dataset",
+    "digits",
+    "--train-subset",
+    "128",
+    "--test-subset",
+    "40",
+    "--batch-size",
+    "16",
+    "--lr",
+    "0.05",
+    "--momentum",
+    "0.9",
+    "--hidden",
+    "8",
+    "--psi",
+    "2",
+    "--no-progress",
+    "--epochs",
+    "3",
+]
 VARIANTS = {
     "alternate-outer-batches": ["--method", "maxl", "--meta-batch", "other"],
-    "per-step-onecycle": ["--method", "maxl", "--schedule", "per-step", "--gen-every", "3", "--meta-batch", "other",
-                          "--lr-schedule", "onecycle"],
-    "single-dwa-random-rotation": ["--method", "single", "--aux", "rotation", "--rotation-mode", "random",
-                                   "--weighting", "dwa"],
+    "per-step-onecycle": [
+        "--method",
+        "maxl",
+        "--schedule",
+        "per-step",
+        "--gen-every",
+        "3",
+        "--meta-batch",
+        "other",
+        "--lr-schedule",
+        "onecycle",
+    ],
+    "single-dwa-random-rotation": [
+        "--method",
+        "single",
+        "--aux",
+        "rotation",
+        "--rotation-mode",
+        "random",
+        "--weighting",
+        "dwa",
+    ],
 }
 
 
@@ -70,15 +108,22 @@ def uninterrupted(tmp_path_factory):
 # (variant, step after which the signal arrives, the signal): places inside the multi-task pass,
 # at the end of the first pass, inside the generator pass (whose outer stream is half used), in
 # the last epoch, and past the schedule's generator steps
-CASES = [("alternate-outer-batches", 3, signal.SIGTERM), ("alternate-outer-batches", 8, signal.SIGINT),
-         ("alternate-outer-batches", 13, signal.SIGUSR1), ("alternate-outer-batches", 45, signal.SIGTERM),
-         ("per-step-onecycle", 5, signal.SIGTERM), ("per-step-onecycle", 20, signal.SIGUSR1),
-         ("single-dwa-random-rotation", 6, signal.SIGTERM), ("single-dwa-random-rotation", 17, signal.SIGINT)]
+CASES = [
+    ("alternate-outer-batches", 3, signal.SIGTERM),
+    ("alternate-outer-batches", 8, signal.SIGINT),
+    ("alternate-outer-batches", 13, signal.SIGUSR1),
+    ("alternate-outer-batches", 45, signal.SIGTERM),
+    ("per-step-onecycle", 5, signal.SIGTERM),
+    ("per-step-onecycle", 20, signal.SIGUSR1),
+    ("single-dwa-random-rotation", 6, signal.SIGTERM),
+    ("single-dwa-random-rotation", 17, signal.SIGINT),
+]
 
 
 @pytest.mark.parametrize("name, k, signum", CASES, ids=[f"{n}-step{k}-{signal.Signals(s).name}" for n, k, s in CASES])
-def test_a_signalled_run_resumed_mid_epoch_equals_the_uninterrupted_run(name, k, signum, uninterrupted, tmp_path,
-                                                                        monkeypatch, capsys):
+def test_a_signalled_run_resumed_mid_epoch_equals_the_uninterrupted_run(
+    name, k, signum, uninterrupted, tmp_path, monkeypatch, capsys
+):
     run = tmp_path / "run"
     signal_after_step(monkeypatch, k, signum)
     assert main([*RUN, *VARIANTS[name], "--out", str(run)]) == EXIT_PREEMPTED
@@ -95,8 +140,13 @@ def test_a_signalled_run_resumed_mid_epoch_equals_the_uninterrupted_run(name, k,
     torch.manual_seed(1234)  # whatever state the new process starts in
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     assert records(run) == records(uninterrupted / name)
-    assert_same_networks(run, uninterrupted / name, parts=("net", "generator", "optimizer", "gen_optimizer")
-                         if VARIANTS[name][1] == "maxl" else ("net", "optimizer"))
+    assert_same_networks(
+        run,
+        uninterrupted / name,
+        parts=("net", "generator", "optimizer", "gen_optimizer")
+        if VARIANTS[name][1] == "maxl"
+        else ("net", "optimizer"),
+    )
 
 
 def test_checkpoint_every_n_steps_holds_the_position_and_resumes_exactly(uninterrupted, tmp_path, monkeypatch):
@@ -141,8 +191,11 @@ def test_a_step_level_checkpoint_of_two_processes_is_refused_on_one(tmp_path, mo
 def maxl_process(*args, worker: list[str] | None = None) -> subprocess.Popen:
     """``python -m maxl ARGS`` (or ``signal_worker.py WORKER -- ARGS``) with this checkout's maxl."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "maxl", *args] if worker is None else \
-        [sys.executable, str(HERE / "signal_worker.py"), *worker, "--", *args]
+    cmd = (
+        [sys.executable, "-m", "maxl", *args]
+        if worker is None
+        else [sys.executable, str(HERE / "signal_worker.py"), *worker, "--", *args]
+    )
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -187,8 +240,11 @@ def test_sigkill_after_a_checkpoint_every_checkpoint_then_resume(long_run, tmp_p
     proc = maxl_process(*LONG, "--checkpoint-every", "4", "--out", str(run), worker=["SIGKILL", "30"])
     assert proc.wait(120) == -signal.SIGKILL
     state = torch.load(run / "checkpoint.pt", weights_only=True)
-    assert (state["epoch"], state["epoch_part"]["position"]["pass_"], state["epoch_part"]["position"]["batch"]) == \
-        (1, 1, 4)  # step 28 of the run: epoch 2's step 12, the 4th of its generator pass
+    assert (state["epoch"], state["epoch_part"]["position"]["pass_"], state["epoch_part"]["position"]["batch"]) == (
+        1,
+        1,
+        4,
+    )  # step 28 of the run: epoch 2's step 12, the 4th of its generator pass
     resume_in_a_process_to(run, long_run)
 
 
@@ -205,8 +261,15 @@ def test_a_second_signal_while_the_checkpoint_is_written_does_not_corrupt_it(lon
 # ------------------------------------------------------------------ elastic restarts under torchrun
 def torchrun(*args, restarts=0, nproc=2) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           f"--max-restarts={restarts}", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        f"--max-restarts={restarts}",
+        *args,
+    ]
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
@@ -217,8 +280,18 @@ def test_torchrun_restarts_a_group_whose_rank_1_was_killed_and_it_continues_from
     run = [*RUN, "--method", "maxl", "--device", "cpu", "--checkpoint-every", "4", "--no-batchnorm"]
     full = torchrun("-m", "maxl", *run, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr[-3000:]
-    killed = torchrun(str(HERE / "signal_worker.py"), "SIGKILL", "21", "--only-rank", "1", "--",
-                      *run, "--out", str(tmp_path / "killed"), restarts=1)
+    killed = torchrun(
+        str(HERE / "signal_worker.py"),
+        "SIGKILL",
+        "21",
+        "--only-rank",
+        "1",
+        "--",
+        *run,
+        "--out",
+        str(tmp_path / "killed"),
+        restarts=1,
+    )
     assert killed.returncode == 0, killed.stderr[-3000:]
     assert "failed (exitcode: -9) local_rank: 1" in killed.stderr  # the first attempt did die, by SIGKILL
     assert "resuming" in killed.stdout and "after epoch 1 of 3" in killed.stdout

@@ -13,8 +13,28 @@ from maxl.train import Trainer
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_thread")]
 
-RUN = ["train", "--dataset", "digits", "--method", "maxl", "--train-subset", "64", "--test-subset", "40",
-       "--batch-size", "16", "--lr", "0.05", "--momentum", "0.9", "--hidden", "8", "--psi", "2", "--no-progress"]
+RUN = [
+    "train",
+    "--dataset",
+    "digits",
+    "--method",
+    "maxl",
+    "--train-subset",
+    "64",
+    "--test-subset",
+    "40",
+    "--batch-size",
+    "16",
+    "--lr",
+    "0.05",
+    "--momentum",
+    "0.9",
+    "--hidden",
+    "8",
+    "--psi",
+    "2",
+    "--no-progress",
+]
 
 
 def records(folder):

@@ -29,16 +29,27 @@ def make_trainer(data, out, method="maxl", epochs=2, seed=0, **overrides):
     psi = [3] * data.num_primary
     net = MultiTaskNetwork(tiny_cnn(1), data.num_primary, 0 if method == "single" else sum(psi), hidden=16)
     gen = LabelGenerator(tiny_cnn(1), psi, hidden=16) if method == "maxl" else None
-    settings = dict(method=method, epochs=epochs, batch_size=32, lr=0.05, momentum=0.9, seed=seed,
-                    device="cpu", progress=False, meta=MetaConfig(inner_lr=0.05))
+    settings = dict(
+        method=method,
+        epochs=epochs,
+        batch_size=32,
+        lr=0.05,
+        momentum=0.9,
+        seed=seed,
+        device="cpu",
+        progress=False,
+        meta=MetaConfig(inner_lr=0.05),
+    )
     cfg = TrainConfig(**{**settings, **overrides})
     return Trainer(net, data.train, data.test, cfg, out, generator=gen)
 
 
 def test_cli_run_writes_the_run_folder_and_learns(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--dataset", "digits", "--method", "single", "maxl", "--epochs", "3", "--out", str(out),
-                 *FAST]) == 0
+    assert (
+        main(["train", "--dataset", "digits", "--method", "single", "maxl", "--epochs", "3", "--out", str(out), *FAST])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "single" in printed and "maxl" in printed
     for method in ("single", "maxl"):
@@ -121,19 +132,28 @@ def test_trainer_rejects_missing_generator(digits):
         TrainConfig(method="magic")
 
 
-@pytest.mark.parametrize("meta", [MetaConfig(inner_lr=0.05, engine="func"), MetaConfig(inner_lr=0.05, engine="jvp"),
-                                  MetaConfig(inner_lr=0.05, order="first")], ids=["func", "jvp", "first"])
+@pytest.mark.parametrize(
+    "meta",
+    [
+        MetaConfig(inner_lr=0.05, engine="func"),
+        MetaConfig(inner_lr=0.05, engine="jvp"),
+        MetaConfig(inner_lr=0.05, order="first"),
+    ],
+    ids=["func", "jvp", "first"],
+)
 def test_fused_per_step_schedule_takes_the_same_steps_as_the_separate_one(digits, meta):
-    small = types.SimpleNamespace(train=Subset(digits.train, range(128)), test=digits.test,
-                                  num_primary=digits.num_primary)  # 4 steps, 2 of them generator steps
+    small = types.SimpleNamespace(
+        train=Subset(digits.train, range(128)), test=digits.test, num_primary=digits.num_primary
+    )  # 4 steps, 2 of them generator steps
     runs = {}
     for fused in (True, False):
         trainer = make_trainer(small, None, epochs=1, schedule="per-step", gen_every=2, fused=fused, meta=meta)
         calls = []
         fused_step = trainer.steps.fused
         # calls and fused_step bound as defaults: each trainer counts into its own list (B023)
-        trainer.steps.fused = (lambda x, y, idx, outer=None, calls=calls, fused_step=fused_step:
-                               calls.append(len(y)) or fused_step(x, y, idx, outer))
+        trainer.steps.fused = lambda x, y, idx, outer=None, calls=calls, fused_step=fused_step: (
+            calls.append(len(y)) or fused_step(x, y, idx, outer)
+        )
         runs[fused] = (trainer.train_epoch(), trainer.net.state_dict(), trainer.generator.state_dict())
         assert len(calls) == (2 if fused else 0)
     (rec_f, net_f, gen_f), (rec_s, net_s, gen_s) = runs[True], runs[False]
@@ -158,8 +178,22 @@ def test_a_generator_on_the_networks_features_trains_resumes_and_reloads(tmp_pat
     from maxl.nn import FeatureLabelGenerator
 
     out = tmp_path / "features"
-    argv = ["train", "--dataset", "digits", "--method", "maxl", "--generator", "features", "--train-subset", "96",
-            "--test-subset", "40", "--out", str(out), *FAST]
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--method",
+        "maxl",
+        "--generator",
+        "features",
+        "--train-subset",
+        "96",
+        "--test-subset",
+        "40",
+        "--out",
+        str(out),
+        *FAST,
+    ]
     assert main([*argv, "--epochs", "1"]) == 0
     assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0
     state = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -172,12 +206,21 @@ def test_a_generator_on_the_networks_features_trains_resumes_and_reloads(tmp_pat
 def test_the_outer_loss_on_other_batches_reaches_the_meta_gradient(digits):
     """``meta_batch="other"``: every generator step gets a batch of another shuffle as its
     outer batch, and the fused and separate per-step paths still agree."""
-    small = types.SimpleNamespace(train=Subset(digits.train, range(128)), test=digits.test,
-                                  num_primary=digits.num_primary)
+    small = types.SimpleNamespace(
+        train=Subset(digits.train, range(128)), test=digits.test, num_primary=digits.num_primary
+    )
     runs = {}
     for fused in (True, False):
-        trainer = make_trainer(small, None, epochs=1, schedule="per-step", gen_every=1, fused=fused, meta_batch="other",
-                               meta=MetaConfig(inner_lr=0.05, engine="jvp", image_entropy_weight=0.2, inner_steps=1))
+        trainer = make_trainer(
+            small,
+            None,
+            epochs=1,
+            schedule="per-step",
+            gen_every=1,
+            fused=fused,
+            meta_batch="other",
+            meta=MetaConfig(inner_lr=0.05, engine="jvp", image_entropy_weight=0.2, inner_steps=1),
+        )
         seen = []
         original = trainer.learner.fused_gradients if fused else trainer.learner.meta_gradient
         name = "fused_gradients" if fused else "meta_gradient"
@@ -198,10 +241,29 @@ def test_label_warnings_are_one_line_on_the_command_line(tmp_path):
     import subprocess
     import sys
 
-    argv = ["train", "--dataset", "digits", "--method", "maxl", "--epochs", "2", "--train-subset", "96",
-            "--test-subset", "40", "--out", str(tmp_path), *FAST]
-    done = subprocess.run([sys.executable, "-m", "maxl", *argv], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--method",
+        "maxl",
+        "--epochs",
+        "2",
+        "--train-subset",
+        "96",
+        "--test-subset",
+        "40",
+        "--out",
+        str(tmp_path),
+        *FAST,
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "maxl", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines and all(line.startswith("maxl: warning: epoch 2: gener") for line in lines), done.stderr
@@ -213,8 +275,26 @@ def test_per_image_weights_train_resume_reload_and_are_recorded(tmp_path, schedu
     from maxl.analysis.run import load_run
 
     out = tmp_path / "weights"
-    argv = ["train", "--dataset", "digits", "--method", "maxl", "--image-weight-range", "1.5", "--schedule", schedule,
-            "--meta-engine", "jvp", "--train-subset", "96", "--test-subset", "40", "--out", str(out), *FAST]
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--method",
+        "maxl",
+        "--image-weight-range",
+        "1.5",
+        "--schedule",
+        schedule,
+        "--meta-engine",
+        "jvp",
+        "--train-subset",
+        "96",
+        "--test-subset",
+        "40",
+        "--out",
+        str(out),
+        *FAST,
+    ]
     assert main([*argv, "--epochs", "1"]) == 0
     assert main(["train", "--resume", str(out), "--epochs", "2"]) == 0
     run = load_run(out)
@@ -223,7 +303,7 @@ def test_per_image_weights_train_resume_reload_and_are_recorded(tmp_path, schedu
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2
     for record in records:
-        assert 2 ** -1.5 <= record["meta_image_weight_mean"] <= 2 ** 1.5
+        assert 2**-1.5 <= record["meta_image_weight_mean"] <= 2**1.5
         assert record["meta_image_weight_std"] > 0
         assert 0.0 < record["label_max_prob"] <= 1.0  # the labels, not the weighted targets
 
@@ -231,9 +311,26 @@ def test_per_image_weights_train_resume_reload_and_are_recorded(tmp_path, schedu
 @pytest.mark.parametrize("schedule", ["alternate", "per-step"])
 def test_the_centred_meta_gradient_runs_and_is_stored(tmp_path, schedule):
     out = tmp_path / "centred"
-    argv = ["train", "--dataset", "digits", "--method", "maxl", "--centre-meta-gradient", "--schedule", schedule,
-            "--record-meta-parts", "--train-subset", "96", "--test-subset", "40", "--epochs", "1", "--out", str(out),
-            *FAST]
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--method",
+        "maxl",
+        "--centre-meta-gradient",
+        "--schedule",
+        schedule,
+        "--record-meta-parts",
+        "--train-subset",
+        "96",
+        "--test-subset",
+        "40",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        *FAST,
+    ]
     assert main(argv) == 0
     assert json.loads((out / "config.json").read_text())["train"]["meta"]["centre_by_class"] is True
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
@@ -244,8 +341,26 @@ def test_the_centred_meta_gradient_runs_and_is_stored(tmp_path, schedule):
 def test_gumbel_labels_anneal_resume_reload_and_their_statistics_describe_the_distribution(tmp_path, schedule):
     from maxl.analysis.run import load_run
 
-    argv = ["train", "--dataset", "digits", "--method", "maxl", "--gumbel-tau", "1", "--gumbel-tau-end", "0.3",
-            "--schedule", *schedule, "--meta-engine", "jvp", "--train-subset", "96", "--test-subset", "40", *FAST]
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--method",
+        "maxl",
+        "--gumbel-tau",
+        "1",
+        "--gumbel-tau-end",
+        "0.3",
+        "--schedule",
+        *schedule,
+        "--meta-engine",
+        "jvp",
+        "--train-subset",
+        "96",
+        "--test-subset",
+        "40",
+        *FAST,
+    ]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     assert main([*argv, "--epochs", "2", "--out", str(whole)]) == 0
     assert main([*argv, "--epochs", "1", "--out", str(parts)]) == 0
@@ -267,9 +382,28 @@ def test_gumbel_labels_anneal_resume_reload_and_their_statistics_describe_the_di
 def test_the_per_step_multitask_update_learns_from_the_look_aheads_targets_fused_or_not(tmp_path):
     """Hard Gumbel samples scaled by per-image weights: the separate multi-task step of the
     per-step schedule learns from the look-ahead's targets (the same draw), as the fused one does."""
-    argv = ["train", "--dataset", "digits", "--method", "maxl", "--gumbel-tau", "0.5", "--image-weight-range", "1",
-            "--schedule", "per-step", "--meta-engine", "jvp", "--train-subset", "96", "--test-subset", "40",
-            "--epochs", "1", *FAST]
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--method",
+        "maxl",
+        "--gumbel-tau",
+        "0.5",
+        "--image-weight-range",
+        "1",
+        "--schedule",
+        "per-step",
+        "--meta-engine",
+        "jvp",
+        "--train-subset",
+        "96",
+        "--test-subset",
+        "40",
+        "--epochs",
+        "1",
+        *FAST,
+    ]
     assert main([*argv, "--out", str(tmp_path / "fused")]) == 0
     assert main([*argv, "--no-fused", "--out", str(tmp_path / "separate")]) == 0
     fused, separate = (json.loads((tmp_path / name / "metrics.jsonl").read_text()) for name in ("fused", "separate"))

@@ -13,8 +13,21 @@ from maxl.cli.commands import main
 pytestmark = pytest.mark.integration
 
 TREE = {"fruit": ["apple", "pear", "plum"], "tool": ["hammer", "saw"]}
-FAST = ["--backbone", "tiny-cnn", "--hidden", "16", "--batch-size", "10", "--epochs", "1", "--no-progress",
-        "--device", "cpu", "--ae-epochs", "1"]
+FAST = [
+    "--backbone",
+    "tiny-cnn",
+    "--hidden",
+    "16",
+    "--batch-size",
+    "10",
+    "--epochs",
+    "1",
+    "--no-progress",
+    "--device",
+    "cpu",
+    "--ae-epochs",
+    "1",
+]
 
 
 def write_pngs(root, class_paths, per_class=(6, 3), size=8):
@@ -43,15 +56,34 @@ def trees(tmp_path_factory):
 def test_human_and_maxl_run_on_the_users_hierarchy(trees, tmp_path, kind):
     root, hierarchy = trees[kind]
     out = tmp_path / "runs"
-    assert main(["train", "--dataset", "imagefolder", "--data-root", str(root), *hierarchy, "--method", "human",
-                 "maxl", *FAST, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "imagefolder",
+                "--data-root",
+                str(root),
+                *hierarchy,
+                "--method",
+                "human",
+                "maxl",
+                *FAST,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     for method in ("human", "maxl"):
         config = json.loads((out / method / "config.json").read_text())
         assert config["model"]["psi"] == [3, 2] and config["model"]["num_primary"] == 2
         assert config["data"]["num_train"] == 30 and (out / method / "summary.json").is_file()
     if kind == "two-level":  # the figures name the user's classes
-        assert main(["visualise", str(out / "maxl"), "--out", str(tmp_path / "v"), "--top-k", "2",
-                     "--max-points", "15"]) == 0
+        assert (
+            main(["visualise", str(out / "maxl"), "--out", str(tmp_path / "v"), "--top-k", "2", "--max-points", "15"])
+            == 0
+        )
         agreement = json.loads((tmp_path / "v" / "figures" / "agreement.json").read_text())
         assert agreement["primary_names"] == ["fruit", "tool"]
         assert agreement["human_names"] == ["apple", "pear", "plum", "hammer", "saw"]
@@ -61,5 +93,20 @@ def test_human_and_maxl_run_on_the_users_hierarchy(trees, tmp_path, kind):
 
 def test_method_human_needs_a_hierarchy(trees, tmp_path):
     root, _ = trees["file"]
-    assert main(["train", "--dataset", "imagefolder", "--data-root", str(root), "--method", "human", *FAST,
-                 "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "imagefolder",
+                "--data-root",
+                str(root),
+                "--method",
+                "human",
+                *FAST,
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 2
+    )

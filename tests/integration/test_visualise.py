@@ -18,16 +18,49 @@ from maxl.analysis.visualise import collect_outputs, top_k_per_aux_class
 from maxl.cli.commands import main
 from maxl.core.hierarchy import masked_softmax
 
-FAST = ["--batch-size", "32", "--lr", "0.05", "--momentum", "0.9", "--hidden", "32", "--no-progress",
-        "--gen-lr", "0.05"]
+FAST = [
+    "--batch-size",
+    "32",
+    "--lr",
+    "0.05",
+    "--momentum",
+    "0.9",
+    "--hidden",
+    "32",
+    "--no-progress",
+    "--gen-lr",
+    "0.05",
+]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A 2-epoch maxl run and a 2-epoch single-task run on 300 digits, even/odd primary."""
     out = tmp_path_factory.mktemp("runs")
-    assert main(["train", "--dataset", "digits", "--hierarchy", "even-odd", "--method", "maxl", "single",
-                 "--train-subset", "300", "--test-subset", "150", "--epochs", "2", "--out", str(out), *FAST]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--hierarchy",
+                "even-odd",
+                "--method",
+                "maxl",
+                "single",
+                "--train-subset",
+                "300",
+                "--test-subset",
+                "150",
+                "--epochs",
+                "2",
+                "--out",
+                str(out),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     return out / "maxl", out / "single"
 
 
@@ -110,8 +143,25 @@ def test_load_run_names_a_missing_file(tmp_path):
 def test_visualise_writes_every_figure_and_a_self_contained_report(runs, tmp_path, capsys):
     maxl_dir, single_dir = runs
     out = tmp_path / "vis"
-    assert main(["visualise", str(maxl_dir), "--against", str(single_dir), "--out", str(out), "--top-k", "3",
-                 "--max-points", "80", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "visualise",
+                str(maxl_dir),
+                "--against",
+                str(single_dir),
+                "--out",
+                str(out),
+                "--top-k",
+                "3",
+                "--max-points",
+                "80",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "NMI" in printed and "purity" in printed
     figures = out / "figures"
@@ -123,8 +173,10 @@ def test_visualise_writes_every_figure_and_a_self_contained_report(runs, tmp_pat
         "label-usage.png": (plots.USAGE_WIDTH_PX, plots.TITLE_PX + 70 + 10 * 22),  # 10 classes, 22 px rows
         "contingency.png": (2 * plots.HEATMAP_PX[0], plots.TITLE_PX + plots.HEATMAP_PX[1]),
         # 1 row by primary class + 2 primary classes; 2 runs x (generated, human) columns
-        "embedding.png": (4 * (plots.EMBED_PANEL_PX + plots.EMBED_LEGEND_PX),
-                          plots.TITLE_PX + 3 * plots.EMBED_PANEL_PX),
+        "embedding.png": (
+            4 * (plots.EMBED_PANEL_PX + plots.EMBED_LEGEND_PX),
+            plots.TITLE_PX + 3 * plots.EMBED_PANEL_PX,
+        ),
     }
     assert sorted(p.name for p in figures.glob("*.png")) == sorted(expected)
     for name, size in expected.items():
@@ -136,7 +188,7 @@ def test_visualise_writes_every_figure_and_a_self_contained_report(runs, tmp_pat
     for name in expected:  # every figure embedded, byte for byte
         data = base64.b64encode((figures / name).read_bytes()).decode("ascii")
         assert f'alt="{name}" src="data:image/png;base64,{data}"' in html
-    assert "src=\"http" not in html and "href=" not in html  # nothing external
+    assert 'src="http' not in html and "href=" not in html  # nothing external
     assert html_module.escape('"method": "maxl"') in html  # the config
     agreement = json.loads((figures / "agreement.json").read_text())
     assert [c["primary_name"] for c in agreement["per_class"]] == ["even", "odd"]
@@ -149,8 +201,29 @@ def test_visualise_writes_every_figure_and_a_self_contained_report(runs, tmp_pat
 @pytest.mark.integration
 def test_visualise_refuses_runs_on_different_test_sets(runs, tmp_path, capsys):
     other = tmp_path / "other"
-    assert main(["train", "--dataset", "digits", "--hierarchy", "even-odd", "--method", "single", "--train-subset",
-                 "100", "--test-subset", "100", "--epochs", "1", "--out", str(other), *FAST]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--hierarchy",
+                "even-odd",
+                "--method",
+                "single",
+                "--train-subset",
+                "100",
+                "--test-subset",
+                "100",
+                "--epochs",
+                "1",
+                "--out",
+                str(other),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert main(["visualise", str(runs[0]), "--against", str(other), "--out", str(tmp_path / "v")]) == 2
     assert "different test sets" in capsys.readouterr().err
 
@@ -171,14 +244,18 @@ def test_a_torn_last_line_of_metrics_jsonl_is_skipped_with_a_warning(runs, tmp_p
     shutil.copytree(runs[1], run)
     with open(run / "metrics.jsonl", "a") as f:  # the run was killed while appending its third epoch
         f.write('{"epoch": 3, "train_lo')
-    out = ["--out", str(tmp_path / "v"), "--max-points", "60", "--threads", "1"] if command == "visualise" else [
-        "--out", str(tmp_path / "cmp.png")]
+    out = (
+        ["--out", str(tmp_path / "v"), "--max-points", "60", "--threads", "1"]
+        if command == "visualise"
+        else ["--out", str(tmp_path / "cmp.png")]
+    )
     with pytest.warns(TornLineWarning) as caught:
         assert main([command, str(run), *out]) == 0
     [torn] = caught
     assert warnings.formatwarning(torn.message, torn.category, torn.filename, torn.lineno) == (
         f"maxl: warning: {run / 'metrics.jsonl'}: skipping the truncated last line 3 (the run stopped while "
-        "writing it)\n")
+        "writing it)\n"
+    )
 
 
 @pytest.mark.integration
@@ -188,8 +265,10 @@ def test_visualise_a_single_task_run_alone(runs, tmp_path):
     assert main(["visualise", str(runs[1]), "--out", str(out), "--max-points", "60", "--threads", "1"]) == 0
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["curves.png", "embedding.png"]
     # 1 row by primary class + 2 primary classes by human label, 1 column
-    assert png_size(out / "figures" / "embedding.png") == (plots.EMBED_PANEL_PX + plots.EMBED_LEGEND_PX,
-                                                           plots.TITLE_PX + 3 * plots.EMBED_PANEL_PX)
+    assert png_size(out / "figures" / "embedding.png") == (
+        plots.EMBED_PANEL_PX + plots.EMBED_LEGEND_PX,
+        plots.TITLE_PX + 3 * plots.EMBED_PANEL_PX,
+    )
     html = (out / "report.html").read_text()
     assert "Generated vs human" not in html and html.count("<img ") == 2
 
@@ -230,9 +309,34 @@ def test_load_run_sees_the_images_the_run_saw_with_its_normalisation_and_validat
     from maxl.train.build import RunConfig, build
 
     out = tmp_path / "run"
-    assert main(["train", "--dataset", "digits", "--hierarchy", "even-odd", "--method", "single",
-                 "--train-subset", "200", "--val-subset", "60", "--test-subset", "100", "--epochs", "1",
-                 "--normalisation", "0.5", "0.25", "--out", str(out), *FAST]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--hierarchy",
+                "even-odd",
+                "--method",
+                "single",
+                "--train-subset",
+                "200",
+                "--val-subset",
+                "60",
+                "--test-subset",
+                "100",
+                "--epochs",
+                "1",
+                "--normalisation",
+                "0.5",
+                "0.25",
+                "--out",
+                str(out),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     run = load_run(out)
     config = json.loads((out / "config.json").read_text())
     trainer = build(RunConfig.from_dict({**config, "out": str(tmp_path / "again")}), log=lambda *a, **k: None)

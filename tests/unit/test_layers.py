@@ -46,8 +46,12 @@ def imports(path: Path) -> set[str]:
     return found
 
 
-FILES = [p for d in ("maxl", "auxtasks") for p in sorted((ROOT / d).rglob("*.py")) if p.name != "__main__.py"
-         and p != ROOT / "maxl" / "__init__.py"]
+FILES = [
+    p
+    for d in ("maxl", "auxtasks")
+    for p in sorted((ROOT / d).rglob("*.py"))
+    if p.name != "__main__.py" and p != ROOT / "maxl" / "__init__.py"
+]
 
 
 @pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(ROOT)) for p in FILES])

@@ -21,8 +21,16 @@ from maxl.meta.engines.first import FirstOrderEngine
 from maxl.meta.engines.implicit import ImplicitEngine
 from maxl.meta.registry import ENGINES_REGISTRY, engine_names
 
-__all__ = ["ENGINES", "FUSED_ENGINES", "MULTI_STEP_ENGINES", "FuncEngine", "HigherEngine", "JvpEngine",
-           "FirstOrderEngine", "ImplicitEngine"]
+__all__ = [
+    "ENGINES",
+    "FUSED_ENGINES",
+    "MULTI_STEP_ENGINES",
+    "FuncEngine",
+    "HigherEngine",
+    "JvpEngine",
+    "FirstOrderEngine",
+    "ImplicitEngine",
+]
 
 ENGINES = engine_names("second")  # the built-in second-order engines: ("func", "higher", "jvp")
 FUSED_ENGINES = tuple(n for n in ENGINES if ENGINES_REGISTRY[n].supports_fused)  # ("func", "jvp")

@@ -50,8 +50,9 @@ class DetachedLookaheadEngine(MetaEngine):
     needs_double_backward = False
     uses_inner_gradient = True  # False: direction() does not read g, and the plain form skips its backward
 
-    def surrogate(self, call: Forward, theta: list[Tensor], v: Sequence[Tensor], soft: Tensor, loss_fn: LossFn,
-                  config) -> Tensor:
+    def surrogate(
+        self, call: Forward, theta: list[Tensor], v: Sequence[Tensor], soft: Tensor, loss_fn: LossFn, config
+    ) -> Tensor:
         """A scalar whose ∇θ2 is (or approximates) −α ∂/∂θ2 ⟨∇θ1 L_aux(θ1, g(θ2)), v⟩.
 
         Args:
@@ -70,9 +71,20 @@ class DetachedLookaheadEngine(MetaEngine):
         """
         raise NotImplementedError
 
-    def direction(self, call: Forward, call_outer: Forward, names: list[str], theta: list[Tensor],
-                  inner_grads: Sequence[Tensor] | None, y: Tensor, y_o: Tensor, target: Tensor, loss_fn: LossFn,
-                  extra: ExtraInnerLoss | None, config) -> tuple[Tensor, list[Tensor]]:
+    def direction(
+        self,
+        call: Forward,
+        call_outer: Forward,
+        names: list[str],
+        theta: list[Tensor],
+        inner_grads: Sequence[Tensor] | None,
+        y: Tensor,
+        y_o: Tensor,
+        target: Tensor,
+        loss_fn: LossFn,
+        extra: ExtraInnerLoss | None,
+        config,
+    ) -> tuple[Tensor, list[Tensor]]:
         """The outer loss and the direction v along which the surrogate differentiates the inner
         gradient: here L_pri(θ1⁺) and v = ∇θ1⁺ L_pri(θ1⁺) at the look-ahead point
         (:func:`maxl.meta.lookahead.lookahead_direction`). Subclasses may choose another v.
@@ -111,8 +123,19 @@ class DetachedLookaheadEngine(MetaEngine):
                     inner = inner + extra_inner_loss(dict(zip(names, leaves)))
                 g = torch.autograd.grad(inner, leaves)
         # v = ∇θ1⁺ L_pri(f(x_o; θ1⁺), y_o): the DARTS direction d (or a subclass's)
-        outer, v = self.direction(call, functional_forward(net, names, buffers, x_o), names, theta, g, y, y_o, target,
-                                  loss_fn, extra_inner_loss, config)
+        outer, v = self.direction(
+            call,
+            functional_forward(net, names, buffers, x_o),
+            names,
+            theta,
+            g,
+            y,
+            y_o,
+            target,
+            loss_fn,
+            extra_inner_loss,
+            config,
+        )
         objective = self.surrogate(call, theta, v, target, loss_fn, config)
         return Lookahead(soft=soft, target=target, outer=outer, objective=objective)
 
@@ -122,12 +145,32 @@ class DetachedLookaheadEngine(MetaEngine):
         soft, target = generated_targets(generator, x, y)  # [B, K]: J's labels and the multi-task targets
         # a plain backward: the targets are detached, g has no graph to θ2
         primary_logits, primary_loss, aux_loss, grads = multitask_gradient(
-            net, names, params, x, y, target.detach(), loss_fn, extra_inner_loss, create_graph=False)
+            net, names, params, x, y, target.detach(), loss_fn, extra_inner_loss, create_graph=False
+        )
         buffers = buffer_copies(net)  # own statistics for the look-ahead
         call = functional_forward(net, names, buffers, x)
         theta = [p.detach() for p in params]
-        outer, v = self.direction(call, functional_forward(net, names, buffers, x_o), names, theta, grads, y, y_o,
-                                  target, loss_fn, extra_inner_loss, config)
+        outer, v = self.direction(
+            call,
+            functional_forward(net, names, buffers, x_o),
+            names,
+            theta,
+            grads,
+            y,
+            y_o,
+            target,
+            loss_fn,
+            extra_inner_loss,
+            config,
+        )
         objective = self.surrogate(call, theta, v, target, loss_fn, config)
-        return SharedStep(soft=soft, target=target, outer=outer, objective=objective, net_grads=list(grads),
-                          primary_loss=primary_loss, aux_loss=aux_loss, primary_logits=primary_logits)
+        return SharedStep(
+            soft=soft,
+            target=target,
+            outer=outer,
+            objective=objective,
+            net_grads=list(grads),
+            primary_loss=primary_loss,
+            aux_loss=aux_loss,
+            primary_logits=primary_logits,
+        )

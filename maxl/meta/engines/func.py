@@ -65,14 +65,23 @@ class FuncEngine(MetaEngine):
         soft, target = generated_targets(generator, x, y)  # [B, K]: J's labels and the multi-task targets
         # g with its graph to θ2 (the targets are not detached): the look-ahead's first step
         primary_logits, primary_loss, aux_loss, grads = multitask_gradient(
-            net, names, params, x, y, target, loss_fn, extra_inner_loss, create_graph=True)
+            net, names, params, x, y, target, loss_fn, extra_inner_loss, create_graph=True
+        )
         buffers = buffer_copies(net)  # own statistics for the look-ahead
         call = functional_forward(net, names, buffers, x)
         fast = [p - config.inner_lr * g for p, g in zip(params, grads)]  # θ1^(1) = θ1 − α g, differentiable in θ2
         fast = unroll(call, names, fast, y, target, loss_fn, extra_inner_loss, config.inner_lr, config.inner_steps - 1)
         outer = loss_fn(functional_forward(net, names, buffers, x_o)(fast)[0], y_o)  # L_pri(f(x_o; θ1^(k)), y_o)
-        return SharedStep(soft=soft, target=target, outer=outer, objective=outer, net_grads=list(grads),
-                          primary_loss=primary_loss, aux_loss=aux_loss, primary_logits=primary_logits)
+        return SharedStep(
+            soft=soft,
+            target=target,
+            outer=outer,
+            objective=outer,
+            net_grads=list(grads),
+            primary_loss=primary_loss,
+            aux_loss=aux_loss,
+            primary_logits=primary_logits,
+        )
 
 
 FUNC = register_engine(FuncEngine())

@@ -72,15 +72,27 @@ class ImplicitEngine(JvpEngine):
         outer, g_o = primary_gradient(call_outer, leaves, y_o, loss_fn)  # ∇θ1 L_pri(x_o)
         *_, v = neumann_sums(call, names, leaves, y, target, loss_fn, extra, g_o, config.inner_lr, config.neumann_terms)
         if not all(torch.isfinite(vi).all() for vi in v):
-            raise FloatingPointError(f"the Neumann series of the implicit engine diverged (inner_lr α = "
-                                     f"{config.inner_lr}, neumann_terms K = {config.neumann_terms}): its terms "
-                                     "grow where |1 − αλ| > 1 for an eigenvalue λ of the Hessian (λ > 2/α, or "
-                                     "λ < 0 for any α); lower α or K")
+            raise FloatingPointError(
+                f"the Neumann series of the implicit engine diverged (inner_lr α = "
+                f"{config.inner_lr}, neumann_terms K = {config.neumann_terms}): its terms "
+                "grow where |1 − αλ| > 1 for an eigenvalue λ of the Hessian (λ > 2/α, or "
+                "λ < 0 for any α); lower α or K"
+            )
         return outer, v
 
 
-def neumann_sums(call, names: list[str], leaves: list[Tensor], y: Tensor, target: Tensor, loss_fn, extra,
-                 g: list[Tensor], alpha: float, terms: int) -> Iterator[list[Tensor]]:
+def neumann_sums(
+    call,
+    names: list[str],
+    leaves: list[Tensor],
+    y: Tensor,
+    target: Tensor,
+    loss_fn,
+    extra,
+    g: list[Tensor],
+    alpha: float,
+    terms: int,
+) -> Iterator[list[Tensor]]:
     """The partial sums v_k = Σ_{j=0}^{k} (I − αH)^j g for k = 0, 1, ..., ``terms``, H = ∇²θ1 L_T.
 
     L_T = L_pri(f(x; θ1), y) + L_aux(f(x; θ1), target) (+ L_x) on the inner batch, at θ1 = ``leaves``;
@@ -112,8 +124,9 @@ def neumann_sums(call, names: list[str], leaves: list[Tensor], y: Tensor, target
             inner = inner + extra(dict(zip(names, leaves)))
         grads = torch.autograd.grad(inner, leaves, create_graph=True)  # ∇θ1 L_T, its graph kept
         for _ in range(terms):  # p ← (I − αH) p, v ← v + p
-            hp = zeros_for_unused(torch.autograd.grad(grads, leaves, grad_outputs=p, retain_graph=True,
-                                                      allow_unused=True), leaves)
+            hp = zeros_for_unused(
+                torch.autograd.grad(grads, leaves, grad_outputs=p, retain_graph=True, allow_unused=True), leaves
+            )
             p = [pi - alpha * hi for pi, hi in zip(p, hp)]
             v = [vi + pi for vi, pi in zip(v, p)]
             yield v

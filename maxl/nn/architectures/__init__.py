@@ -33,16 +33,41 @@ from maxl.nn.architectures.soft import PENALTIES, SoftSharing, l2_tie, soft_shar
 if TYPE_CHECKING:  # for the annotations only
     from maxl.nn.networks import MultiTaskNetwork
 
-__all__ = ["ARCHITECTURES", "PENALTIES", "build_network", "TaskTrunk", "TaskSlice", "TaskView", "branched_network",
-           "SoftSharing", "CrossStitch", "NDDR", "MTAN", "hard_sharing", "soft_sharing", "cross_stitch", "nddr",
-           "mtan", "l2_tie", "tensor_trace_norm"]
+__all__ = [
+    "ARCHITECTURES",
+    "PENALTIES",
+    "build_network",
+    "TaskTrunk",
+    "TaskSlice",
+    "TaskView",
+    "branched_network",
+    "SoftSharing",
+    "CrossStitch",
+    "NDDR",
+    "MTAN",
+    "hard_sharing",
+    "soft_sharing",
+    "cross_stitch",
+    "nddr",
+    "mtan",
+    "l2_tie",
+    "tensor_trace_norm",
+]
 
 ARCHITECTURES = ("hard", "soft", "cross-stitch", "nddr", "mtan")
 
 
-def build_network(arch: str, make_backbone: BackboneFactory, num_primary: int, num_aux: int = 0,
-                  hidden: int = 512, *, batchnorm: bool = True, soft_penalty: str = "l2",
-                  soft_weight: float = 0.01) -> MultiTaskNetwork:
+def build_network(
+    arch: str,
+    make_backbone: BackboneFactory,
+    num_primary: int,
+    num_aux: int = 0,
+    hidden: int = 512,
+    *,
+    batchnorm: bool = True,
+    soft_penalty: str = "l2",
+    soft_weight: float = 0.01,
+) -> MultiTaskNetwork:
     """The multi-task network of architecture ``arch`` (a name of :data:`ARCHITECTURES`).
 
     Args:

@@ -36,8 +36,10 @@ def per_task_backbones(make_backbone: BackboneFactory, num_tasks: int, arch: str
     """
     backbones = nn.ModuleList(make_backbone() for _ in range(num_tasks))
     if not all(all(hasattr(b, a) for a in ("block", "num_blocks", "pool", "check_input")) for b in backbones):
-        raise ValueError(f"architecture {arch!r} mixes the backbones block by block: it needs backbones with a "
-                         f"blocks view (maxl.nn.ConvNet), got {type(backbones[0]).__name__}")
+        raise ValueError(
+            f"architecture {arch!r} mixes the backbones block by block: it needs backbones with a "
+            f"blocks view (maxl.nn.ConvNet), got {type(backbones[0]).__name__}"
+        )
     return backbones
 
 
@@ -111,8 +113,10 @@ class CrossStitch(TaskTrunk):
         return [net.pool(h) for net, h in zip(nets, hs)]  # T × [B, F]
 
 
-def cross_stitch(make_backbone: BackboneFactory, num_primary: int, num_aux: int = 0, hidden: int = 512,
-                 self_weight: float = 0.9) -> MultiTaskNetwork:
+def cross_stitch(
+    make_backbone: BackboneFactory, num_primary: int, num_aux: int = 0, hidden: int = 512, self_weight: float = 0.9
+) -> MultiTaskNetwork:
     """The multi-task network with cross-stitch units (:class:`CrossStitch` and two heads)."""
-    return branched_network(CrossStitch(make_backbone, 2 if num_aux > 0 else 1, self_weight),
-                            num_primary, num_aux, hidden)
+    return branched_network(
+        CrossStitch(make_backbone, 2 if num_aux > 0 else 1, self_weight), num_primary, num_aux, hidden
+    )

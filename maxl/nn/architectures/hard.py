@@ -13,8 +13,9 @@ from maxl.nn.networks import MultiTaskNetwork
 __all__ = ["hard_sharing"]
 
 
-def hard_sharing(make_backbone: BackboneFactory, num_primary: int, num_aux: int = 0,
-                 hidden: int = 512) -> MultiTaskNetwork:
+def hard_sharing(
+    make_backbone: BackboneFactory, num_primary: int, num_aux: int = 0, hidden: int = 512
+) -> MultiTaskNetwork:
     """:class:`maxl.nn.MultiTaskNetwork` on one backbone: the default architecture, built exactly
     as before the architectures existed (same modules, parameter names and initialisation).
 

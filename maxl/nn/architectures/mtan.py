@@ -38,8 +38,14 @@ def attention_module(in_channels: int, channels: int, batchnorm: bool = True) ->
     Parameters: (in + 1)·C + (C + 1)·C + 4·C·[batchnorm].
     """
     norm = (lambda: [nn.BatchNorm2d(channels)]) if batchnorm else (lambda: [])
-    return nn.Sequential(nn.Conv2d(in_channels, channels, 1), *norm(), nn.ReLU(inplace=True),
-                         nn.Conv2d(channels, channels, 1), *norm(), nn.Sigmoid())
+    return nn.Sequential(
+        nn.Conv2d(in_channels, channels, 1),
+        *norm(),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(channels, channels, 1),
+        *norm(),
+        nn.Sigmoid(),
+    )
 
 
 class MTAN(TaskTrunk):
@@ -67,9 +73,11 @@ class MTAN(TaskTrunk):
         self.backbone = backbone
         widths = view.block_widths
         self.attention = nn.ModuleList(
-            nn.ModuleList(attention_module(w if b == 0 else w + widths[b - 1], w, batchnorm)
-                          for b, w in enumerate(widths))
-            for _ in range(num_tasks))  # [T][n_blocks]
+            nn.ModuleList(
+                attention_module(w if b == 0 else w + widths[b - 1], w, batchnorm) for b, w in enumerate(widths)
+            )
+            for _ in range(num_tasks)
+        )  # [T][n_blocks]
 
     def task_features(self, x: Tensor) -> list[Tensor]:
         net = blocks_view(self.backbone)
@@ -91,7 +99,8 @@ class MTAN(TaskTrunk):
         return [net.pool(a) for a in cast("list[Tensor]", attended)]  # T × [B, F]
 
 
-def mtan(make_backbone: BackboneFactory, num_primary: int, num_aux: int = 0, hidden: int = 512,
-         batchnorm: bool = True) -> MultiTaskNetwork:
+def mtan(
+    make_backbone: BackboneFactory, num_primary: int, num_aux: int = 0, hidden: int = 512, batchnorm: bool = True
+) -> MultiTaskNetwork:
     """The multi-task network with task attention (:class:`MTAN` and two heads)."""
     return branched_network(MTAN(make_backbone, 2 if num_aux > 0 else 1, batchnorm), num_primary, num_aux, hidden)

@@ -50,8 +50,9 @@ class NDDR(TaskTrunk):
         ValueError: backbones without a blocks view.
     """
 
-    def __init__(self, make_backbone: BackboneFactory, num_tasks: int, self_weight: float = 0.9,
-                 batchnorm: bool = True):
+    def __init__(
+        self, make_backbone: BackboneFactory, num_tasks: int, self_weight: float = 0.9, batchnorm: bool = True
+    ):
         backbones = per_task_backbones(make_backbone, num_tasks, "nddr")
         first = blocks_view(backbones[0])
         super().__init__(num_tasks, first.out_features)
@@ -80,8 +81,14 @@ class NDDR(TaskTrunk):
         return [net.pool(h) for net, h in zip(nets, hs)]  # T × [B, F]
 
 
-def nddr(make_backbone: BackboneFactory, num_primary: int, num_aux: int = 0, hidden: int = 512,
-         self_weight: float = 0.9, batchnorm: bool = True) -> MultiTaskNetwork:
+def nddr(
+    make_backbone: BackboneFactory,
+    num_primary: int,
+    num_aux: int = 0,
+    hidden: int = 512,
+    self_weight: float = 0.9,
+    batchnorm: bool = True,
+) -> MultiTaskNetwork:
     """The multi-task network with NDDR layers (:class:`NDDR` and two heads)."""
     trunk = NDDR(make_backbone, 2 if num_aux > 0 else 1, self_weight, batchnorm)
     return branched_network(trunk, num_primary, num_aux, hidden)

@@ -110,8 +110,14 @@ class SoftSharing(TaskTrunk):
         return f"penalty={self.penalty_kind!r}, weight={self.weight}"
 
 
-def soft_sharing(make_backbone: BackboneFactory, num_primary: int, num_aux: int = 0, hidden: int = 512,
-                 penalty: str = "l2", weight: float = 0.01) -> MultiTaskNetwork:
+def soft_sharing(
+    make_backbone: BackboneFactory,
+    num_primary: int,
+    num_aux: int = 0,
+    hidden: int = 512,
+    penalty: str = "l2",
+    weight: float = 0.01,
+) -> MultiTaskNetwork:
     """The multi-task network with soft sharing (:class:`SoftSharing` and two heads)."""
     trunk = SoftSharing(make_backbone, 2 if num_aux > 0 else 1, penalty, weight)
     return branched_network(trunk, num_primary, num_aux, hidden)

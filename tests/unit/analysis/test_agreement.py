@@ -35,8 +35,11 @@ def test_nmi_and_ari_by_hand():
     (r,) = results
     # NMI with arithmetic normalisation: I(G;H) / ((H(G) + H(H)) / 2)
     # p(g,h): (0,0) 2/6, (0,1) 1/6, (1,1) 3/6; p(g) = 1/2, 1/2; p(h) = 1/3, 2/3
-    mi = (2 / 6) * math.log((2 / 6) / (1 / 2 * 1 / 3)) + (1 / 6) * math.log((1 / 6) / (1 / 2 * 2 / 3)) \
+    mi = (
+        (2 / 6) * math.log((2 / 6) / (1 / 2 * 1 / 3))
+        + (1 / 6) * math.log((1 / 6) / (1 / 2 * 2 / 3))
         + (3 / 6) * math.log((3 / 6) / (1 / 2 * 2 / 3))
+    )
     h_g = math.log(2)
     h_h = -(1 / 3 * math.log(1 / 3) + 2 / 3 * math.log(2 / 3))
     assert r.nmi == pytest.approx(mi / ((h_g + h_h) / 2), abs=1e-12)
@@ -50,7 +53,7 @@ def test_nmi_and_ari_by_hand():
 
 def test_independent_labels_score_zero_ari():
     # table [[2, 0], [1, 1]]: sum C(n_ij, 2) = 1 equals its expectation C(2,2)*2 * (C(3,2) + 0) / C(4,2) = 1
-    r, = agreement_within_primary([0] * 4, [0, 0, 1, 1], [0, 0, 0, 1], [2], [2])
+    (r,) = agreement_within_primary([0] * 4, [0, 0, 1, 1], [0, 0, 0, 1], [2], [2])
     assert r.ari == pytest.approx(0.0, abs=1e-12)
 
 

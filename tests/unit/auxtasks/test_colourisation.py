@@ -47,8 +47,13 @@ def test_reduced_target_is_the_block_average_of_ab():
     rgb = torch.rand(2, 3, 8, 8)
     _, ab = Colourisation(target_size=2).make_inputs_and_targets(rgb, None)
     full = rgb_to_lab(rgb)[:, 1:]
-    by_hand = torch.stack([torch.stack([full[:, :, 4 * i : 4 * i + 4, 4 * j : 4 * j + 4].mean((-2, -1))
-                                        for j in range(2)], -1) for i in range(2)], -2)
+    by_hand = torch.stack(
+        [
+            torch.stack([full[:, :, 4 * i : 4 * i + 4, 4 * j : 4 * j + 4].mean((-2, -1)) for j in range(2)], -1)
+            for i in range(2)
+        ],
+        -2,
+    )
     torch.testing.assert_close(ab, by_hand)
 
 
@@ -77,7 +82,7 @@ def test_soft_encoding_is_five_nearest_bins_with_gaussian_weights():
         dist = (task.bins - point).norm(dim=1)
         nearest = dist.argsort()[:5]
         assert set(row.nonzero().squeeze(1).tolist()) == set(nearest.tolist())
-        weights = torch.exp(-dist[nearest] ** 2 / (2 * 5.0**2))
+        weights = torch.exp(-(dist[nearest] ** 2) / (2 * 5.0**2))
         torch.testing.assert_close(row[nearest], weights / weights.sum())
 
 
@@ -104,8 +109,14 @@ def test_rebalancing_weights_follow_the_papers_formula_by_a_naive_loop():
     scale = sum(s * w for s, w in zip(smoothed, raw))
     expected = torch.tensor([w / scale for w in raw], dtype=torch.float64)
     torch.testing.assert_close(weights.double(), expected, rtol=1e-4, atol=1e-6)
-    assert weights[task.soft_encode(task.make_inputs_and_targets(normalise(rare.view(1, 3, 1, 1).expand(1, 3, 4, 4)),
-                                                                 None)[1]).argmax(1)[0, 0, 0]] > 1.0
+    assert (
+        weights[
+            task.soft_encode(
+                task.make_inputs_and_targets(normalise(rare.view(1, 3, 1, 1).expand(1, 3, 4, 4)), None)[1]
+            ).argmax(1)[0, 0, 0]
+        ]
+        > 1.0
+    )
 
 
 def test_regression_loss_is_mse_on_scaled_ab_and_the_decoder_fits_the_target_size():

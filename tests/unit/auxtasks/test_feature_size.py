@@ -27,8 +27,9 @@ class TimmLikeResNet(nn.Module):
 
 def plain_backbone(width=16):
     """No size attribute at all: conv, BatchNorm, pooling, flatten."""
-    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+    )
 
 
 def rgb_batch(n=4, seed=0):
@@ -86,8 +87,11 @@ def test_materialize_infers_the_size_without_touching_batchnorm_or_modes():
     backbone = plain_backbone(16)
     model = AuxiliaryLearner(backbone, nn.Linear(16, 3), tasks(), Uncertainty())
     assert model.feature_dim is None and model.pending_tasks == ("rotation", "colourisation")
-    with pytest.raises(ValueError, match=r"network_parameters\(\) needs the heads of tasks \['rotation', "
-                                         r"'colourisation'\].*materialize\(example_images\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"network_parameters\(\) needs the heads of tasks \['rotation', "
+        r"'colourisation'\].*materialize\(example_images\)",
+    ):
         model.network_parameters()
     bn = backbone[1]
     x, y = rgb_batch(6)
@@ -124,8 +128,11 @@ def test_heads_are_built_at_the_first_batch_with_a_warning_in_the_backbones_dtyp
     torch.manual_seed(0)
     model = AuxiliaryLearner(plain_backbone(16).double(), nn.Linear(16, 3).double(), [Rotation("random", hidden=8)])
     x, y = rgb_batch()
-    with pytest.warns(LazyHeadsWarning, match=r"\['rotation'\] for features of size 16 at the first batch.*"
-                                              r"materialize\(example_images\) before making the optimiser"):
+    with pytest.warns(
+        LazyHeadsWarning,
+        match=r"\['rotation'\] for features of size 16 at the first batch.*"
+        r"materialize\(example_images\) before making the optimiser",
+    ):
         out = model(x.double(), y)
     assert head_inputs(model) == {"rotation": 16}
     assert all(p.dtype == torch.float64 for p in model.tasks[0].head.parameters())
@@ -143,17 +150,22 @@ def test_a_backbone_that_cannot_run_the_batch_names_the_ways_out():
     model = AuxiliaryLearner(backbone, nn.Linear(4, 3), [Rotation(hidden=8)])
     x, y = rgb_batch()
     model.train()
-    message = (r"cannot tell the feature size of backbone Sequential: its forward on a batch of shape "
-               r"\(4, 3, 8, 8\) failed \(RuntimeError: .*\)\. Give it a `num_features` / `feature_dim` / "
-               r"`out_features` attribute, pass feature_dim=, or call learner.materialize\(images\)")
+    message = (
+        r"cannot tell the feature size of backbone Sequential: its forward on a batch of shape "
+        r"\(4, 3, 8, 8\) failed \(RuntimeError: .*\)\. Give it a `num_features` / `feature_dim` / "
+        r"`out_features` attribute, pass feature_dim=, or call learner.materialize\(images\)"
+    )
     with pytest.raises(ValueError, match=message):
         model.materialize(x)
     assert backbone.training and backbone[1].training  # the mode came back after the failure
     with pytest.raises(ValueError, match=message):
         model(x, y)  # the first batch tries the same and says the same
     model = AuxiliaryLearner(nn.Conv2d(3, 5, 3, padding=1), nn.Linear(5, 3), [Rotation(hidden=8)])
-    with pytest.raises(ValueError, match=r"backbone Conv2d: its output on a batch of shape \(4, 3, 8, 8\) is "
-                                         r"\(4, 5, 8, 8\), not features \[B, F\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"backbone Conv2d: its output on a batch of shape \(4, 3, 8, 8\) is "
+        r"\(4, 5, 8, 8\), not features \[B, F\]",
+    ):
         model.materialize(x)
     with pytest.raises(ValueError, match="needs a batch of images"):
         model.materialize([1, 2])

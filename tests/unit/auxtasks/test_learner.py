@@ -172,8 +172,11 @@ def test_generated_labels_with_rotation_in_the_look_ahead_equal_finite_differenc
         features = look.backbone(x)
         rotated, angles = torch.cat([torch.rot90(x, k, (2, 3)) for k in range(4)]), torch.arange(4).repeat_interleave(6)
         rotation = look.tasks[1]
-        inner = (focal(look.primary_head(features), y) + focal(look.tasks[0].head(features), soft)
-                 + nn.functional.cross_entropy(rotation(look.backbone(rotated)), angles))
+        inner = (
+            focal(look.primary_head(features), y)
+            + focal(look.tasks[0].head(features), soft)
+            + nn.functional.cross_entropy(rotation(look.backbone(rotated)), angles)
+        )
         stepped = [*look.backbone.parameters(), *look.primary_head.parameters(), *look.tasks[0].head.parameters()]
         g = torch.autograd.grad(inner, stepped)
         with torch.no_grad():

@@ -18,9 +18,15 @@ from tests.unit.auxtasks.test_weighting import NAMES, Toy, bound
 def qp_weights(g: np.ndarray) -> np.ndarray:
     """argmin_{α ∈ simplex} ‖αᵀ G‖² by SLSQP, independently of the Frank–Wolfe solver."""
     m = g @ g.T
-    res = minimize(lambda a: a @ m @ a, np.full(len(g), 1 / len(g)), jac=lambda a: 2 * m @ a,
-                   bounds=[(0, 1)] * len(g), constraints=[{"type": "eq", "fun": lambda a: a.sum() - 1}],
-                   method="SLSQP", options={"ftol": 1e-16, "maxiter": 1000})
+    res = minimize(
+        lambda a: a @ m @ a,
+        np.full(len(g), 1 / len(g)),
+        jac=lambda a: 2 * m @ a,
+        bounds=[(0, 1)] * len(g),
+        constraints=[{"type": "eq", "fun": lambda a: a.sum() - 1}],
+        method="SLSQP",
+        options={"ftol": 1e-16, "maxiter": 1000},
+    )
     return res.x
 
 
@@ -79,15 +85,23 @@ def test_mgda_upper_bound_solves_on_the_representation():
     gz = torch.stack(gz)
     alpha = min_norm_weights(gz @ gz.T)
     assert 0 < float(alpha[0]) < 1  # an interior solution: both tasks count
-    ref = torch.autograd.grad(alpha[0].float() * out.losses["primary"] + alpha[1].float() * out.losses["human"],
-                              list(backbone.parameters()), retain_graph=True)
+    ref = torch.autograd.grad(
+        alpha[0].float() * out.losses["primary"] + alpha[1].float() * out.losses["human"],
+        list(backbone.parameters()),
+        retain_graph=True,
+    )
     ref_head = torch.autograd.grad(out.losses["primary"], head.weight, retain_graph=True)[0]
     learner.backward(out)
     for p, r in zip(backbone.parameters(), ref):
         torch.testing.assert_close(p.grad, r)
     torch.testing.assert_close(head.weight.grad, ref_head)
-    rot = AuxiliaryLearner(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 5)), torch.nn.Linear(5, 3),
-                           [Rotation("random", 0)], MGDAUpperBound(), feature_dim=5)
+    rot = AuxiliaryLearner(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 5)),
+        torch.nn.Linear(5, 3),
+        [Rotation("random", 0)],
+        MGDAUpperBound(),
+        feature_dim=5,
+    )
     with pytest.raises(ValueError, match="MGDA-UB"):
         rot.backward(rot(x, y))
     assert WEIGHTINGS["mgda"] is MGDA and WEIGHTINGS["mgda-ub"] is MGDAUpperBound
@@ -100,16 +114,17 @@ def test_dtp_weights_follow_the_hand_computation():
     w.observe({"primary": 0.8, "aux": 0.25})
     losses = toy.losses()
     total = w.combine(losses)
-    expect = {"primary": -(0.2 ** 2) * math.log(0.8), "aux": -(0.75 ** 2) * math.log(0.25)}
+    expect = {"primary": -(0.2**2) * math.log(0.8), "aux": -(0.75**2) * math.log(0.25)}
     assert w.weights() == pytest.approx(expect, rel=1e-6)
-    torch.testing.assert_close(total, expect["primary"] * losses["primary"] + expect["aux"] * losses["aux"],
-                               rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        total, expect["primary"] * losses["primary"] + expect["aux"] * losses["aux"], rtol=1e-6, atol=0
+    )
     # step 2: κ̄ = 0.5 κ̄ + 0.5 κ; a task without an accuracy uses exp(−L)
     w.observe({"primary": 0.6, "aux": None})
     losses = toy.losses()
     w.combine(losses)
     k_aux = 0.5 * 0.25 + 0.5 * math.exp(-float(losses["aux"].detach()))
-    expect = {"primary": -(0.3 ** 2) * math.log(0.7), "aux": -((1 - k_aux) ** 2) * math.log(k_aux)}
+    expect = {"primary": -(0.3**2) * math.log(0.7), "aux": -((1 - k_aux) ** 2) * math.log(k_aux)}
     assert w.weights() == pytest.approx(expect, rel=1e-6)
     # evaluation does not move the averages
     w.eval()
@@ -129,8 +144,12 @@ def test_dtp_reads_the_accuracies_from_the_learner():
     from auxtasks import SupervisedLabels
 
     labels = torch.randint(0, 4, (8,))
-    learner = AuxiliaryLearner(backbone, torch.nn.Linear(5, 3), [SupervisedLabels(4, labels, name="human")],
-                               DynamicTaskPrioritization(gamma=1.0, momentum=0.0))
+    learner = AuxiliaryLearner(
+        backbone,
+        torch.nn.Linear(5, 3),
+        [SupervisedLabels(4, labels, name="human")],
+        DynamicTaskPrioritization(gamma=1.0, momentum=0.0),
+    )
     x, y, idx = torch.randn(8, 1, 4, 4), torch.randint(0, 3, (8,)), torch.arange(8)
     out = learner(x, y, index=idx)
     acc = float((out.primary_logits.argmax(1) == y).float().mean())

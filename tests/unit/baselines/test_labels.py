@@ -159,9 +159,30 @@ def test_cli_trains_on_fixed_labels_that_never_change(tmp_path, monkeypatch, met
         return inputs, targets
 
     monkeypatch.setattr(SupervisedLabels, "make_inputs_and_targets", recording)
-    argv = ["train", "--dataset", "digits", "--hierarchy", "even-odd", "--method", method, "--epochs", "3",
-            "--batch-size", "64", "--hidden", "16", "--train-subset", "256", "--test-subset", "64",
-            "--ae-epochs", "1", "--no-progress", "--out", str(tmp_path)]
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--hierarchy",
+        "even-odd",
+        "--method",
+        method,
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--hidden",
+        "16",
+        "--train-subset",
+        "256",
+        "--test-subset",
+        "64",
+        "--ae-epochs",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     summary = cli.run_training(cli.build_parser().parse_args(argv))[method]
     assert summary["epochs"] == 3
     assert sum(len(v) for v in seen.values()) == 3 * 256  # every image, every epoch (256 = 4 full batches)

@@ -17,38 +17,78 @@ from maxl.core.fields import setting
 from maxl.train.build import RunConfig, sections_of
 
 # The flags of the hand-written table this replaced, with their settings: each must still work.
-OLD_FLAGS = {"--dataset": "data.dataset", "--data-root": "data.data_root", "--hierarchy": "data.hierarchy",
-             "--download": "data.download", "--train-subset": "data.train_subset",
-             "--test-subset": "data.test_subset", "--val-subset": "data.val_subset",
-             "--no-augment": "data.augment", "--padding-mode": "data.padding_mode", "--resize": "data.resize",
-             "--normalisation": "data.normalisation", "--method": "train.method", "--backbone": "model.backbone",
-             "--arch": "model.arch", "--soft-penalty": "model.soft_penalty", "--soft-weight": "model.soft_weight",
-             "--hidden": "model.hidden", "--no-batchnorm": "model.batchnorm", "--generator": "model.generator",
-             "--image-weight-range": "model.image_weight_range", "--gumbel-tau": "model.gumbel_tau",
-             "--gumbel-tau-end": "train.gumbel_tau_end", "--psi": "model.psi", "--epochs": "train.epochs",
-             "--batch-size": "train.batch_size", "--lr": "train.lr", "--momentum": "train.momentum",
-             "--weight-decay": "train.weight_decay", "--gen-lr": "train.gen_lr",
-             "--gen-weight-decay": "train.gen_weight_decay", "--lr-step": "train.lr_step",
-             "--lr-gamma": "train.lr_gamma", "--lr-schedule": "train.lr_schedule", "--warmup": "train.warmup",
-             "--gen-optimizer": "train.gen_optimizer", "--loss": "train.loss",
-             "--focal-gamma": "train.focal_gamma", "--entropy-weight": "train.meta.entropy_weight",
-             "--inner-lr": "train.meta.inner_lr", "--meta-order": "train.meta.order",
-             "--neumann-terms": "train.meta.neumann_terms",
-             "--image-entropy-weight": "train.meta.image_entropy_weight",
-             "--consistency-weight": "train.meta.consistency_weight",
-             "--consistency-colour": "train.meta.consistency_colour",
-             "--consistency-no-flip": "train.meta.consistency_flip",
-             "--consistency-rotation": "train.meta.consistency_rotation",
-             "--inner-steps": "train.meta.inner_steps", "--meta-batch": "train.meta_batch",
-             "--centre-meta-gradient": "train.meta.centre_by_class",
-             "--record-meta-parts": "train.meta.record_parts", "--meta-engine": "train.meta.engine",
-             "--schedule": "train.schedule", "--gen-every": "train.gen_every", "--no-fused": "train.fused",
-             "--aux": "aux.tasks", "--weighting": "aux.weighting", "--aux-weight": "aux.weights",
-             "--rotation-mode": "aux.rotation_mode", "--colourisation-mode": "aux.colourisation_mode",
-             "--ae-epochs": "baselines.ae_epochs", "--ae-latent": "baselines.ae_latent", "--preset": "preset",
-             "--seed": "train.seed", "--device": "train.device", "--out": "out", "--no-progress": "train.progress",
-             "--threads": "threads", "--deterministic": "train.deterministic",
-             "--tensorboard": "train.tensorboard", "--checkpoint-every": "train.checkpoint_every"}
+OLD_FLAGS = {
+    "--dataset": "data.dataset",
+    "--data-root": "data.data_root",
+    "--hierarchy": "data.hierarchy",
+    "--download": "data.download",
+    "--train-subset": "data.train_subset",
+    "--test-subset": "data.test_subset",
+    "--val-subset": "data.val_subset",
+    "--no-augment": "data.augment",
+    "--padding-mode": "data.padding_mode",
+    "--resize": "data.resize",
+    "--normalisation": "data.normalisation",
+    "--method": "train.method",
+    "--backbone": "model.backbone",
+    "--arch": "model.arch",
+    "--soft-penalty": "model.soft_penalty",
+    "--soft-weight": "model.soft_weight",
+    "--hidden": "model.hidden",
+    "--no-batchnorm": "model.batchnorm",
+    "--generator": "model.generator",
+    "--image-weight-range": "model.image_weight_range",
+    "--gumbel-tau": "model.gumbel_tau",
+    "--gumbel-tau-end": "train.gumbel_tau_end",
+    "--psi": "model.psi",
+    "--epochs": "train.epochs",
+    "--batch-size": "train.batch_size",
+    "--lr": "train.lr",
+    "--momentum": "train.momentum",
+    "--weight-decay": "train.weight_decay",
+    "--gen-lr": "train.gen_lr",
+    "--gen-weight-decay": "train.gen_weight_decay",
+    "--lr-step": "train.lr_step",
+    "--lr-gamma": "train.lr_gamma",
+    "--lr-schedule": "train.lr_schedule",
+    "--warmup": "train.warmup",
+    "--gen-optimizer": "train.gen_optimizer",
+    "--loss": "train.loss",
+    "--focal-gamma": "train.focal_gamma",
+    "--entropy-weight": "train.meta.entropy_weight",
+    "--inner-lr": "train.meta.inner_lr",
+    "--meta-order": "train.meta.order",
+    "--neumann-terms": "train.meta.neumann_terms",
+    "--image-entropy-weight": "train.meta.image_entropy_weight",
+    "--consistency-weight": "train.meta.consistency_weight",
+    "--consistency-colour": "train.meta.consistency_colour",
+    "--consistency-no-flip": "train.meta.consistency_flip",
+    "--consistency-rotation": "train.meta.consistency_rotation",
+    "--inner-steps": "train.meta.inner_steps",
+    "--meta-batch": "train.meta_batch",
+    "--centre-meta-gradient": "train.meta.centre_by_class",
+    "--record-meta-parts": "train.meta.record_parts",
+    "--meta-engine": "train.meta.engine",
+    "--schedule": "train.schedule",
+    "--gen-every": "train.gen_every",
+    "--no-fused": "train.fused",
+    "--aux": "aux.tasks",
+    "--weighting": "aux.weighting",
+    "--aux-weight": "aux.weights",
+    "--rotation-mode": "aux.rotation_mode",
+    "--colourisation-mode": "aux.colourisation_mode",
+    "--ae-epochs": "baselines.ae_epochs",
+    "--ae-latent": "baselines.ae_latent",
+    "--preset": "preset",
+    "--seed": "train.seed",
+    "--device": "train.device",
+    "--out": "out",
+    "--no-progress": "train.progress",
+    "--threads": "threads",
+    "--deterministic": "train.deterministic",
+    "--tensorboard": "train.tensorboard",
+    "--checkpoint-every": "train.checkpoint_every",
+}
 
 
 def all_fields(config, prefix=""):
@@ -87,9 +127,31 @@ def test_the_flags_of_before_set_the_same_settings():
     for flag, path in OLD_FLAGS.items():
         assert table[flag][0] == path, flag
     args = commands.build_parser().parse_args(
-        ["train", "--dataset", "digits", "--method", "single", "maxl", "--aux", "rotation", "--aux-weight",
-         "rotation=0.5", "--no-progress", "--normalisation", "0.5", "0.25", "--psi", "6,4", "--meta-order", "first",
-         "--centre-meta-gradient", "--consistency-no-flip", "--lr", "0.1"])
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--method",
+            "single",
+            "maxl",
+            "--aux",
+            "rotation",
+            "--aux-weight",
+            "rotation=0.5",
+            "--no-progress",
+            "--normalisation",
+            "0.5",
+            "0.25",
+            "--psi",
+            "6,4",
+            "--meta-order",
+            "first",
+            "--centre-meta-gradient",
+            "--consistency-no-flip",
+            "--lr",
+            "0.1",
+        ]
+    )
     assert vars(args)["train.method"] == ["single", "maxl"] and vars(args)["aux.tasks"] == ["rotation"]
     assert vars(args)["aux.weights"] == ["rotation=0.5"] and vars(args)["train.progress"] is False
     assert vars(args)["data.normalisation"] == [0.5, 0.25] and vars(args)["model.psi"] == "6,4"
@@ -142,15 +204,22 @@ def test_two_settings_of_one_flag_are_refused():
         options(Clash)
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--gen-every", "2"], "--gen-every has no effect here: the generator takes a step every k steps only with "
-                           "--schedule per-step"),
-    (["--neumann-terms", "5"], "--neumann-terms has no effect here: the Neumann series is the inverse Hessian of "
-                               "--meta-order implicit"),
-    (["--soft-weight", "0.1"], "--soft-weight has no effect here: the penalty ties the towers of --arch soft"),
-    (["--rotation-mode", "random"], "--rotation-mode has no effect here: it sets the rotation task"),
-    (["--consistency-colour", "0.4"], "whose weight --consistency-weight is 0"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--gen-every", "2"],
+            "--gen-every has no effect here: the generator takes a step every k steps only with --schedule per-step",
+        ),
+        (
+            ["--neumann-terms", "5"],
+            "--neumann-terms has no effect here: the Neumann series is the inverse Hessian of --meta-order implicit",
+        ),
+        (["--soft-weight", "0.1"], "--soft-weight has no effect here: the penalty ties the towers of --arch soft"),
+        (["--rotation-mode", "random"], "--rotation-mode has no effect here: it sets the rotation task"),
+        (["--consistency-colour", "0.4"], "whose weight --consistency-weight is 0"),
+    ],
+)
 def test_a_flag_without_effect_is_refused_with_the_reason(flags, message, capsys):
     assert commands.main(["train", "--dataset", "digits", "--epochs", "1", *flags]) == 2
     err = capsys.readouterr().err
@@ -158,13 +227,18 @@ def test_a_flag_without_effect_is_refused_with_the_reason(flags, message, capsys
 
 
 def test_the_same_flags_with_what_they_need_are_taken():
-    for flags in (["--gen-every", "2", "--schedule", "per-step"], ["--neumann-terms", "5", "--meta-order", "implicit"],
-                  ["--rotation-mode", "random", "--aux", "rotation"], ["--soft-weight", "0.1", "--arch", "soft"]):
+    for flags in (
+        ["--gen-every", "2", "--schedule", "per-step"],
+        ["--neumann-terms", "5", "--meta-order", "implicit"],
+        ["--rotation-mode", "random", "--aux", "rotation"],
+        ["--soft-weight", "0.1", "--arch", "soft"],
+    ):
         runs, _ = commands.run_configs(commands.build_parser().parse_args(["train", "--dataset", "digits", *flags]))
         assert runs[0].inert_settings().keys().isdisjoint(commands.OPTIONS[f][0] for f in flags if f.startswith("--"))
 
 
 def test_the_cli_reference_page_is_up_to_date():
     page = Path(__file__).resolve().parents[3] / "docs" / "reference" / "cli.md"
-    assert page.read_text() == cli_reference_markdown(), \
+    assert page.read_text() == cli_reference_markdown(), (
         "docs/reference/cli.md is out of date: python -m maxl.cli.schema > docs/reference/cli.md"
+    )

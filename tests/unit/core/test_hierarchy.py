@@ -55,8 +55,14 @@ def test_masked_softmax_is_finite_for_huge_logits():
 
 @pytest.mark.parametrize(
     "psi, match",
-    [([], "empty"), ([2, 0], r"psi\[1\] = 0"), ([3, -1], r"psi\[1\] = -1"), ([2, 1.5], "not an integer"),
-     ("22", "sequence"), ([True, 2], "not an integer")],
+    [
+        ([], "empty"),
+        ([2, 0], r"psi\[1\] = 0"),
+        ([3, -1], r"psi\[1\] = -1"),
+        ([2, 1.5], "not an integer"),
+        ("22", "sequence"),
+        ([True, 2], "not an integer"),
+    ],
 )
 def test_bad_psi_is_rejected(psi, match):
     with pytest.raises(ValueError, match=match):
@@ -87,8 +93,11 @@ def test_aux_labels_outside_their_block_are_rejected():
     h = Hierarchy([2, 3, 1])  # blocks [0, 2), [2, 5), [5, 6)
     primary = torch.tensor([0, 1, 2, 1, 0])
     h.check_aux_labels(torch.tensor([1, 4, 5, 2, 0]), primary)  # every label in its block
-    with pytest.raises(ValueError, match=r"auxiliary label 2 of sample 0 \(primary class 0\) lies outside the "
-                                         r"block of class 0, which is \[0, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"auxiliary label 2 of sample 0 \(primary class 0\) lies outside the "
+        r"block of class 0, which is \[0, 2\)",
+    ):
         h.check_aux_labels(torch.tensor([2, 4, 5, 2, 0]), primary)
     with pytest.raises(ValueError, match=r"auxiliary label 6 of sample 2 .* \[5, 6\) for psi = \[2, 3, 1\]"):
         h.check_aux_labels(torch.tensor([1, 4, 6, 2, 0]), primary)

@@ -41,7 +41,7 @@ def naive_masked_softmax(logits: torch.Tensor, primary: torch.Tensor, psi: list[
     out = []
     for row, label in zip(logits.tolist(), primary.tolist()):
         start = sum(psi[:label])
-        block = row[start:start + psi[label]]
+        block = row[start : start + psi[label]]
         top = max(block)
         e = [math.exp(v - top) for v in block]
         out.append([0.0] * start + [v / sum(e) for v in e] + [0.0] * (len(row) - start - len(block)))
@@ -76,8 +76,9 @@ def test_log_softmax_is_finite_in_the_block_and_minus_inf_outside_and_gradients_
     logp = masked_log_softmax(logits, primary, psi)
     assert torch.isfinite(logp[inside]).all() and (logp[inside] <= 0).all()
     assert (logp[~inside] == float("-inf")).all()
-    weights = torch.tensor(data.draw(st.lists(st.floats(-1, 1), min_size=logits.numel(), max_size=logits.numel())),
-                           dtype=logits.dtype).view_as(logits)
+    weights = torch.tensor(
+        data.draw(st.lists(st.floats(-1, 1), min_size=logits.numel(), max_size=logits.numel())), dtype=logits.dtype
+    ).view_as(logits)
     x = logits.clone().requires_grad_(True)
     (masked_softmax(x, primary, psi) * weights).sum().backward()
     assert torch.isfinite(x.grad).all()
@@ -105,15 +106,20 @@ def test_the_blocks_partition_the_auxiliary_classes_in_order(psi):
 
 
 # ----------------------------------------------------------------------------- invalid ψ and labels
-NOT_AN_INT = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=3), st.none(), st.booleans(),
-                       st.lists(st.integers(1, 3), max_size=2))
+NOT_AN_INT = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+    st.none(),
+    st.booleans(),
+    st.lists(st.integers(1, 3), max_size=2),
+)
 
 
 @given(PSI, st.data())
 def test_a_bad_entry_of_psi_is_named(psi, data):
     i = data.draw(st.integers(0, len(psi) - 1), label="index")
     bad = data.draw(st.one_of(st.integers(max_value=0), NOT_AN_INT), label="entry")
-    psi = psi[:i] + [bad] + psi[i + 1:]
+    psi = psi[:i] + [bad] + psi[i + 1 :]
     too_small = isinstance(bad, int) and not isinstance(bad, bool)
     message = rf"psi\[{i}\] = .* must be >= 1" if too_small else rf"psi\[{i}\] = .* is not an integer"
     with pytest.raises(ValueError, match=message):
@@ -124,9 +130,18 @@ def test_a_bad_entry_of_psi_is_named(psi, data):
         masked_softmax(torch.zeros(1, 3), torch.zeros(1, dtype=torch.long), psi)
 
 
-@given(st.one_of(st.just([]), st.just(()), st.integers(), st.text(max_size=4), st.none(), st.floats(),
-                 st.dictionaries(st.text(max_size=2), st.integers(1, 3), max_size=2),
-                 st.sets(st.integers(1, 3), max_size=2)))
+@given(
+    st.one_of(
+        st.just([]),
+        st.just(()),
+        st.integers(),
+        st.text(max_size=4),
+        st.none(),
+        st.floats(),
+        st.dictionaries(st.text(max_size=2), st.integers(1, 3), max_size=2),
+        st.sets(st.integers(1, 3), max_size=2),
+    )
+)
 def test_psi_that_is_not_a_non_empty_sequence_is_refused(psi):
     message = "empty" if psi in ([], ()) else "sequence of positive ints"
     with pytest.raises(ValueError, match=message):
@@ -138,12 +153,18 @@ def test_psi_that_is_not_a_non_empty_sequence_is_refused(psi):
 @given(PSI, st.data())
 def test_primary_labels_out_of_range_are_named(psi, data):
     good = st.integers(0, len(psi) - 1)
-    bad = st.one_of(st.integers(-2**40, -1), st.integers(len(psi), 2**40))  # int64 labels
-    labels = data.draw(st.lists(st.one_of(good, bad), min_size=1, max_size=8).filter(
-        lambda ls: any(not 0 <= y < len(psi) for y in ls)), label="labels")
+    bad = st.one_of(st.integers(-(2**40), -1), st.integers(len(psi), 2**40))  # int64 labels
+    labels = data.draw(
+        st.lists(st.one_of(good, bad), min_size=1, max_size=8).filter(
+            lambda ls: any(not 0 <= y < len(psi) for y in ls)
+        ),
+        label="labels",
+    )
     first_bad = next(y for y in labels if not 0 <= y < len(psi))
-    message = re.escape(f"primary label {first_bad} is out of range: psi has {len(psi)} primary classes, so labels "
-                        f"must lie in [0, {len(psi) - 1}]")
+    message = re.escape(
+        f"primary label {first_bad} is out of range: psi has {len(psi)} primary classes, so labels "
+        f"must lie in [0, {len(psi) - 1}]"
+    )
     with pytest.raises(ValueError, match=message):
         masked_softmax(torch.zeros(len(labels), sum(psi)), torch.tensor(labels), psi)
     with pytest.raises(ValueError, match="primary labels must be integers"):

@@ -27,7 +27,8 @@ def test_focal_matches_the_formula_by_hand():
     assert focal_loss(logits, soft, 2.0).item() == pytest.approx(expected.item(), rel=1e-12)
     # hard labels and their one-hot rows give the same loss
     assert focal_loss(logits, torch.tensor([1]), 2.0).item() == pytest.approx(
-        focal_loss(logits, torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64), 2.0).item())
+        focal_loss(logits, torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64), 2.0).item()
+    )
 
 
 def test_loss_errors():
@@ -75,8 +76,9 @@ def test_paired_mutual_information_against_a_direct_sum_and_its_extremes():
     torch.manual_seed(0)
     p = torch.softmax(torch.randn(7, 4, dtype=torch.float64), 1)
     q = torch.softmax(torch.randn(7, 4, dtype=torch.float64), 1)
-    joint = [[sum(p[b, k] * q[b, m] + p[b, m] * q[b, k] for b in range(7)).item() / 14 for m in range(4)]
-             for k in range(4)]
+    joint = [
+        [sum(p[b, k] * q[b, m] + p[b, m] * q[b, k] for b in range(7)).item() / 14 for m in range(4)] for k in range(4)
+    ]
     row = [sum(r) for r in joint]
     expected = sum(joint[k][m] * math.log(joint[k][m] / (row[k] * row[m])) for k in range(4) for m in range(4))
     assert paired_mutual_information(p, q).item() == pytest.approx(expected, rel=1e-12)

@@ -64,13 +64,32 @@ def cli_error(data: bytes, suffix: str, *names: str) -> str:
     """Run ``maxl train --dataset digits --hierarchy FILE`` on ``data``; check the one error line."""
     err = io.StringIO()
     accepted = AssertionError("the hierarchy was accepted: the networks were about to be built")
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(err), \
-            contextlib.redirect_stdout(io.StringIO()), mock.patch.object(build_module, "make_network",
-                                                                         side_effect=accepted):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        contextlib.redirect_stderr(err),
+        contextlib.redirect_stdout(io.StringIO()),
+        mock.patch.object(build_module, "make_network", side_effect=accepted),
+    ):
         path = Path(tmp) / f"groups{suffix}"
         path.write_bytes(data)
-        status = main(["train", "--dataset", "digits", "--hierarchy", str(path), "--epochs", "1", "--train-subset",
-                       "64", "--test-subset", "32", "--no-progress", "--out", str(Path(tmp) / "out")])
+        status = main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--hierarchy",
+                str(path),
+                "--epochs",
+                "1",
+                "--train-subset",
+                "64",
+                "--test-subset",
+                "32",
+                "--no-progress",
+                "--out",
+                str(Path(tmp) / "out"),
+            ]
+        )
     text = err.getvalue()
     assert status == 2, text
     assert text.endswith("\n") and text.count("\n") == 1, f"not one line: {text!r}"
@@ -105,8 +124,9 @@ def test_classes_in_no_group_are_named(groups, suffix, data):
     dropped = data.draw(st.sets(st.sampled_from(DIGITS), min_size=1, max_size=9), label="dropped")
     kept = {k: [c for c in v if c not in dropped] for k, v in groups.items()}
     kept = {k: v for k, v in kept.items() if v}  # an emptied group would be another fault
-    cli_error(text_of(kept, suffix).encode(), suffix,
-              f"the classes {sorted(dropped, key=int)} of digits are in no group")
+    cli_error(
+        text_of(kept, suffix).encode(), suffix, f"the classes {sorted(dropped, key=int)} of digits are in no group"
+    )
 
 
 @given(groupings(), FORMAT, st.data())
@@ -143,21 +163,29 @@ def test_an_empty_group_is_named(groups, suffix, empty):
     cli_error(text_of({**groups, empty: []}, suffix).encode(), suffix, f"primary class {empty!r} has no classes")
 
 
-NOT_A_NAME = st.one_of(st.integers(0, 9), st.floats(0, 9), st.booleans(),
-                       st.lists(st.sampled_from(DIGITS), max_size=2))
+NOT_A_NAME = st.one_of(st.integers(0, 9), st.floats(0, 9), st.booleans(), st.lists(st.sampled_from(DIGITS), max_size=2))
 
 
 @given(groupings(), FORMAT, st.data())
 def test_a_value_that_is_not_a_list_of_names_is_named(groups, suffix, data):
     where = data.draw(st.sampled_from(list(groups)), label="group")
     if data.draw(st.booleans(), label="whole value"):
-        groups[where] = data.draw(st.one_of(NAME, st.integers(0, 9), st.floats(0, 9), st.booleans(),
-                                            st.dictionaries(NAME, st.sampled_from(DIGITS), max_size=2)), label="value")
+        groups[where] = data.draw(
+            st.one_of(
+                NAME,
+                st.integers(0, 9),
+                st.floats(0, 9),
+                st.booleans(),
+                st.dictionaries(NAME, st.sampled_from(DIGITS), max_size=2),
+            ),
+            label="value",
+        )
     else:  # a list with an item that is not a name
         i = data.draw(st.integers(0, len(groups[where])), label="at")
         groups[where] = groups[where][:i] + [data.draw(NOT_A_NAME, label="item")] + groups[where][i:]
-    cli_error(text_of(groups, suffix).encode(), suffix, f"primary class {where!r} maps to ",
-              "not a list of class names")
+    cli_error(
+        text_of(groups, suffix).encode(), suffix, f"primary class {where!r} maps to ", "not a list of class names"
+    )
 
 
 @given(groupings())
@@ -169,12 +197,17 @@ def test_a_primary_class_given_twice_in_json_is_named(groups):
 
 @given(st.one_of(st.lists(st.sampled_from(DIGITS), max_size=3), st.integers(), NAME, st.none(), st.just({})))
 def test_a_top_level_that_is_not_a_mapping_is_named(value):
-    cli_error(json.dumps(value).encode(), ".json",
-              "expected a non-empty mapping of primary class -> list of class names")
+    cli_error(
+        json.dumps(value).encode(), ".json", "expected a non-empty mapping of primary class -> list of class names"
+    )
 
 
-@given(groupings(), FORMAT, st.sampled_from([b"\xff", b"\xc3\x28", b"\xe2\x82", b"\xed\xa0\x80", b"\x80"]),
-       st.integers(0, 10**6))
+@given(
+    groupings(),
+    FORMAT,
+    st.sampled_from([b"\xff", b"\xc3\x28", b"\xe2\x82", b"\xed\xa0\x80", b"\x80"]),
+    st.integers(0, 10**6),
+)
 def test_bytes_that_are_not_utf8_are_named(groups, suffix, bad, where):
     text = text_of(groups, suffix).encode()
     cut = where % (len(text) + 1)

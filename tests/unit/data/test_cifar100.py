@@ -26,8 +26,28 @@ PUBLISHED_COARSE_NAMES = [
     "medium_mammals", "non-insect_invertebrates", "people", "reptiles", "small_mammals", "trees",
     "vehicles_1", "vehicles_2",
 ]  # fmt: skip
-PAPER_TEN_OF_COARSE = {0: 1, 1: 2, 2: 5, 3: 6, 4: 5, 5: 6, 6: 6, 7: 3, 8: 0, 9: 7, 10: 8, 11: 0, 12: 1, 13: 3,
-                       14: 4, 15: 0, 16: 2, 17: 5, 18: 9, 19: 9}
+PAPER_TEN_OF_COARSE = {
+    0: 1,
+    1: 2,
+    2: 5,
+    3: 6,
+    4: 5,
+    5: 6,
+    6: 6,
+    7: 3,
+    8: 0,
+    9: 7,
+    10: 8,
+    11: 0,
+    12: 1,
+    13: 3,
+    14: 4,
+    15: 0,
+    16: 2,
+    17: 5,
+    18: 9,
+    19: 9,
+}
 PAPER_THREE_OF_TEN = {0: 0, 1: 0, 2: 0, 3: 0, 4: 0, 5: 1, 6: 2, 7: 2, 8: 2, 9: 2}
 
 
@@ -144,8 +164,9 @@ def test_animal_vehicle():
 def paper_ancestor(fine: int, level: int) -> int:
     """Class index at ``level`` of fine class ``fine``, from the tables typed in this file."""
     coarse = PUBLISHED_COARSE_OF_FINE[fine]
-    return {100: fine, 20: coarse, 10: PAPER_TEN_OF_COARSE[coarse],
-            3: PAPER_THREE_OF_TEN[PAPER_TEN_OF_COARSE[coarse]]}[level]
+    return {100: fine, 20: coarse, 10: PAPER_TEN_OF_COARSE[coarse], 3: PAPER_THREE_OF_TEN[PAPER_TEN_OF_COARSE[coarse]]}[
+        level
+    ]
 
 
 @pytest.mark.parametrize("primary_level, aux_level", PAIRS)
@@ -171,8 +192,11 @@ def test_human_labels_match_the_paper_tables_for_every_level_pair(primary_level,
     # every slot of block i belongs to primary class i: slot names are descendants of their block's class
     for i in range(primary_level):
         members = {slot_names[j] for j in range(int(start[i]), int(end[i]))}
-        expected = {c.level_names(aux_level)[paper_ancestor(k, aux_level)] for k in range(100)
-                    if paper_ancestor(k, primary_level) == i}
+        expected = {
+            c.level_names(aux_level)[paper_ancestor(k, aux_level)]
+            for k in range(100)
+            if paper_ancestor(k, primary_level) == i
+        }
         assert members == expected
 
 

@@ -118,11 +118,24 @@ def write_image_folder(root, classes, per_split=(3, 2), size=(8, 8), mode="RGB")
 
 # --------------------------------------------------------------------------- general
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match="digits, mnist, fashionmnist, kmnist, emnist-byclass, .*, svhn, cifar10, "
-                                         "cifar100, stl10, imagefolder"):
+    with pytest.raises(
+        ValueError,
+        match="digits, mnist, fashionmnist, kmnist, emnist-byclass, .*, svhn, cifar10, cifar100, stl10, imagefolder",
+    ):
         load_dataset("imagenet", "/nonexistent")
-    assert {"digits", "mnist", "fashionmnist", "kmnist", "emnist-balanced", "emnist-letters", "svhn", "cifar10",
-            "cifar100", "stl10", "imagefolder"} <= set(DATASETS)
+    assert {
+        "digits",
+        "mnist",
+        "fashionmnist",
+        "kmnist",
+        "emnist-balanced",
+        "emnist-letters",
+        "svhn",
+        "cifar10",
+        "cifar100",
+        "stl10",
+        "imagefolder",
+    } <= set(DATASETS)
 
 
 def test_root_required():
@@ -229,7 +242,8 @@ def test_cifar100_hierarchies(cifar100_root, no_md5, hierarchy):
         assert [b.aux_names[a] for a in aux.tolist()] == [own_aux[k] for k in cifar100.level_labels(fine, aux_level)]
         own_primary = cifar100.level_names(primary_level)
         assert [b.primary_names[p] for p in ds.labels.tolist()] == [
-            own_primary[k] for k in cifar100.level_labels(fine, primary_level)]
+            own_primary[k] for k in cifar100.level_labels(fine, primary_level)
+        ]
 
 
 def test_cifar100_flat_and_subset(cifar100_root, no_md5):
@@ -268,6 +282,7 @@ def test_cifar_md5_mismatch_is_explained(cifar100_root, capsys):
     with pytest.raises(ValueError, match="md5"):
         load_dataset("cifar100", cifar100_root)
     from maxl.cli.commands import main
+
     assert main(["train", "--dataset", "cifar100", "--data-root", str(cifar100_root), "--epochs", "1"]) == 2
     assert "fail its md5 check" in capsys.readouterr().err  # a message, not a traceback
 
@@ -341,8 +356,9 @@ def test_imagefolder_errors(tmp_path):
         load_dataset("imagefolder", root)
 
 
-@pytest.mark.parametrize("grouping, psi, primary_of", [("even-odd", [5, 5], lambda d: d % 2),
-                                                       ("low-high", [5, 5], lambda d: int(d >= 5))])
+@pytest.mark.parametrize(
+    "grouping, psi, primary_of", [("even-odd", [5, 5], lambda d: d % 2), ("low-high", [5, 5], lambda d: int(d >= 5))]
+)
 def test_digit_groupings(grouping, psi, primary_of):
     flat = load_dataset("digits")
     grouped = load_dataset("digits", hierarchy=grouping)

@@ -50,13 +50,16 @@ def write_idx_set(root, folder, names, num_classes, first_label=0, sizes=(2, 1))
     return out
 
 
-MNIST_NAMES = [("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-               ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
+MNIST_NAMES = [
+    ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+]
 
 
 def emnist_names(split):
-    return [(f"emnist-{split}-{s}-images-idx3-ubyte", f"emnist-{split}-{s}-labels-idx1-ubyte")
-            for s in ("train", "test")]
+    return [
+        (f"emnist-{split}-{s}-images-idx3-ubyte", f"emnist-{split}-{s}-labels-idx1-ubyte") for s in ("train", "test")
+    ]
 
 
 @pytest.fixture
@@ -70,9 +73,13 @@ def write_svhn(root, n=(20, 10)):
     rng = np.random.default_rng(0)
     for split, count in zip(("train", "test"), n):
         digits = np.arange(count) % 10
-        scipy.io.savemat(root / f"{split}_32x32.mat", {
-            "X": rng.integers(0, 256, (32, 32, 3, count), dtype=np.uint8),
-            "y": np.where(digits == 0, 10, digits).reshape(-1, 1).astype(np.uint8)})
+        scipy.io.savemat(
+            root / f"{split}_32x32.mat",
+            {
+                "X": rng.integers(0, 256, (32, 32, 3, count), dtype=np.uint8),
+                "y": np.where(digits == 0, 10, digits).reshape(-1, 1).astype(np.uint8),
+            },
+        )
     return root
 
 
@@ -145,8 +152,12 @@ def test_emnist_missing_files_name_the_layout(tmp_path):
     assert "digits" in EMNIST_SPLITS
     with pytest.raises(FileNotFoundError) as err:
         load_dataset("emnist-digits", tmp_path)
-    for text in ("emnist-digits-train-images-idx3-ubyte", "emnist-digits-test-labels-idx1-ubyte",
-                 str(tmp_path / "EMNIST" / "raw"), "download"):
+    for text in (
+        "emnist-digits-train-images-idx3-ubyte",
+        "emnist-digits-test-labels-idx1-ubyte",
+        str(tmp_path / "EMNIST" / "raw"),
+        "download",
+    ):
         assert text in str(err.value)
 
 

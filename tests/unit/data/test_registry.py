@@ -83,18 +83,39 @@ def test_the_facts_moved_unchanged():
     """What datasets.py, readers.py, build.py and presets.py held before the registry."""
     names = ("digits", *IDX_DATASETS, "svhn", "cifar10", "cifar100", "stl10", "imagefolder")
     assert tuple(DATASETS) == names and tuple(datasets_module.DATASETS) == names
-    backbone = {"digits": "tiny-cnn", **{d: "small-cnn" for d in IDX_DATASETS}, "cifar10": "vgg16",
-                "cifar100": "vgg16", "svhn": "vgg16", "stl10": "vgg16", "imagefolder": "vgg16"}
-    preset = {"digits": "digits", **{d: "mnist" for d in IDX_DATASETS}, "cifar10": "rgb32", "cifar100": "rgb32",
-              "svhn": "rgb32", "stl10": "rgb32", "imagefolder": "rgb32"}
-    norm = {"digits": (0.3053, 0.3760), "mnist": (0.1307, 0.3081), "cifar10": (0.5, 0.2), "cifar100": (0.5, 0.2),
-            "imagefolder": (0.5, 0.2)}
+    backbone = {
+        "digits": "tiny-cnn",
+        **{d: "small-cnn" for d in IDX_DATASETS},
+        "cifar10": "vgg16",
+        "cifar100": "vgg16",
+        "svhn": "vgg16",
+        "stl10": "vgg16",
+        "imagefolder": "vgg16",
+    }
+    preset = {
+        "digits": "digits",
+        **{d: "mnist" for d in IDX_DATASETS},
+        "cifar10": "rgb32",
+        "cifar100": "rgb32",
+        "svhn": "rgb32",
+        "stl10": "rgb32",
+        "imagefolder": "rgb32",
+    }
+    norm = {
+        "digits": (0.3053, 0.3760),
+        "mnist": (0.1307, 0.3081),
+        "cifar10": (0.5, 0.2),
+        "cifar100": (0.5, 0.2),
+        "imagefolder": (0.5, 0.2),
+    }
     for spec in SPECS:
         assert spec.default_backbone == backbone[spec.name] and spec.preset == preset[spec.name], spec.name
         assert spec.normalisation == norm.get(spec.name, TRAINING_SPLIT), spec.name
     hierarchies = {
         **{d: {"even-odd", "low-high"} for d in ("digits", "mnist", "svhn", "emnist-digits", "emnist-mnist")},
-        "fashionmnist": {"clothes-shoes-bags"}, "cifar10": {"animal-vehicle"}, "stl10": {"animal-vehicle"},
+        "fashionmnist": {"clothes-shoes-bags"},
+        "cifar10": {"animal-vehicle"},
+        "stl10": {"animal-vehicle"},
         "imagefolder": {"animal-vehicle"},
         **{f"emnist-{s}": {"digit-upper-lower"} for s in ("byclass", "bymerge", "balanced")},
     }
@@ -124,8 +145,10 @@ def test_the_docs_table_is_made_from_the_registry():
     for spec in SPECS:
         assert f"\n| `{spec.name}` |" in generated
     for path, table in tables.items():
-        assert table == generated, (f"{path}'s data-set table differs from maxl.data.registry.datasets_table_markdown()"
-                                    "; paste its output in place of the table")
+        assert table == generated, (
+            f"{path}'s data-set table differs from maxl.data.registry.datasets_table_markdown()"
+            "; paste its output in place of the table"
+        )
 
 
 def test_hierarchy_help_names_every_hierarchy():
@@ -151,10 +174,19 @@ def read_toy(root, *, download, cache_dir):
 
 def toy_spec(**changes) -> DatasetSpec:
     spec = DatasetSpec(
-        name="toy", description="four classes of random pictures", reader=read_toy, layout="", files="none",
-        channels=3, image_size=6, normalisation=TRAINING_SPLIT, class_names=("ant", "bee", "cod", "eel"),
+        name="toy",
+        description="four classes of random pictures",
+        reader=read_toy,
+        layout="",
+        files="none",
+        channels=3,
+        image_size=6,
+        normalisation=TRAINING_SPLIT,
+        class_names=("ant", "bee", "cod", "eel"),
         hierarchies={"insect-fish": Groups(("insect", "fish"), (("ant", "bee"), ("cod", "eel")), "insect-fish")},
-        default_backbone="cnn3", preset="rgb32")
+        default_backbone="cnn3",
+        preset="rgb32",
+    )
     return dataclasses.replace(spec, **changes)
 
 
@@ -198,8 +230,9 @@ def test_register_dataset_refuses_bad_specs(registry):
     register_dataset(dataset_spec("mnist"), replace=True)
     bad = {
         "not callable": toy_spec(reader="read_toy"),
-        "'cat'.*match no class": toy_spec(hierarchies={"x": Groups(("a",), (("ant", "bee", "cod", "eel", "cat"),),
-                                                                          "x")}),
+        "'cat'.*match no class": toy_spec(
+            hierarchies={"x": Groups(("a",), (("ant", "bee", "cod", "eel", "cat"),), "x")}
+        ),
         "in no group": toy_spec(hierarchies={"x": Groups(("a",), (("ant", "bee"),), "x")}),
         "not a maxl.data.user_hierarchy.Groups": toy_spec(hierarchies={"x": {"a": ["ant"]}}),
         "the default hierarchy": toy_spec(default_hierarchy="nope"),

@@ -47,8 +47,11 @@ def test_hierarchy_file_groups_a_flat_image_folder(tmp_path, suffix):
     root = write_tree(tmp_path / "flat", ["apple", "hammer", "pear", "saw"])
     path = tmp_path / f"groups{suffix}"
     groups = {"tool": ["saw", "hammer"], "fruit": ["pear", "apple"]}
-    path.write_text(json.dumps(groups) if suffix == ".json" else
-                    "\n".join(f"{k} = {json.dumps(v)}" for k, v in groups.items()) + "\n")
+    path.write_text(
+        json.dumps(groups)
+        if suffix == ".json"
+        else "\n".join(f"{k} = {json.dumps(v)}" for k, v in groups.items()) + "\n"
+    )
     b = load_dataset("imagefolder", root, hierarchy=str(path), cache_dir=tmp_path / "cache")
     assert b.primary_names == ["tool", "fruit"] and b.psi == [2, 2]  # the file's order
     assert b.aux_names == ["hammer", "saw", "apple", "pear"]  # block order: by primary, then class index
@@ -66,13 +69,16 @@ def test_hierarchy_file_on_digits(tmp_path):
     assert torch.equal(b.train.labels, expected)
 
 
-@pytest.mark.parametrize("groups, message", [
-    ({"a": ["apple", "pear"], "b": ["saw"]}, r"\['hammer'\] of imagefolder .* are in no group"),
-    ({"a": ["apple", "pear", "saw"], "b": ["saw", "hammer"]}, r"class 'saw' is in two groups, 'a' and 'b'"),
-    ({"a": ["apple", "pear", "kiwi"], "b": ["saw", "hammer"]}, r"\['kiwi'\] \(under 'a'\) match no class"),
-    ({"a": ["apple", "pear"], "b": []}, r"primary class 'b' has no classes"),
-    ({"a": "apple"}, r"'a' maps to 'apple', not a list"),
-])
+@pytest.mark.parametrize(
+    "groups, message",
+    [
+        ({"a": ["apple", "pear"], "b": ["saw"]}, r"\['hammer'\] of imagefolder .* are in no group"),
+        ({"a": ["apple", "pear", "saw"], "b": ["saw", "hammer"]}, r"class 'saw' is in two groups, 'a' and 'b'"),
+        ({"a": ["apple", "pear", "kiwi"], "b": ["saw", "hammer"]}, r"\['kiwi'\] \(under 'a'\) match no class"),
+        ({"a": ["apple", "pear"], "b": []}, r"primary class 'b' has no classes"),
+        ({"a": "apple"}, r"'a' maps to 'apple', not a list"),
+    ],
+)
 def test_hierarchy_file_errors_name_the_problem(tmp_path, groups, message):
     root = write_tree(tmp_path / "flat", ["apple", "hammer", "pear", "saw"])
     path = tmp_path / "g.json"

@@ -28,8 +28,15 @@ def problem(arch):
     generator, images ``[6, 1, 4, 4]`` and labels ``[6]``."""
     torch.manual_seed(0)
     name, _, penalty = arch.partition("-") if arch.startswith("soft") else (arch, "", "")
-    net = build_network(name, lambda: ConvNet(1, (3, 2), (1, 1)), len(PSI), sum(PSI), hidden=5,
-                        soft_penalty=penalty or "l2", soft_weight=0.7).double()
+    net = build_network(
+        name,
+        lambda: ConvNet(1, (3, 2), (1, 1)),
+        len(PSI),
+        sum(PSI),
+        hidden=5,
+        soft_penalty=penalty or "l2",
+        soft_weight=0.7,
+    ).double()
     gen = LabelGenerator(ConvNet(1, (3,), (1,)), PSI, hidden=5).double()
     x = torch.randn(6, 1, 4, 4, dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 0, 2, 1])
@@ -59,9 +66,12 @@ def fd_gradient(arch, steps):
     net, gen, x, y = problem(arch)
     loss_fn = classification_loss("focal")
     with torch.no_grad():
-        return flat(finite_difference_gradient(
-            lambda: torch.enable_grad().__enter__() or naive_objective(net, gen, x, y, loss_fn, steps),
-            list(gen.parameters())))
+        return flat(
+            finite_difference_gradient(
+                lambda: torch.enable_grad().__enter__() or naive_objective(net, gen, x, y, loss_fn, steps),
+                list(gen.parameters()),
+            )
+        )
 
 
 def learner_of(net, gen, engine, steps=1):

@@ -55,8 +55,9 @@ def test_centred_meta_gradient_equals_the_naive_computation(variant, with_outer)
     want = naive_centred_gradient(net, gen, x, y, loss_fn, 0.5, 0.2, outer)
     rel = (flat(got) - flat(want)).norm() / flat(want).norm()
     assert rel < 1e-9, f"relative error {rel:.2e}"
-    plain = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=0.5, entropy_weight=0.2, engine=engine),
-                          outer_batch=outer).grads
+    plain = meta_gradient(
+        net, gen, x, y, loss_fn, MetaConfig(inner_lr=0.5, entropy_weight=0.2, engine=engine), outer_batch=outer
+    ).grads
     assert (flat(plain) - flat(got)).norm() > 1e-3 * flat(plain).norm()  # the centring changes the gradient
 
 
@@ -64,8 +65,7 @@ def test_the_first_order_engine_approximates_the_centred_meta_gradient():
     net, gen, x, y = tiny_networks()
     loss_fn = classification_loss("ce")
     exact = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=0.01, centre_by_class=True)).grads
-    first = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=0.01, centre_by_class=True,
-                                                              order="first")).grads
+    first = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=0.01, centre_by_class=True, order="first")).grads
     assert (flat(first) - flat(exact)).norm() / flat(exact).norm() < 1e-2
 
 

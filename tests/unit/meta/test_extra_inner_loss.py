@@ -37,6 +37,7 @@ def naive_objective(net, gen, x, y, x_other, target_other, loss_fn, alpha, lam):
 
 def directional_fd(f, params, direction, h=1e-5):
     """(f(θ2 + h v) − f(θ2 − h v)) / 2h: the derivative of f along v, by central differences."""
+
     def shifted(sign):
         with torch.no_grad():
             for p, v in zip(params, direction):
@@ -46,6 +47,7 @@ def directional_fd(f, params, direction, h=1e-5):
             for p, v in zip(params, direction):
                 p -= sign * h * v
         return value
+
     return (shifted(1) - shifted(-1)) / (2 * h)
 
 
@@ -53,6 +55,7 @@ def make_extra(net, x_other, target_other):
     def extra(params):
         backbone = {n.removeprefix("backbone."): p for n, p in params.items() if n.startswith("backbone.")}
         return other_task_loss(net.backbone, backbone, x_other, target_other)
+
     return extra
 
 
@@ -72,8 +75,9 @@ def test_extra_inner_loss_meta_gradient_equals_finite_differences(engine):
     for _ in range(6):  # derivatives along random directions v of θ2: ∇J·v against central differences
         direction = [torch.randn(p.shape, generator=generator, dtype=p.dtype) for p in params]
         v = torch.cat([d.reshape(-1) for d in direction])
-        fd = directional_fd(lambda: naive_objective(net, gen, x, y, x_other, target_other, loss_fn, 0.5, 0.2),
-                            params, direction)
+        fd = directional_fd(
+            lambda: naive_objective(net, gen, x, y, x_other, target_other, loss_fn, 0.5, 0.2), params, direction
+        )
         assert abs(exact @ v - fd) < 1e-9 + 1e-6 * abs(fd), (exact @ v, fd)
         # the other task moves the look-ahead: without it the derivative is measurably different
         assert abs(plain @ v - fd) > 1e-3 * abs(fd)

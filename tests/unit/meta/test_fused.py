@@ -13,8 +13,12 @@ from maxl.meta import MetaConfig, fused_step, meta_gradient
 
 from tests.unit.meta.tiny import flat, other_task, outer_batch, tiny_networks
 
-FUSED_CONFIGS = [MetaConfig(inner_lr=0.3, engine="func"), MetaConfig(inner_lr=0.3, engine="jvp"),
-                 MetaConfig(inner_lr=0.3, order="first"), MetaConfig(inner_lr=0.3, order="implicit", neumann_terms=2)]
+FUSED_CONFIGS = [
+    MetaConfig(inner_lr=0.3, engine="func"),
+    MetaConfig(inner_lr=0.3, engine="jvp"),
+    MetaConfig(inner_lr=0.3, order="first"),
+    MetaConfig(inner_lr=0.3, order="implicit", neumann_terms=2),
+]
 IDS = ["func", "jvp", "first", "implicit"]
 
 
@@ -35,8 +39,7 @@ def assert_fused_equals_separate(cfg, with_extra, with_outer):
 
     fused = fused_step(net, gen, x, y, loss_fn, cfg, extra_inner_loss=extra, outer_batch=ob)
     torch.testing.assert_close(flat(fused.meta.grads), flat(separate.grads), rtol=1e-10, atol=1e-13)
-    torch.testing.assert_close(flat(fused.net_grads), flat(p.grad for p in plain.parameters()),
-                               rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(flat(fused.net_grads), flat(p.grad for p in plain.parameters()), rtol=1e-10, atol=1e-13)
     torch.testing.assert_close(fused.meta.outer_loss, separate.outer_loss)
     torch.testing.assert_close(fused.meta.soft_labels, separate.soft_labels)
     torch.testing.assert_close(fused.primary_loss, loss_fn(pri, y).detach())

@@ -39,17 +39,18 @@ def exact_meta_grads(variant, net, gen, x, y, loss_fn, cfg):
     return meta_gradient(net, gen, x, y, loss_fn, cfg).grads
 
 
-
-
 @functools.cache
 def finite_difference_meta_gradient(loss):
     """float64 central differences of the naive J(θ2), α = 0.5, λ = 0.2 (computed once per loss)."""
     net, gen, x, y = tiny_networks()
     loss_fn = classification_loss(loss, gamma=2.0)
     with torch.no_grad():
-        return flat(finite_difference_gradient(
-            lambda: torch.enable_grad().__enter__() or naive_outer_objective(net, gen, x, y, loss_fn, 0.5, 0.2),
-            list(gen.parameters())))
+        return flat(
+            finite_difference_gradient(
+                lambda: torch.enable_grad().__enter__() or naive_outer_objective(net, gen, x, y, loss_fn, 0.5, 0.2),
+                list(gen.parameters()),
+            )
+        )
 
 
 @pytest.mark.parametrize("variant", EXACT_VARIANTS)
@@ -87,8 +88,11 @@ def test_first_order_is_close_to_second_order(inner_lr):
     assert cosine > 0.99, f"cosine {cosine:.4f}"
 
 
-@pytest.mark.parametrize("cfg", [MetaConfig(engine="func"), MetaConfig(engine="higher"), MetaConfig(engine="jvp"),
-                                 MetaConfig(order="first")], ids=["func", "higher", "jvp", "first"])
+@pytest.mark.parametrize(
+    "cfg",
+    [MetaConfig(engine="func"), MetaConfig(engine="higher"), MetaConfig(engine="jvp"), MetaConfig(order="first")],
+    ids=["func", "higher", "jvp", "first"],
+)
 def test_meta_step_leaves_the_multitask_network_untouched(cfg):
     net, gen, x, y = tiny_networks(torch.float32)
     net(x)  # give the BatchNorm statistics a non-default value first

@@ -66,8 +66,11 @@ def test_op_without_double_backward_gives_a_clear_error(op, engine):
         with pytest.raises(DoubleBackwardError, match="cannot differentiate again.*--meta-order first"):
             meta_gradient(net, gen, x, y, loss, MetaConfig(engine=engine))
     else:  # autograd's own error, which names the op, with the fix added
-        with pytest.raises(DoubleBackwardError, match=r"derivative for aten::_segment_reduce_backward is not "
-                                                       r"implemented.*MetaConfig\(order='first'\)"):
+        with pytest.raises(
+            DoubleBackwardError,
+            match=r"derivative for aten::_segment_reduce_backward is not "
+            r"implemented.*MetaConfig\(order='first'\)",
+        ):
             meta_gradient(net, gen, x, y, loss, MetaConfig(engine=engine))
     # the first-order variant needs no double backward
     result = meta_gradient(net, gen, x, y, loss, MetaConfig(order="first"))
@@ -89,6 +92,9 @@ def test_the_fused_func_form_walks_the_graph_for_once_differentiable_ops():
 
 def test_the_fused_func_form_explains_a_missing_double_backward():
     net, gen, x, y = networks_with("segment_reduce")
-    with pytest.raises(DoubleBackwardError, match=r"derivative for aten::_segment_reduce_backward is not "
-                                                   r"implemented.*MetaConfig\(order='first'\)"):
+    with pytest.raises(
+        DoubleBackwardError,
+        match=r"derivative for aten::_segment_reduce_backward is not "
+        r"implemented.*MetaConfig\(order='first'\)",
+    ):
         fused_step(net, gen, x, y, classification_loss("focal"), MetaConfig(engine="func"))

@@ -44,7 +44,7 @@ def block_of(c):
 def naive_noise(gen, x, y, tau):
     """(z, G, h, r) drawn independently of LabelGenerator: G = −log E, E ~ Exp(1) on [B, K] from
     torch's generator (the draw of torch.nn.functional.gumbel_softmax), h and r per block by loops."""
-    z = gen.logits(x)[:, :sum(PSI)]
+    z = gen.logits(x)[:, : sum(PSI)]
     g = -torch.empty_like(z).exponential_().log()
     h = torch.zeros_like(z)
     r = torch.zeros_like(z)
@@ -73,7 +73,7 @@ def naive_gumbel_gradient(net, gen, x, y, loss_fn, alpha, lam, tau, outer=None, 
     (u,) = torch.autograd.grad(outer_loss, leaf)
     params = list(gen.parameters())
     look_part = torch.autograd.grad(r, params, grad_outputs=u, allow_unused=True)
-    soft = gen.hierarchy.masked_softmax(gen.logits(x)[:, :sum(PSI)], y)  # the noise-free labels
+    soft = gen.hierarchy.masked_softmax(gen.logits(x)[:, : sum(PSI)], y)  # the noise-free labels
     entropy = torch.autograd.grad(lam * negative_entropy(soft), params, allow_unused=True)
     zero = [torch.zeros_like(p) for p in params]
     return [(z if a is None else a) + (z if b is None else b) for a, b, z in zip(look_part, entropy, zero)]

@@ -36,7 +36,7 @@ def naive_weighted_objective(net, gen, x, y, loss_fn, alpha, lam, outer=None):
     soft, scale = gen.labels_and_scales(x, y)
     look = copy.deepcopy(net)
     pri, aux = look(x)
-    aux_loss = sum(scale[b] * loss_fn(aux[b:b + 1], soft[b:b + 1]) for b in range(x.shape[0])) / x.shape[0]
+    aux_loss = sum(scale[b] * loss_fn(aux[b : b + 1], soft[b : b + 1]) for b in range(x.shape[0])) / x.shape[0]
     grads = torch.autograd.grad(loss_fn(pri, y) + aux_loss, list(look.parameters()))
     with torch.no_grad():
         for p, g in zip(look.parameters(), grads):
@@ -52,12 +52,12 @@ def test_the_generator_gives_labels_in_the_block_and_scales_in_the_range():
     torch.testing.assert_close(gen(x, y), soft)  # forward stays the distribution
     w = torch.sigmoid(gen.logits(x)[:, -1])
     torch.testing.assert_close(scale, 2.0 ** (2 * 1.5 * w - 1.5))
-    assert scale.min() >= 2.0 ** -1.5 and scale.max() <= 2.0 ** 1.5
+    assert scale.min() >= 2.0**-1.5 and scale.max() <= 2.0**1.5
     assert scale.max() - scale.min() > 0.3  # the images get different weights
     masked = soft.clone()
     for b, c in enumerate(y.tolist()):
         start = sum(PSI[:c])
-        masked[b, start:start + PSI[c]] = 0
+        masked[b, start : start + PSI[c]] = 0
     assert masked.abs().max() == 0
 
 
@@ -77,10 +77,15 @@ def test_weighted_meta_gradient_equals_finite_differences(variant, with_outer):
     cfg = MetaConfig(inner_lr=0.5, entropy_weight=0.2, engine=variant.split("-")[1])
     exact = flat(exact_meta_result(variant, net, gen, x, y, loss_fn, cfg, outer).grads)
     with torch.no_grad():
-        fd = flat(finite_difference_gradient(
-            lambda: torch.enable_grad().__enter__() or naive_weighted_objective(net, gen, x, y, loss_fn, 0.5, 0.2,
-                                                                              outer),
-            list(gen.parameters())))
+        fd = flat(
+            finite_difference_gradient(
+                lambda: (
+                    torch.enable_grad().__enter__()
+                    or naive_weighted_objective(net, gen, x, y, loss_fn, 0.5, 0.2, outer)
+                ),
+                list(gen.parameters()),
+            )
+        )
     rel = (exact - fd).norm() / fd.norm()
     assert rel < 1e-5, f"relative error {rel:.2e}"
     # the weight output gets a meta-gradient of its own (the last row of the head's last layer)
@@ -109,7 +114,7 @@ def test_the_learner_trains_on_weighted_targets_and_counts_the_labels_as_distrib
     target = out.targets["generated"]
     torch.testing.assert_close(target, soft * scale[:, None])
     aux = net(x)[1]
-    per_image = torch.stack([loss_fn(aux[b:b + 1], soft[b:b + 1]) for b in range(6)])
+    per_image = torch.stack([loss_fn(aux[b : b + 1], soft[b : b + 1]) for b in range(6)])
     torch.testing.assert_close(out.losses["generated"], (scale * per_image).mean())
 
     usage, reference = LabelUsage(PSI), LabelUsage(PSI)

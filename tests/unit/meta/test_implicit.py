@@ -32,7 +32,7 @@ def explicit_lookahead_part(net, gen, x, y, loss_fn, alpha, terms, outer=None, e
     def unflatten(vec):
         parts, i = {}, 0
         for (n, _), s in zip(named, shapes):
-            parts[n] = vec[i:i + s.numel()].view(s)
+            parts[n] = vec[i : i + s.numel()].view(s)
             i += s.numel()
         return parts
 
@@ -65,20 +65,37 @@ def explicit_lookahead_part(net, gen, x, y, loss_fn, alpha, terms, outer=None, e
 @functools.cache
 def explicit(terms, with_outer, with_extra):
     net, gen, x, y = tiny_networks()
-    return explicit_lookahead_part(net, gen, x, y, classification_loss("focal", gamma=2.0), ALPHA, terms,
-                                   outer=outer_batch() if with_outer else None,
-                                   extra=other_task(net) if with_extra else None)
+    return explicit_lookahead_part(
+        net,
+        gen,
+        x,
+        y,
+        classification_loss("focal", gamma=2.0),
+        ALPHA,
+        terms,
+        outer=outer_batch() if with_outer else None,
+        extra=other_task(net) if with_extra else None,
+    )
 
 
-@pytest.mark.parametrize(("terms", "with_outer", "with_extra"),
-                         [(0, False, False), (2, False, False), (5, True, False), (3, True, True)],
-                         ids=["K0", "K2", "K5-outer_batch", "K3-outer_batch-extra_inner_loss"])
+@pytest.mark.parametrize(
+    ("terms", "with_outer", "with_extra"),
+    [(0, False, False), (2, False, False), (5, True, False), (3, True, True)],
+    ids=["K0", "K2", "K5-outer_batch", "K3-outer_batch-extra_inner_loss"],
+)
 def test_neumann_hypergradient_equals_the_explicit_matrix_formula(terms, with_outer, with_extra):
     net, gen, x, y = tiny_networks()
     cfg = MetaConfig(inner_lr=ALPHA, entropy_weight=0.0, order="implicit", neumann_terms=terms)
-    result = meta_gradient(net, gen, x, y, classification_loss("focal", gamma=2.0), cfg,
-                           extra_inner_loss=other_task(net) if with_extra else None,
-                           outer_batch=outer_batch() if with_outer else None)
+    result = meta_gradient(
+        net,
+        gen,
+        x,
+        y,
+        classification_loss("focal", gamma=2.0),
+        cfg,
+        extra_inner_loss=other_task(net) if with_extra else None,
+        outer_batch=outer_batch() if with_outer else None,
+    )
     expected = explicit(terms, with_outer, with_extra)
     assert relative(flat(result.grads), expected) < 1e-6
     if terms:  # the Hessian terms matter: K = 0 gives a measurably different gradient
@@ -90,8 +107,9 @@ def test_the_entropy_term_is_added_and_the_outer_loss_is_at_theta1():
     loss_fn = classification_loss("focal", gamma=2.0)
     look = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=ALPHA, entropy_weight=0.0, order="implicit"))
     both = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=ALPHA, entropy_weight=0.2, order="implicit"))
-    entropy = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=ALPHA, entropy_weight=0.2, order="implicit",
-                                                                record_parts=True))
+    entropy = meta_gradient(
+        net, gen, x, y, loss_fn, MetaConfig(inner_lr=ALPHA, entropy_weight=0.2, order="implicit", record_parts=True)
+    )
     torch.testing.assert_close(flat(both.grads), flat(entropy.grads))
     torch.testing.assert_close(entropy.lookahead_grad_norm, flat(look.grads).norm())
     with torch.no_grad():
@@ -104,8 +122,9 @@ def test_no_hessian_term_is_the_one_step_look_ahead_to_first_order_in_alpha():
     loss_fn = classification_loss("focal", gamma=2.0)
     gaps = []
     for alpha in (1e-2, 1e-3):
-        implicit = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=alpha, entropy_weight=0.0,
-                                                                     order="implicit", neumann_terms=0))
+        implicit = meta_gradient(
+            net, gen, x, y, loss_fn, MetaConfig(inner_lr=alpha, entropy_weight=0.0, order="implicit", neumann_terms=0)
+        )
         jvp = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=alpha, entropy_weight=0.0, engine="jvp"))
         gaps.append(relative(flat(implicit.grads), flat(jvp.grads)))
     assert gaps[1] < 2e-3 and 5 < gaps[0] / gaps[1] < 20
@@ -120,13 +139,13 @@ def test_settings_are_validated_and_a_diverging_series_is_named():
     assert MetaConfig(order="implicit", engine="higher").engine_name == "implicit"
     net, gen, x, y = tiny_networks()
     with pytest.raises(FloatingPointError, match="Neumann series .* diverged"):
-        meta_gradient(net, gen, x, y, classification_loss("ce"),
-                      MetaConfig(inner_lr=1e30, order="implicit", neumann_terms=30))
+        meta_gradient(
+            net, gen, x, y, classification_loss("ce"), MetaConfig(inner_lr=1e30, order="implicit", neumann_terms=30)
+        )
 
 
 @pytest.mark.parametrize("order, engine, reads_g", [("implicit", "jvp", False), ("second", "jvp", True)])
-def test_the_plain_form_computes_the_inner_gradient_only_for_engines_that_read_it(monkeypatch, order, engine,
-                                                                                  reads_g):
+def test_the_plain_form_computes_the_inner_gradient_only_for_engines_that_read_it(monkeypatch, order, engine, reads_g):
     from maxl.meta.engines.detached import DetachedLookaheadEngine
     from maxl.meta.registry import get_engine
 

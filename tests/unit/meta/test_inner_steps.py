@@ -32,8 +32,18 @@ def finite_difference_meta_gradient(steps, with_outer):
     """float64 central differences, entry by entry of θ2, of the naive J after ``steps`` SGD steps."""
     net, gen, x, y = tiny_networks()
     loss_fn = classification_loss("focal", gamma=2.0)
-    objective = functools.partial(naive_outer_objective, net, gen, x, y, loss_fn, ALPHA, LAM, steps=steps,
-                                  outer=outer_batch() if with_outer else None)
+    objective = functools.partial(
+        naive_outer_objective,
+        net,
+        gen,
+        x,
+        y,
+        loss_fn,
+        ALPHA,
+        LAM,
+        steps=steps,
+        outer=outer_batch() if with_outer else None,
+    )
     return flat(finite_difference_gradient(objective, list(gen.parameters())))
 
 
@@ -56,16 +66,30 @@ def test_one_step_is_the_default_and_the_papers_look_ahead():
     assert MetaConfig().inner_steps == 1
     net, gen, x, y = tiny_networks()
     loss_fn = classification_loss("focal", gamma=2.0)
-    exact = flat(meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=ALPHA, inner_steps=1),
-                               outer_batch=outer_batch()).grads)
+    exact = flat(
+        meta_gradient(
+            net, gen, x, y, loss_fn, MetaConfig(inner_lr=ALPHA, inner_steps=1), outer_batch=outer_batch()
+        ).grads
+    )
     assert relative(exact, finite_difference_meta_gradient(1, True)) < 1e-6
 
 
 def test_func_equals_higher_for_two_steps_with_an_other_task_and_an_outer_batch():
     net, gen, x, y = tiny_networks()
     loss_fn = classification_loss("focal")
-    a, b = (meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=0.3, engine=e, inner_steps=2),
-                          extra_inner_loss=other_task(net), outer_batch=outer_batch()) for e in ("func", "higher"))
+    a, b = (
+        meta_gradient(
+            net,
+            gen,
+            x,
+            y,
+            loss_fn,
+            MetaConfig(inner_lr=0.3, engine=e, inner_steps=2),
+            extra_inner_loss=other_task(net),
+            outer_batch=outer_batch(),
+        )
+        for e in ("func", "higher")
+    )
     torch.testing.assert_close(flat(a.grads), flat(b.grads), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(a.outer_loss, b.outer_loss)
 

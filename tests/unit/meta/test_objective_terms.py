@@ -15,8 +15,9 @@ def test_the_image_entropy_term_adds_mu_times_its_gradient(engine):
     gen = LabelGenerator(tiny_cnn(1), [2, 3], hidden=4).double()
     x, y = torch.randn(6, 1, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 1, 0])
     loss = classification_loss("ce")
-    settings = dict(inner_lr=0.3, entropy_weight=0.2, **({"order": "first"} if engine == "first" else
-                                                         {"engine": engine}))
+    settings = dict(
+        inner_lr=0.3, entropy_weight=0.2, **({"order": "first"} if engine == "first" else {"engine": engine})
+    )
     plain = meta_gradient(net, gen, x, y, loss, MetaConfig(**settings))
     mi = meta_gradient(net, gen, x, y, loss, MetaConfig(**settings, image_entropy_weight=0.7))
     direct = torch.autograd.grad(mean_entropy(gen(x, y)), list(gen.parameters()))
@@ -38,13 +39,14 @@ def test_an_extra_outer_loss_adds_its_gradient_and_the_learner_makes_the_consist
     x, y = torch.randn(6, 1, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 1, 0])
     loss, cfg = classification_loss("ce"), MetaConfig(inner_lr=0.3, engine="jvp")
     plain = meta_gradient(net, gen, x, y, loss, cfg)
-    extra = meta_gradient(net, gen, x, y, loss, cfg, extra_outer_loss=lambda soft: (soft ** 2).sum())
+    extra = meta_gradient(net, gen, x, y, loss, cfg, extra_outer_loss=lambda soft: (soft**2).sum())
     direct = torch.autograd.grad((gen(x, y) ** 2).sum(), list(gen.parameters()))
     for a, b, d in zip(extra.grads, plain.grads, direct):
         torch.testing.assert_close(a, b + d, rtol=1e-9, atol=1e-12)
 
-    task = GeneratedLabels(gen, meta=MetaConfig(inner_lr=0.3, engine="jvp", consistency_weight=0.5),
-                           loss_fn=loss, head=net.aux_head)
+    task = GeneratedLabels(
+        gen, meta=MetaConfig(inner_lr=0.3, engine="jvp", consistency_weight=0.5), loss_fn=loss, head=net.aux_head
+    )
     learner = AuxiliaryLearner(net.backbone, net.primary_head, [task], primary_loss=loss)
     torch.manual_seed(1)
     got = learner.meta_gradient(x, y)
@@ -67,7 +69,7 @@ def test_random_flip_shift_gives_flipped_or_shifted_crops_of_each_image():
         candidates = []
         for flipped in (image, image.flip(2)):
             padded = torch.nn.functional.pad(flipped[None], (2,) * 4, mode="reflect")[0]
-            candidates += [padded[:, i:i + 8, j:j + 8] for i in range(5) for j in range(5)]
+            candidates += [padded[:, i : i + 8, j : j + 8] for i in range(5) for j in range(5)]
         assert any(torch.equal(view, c) for c in candidates)
 
 
@@ -128,11 +130,17 @@ def test_random_flip_shift_without_flip_gives_only_shifted_crops():
     views = random_flip_shift(x, shift=2, flip=False)
     for image, view in zip(x, views):
         padded = torch.nn.functional.pad(image[None], (2,) * 4, mode="reflect")[0]
-        assert any(torch.equal(view, padded[:, i:i + 8, j:j + 8]) for i in range(5) for j in range(5))
+        assert any(torch.equal(view, padded[:, i : i + 8, j : j + 8]) for i in range(5) for j in range(5))
     torch.manual_seed(0)  # with flips, some of these 16 views are mirror images that no shift gives
     flipped = random_flip_shift(x, shift=2)
-    unflipped = [any(torch.equal(v, torch.nn.functional.pad(im[None], (2,) * 4, mode="reflect")[0][:, i:i + 8, j:j + 8])
-                     for i in range(5) for j in range(5)) for im, v in zip(x, flipped)]
+    unflipped = [
+        any(
+            torch.equal(v, torch.nn.functional.pad(im[None], (2,) * 4, mode="reflect")[0][:, i : i + 8, j : j + 8])
+            for i in range(5)
+            for j in range(5)
+        )
+        for im, v in zip(x, flipped)
+    ]
     assert not all(unflipped)
 
 
@@ -176,10 +184,14 @@ def _rotated_unflipped_view(x, norm):
     return random_rotation(random_flip_shift(x, flip=False), 20.0, *norm)
 
 
-@pytest.mark.parametrize("channels, settings, make_view", [
-    (3, dict(consistency_colour=0.4), _colour_view),
-    (1, dict(consistency_flip=False, consistency_rotation=20.0), _rotated_unflipped_view),
-], ids=["colour", "rotation-no-flip"])
+@pytest.mark.parametrize(
+    "channels, settings, make_view",
+    [
+        (3, dict(consistency_colour=0.4), _colour_view),
+        (1, dict(consistency_flip=False, consistency_rotation=20.0), _rotated_unflipped_view),
+    ],
+    ids=["colour", "rotation-no-flip"],
+)
 def test_the_learner_makes_the_configured_second_view_of_the_consistency_term(channels, settings, make_view):
     """The learner's consistency term equals −ν I(g(x), g(x')) with x' drawn as configured
     (the same random numbers), and a view setting without the normalisation is refused."""

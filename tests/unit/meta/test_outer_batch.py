@@ -14,8 +14,12 @@ from maxl.meta import MetaConfig, meta_gradient
 from tests.unit.meta.tiny import finite_difference_gradient, flat, naive_outer_objective, outer_batch, tiny_networks
 
 ALPHA, LAM = 0.5, 0.2  # a large α makes the look-ahead's term count
-ALL_ENGINES = {"func": MetaConfig(inner_lr=ALPHA, engine="func"), "higher": MetaConfig(inner_lr=ALPHA, engine="higher"),
-               "jvp": MetaConfig(inner_lr=ALPHA, engine="jvp"), "first": MetaConfig(inner_lr=ALPHA, order="first")}
+ALL_ENGINES = {
+    "func": MetaConfig(inner_lr=ALPHA, engine="func"),
+    "higher": MetaConfig(inner_lr=ALPHA, engine="higher"),
+    "jvp": MetaConfig(inner_lr=ALPHA, engine="jvp"),
+    "first": MetaConfig(inner_lr=ALPHA, order="first"),
+}
 
 
 def relative(a, b):
@@ -71,8 +75,9 @@ def test_outer_batch_leaves_the_multitask_network_untouched(engine):
     net, gen, x, y = tiny_networks(torch.float32)
     net(x)  # non-default BatchNorm statistics
     state = copy.deepcopy(net.state_dict())
-    result = meta_gradient(net, gen, x, y, classification_loss("focal"), ALL_ENGINES[engine],
-                           outer_batch=outer_batch(torch.float32))
+    result = meta_gradient(
+        net, gen, x, y, classification_loss("focal"), ALL_ENGINES[engine], outer_batch=outer_batch(torch.float32)
+    )
     for k, v in net.state_dict().items():
         assert torch.equal(v, state[k]), f"{k} changed"
     assert all(p.grad is None for p in net.parameters())

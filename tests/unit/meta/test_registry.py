@@ -32,9 +32,15 @@ def test_every_built_in_engine_is_registered_under_its_name():
     assert [n for n in ("func", "higher", "jvp", "first") if get_engine(n).needs_double_backward] == ["func", "higher"]
 
 
-@pytest.mark.parametrize(("cfg", "name"), [(MetaConfig(), "func"), (MetaConfig(engine="jvp"), "jvp"),
-                                           (MetaConfig(engine="higher"), "higher"),
-                                           (MetaConfig(order="first", engine="higher"), "first")])
+@pytest.mark.parametrize(
+    ("cfg", "name"),
+    [
+        (MetaConfig(), "func"),
+        (MetaConfig(engine="jvp"), "jvp"),
+        (MetaConfig(engine="higher"), "higher"),
+        (MetaConfig(order="first", engine="higher"), "first"),
+    ],
+)
 def test_a_config_resolves_to_one_engine(cfg, name):
     assert cfg.engine_name == name
     assert get_engine(cfg) is get_engine(name)

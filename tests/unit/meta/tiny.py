@@ -59,6 +59,7 @@ def other_task(net, dtype=torch.float64, seed=0):
     def extra(params):
         backbone = {n.removeprefix("backbone."): p for n, p in params.items() if n.startswith("backbone.")}
         return other_task_loss(net.backbone, backbone, x_other, target_other)
+
     return extra
 
 

@@ -36,10 +36,15 @@ def convnet_count(in_c, widths, convs, bn=True):
 
 
 @pytest.mark.parametrize("bn", [True, False])
-@pytest.mark.parametrize("make,spec", [(lambda bn: tiny_cnn(1, bn), (1, (16, 32), (1, 1))),
-                                       (lambda bn: cnn3(3, bn), (3, (32, 64, 128), (1, 1, 1))),
-                                       (lambda bn: vgg16_bn(3, bn), (3, (64, 128, 256, 512, 512), (2, 2, 3, 3, 3)))],
-                         ids=["tiny", "cnn3", "vgg16"])
+@pytest.mark.parametrize(
+    "make,spec",
+    [
+        (lambda bn: tiny_cnn(1, bn), (1, (16, 32), (1, 1))),
+        (lambda bn: cnn3(3, bn), (3, (32, 64, 128), (1, 1, 1))),
+        (lambda bn: vgg16_bn(3, bn), (3, (64, 128, 256, 512, 512), (2, 2, 3, 3, 3))),
+    ],
+    ids=["tiny", "cnn3", "vgg16"],
+)
 def test_parameter_counts_follow_the_formulas(make, spec, bn):
     in_c, widths, convs = spec
     backbone = convnet_count(in_c, widths, convs, bn)
@@ -49,9 +54,13 @@ def test_parameter_counts_follow_the_formulas(make, spec, bn):
         "soft": t * backbone + heads(f),
         "cross-stitch": t * backbone + n * t * t + heads(f),
         "nddr": t * backbone + sum(t * (t * w * w + (2 * w if bn else 0)) for w in widths) + heads(f),
-        "mtan": backbone + heads(f) + t * sum(
+        "mtan": backbone
+        + heads(f)
+        + t
+        * sum(
             ((w if b == 0 else w + widths[b - 1]) + 1) * w + (w + 1) * w + (4 * w if bn else 0)
-            for b, w in enumerate(widths)),
+            for b, w in enumerate(widths)
+        ),
     }
     for arch in ARCHITECTURES:
         net = build_network(arch, lambda: make(bn), P, K, H, batchnorm=bn)

@@ -33,8 +33,9 @@ def assert_meta_gradient_matches_finite_differences(net, gen):
     x, y = torch.randn(6, 1, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 1, 0])
     loss, cfg = classification_loss("ce"), MetaConfig(inner_lr=0.5, entropy_weight=0.3)
     grads = meta_gradient(net, gen, x, y, loss, cfg).grads
-    expected = finite_difference_gradient(lambda: naive_outer_objective(net, gen, x, y, loss, 0.5, 0.3),
-                                          list(gen.parameters()))
+    expected = finite_difference_gradient(
+        lambda: naive_outer_objective(net, gen, x, y, loss, 0.5, 0.3), list(gen.parameters())
+    )
     for g, e in zip(grads, expected):
         torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-8)
 

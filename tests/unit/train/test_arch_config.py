@@ -8,8 +8,23 @@ from maxl.nn.architectures import SoftSharing, TaskView
 from maxl.nn.networks import FeatureLabelGenerator
 from maxl.train.build import ModelConfig, RunConfig, build
 
-SMALL = ["--dataset", "digits", "--hierarchy", "even-odd", "--epochs", "1", "--hidden", "8", "--train-subset", "64",
-         "--test-subset", "32", "--no-progress", "--threads", "1"]
+SMALL = [
+    "--dataset",
+    "digits",
+    "--hierarchy",
+    "even-odd",
+    "--epochs",
+    "1",
+    "--hidden",
+    "8",
+    "--train-subset",
+    "64",
+    "--test-subset",
+    "32",
+    "--no-progress",
+    "--threads",
+    "1",
+]
 
 
 def parse(*argv):
@@ -40,8 +55,9 @@ def test_the_builder_makes_the_architecture_and_refuses_aux_tasks_beside_it(tmp_
 
 
 def test_the_feature_generator_reads_the_primary_tasks_features(tmp_path):
-    [run] = parse(*SMALL, "--method", "maxl", "--arch", "cross-stitch", "--generator", "features",
-                  "--out", str(tmp_path))
+    [run] = parse(
+        *SMALL, "--method", "maxl", "--arch", "cross-stitch", "--generator", "features", "--out", str(tmp_path)
+    )
     trainer = build(run, log=lambda *_: None)
     gen = trainer.learner.generated.generator
     assert isinstance(gen, FeatureLabelGenerator) and isinstance(gen.shared_backbone, TaskView)

@@ -56,9 +56,11 @@ def test_written_files_get_the_usual_permissions(tmp_path):
 # --------------------------------------------------------------------------- a write that fails
 def failing_save(error):
     """A torch.save that writes half a file, then fails with ``error``."""
+
     def save(obj, path):
         pathlib.Path(path).write_bytes(b"PK\x03\x04 half a checkpoint")
         raise error
+
     return save
 
 
@@ -80,8 +82,9 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_names_path_and_reason(che
     monkeypatch.setattr(torch, "save", failing_save(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
     with pytest.raises(WriteError) as caught:
         atomic_torch_save({"epoch": 2}, checkpoint)
-    assert str(caught.value) == (f"could not write {checkpoint}: No space left on device (ENOSPC); the previous "
-                                 "checkpoint.pt is intact")
+    assert str(caught.value) == (
+        f"could not write {checkpoint}: No space left on device (ENOSPC); the previous checkpoint.pt is intact"
+    )
     assert isinstance(caught.value, OSError) and caught.value.errno == errno.ENOSPC
     assert caught.value.path == checkpoint
     assert_intact(checkpoint, before)
@@ -89,8 +92,9 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_names_path_and_reason(che
 
 def test_torch_saves_runtime_error_gives_the_os_reason_it_names(checkpoint, monkeypatch):
     before = checkpoint.read_bytes()
-    error = RuntimeError("[enforce fail at inline_container.cc:747] . open file failed with strerror: "
-                         "Read-only file system")
+    error = RuntimeError(
+        "[enforce fail at inline_container.cc:747] . open file failed with strerror: Read-only file system"
+    )
     monkeypatch.setattr(torch, "save", failing_save(error))
     with pytest.raises(WriteError, match=r"could not write .*checkpoint.pt: Read-only file system \(EROFS\)"):
         atomic_torch_save({"epoch": 2}, checkpoint)
@@ -106,8 +110,9 @@ def test_an_error_that_is_not_the_operating_systems_propagates_unchanged(checkpo
 
 
 def test_a_folder_that_is_gone_is_named(tmp_path):
-    with pytest.raises(WriteError,
-                       match=r"could not write .*gone/checkpoint.pt: No such file or directory \(ENOENT\)$"):
+    with pytest.raises(
+        WriteError, match=r"could not write .*gone/checkpoint.pt: No such file or directory \(ENOENT\)$"
+    ):
         atomic_torch_save({}, tmp_path / "gone" / "checkpoint.pt")
 
 
@@ -116,8 +121,10 @@ def test_a_read_only_folder_keeps_the_previous_checkpoint(checkpoint):
     before = checkpoint.read_bytes()
     checkpoint.parent.chmod(0o555)
     try:
-        for write in (lambda: atomic_torch_save({"epoch": 2}, checkpoint),
-                      lambda: atomic_write_text(checkpoint, "text")):
+        for write in (
+            lambda: atomic_torch_save({"epoch": 2}, checkpoint),
+            lambda: atomic_write_text(checkpoint, "text"),
+        ):
             with pytest.raises(WriteError, match=r"checkpoint.pt: Permission denied \(EACCES\); the previous"):
                 write()
     finally:
@@ -132,8 +139,7 @@ def tiny_filesystem(tmp_path):
     folder.mkdir()
     if os.name != "posix" or os.geteuid() != 0 or not shutil.which("mount"):
         pytest.skip("mounting a tmpfs needs root")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
-                      capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here")
     yield folder
     subprocess.run(["umount", str(folder)], check=True)

@@ -46,8 +46,11 @@ from maxl.train.config import GEN_OPTIMIZERS, LR_SCHEDULES, METHODS, SCHEDULES
 from maxl.train.presets import PRESET_CHOICES
 
 ARGV = ["--dataset", "digits", "--epochs", "1", "--train-subset", "64", "--test-subset", "32", "--no-progress"]
-BASE = {"data": {"train_subset": 64}, "model": {"hidden": 8}, "train": {"epochs": 1, "batch_size": 32,
-                                                                      "meta": {"entropy_weight": 0.2}}}
+BASE = {
+    "data": {"train_subset": 64},
+    "model": {"hidden": 8},
+    "train": {"epochs": 1, "batch_size": 32, "meta": {"entropy_weight": 0.2}},
+}
 FORMAT = st.sampled_from([".toml", ".json"])
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), max_size=8)  # TOML-safe strings
 NAME = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1, max_size=12)
@@ -58,8 +61,11 @@ def cli(argv: list[str]) -> tuple[int, str]:
     """(exit status, stderr) of ``maxl ARGV``, with the builder replaced by a test failure."""
     err = io.StringIO()
     refused = AssertionError(f"maxl {' '.join(argv)} was accepted and would train")
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), \
-            mock.patch.object(commands, "build", side_effect=refused):
+    with (
+        contextlib.redirect_stderr(err),
+        contextlib.redirect_stdout(io.StringIO()),
+        mock.patch.object(commands, "build", side_effect=refused),
+    ):
         try:
             status = commands.main(argv)
         except SystemExit as stop:  # argparse's errors
@@ -100,8 +106,9 @@ def toml_value(v) -> str:
 
 def to_toml(tree: dict, prefix: tuple[str, ...] = ()) -> str:
     """TOML text of a tree: a table's plain values first, then its sub-tables under headers."""
-    lines = [f"{json.dumps(k, ensure_ascii=False)} = {toml_value(v)}" for k, v in tree.items()
-             if not isinstance(v, dict)]
+    lines = [
+        f"{json.dumps(k, ensure_ascii=False)} = {toml_value(v)}" for k, v in tree.items() if not isinstance(v, dict)
+    ]
     for k, v in tree.items():
         if isinstance(v, dict):
             path = (*prefix, k)
@@ -111,8 +118,11 @@ def to_toml(tree: dict, prefix: tuple[str, ...] = ()) -> str:
 
 def write(tmp: str, tree_or_bytes, suffix: str) -> Path:
     path = Path(tmp) / f"run{suffix}"
-    data = tree_or_bytes if isinstance(tree_or_bytes, bytes) else (
-        json.dumps(tree_or_bytes) if suffix == ".json" else to_toml(tree_or_bytes)).encode()
+    data = (
+        tree_or_bytes
+        if isinstance(tree_or_bytes, bytes)
+        else (json.dumps(tree_or_bytes) if suffix == ".json" else to_toml(tree_or_bytes)).encode()
+    )
     path.write_bytes(data)
     return path
 
@@ -155,9 +165,15 @@ def kinds(tp) -> set[str]:
     raise AssertionError(f"a setting of a new kind of type {tp}: teach this test its wrong values")
 
 
-CANDIDATES = {"none": st.none(), "bool": st.booleans(), "int": st.integers(-5, 10**6), "float": st.floats(-1e6, 1e6),
-              "str": TEXT, "list": st.lists(st.integers(0, 3), max_size=3),
-              "dict": st.dictionaries(TEXT, st.integers(0, 3), max_size=2)}
+CANDIDATES = {
+    "none": st.none(),
+    "bool": st.booleans(),
+    "int": st.integers(-5, 10**6),
+    "float": st.floats(-1e6, 1e6),
+    "str": TEXT,
+    "list": st.lists(st.integers(0, 3), max_size=3),
+    "dict": st.dictionaries(TEXT, st.integers(0, 3), max_size=2),
+}
 NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
 
 
@@ -170,8 +186,7 @@ def wrong_values(tp, suffix: str) -> st.SearchStrategy:
         if typing.get_origin(arg) is list:
             options.append(st.lists(wrong_values(typing.get_args(arg)[0], suffix), min_size=1, max_size=3))
         if typing.get_origin(arg) is dict:
-            options.append(st.dictionaries(TEXT, wrong_values(typing.get_args(arg)[1], suffix), min_size=1,
-                                           max_size=2))
+            options.append(st.dictionaries(TEXT, wrong_values(typing.get_args(arg)[1], suffix), min_size=1, max_size=2))
     return st.one_of(options)
 
 
@@ -187,8 +202,9 @@ def _settings() -> dict[str, object]:
 
 
 SETTINGS = _settings()
-SECTION_KEYS = {s: {p.rsplit(".", 1)[1] for p in SETTINGS if p.rsplit(".", 1)[0] == s}
-                for s in (*SECTIONS, "train.meta")}
+SECTION_KEYS = {
+    s: {p.rsplit(".", 1)[1] for p in SETTINGS if p.rsplit(".", 1)[0] == s} for s in (*SECTIONS, "train.meta")
+}
 
 
 # ----------------------------------------------------------------------------- configuration files
@@ -215,7 +231,7 @@ def test_an_unknown_setting_in_a_known_section_is_named(suffix, section, key):
     config_error(with_setting(section, 1, key=key), suffix, f"unknown settings [{key!r}] in section [{section}]")
 
 
-INT64 = st.integers(-2**63, 2**63 - 1)  # TOML's integers
+INT64 = st.integers(-(2**63), 2**63 - 1)  # TOML's integers
 
 
 @given(FORMAT, NAME, st.one_of(INT64, TEXT, st.dictionaries(TEXT, st.integers(0, 3), max_size=2)))
@@ -224,8 +240,11 @@ def test_an_unknown_section_is_named(suffix, name, value):
     config_error({**BASE, name: value}, suffix, f"unknown run settings [{name!r}]")
 
 
-@given(FORMAT, st.sampled_from(sorted(SECTIONS)), st.one_of(INT64, TEXT, st.booleans(),
-                                                             st.lists(st.integers(0, 3), max_size=2)))
+@given(
+    FORMAT,
+    st.sampled_from(sorted(SECTIONS)),
+    st.one_of(INT64, TEXT, st.booleans(), st.lists(st.integers(0, 3), max_size=2)),
+)
 def test_a_section_that_is_not_a_table_is_named(suffix, section, value):
     config_error({**BASE, section: value}, suffix, f"section [{section}] must be a table of settings")
 
@@ -240,28 +259,48 @@ def above(bound, *, strict=False):
 
 # setting -> values out of its range; the message must name the setting
 OUT_OF_RANGE = {
-    "train.epochs": st.integers(-10**6, 0), "train.batch_size": st.integers(-10**6, 1),
-    "train.lr": below(0), "train.gen_lr": below(0), "train.momentum": below(0, strict=True),
-    "train.weight_decay": below(0, strict=True), "train.gen_weight_decay": below(0, strict=True),
-    "train.lr_step": st.integers(-10**6, 0), "train.lr_gamma": below(0), "train.warmup": below(0) | above(1),
-    "train.focal_gamma": below(0, strict=True), "train.gen_every": st.integers(-10**6, 0),
-    "train.seed": st.integers(-2**40, -1) | st.integers(2**32, 2**62), "train.gumbel_tau_end": below(0),
-    "train.meta.inner_lr": below(0), "train.meta.entropy_weight": below(0, strict=True),
-    "train.meta.image_entropy_weight": below(0, strict=True), "train.meta.consistency_weight": below(0, strict=True),
+    "train.epochs": st.integers(-(10**6), 0),
+    "train.batch_size": st.integers(-(10**6), 1),
+    "train.lr": below(0),
+    "train.gen_lr": below(0),
+    "train.momentum": below(0, strict=True),
+    "train.weight_decay": below(0, strict=True),
+    "train.gen_weight_decay": below(0, strict=True),
+    "train.lr_step": st.integers(-(10**6), 0),
+    "train.lr_gamma": below(0),
+    "train.warmup": below(0) | above(1),
+    "train.focal_gamma": below(0, strict=True),
+    "train.gen_every": st.integers(-(10**6), 0),
+    "train.seed": st.integers(-(2**40), -1) | st.integers(2**32, 2**62),
+    "train.gumbel_tau_end": below(0),
+    "train.meta.inner_lr": below(0),
+    "train.meta.entropy_weight": below(0, strict=True),
+    "train.meta.image_entropy_weight": below(0, strict=True),
+    "train.meta.consistency_weight": below(0, strict=True),
     "train.meta.consistency_colour": below(0, strict=True) | above(1),
     "train.meta.consistency_rotation": below(0, strict=True) | above(180, strict=True),
-    "train.meta.inner_steps": st.integers(-10**6, 0), "train.meta.neumann_terms": st.integers(-10**6, -1),
+    "train.meta.inner_steps": st.integers(-(10**6), 0),
+    "train.meta.neumann_terms": st.integers(-(10**6), -1),
     "train.meta.fd_epsilon": below(0),
-    "model.hidden": st.integers(-10**6, -1), "model.image_weight_range": below(0, strict=True),
-    "model.gumbel_tau": below(0, strict=True), "model.soft_weight": below(0, strict=True),
-    "model.psi": st.one_of(st.integers(-10**6, 0), st.lists(st.integers(-3, 4), min_size=1, max_size=4).filter(
-        lambda ls: min(ls) < 1), st.sampled_from(["0", "-2", "3,0", "2, -1", "", ",", "a", "2,b", "1.5", "[2]"])),
-    "data.train_subset": st.integers(-10**6, 0), "data.test_subset": st.integers(-10**6, 0),
-    "data.val_subset": st.integers(-10**6, 0), "data.resize": st.integers(-10**6, 0),
-    "data.normalisation": st.one_of(st.tuples(above(-1), below(0)).map(list),
-                                    st.lists(above(0.1), max_size=5).filter(lambda ls: len(ls) != 2)),
-    "baselines.ae_epochs": st.integers(-10**6, -1), "baselines.ae_latent": st.integers(-10**6, 0),
-    "threads": st.integers(-10**6, 0),
+    "model.hidden": st.integers(-(10**6), -1),
+    "model.image_weight_range": below(0, strict=True),
+    "model.gumbel_tau": below(0, strict=True),
+    "model.soft_weight": below(0, strict=True),
+    "model.psi": st.one_of(
+        st.integers(-(10**6), 0),
+        st.lists(st.integers(-3, 4), min_size=1, max_size=4).filter(lambda ls: min(ls) < 1),
+        st.sampled_from(["0", "-2", "3,0", "2, -1", "", ",", "a", "2,b", "1.5", "[2]"]),
+    ),
+    "data.train_subset": st.integers(-(10**6), 0),
+    "data.test_subset": st.integers(-(10**6), 0),
+    "data.val_subset": st.integers(-(10**6), 0),
+    "data.resize": st.integers(-(10**6), 0),
+    "data.normalisation": st.one_of(
+        st.tuples(above(-1), below(0)).map(list), st.lists(above(0.1), max_size=5).filter(lambda ls: len(ls) != 2)
+    ),
+    "baselines.ae_epochs": st.integers(-(10**6), -1),
+    "baselines.ae_latent": st.integers(-(10**6), 0),
+    "threads": st.integers(-(10**6), 0),
 }
 
 
@@ -275,12 +314,24 @@ def test_a_value_out_of_range_is_named(suffix, path, data):
 
 # setting -> its names; anything else must be refused with a message that names the setting
 CHOICES = {
-    "data.dataset": DATASETS, "data.padding_mode": ("constant", "reflect"), "model.backbone": tuple(BACKBONES),
-    "model.arch": ARCHITECTURES, "model.generator": GENERATORS, "model.soft_penalty": PENALTIES,
-    "train.method": METHODS, "train.schedule": SCHEDULES, "train.loss": LOSSES, "train.lr_schedule": LR_SCHEDULES,
-    "train.gen_optimizer": GEN_OPTIMIZERS, "train.meta_batch": ("same", "other"), "train.meta.order": ORDERS,
-    "train.meta.engine": engine_names("second"), "aux.weighting": tuple(WEIGHTINGS),
-    "aux.rotation_mode": ROTATION_MODES, "aux.colourisation_mode": COLOURISATION_MODES, "preset": PRESET_CHOICES,
+    "data.dataset": DATASETS,
+    "data.padding_mode": ("constant", "reflect"),
+    "model.backbone": tuple(BACKBONES),
+    "model.arch": ARCHITECTURES,
+    "model.generator": GENERATORS,
+    "model.soft_penalty": PENALTIES,
+    "train.method": METHODS,
+    "train.schedule": SCHEDULES,
+    "train.loss": LOSSES,
+    "train.lr_schedule": LR_SCHEDULES,
+    "train.gen_optimizer": GEN_OPTIMIZERS,
+    "train.meta_batch": ("same", "other"),
+    "train.meta.order": ORDERS,
+    "train.meta.engine": engine_names("second"),
+    "aux.weighting": tuple(WEIGHTINGS),
+    "aux.rotation_mode": ROTATION_MODES,
+    "aux.colourisation_mode": COLOURISATION_MODES,
+    "preset": PRESET_CHOICES,
 }
 SAID_AS = {"model.arch": "architecture"}  # the message's word for the setting, where it is not its key
 
@@ -312,8 +363,9 @@ def test_a_device_that_torch_cannot_parse_is_named(suffix, device):
 
 
 # ----------------------------------------------------------------------------- files that are no configuration
-BAD_UTF8 = st.sampled_from([b"\xff", b"\xfe\xff", b"\xc3\x28", b"\xe2\x82", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80",
-                            b"\x80", b"\xc0\xaf"])
+BAD_UTF8 = st.sampled_from(
+    [b"\xff", b"\xfe\xff", b"\xc3\x28", b"\xe2\x82", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\x80", b"\xc0\xaf"]
+)
 
 
 @given(FORMAT, BAD_UTF8, st.integers(0, 10**6), st.binary(max_size=20))
@@ -345,9 +397,27 @@ def _json_error(text: str) -> bool:
     return False
 
 
-@given(FORMAT, st.one_of(st.text(st.characters(codec="utf-8"), max_size=30), st.integers(0, 10**6), st.sampled_from(
-    ["a = [", "[train\nepochs = 1", "[train]\nepochs = = 1", "x = 1\nx = 2", '{"train": {', "{'a': 1}", "[1, 2,]",
-     '{"a": 1,}', "epochs = 01", '"a" = "\\q"'])))
+@given(
+    FORMAT,
+    st.one_of(
+        st.text(st.characters(codec="utf-8"), max_size=30),
+        st.integers(0, 10**6),
+        st.sampled_from(
+            [
+                "a = [",
+                "[train\nepochs = 1",
+                "[train]\nepochs = = 1",
+                "x = 1\nx = 2",
+                '{"train": {',
+                "{'a': 1}",
+                "[1, 2,]",
+                '{"a": 1,}',
+                "epochs = 01",
+                '"a" = "\\q"',
+            ]
+        ),
+    ),
+)
 def test_syntax_errors_are_reported_as_unparsable(suffix, text):
     if isinstance(text, int):  # a valid file, cut short
         whole = json.dumps(BASE) if suffix == ".json" else to_toml(BASE)
@@ -362,11 +432,20 @@ def test_syntax_errors_are_reported_as_unparsable(suffix, text):
 JSON_KINDS = {list: "array", int: "number", float: "number", str: "string", type(None): "null", bool: "boolean"}
 
 
-@given(st.one_of(st.lists(st.integers(0, 3), max_size=3), st.integers(), st.floats(allow_nan=False), TEXT,
-                 st.none(), st.booleans()))
+@given(
+    st.one_of(
+        st.lists(st.integers(0, 3), max_size=3),
+        st.integers(),
+        st.floats(allow_nan=False),
+        TEXT,
+        st.none(),
+        st.booleans(),
+    )
+)
 def test_a_json_top_level_that_is_not_an_object_is_refused(value):
-    config_error(json.dumps(value).encode(), ".json", "expected a table of sections",
-                 f"got a JSON {JSON_KINDS[type(value)]}")
+    config_error(
+        json.dumps(value).encode(), ".json", "expected a table of sections", f"got a JSON {JSON_KINDS[type(value)]}"
+    )
 
 
 # ----------------------------------------------------------------------------- command-line values
@@ -376,12 +455,29 @@ def flag_error(*argv: str) -> str:
     return assert_one_error_line(status, err)
 
 
-NUMBER_TEXT = st.one_of(TEXT, st.floats(allow_nan=True, allow_infinity=True).map(repr), st.integers().map(str),
-                        st.sampled_from(["nan", "-inf", "1e999", "0x10", "1,5", "", " "]))
+NUMBER_TEXT = st.one_of(
+    TEXT,
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers().map(str),
+    st.sampled_from(["nan", "-inf", "1e999", "0x10", "1,5", "", " "]),
+)
 
 
-@given(st.sampled_from(["--lr", "--gen-lr", "--momentum", "--weight-decay", "--warmup", "--inner-lr",
-                        "--consistency-colour", "--lr-gamma"]), NUMBER_TEXT)
+@given(
+    st.sampled_from(
+        [
+            "--lr",
+            "--gen-lr",
+            "--momentum",
+            "--weight-decay",
+            "--warmup",
+            "--inner-lr",
+            "--consistency-colour",
+            "--lr-gamma",
+        ]
+    ),
+    NUMBER_TEXT,
+)
 def test_a_bad_float_flag_is_named(flag, text):
     try:
         value = float(text)
@@ -389,18 +485,37 @@ def test_a_bad_float_flag_is_named(flag, text):
         assert_one_error_line(*cli(["train", f"{flag}={text}"]), f"argument {flag}: invalid float value")
         return
     path = commands.OPTIONS[flag][0]
-    valid = math.isfinite(value) and {"train.momentum": value >= 0, "train.weight_decay": value >= 0,
-                                      "train.warmup": 0 < value < 1, "train.meta.consistency_colour": 0 <= value < 1
-                                      }.get(path, value > 0)
+    valid = math.isfinite(value) and {
+        "train.momentum": value >= 0,
+        "train.weight_decay": value >= 0,
+        "train.warmup": 0 < value < 1,
+        "train.meta.consistency_colour": 0 <= value < 1,
+    }.get(path, value > 0)
     assume(not valid)
     err = flag_error(f"{flag}={text}")
     key = path.rsplit(".", 1)[-1]
     assert_names(err, key)
 
 
-@given(st.sampled_from(["--batch-size", "--epochs", "--lr-step", "--gen-every", "--inner-steps", "--threads",
-                        "--train-subset", "--test-subset", "--val-subset", "--hidden", "--seed", "--resize"]),
-       st.one_of(NUMBER_TEXT, st.integers(-10**6, 1).map(str)))
+@given(
+    st.sampled_from(
+        [
+            "--batch-size",
+            "--epochs",
+            "--lr-step",
+            "--gen-every",
+            "--inner-steps",
+            "--threads",
+            "--train-subset",
+            "--test-subset",
+            "--val-subset",
+            "--hidden",
+            "--seed",
+            "--resize",
+        ]
+    ),
+    st.one_of(NUMBER_TEXT, st.integers(-(10**6), 1).map(str)),
+)
 def test_a_bad_int_flag_is_named(flag, text):
     try:
         value = int(text)
@@ -422,8 +537,15 @@ def _positive_int(text: str) -> bool:
         return False
 
 
-@given(st.one_of(st.lists(st.integers(-3, 6), min_size=1, max_size=10).filter(lambda ls: min(ls) < 1).map(
-    lambda ls: ",".join(map(str, ls))), TEXT, st.sampled_from(["", ",", " , ", "2,,0", "1.5", "5e1", "[2,3]"])))
+@given(
+    st.one_of(
+        st.lists(st.integers(-3, 6), min_size=1, max_size=10)
+        .filter(lambda ls: min(ls) < 1)
+        .map(lambda ls: ",".join(map(str, ls))),
+        TEXT,
+        st.sampled_from(["", ",", " , ", "2,,0", "1.5", "5e1", "[2,3]"]),
+    )
+)
 def test_a_bad_psi_flag_is_named(text):
     parts = [p for p in text.replace(" ", "").split(",") if p]
     assume(not parts or not all(_positive_int(p) for p in parts))  # ints >= 1 (the count needs the data set)
@@ -442,8 +564,13 @@ def test_an_unknown_flag_is_named(name, command):
     assert_one_error_line(*cli([command, flag]), "unrecognized arguments", flag)
 
 
-@given(st.one_of(TEXT.filter(lambda t: "=" not in t), st.sampled_from(["=1", "rotation=", "rotation=x", " =2"]),
-                 st.tuples(TEXT, TEXT).map("=".join)))
+@given(
+    st.one_of(
+        TEXT.filter(lambda t: "=" not in t),
+        st.sampled_from(["=1", "rotation=", "rotation=x", " =2"]),
+        st.tuples(TEXT, TEXT).map("=".join),
+    )
+)
 def test_a_bad_aux_weight_is_named(item):
     name, _, value = item.partition("=")
     try:

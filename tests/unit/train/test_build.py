@@ -21,8 +21,24 @@ def test_defaults_are_the_papers_settings_and_alpha_follows_the_lr():
 
 
 def test_flags_set_exactly_their_settings_and_several_methods_get_their_folders():
-    runs, resume = parse("--method", "single", "maxl", "--lr", "0.05", "--inner-lr", "0.2", "--no-augment",
-                         "--aux", "rotation", "--aux-weight", "rotation=0.5", "--out", "o", "--preset", "paper")
+    runs, resume = parse(
+        "--method",
+        "single",
+        "maxl",
+        "--lr",
+        "0.05",
+        "--inner-lr",
+        "0.2",
+        "--no-augment",
+        "--aux",
+        "rotation",
+        "--aux-weight",
+        "rotation=0.5",
+        "--out",
+        "o",
+        "--preset",
+        "paper",
+    )
     assert not resume and [r.train.method for r in runs] == ["single", "maxl"]
     assert [r.out for r in runs] == ["o/single", "o/maxl"]
     run = runs[1]
@@ -35,15 +51,29 @@ def test_flags_set_exactly_their_settings_and_several_methods_get_their_folders(
 
 def test_a_toml_file_and_a_runs_config_json_rerun_with_flags_on_top(tmp_path):
     toml = tmp_path / "run.toml"
-    toml.write_text('out = "x"\n[data]\ndataset = "digits"\ntrain_subset = 64\n[train]\nepochs = 3\nlr = 0.05\n'
-                    '[train.meta]\nentropy_weight = 0.5\n')
+    toml.write_text(
+        'out = "x"\n[data]\ndataset = "digits"\ntrain_subset = 64\n[train]\nepochs = 3\nlr = 0.05\n'
+        "[train.meta]\nentropy_weight = 0.5\n"
+    )
     [run], _ = parse("--config", str(toml), "--epochs", "4")
     assert (run.data.train_subset, run.train.lr, run.train.epochs, run.train.meta.entropy_weight, run.out) == (
-        64, 0.05, 4, 0.5, "x")
+        64,
+        0.05,
+        4,
+        0.5,
+        "x",
+    )
     config_json = tmp_path / "config.json"
-    config_json.write_text(json.dumps({**run.to_dict(), "data": {**run.to_dict()["data"], "name": "digits",
-                                                                 "num_train": 64, "num_test": 10},
-                                       "labels": None, "env": {"command": "maxl train"}}))
+    config_json.write_text(
+        json.dumps(
+            {
+                **run.to_dict(),
+                "data": {**run.to_dict()["data"], "name": "digits", "num_train": 64, "num_test": 10},
+                "labels": None,
+                "env": {"command": "maxl train"},
+            }
+        )
+    )
     [again], _ = parse("--config", str(config_json))
     assert again == run
 
@@ -74,12 +104,32 @@ def test_resumable_settings_name_real_settings():
 
 @pytest.mark.integration
 def test_config_json_of_a_run_reruns_it_to_the_same_numbers(tmp_path):
-    argv = ["train", "--dataset", "digits", "--method", "maxl", "--epochs", "1", "--batch-size", "32",
-            "--train-subset", "96", "--test-subset", "40", "--hidden", "16", "--lr", "0.05", "--no-progress",
-            "--device", "cpu"]
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--method",
+        "maxl",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--train-subset",
+        "96",
+        "--test-subset",
+        "40",
+        "--hidden",
+        "16",
+        "--lr",
+        "0.05",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
     assert main(["train", "--config", str(tmp_path / "a" / "config.json"), "--out", str(tmp_path / "b")]) == 0
     a, b = ([json.loads(line) for line in (tmp_path / r / "metrics.jsonl").read_text().splitlines()] for r in "ab")
     for ra, rb in zip(a, b):
-        assert {k: v for k, v in ra.items() if k != "epoch_time_s"} == {k: v for k, v in rb.items()
-                                                                        if k != "epoch_time_s"}
+        assert {k: v for k, v in ra.items() if k != "epoch_time_s"} == {
+            k: v for k, v in rb.items() if k != "epoch_time_s"
+        }

@@ -22,9 +22,7 @@ PSI = [2, 3]
 
 def test_label_usage_by_hand():
     # two images of primary 0 (columns 0-1), one of primary 1 (columns 2-4)
-    soft = torch.tensor([[0.8, 0.2, 0, 0, 0],
-                         [0.4, 0.6, 0, 0, 0],
-                         [0, 0, 0.5, 0.25, 0.25]])
+    soft = torch.tensor([[0.8, 0.2, 0, 0, 0], [0.4, 0.6, 0, 0, 0], [0, 0, 0.5, 0.25, 0.25]])
     primary = torch.tensor([0, 0, 1])
     usage = LabelUsage(PSI)
     usage.update(soft, primary)
@@ -112,8 +110,9 @@ class FixedLogitGenerator(nn.Module):
         self.inner = LabelGenerator(tiny_cnn(1), psi, hidden=8)
         self.hierarchy = self.inner.hierarchy
         self.kind = kind
-        self.register_buffer("projection", torch.randn(64, self.hierarchy.num_aux,
-                                                       generator=torch.Generator().manual_seed(1)))
+        self.register_buffer(
+            "projection", torch.randn(64, self.hierarchy.num_aux, generator=torch.Generator().manual_seed(1))
+        )
 
     def forward(self, x, primary):
         if self.kind == "forced":
@@ -132,8 +131,16 @@ def train_with_fixed_generator(out, kind: str, epochs: int, batch_size: int):
     psi = [5] * 10
     seed_everything(0)
     net = MultiTaskNetwork(tiny_cnn(1), 10, sum(psi), hidden=8)
-    cfg = TrainConfig(method="maxl", epochs=epochs, batch_size=batch_size, lr=0.05, gen_lr=1e-9, device="cpu",
-                      progress=False, meta=MetaConfig(inner_lr=0.05))
+    cfg = TrainConfig(
+        method="maxl",
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=0.05,
+        gen_lr=1e-9,
+        device="cpu",
+        progress=False,
+        meta=MetaConfig(inner_lr=0.05),
+    )
     trainer = Trainer(net, data.train, data.test, cfg, out, generator=FixedLogitGenerator(psi, kind))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -146,8 +153,7 @@ def train_with_fixed_generator(out, kind: str, epochs: int, batch_size: int):
 @pytest.mark.parametrize("kind", ["forced", "healthy"])
 def test_trainer_warns_on_a_forced_generator_and_not_on_a_healthy_one(tmp_path, kind):
     ours, records = train_with_fixed_generator(tmp_path, kind, epochs=2, batch_size=50)
-    assert all({"label_entropy", "label_used_fraction", "label_max_prob", "label_sharpness"} <= set(r)
-               for r in records)
+    assert all({"label_entropy", "label_used_fraction", "label_max_prob", "label_sharpness"} <= set(r) for r in records)
     if kind == "forced":
         assert records[-1]["label_used_fraction"] == pytest.approx(10 / 50)
         assert len(ours) == 1 and "epoch 2: generator collapsed" in ours[0]

@@ -11,12 +11,20 @@ from maxl.train.overlays import dotted, merge_overlays, nested, resolve
 
 
 def test_merge_overlays_merges_tables_and_replaces_everything_else():
-    base = {"data": {"dataset": "mnist", "normalisation": [0.1, 0.3]},
-            "train": {"lr": 0.1, "meta": {"order": "second"}}}
-    merged = merge_overlays(base, {"train": {"meta": {"engine": "jvp"}}, "data": {"normalisation": [0.5]}},
-                            {"train": {"lr": 0.2}, "out": "x"})
-    assert merged == {"data": {"dataset": "mnist", "normalisation": [0.5]}, "out": "x",
-                      "train": {"lr": 0.2, "meta": {"order": "second", "engine": "jvp"}}}
+    base = {
+        "data": {"dataset": "mnist", "normalisation": [0.1, 0.3]},
+        "train": {"lr": 0.1, "meta": {"order": "second"}},
+    }
+    merged = merge_overlays(
+        base,
+        {"train": {"meta": {"engine": "jvp"}}, "data": {"normalisation": [0.5]}},
+        {"train": {"lr": 0.2}, "out": "x"},
+    )
+    assert merged == {
+        "data": {"dataset": "mnist", "normalisation": [0.5]},
+        "out": "x",
+        "train": {"lr": 0.2, "meta": {"order": "second", "engine": "jvp"}},
+    }
     assert base["train"] == {"lr": 0.1, "meta": {"order": "second"}}  # the arguments are not changed
     assert merge_overlays({"data": {"x": 1}}, {"data": 3}) == {"data": 3}  # the configuration refuses that later
     assert nested({"train.meta.engine": "jvp", "train.lr": 0.1}) == {"train": {"meta": {"engine": "jvp"}, "lr": 0.1}}
@@ -45,26 +53,60 @@ def test_set_values_are_read_as_toml():
 
 
 def test_the_built_in_grids_resolve_to_their_settings():
-    assert {"paper-cifar100", "cifar10-animal-vehicle", "mnist", "digits", "protocol-cifar10", "protocol-mnist",
-            "protocol-mnist-long", "protocol-cifar10-val3000", "protocol-cifar10-pairs"} == set(grid_names())
+    assert {
+        "paper-cifar100",
+        "cifar10-animal-vehicle",
+        "mnist",
+        "digits",
+        "protocol-cifar10",
+        "protocol-mnist",
+        "protocol-mnist-long",
+        "protocol-cifar10-val3000",
+        "protocol-cifar10-pairs",
+    } == set(grid_names())
     for name in grid_names():
         grid = load_grid(name)
         assert len(grid.methods) == 5 and len(grid.seeds) in (3, 5) and grid.description and grid.note
         run = grid.resolve(grid.methods[-1], grid.seeds[-1])
         assert run.preset == "paper" and (run.train.method, run.train.seed) == ("maxl", grid.seeds[-1])
     paper = load_grid("paper-cifar100").resolve("maxl", 0)
-    assert (paper.data.dataset, paper.data.hierarchy, paper.data.data_root, paper.model.backbone, paper.train.epochs,
-            paper.train.lr, paper.train.momentum) == ("cifar100", "20-100", "data", "vgg16", 200, 0.01, 0.0)
+    assert (
+        paper.data.dataset,
+        paper.data.hierarchy,
+        paper.data.data_root,
+        paper.model.backbone,
+        paper.train.epochs,
+        paper.train.lr,
+        paper.train.momentum,
+    ) == ("cifar100", "20-100", "data", "vgg16", 200, 0.01, 0.0)
     mnist = load_grid("mnist").resolve("human", 2)
-    assert (mnist.data.dataset, mnist.data.hierarchy, mnist.data.train_subset, mnist.data.test_subset,
-            mnist.model.backbone, mnist.model.hidden, mnist.train.epochs, mnist.train.batch_size, mnist.train.lr,
-            mnist.train.momentum, mnist.train.lr_step) == \
-        ("mnist", "even-odd", 3000, 2000, "tiny-cnn", 128, 10, 100, 0.03, 0.9, 3)
+    assert (
+        mnist.data.dataset,
+        mnist.data.hierarchy,
+        mnist.data.train_subset,
+        mnist.data.test_subset,
+        mnist.model.backbone,
+        mnist.model.hidden,
+        mnist.train.epochs,
+        mnist.train.batch_size,
+        mnist.train.lr,
+        mnist.train.momentum,
+        mnist.train.lr_step,
+    ) == ("mnist", "even-odd", 3000, 2000, "tiny-cnn", 128, 10, 100, 0.03, 0.9, 3)
     # the protocol: 3-layer CNN, linear heads, (x - 0.5) / 0.25, reflect padding, one-cycle lr 0.1
     small, large = (load_grid(n).resolve("single", 0) for n in ("protocol-cifar10", "protocol-cifar10-val3000"))
-    assert (small.model.backbone, small.model.hidden, small.data.normalisation, small.data.padding_mode,
-            small.train.lr, small.train.momentum, small.train.lr_schedule, small.train.warmup, small.train.epochs,
-            small.train.meta.record_parts) == ("cnn3", 0, [0.5, 0.25], "reflect", 0.1, 0.0, "onecycle", 0.15, 15, True)
+    assert (
+        small.model.backbone,
+        small.model.hidden,
+        small.data.normalisation,
+        small.data.padding_mode,
+        small.train.lr,
+        small.train.momentum,
+        small.train.lr_schedule,
+        small.train.warmup,
+        small.train.epochs,
+        small.train.meta.record_parts,
+    ) == ("cnn3", 0, [0.5, 0.25], "reflect", 0.1, 0.0, "onecycle", 0.15, 15, True)
     assert small.data.train_subset - small.data.val_subset == large.data.train_subset - large.data.val_subset == 4000
     assert (small.data.val_subset, large.data.val_subset, small.data.data_root) == (1000, 3000, "data/cifar10-jpeg")
     assert load_grid("protocol-mnist-long").resolve("maxl", 0).train.epochs == 60
@@ -78,10 +120,19 @@ def test_the_variants_of_the_built_in_grids():
     assert len(grid.variants) == 31 and grid.variant_methods("single") == ["single"]
     assert grid.variant_methods("ps-adam-mi") == ["maxl"]
     v = grid.resolve("maxl", 3, "ps-features-adam-iic-mi-implicit")
-    assert (v.train.schedule, v.train.gen_optimizer, v.train.gen_weight_decay, v.model.generator, v.train.gen_every,
-            v.train.meta.consistency_weight, v.train.meta.image_entropy_weight, v.train.meta.order,
-            v.train.meta.neumann_terms, v.train.meta.inner_lr, v.train.epochs) == \
-        ("per-step", "adam", 0.0, "features", 4, 1.0, 0.2, "implicit", 10, 0.03, 60)
+    assert (
+        v.train.schedule,
+        v.train.gen_optimizer,
+        v.train.gen_weight_decay,
+        v.model.generator,
+        v.train.gen_every,
+        v.train.meta.consistency_weight,
+        v.train.meta.image_entropy_weight,
+        v.train.meta.order,
+        v.train.meta.neumann_terms,
+        v.train.meta.inner_lr,
+        v.train.epochs,
+    ) == ("per-step", "adam", 0.0, "features", 4, 1.0, 0.2, "implicit", 10, 0.03, 60)
     rot = grid.resolve("maxl", 0, "ps-features-adam-iic-mi-rot15")
     assert (rot.train.meta.consistency_flip, rot.train.meta.consistency_rotation) == (False, 15.0)
     paper = grid.resolve("maxl", 0, "paper")
@@ -128,9 +179,12 @@ def test_included_files_lie_underneath_and_hierarchy_files_are_read_next_to_thei
     (tmp_path / "shared" / "_common.toml").write_text(
         'seeds = [4, 5]\nmethods = ["single", "maxl"]\nnote = "common"\n[base]\npreset = "paper"\n'
         'data.dataset = "digits"\ndata.hierarchy = "h.toml"\ntrain.lr = 0.5\ntrain.epochs = 7\n'
-        '[variants.a]\ntrain.meta.entropy_weight = 0.1\n')
-    (tmp_path / "g.toml").write_text('include = ["shared/_common"]\nmethods = ["maxl"]\n[base]\ntrain.lr = 0.25\n'
-                                     '[variants.a]\ntrain.gen_lr = 0.01\n[variants.b]\ntrain.method = "single"\n')
+        "[variants.a]\ntrain.meta.entropy_weight = 0.1\n"
+    )
+    (tmp_path / "g.toml").write_text(
+        'include = ["shared/_common"]\nmethods = ["maxl"]\n[base]\ntrain.lr = 0.25\n'
+        '[variants.a]\ntrain.gen_lr = 0.01\n[variants.b]\ntrain.method = "single"\n'
+    )
     g = load_grid(tmp_path / "g.toml")
     assert (g.methods, g.seeds, g.note) == (("maxl",), (4, 5), "common")  # lists replaced, the rest inherited
     run = g.resolve("maxl", 4, "a")
@@ -144,8 +198,20 @@ def test_the_presets_are_overlay_files():
 
     files = sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
     assert files == ["digits", "mnist", "rgb32"] == sorted(set(PRESETS) - {"paper"})
-    assert PRESETS["rgb32"] == {"model.backbone": "cnn3", "train.epochs": 10, "train.batch_size": 128, "train.lr": 0.1,
-                                "train.momentum": 0.9, "train.weight_decay": 5e-4, "train.lr_schedule": "onecycle"}
+    assert PRESETS["rgb32"] == {
+        "model.backbone": "cnn3",
+        "train.epochs": 10,
+        "train.batch_size": 128,
+        "train.lr": 0.1,
+        "train.momentum": 0.9,
+        "train.weight_decay": 5e-4,
+        "train.lr_schedule": "onecycle",
+    }
     run = resolve({"data": {"dataset": "digits"}})
-    assert (run.preset, run.model.backbone, run.model.hidden, run.train.epochs, run.train.lr_step) == \
-        ("digits", "tiny-cnn", 64, 15, 1000)
+    assert (run.preset, run.model.backbone, run.model.hidden, run.train.epochs, run.train.lr_step) == (
+        "digits",
+        "tiny-cnn",
+        64,
+        15,
+        1000,
+    )

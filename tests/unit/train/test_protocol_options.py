@@ -25,10 +25,18 @@ def make(data, **settings):
     psi = [2] * data.num_primary
     net = MultiTaskNetwork(tiny_cnn(1), data.num_primary, sum(psi), hidden=8)
     gen = LabelGenerator(tiny_cnn(1), psi, hidden=8)
-    cfg = TrainConfig(**{"method": "maxl", "epochs": 2, "batch_size": 32, "lr": 0.1, "device": "cpu",
-                         "progress": False, **settings})
-    return Trainer(net, data.train, data.test, cfg, generator=gen, val_set=data.val,
-                   human_labels=torch.arange(len(data.train)) % 2 + 2 * data.train.labels)
+    cfg = TrainConfig(
+        **{"method": "maxl", "epochs": 2, "batch_size": 32, "lr": 0.1, "device": "cpu", "progress": False, **settings}
+    )
+    return Trainer(
+        net,
+        data.train,
+        data.test,
+        cfg,
+        generator=gen,
+        val_set=data.val,
+        human_labels=torch.arange(len(data.train)) % 2 + 2 * data.train.labels,
+    )
 
 
 def test_the_validation_split_is_held_out_from_the_training_images(digits):
@@ -83,7 +91,7 @@ def test_meta_gradient_parts_add_up_to_the_gradient_in_float64():
     for a, b in zip(plain.grads, parts.grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
     no_entropy = meta_gradient(net, gen, x, y, loss, MetaConfig(inner_lr=0.1, entropy_weight=0.0))
-    lookahead = math.sqrt(sum(float((g ** 2).sum()) for g in no_entropy.grads))
+    lookahead = math.sqrt(sum(float((g**2).sum()) for g in no_entropy.grads))
     entropy = math.sqrt(sum(float(((a - b) ** 2).sum()) for a, b in zip(plain.grads, no_entropy.grads)))
     assert parts.lookahead_grad_norm.item() == pytest.approx(lookahead, rel=1e-10)
     assert parts.entropy_grad_norm.item() == pytest.approx(entropy, rel=1e-10)
@@ -91,7 +99,19 @@ def test_meta_gradient_parts_add_up_to_the_gradient_in_float64():
 
 
 def test_nmi_within_primary_weights_the_classes_by_their_images():
-    rows = torch.tensor([[0, 0, 5], [0, 0, 5], [0, 1, 6], [0, 1, 6],  # class 0: the same partition, NMI 1
-                         [1, 2, 7], [1, 3, 7], [1, 2, 8], [1, 3, 8], [1, 2, 7], [1, 3, 8]])  # class 1
+    rows = torch.tensor(
+        [
+            [0, 0, 5],
+            [0, 0, 5],
+            [0, 1, 6],
+            [0, 1, 6],  # class 0: the same partition, NMI 1
+            [1, 2, 7],
+            [1, 3, 7],
+            [1, 2, 8],
+            [1, 3, 8],
+            [1, 2, 7],
+            [1, 3, 8],
+        ]
+    )  # class 1
     second = normalized_mutual_info_score([7, 7, 8, 8, 7, 8], [2, 3, 2, 3, 2, 3])
     assert nmi_within_primary(rows) == pytest.approx((4 * 1.0 + 6 * second) / 10)
