@@ -6,7 +6,8 @@ maths), :mod:`~maxl.meta.fused` (fused_step), :mod:`~maxl.meta.engine` (the Meta
 :mod:`~maxl.meta.graph_check` (ops without double backward), :mod:`~maxl.meta.engines` (func,
 higher, jvp, first, implicit; one file each).
 
-The outer objective is J(θ2) = L_pri(f(x_o; θ1^(k)), y_o) + λ Σ ȳ log ȳ with θ1^(0) = θ1 and
+The outer objective is J(θ2) = L_pri(f(x_o; θ1^(k)), y_o) + λ Σ ȳ log ȳ (the registered label terms of
+:mod:`~maxl.meta.objective`; the paper's one is λ's) with θ1^(0) = θ1 and
 θ1^(j+1) = θ1^(j) − α ∇θ1 (L_pri + L_aux)(θ1^(j)) on the batch (x, y) and the generator's labels of
 x; the paper's J has k = 1 (``MetaConfig.inner_steps``) and (x_o, y_o) = (x, y) (``outer_batch``
 None). References: Liu, Davison, Johns, NeurIPS 2019 (MAXL, arXiv:1901.08933); Liu, Simonyan,
@@ -21,6 +22,7 @@ from maxl.meta.engine import MetaEngine, OuterBatch
 from maxl.meta.fused import FusedResult, fused_step
 from maxl.meta.gradient import MetaResult, meta_gradient
 from maxl.meta.graph_check import DoubleBackwardError
+from maxl.meta.objective import label_terms, paper_objective, register_term, term_names
 from maxl.meta.registry import check_inner_steps, get_engine, register_engine, supports_fused
 
 __all__ = [
@@ -36,6 +38,10 @@ __all__ = [
     "MetaEngine",
     "OuterBatch",
     "register_engine",
+    "register_term",
+    "term_names",
+    "label_terms",
+    "paper_objective",
     "get_engine",
     "supports_fused",
     "check_inner_steps",

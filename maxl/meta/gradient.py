@@ -81,10 +81,11 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from maxl.core.losses import mean_entropy, negative_entropy
+from maxl.core.losses import negative_entropy
 from maxl.meta.config import MetaConfig
 from maxl.meta.engine import ExtraInnerLoss, Lookahead, LossFn, MetaEngine, OuterBatch
 from maxl.meta.graph_check import check_double_backward, explain_double_backward_errors
+from maxl.meta.objective import label_terms
 from maxl.meta.registry import check_inner_steps, get_engine
 
 __all__ = ["MetaResult", "meta_gradient", "outer_gradient", "centre_by_class", "ExtraOuterLoss"]
@@ -158,9 +159,7 @@ def outer_gradient(
         check_double_backward(look.objective)
     gen_params: list[Tensor] = [p for p in generator.parameters() if p.requires_grad]
     neg_entropy = negative_entropy(look.soft)
-    entropy_term = config.entropy_weight * neg_entropy  # λ Σ ȳ log ȳ
-    if config.image_entropy_weight:  # + μ mean_b H(ŷ_b): sharp labels per image
-        entropy_term = entropy_term + config.image_entropy_weight * mean_entropy(look.soft)
+    entropy_term = label_terms(look.soft, config)  # the registered terms: λ Σ ȳ log ȳ (the paper), μ, ...
     if extra_outer_loss is not None:  # + R(θ2): a term on the labels alone, e.g. view consistency
         entropy_term = entropy_term + extra_outer_loss(look.soft)
     parts = {}
