@@ -170,20 +170,7 @@ def read_config_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--config {path}: no such file")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")  # TOML and JSON files are UTF-8
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"--config {path}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})"
-        ) from None
-    try:
-        if path.suffix == ".json":
-            table = json.loads(text)
-        else:
-            table = toml.loads(text)
-    except ValueError as err:
-        raise ValueError(f"--config {path}: cannot parse it ({err})") from None
+    table = toml.read_file(path, f"--config {path}")
     if not isinstance(table, dict):
         kind = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(table), "null")
         raise ValueError(

@@ -24,7 +24,6 @@ References:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -89,20 +88,7 @@ def read_hierarchy_file(path: str | os.PathLike) -> Groups:
             f"hierarchy file {path} not found (expected a .json or .toml file mapping each "
             "primary class to the names of its classes)"
         )
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"hierarchy file {path}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})"
-        ) from None
-    try:
-        if path.suffix.lower() == ".json":
-            table = json.loads(text, object_pairs_hook=_no_repeated_keys)
-        else:
-            table = toml.loads(text)
-    except ValueError as err:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
-        raise ValueError(f"hierarchy file {path}: cannot parse it ({err})") from None
+    table = toml.read_file(path, f"hierarchy file {path}", object_pairs_hook=_no_repeated_keys)
     example = 'e.g. {"animal": ["cat", "dog"], "vehicle": ["car", "ship"]}'
     if not isinstance(table, dict) or not table:
         raise ValueError(

@@ -89,15 +89,9 @@ def read_toml(path: str | os.PathLike, what: str = "") -> dict:
     label = f"{what} {path}".strip()
     if not path.is_file():
         raise FileNotFoundError(f"{label}: no such file")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{label}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})") from None
-    try:
-        return toml.loads(text)
-    except ValueError as err:
-        raise ValueError(f"{label}: cannot parse it ({err})") from None
+    table = toml.read_file(path, label, allow_json=False)
+    assert isinstance(table, dict)  # a TOML document is a table
+    return table
 
 
 def preset_overlay(preset: str, dataset: str) -> tuple[str, dict]:
