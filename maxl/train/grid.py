@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from maxl.train.checkpoint import atomic_write_text
-from maxl.train.config import METHODS
+from maxl.train.config import METHODS, RESUMABLE_CHANGES
 from maxl.train.overlays import dotted, merge_overlays, read_toml, resolve
 
 __all__ = [
@@ -65,17 +65,10 @@ __all__ = [
 GRIDS_DIR = Path(__file__).resolve().parent.parent / "grids"
 RUN_SPEC_FILE = "run.json"  # what the grid asked of a run, written before it starts
 _KEYS = {"description", "note", "include", "methods", "seeds", "base", "variants"}
-#: settings that say where or how a run is computed, not what: a folder's run may differ in them
-WHERE_SETTINGS = (
-    "out",
-    "threads",
-    "data.data_root",
-    "data.download",
-    "train.device",
-    "train.progress",
-    "train.tensorboard",
-    "train.checkpoint_every",
-)
+#: settings that say where or how a run is computed, not what: a folder's run may differ in them (the
+#: resumable changes of :data:`~maxl.train.config.RESUMABLE_CHANGES` but the length, which a finished
+#: run must match)
+WHERE_SETTINGS = tuple(s for s in RESUMABLE_CHANGES if s != "train.epochs")
 #: settings the grid sets for each run; its overlays may not
 _OWNED = ("train.seed", "out")
 
