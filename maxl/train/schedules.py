@@ -210,9 +210,8 @@ class MultitaskOnly(Schedule):
 
 class Alternate(MultitaskOnly):
     def run(self, steps, batches, sums, bar, run_state, start=None):
+        super().run(steps, batches, sums, bar, run_state, start)  # the multi-task pass (if start is in it)
         start = start or Position()
-        if start.pass_ == 0:
-            self._multitask_pass(steps, batches, sums, bar, run_state, start)
         generator_pass = self._pass(1, batches, start)
         outer = OuterBatches(self.config, batches, start.outer)
         run_state.positioned()
