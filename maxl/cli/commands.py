@@ -145,13 +145,6 @@ def parse_aux_weights(items: list[str]) -> dict[str, float]:
     return weights
 
 
-def _set(tree: dict, path: str, value) -> None:
-    *parents, key = path.split(".")
-    for p in parents:
-        tree = tree[p]
-    tree[key] = value
-
-
 def _get(tree: dict, path: str):
     """The value at the dotted ``path`` of nested tables, or None where a table lacks it."""
     value: object = tree
@@ -220,10 +213,8 @@ def run_configs(args: argparse.Namespace) -> tuple[list[RunConfig], bool]:
                 f"{'; '.join(conflicts)}. Leave these flags out to continue the run as it was, or "
                 "start a new run in another folder"
             )
-        for k, v in given.items():
-            _set(stored, k, v)
-        stored["out"] = str(run_dir)
-        return [RunConfig.from_dict(stored)], True
+        # only the resumable changes (and what equals the run's) remain: the flags as an overlay
+        return [RunConfig.from_dict(merge_overlays(stored, nested(given), {"out": str(run_dir)}))], True
     raw = {}
     if getattr(args, "config", None) is not None:
         raw = read_config_file(args.config)
