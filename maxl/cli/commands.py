@@ -36,6 +36,7 @@ from maxl.train import distributed
 from maxl.train.build import RunConfig, build, parse_psi
 from maxl.train.config import RESUMABLE_CHANGES
 from maxl.train.diagnostics import GeneratorLabelWarning
+from maxl.train.migrate import MovedSettingsWarning, migrate
 from maxl.train.overlays import merge_overlays, nested, preset_overlay
 from maxl.train.preemption import EXIT_PREEMPTED, Preempted
 
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         metavar="FILE",
         help="start from the settings in FILE (TOML with the sections "
-        "[data] [model] [train] [train.meta] [aux] [baselines], or a run's config.json); flags override",
+        "[data] [model] [train] [train.meta] [objective] [aux] [baselines], or a run's config.json); flags override",
     )
     r.add_argument(
         "--resume",
@@ -196,7 +197,8 @@ def run_configs(args: argparse.Namespace) -> tuple[list[RunConfig], bool]:
                 f"--resume {run_dir}: no checkpoint.pt in that folder (the run stopped before the "
                 "end of its first epoch); start it again without --resume"
             )
-        stored = RunConfig.from_dict(read_config_file(run_dir / "config.json")).to_dict()
+        stored_file = run_dir / "config.json"
+        stored = RunConfig.from_dict(migrate(read_config_file(stored_file), str(stored_file))).to_dict()
         if "train.method" in given:
             methods = given["train.method"]
             given["train.method"] = methods[0] if len(methods) == 1 else methods
@@ -217,7 +219,7 @@ def run_configs(args: argparse.Namespace) -> tuple[list[RunConfig], bool]:
         return [RunConfig.from_dict(merge_overlays(stored, nested(given), {"out": str(run_dir)}))], True
     raw = {}
     if getattr(args, "config", None) is not None:
-        raw = read_config_file(args.config)
+        raw = migrate(read_config_file(args.config), str(args.config))  # an old run's config.json: moved settings
         RunConfig.from_dict(raw)  # the file's own errors, before anything is merged onto it
     filed = merge_overlays(base, raw)
     methods = given.pop("train.method", [_get(filed, "train.method")])
@@ -268,7 +270,7 @@ def print_table(summaries: dict[str, dict]) -> None:
 def _format_warning(message, category, filename, lineno, line=None) -> str:
     """Label and torn-line warnings as one ``maxl: warning: ...`` line, without the source
     line that points into maxl; every other warning as Python shows it."""
-    if issubclass(category, (GeneratorLabelWarning, TornLineWarning)):
+    if issubclass(category, (GeneratorLabelWarning, TornLineWarning, MovedSettingsWarning)):
         return f"maxl: warning: {message}\n"
     return _PYTHON_FORMAT(message, category, filename, lineno, line)
 

@@ -21,7 +21,7 @@ from auxtasks.rotation import Rotation
 from auxtasks.supervised import SupervisedLabels
 from auxtasks.task import AuxiliaryTask
 from auxtasks.weighting import WEIGHTINGS, Fixed
-from maxl.meta import MetaConfig
+from maxl.meta import MetaConfig, ObjectiveConfig
 from maxl.nn.networks import MultiTaskNetwork
 from maxl.train.config import FIXED_LABEL_METHODS as _FIXED_LABEL_METHODS
 
@@ -54,6 +54,7 @@ def build_learner(
     generator: nn.Module | None = None,
     aux_labels: Tensor | None = None,
     meta: MetaConfig | None = None,
+    objective: ObjectiveConfig | None = None,
     aux_weights: Mapping[str, float] | None = None,
     rotation_mode: str = "all",
     colourisation_mode: str = "regression",
@@ -73,7 +74,8 @@ def build_learner(
             view of MAXL's consistency term).
         generator: the label-generation network (``maxl``).
         aux_labels: int64 ``[N_train]`` fixed auxiliary labels (fixed-label methods).
-        meta: the meta-step settings (``maxl``).
+        meta: the meta-gradient's settings (``maxl``).
+        objective: the terms of the generator's objective J (``maxl``).
         aux_weights: fixed weights by task name (the method's task is named after the method).
         rotation_mode, colourisation_mode: see :class:`Rotation` and :class:`Colourisation`.
         prior_images: normalised training images for the colour prior of the classification mode.
@@ -91,7 +93,13 @@ def build_learner(
             raise ValueError("method 'maxl' needs a label-generation network (generator=)")
         tasks.append(
             GeneratedLabels(
-                generator, meta=meta, loss_fn=loss_fn, head=net.aux_head, name="maxl", normalisation=normalisation
+                generator,
+                meta=meta,
+                objective=objective,
+                loss_fn=loss_fn,
+                head=net.aux_head,
+                name="maxl",
+                normalisation=normalisation,
             )
         )
     elif method in _FIXED_LABEL_METHODS:

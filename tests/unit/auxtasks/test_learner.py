@@ -156,7 +156,7 @@ def test_generated_labels_with_rotation_in_the_look_ahead_equal_finite_differenc
     net, gen, x, y = maxl_setup(1)
     focal = classification_loss("focal")
     alpha, lam = 0.5, 0.2
-    task = GeneratedLabels(gen, meta=MetaConfig(inner_lr=alpha, entropy_weight=lam), loss_fn=focal, head=net.aux_head)
+    task = GeneratedLabels(gen, meta=MetaConfig(inner_lr=alpha), loss_fn=focal, head=net.aux_head)
     learner = AuxiliaryLearner.from_multitask_network(net, [task, Rotation(hidden=4)], primary_loss=focal).double()
     state = copy.deepcopy(learner.state_dict())
     grads = learner.meta_gradient(x, y).grads

@@ -11,7 +11,7 @@ import torch
 
 from auxtasks import AuxiliaryLearner, GeneratedLabels
 from maxl.core.losses import classification_loss, negative_entropy
-from maxl.meta import MetaConfig
+from maxl.meta import MetaConfig, ObjectiveConfig
 from maxl.nn.architectures import build_network
 from maxl.nn.backbones import ConvNet
 from maxl.nn.networks import LabelGenerator
@@ -75,7 +75,7 @@ def fd_gradient(arch, steps):
 
 
 def learner_of(net, gen, engine, steps=1):
-    cfg = MetaConfig(inner_lr=ALPHA, entropy_weight=LAM, engine=engine, inner_steps=steps)
+    cfg = MetaConfig(inner_lr=ALPHA, engine=engine, inner_steps=steps)
     task = GeneratedLabels(gen, meta=cfg, loss_fn=classification_loss("focal"), head=net.aux_head, name="maxl")
     return AuxiliaryLearner.from_multitask_network(net, [task], primary_loss=classification_loss("focal"))
 
@@ -125,11 +125,17 @@ def test_first_order_meta_gradient_is_close_to_the_exact_one(arch):
     """The finite-difference first-order engine approximates the exact one through the architecture
     (soft sharing's one-step look-ahead term is zero: nothing to approximate)."""
     net, gen, x, y = problem(arch)
-    cfg = dict(inner_lr=0.01, entropy_weight=0.0)
     loss_fn = classification_loss("focal")
 
     def grads(**kw):
-        task = GeneratedLabels(gen, meta=MetaConfig(**cfg, **kw), loss_fn=loss_fn, head=net.aux_head, name="maxl")
+        task = GeneratedLabels(
+            gen,
+            meta=MetaConfig(inner_lr=0.01, **kw),
+            objective=ObjectiveConfig(entropy_weight=0.0),
+            loss_fn=loss_fn,
+            head=net.aux_head,
+            name="maxl",
+        )
         learner = AuxiliaryLearner.from_multitask_network(net, [task], primary_loss=loss_fn)
         return flat(learner.meta_gradient(x, y).grads)
 
