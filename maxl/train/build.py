@@ -24,7 +24,7 @@ import torch
 from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
 from maxl.baselines.autoencoder import AutoencoderConfig
 from maxl.baselines.labels import fixed_aux_labels
-from maxl.core.fields import check_field_types, check_keys, setting
+from maxl.core.fields import check_field_types, check_keys, refuse_moved_settings, setting
 from maxl.core.hierarchy import Hierarchy, validate_psi
 from maxl.core.losses import classification_loss
 from maxl.data.datasets import DATASETS, load_dataset
@@ -36,7 +36,7 @@ from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNet
 from maxl.train import distributed
 from maxl.train.aux_learner import TASK_NAMES, build_learner, dataset_normalisation, normalised_images
 from maxl.train.checkpoint import atomic_write_text
-from maxl.train.config import FIXED_LABEL_METHODS, TrainConfig
+from maxl.train.config import FIXED_LABEL_METHODS, GENERATORS, MOVED_TO_GENERATOR, GeneratorConfig, TrainConfig
 from maxl.train.migrate import migrate
 from maxl.train.presets import PRESET_CHOICES
 from maxl.train.trainer import Trainer, resolve_device, seed_everything
@@ -56,9 +56,6 @@ __all__ = [
     "GENERATORS",
     "DEFAULT_AUX_PER_CLASS",
 ]
-
-#: The label-generation networks of ``ModelConfig.generator``.
-GENERATORS = ("own", "features", "features-running")
 
 #: Auxiliary classes per primary class when the data set has no human hierarchy.
 DEFAULT_AUX_PER_CLASS = 5
@@ -122,16 +119,12 @@ class DataConfig:
 class ModelConfig:
     """The networks: ``backbone`` (a key of :data:`maxl.nn.BACKBONES`; None: the data set's
     default), the heads' hidden width (0: linear heads), the hierarchy ψ (``"5"``, ``5``, ``"6,4"``,
-    a list, or None for the data set's human ψ; every entry >= 1), BatchNorm in the backbones, and the
-    label-generation network: ``"own"`` (its own backbone, the paper) or ``"features"`` (a head
-    on the multi-task network's detached features, :class:`maxl.nn.FeatureLabelGenerator`; or
-    ``"features-running"``, those features with the BatchNorm running statistics), and
-    ``image_weight_range`` r: with r > 0 the generator also learns each image's auxiliary-loss
-    weight in [2^−r, 2^r] (WAMAL; 0: MAXL's equal weights), ``gumbel_tau`` τ: with τ > 0 the
-    auxiliary head learns from hard one-hot samples of the generated labels, passed straight
-    through a Gumbel-softmax of temperature τ (Jang, Gu, Poole, ICLR 2017; 0: the paper's soft
-    labels; ``TrainConfig.gumbel_tau_end`` anneals it), and the multi-task architecture ``arch``
-    (:data:`maxl.nn.architectures.ARCHITECTURES`) with the soft-sharing penalty and its weight."""
+    a list, or None for the data set's human ψ; every entry >= 1), BatchNorm in the backbones
+    (of the generator too), and the multi-task architecture ``arch``
+    (:data:`maxl.nn.architectures.ARCHITECTURES`) with the soft-sharing penalty and its weight. The
+    label-generation network's own settings are :class:`~maxl.train.config.GeneratorConfig`'s
+    (``model.generator``, ``image_weight_range``, ``gumbel_tau`` moved there: ``ModelConfig(generator=...)``
+    raises a ``TypeError`` that says so)."""
 
     backbone: str | None = setting(
         None,
@@ -150,25 +143,6 @@ class ModelConfig:
         True,
         help="backbones without BatchNorm: then a torchrun run over N processes computes the "
         "multi-task step of one process with the same global batch",
-    )
-    generator: str = setting(
-        "own",
-        choices=GENERATORS,
-        help="label-generation network: its own backbone (the paper) or a head on the "
-        "multi-task network's detached features (features-running: computed with its "
-        "BatchNorm running statistics, so that an image's label does not depend on its "
-        "batch)",
-    )
-    image_weight_range: float = setting(
-        0.0,
-        help="R > 0: the generator also learns each image's auxiliary-loss weight in"
-        " [2^-R, 2^R] by the meta-gradient (WAMAL); 0: equal weights (MAXL)",
-    )
-    gumbel_tau: float = setting(
-        0.0,
-        help="T > 0: the auxiliary head learns from hard one-hot samples of the generated "
-        "labels, passed straight through a Gumbel-softmax of temperature T (Jang et al."
-        " 2017); the label statistics keep the distribution; 0: soft labels (the paper)",
     )
     arch: str = setting(
         "hard",
@@ -192,14 +166,6 @@ class ModelConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; expected one of {sorted(BACKBONES)}")
         if self.hidden < 0:
             raise ValueError(f"hidden must be >= 0 (0: linear heads), got {self.hidden}")
-        if self.generator not in GENERATORS:
-            raise ValueError(f"unknown generator {self.generator!r}; expected one of {GENERATORS}")
-        if self.image_weight_range < 0:
-            raise ValueError(
-                f"image_weight_range must be >= 0 (0: no per-image weights), got {self.image_weight_range}"
-            )
-        if self.gumbel_tau < 0:
-            raise ValueError(f"gumbel_tau must be >= 0 (0: soft labels), got {self.gumbel_tau}")
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.arch!r}; expected one of {ARCHITECTURES}")
         if self.soft_penalty not in PENALTIES or self.soft_weight < 0:
@@ -207,6 +173,17 @@ class ModelConfig:
                 f"soft_penalty must be one of {PENALTIES} and soft_weight >= 0, got "
                 f"{self.soft_penalty!r}, {self.soft_weight}"
             )
+
+
+refuse_moved_settings(
+    ModelConfig,
+    {
+        old.split(".", 1)[1]: f"GeneratorConfig({new}=...) (maxl.train.GeneratorConfig, section [generator] of a "
+        "run's configuration; the flag is unchanged)"
+        for old, new in MOVED_TO_GENERATOR.items()
+        if old.startswith("model.")
+    },
+)
 
 
 @dataclass
@@ -300,6 +277,7 @@ class RunConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     aux: AuxConfig = field(default_factory=AuxConfig)
@@ -322,11 +300,6 @@ class RunConfig:
             raise ValueError(f"threads must be >= 1 (leave it out for torch's choice), got {self.threads}")
         if self.preset is not None and self.preset not in PRESET_CHOICES:
             raise ValueError(f"unknown preset {self.preset!r}; expected one of {PRESET_CHOICES}")
-        if self.train.gumbel_tau_end is not None and not self.model.gumbel_tau:
-            raise ValueError(
-                f"gumbel_tau_end needs a start temperature: --gumbel-tau-end {self.train.gumbel_tau_end} "
-                "without --gumbel-tau (model.gumbel_tau > 0)"
-            )
 
     def inert_settings(self) -> dict[str, str]:
         """The settings that have no effect with the others, each with the reason (the one list of
@@ -335,15 +308,15 @@ class RunConfig:
         Returns:
             ``{dotted path: why it has no effect}``.
         """
-        t, m, meta, a = self.train, self.model, self.train.meta, self.aux
+        t, m, g, meta, a = self.train, self.model, self.generator, self.train.meta, self.aux
         rules = {
-            "train.gen_every": (
-                t.schedule != "per-step",
+            "generator.every": (
+                g.schedule != "per-step",
                 "the generator takes a step every k steps only with "
                 "--schedule per-step (the alternate schedule updates it in a pass of its own)",
             ),
-            "train.fused": (
-                t.schedule != "per-step",
+            "generator.fused": (
+                g.schedule != "per-step",
                 "the multi-task update and the look-ahead share a forward/backward only with --schedule per-step",
             ),
             "train.meta.neumann_terms": (
@@ -479,7 +452,7 @@ def make_generator(
     weight_range: float = 0.0,
     gumbel_tau: float = 0.0,
 ) -> LabelGenerator:
-    """The label-generation network of ``ModelConfig.generator``: ``"own"`` builds its own
+    """The label-generation network of ``GeneratorConfig.network``: ``"own"`` builds its own
     backbone, ``"features"`` a head on ``net``'s backbone (the primary task's features where the
     architecture has one per task), ``"features-running"`` the same with the backbone's BatchNorm
     running statistics (an image's label does not depend on its batch); ``weight_range`` > 0 adds
@@ -599,10 +572,10 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         m.soft_penalty,
         m.soft_weight,
     )
-    generator = None
+    generator, g = None, run.generator
     if t.method == "maxl":
         generator = make_generator(
-            m.generator, net, backbone, data.in_channels, m.batchnorm, psi, m.hidden, m.image_weight_range, m.gumbel_tau
+            g.network, net, backbone, data.in_channels, m.batchnorm, psi, m.hidden, g.image_weight_range, g.gumbel_tau
         )
     a = run.aux
     needs_prior = "colourisation" in a.tasks and a.colourisation_mode == "classification"
@@ -637,6 +610,7 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         data.test,
         t,
         out,
+        gen_config=g,
         learner=learner,
         aux_labels=aux_labels,
         psi=psi,

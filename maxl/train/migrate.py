@@ -2,7 +2,8 @@
 
 A run's ``config.json`` and the TOML overlays name each setting by its dotted path
 (``train.meta.entropy_weight``). When a setting moves to another section (issue 24: the terms of
-the generator's objective J left ``train.meta`` for ``objective``), configurations written before
+the generator's objective J left ``train.meta`` for ``objective``; the generator's network,
+optimiser and schedule left ``model`` and ``train`` for ``generator``), configurations written before
 still name the old path. :func:`migrate` moves such entries to their new paths, so that
 ``maxl train --config OLD/config.json``, ``--resume OLD``, ``maxl grid`` and the analysis of old
 runs read them, and announces it once per configuration in a one-line
@@ -16,11 +17,15 @@ import copy
 import warnings
 
 from maxl.meta.config import MOVED_TO_OBJECTIVE
+from maxl.train.config import MOVED_TO_GENERATOR
 
 __all__ = ["MOVED", "MovedSettingsWarning", "migrate"]
 
 #: ``{old dotted path: new dotted path}`` of every setting that moved.
-MOVED: dict[str, str] = {f"train.meta.{name}": f"objective.{name}" for name in MOVED_TO_OBJECTIVE}
+MOVED: dict[str, str] = {
+    **{f"train.meta.{name}": f"objective.{name}" for name in MOVED_TO_OBJECTIVE},
+    **{old: f"generator.{name}" for old, name in MOVED_TO_GENERATOR.items()},
+}
 
 _MISSING = object()
 _ANNOUNCED: set[str] = set()

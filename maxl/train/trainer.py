@@ -48,7 +48,7 @@ from maxl.train.checkpoint import (
     restore_rng,
 )
 from maxl.train.checks import FiniteChecks, check_aux_labels, check_data, check_primary_labels
-from maxl.train.config import TrainConfig
+from maxl.train.config import GeneratorConfig, TrainConfig
 from maxl.train.determinism import enable_determinism
 from maxl.train.diagnostics import LabelUsage, warn_label_usage
 from maxl.train.migrate import migrate
@@ -103,6 +103,9 @@ class Trainer:
             the generated labels' ``label_nmi_human`` diagnostic.
         objective: the terms of the generator's objective J, for the learner made here when
             ``learner`` is None (default: the paper's J); a given learner carries its own.
+        gen_config: the generator's optimiser and schedule (:class:`GeneratorConfig`; default:
+            the paper's: SGD lr 1e-3, weight decay 5e-4, the alternate schedule); its network
+            settings are read where the generator is made (:func:`maxl.train.build.make_generator`).
 
     Inside a ``torch.distributed`` process group, ``config.batch_size`` is the global batch:
     each of the N processes takes ``batch_size / N`` images of it.
@@ -131,8 +134,10 @@ class Trainer:
         val_set: Dataset | None = None,
         human_labels: Tensor | None = None,
         objective: ObjectiveConfig | None = None,
+        gen_config: GeneratorConfig | None = None,
     ):
         self.config = cfg = config
+        self.gen_config = gen = gen_config if gen_config is not None else GeneratorConfig()
         if cfg.deterministic:
             enable_determinism()
         self.is_main = distributed.rank() == 0  # only rank 0 writes files and prints
@@ -164,12 +169,12 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if self.out_dir is not None and self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.record = record if record is not None else {"train": asdict(cfg)}
+        self.record = record if record is not None else {"train": asdict(cfg), "generator": asdict(gen)}
         self.log = RunLog(self.out_dir, cfg.progress, self.is_main, cfg.tensorboard)
         if distributed.world_size() > 1:  # the same start on every process, whatever the seeds
             distributed.broadcast_([t.data for t in self.learner.state_dict().values()])
         steps_per_epoch = len(cast(Sized, train_set)) // cfg.batch_size  # cast: a map-style data set has a length
-        optims = make_optimisers(cfg, learner.network_parameters(), self.generator, steps_per_epoch)
+        optims = make_optimisers(cfg, learner.network_parameters(), self.generator, steps_per_epoch, gen)
         self.optimizer, self.scheduler, self.gen_optimizer, self.gen_scheduler = (
             optims.optimizer,
             optims.scheduler,
@@ -185,9 +190,9 @@ class Trainer:
             getattr(net, "aux_head", None),
             per_step_scheduler=self.scheduler if optims.per_step else None,
         )
-        self.schedule = make_schedule(cfg, self.generator is not None)
+        self.schedule = make_schedule(gen, self.generator is not None)
         self.gumbel_start = getattr(self.generator, "gumbel_tau", 0.0)  # τ0 of hard labels (0: soft)
-        if cfg.gumbel_tau_end is not None and self.generator is not None and not self.gumbel_start:
+        if gen.gumbel_tau_end is not None and self.generator is not None and not self.gumbel_start:
             raise ValueError("gumbel_tau_end needs a generator with hard labels (gumbel_tau > 0)")
         self.epoch = 0  # epochs completed
         self.step = 0  # multi-task steps completed
@@ -242,7 +247,7 @@ class Trainer:
             assert self.generator is not None  # gumbel_start is its τ0
             # ignore: torch's stubs type nn.Module.__setattr__'s value as Tensor | Module, yet any attribute is allowed
             self.generator.gumbel_tau = gumbel_temperature(  # type: ignore[assignment]
-                self.gumbel_start, self.config.gumbel_tau_end, self.epoch, self.config.epochs
+                self.gumbel_start, self.gen_config.gumbel_tau_end, self.epoch, self.config.epochs
             )
         hierarchy = getattr(self.generator, "hierarchy", None)
         sums = EpochSums(
