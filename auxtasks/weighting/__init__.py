@@ -12,9 +12,28 @@ name                       class                                          acts o
 ``mgda``                   :class:`MGDA` (Sener & Koltun 2018)            gradients
 ``mgda-ub``                :class:`MGDAUpperBound` (Sener & Koltun 2018)  gradients
 ``dtp``                    :class:`DynamicTaskPrioritization` (Guo 2018)  losses
+``rlw``                    :class:`RandomWeighting` (Lin et al. 2022)     losses
+``upgrad``, ``cagrad``,    torchjd's aggregators (:mod:`.aggregators`)    gradients
+``nash-mtl``, ...
 =========================  =============================================  ==========
+
+Each class's hyperparameters are its ``OPTIONS`` (``--weighting-option KEY=VALUE``,
+:func:`weighting_options`).
 """
 
+from .aggregators import (
+    IMTLG,
+    AlignedMTL,
+    CAGrad,
+    ConFIG,
+    DualProj,
+    FairGrad,
+    GradDrop,
+    GradVac,
+    NashMTL,
+    TorchJDWeighting,
+    UPGrad,
+)
 from .base import PRIMARY, GradientWeighting, Weighting, flat_gradients
 from .dtp import DynamicTaskPrioritization
 from .dwa import DynamicWeightAverage
@@ -22,11 +41,13 @@ from .fixed import Equal, Fixed
 from .gcs import GradientCosineSimilarity
 from .gradnorm import GradNorm
 from .mgda import MGDA, MGDAUpperBound
+from .options import weighting_options
 from .pcgrad import PCGrad
+from .rlw import RandomWeighting
 from .uncertainty import Uncertainty
 
 #: Weightings by their command-line name (``fixed`` needs its weights, so it is not here).
-WEIGHTINGS = {
+WEIGHTINGS: dict[str, type[Weighting]] = {
     "equal": Equal,
     "uncertainty": Uncertainty,
     "dwa": DynamicWeightAverage,
@@ -36,6 +57,11 @@ WEIGHTINGS = {
     "mgda": MGDA,
     "mgda-ub": MGDAUpperBound,
     "dtp": DynamicTaskPrioritization,
+    "rlw": RandomWeighting,
+    **{
+        cls.NAME: cls
+        for cls in (UPGrad, CAGrad, NashMTL, IMTLG, AlignedMTL, GradDrop, GradVac, DualProj, ConFIG, FairGrad)
+    },
 }
 
 __all__ = [
@@ -53,5 +79,18 @@ __all__ = [
     "MGDA",
     "MGDAUpperBound",
     "DynamicTaskPrioritization",
+    "RandomWeighting",
+    "TorchJDWeighting",
+    "UPGrad",
+    "CAGrad",
+    "NashMTL",
+    "IMTLG",
+    "AlignedMTL",
+    "GradDrop",
+    "GradVac",
+    "DualProj",
+    "ConFIG",
+    "FairGrad",
+    "weighting_options",
     "WEIGHTINGS",
 ]
