@@ -13,6 +13,11 @@ name                       class                                          acts o
 ``mgda-ub``                :class:`MGDAUpperBound` (Sener & Koltun 2018)  gradients
 ``dtp``                    :class:`DynamicTaskPrioritization` (Guo 2018)  losses
 ``rlw``                    :class:`RandomWeighting` (Lin et al. 2022)     losses
+``famo``                   :class:`FAMO` (Liu et al. 2023)                losses
+``db-mtl``                 :class:`DualBalancing` (Lin et al. 2023)       gradients
+``gls``                    :class:`GeometricLoss` (Chennupati et al.)     losses
+``imtl-l``                 :class:`ImpartialLoss` (Liu et al. 2021)       losses
+``stch``                   :class:`SmoothTchebycheff` (Lin et al. 2024)   losses
 ``upgrad``, ``cagrad``,    torchjd's aggregators (:mod:`.aggregators`)    gradients
 ``nash-mtl``, ...
 =========================  =============================================  ==========
@@ -35,15 +40,20 @@ from .aggregators import (
     UPGrad,
 )
 from .base import PRIMARY, GradientWeighting, Weighting, flat_gradients
+from .db_mtl import DualBalancing
 from .dtp import DynamicTaskPrioritization
 from .dwa import DynamicWeightAverage
+from .famo import FAMO
 from .fixed import Equal, Fixed
 from .gcs import GradientCosineSimilarity
+from .gls import GeometricLoss
 from .gradnorm import GradNorm
+from .imtl_l import ImpartialLoss
 from .mgda import MGDA, MGDAUpperBound
 from .options import weighting_options
 from .pcgrad import PCGrad
 from .rlw import RandomWeighting
+from .stch import SmoothTchebycheff
 from .uncertainty import Uncertainty
 
 #: Weightings by their command-line name (``fixed`` needs its weights, so it is not here).
@@ -58,6 +68,11 @@ WEIGHTINGS: dict[str, type[Weighting]] = {
     "mgda-ub": MGDAUpperBound,
     "dtp": DynamicTaskPrioritization,
     "rlw": RandomWeighting,
+    "famo": FAMO,
+    "db-mtl": DualBalancing,
+    "gls": GeometricLoss,
+    "imtl-l": ImpartialLoss,
+    "stch": SmoothTchebycheff,
     **{
         cls.NAME: cls
         for cls in (UPGrad, CAGrad, NashMTL, IMTLG, AlignedMTL, GradDrop, GradVac, DualProj, ConFIG, FairGrad)
@@ -80,6 +95,11 @@ __all__ = [
     "MGDAUpperBound",
     "DynamicTaskPrioritization",
     "RandomWeighting",
+    "FAMO",
+    "DualBalancing",
+    "GeometricLoss",
+    "ImpartialLoss",
+    "SmoothTchebycheff",
     "TorchJDWeighting",
     "UPGrad",
     "CAGrad",
