@@ -12,9 +12,11 @@ name                       class                                          acts o
 ``mgda``                   :class:`MGDA` (Sener & Koltun 2018)            gradients
 ``mgda-ub``                :class:`MGDAUpperBound` (Sener & Koltun 2018)  gradients
 ``dtp``                    :class:`DynamicTaskPrioritization` (Guo 2018)  losses
+``auto-lambda``            :class:`AutoLambda` (Liu et al. 2022)          meta-learned
 =========================  =============================================  ==========
 """
 
+from .auto_lambda import AutoLambda
 from .base import PRIMARY, GradientWeighting, Weighting, flat_gradients
 from .dtp import DynamicTaskPrioritization
 from .dwa import DynamicWeightAverage
@@ -53,5 +55,6 @@ __all__ = [
     "MGDA",
     "MGDAUpperBound",
     "DynamicTaskPrioritization",
+    "AutoLambda",
     "WEIGHTINGS",
 ]
