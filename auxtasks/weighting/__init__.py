@@ -20,6 +20,7 @@ name                       class                                          acts o
 ``stch``                   :class:`SmoothTchebycheff` (Lin et al. 2024)   losses
 ``upgrad``, ``cagrad``,    torchjd's aggregators (:mod:`.aggregators`)    gradients
 ``nash-mtl``, ...
+``auto-lambda``            :class:`AutoLambda` (Liu et al. 2022)          meta-learned
 =========================  =============================================  ==========
 
 Each class's hyperparameters are its ``OPTIONS`` (``--weighting-option KEY=VALUE``,
@@ -39,6 +40,7 @@ from .aggregators import (
     TorchJDWeighting,
     UPGrad,
 )
+from .auto_lambda import AutoLambda
 from .base import PRIMARY, GradientWeighting, Weighting, flat_gradients
 from .db_mtl import DualBalancing
 from .dtp import DynamicTaskPrioritization
@@ -112,5 +114,6 @@ __all__ = [
     "ConFIG",
     "FairGrad",
     "weighting_options",
+    "AutoLambda",
     "WEIGHTINGS",
 ]
