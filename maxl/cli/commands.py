@@ -47,6 +47,7 @@ __all__ = [
     "run_training",
     "parse_psi",
     "parse_aux_weights",
+    "parse_weighting_options",
     "OPTIONS",
     "DEMO_ARGS",
 ]
@@ -146,6 +147,24 @@ def parse_aux_weights(items: list[str]) -> dict[str, float]:
     return weights
 
 
+def parse_weighting_options(items: list[str]) -> dict[str, str | float]:
+    """``["c=0.4", ...]`` -> ``{"c": "0.4"}`` (the weighting converts each value to its type).
+
+    Raises:
+        ValueError: an item that is not ``KEY=VALUE``, or a key given twice.
+    """
+    options: dict[str, str | float] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not value.strip():
+            raise ValueError(f"--weighting-option {item!r}: expected KEY=VALUE, e.g. c=0.4")
+        if key in options:
+            raise ValueError(f"--weighting-option {key} given twice")
+        options[key] = value.strip()
+    return options
+
+
 def _get(tree: dict, path: str):
     """The value at the dotted ``path`` of nested tables, or None where a table lacks it."""
     value: object = tree
@@ -184,6 +203,8 @@ def run_configs(args: argparse.Namespace) -> tuple[list[RunConfig], bool]:
     given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume", "auto_resume")}
     if "aux.weights" in given:
         given["aux.weights"] = parse_aux_weights(given["aux.weights"])
+    if "aux.weighting_options" in given:
+        given["aux.weighting_options"] = parse_weighting_options(given["aux.weighting_options"])
     base = RunConfig().to_dict()
     resume = getattr(args, "resume", None)
     if resume is not None:

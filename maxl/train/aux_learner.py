@@ -20,7 +20,8 @@ from auxtasks.learner import AuxiliaryLearner
 from auxtasks.rotation import Rotation
 from auxtasks.supervised import SupervisedLabels
 from auxtasks.task import AuxiliaryTask
-from auxtasks.weighting import WEIGHTINGS, Fixed
+from auxtasks.weighting import WEIGHTINGS, Fixed, Weighting
+from auxtasks.weighting import weighting_options as weighting_options_of
 from maxl.meta import MetaConfig, ObjectiveConfig
 from maxl.nn.networks import MultiTaskNetwork
 from maxl.train.config import FIXED_LABEL_METHODS as _FIXED_LABEL_METHODS
@@ -56,6 +57,7 @@ def build_learner(
     meta: MetaConfig | None = None,
     objective: ObjectiveConfig | None = None,
     aux_weights: Mapping[str, float] | None = None,
+    weighting_options: Mapping[str, object] | None = None,
     rotation_mode: str = "all",
     colourisation_mode: str = "regression",
     prior_images: Tensor | None = None,
@@ -77,12 +79,15 @@ def build_learner(
         meta: the meta-gradient's settings (``maxl``).
         objective: the terms of the generator's objective J (``maxl``).
         aux_weights: fixed weights by task name (the method's task is named after the method).
+        weighting_options: the weighting's hyperparameters by name (its ``OPTIONS``; values as
+            text or numbers).
         rotation_mode, colourisation_mode: see :class:`Rotation` and :class:`Colourisation`.
         prior_images: normalised training images for the colour prior of the classification mode.
         hidden: hidden width of the new heads.
 
     Raises:
-        ValueError: an unknown task or weighting, a task named twice, colourisation on
+        ImportError: a weighting of the optional extra ``mtl`` without it (with the pip line).
+        ValueError: an unknown task or weighting or option of it, a task named twice, colourisation on
             images that are not RGB, a method without what it needs.
     """
     tasks: list[AuxiliaryTask] = []
@@ -138,9 +143,11 @@ def build_learner(
     if aux_weights:
         if weighting != "equal":
             raise ValueError(f"fixed weights {dict(aux_weights)} cannot be combined with the weighting {weighting!r}")
-        chosen = Fixed(aux_weights)
+        if weighting_options:
+            raise ValueError(f"fixed weights take no weighting options, got {dict(weighting_options)}")
+        chosen: Weighting = Fixed(aux_weights)
     elif weighting in WEIGHTINGS:
-        chosen = WEIGHTINGS[weighting]()
+        chosen = WEIGHTINGS[weighting](**weighting_options_of(WEIGHTINGS[weighting], weighting_options or {}))
     else:
         raise ValueError(f"unknown weighting {weighting!r}; expected one of {sorted(WEIGHTINGS)}")
     return AuxiliaryLearner.from_multitask_network(net, tasks, chosen, primary_loss=loss_fn)

