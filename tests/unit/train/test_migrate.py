@@ -138,3 +138,26 @@ def test_an_old_runs_config_json_reruns_with_config_and_resumes(tmp_path, capsys
     # a resumed run of other objective settings is still refused
     with pytest.raises(ValueError, match="--entropy-weight"):
         parse("--resume", str(out), "--entropy-weight", "0.5")
+
+
+def test_the_grid_runner_and_the_results_table_read_an_old_runs_folder(tmp_path):
+    """A finished run of the old shape counts as the same settings for ``maxl grid`` (not a
+    mismatch), and the results table describes it from its migrated keys."""
+    from maxl.analysis.results import collect_runs, describe_setting
+    from maxl.train.grid import GridMismatchError, folder_state
+
+    [run], _ = parse("--method", "maxl", "--gen-lr", "0.01", "--entropy-weight", "0.3", "--out", str(tmp_path))
+    folder = tmp_path / "maxl" / "seed0"
+    folder.mkdir(parents=True)
+    stored = old_shape(run.to_dict())
+    stored["data"].update(name="digits", num_train=10, num_test=5, num_val=0)
+    stored["model"].update(psi=[5] * 10, backbone="tiny-cnn", num_primary=10)
+    (folder / "config.json").write_text(json.dumps(stored))
+    (folder / "summary.json").write_text(json.dumps({"final_test_acc": 0.5}))
+    (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "test_acc": 0.5}) + "\n")
+    with pytest.warns(MovedSettingsWarning, match="config.json names settings by their old paths"):
+        assert folder_state(folder, run) == "finished"
+    with pytest.raises(GridMismatchError, match="objective.entropy_weight"):
+        folder_state(folder, RunConfig.from_dict(merge_overlays(run.to_dict(), {"objective": {"entropy_weight": 0.5}})))
+    text = describe_setting(collect_runs(tmp_path))
+    assert "generator lr 0.01" in text and "alternate schedule" in text and "entropy weight 0.3" in text
