@@ -95,8 +95,10 @@ def migrate(tree: dict, source: str = "a configuration", *, announce: bool = Tru
         moved.append((old, new))
     groups: dict[str, list[str]] = {}  # "train.meta -> objective": [entropy_weight, ...]
     for old, new in moved:
-        (old_section, name), new_section = old.rsplit(".", 1), new.rsplit(".", 1)[0]
-        groups.setdefault(f"{old_section} -> {new_section}", []).append(name)
+        (old_section, name), (new_section, new_name) = old.rsplit(".", 1), new.rsplit(".", 1)
+        groups.setdefault(f"{old_section} -> {new_section}", []).append(
+            name if name == new_name else f"{name} (as {new_name})"
+        )
     notice = f"{source} names settings by their old paths, read at the new ones: " + "; ".join(
         f"{move}: {', '.join(names)}" for move, names in groups.items()
     )

@@ -124,6 +124,8 @@ def test_an_old_runs_config_json_reruns_with_config_and_resumes(tmp_path, capsys
     with pytest.warns(MovedSettingsWarning, match="copy.json names settings by their old paths"):
         [rerun], _ = parse("--config", str(tmp_path / "copy.json"), "--out", str(tmp_path / "new"))
     assert (rerun.objective.entropy_weight, rerun.generator.lr, rerun.train.epochs) == (0.3, 0.01, 1)
+    with pytest.warns(MovedSettingsWarning, match=r"train -> generator: [^;]*gen_lr \(as lr\), [^;]*schedule"):
+        migrate({"train": {"gen_lr": 0.1, "schedule": "per-step"}}, "names.toml")
     # --resume: continues the old run (the checkpoint's old record compares equal) to epoch 2
     with pytest.warns(
         MovedSettingsWarning, match="train.meta -> objective: entropy_weight, image_entropy_weight"
