@@ -183,6 +183,26 @@ class ModelConfig:
         "Hospedales 2017) of corresponding kernels",
     )
     soft_weight: float = setting(0.01, help="--arch soft: weight of the penalty")
+    adashare_warmup: int = setting(
+        2, help="--arch adashare: epochs with every residual block selected before the policy search"
+    )
+    adashare_sparsity: float = setting(
+        0.05, help="--arch adashare: weight of the sparsity loss (sum of log select-probabilities; towards skipping)"
+    )
+    adashare_sharing: float = setting(
+        0.05,
+        help="--arch adashare: weight of the sharing loss (task pairs' select-probabilities closer in lower blocks)",
+    )
+    adashare_tau: float = setting(5.0, help="--arch adashare: Gumbel-softmax temperature of the first search epoch")
+    adashare_tau_decay: float = setting(0.965, help="--arch adashare: temperature factor per search epoch")
+    adashare_curriculum: int = setting(
+        1, help="--arch adashare: search epochs per further block (from the last) handed to the policy"
+    )
+    adashare_policy: str | None = setting(
+        None,
+        help="--arch adashare: a fixed 0/1 policy, one row per task (primary first) of one entry per residual "
+        "block, like 1,1,0;1,0,1: the derived architecture, trained from scratch without a search",
+    )
 
     def __post_init__(self):
         check_field_types(self, "model")
@@ -202,6 +222,21 @@ class ModelConfig:
             raise ValueError(f"gumbel_tau must be >= 0 (0: soft labels), got {self.gumbel_tau}")
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.arch!r}; expected one of {ARCHITECTURES}")
+        if self.adashare_warmup < 0 or self.adashare_curriculum < 1:
+            raise ValueError(
+                f"adashare_warmup must be >= 0 and adashare_curriculum >= 1, got {self.adashare_warmup}, "
+                f"{self.adashare_curriculum}"
+            )
+        if min(self.adashare_sparsity, self.adashare_sharing) < 0:
+            raise ValueError(
+                f"adashare_sparsity and adashare_sharing must be >= 0, got {self.adashare_sparsity}, "
+                f"{self.adashare_sharing}"
+            )
+        if self.adashare_tau <= 0 or not 0 < self.adashare_tau_decay <= 1:
+            raise ValueError(
+                f"adashare_tau must be > 0 and adashare_tau_decay in (0, 1], got {self.adashare_tau}, "
+                f"{self.adashare_tau_decay}"
+            )
         if self.soft_penalty not in PENALTIES or self.soft_weight < 0:
             raise ValueError(
                 f"soft_penalty must be one of {PENALTIES} and soft_weight >= 0, got "
@@ -373,6 +408,10 @@ class RunConfig:
             ),
             "model.soft_penalty": (m.arch != "soft", "the penalty ties the towers of --arch soft"),
             "model.soft_weight": (m.arch != "soft", "the penalty ties the towers of --arch soft"),
+            **{
+                f"model.adashare_{k}": (m.arch != "adashare", "it sets --arch adashare's policy search")
+                for k in ("warmup", "sparsity", "sharing", "tau", "tau_decay", "curriculum", "policy")
+            },
             "train.warmup": (t.lr_schedule != "onecycle", "the warm-up is that of --lr-schedule onecycle"),
             "train.lr_step": (t.lr_schedule != "step", "the step schedule is --lr-schedule step's"),
             "train.lr_gamma": (t.lr_schedule != "step", "the step schedule is --lr-schedule step's"),
@@ -461,10 +500,11 @@ def make_network(
     hidden: int,
     soft_penalty: str = "l2",
     soft_weight: float = 0.01,
+    settings: dict | None = None,
 ) -> MultiTaskNetwork:
     """The multi-task network of ``ModelConfig.arch`` on backbones ``backbone`` (a fresh one per
     call of the architecture, :func:`maxl.nn.architectures.build_network`); ``num_aux`` = 0 for
-    single-task."""
+    single-task; ``settings`` the architecture's own (:func:`arch_settings`)."""
     return build_network(
         arch,
         lambda: build_backbone(backbone, in_channels, batchnorm),
@@ -474,7 +514,23 @@ def make_network(
         batchnorm=batchnorm,
         soft_penalty=soft_penalty,
         soft_weight=soft_weight,
+        settings=settings,
     )
+
+
+def arch_settings(m: ModelConfig) -> dict:
+    """The keyword arguments of ``m.arch``'s trunk from its settings (empty for most)."""
+    if m.arch == "adashare":
+        return dict(
+            warmup=m.adashare_warmup,
+            sparsity_weight=m.adashare_sparsity,
+            sharing_weight=m.adashare_sharing,
+            tau=m.adashare_tau,
+            tau_decay=m.adashare_tau_decay,
+            curriculum_speed=m.adashare_curriculum,
+            policy=m.adashare_policy,
+        )
+    return {}
 
 
 #: The sections of :class:`RunConfig` by name.
@@ -611,6 +667,7 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         m.hidden,
         m.soft_penalty,
         m.soft_weight,
+        arch_settings(m),
     )
     generator = None
     if t.method == "maxl":

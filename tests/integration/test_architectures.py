@@ -49,6 +49,8 @@ def final_accuracy(out) -> float:
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_every_architecture_learns_on_real_digits(arch, tmp_path):
     extra = ["--soft-penalty", "trace"] if arch == "soft" else []
+    if arch == "adashare":  # residual blocks: ResNet-20 at lr 0.01, one warm-up epoch, then the search
+        extra = ["--backbone", "resnet20", "--adashare-warmup", "1", "--lr", "0.01"]
     assert main(["train", *COMMON, "--method", "human", "--arch", arch, *extra, "--out", str(tmp_path)]) == 0
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model"]["arch"] == arch
@@ -84,3 +86,24 @@ def test_a_residual_backbone_learns_on_real_digits(method, tmp_path):
     assert main(argv) == 0
     assert json.loads((tmp_path / "config.json").read_text())["model"]["backbone"] == "resnet20"
     assert final_accuracy(tmp_path) > 0.8  # chance: 0.5
+
+
+def test_adashare_search_then_its_derived_architecture_retrained_from_scratch(tmp_path):
+    """MAXL through AdaShare's search (warm-up, then the Gumbel-softmax policy), the policy derived
+    from the reloaded run, and that architecture re-trained from scratch with ``--adashare-policy``."""
+    from maxl.analysis.run import load_run
+    from maxl.nn.architectures.adashare import derive_policy, policy_text
+
+    common = [a if a != "0.02" else "0.01" for a in COMMON]
+    ada = ["--backbone", "resnet20", "--arch", "adashare", "--adashare-warmup", "1"]
+    search = tmp_path / "search"
+    assert main(["train", *common, "--method", "maxl", *ada, "--out", str(search)]) == 0
+    records = [json.loads(line) for line in (search / "metrics.jsonl").read_text().splitlines()]
+    assert [r["adashare_tau"] for r in records] == [0.0, 5.0, 5.0 * 0.965]
+    assert final_accuracy(search) > 0.8
+    trunk = load_run(search).net.backbone
+    assert trunk.phase == "search" and trunk.controlled == 2
+    policy = policy_text(derive_policy(trunk))
+    derived = tmp_path / "derived"
+    assert main(["train", *common, "--method", "human", *ada, "--adashare-policy", policy, "--out", str(derived)]) == 0
+    assert final_accuracy(derived) > 0.8

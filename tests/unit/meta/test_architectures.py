@@ -20,7 +20,8 @@ from maxl.nn.resnet import cifar_resnet
 from tests.unit.meta.tiny import PSI, finite_difference_gradient, flat
 
 ALPHA, LAM = 0.5, 0.2
-ARCHS = ["hard", "soft-l2", "soft-trace", "cross-stitch", "nddr", "mtan", "hard@resnet", "mtan@resnet", "nddr@resnet"]
+ARCHS = ["hard", "soft-l2", "soft-trace", "cross-stitch", "nddr", "mtan"]
+ARCHS += ["hard@resnet", "mtan@resnet", "nddr@resnet", "adashare@resnet"]  # on a CIFAR ResNet-8
 VARIANTS = ["meta-func", "meta-higher", "meta-jvp", "fused-func", "fused-jvp"]
 
 
@@ -39,7 +40,13 @@ def problem(arch):
         hidden=5,
         soft_penalty=penalty or "l2",
         soft_weight=0.7,
+        settings=dict(sparsity_weight=0.3, sharing_weight=0.2, tau=2.0) if name == "adashare" else None,
     ).double()
+    if name == "adashare":  # the search phase, every block decided, at a fixed Gumbel noise (what is differentiated)
+        trunk = net.backbone
+        trunk.controlled = len(trunk.residual)
+        trunk.policy_logits.data.normal_()
+        trunk.gumbel_noise = -torch.empty_like(trunk.policy_logits).exponential_().log()
     gen = LabelGenerator(ConvNet(1, (3,), (1,)), PSI, hidden=5).double()
     x = torch.randn(6, 1, 4, 4, dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 0, 2, 1])
