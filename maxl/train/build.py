@@ -30,7 +30,8 @@ from maxl.core.losses import classification_loss
 from maxl.data.datasets import DATASETS, load_dataset
 from maxl.data.registry import dataset_spec, hierarchy_help
 from maxl.meta.objective import ObjectiveConfig
-from maxl.nn.architectures import ARCHITECTURES, PENALTIES, build_network
+from maxl.nn.architectures import ARCHITECTURES, PENALTIES, build_network, search_masks
+from maxl.nn.architectures.sparse import round_rate
 from maxl.nn.backbones import BACKBONES, build_backbone
 from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
 from maxl.train import distributed
@@ -198,6 +199,16 @@ class ModelConfig:
     adashare_curriculum: int = setting(
         1, help="--arch adashare: search epochs per further block (from the last) handed to the policy"
     )
+    sparse_rounds: int = setting(
+        5, help="--arch sparse: iterative magnitude pruning rounds per task (0: every mask full, hard sharing)"
+    )
+    sparse_density: float = setting(
+        0.5, help="--arch sparse: fraction of each weight tensor a task keeps after the last round"
+    )
+    sparse_steps: int = setting(50, help="--arch sparse: SGD steps of a task's subnetwork per pruning round")
+    sparse_warmup: int = setting(
+        100, help="--arch sparse: SGD steps of the multi-task warm-up (the weights every round rewinds to)"
+    )
     adashare_policy: str | None = setting(
         None,
         help="--arch adashare: a fixed 0/1 policy, one row per task (primary first) of one entry per residual "
@@ -231,6 +242,11 @@ class ModelConfig:
             raise ValueError(
                 f"adashare_sparsity and adashare_sharing must be >= 0, got {self.adashare_sparsity}, "
                 f"{self.adashare_sharing}"
+            )
+        if min(self.sparse_rounds, self.sparse_steps, self.sparse_warmup) < 0 or not 0 < self.sparse_density <= 1:
+            raise ValueError(
+                f"sparse_rounds, sparse_steps and sparse_warmup must be >= 0 and sparse_density in (0, 1], got "
+                f"{self.sparse_rounds}, {self.sparse_steps}, {self.sparse_warmup}, {self.sparse_density}"
             )
         if self.adashare_tau <= 0 or not 0 < self.adashare_tau_decay <= 1:
             raise ValueError(
@@ -412,6 +428,10 @@ class RunConfig:
                 f"model.adashare_{k}": (m.arch != "adashare", "it sets --arch adashare's policy search")
                 for k in ("warmup", "sparsity", "sharing", "tau", "tau_decay", "curriculum", "policy")
             },
+            **{
+                f"model.sparse_{k}": (m.arch != "sparse", "it sets --arch sparse's mask search")
+                for k in ("rounds", "density", "steps", "warmup")
+            },
             "train.warmup": (t.lr_schedule != "onecycle", "the warm-up is that of --lr-schedule onecycle"),
             "train.lr_step": (t.lr_schedule != "step", "the step schedule is --lr-schedule step's"),
             "train.lr_gamma": (t.lr_schedule != "step", "the step schedule is --lr-schedule step's"),
@@ -516,6 +536,65 @@ def make_network(
         soft_weight=soft_weight,
         settings=settings,
     )
+
+
+def find_sparse_masks(
+    net: MultiTaskNetwork,
+    train_set,
+    m: ModelConfig,
+    t: TrainConfig,
+    aux_labels: torch.Tensor | None,
+    generator: LabelGenerator | None,
+    log=print,
+) -> None:
+    """``--arch sparse``: the masks by iterative magnitude pruning with rewinding
+    (:func:`maxl.nn.architectures.search_masks`) on the training set, the multi-task SGD settings
+    (lr, momentum, batch size) and loss. The auxiliary task prunes on the method's fixed labels
+    (human, random, k-means) or, with MAXL, on the generator's labels at its initialisation (the
+    labels it will make are not known before training); single-task prunes the primary task alone."""
+    from torch.utils.data import DataLoader
+
+    device = resolve_device(t.device)
+    net.to(device)
+    if generator is not None:
+        generator.to(device)
+    loss_fn = classification_loss(t.loss, t.focal_gamma)
+    order = torch.Generator().manual_seed(t.seed)
+
+    def batches():
+        loader = DataLoader(train_set, batch_size=t.batch_size, shuffle=True, drop_last=True, generator=order)
+        for x, y, idx in loader:
+            x, y = x.to(device), torch.as_tensor(y).to(device)
+            if aux_labels is not None:
+                aux = aux_labels.to(device)[torch.as_tensor(idx).to(device)]
+            elif generator is not None:
+                with torch.no_grad():
+                    aux = generator(x, y).detach()
+            else:
+                aux = y  # unused: single-task
+            yield x, y, aux
+
+    losses = [lambda out, y, a: loss_fn(out[0], y)]
+    if net.num_aux:
+        losses.append(lambda out, y, a: loss_fn(out[1], a))
+    rate = round_rate(m.sparse_density, m.sparse_rounds) if m.sparse_rounds else 0.0
+    was_training = generator.training if generator is not None else False
+    if generator is not None:
+        generator.eval()  # its labels without touching its BatchNorm statistics
+    search_masks(
+        net,
+        batches,
+        losses,
+        rounds=m.sparse_rounds,
+        rate=rate,
+        steps=m.sparse_steps,
+        warmup_steps=m.sparse_warmup,
+        lr=t.lr,
+        momentum=t.momentum,
+        log=log,
+    )
+    if generator is not None:
+        generator.train(was_training)
 
 
 def arch_settings(m: ModelConfig) -> dict:
@@ -674,6 +753,15 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         generator = make_generator(
             m.generator, net, backbone, data.in_channels, m.batchnorm, psi, m.hidden, m.image_weight_range, m.gumbel_tau
         )
+    if m.arch == "sparse" and t.method == "maxl" and t.meta.order == "second" and t.meta.engine == "higher":
+        raise ValueError(
+            "--arch sparse reads each task's masked weights by torch.func.functional_call, which the "
+            "'higher' engine's patched modules do not support: use --meta-engine func or jvp"
+        )
+    if m.arch == "sparse" and not resume:  # the masks: buffers of the network, in its checkpoints
+        t0 = time.time()
+        find_sparse_masks(net, data.train, m, t, aux_labels, generator, say)
+        say(f"[sparse] masks found in {time.time() - t0:.1f}s")
     a = run.aux
     needs_prior = "colourisation" in a.tasks and a.colourisation_mode == "classification"
     learner = build_learner(

@@ -49,6 +49,8 @@ def final_accuracy(out) -> float:
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_every_architecture_learns_on_real_digits(arch, tmp_path):
     extra = ["--soft-penalty", "trace"] if arch == "soft" else []
+    if arch == "sparse":  # a short mask search: 2 rounds of 10 steps per task after 20 warm-up steps
+        extra = ["--sparse-rounds", "2", "--sparse-steps", "10", "--sparse-warmup", "20"]
     if arch == "adashare":  # residual blocks: ResNet-20 at lr 0.01, one warm-up epoch, then the search
         extra = ["--backbone", "resnet20", "--adashare-warmup", "1", "--lr", "0.01"]
     assert main(["train", *COMMON, "--method", "human", "--arch", arch, *extra, "--out", str(tmp_path)]) == 0
@@ -107,3 +109,21 @@ def test_adashare_search_then_its_derived_architecture_retrained_from_scratch(tm
     derived = tmp_path / "derived"
     assert main(["train", *common, "--method", "human", *ada, "--adashare-policy", policy, "--out", str(derived)]) == 0
     assert final_accuracy(derived) > 0.8
+
+
+def test_maxl_with_sparse_sharing_learns_and_keeps_its_masks(tmp_path):
+    """MAXL through sparse sharing (masks found before training, the auxiliary task's on the
+    untrained generator's labels); the checkpoint holds the masks, and the weights outside both
+    masks are still exactly zero after training with momentum."""
+    import torch
+
+    from maxl.analysis.run import load_run
+
+    search = ["--sparse-rounds", "2", "--sparse-steps", "10", "--sparse-warmup", "20"]
+    assert main(["train", *COMMON, "--method", "maxl", "--arch", "sparse", *search, "--out", str(tmp_path)]) == 0
+    assert final_accuracy(tmp_path) > 0.75
+    trunk = load_run(tmp_path).net.backbone
+    assert trunk.density(0) == trunk.density(1) < 0.9  # 2 rounds of 1 − 0.5^(1/2) each: ≈ 0.5 kept
+    for n in trunk.prunable:
+        union = torch.maximum(trunk.mask(0, n), trunk.mask(1, n))
+        assert torch.all(trunk.backbone.get_parameter(n)[union == 0] == 0)

@@ -14,6 +14,8 @@ name                architecture                                                
                     Johns, Davison 2019)
 ``adashare``        one residual backbone, a select/skip policy per task and      ``adashare.py``
                     residual block (Sun et al. 2020)
+``sparse``          one backbone, a binary weight mask per task from iterative    ``sparse.py``
+                    magnitude pruning (Sun et al. 2020)
 ==================  ============================================================  ===================
 
 Each builds a :class:`maxl.nn.MultiTaskNetwork` (``forward``: images ``[B, C, H, W]`` →
@@ -33,6 +35,7 @@ from maxl.nn.architectures.hard import hard_sharing
 from maxl.nn.architectures.mtan import MTAN, mtan
 from maxl.nn.architectures.nddr import NDDR, nddr
 from maxl.nn.architectures.soft import PENALTIES, SoftSharing, l2_tie, soft_sharing, tensor_trace_norm
+from maxl.nn.architectures.sparse import SparseSharing, search_masks, sparse_sharing
 
 if TYPE_CHECKING:  # for the annotations only
     from maxl.nn.networks import MultiTaskNetwork
@@ -50,17 +53,20 @@ __all__ = [
     "NDDR",
     "MTAN",
     "AdaShare",
+    "SparseSharing",
     "hard_sharing",
     "soft_sharing",
     "cross_stitch",
     "nddr",
     "mtan",
     "adashare",
+    "sparse_sharing",
+    "search_masks",
     "l2_tie",
     "tensor_trace_norm",
 ]
 
-ARCHITECTURES = ("hard", "soft", "cross-stitch", "nddr", "mtan", "adashare")
+ARCHITECTURES = ("hard", "soft", "cross-stitch", "nddr", "mtan", "adashare", "sparse")
 
 
 def build_network(
@@ -108,4 +114,6 @@ def build_network(
         return mtan(make_backbone, num_primary, num_aux, hidden, batchnorm=batchnorm)
     if arch == "adashare":
         return adashare(make_backbone, num_primary, num_aux, hidden, **dict(settings or {}))
+    if arch == "sparse":
+        return sparse_sharing(make_backbone, num_primary, num_aux, hidden)
     raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")

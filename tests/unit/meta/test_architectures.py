@@ -21,7 +21,7 @@ from tests.unit.meta.tiny import PSI, finite_difference_gradient, flat
 
 ALPHA, LAM = 0.5, 0.2
 ARCHS = ["hard", "soft-l2", "soft-trace", "cross-stitch", "nddr", "mtan"]
-ARCHS += ["hard@resnet", "mtan@resnet", "nddr@resnet", "adashare@resnet"]  # on a CIFAR ResNet-8
+ARCHS += ["hard@resnet", "mtan@resnet", "nddr@resnet", "adashare@resnet", "sparse"]  # ResNet-8; sparse masks
 VARIANTS = ["meta-func", "meta-higher", "meta-jvp", "fused-func", "fused-jvp"]
 
 
@@ -48,6 +48,9 @@ def problem(arch):
         trunk.policy_logits.data.normal_()
         trunk.gumbel_noise = -torch.empty_like(trunk.policy_logits).exponential_().log()
     gen = LabelGenerator(ConvNet(1, (3,), (1,)), PSI, hidden=5).double()
+    if name == "sparse":  # random overlapping masks (fixed: what is differentiated is θ2 at fixed masks)
+        trunk = net.backbone
+        trunk.set_masks([{n: (torch.rand_like(m) < 0.7).double() for n, m in trunk.masks(t).items()} for t in (0, 1)])
     x = torch.randn(6, 1, 4, 4, dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 0, 2, 1])
     return net, gen, x, y
@@ -96,8 +99,10 @@ def test_meta_gradient_through_the_architecture_equals_finite_differences(arch, 
     """Soft sharing's backbones meet only through the penalty, which θ2 does not move: one
     look-ahead step leaves the primary backbone's step independent of θ2 (the look-ahead's term
     is zero), so the engines that unroll take two steps there, and ``jvp`` checks the zero."""
-    net, gen, x, y = problem(arch)
     kind, engine = variant.split("-")
+    if arch == "sparse" and engine == "higher":
+        pytest.skip("higher's patched modules do not take the trunk's functional_call (refused by maxl train)")
+    net, gen, x, y = problem(arch)
     steps = 2 if arch.startswith("soft") and engine != "jvp" else 1
     learner = learner_of(net, gen, engine, steps)
     if kind == "fused":

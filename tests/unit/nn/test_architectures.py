@@ -53,6 +53,7 @@ def test_parameter_counts_follow_the_formulas(make, spec, bn):
     expected = {
         "hard": backbone + heads(f),
         "soft": t * backbone + heads(f),
+        "sparse": backbone + heads(f),  # the masks are buffers
         "cross-stitch": t * backbone + n * t * t + heads(f),
         "nddr": t * backbone + sum(t * (t * w * w + (2 * w if bn else 0)) for w in widths) + heads(f),
         "mtan": backbone
