@@ -209,6 +209,17 @@ class ModelConfig:
     sparse_warmup: int = setting(
         100, help="--arch sparse: SGD steps of the multi-task warm-up (the weights every round rewinds to)"
     )
+    mtlnas_depth: int | None = setting(
+        None, help="--arch mtl-nas: depth limit D of the fusion edges, from layers i-D..i (default: every j <= i)"
+    )
+    mtlnas_tau: float = setting(1.0, help="--arch mtl-nas: RelaxedBernoulli temperature of the gates at epoch 0")
+    mtlnas_tau_decay: float = setting(0.9, help="--arch mtl-nas: temperature factor per epoch (towards 0)")
+    mtlnas_entropy: float = setting(0.01, help="--arch mtl-nas: weight of the gates' minimum-entropy regulariser")
+    mtlnas_edges: str | None = setting(
+        None,
+        help="--arch mtl-nas: the kept edges, one 0/1 per edge of the search space (comma-separated): the "
+        "derived architecture, trained from scratch without a search",
+    )
     adashare_policy: str | None = setting(
         None,
         help="--arch adashare: a fixed 0/1 policy, one row per task (primary first) of one entry per residual "
@@ -248,6 +259,13 @@ class ModelConfig:
                 f"sparse_rounds, sparse_steps and sparse_warmup must be >= 0 and sparse_density in (0, 1], got "
                 f"{self.sparse_rounds}, {self.sparse_steps}, {self.sparse_warmup}, {self.sparse_density}"
             )
+        if self.mtlnas_tau <= 0 or not 0 < self.mtlnas_tau_decay <= 1 or self.mtlnas_entropy < 0:
+            raise ValueError(
+                f"mtlnas_tau must be > 0, mtlnas_tau_decay in (0, 1] and mtlnas_entropy >= 0, got "
+                f"{self.mtlnas_tau}, {self.mtlnas_tau_decay}, {self.mtlnas_entropy}"
+            )
+        if self.mtlnas_depth is not None and self.mtlnas_depth < 0:
+            raise ValueError(f"mtlnas_depth must be >= 0 (or left out: no limit), got {self.mtlnas_depth}")
         if self.adashare_tau <= 0 or not 0 < self.adashare_tau_decay <= 1:
             raise ValueError(
                 f"adashare_tau must be > 0 and adashare_tau_decay in (0, 1], got {self.adashare_tau}, "
@@ -432,6 +450,10 @@ class RunConfig:
                 f"model.sparse_{k}": (m.arch != "sparse", "it sets --arch sparse's mask search")
                 for k in ("rounds", "density", "steps", "warmup")
             },
+            **{
+                f"model.mtlnas_{k}": (m.arch != "mtl-nas", "it sets --arch mtl-nas's edge search")
+                for k in ("depth", "tau", "tau_decay", "entropy", "edges")
+            },
             "train.warmup": (t.lr_schedule != "onecycle", "the warm-up is that of --lr-schedule onecycle"),
             "train.lr_step": (t.lr_schedule != "step", "the step schedule is --lr-schedule step's"),
             "train.lr_gamma": (t.lr_schedule != "step", "the step schedule is --lr-schedule step's"),
@@ -608,6 +630,14 @@ def arch_settings(m: ModelConfig) -> dict:
             tau_decay=m.adashare_tau_decay,
             curriculum_speed=m.adashare_curriculum,
             policy=m.adashare_policy,
+        )
+    if m.arch == "mtl-nas":
+        return dict(
+            depth=m.mtlnas_depth,
+            tau=m.mtlnas_tau,
+            tau_decay=m.mtlnas_tau_decay,
+            entropy_weight=m.mtlnas_entropy,
+            edges=m.mtlnas_edges,
         )
     return {}
 

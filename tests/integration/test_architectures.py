@@ -127,3 +127,21 @@ def test_maxl_with_sparse_sharing_learns_and_keeps_its_masks(tmp_path):
     for n in trunk.prunable:
         union = torch.maximum(trunk.mask(0, n), trunk.mask(1, n))
         assert torch.all(trunk.backbone.get_parameter(n)[union == 0] == 0)
+
+
+def test_mtl_nas_search_then_its_derived_architecture_retrained(tmp_path):
+    """MAXL through MTL-NAS's edge search, the edges with a positive logit derived from the reloaded
+    run, and that architecture re-trained from scratch with ``--mtlnas-edges``."""
+    from maxl.analysis.run import load_run
+    from maxl.nn.architectures.mtl_nas import derive_edges, edges_text
+
+    search = tmp_path / "search"
+    assert main(["train", *COMMON, "--method", "maxl", "--arch", "mtl-nas", "--out", str(search)]) == 0
+    records = [json.loads(line) for line in (search / "metrics.jsonl").read_text().splitlines()]
+    assert [round(r["mtlnas_tau"], 12) for r in records] == [1.0, 0.9, 0.81]
+    assert final_accuracy(search) > 0.75
+    edges = edges_text(derive_edges(load_run(search).net.backbone))
+    derived = tmp_path / "derived"
+    argv = ["train", *COMMON, "--method", "human", "--arch", "mtl-nas", "--mtlnas-edges", edges, "--out", str(derived)]
+    assert main(argv) == 0
+    assert final_accuracy(derived) > 0.75

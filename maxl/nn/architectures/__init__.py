@@ -16,6 +16,8 @@ name                architecture                                                
                     residual block (Sun et al. 2020)
 ``sparse``          one backbone, a binary weight mask per task from iterative    ``sparse.py``
                     magnitude pruning (Sun et al. 2020)
+``mtl-nas``         a tower per task, searched gated NDDR-style fusion edges      ``mtl_nas.py``
+                    between the towers' layers (Gao et al. 2020)
 ==================  ============================================================  ===================
 
 Each builds a :class:`maxl.nn.MultiTaskNetwork` (``forward``: images ``[B, C, H, W]`` →
@@ -33,6 +35,7 @@ from maxl.nn.architectures.base import BackboneFactory, TaskSlice, TaskTrunk, Ta
 from maxl.nn.architectures.cross_stitch import CrossStitch, cross_stitch
 from maxl.nn.architectures.hard import hard_sharing
 from maxl.nn.architectures.mtan import MTAN, mtan
+from maxl.nn.architectures.mtl_nas import MTLNAS, mtl_nas
 from maxl.nn.architectures.nddr import NDDR, nddr
 from maxl.nn.architectures.soft import PENALTIES, SoftSharing, l2_tie, soft_sharing, tensor_trace_norm
 from maxl.nn.architectures.sparse import SparseSharing, search_masks, sparse_sharing
@@ -54,6 +57,7 @@ __all__ = [
     "MTAN",
     "AdaShare",
     "SparseSharing",
+    "MTLNAS",
     "hard_sharing",
     "soft_sharing",
     "cross_stitch",
@@ -61,12 +65,13 @@ __all__ = [
     "mtan",
     "adashare",
     "sparse_sharing",
+    "mtl_nas",
     "search_masks",
     "l2_tie",
     "tensor_trace_norm",
 ]
 
-ARCHITECTURES = ("hard", "soft", "cross-stitch", "nddr", "mtan", "adashare", "sparse")
+ARCHITECTURES = ("hard", "soft", "cross-stitch", "nddr", "mtan", "adashare", "sparse", "mtl-nas")
 
 
 def build_network(
@@ -93,7 +98,7 @@ def build_network(
         soft_penalty, soft_weight: the ``soft`` architecture's penalty (``"l2"``, ``"trace"``)
             and its weight λ.
         settings: keyword arguments of the architecture's trunk (``adashare``: those of
-            :class:`AdaShare` after ``num_tasks``).
+            :class:`AdaShare` after ``num_tasks``; ``mtl-nas``: those of :class:`MTLNAS`).
 
     Returns:
         A :class:`maxl.nn.MultiTaskNetwork`.
@@ -116,4 +121,6 @@ def build_network(
         return adashare(make_backbone, num_primary, num_aux, hidden, **dict(settings or {}))
     if arch == "sparse":
         return sparse_sharing(make_backbone, num_primary, num_aux, hidden)
+    if arch == "mtl-nas":
+        return mtl_nas(make_backbone, num_primary, num_aux, hidden, batchnorm=batchnorm, **dict(settings or {}))
     raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")

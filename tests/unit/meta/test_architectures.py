@@ -21,7 +21,7 @@ from tests.unit.meta.tiny import PSI, finite_difference_gradient, flat
 
 ALPHA, LAM = 0.5, 0.2
 ARCHS = ["hard", "soft-l2", "soft-trace", "cross-stitch", "nddr", "mtan"]
-ARCHS += ["hard@resnet", "mtan@resnet", "nddr@resnet", "adashare@resnet", "sparse"]  # ResNet-8; sparse masks
+ARCHS += ["hard@resnet", "mtan@resnet", "nddr@resnet", "adashare@resnet", "sparse", "mtl-nas"]  # ResNet-8; sparse masks
 VARIANTS = ["meta-func", "meta-higher", "meta-jvp", "fused-func", "fused-jvp"]
 
 
@@ -40,7 +40,10 @@ def problem(arch):
         hidden=5,
         soft_penalty=penalty or "l2",
         soft_weight=0.7,
-        settings=dict(sparsity_weight=0.3, sharing_weight=0.2, tau=2.0) if name == "adashare" else None,
+        settings={
+            "adashare": dict(sparsity_weight=0.3, sharing_weight=0.2, tau=2.0),
+            "mtl-nas": dict(entropy_weight=0.4),
+        }.get(name),
     ).double()
     if name == "adashare":  # the search phase, every block decided, at a fixed Gumbel noise (what is differentiated)
         trunk = net.backbone
@@ -48,6 +51,14 @@ def problem(arch):
         trunk.policy_logits.data.normal_()
         trunk.gumbel_noise = -torch.empty_like(trunk.policy_logits).exponential_().log()
     gen = LabelGenerator(ConvNet(1, (3,), (1,)), PSI, hidden=5).double()
+    if name == "mtl-nas":  # the search at fixed logistic noise, gates and fusion away from their initialisation
+        trunk = net.backbone
+        trunk.gate_logits.data.normal_()
+        u = torch.rand_like(trunk.gate_logits)
+        trunk.gumbel_noise = u.log() - (-u).log1p()
+        for fuse in trunk.modules():
+            if isinstance(fuse, torch.nn.Conv2d) and fuse.kernel_size == (1, 1):
+                fuse.weight.data.add_(0.3 * torch.randn_like(fuse.weight))
     if name == "sparse":  # random overlapping masks (fixed: what is differentiated is θ2 at fixed masks)
         trunk = net.backbone
         trunk.set_masks([{n: (torch.rand_like(m) < 0.7).double() for n, m in trunk.masks(t).items()} for t in (0, 1)])

@@ -54,6 +54,12 @@ def test_parameter_counts_follow_the_formulas(make, spec, bn):
         "hard": backbone + heads(f),
         "soft": t * backbone + heads(f),
         "sparse": backbone + heads(f),  # the masks are buffers
+        # a gate logit per edge (n(n+1) of them) and per target (t, i) a 1×1 conv from the own and
+        # every source layer j ≤ i of the other tower, + BN
+        "mtl-nas": t * backbone
+        + n * (n + 1)
+        + t * sum(w * (w + sum(widths[: i + 1])) + (2 * w if bn else 0) for i, w in enumerate(widths))
+        + heads(f),
         "cross-stitch": t * backbone + n * t * t + heads(f),
         "nddr": t * backbone + sum(t * (t * w * w + (2 * w if bn else 0)) for w in widths) + heads(f),
         "mtan": backbone
