@@ -19,7 +19,7 @@ import torch
 
 from maxl.data.datasets import DataBundle
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.train.build import RunConfig, load_data, make_generator, make_network
+from maxl.train.build import RunConfig, arch_settings, load_data, make_generator, make_network
 from maxl.train.migrate import migrate
 
 __all__ = ["Run", "TornLineWarning", "load_run", "read_config", "read_metrics", "read_summary", "run_label"]
@@ -158,7 +158,11 @@ def load_run(
         m["hidden"],
         m.get("soft_penalty", "l2"),
         m.get("soft_weight", 0.01),
+        arch_settings(settings.model),
     )
+    begin_epoch = getattr(net.backbone, "begin_epoch", None)  # AdaShare: the phase of the last epoch
+    if callable(begin_epoch):
+        begin_epoch(max(settings.train.epochs - 1, 0))
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     generator = None
     if "generator" in state:

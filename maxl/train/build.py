@@ -30,7 +30,8 @@ from maxl.core.losses import classification_loss
 from maxl.data.datasets import DATASETS, load_dataset
 from maxl.data.registry import dataset_spec, hierarchy_help
 from maxl.meta.objective import ObjectiveConfig
-from maxl.nn.architectures import ARCHITECTURES, PENALTIES, build_network
+from maxl.nn.architectures import ARCHITECTURES, PENALTIES, build_network, search_masks
+from maxl.nn.architectures.sparse import round_rate
 from maxl.nn.backbones import BACKBONES, build_backbone
 from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
 from maxl.train import distributed
@@ -157,6 +158,47 @@ class ModelConfig:
         "Hospedales 2017) of corresponding kernels",
     )
     soft_weight: float = setting(0.01, help="--arch soft: weight of the penalty")
+    adashare_warmup: int = setting(
+        2, help="--arch adashare: epochs with every residual block selected before the policy search"
+    )
+    adashare_sparsity: float = setting(
+        0.05, help="--arch adashare: weight of the sparsity loss (sum of log select-probabilities; towards skipping)"
+    )
+    adashare_sharing: float = setting(
+        0.05,
+        help="--arch adashare: weight of the sharing loss (task pairs' select-probabilities closer in lower blocks)",
+    )
+    adashare_tau: float = setting(5.0, help="--arch adashare: Gumbel-softmax temperature of the first search epoch")
+    adashare_tau_decay: float = setting(0.965, help="--arch adashare: temperature factor per search epoch")
+    adashare_curriculum: int = setting(
+        1, help="--arch adashare: search epochs per further block (from the last) handed to the policy"
+    )
+    sparse_rounds: int = setting(
+        5, help="--arch sparse: iterative magnitude pruning rounds per task (0: every mask full, hard sharing)"
+    )
+    sparse_density: float = setting(
+        0.5, help="--arch sparse: fraction of each weight tensor a task keeps after the last round"
+    )
+    sparse_steps: int = setting(50, help="--arch sparse: SGD steps of a task's subnetwork per pruning round")
+    sparse_warmup: int = setting(
+        100, help="--arch sparse: SGD steps of the multi-task warm-up (the weights every round rewinds to)"
+    )
+    mtlnas_depth: int | None = setting(
+        None, help="--arch mtl-nas: depth limit D of the fusion edges, from layers i-D..i (default: every j <= i)"
+    )
+    mtlnas_tau: float = setting(1.0, help="--arch mtl-nas: RelaxedBernoulli temperature of the gates at epoch 0")
+    mtlnas_tau_decay: float = setting(0.9, help="--arch mtl-nas: temperature factor per epoch (towards 0)")
+    mtlnas_entropy: float = setting(0.01, help="--arch mtl-nas: weight of the gates' minimum-entropy regulariser")
+    mtlnas_edges: str | None = setting(
+        None,
+        help="--arch mtl-nas: the kept edges, one 0/1 per edge of the search space (comma-separated): the "
+        "derived architecture, trained from scratch without a search",
+    )
+    adashare_policy: str | None = setting(
+        None,
+        help="--arch adashare: a fixed 0/1 policy, one row per task (primary first) of one entry per residual "
+        "block, like 1,1,0;1,0,1: the derived architecture, trained from scratch without a search",
+    )
 
     def __post_init__(self):
         check_field_types(self, "model")
@@ -168,6 +210,33 @@ class ModelConfig:
             raise ValueError(f"hidden must be >= 0 (0: linear heads), got {self.hidden}")
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.arch!r}; expected one of {ARCHITECTURES}")
+        if self.adashare_warmup < 0 or self.adashare_curriculum < 1:
+            raise ValueError(
+                f"adashare_warmup must be >= 0 and adashare_curriculum >= 1, got {self.adashare_warmup}, "
+                f"{self.adashare_curriculum}"
+            )
+        if min(self.adashare_sparsity, self.adashare_sharing) < 0:
+            raise ValueError(
+                f"adashare_sparsity and adashare_sharing must be >= 0, got {self.adashare_sparsity}, "
+                f"{self.adashare_sharing}"
+            )
+        if min(self.sparse_rounds, self.sparse_steps, self.sparse_warmup) < 0 or not 0 < self.sparse_density <= 1:
+            raise ValueError(
+                f"sparse_rounds, sparse_steps and sparse_warmup must be >= 0 and sparse_density in (0, 1], got "
+                f"{self.sparse_rounds}, {self.sparse_steps}, {self.sparse_warmup}, {self.sparse_density}"
+            )
+        if self.mtlnas_tau <= 0 or not 0 < self.mtlnas_tau_decay <= 1 or self.mtlnas_entropy < 0:
+            raise ValueError(
+                f"mtlnas_tau must be > 0, mtlnas_tau_decay in (0, 1] and mtlnas_entropy >= 0, got "
+                f"{self.mtlnas_tau}, {self.mtlnas_tau_decay}, {self.mtlnas_entropy}"
+            )
+        if self.mtlnas_depth is not None and self.mtlnas_depth < 0:
+            raise ValueError(f"mtlnas_depth must be >= 0 (or left out: no limit), got {self.mtlnas_depth}")
+        if self.adashare_tau <= 0 or not 0 < self.adashare_tau_decay <= 1:
+            raise ValueError(
+                f"adashare_tau must be > 0 and adashare_tau_decay in (0, 1], got {self.adashare_tau}, "
+                f"{self.adashare_tau_decay}"
+            )
         if self.soft_penalty not in PENALTIES or self.soft_weight < 0:
             raise ValueError(
                 f"soft_penalty must be one of {PENALTIES} and soft_weight >= 0, got "
@@ -346,6 +415,18 @@ class RunConfig:
             ),
             "model.soft_penalty": (m.arch != "soft", "the penalty ties the towers of --arch soft"),
             "model.soft_weight": (m.arch != "soft", "the penalty ties the towers of --arch soft"),
+            **{
+                f"model.adashare_{k}": (m.arch != "adashare", "it sets --arch adashare's policy search")
+                for k in ("warmup", "sparsity", "sharing", "tau", "tau_decay", "curriculum", "policy")
+            },
+            **{
+                f"model.sparse_{k}": (m.arch != "sparse", "it sets --arch sparse's mask search")
+                for k in ("rounds", "density", "steps", "warmup")
+            },
+            **{
+                f"model.mtlnas_{k}": (m.arch != "mtl-nas", "it sets --arch mtl-nas's edge search")
+                for k in ("depth", "tau", "tau_decay", "entropy", "edges")
+            },
             "train.warmup": (t.lr_schedule != "onecycle", "the warm-up is that of --lr-schedule onecycle"),
             "train.lr_step": (t.lr_schedule != "step", "the step schedule is --lr-schedule step's"),
             "train.lr_gamma": (t.lr_schedule != "step", "the step schedule is --lr-schedule step's"),
@@ -434,10 +515,11 @@ def make_network(
     hidden: int,
     soft_penalty: str = "l2",
     soft_weight: float = 0.01,
+    settings: dict | None = None,
 ) -> MultiTaskNetwork:
     """The multi-task network of ``ModelConfig.arch`` on backbones ``backbone`` (a fresh one per
     call of the architecture, :func:`maxl.nn.architectures.build_network`); ``num_aux`` = 0 for
-    single-task."""
+    single-task; ``settings`` the architecture's own (:func:`arch_settings`)."""
     return build_network(
         arch,
         lambda: build_backbone(backbone, in_channels, batchnorm),
@@ -447,7 +529,90 @@ def make_network(
         batchnorm=batchnorm,
         soft_penalty=soft_penalty,
         soft_weight=soft_weight,
+        settings=settings,
     )
+
+
+def find_sparse_masks(
+    net: MultiTaskNetwork,
+    train_set,
+    m: ModelConfig,
+    t: TrainConfig,
+    aux_labels: torch.Tensor | None,
+    generator: LabelGenerator | None,
+    log=print,
+) -> None:
+    """``--arch sparse``: the masks by iterative magnitude pruning with rewinding
+    (:func:`maxl.nn.architectures.search_masks`) on the training set, the multi-task SGD settings
+    (lr, momentum, batch size) and loss. The auxiliary task prunes on the method's fixed labels
+    (human, random, k-means) or, with MAXL, on the generator's labels at its initialisation (the
+    labels it will make are not known before training); single-task prunes the primary task alone."""
+    from torch.utils.data import DataLoader
+
+    device = resolve_device(t.device)
+    net.to(device)
+    if generator is not None:
+        generator.to(device)
+    loss_fn = classification_loss(t.loss, t.focal_gamma)
+    order = torch.Generator().manual_seed(t.seed)
+
+    def batches():
+        loader = DataLoader(train_set, batch_size=t.batch_size, shuffle=True, drop_last=True, generator=order)
+        for x, y, idx in loader:
+            x, y = x.to(device), torch.as_tensor(y).to(device)
+            if aux_labels is not None:
+                aux = aux_labels.to(device)[torch.as_tensor(idx).to(device)]
+            elif generator is not None:
+                with torch.no_grad():
+                    aux = generator(x, y).detach()
+            else:
+                aux = y  # unused: single-task
+            yield x, y, aux
+
+    losses = [lambda out, y, a: loss_fn(out[0], y)]
+    if net.num_aux:
+        losses.append(lambda out, y, a: loss_fn(out[1], a))
+    rate = round_rate(m.sparse_density, m.sparse_rounds) if m.sparse_rounds else 0.0
+    was_training = generator.training if generator is not None else False
+    if generator is not None:
+        generator.eval()  # its labels without touching its BatchNorm statistics
+    search_masks(
+        net,
+        batches,
+        losses,
+        rounds=m.sparse_rounds,
+        rate=rate,
+        steps=m.sparse_steps,
+        warmup_steps=m.sparse_warmup,
+        lr=t.lr,
+        momentum=t.momentum,
+        log=log,
+    )
+    if generator is not None:
+        generator.train(was_training)
+
+
+def arch_settings(m: ModelConfig) -> dict:
+    """The keyword arguments of ``m.arch``'s trunk from its settings (empty for most)."""
+    if m.arch == "adashare":
+        return dict(
+            warmup=m.adashare_warmup,
+            sparsity_weight=m.adashare_sparsity,
+            sharing_weight=m.adashare_sharing,
+            tau=m.adashare_tau,
+            tau_decay=m.adashare_tau_decay,
+            curriculum_speed=m.adashare_curriculum,
+            policy=m.adashare_policy,
+        )
+    if m.arch == "mtl-nas":
+        return dict(
+            depth=m.mtlnas_depth,
+            tau=m.mtlnas_tau,
+            tau_decay=m.mtlnas_tau_decay,
+            entropy_weight=m.mtlnas_entropy,
+            edges=m.mtlnas_edges,
+        )
+    return {}
 
 
 #: The sections of :class:`RunConfig` by name.
@@ -584,12 +749,22 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         m.hidden,
         m.soft_penalty,
         m.soft_weight,
+        arch_settings(m),
     )
     generator, g = None, run.generator
     if t.method == "maxl":
         generator = make_generator(
             g.network, net, backbone, data.in_channels, m.batchnorm, psi, m.hidden, g.image_weight_range, g.gumbel_tau
         )
+    if m.arch == "sparse" and t.method == "maxl" and t.meta.order == "second" and t.meta.engine == "higher":
+        raise ValueError(
+            "--arch sparse reads each task's masked weights by torch.func.functional_call, which the "
+            "'higher' engine's patched modules do not support: use --meta-engine func or jvp"
+        )
+    if m.arch == "sparse" and not resume:  # the masks: buffers of the network, in its checkpoints
+        t0 = time.time()
+        find_sparse_masks(net, data.train, m, t, aux_labels, generator, say)
+        say(f"[sparse] masks found in {time.time() - t0:.1f}s")
     a = run.aux
     needs_prior = "colourisation" in a.tasks and a.colourisation_mode == "classification"
     learner = build_learner(

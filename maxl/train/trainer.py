@@ -249,6 +249,9 @@ class Trainer:
             self.generator.gumbel_tau = gumbel_temperature(  # type: ignore[assignment]
                 self.gumbel_start, self.gen_config.gumbel_tau_end, self.epoch, self.config.epochs
             )
+        # an architecture with a schedule of its own (AdaShare's phases): set from the epoch alone
+        begin_epoch = getattr(getattr(self.net, "backbone", None), "begin_epoch", None)
+        arch_record = begin_epoch(self.epoch) if callable(begin_epoch) else {}
         hierarchy = getattr(self.generator, "hierarchy", None)
         sums = EpochSums(
             self.steps.task_keys, LabelUsage(hierarchy) if hierarchy is not None else None, self.human_labels
@@ -264,6 +267,7 @@ class Trainer:
         )
         self.learner.end_epoch()  # loss-history weightings (DWA) roll over
         record = distributed.all_reduce_values(sums.record(), self.device)  # equal shares: the global means
+        record.update(arch_record)
         if sums.usage is not None:  # label usage of this process's share (rank 0's is the one logged)
             record.update(sums.usage.summary())
         if self.gumbel_start:
