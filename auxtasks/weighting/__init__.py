@@ -28,7 +28,7 @@ from .pcgrad import PCGrad
 from .uncertainty import Uncertainty
 
 #: Weightings by their command-line name (``fixed`` needs its weights, so it is not here).
-WEIGHTINGS = {
+WEIGHTINGS: dict[str, type[Weighting]] = {
     "equal": Equal,
     "uncertainty": Uncertainty,
     "dwa": DynamicWeightAverage,
@@ -38,6 +38,7 @@ WEIGHTINGS = {
     "mgda": MGDA,
     "mgda-ub": MGDAUpperBound,
     "dtp": DynamicTaskPrioritization,
+    "auto-lambda": AutoLambda,
 }
 
 __all__ = [

@@ -128,10 +128,5 @@ class AutoLambda(Weighting):
         self.lam_after_step.copy_(self.lam)
         self.lam.grad = None
 
-    def meta_step(self, learner, images, labels, held_out, *, alpha: float, index=None) -> TaskWeightGradient:
-        result = self.meta_gradient(learner, images, labels, held_out, alpha=alpha, index=index)
-        self.apply_gradient(result.grad)
-        return result
-
     def extra_repr(self) -> str:
         return f"lr={self.lr}, init={self.init}, engine={self.engine!r}"

@@ -20,7 +20,7 @@ from auxtasks.learner import AuxiliaryLearner
 from auxtasks.rotation import Rotation
 from auxtasks.supervised import SupervisedLabels
 from auxtasks.task import AuxiliaryTask
-from auxtasks.weighting import WEIGHTINGS, Fixed
+from auxtasks.weighting import WEIGHTINGS, Fixed, Weighting
 from maxl.meta import MetaConfig
 from maxl.nn.networks import MultiTaskNetwork
 from maxl.train.config import FIXED_LABEL_METHODS as _FIXED_LABEL_METHODS
@@ -59,6 +59,7 @@ def build_learner(
     colourisation_mode: str = "regression",
     prior_images: Tensor | None = None,
     hidden: int = 512,
+    weighting_options: Mapping[str, object] | None = None,
 ) -> AuxiliaryLearner:
     """The learner of one ``maxl train`` run.
 
@@ -78,6 +79,7 @@ def build_learner(
         rotation_mode, colourisation_mode: see :class:`Rotation` and :class:`Colourisation`.
         prior_images: normalised training images for the colour prior of the classification mode.
         hidden: hidden width of the new heads.
+        weighting_options: keyword arguments of the weighting (e.g. Auto-λ's ``lr``).
 
     Raises:
         ValueError: an unknown task or weighting, a task named twice, colourisation on
@@ -130,9 +132,9 @@ def build_learner(
     if aux_weights:
         if weighting != "equal":
             raise ValueError(f"fixed weights {dict(aux_weights)} cannot be combined with the weighting {weighting!r}")
-        chosen = Fixed(aux_weights)
+        chosen: Weighting = Fixed(aux_weights)
     elif weighting in WEIGHTINGS:
-        chosen = WEIGHTINGS[weighting]()
+        chosen = WEIGHTINGS[weighting](**(weighting_options or {}))
     else:
         raise ValueError(f"unknown weighting {weighting!r}; expected one of {sorted(WEIGHTINGS)}")
     return AuxiliaryLearner.from_multitask_network(net, tasks, chosen, primary_loss=loss_fn)
