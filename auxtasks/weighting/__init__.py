@@ -13,6 +13,7 @@ name                       class                                          acts o
 ``mgda-ub``                :class:`MGDAUpperBound` (Sener & Koltun 2018)  gradients
 ``dtp``                    :class:`DynamicTaskPrioritization` (Guo 2018)  losses
 ``auto-lambda``            :class:`AutoLambda` (Liu et al. 2022)          meta-learned
+``ol-aux``                 :class:`OLAux` (Lin et al. 2019)               meta-learned
 =========================  =============================================  ==========
 """
 
@@ -24,6 +25,7 @@ from .fixed import Equal, Fixed
 from .gcs import GradientCosineSimilarity
 from .gradnorm import GradNorm
 from .mgda import MGDA, MGDAUpperBound
+from .ol_aux import OLAux
 from .pcgrad import PCGrad
 from .uncertainty import Uncertainty
 
@@ -39,6 +41,7 @@ WEIGHTINGS: dict[str, type[Weighting]] = {
     "mgda-ub": MGDAUpperBound,
     "dtp": DynamicTaskPrioritization,
     "auto-lambda": AutoLambda,
+    "ol-aux": OLAux,
 }
 
 __all__ = [
@@ -57,5 +60,6 @@ __all__ = [
     "MGDAUpperBound",
     "DynamicTaskPrioritization",
     "AutoLambda",
+    "OLAux",
     "WEIGHTINGS",
 ]

@@ -96,16 +96,21 @@ class AutoLambda(Weighting):
         Raises:
             ValueError: λ changed since the last meta step (the main optimiser holds it).
         """
-        assert self.lam is not None, "bind() first"
-        if not torch.equal(self.lam.detach(), self.lam_after_step):
-            raise ValueError(
-                "Auto-λ's weights changed outside their meta step: the main optimiser holds them (a "
-                "meta-parameter); build it from learner.network_parameters(), not learner.parameters()"
-            )
+        self._check_untouched()
+        assert self.lam is not None  # _check_untouched: bound
         task_losses, outer_loss, params = learner.task_weight_problem(images, labels, held_out, index=index)
         return task_weight_gradient(
             task_losses, outer_loss, params, self.lam.detach(), alpha, engine=self.engine, fd_epsilon=self.fd_epsilon
         )
+
+    def _check_untouched(self) -> None:
+        """Raise ValueError if λ changed since the last meta step (the main optimiser holds it)."""
+        assert self.lam is not None, "bind() first"
+        if not torch.equal(self.lam.detach(), self.lam_after_step):
+            raise ValueError(
+                f"{type(self).__name__}'s weights changed outside their meta step: the main optimiser holds them "
+                "(a meta-parameter); build it from learner.network_parameters(), not learner.parameters()"
+            )
 
     @torch.no_grad()
     def apply_gradient(self, grad: Tensor) -> None:

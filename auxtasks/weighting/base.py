@@ -55,6 +55,9 @@ class Weighting(nn.Module):
     #: True for weightings whose weights are meta-parameters, learnt by their own outer step
     #: (:meth:`meta_parameters`, and ``meta_step(learner, ...)``; Auto-λ, OL-AUX, AuxiLearn).
     meta_learned: bool = False
+    #: For a meta-learned weighting: True if its outer loss is on held-out images (Auto-λ,
+    #: AuxiliaryLearn), False if it learns from the training batch alone (OL-AUX).
+    uses_held_out: bool = True
 
     def __init__(self):
         super().__init__()

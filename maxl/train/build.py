@@ -259,6 +259,9 @@ class AuxConfig:
         "weights' outer loss, never trained on (default: a tenth of the training images)",
     )
     weight_every: int = setting(1, help="meta-learned weightings: a weight step every this many network steps")
+    weight_horizon: int = setting(
+        5, help="ol-aux: N, the weight steps whose gradient alignments make one update of the weights"
+    )
 
     def __post_init__(self):
         from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
@@ -285,6 +288,8 @@ class AuxConfig:
             raise ValueError(f"unknown weight_engine {self.weight_engine!r}; expected one of {TASK_WEIGHT_ENGINES}")
         if self.weight_split is not None and self.weight_split < 1:
             raise ValueError(f"weight_split must be >= 1 images (leave it out for a tenth), got {self.weight_split}")
+        if self.weight_horizon < 1:
+            raise ValueError(f"weight_horizon must be >= 1 steps, got {self.weight_horizon}")
         if self.weight_every < 1:
             raise ValueError(f"weight_every must be >= 1 steps, got {self.weight_every}")
         if self.rotation_mode not in ROTATION_MODES or self.colourisation_mode not in COLOURISATION_MODES:
@@ -406,8 +411,13 @@ class RunConfig:
                     not WEIGHTINGS[a.weighting].meta_learned,
                     "it sets a meta-learned weighting (--weighting auto-lambda)",
                 )
-                for name in ("weight_lr", "weight_split", "weight_every")
+                for name in ("weight_lr", "weight_every")
             },
+            "aux.weight_split": (
+                not (WEIGHTINGS[a.weighting].meta_learned and WEIGHTINGS[a.weighting].uses_held_out),
+                "it holds out images for a weighting whose outer loss is on held-out images (auto-lambda)",
+            ),
+            "aux.weight_horizon": (a.weighting != "ol-aux", "it sets --weighting ol-aux"),
             **{
                 f"aux.{name}": (a.weighting != "auto-lambda", "it sets --weighting auto-lambda")
                 for name in ("weight_init", "weight_engine")
@@ -587,6 +597,8 @@ def weighting_options(a: AuxConfig) -> dict:
     """The keyword arguments of the weighting ``a.weighting`` from the ``aux`` section."""
     if a.weighting == "auto-lambda":
         return {"lr": a.weight_lr, "init": a.weight_init, "engine": a.weight_engine}
+    if a.weighting == "ol-aux":
+        return {"lr": a.weight_lr, "horizon": a.weight_horizon}
     return {}
 
 
@@ -661,7 +673,8 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         f"{data.image_size}x{data.image_size}, {data.num_primary} primary classes, psi={psi}, backbone {backbone}"
     )
     weight_set = None
-    if WEIGHTINGS[run.aux.weighting].meta_learned:  # before the fixed labels, which index the training images
+    chosen = WEIGHTINGS[run.aux.weighting]
+    if chosen.meta_learned and chosen.uses_held_out:  # before the fixed labels, which index the training images
         data, weight_set = hold_out_for_weights(data, run.aux.weight_split, t.seed)
         say(f"[{run.aux.weighting}] {len(weight_set)} training images held out for the task weights' outer loss")
     aux_labels = label_info = None

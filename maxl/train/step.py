@@ -66,11 +66,13 @@ class StepPath:
     ):
         self.learner, self.optimizer, self.gen_optimizer, self.checks = learner, optimizer, gen_optimizer, checks
         self.per_step_scheduler = per_step_scheduler
-        if learner.weighting.meta_learned and (held_out is None or step_of is None):
+        weighting = learner.weighting
+        if weighting.meta_learned and ((held_out is None and weighting.uses_held_out) or step_of is None):
             raise ValueError(
-                f"weighting {type(learner.weighting).__name__} is meta-learned: it needs held-out batches (held_out=)"
-                " and the step count (step_of=)"
+                f"weighting {type(weighting).__name__} is meta-learned: it needs the step count (step_of=)"
+                + (" and held-out batches (held_out=)" if weighting.uses_held_out else "")
             )
+        self.meta_learned = weighting.meta_learned
         self.held_out, self.weight_every, self.step_of = held_out, weight_every, step_of
         generated = learner.generated  # α = the current lr of the multi-task network unless the config sets it
         self._alpha_follows_lr = generated is not None and generated.meta.inner_lr is None
@@ -105,8 +107,8 @@ class StepPath:
             with torch.no_grad():  # no gradient to θ2; labels and targets from one generator pass
                 soft, targets = generated_targets(self.generated.generator, x, y)
         given = {self.generated.name: targets} if targets is not None and self.generated is not None else None
-        if self.held_out is not None and self.step_of() % self.weight_every == 0:
-            self.weights(x, y, idx, self.held_out(self.step_of()))
+        if self.meta_learned and self.step_of() % self.weight_every == 0:
+            self.weights(x, y, idx, self.held_out(self.step_of()) if self.held_out is not None else None)
         out = self.learner(x, y, index=idx, aux_targets=given)
         self.checks.losses(**{f"{name}_loss": loss for name, loss in out.losses.items()}, multitask_loss=out.loss)
         self.optimizer.zero_grad(set_to_none=True)
@@ -123,7 +125,7 @@ class StepPath:
         stats["primary_correct"] = (out.primary_logits.argmax(1) == y).sum().item()
         return stats, soft
 
-    def weights(self, x: Tensor, y: Tensor, idx: Tensor, held_out: tuple[Tensor, Tensor]):
+    def weights(self, x: Tensor, y: Tensor, idx: Tensor, held_out: tuple[Tensor, Tensor] | None):
         """One step of a meta-learned weighting on the training batch and a held-out batch, with
         the look-ahead's α the network's current learning rate; under torchrun the weights'
         meta-gradient is averaged over the processes. A non-finite meta-gradient stops the run

@@ -179,7 +179,7 @@ class Trainer:
         self.checks = FiniteChecks(lambda: (self.epoch + 1, self.step + 1))
         self.weight_set = weight_set
         meta_learned = learner.weighting.meta_learned
-        if meta_learned and weight_set is None:
+        if meta_learned and learner.weighting.uses_held_out and weight_set is None:
             raise ValueError(
                 f"weighting {type(learner.weighting).__name__} learns from held-out images: pass weight_set="
             )
@@ -191,7 +191,7 @@ class Trainer:
             self.checks,
             getattr(net, "aux_head", None),
             per_step_scheduler=self.scheduler if optims.per_step else None,
-            held_out=self._held_out_batch if meta_learned else None,
+            held_out=self._held_out_batch if meta_learned and learner.weighting.uses_held_out else None,
             weight_every=weight_every,
             step_of=lambda: self.step,
         )

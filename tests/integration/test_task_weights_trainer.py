@@ -120,3 +120,14 @@ def test_resumed_run_learns_the_same_weights_as_an_uninterrupted_one(tmp_path):
     for name in ("lam", "adam_m", "adam_v", "adam_steps"):
         torch.testing.assert_close(getattr(resumed.learner.weighting, name), getattr(whole.learner.weighting, name))
     assert read_metrics(tmp_path / "part")[-1]["test_acc"] == read_metrics(tmp_path / "whole")[-1]["test_acc"]
+
+
+def test_ol_aux_runs_on_all_the_training_images_and_records_its_weights(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", *FAST, "--method", "random", "--aux", "rotation", "--weighting", "ol-aux", "--weight-lr", "0.01"]
+    assert main([*args, "--weight-horizon", "3", "--epochs", "2", "--out", str(out)]) == 0
+    records = read_metrics(out)
+    assert all(r["train_weight_primary"] == 1.0 for r in records)
+    assert records[-1]["train_weight_rotation"] != pytest.approx(1.0)
+    assert records[-1]["train_weight_random"] != pytest.approx(1.0)
+    assert json.loads((out / "config.json").read_text())["data"]["num_train"] == 320  # no split held out
