@@ -603,7 +603,7 @@ class AuxiliaryLearner(nn.Module):
             return task.loss(logits, target) if target.dtype.is_floating_point else self.primary_loss(logits, target)
 
         network = MultiTaskNetwork.from_modules(self.backbone, self.primary_head, task.head)
-        return task, network, loss_fn, extra, task.consistency_loss(images, labels)
+        return task, network, loss_fn, extra, task.second_view(images, labels)
 
     def meta_gradient(
         self,
@@ -625,7 +625,7 @@ class AuxiliaryLearner(nn.Module):
         Raises:
             ValueError: the learner has no :class:`GeneratedLabels` task.
         """
-        task, network, loss_fn, extra, consistency = self._meta_problem(images, labels, index)
+        task, network, loss_fn, extra, second_view = self._meta_problem(images, labels, index)
         result = meta_gradient(
             network,
             task.generator,
@@ -636,7 +636,8 @@ class AuxiliaryLearner(nn.Module):
             check_graph=not task.graph_checked,
             extra_inner_loss=extra,
             outer_batch=outer_batch,
-            extra_outer_loss=consistency,
+            objective=task.objective,
+            second_view=second_view,
         )
         task.graph_checked = True
         return result
@@ -678,7 +679,7 @@ class AuxiliaryLearner(nn.Module):
                 "weights, other tasks outside the look-ahead, or an engine without a fused form): "
                 "use meta_gradient and a separate multi-task step"
             )
-        task, network, loss_fn, extra, consistency = self._meta_problem(images, labels, index)
+        task, network, loss_fn, extra, second_view = self._meta_problem(images, labels, index)
         result = fused_step(
             network,
             task.generator,
@@ -689,7 +690,8 @@ class AuxiliaryLearner(nn.Module):
             extra_inner_loss=extra,
             check_graph=not task.graph_checked,
             outer_batch=outer_batch,
-            extra_outer_loss=consistency,
+            objective=task.objective,
+            second_view=second_view,
         )
         task.graph_checked = True
         return result

@@ -52,6 +52,12 @@ class AutoLambda(Weighting):
     """
 
     meta_learned = True
+    OPTIONS = {
+        "lr": (float, "Adam's learning rate for the weights"),
+        "init": (float, "initial weight of every task"),
+        "engine": (str, f"meta-gradient engine, one of {', '.join(TASK_WEIGHT_ENGINES)}"),
+        "fd_epsilon": (float, "the fd engine's step ε0 (the difference step is ε0 / ‖v‖)"),
+    }
     adam_m: Tensor  # buffers made at bind: Adam's moments, its step count, λ after the last step
     adam_v: Tensor
     adam_steps: Tensor

@@ -19,7 +19,7 @@ the optimiser.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import cast
+from typing import ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +52,9 @@ class Weighting(nn.Module):
     uses_gradients: bool = False
     #: True for weightings that read each task's performance (:meth:`observe`).
     uses_performance: bool = False
+    #: hyperparameters settable by name, ``{name: (type, help)}`` (``--weighting-option``; the
+    #: defaults are ``__init__``'s; see :mod:`auxtasks.weighting.options`).
+    OPTIONS: ClassVar[dict[str, tuple[type, str]]] = {}
     #: True for weightings whose weights are meta-parameters, learnt by their own outer step
     #: (:meth:`meta_parameters`, and ``meta_step(learner, ...)``; Auto-λ, OL-AUX, AuxiLearn).
     meta_learned: bool = False

@@ -45,6 +45,11 @@ class OLAux(AutoLambda):
     """
 
     uses_held_out = False
+    OPTIONS = {
+        "lr": (float, "Adam's learning rate for the auxiliary weights"),
+        "horizon": (int, "N, the steps whose gradient alignments make one update"),
+        "init": (float, "initial weight of every auxiliary task"),
+    }
     accumulated: Tensor  # buffers made at bind: the horizon's sum of −α⟨∇L_pri, ∇L_i⟩ and its steps
     accumulated_steps: Tensor
 

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from auxtasks import AuxiliaryLearner
 from maxl.core.hierarchy import Hierarchy
 from maxl.core.losses import classification_loss
+from maxl.meta.objective import ObjectiveConfig
 from maxl.nn.networks import MultiTaskNetwork
 from maxl.train import distributed
 from maxl.train.aux_learner import build_learner
@@ -50,6 +51,7 @@ from maxl.train.checks import FiniteChecks, check_aux_labels, check_data, check_
 from maxl.train.config import TrainConfig
 from maxl.train.determinism import enable_determinism
 from maxl.train.diagnostics import LabelUsage, warn_label_usage
+from maxl.train.migrate import migrate
 from maxl.train.optim import make_optimisers
 from maxl.train.preemption import Preempted, StopSignals
 from maxl.train.run_log import RunLog
@@ -103,6 +105,8 @@ class Trainer:
             outer loss (Auto-λ; :func:`maxl.train.build.hold_out_for_weights`); its batches are
             drawn by the step count, so a resumed run draws the same ones.
         weight_every: a weight step before every this many multi-task steps.
+        objective: the terms of the generator's objective J, for the learner made here when
+            ``learner`` is None (default: the paper's J); a given learner carries its own.
 
     Inside a ``torch.distributed`` process group, ``config.batch_size`` is the global batch:
     each of the N processes takes ``batch_size / N`` images of it.
@@ -132,6 +136,7 @@ class Trainer:
         human_labels: Tensor | None = None,
         weight_set: Dataset | None = None,
         weight_every: int = 1,
+        objective: ObjectiveConfig | None = None,
     ):
         self.config = cfg = config
         if cfg.deterministic:
@@ -154,6 +159,7 @@ class Trainer:
                 generator=generator,
                 aux_labels=aux_labels,
                 meta=cfg.meta,
+                objective=objective,
             )
         self.device = resolve_device(cfg.device)
         self.net, self.learner = net.to(self.device), learner.to(self.device)
@@ -458,7 +464,7 @@ class Trainer:
         """
         required = (*self._stateful(), "epoch", "step", "history", "rng", "config")
         state = read_checkpoint(path, self.device, required)
-        differences = config_differences(state["config"], self.record)
+        differences = config_differences(migrate(state["config"], announce=False), self.record)
         if differences:
             raise CheckpointError(
                 f"{path} was written with other settings than this trainer's: {'; '.join(differences)}"
