@@ -22,6 +22,8 @@ name                       class                                          acts o
 ``nash-mtl``, ...
 ``auto-lambda``            :class:`AutoLambda` (Liu et al. 2022)          meta-learned
 ``ol-aux``                 :class:`OLAux` (Lin et al. 2019)               meta-learned
+``auxilearn``              :class:`AuxiLearn` (Navon et al. 2021)         meta-learned
+``auxilearn-nonlinear``    :class:`AuxiLearnNonlinear`                    meta-learned
 =========================  =============================================  ==========
 
 Each class's hyperparameters are its ``OPTIONS`` (``--weighting-option KEY=VALUE``,
@@ -42,6 +44,7 @@ from .aggregators import (
     UPGrad,
 )
 from .auto_lambda import AutoLambda
+from .auxilearn import AuxiLearn, AuxiLearnNonlinear
 from .base import PRIMARY, GradientWeighting, Weighting, flat_gradients
 from .db_mtl import DualBalancing
 from .dtp import DynamicTaskPrioritization
@@ -73,6 +76,8 @@ WEIGHTINGS: dict[str, type[Weighting]] = {
     "dtp": DynamicTaskPrioritization,
     "auto-lambda": AutoLambda,
     "ol-aux": OLAux,
+    "auxilearn": AuxiLearn,
+    "auxilearn-nonlinear": AuxiLearnNonlinear,
     "rlw": RandomWeighting,
     "famo": FAMO,
     "db-mtl": DualBalancing,
@@ -120,5 +125,7 @@ __all__ = [
     "weighting_options",
     "AutoLambda",
     "OLAux",
+    "AuxiLearn",
+    "AuxiLearnNonlinear",
     "WEIGHTINGS",
 ]

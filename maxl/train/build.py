@@ -268,6 +268,9 @@ class AuxConfig:
         "weights' outer loss, never trained on (default: a tenth of the training images)",
     )
     weight_every: int = setting(1, help="meta-learned weightings: a weight step every this many network steps")
+    weight_neumann_terms: int = setting(
+        3, help="auxilearn: Neumann terms of the inverse Hessian after the first (implicit differentiation)"
+    )
     weight_horizon: int = setting(
         5, help="ol-aux: N, the weight steps whose gradient alignments make one update of the weights"
     )
@@ -303,6 +306,8 @@ class AuxConfig:
             raise ValueError(f"unknown weight_engine {self.weight_engine!r}; expected one of {TASK_WEIGHT_ENGINES}")
         if self.weight_split is not None and self.weight_split < 1:
             raise ValueError(f"weight_split must be >= 1 images (leave it out for a tenth), got {self.weight_split}")
+        if self.weight_neumann_terms < 0:
+            raise ValueError(f"weight_neumann_terms must be >= 0, got {self.weight_neumann_terms}")
         if self.weight_horizon < 1:
             raise ValueError(f"weight_horizon must be >= 1 steps, got {self.weight_horizon}")
         if self.weight_every < 1:
@@ -431,9 +436,13 @@ class RunConfig:
             },
             "aux.weight_split": (
                 not (WEIGHTINGS[a.weighting].meta_learned and WEIGHTINGS[a.weighting].uses_held_out),
-                "it holds out images for a weighting whose outer loss is on held-out images (auto-lambda)",
+                "it holds out images for a weighting whose outer loss is on held-out images (auto-lambda, auxilearn)",
             ),
             "aux.weight_horizon": (a.weighting != "ol-aux", "it sets --weighting ol-aux"),
+            "aux.weight_neumann_terms": (
+                not a.weighting.startswith("auxilearn"),
+                "it sets --weighting auxilearn / auxilearn-nonlinear",
+            ),
             **{
                 f"aux.{name}": (a.weighting != "auto-lambda", "it sets --weighting auto-lambda")
                 for name in ("weight_init", "weight_engine")
@@ -617,6 +626,8 @@ def meta_weighting_options(a: AuxConfig) -> dict[str, str | float]:
         return {"lr": a.weight_lr, "init": a.weight_init, "engine": a.weight_engine}
     if a.weighting == "ol-aux":
         return {"lr": a.weight_lr, "horizon": a.weight_horizon}
+    if a.weighting.startswith("auxilearn"):
+        return {"lr": a.weight_lr, "terms": a.weight_neumann_terms}
     return {}
 
 

@@ -131,3 +131,14 @@ def test_ol_aux_runs_on_all_the_training_images_and_records_its_weights(tmp_path
     assert records[-1]["train_weight_rotation"] != pytest.approx(1.0)
     assert records[-1]["train_weight_random"] != pytest.approx(1.0)
     assert json.loads((out / "config.json").read_text())["data"]["num_train"] == 320  # no split held out
+
+
+@pytest.mark.parametrize("weighting", ["auxilearn", "auxilearn-nonlinear"])
+def test_auxilearn_runs_on_an_auxiliary_split_and_records_its_weights(tmp_path, weighting):
+    out = tmp_path / "run"
+    args = ["train", *FAST, "--method", "single", "--aux", "rotation", "--weighting", weighting]
+    args += ["--weight-lr", "0.01", "--weight-split", "64", "--weight-neumann-terms", "2", "--weight-every", "2"]
+    assert main([*args, "--epochs", "1", "--out", str(out)]) == 0
+    record = read_metrics(out)[-1]
+    assert record["train_weight_rotation"] >= 0 and record["train_weight_primary"] >= 0
+    assert json.loads((out / "config.json").read_text())["data"]["num_train"] == 320 - 64
