@@ -142,3 +142,18 @@ def test_auxilearn_runs_on_an_auxiliary_split_and_records_its_weights(tmp_path, 
     record = read_metrics(out)[-1]
     assert record["train_weight_rotation"] >= 0 and record["train_weight_primary"] >= 0
     assert json.loads((out / "config.json").read_text())["data"]["num_train"] == 320 - 64
+
+
+def test_compare_draws_the_learnt_weights_beside_the_curves(tmp_path, capsys):
+    from maxl.analysis.plots import weight_keys
+    from maxl.analysis.visualise import weights_png
+
+    out = tmp_path / "run"
+    args = ["train", *FAST, "--aux", "rotation", "--weighting", "auto-lambda", "--weight-split", "64"]
+    assert main([*args, "--epochs", "2", "--out", str(out)]) == 0
+    keys = set(weight_keys([("run", read_metrics(out))]))
+    assert keys == {"train_weight_primary", "train_weight_maxl", "train_weight_rotation"}
+    png = tmp_path / "cmp.png"
+    assert main(["compare", str(out), "--out", str(png)]) == 0
+    assert weights_png(png).stat().st_size > 10_000
+    assert f"wrote {weights_png(png)}" in capsys.readouterr().out
