@@ -30,6 +30,7 @@ from maxl.core.losses import classification_loss
 from maxl.data.datasets import DATASETS, load_dataset
 from maxl.data.registry import dataset_spec, hierarchy_help
 from maxl.meta.objective import ObjectiveConfig
+from maxl.meta.task_weights import TASK_WEIGHT_ENGINES
 from maxl.nn.architectures import ARCHITECTURES, PENALTIES, build_network, search_masks
 from maxl.nn.architectures.sparse import round_rate
 from maxl.nn.backbones import BACKBONES, build_backbone
@@ -296,6 +297,29 @@ class AuxConfig:
         choices=COLOURISATION_MODES,
         help="ab regression, or the paper's classification over ab bins with class rebalancing",
     )
+    weight_lr: float = setting(
+        3e-4, help="meta-learned weightings (auto-lambda): learning rate of the task weights (Adam)"
+    )
+    weight_init: float = setting(0.1, help="auto-lambda: initial weight of every task (Auto-Lambda's 0.1)")
+    weight_engine: str = setting(
+        "jvp",
+        choices=TASK_WEIGHT_ENGINES,
+        help="auto-lambda: meta-gradient of the weights: jvp or func (exact), fd (Auto-Lambda's "
+        "finite-difference Hessian-vector product)",
+    )
+    weight_split: int | None = setting(
+        None,
+        metavar="IMAGES",
+        help="meta-learned weightings: hold out this many training images (class-stratified) for the "
+        "weights' outer loss, never trained on (default: a tenth of the training images)",
+    )
+    weight_every: int = setting(1, help="meta-learned weightings: a weight step every this many network steps")
+    weight_neumann_terms: int = setting(
+        3, help="auxilearn: Neumann terms of the inverse Hessian after the first (implicit differentiation)"
+    )
+    weight_horizon: int = setting(
+        5, help="ol-aux: N, the weight steps whose gradient alignments make one update of the weights"
+    )
 
     def __post_init__(self):
         from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
@@ -318,6 +342,22 @@ class AuxConfig:
                 f"fixed weights {self.weights} set the weighting and cannot be combined with "
                 f"--weighting {self.weighting}"
             )
+        if not self.weight_lr > 0 or self.weight_lr == float("inf"):
+            raise ValueError(
+                f"weight_lr must be > 0 and finite (the task weights' learning rate), got {self.weight_lr}"
+            )
+        if not self.weight_init >= 0:
+            raise ValueError(f"weight_init must be >= 0, got {self.weight_init}")
+        if self.weight_engine not in TASK_WEIGHT_ENGINES:
+            raise ValueError(f"unknown weight_engine {self.weight_engine!r}; expected one of {TASK_WEIGHT_ENGINES}")
+        if self.weight_split is not None and self.weight_split < 1:
+            raise ValueError(f"weight_split must be >= 1 images (leave it out for a tenth), got {self.weight_split}")
+        if self.weight_neumann_terms < 0:
+            raise ValueError(f"weight_neumann_terms must be >= 0, got {self.weight_neumann_terms}")
+        if self.weight_horizon < 1:
+            raise ValueError(f"weight_horizon must be >= 1 steps, got {self.weight_horizon}")
+        if self.weight_every < 1:
+            raise ValueError(f"weight_every must be >= 1 steps, got {self.weight_every}")
         if self.rotation_mode not in ROTATION_MODES or self.colourisation_mode not in COLOURISATION_MODES:
             raise ValueError(
                 f"rotation_mode must be one of {ROTATION_MODES} and colourisation_mode one of "
@@ -382,6 +422,11 @@ class RunConfig:
             raise ValueError(f"threads must be >= 1 (leave it out for torch's choice), got {self.threads}")
         if self.preset is not None and self.preset not in PRESET_CHOICES:
             raise ValueError(f"unknown preset {self.preset!r}; expected one of {PRESET_CHOICES}")
+        if WEIGHTINGS[self.aux.weighting].meta_learned and not self.aux.tasks and self.train.method == "single":
+            raise ValueError(
+                f"--weighting {self.aux.weighting} learns the weights of auxiliary tasks, and this run has none: "
+                "add --aux rotation / colourisation, or a method with its own auxiliary task (maxl, human, ...)"
+            )
 
     def inert_settings(self) -> dict[str, str]:
         """The settings that have no effect with the others, each with the reason (the one list of
@@ -436,6 +481,26 @@ class RunConfig:
                 "colourisation" not in a.tasks,
                 "it sets the colourisation task (--aux colourisation)",
             ),
+            **{
+                f"aux.{name}": (
+                    not WEIGHTINGS[a.weighting].meta_learned,
+                    "it sets a meta-learned weighting (--weighting auto-lambda)",
+                )
+                for name in ("weight_lr", "weight_every")
+            },
+            "aux.weight_split": (
+                not (WEIGHTINGS[a.weighting].meta_learned and WEIGHTINGS[a.weighting].uses_held_out),
+                "it holds out images for a weighting whose outer loss is on held-out images (auto-lambda, auxilearn)",
+            ),
+            "aux.weight_horizon": (a.weighting != "ol-aux", "it sets --weighting ol-aux"),
+            "aux.weight_neumann_terms": (
+                not a.weighting.startswith("auxilearn"),
+                "it sets --weighting auxilearn / auxilearn-nonlinear",
+            ),
+            **{
+                f"aux.{name}": (a.weighting != "auto-lambda", "it sets --weighting auto-lambda")
+                for name in ("weight_init", "weight_engine")
+            },
             "data.padding_mode": (
                 not self.data.augment,
                 "the padding is the random crop's, and --no-augment turns the crop off",
@@ -692,6 +757,52 @@ def psi_values(text: str | int | list[int]) -> list[int]:
     return list(validate_psi(values))
 
 
+def meta_weighting_options(a: AuxConfig) -> dict[str, str | float]:
+    """The options of a meta-learned weighting from the ``aux`` section's ``weight_*`` settings
+    (``--weighting-option`` overrides them)."""
+    if a.weighting == "auto-lambda":
+        return {"lr": a.weight_lr, "init": a.weight_init, "engine": a.weight_engine}
+    if a.weighting == "ol-aux":
+        return {"lr": a.weight_lr, "horizon": a.weight_horizon}
+    if a.weighting.startswith("auxilearn"):
+        return {"lr": a.weight_lr, "terms": a.weight_neumann_terms}
+    return {}
+
+
+def hold_out_for_weights(data, size: int | None, seed: int):
+    """The training images less a class-stratified split for a meta-learned weighting's outer loss.
+
+    Args:
+        data: a :class:`maxl.data.DataBundle` whose training set holds its images (``images``,
+            ``labels``: every built-in data set).
+        size: images to hold out; None: a tenth of the training images (at least 1).
+        seed: the run's seed (the split is drawn from ``seed + 2``).
+
+    Returns:
+        ``(data with the rest as its training set, the held-out set)``; the held-out images are
+        not augmented (the test set's transform).
+
+    Raises:
+        ValueError: ``size`` is not smaller than the number of training images.
+    """
+    from maxl.data.datasets import ImageTensorDataset, stratified_subset
+
+    train = data.train
+    n = len(train.labels)
+    size = max(1, n // 10) if size is None else size
+    if not 1 <= size < n:
+        raise ValueError(
+            f"weight_split must be smaller than the {n} training images (the rest train the network), got {size}"
+        )
+    held = stratified_subset(train.labels, size, seed + 2)
+    rest = torch.ones(n, dtype=torch.bool)
+    rest[held] = False
+    held_set = ImageTensorDataset(train.images[held], train.labels[held], data.test.transform)
+    kept = ImageTensorDataset(train.images[rest], train.labels[rest], train.transform)
+    aux_train = data.aux_train[rest] if data.aux_train is not None else None
+    return replace(data, train=kept, aux_train=aux_train), held_set
+
+
 def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
     """Make the run's data, auxiliary labels, networks, learner and trainer; write (or, when
     resuming, update) ``config.json`` in ``run.out``.
@@ -728,6 +839,11 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         f"{data.name}: {len(data.train)} train / {len(data.test)} test images, {data.in_channels}x"
         f"{data.image_size}x{data.image_size}, {data.num_primary} primary classes, psi={psi}, backbone {backbone}"
     )
+    weight_set = None
+    chosen = WEIGHTINGS[run.aux.weighting]
+    if chosen.meta_learned and chosen.uses_held_out:  # before the fixed labels, which index the training images
+        data, weight_set = hold_out_for_weights(data, run.aux.weight_split, t.seed)
+        say(f"[{run.aux.weighting}] {len(weight_set)} training images held out for the task weights' outer loss")
     aux_labels = label_info = None
     if t.method in FIXED_LABEL_METHODS:  # made before the networks, so that their initialisation is the same
         ae = AutoencoderConfig(epochs=run.baselines.ae_epochs, latent_dim=run.baselines.ae_latent)
@@ -781,7 +897,7 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         meta=t.meta,
         objective=run.objective,
         aux_weights=a.weights,
-        weighting_options=a.weighting_options,
+        weighting_options={**meta_weighting_options(a), **a.weighting_options},
         rotation_mode=a.rotation_mode,
         colourisation_mode=a.colourisation_mode,
         prior_images=normalised_images(data.train) if needs_prior else None,
@@ -806,6 +922,8 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         record=record,
         val_set=data.val,
         human_labels=data.aux_train,
+        weight_set=weight_set,
+        weight_every=run.aux.weight_every,
     )
     started = {
         "command": " ".join(sys.argv),

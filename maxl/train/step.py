@@ -46,6 +46,10 @@ class StepPath:
         aux_head: the multi-task network's auxiliary head: the loss of the task on it is
             logged as ``aux_loss`` (the method's own auxiliary task).
         per_step_scheduler: a learning-rate schedule stepped after every multi-task update.
+        held_out: ``held_out(step) -> (x_v, y_v)``, the held-out batch of a meta-learned
+            weighting's weight step before multi-task step ``step`` (None without one).
+        weight_every: a weight step before every ``weight_every``-th multi-task step.
+        step_of: the run's multi-task steps so far (the trainer's ``step``).
     """
 
     def __init__(
@@ -56,9 +60,20 @@ class StepPath:
         checks: FiniteChecks,
         aux_head=None,
         per_step_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        held_out=None,
+        weight_every: int = 1,
+        step_of=None,
     ):
         self.learner, self.optimizer, self.gen_optimizer, self.checks = learner, optimizer, gen_optimizer, checks
         self.per_step_scheduler = per_step_scheduler
+        weighting = learner.weighting
+        if weighting.meta_learned and ((held_out is None and weighting.uses_held_out) or step_of is None):
+            raise ValueError(
+                f"weighting {type(weighting).__name__} is meta-learned: it needs the step count (step_of=)"
+                + (" and held-out batches (held_out=)" if weighting.uses_held_out else "")
+            )
+        self.meta_learned = weighting.meta_learned
+        self.held_out, self.weight_every, self.step_of = held_out, weight_every, step_of
         generated = learner.generated  # α = the current lr of the multi-task network unless the config sets it
         self._alpha_follows_lr = generated is not None and generated.meta.inner_lr is None
         own = [t.name for t in learner.tasks if aux_head is not None and t.head is aux_head]
@@ -92,6 +107,8 @@ class StepPath:
             with torch.no_grad():  # no gradient to θ2; labels and targets from one generator pass
                 soft, targets = generated_targets(self.generated.generator, x, y)
         given = {self.generated.name: targets} if targets is not None and self.generated is not None else None
+        if self.meta_learned and self.step_of() % self.weight_every == 0:
+            self.weights(x, y, idx, self.held_out(self.step_of()) if self.held_out is not None else None)
         out = self.learner(x, y, index=idx, aux_targets=given)
         self.checks.losses(**{f"{name}_loss": loss for name, loss in out.losses.items()}, multitask_loss=out.loss)
         self.optimizer.zero_grad(set_to_none=True)
@@ -107,6 +124,21 @@ class StepPath:
         stats["primary_loss"] = out.losses["primary"].item()
         stats["primary_correct"] = (out.primary_logits.argmax(1) == y).sum().item()
         return stats, soft
+
+    def weights(self, x: Tensor, y: Tensor, idx: Tensor, held_out: tuple[Tensor, Tensor] | None):
+        """One step of a meta-learned weighting on the training batch and a held-out batch, with
+        the look-ahead's α the network's current learning rate; under torchrun the weights'
+        meta-gradient is averaged over the processes. A non-finite meta-gradient stops the run
+        (:class:`~maxl.train.checks.NonFiniteGradientError`) before the weights change."""
+        weighting = self.learner.weighting
+        alpha = self.optimizer.param_groups[0]["lr"]
+        result = weighting.meta_gradient(self.learner, x, y, held_out, alpha=alpha, index=idx)
+        self.checks.losses(weight_outer_loss=result.outer_loss)
+        grads = result.grad if isinstance(result.grad, list) else [result.grad]
+        distributed.all_reduce_mean_(grads)
+        self.checks.grads(((f"weighting[{i}]", g) for i, g in enumerate(grads)), "task weights")
+        weighting.apply_gradient(result.grad)
+        return result
 
     def generator(self, x: Tensor, y: Tensor, idx: Tensor | None = None, outer=None) -> MetaResult:
         """One update of the label-generation network by its meta-gradient on a batch (a

@@ -101,6 +101,10 @@ class Trainer:
             (``val_loss``, ``val_acc``), for choosing settings without the test set.
         human_labels: int64 ``[N_train]`` human auxiliary labels of the training images, for
             the generated labels' ``label_nmi_human`` diagnostic.
+        weight_set: images held out from the training images for a meta-learned weighting's
+            outer loss (Auto-λ; :func:`maxl.train.build.hold_out_for_weights`); its batches are
+            drawn by the step count, so a resumed run draws the same ones.
+        weight_every: a weight step before every this many multi-task steps.
         objective: the terms of the generator's objective J, for the learner made here when
             ``learner`` is None (default: the paper's J); a given learner carries its own.
         gen_config: the generator's optimiser and schedule (:class:`GeneratorConfig`; default:
@@ -133,6 +137,8 @@ class Trainer:
         record: dict | None = None,
         val_set: Dataset | None = None,
         human_labels: Tensor | None = None,
+        weight_set: Dataset | None = None,
+        weight_every: int = 1,
         objective: ObjectiveConfig | None = None,
         gen_config: GeneratorConfig | None = None,
     ):
@@ -182,6 +188,13 @@ class Trainer:
             optims.gen_scheduler,
         )
         self.checks = FiniteChecks(lambda: (self.epoch + 1, self.step + 1))
+        self.weight_set = weight_set
+        meta_learned = learner.weighting.meta_learned
+        if meta_learned and learner.weighting.uses_held_out and weight_set is None:
+            raise ValueError(
+                f"weighting {type(learner.weighting).__name__} learns from held-out images: pass weight_set="
+            )
+        learner.check_optimizer(self.optimizer)
         self.steps = StepPath(
             learner,
             self.optimizer,
@@ -189,6 +202,9 @@ class Trainer:
             self.checks,
             getattr(net, "aux_head", None),
             per_step_scheduler=self.scheduler if optims.per_step else None,
+            held_out=self._held_out_batch if meta_learned and learner.weighting.uses_held_out else None,
+            weight_every=weight_every,
+            step_of=lambda: self.step,
         )
         self.schedule = make_schedule(gen, self.generator is not None)
         self.gumbel_start = getattr(self.generator, "gumbel_tau", 0.0)  # τ0 of hard labels (0: soft)
@@ -237,6 +253,19 @@ class Trainer:
                 yield x.to(self.device), y.to(self.device), torch.as_tensor(idx).to(self.device)
 
         return on_device()
+
+    def _held_out_batch(self, step: int) -> tuple[Tensor, Tensor]:
+        """The held-out batch of the weight step before multi-task step ``step``: ``batch_size``
+        images (at most the split) drawn without replacement by a generator seeded by the run's
+        seed and ``step`` alone, the same on every process and after a resume."""
+        assert self.weight_set is not None  # only a meta-learned weighting asks
+        n = len(cast(Sized, self.weight_set))  # cast: a map-style data set has a length
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+        picks = torch.randperm(n, generator=gen)[: min(self.config.batch_size, n)].tolist()
+        items = [self.weight_set[i] for i in picks]
+        x = torch.stack([item[0] for item in items]).to(self.device)
+        y = torch.as_tensor([int(item[1]) for item in items]).to(self.device)
+        return x, y
 
     # ----------------------------------------------------------------- epochs
     def train_epoch(self, resumed: dict | None = None) -> dict[str, float]:
