@@ -16,6 +16,7 @@ from .supervised import SupervisedLabels
 from .task import LIKELIHOODS, AuxiliaryTask
 from .weighting import (
     WEIGHTINGS,
+    AutoLambda,
     DynamicWeightAverage,
     Equal,
     Fixed,
@@ -53,5 +54,6 @@ __all__ = [
     "GradNorm",
     "PCGrad",
     "GradientCosineSimilarity",
+    "AutoLambda",
     "WEIGHTINGS",
 ]

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from maxl.core.heads import mlp_head
-from maxl.core.losses import focal_loss, paired_mutual_information
-from maxl.meta import MetaConfig
+from maxl.core.losses import focal_loss
+from maxl.meta import MetaConfig, ObjectiveConfig
 from maxl.meta.lookahead import generated_targets
 from maxl.nn.networks import LabelGenerator
 
@@ -147,8 +147,11 @@ class GeneratedLabels(AuxiliaryTask):
         generator: the label-generation network, ``generator(x, y) -> [B, sum(ψ)]`` soft
             labels (a :class:`maxl.LabelGenerator`). It must not share weights with the
             learner's backbone.
-        meta: settings of the meta step (look-ahead step α, entropy weight λ, order, engine);
-            default :class:`maxl.MetaConfig` (α = 0.01, λ = 0.2, exact second order).
+        meta: settings of the meta-gradient (look-ahead step α, order, engine); default
+            :class:`maxl.MetaConfig` (α = 0.01, exact second order).
+        objective: the terms of the generator's objective J (entropy weight λ, ...; the views of
+            the view-consistency term); default :class:`maxl.ObjectiveConfig` (the paper's J,
+            λ = 0.2).
         loss_fn: ``loss(logits [B, K], soft [B, K]) -> scalar`` of the auxiliary head, also
             used for the primary loss of the meta objective; default the focal loss with γ = 2
             of the MAXL reference code.
@@ -160,8 +163,12 @@ class GeneratedLabels(AuxiliaryTask):
         name: key of the loss (default ``"generated"``).
         head: a ready head producing ``sum(ψ)`` logits (e.g. a ``MultiTaskNetwork``'s ``aux_head``).
         normalisation: the images' per-channel ``(mean, std)``, needed when
-            ``meta.consistency_colour`` > 0 (the colour view works on pixels in [0, 1]) or
-            ``meta.consistency_rotation`` > 0 (black corners).
+            ``objective.consistency_colour`` > 0 (the colour view works on pixels in [0, 1]) or
+            ``objective.consistency_rotation`` > 0 (black corners).
+
+    Raises:
+        ValueError: ``generator`` is not a module, or a colour or rotation view without
+            ``normalisation``.
 
     Notes:
         The generator's parameters never keep a ``.grad`` outside ``meta_step``, so an
@@ -179,6 +186,7 @@ class GeneratedLabels(AuxiliaryTask):
         generator: nn.Module,
         *,
         meta: MetaConfig | None = None,
+        objective: ObjectiveConfig | None = None,
         loss_fn: Callable[[Tensor, Tensor], Tensor] = focal_loss,
         lookahead_other_tasks: bool = True,
         hidden: int = 512,
@@ -191,38 +199,36 @@ class GeneratedLabels(AuxiliaryTask):
             raise ValueError(f"generator must be an nn.Module (a maxl.LabelGenerator), got {type(generator).__name__}")
         self.generator = generator
         self.meta = meta if meta is not None else MetaConfig()
+        self.objective = objective if objective is not None else ObjectiveConfig()
         self.loss_fn = loss_fn
         self.lookahead_other_tasks = lookahead_other_tasks
         self.hidden = hidden
         self.graph_checked = False  # the double-backward graph walk runs on the first meta step only
-        if (self.meta.consistency_colour or self.meta.consistency_rotation) and normalisation is None:
+        if (self.objective.consistency_colour or self.objective.consistency_rotation) and normalisation is None:
             raise ValueError(
-                "meta.consistency_colour > 0 or meta.consistency_rotation > 0 needs the images' "
+                "objective.consistency_colour > 0 or objective.consistency_rotation > 0 needs the images' "
                 "normalisation=(mean, std)"
             )
         self.normalisation = normalisation
 
-    def consistency_loss(self, images: Tensor, primary_labels: Tensor):
-        """The view-consistency term of J, ``R(soft) = −ν I(soft, g(x'))`` with x' another view
-        of ``images`` (:func:`random_flip_shift`, then :func:`random_rotation` by up to
-        ``meta.consistency_rotation`` degrees and :func:`random_colour` of strength
-        ``meta.consistency_colour`` if > 0), or None when ``meta.consistency_weight`` is 0."""
-        weight = self.meta.consistency_weight
-        if not weight:
+    def second_view(self, images: Tensor, primary_labels: Tensor) -> Callable[[], Tensor] | None:
+        """The second view of the ``"view-consistency"`` term of J (:mod:`maxl.meta.objective`):
+        draws x′ from ``images`` float ``[B, C, H, W]`` now (:func:`random_flip_shift`, then
+        :func:`random_rotation` by up to ``objective.consistency_rotation`` degrees and
+        :func:`random_colour` of strength ``objective.consistency_colour`` if > 0) and returns
+        ``() -> g(x′, y)`` float ``[B, K]``, which runs the generator when the term is taken; None
+        when ``objective.consistency_weight`` is 0 (no view is drawn)."""
+        o = self.objective
+        if not o.consistency_weight:
             return None
-        meta = self.meta
-        views = random_flip_shift(images, flip=meta.consistency_flip) if images.shape[-1] >= 8 else images.flip(3)
-        if meta.consistency_rotation:
+        views = random_flip_shift(images, flip=o.consistency_flip) if images.shape[-1] >= 8 else images.flip(3)
+        if o.consistency_rotation:
             assert self.normalisation is not None  # __init__ requires it with a rotation view
-            views = random_rotation(views, meta.consistency_rotation, *self.normalisation)
-        if meta.consistency_colour:
+            views = random_rotation(views, o.consistency_rotation, *self.normalisation)
+        if o.consistency_colour:
             assert self.normalisation is not None  # __init__ requires it with a colour view
-            views = random_colour(views, meta.consistency_colour, *self.normalisation)
-
-        def loss(soft: Tensor) -> Tensor:
-            return -weight * paired_mutual_information(soft, self.generator(views, primary_labels))
-
-        return loss
+            views = random_colour(views, o.consistency_colour, *self.normalisation)
+        return lambda: self.generator(views, primary_labels)
 
     def make_inputs_and_targets(self, images, primary_labels, *, index=None, target=None):
         """``(images, targets float [B, sum(ψ)])``: the generator's current labels (no gradient to

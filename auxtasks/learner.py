@@ -349,16 +349,41 @@ class AuxiliaryLearner(nn.Module):
         return out
 
     def network_parameters(self) -> list[nn.Parameter]:
-        """Every trainable parameter except the label-generation network's (backbone, heads,
-        and the weighting's own, e.g. uncertainty's log σ²): what the main optimiser trains.
+        """Every trainable parameter except the meta-parameters (backbone, heads, and the
+        weighting's own if it trains with the network, e.g. uncertainty's log σ²): what the main
+        optimiser trains.
 
         Raises:
             ValueError: heads not built yet (see :meth:`materialize`).
         """
         self._require_heads("network_parameters()")
-        generator = self.generated.generator if self.generated is not None else None
-        excluded = {id(p) for p in generator.parameters()} if generator is not None else set()
+        excluded = {id(p) for p in self.meta_parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in excluded]
+
+    def meta_parameters(self) -> list[nn.Parameter]:
+        """The parameters learnt by an outer (meta) step, never by the main optimiser: the
+        label-generation network's (MAXL, :meth:`meta_step`) and a meta-learned weighting's
+        (Auto-λ's λ, :meth:`weight_step`)."""
+        generator = self.generated.generator if self.generated is not None else None
+        found = [p for p in generator.parameters() if p.requires_grad] if generator is not None else []
+        seen = {id(p) for p in found}
+        return found + [p for p in self.weighting.meta_parameters() if id(p) not in seen]
+
+    def check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Refuse a main optimiser that holds a meta-parameter (see :meth:`meta_parameters`).
+
+        Raises:
+            ValueError: naming the meta-parameters the optimiser holds; build it from
+                :meth:`network_parameters` instead of ``parameters()``.
+        """
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        meta = {id(q) for q in self.meta_parameters()}
+        names = [n for n, p in self.named_parameters() if id(p) in held and id(p) in meta]
+        if names:
+            raise ValueError(
+                f"the main optimiser holds the meta-parameters {names}, which only their own outer step may "
+                "change: build it from learner.network_parameters(), not learner.parameters()"
+            )
 
     # ------------------------------------------------------------------ forward / backward
     def _task_features(self, inputs: Tensor) -> Tensor:
@@ -441,6 +466,99 @@ class AuxiliaryLearner(nn.Module):
         """Close an epoch for weightings with a loss history (DWA). Call once per epoch."""
         self.weighting.end_epoch()
 
+    # ------------------------------------------------------------------ meta-learned weights
+    def task_weight_problem(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        held_out: tuple[Tensor, Tensor],
+        *,
+        index: Tensor | None = None,
+        aux_targets: Mapping[str, Tensor] | None = None,
+    ):
+        """The closures of :func:`maxl.meta.task_weights.task_weight_gradient` for this learner.
+
+        Every task's inputs and targets are made once here (a random rotation or the generator's
+        labels stay the same at every call); each call runs the backbone and the heads by
+        ``torch.func.functional_call`` on copies of the backbone's buffers, so that nothing of the
+        learner changes. The architecture's penalty (soft sharing) is not in the look-ahead.
+
+        Args:
+            images: float ``[B, C, H, W]``, the training batch.
+            labels: int64 ``[B]``, its primary labels.
+            held_out: ``(x_v [B', C, H, W], y_v [B'])``, the batch of the outer (primary) loss.
+            index, aux_targets: as for :meth:`forward`.
+
+        Returns:
+            ``(task_losses, outer_loss, params)``: ``task_losses(params) -> float [T]`` in the order
+            of :attr:`task_names`, ``outer_loss(params) -> scalar`` the primary loss on
+            ``held_out``, and ``params`` the network parameters by name (detached).
+        """
+        if self.pending_tasks:
+            self._materialize_at_first_batch(images)
+        targets = dict(aux_targets or {})
+        prepared = [
+            (i, task, *task.make_inputs_and_targets(images, labels, index=index, target=targets.get(task.name)))
+            for i, task in enumerate(self._task_list)
+        ]
+        buffers = dict(self.backbone.named_buffers())
+        meta = {id(p) for p in self.meta_parameters()}
+        params = {n: p.detach() for n, p in self.named_parameters() if p.requires_grad and id(p) not in meta}
+
+        def part(params: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+            return {n.removeprefix(prefix): p for n, p in params.items() if n.startswith(prefix)}
+
+        def features(params: dict[str, Tensor], inputs: Tensor) -> Tensor:  # [B, F], on fresh buffer copies
+            state = {**{n: b.clone() for n, b in buffers.items()}, **part(params, "backbone.")}
+            return functional_call(self.backbone, state, (inputs,))
+
+        def primary(params: dict[str, Tensor], inputs: Tensor) -> Tensor:  # [B, P]
+            return functional_call(self.primary_head, part(params, "primary_head."), (features(params, inputs),))
+
+        def task_losses(params: dict[str, Tensor]) -> Tensor:
+            shared = features(params, images)
+            logits = functional_call(self.primary_head, part(params, "primary_head."), (shared,))
+            losses = [self.primary_loss(logits, labels)]
+            for i, task, inputs, target in prepared:
+                own = shared if inputs is images else features(params, inputs)
+                losses.append(task.loss(functional_call(task, part(params, f"tasks.{i}."), (own,)), target))
+            return torch.stack(losses)  # [T]
+
+        def outer_loss(params: dict[str, Tensor]) -> Tensor:
+            return self.primary_loss(primary(params, held_out[0]), held_out[1])
+
+        return task_losses, outer_loss, params
+
+    def weight_step(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        held_out: tuple[Tensor, Tensor],
+        *,
+        alpha: float,
+        index: Tensor | None = None,
+    ):
+        """One outer step of a meta-learned weighting (Auto-λ, OL-AUX, AuxiLearn): its weights
+        learn from the primary loss on the held-out batch. Call it once per meta step, before
+        the network's step on the same training batch.
+
+        Args:
+            images, labels: the training batch, ``[B, C, H, W]`` and ``[B]``.
+            held_out: ``(x_v, y_v)``, a batch of images the network does not train on.
+            alpha: the look-ahead's step size, the main optimiser's current learning rate.
+            index: as for :meth:`forward`.
+
+        Returns:
+            What the weighting's ``meta_step`` returns (e.g. a
+            :class:`maxl.meta.task_weights.TaskWeightGradient`).
+
+        Raises:
+            ValueError: the weighting is not meta-learned.
+        """
+        if not self.weighting.meta_learned:
+            raise ValueError(f"weighting {type(self.weighting).__name__} is not meta-learned: it has no weight step")
+        return self.weighting.meta_step(self, images, labels, held_out, alpha=alpha, index=index)
+
     # ------------------------------------------------------------------ MAXL
     def _other_tasks_loss(self, images, labels, index, exclude: AuxiliaryTask):
         """L_x(params): the other tasks' losses as a function of the look-ahead's parameters."""
@@ -482,7 +600,7 @@ class AuxiliaryLearner(nn.Module):
             return task.loss(logits, target) if target.dtype.is_floating_point else self.primary_loss(logits, target)
 
         network = MultiTaskNetwork.from_modules(self.backbone, self.primary_head, task.head)
-        return task, network, loss_fn, extra, task.consistency_loss(images, labels)
+        return task, network, loss_fn, extra, task.second_view(images, labels)
 
     def meta_gradient(
         self,
@@ -504,7 +622,7 @@ class AuxiliaryLearner(nn.Module):
         Raises:
             ValueError: the learner has no :class:`GeneratedLabels` task.
         """
-        task, network, loss_fn, extra, consistency = self._meta_problem(images, labels, index)
+        task, network, loss_fn, extra, second_view = self._meta_problem(images, labels, index)
         result = meta_gradient(
             network,
             task.generator,
@@ -515,7 +633,8 @@ class AuxiliaryLearner(nn.Module):
             check_graph=not task.graph_checked,
             extra_inner_loss=extra,
             outer_batch=outer_batch,
-            extra_outer_loss=consistency,
+            objective=task.objective,
+            second_view=second_view,
         )
         task.graph_checked = True
         return result
@@ -557,7 +676,7 @@ class AuxiliaryLearner(nn.Module):
                 "weights, other tasks outside the look-ahead, or an engine without a fused form): "
                 "use meta_gradient and a separate multi-task step"
             )
-        task, network, loss_fn, extra, consistency = self._meta_problem(images, labels, index)
+        task, network, loss_fn, extra, second_view = self._meta_problem(images, labels, index)
         result = fused_step(
             network,
             task.generator,
@@ -568,7 +687,8 @@ class AuxiliaryLearner(nn.Module):
             extra_inner_loss=extra,
             check_graph=not task.graph_checked,
             outer_batch=outer_batch,
-            extra_outer_loss=consistency,
+            objective=task.objective,
+            second_view=second_view,
         )
         task.graph_checked = True
         return result

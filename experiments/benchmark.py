@@ -47,7 +47,7 @@ import torch
 from torch.utils.data import TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from maxl.meta import MetaConfig, get_engine
+from maxl.meta import MetaConfig, ObjectiveConfig, get_engine
 from maxl.nn.backbones import build_backbone
 from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
 from maxl.train import TrainConfig, Trainer
@@ -73,21 +73,21 @@ VARIANTS = {
     "fused-first": (MetaConfig(order="first"), "per-step", "first order, fused step"),
 }
 # issue 13's remedies, each on the cheapest exact step (fused, forward-mode JVP):
-# variant -> (meta config, label-generator settings, what it is)
+# variant -> (meta config, label-generator settings and the objective's, what it is)
 REMEDIES = {
     "fused-jvp-mi": (
-        MetaConfig(engine="jvp", image_entropy_weight=0.2),
-        {},
+        MetaConfig(engine="jvp"),
+        {"objective": ObjectiveConfig(image_entropy_weight=0.2)},
         "+ per-image entropy term (mutual information)",
     ),
     "fused-jvp-iic": (
-        MetaConfig(engine="jvp", consistency_weight=1.0),
-        {},
+        MetaConfig(engine="jvp"),
+        {"objective": ObjectiveConfig(consistency_weight=1.0)},
         "+ view-consistency term (IIC: a generator pass on another view)",
     ),
     "fused-jvp-centred": (
-        MetaConfig(engine="jvp", centre_by_class=True),
-        {},
+        MetaConfig(engine="jvp"),
+        {"objective": ObjectiveConfig(centre_by_class=True)},
         "+ class-centred look-ahead push (one more generator backward)",
     ),
     "fused-jvp-wamal": (MetaConfig(engine="jvp"), {"weight_range": 1.0}, "+ per-image auxiliary-loss weights (WAMAL)"),
@@ -98,14 +98,14 @@ REMEDIES = {
         "generator = a head on the multi-task network's features (no second backbone)",
     ),
     "fused-jvp-features-iic": (
-        MetaConfig(engine="jvp", consistency_weight=1.0),
-        {"features": True},
+        MetaConfig(engine="jvp"),
+        {"features": True, "objective": ObjectiveConfig(consistency_weight=1.0)},
         "generator = a head on the multi-task network's features + view-consistency term "
         "(IIC: one more backbone forward, no graph)",
     ),
     "fused-jvp-features-iic-every2": (
-        MetaConfig(engine="jvp", consistency_weight=1.0, image_entropy_weight=0.2),
-        {"features": True, "every": 2},
+        MetaConfig(engine="jvp"),
+        {"features": True, "every": 2, "objective": ObjectiveConfig(consistency_weight=1.0, image_entropy_weight=0.2)},
         "the chosen MNIST variant (feature generator + IIC + MI), the generator every 2 steps",
     ),
     "fused-implicit-k3": (
@@ -219,7 +219,7 @@ def make_cases(
     data = TensorDataset(x.cpu(), y.cpu(), idx.cpu())  # unused by the step methods
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    def trainer(method, meta=None, schedule="alternate", k=1, generator=None):
+    def trainer(method, meta=None, schedule="alternate", k=1, generator=None, objective=None):
         cfg = TrainConfig(
             method=method,
             batch_size=batch_size,
@@ -232,7 +232,7 @@ def make_cases(
         )
         if method == "single":
             return Trainer(nets["single"], data, data, cfg)
-        return Trainer(nets["net"], data, data, cfg, generator=generator or nets["generator"])
+        return Trainer(nets["net"], data, data, cfg, generator=generator or nets["generator"], objective=objective)
 
     def amortised(t, k):
         """k iterations: a fused generator step (and its multi-task step), then k − 1 plain multi-task
@@ -254,6 +254,7 @@ def make_cases(
             meta, gen_kwargs, _ = REMEDIES[name]
             gen_kwargs = dict(gen_kwargs)
             k = gen_kwargs.pop("every", 1)
+            objective = gen_kwargs.pop("objective", None)
             net = nets["net"]
             torch.manual_seed(seed)
             if gen_kwargs.pop("features", False):
@@ -266,6 +267,7 @@ def make_cases(
                 "per-step",
                 k,
                 generator=generator.to(device=device, memory_format=fmt),
+                objective=objective,
             )
             unit, iterations = amortised(t, k), k
         elif name.startswith("every"):

@@ -57,7 +57,7 @@ from sklearn.metrics import normalized_mutual_info_score
 from torch import Tensor, nn
 
 from maxl.cli.grid import overlay_flags
-from maxl.meta import MetaConfig, meta_gradient
+from maxl.meta import MetaConfig, ObjectiveConfig, meta_gradient
 from maxl.meta.lookahead import buffer_copies, functional_forward, primary_gradient, trainable
 from maxl.train.build import RunConfig, build
 from maxl.train.grid import grid_names, load_grid
@@ -129,7 +129,7 @@ def label_gradients(trainer, batches: int, seed: int, shuffle: int = 0, outer_im
     images for every batch (drawn from ``seed + 1``), instead of the inner batch (the paper's J)."""
     gen, net = trainer.generator, trainer.net
     alpha = trainer.optimizer.param_groups[0]["lr"]
-    cfg = MetaConfig(inner_lr=alpha, entropy_weight=0.0, engine="jvp")
+    cfg, objective = MetaConfig(inner_lr=alpha, engine="jvp"), ObjectiveConfig(entropy_weight=0.0)
     out = {"grad": [], "logits": [], "y": [], "human": [], "idx": []}
     generator = torch.Generator().manual_seed(seed)
     images = torch.randperm(len(trainer.train_set), generator=generator)[: batches * trainer.config.batch_size]
@@ -141,7 +141,9 @@ def label_gradients(trainer, batches: int, seed: int, shuffle: int = 0, outer_im
         with torch.no_grad():
             z = gen.logits(x)[:, : gen.hierarchy.num_aux]
         fixed = FixedLogits(z, gen.hierarchy)
-        result = meta_gradient(net, fixed, x, y, trainer.loss_fn, cfg, check_graph=False, outer_batch=outer)
+        result = meta_gradient(
+            net, fixed, x, y, trainer.loss_fn, cfg, check_graph=False, outer_batch=outer, objective=objective
+        )
         out["grad"].append(result.grads[0].detach())
         out["logits"].append(z)
         out["y"].append(y)

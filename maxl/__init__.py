@@ -22,7 +22,7 @@ import importlib
 
 from maxl.core.hierarchy import Hierarchy, masked_log_softmax, masked_softmax, validate_psi
 from maxl.core.losses import focal_loss, negative_entropy
-from maxl.meta import DoubleBackwardError, MetaConfig, MetaResult, meta_gradient
+from maxl.meta import DoubleBackwardError, MetaConfig, MetaResult, ObjectiveConfig, meta_gradient
 from maxl.nn.backbones import BACKBONES, ConvNet, build_backbone, small_cnn, tiny_cnn, vgg16_bn
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 
@@ -50,6 +50,7 @@ __all__ = [
     "focal_loss",
     "negative_entropy",
     "MetaConfig",
+    "ObjectiveConfig",
     "MetaResult",
     "meta_gradient",
     "DoubleBackwardError",

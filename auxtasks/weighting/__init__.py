@@ -12,21 +12,54 @@ name                       class                                          acts o
 ``mgda``                   :class:`MGDA` (Sener & Koltun 2018)            gradients
 ``mgda-ub``                :class:`MGDAUpperBound` (Sener & Koltun 2018)  gradients
 ``dtp``                    :class:`DynamicTaskPrioritization` (Guo 2018)  losses
+``rlw``                    :class:`RandomWeighting` (Lin et al. 2022)     losses
+``famo``                   :class:`FAMO` (Liu et al. 2023)                losses
+``db-mtl``                 :class:`DualBalancing` (Lin et al. 2023)       gradients
+``gls``                    :class:`GeometricLoss` (Chennupati et al.)     losses
+``imtl-l``                 :class:`ImpartialLoss` (Liu et al. 2021)       losses
+``stch``                   :class:`SmoothTchebycheff` (Lin et al. 2024)   losses
+``upgrad``, ``cagrad``,    torchjd's aggregators (:mod:`.aggregators`)    gradients
+``nash-mtl``, ...
+``auto-lambda``            :class:`AutoLambda` (Liu et al. 2022)          meta-learned
 =========================  =============================================  ==========
+
+Each class's hyperparameters are its ``OPTIONS`` (``--weighting-option KEY=VALUE``,
+:func:`weighting_options`).
 """
 
+from .aggregators import (
+    IMTLG,
+    AlignedMTL,
+    CAGrad,
+    ConFIG,
+    DualProj,
+    FairGrad,
+    GradDrop,
+    GradVac,
+    NashMTL,
+    TorchJDWeighting,
+    UPGrad,
+)
+from .auto_lambda import AutoLambda
 from .base import PRIMARY, GradientWeighting, Weighting, flat_gradients
+from .db_mtl import DualBalancing
 from .dtp import DynamicTaskPrioritization
 from .dwa import DynamicWeightAverage
+from .famo import FAMO
 from .fixed import Equal, Fixed
 from .gcs import GradientCosineSimilarity
+from .gls import GeometricLoss
 from .gradnorm import GradNorm
+from .imtl_l import ImpartialLoss
 from .mgda import MGDA, MGDAUpperBound
+from .options import weighting_options
 from .pcgrad import PCGrad
+from .rlw import RandomWeighting
+from .stch import SmoothTchebycheff
 from .uncertainty import Uncertainty
 
 #: Weightings by their command-line name (``fixed`` needs its weights, so it is not here).
-WEIGHTINGS = {
+WEIGHTINGS: dict[str, type[Weighting]] = {
     "equal": Equal,
     "uncertainty": Uncertainty,
     "dwa": DynamicWeightAverage,
@@ -36,6 +69,16 @@ WEIGHTINGS = {
     "mgda": MGDA,
     "mgda-ub": MGDAUpperBound,
     "dtp": DynamicTaskPrioritization,
+    "rlw": RandomWeighting,
+    "famo": FAMO,
+    "db-mtl": DualBalancing,
+    "gls": GeometricLoss,
+    "imtl-l": ImpartialLoss,
+    "stch": SmoothTchebycheff,
+    **{
+        cls.NAME: cls
+        for cls in (UPGrad, CAGrad, NashMTL, IMTLG, AlignedMTL, GradDrop, GradVac, DualProj, ConFIG, FairGrad)
+    },
 }
 
 __all__ = [
@@ -53,5 +96,24 @@ __all__ = [
     "MGDA",
     "MGDAUpperBound",
     "DynamicTaskPrioritization",
+    "RandomWeighting",
+    "FAMO",
+    "DualBalancing",
+    "GeometricLoss",
+    "ImpartialLoss",
+    "SmoothTchebycheff",
+    "TorchJDWeighting",
+    "UPGrad",
+    "CAGrad",
+    "NashMTL",
+    "IMTLG",
+    "AlignedMTL",
+    "GradDrop",
+    "GradVac",
+    "DualProj",
+    "ConFIG",
+    "FairGrad",
+    "weighting_options",
+    "AutoLambda",
     "WEIGHTINGS",
 ]

@@ -19,7 +19,7 @@ the optimiser.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import cast
+from typing import ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +52,12 @@ class Weighting(nn.Module):
     uses_gradients: bool = False
     #: True for weightings that read each task's performance (:meth:`observe`).
     uses_performance: bool = False
+    #: hyperparameters settable by name, ``{name: (type, help)}`` (``--weighting-option``; the
+    #: defaults are ``__init__``'s; see :mod:`auxtasks.weighting.options`).
+    OPTIONS: ClassVar[dict[str, tuple[type, str]]] = {}
+    #: True for weightings whose weights are meta-parameters, learnt by their own outer step
+    #: (:meth:`meta_parameters`, and ``meta_step(learner, ...)``; Auto-λ, OL-AUX, AuxiLearn).
+    meta_learned: bool = False
 
     def __init__(self):
         super().__init__()
@@ -98,6 +104,17 @@ class Weighting(nn.Module):
         weights = self.loss_weights()
         # cast: _check() refuses an unbound weighting, so there is at least one task and the sum is a Tensor
         return cast(Tensor, sum(weights[n] * losses[n] for n in self.task_names))
+
+    def meta_parameters(self) -> list[nn.Parameter]:
+        """The weighting's meta-parameters: learnt by its own outer step, never by the main
+        optimiser (none by default; a learnt weighting such as uncertainty's log σ² trains with
+        the network instead)."""
+        return []
+
+    def meta_step(self, learner, images: Tensor, labels: Tensor, held_out, *, alpha: float, index=None):
+        """One outer step of a meta-learned weighting (``meta_learned``), called by
+        :meth:`auxtasks.AuxiliaryLearner.weight_step`."""
+        raise NotImplementedError(f"{type(self).__name__} is not meta-learned")
 
     def is_unit_sum(self) -> bool:
         """Whether the update is the plain gradient of ``Σ_i L_i`` (every weight 1, no learnt

@@ -57,6 +57,12 @@ class DynamicTaskPrioritization(Weighting):
     kappa: torch.Tensor
     lambdas: torch.Tensor
 
+    OPTIONS = {
+        "gamma": (float, "focusing parameter of the focal-loss-style weight"),
+        "momentum": (float, "moving-average rate of the performance measure"),
+        "measure": (str, "the performance measure"),
+    }
+
     def __init__(self, gamma: float = 1.0, momentum: float = 0.9, measure: str = "accuracy"):
         super().__init__()
         if gamma < 0 or not 0 <= momentum < 1 or measure not in MEASURES:

@@ -41,6 +41,8 @@ class DynamicWeightAverage(Weighting):
     epochs_seen: torch.Tensor
     lambdas: torch.Tensor
 
+    OPTIONS = {"temperature": (float, "T of the softmax over the loss ratios")}
+
     def __init__(self, temperature: float = 2.0):
         super().__init__()
         if temperature <= 0:

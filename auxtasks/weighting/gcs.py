@@ -39,6 +39,8 @@ class GradientCosineSimilarity(GradientWeighting):
         ValueError: unknown mode.
     """
 
+    OPTIONS = {"mode": (str, "how the auxiliary gradient is gated")}
+
     def __init__(self, mode: str = "unweighted"):
         super().__init__()
         if mode not in GCS_MODES:

@@ -46,6 +46,8 @@ class GradNorm(GradientWeighting):
         ValueError: α < 0.
     """
 
+    OPTIONS = {"alpha": (float, "strength of the pull towards equal training rates")}
+
     def __init__(self, alpha: float = 1.5):
         super().__init__()
         if alpha < 0:

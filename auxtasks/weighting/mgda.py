@@ -20,6 +20,12 @@ an upper bound that costs one backward instead of T; the update is ∇ Σ_t α_t
 ``normalise`` scales each g_t before the solve as in the authors' code (``"l2"``: g/‖g‖,
 ``"loss"``: g/L, ``"loss+"``: g/(L‖g‖)); the update uses the unscaled gradients.
 
+Why this file and not torchjd's ``MGDA``: it differs on purpose. It has the authors' gradient
+normalisations and MGDA-UB (torchjd solves on the parameters' Gramian only), starts Frank–Wolfe
+from the best pair's closed form (torchjd from uniform weights) and needs no optional extra, so
+``--weighting mgda`` works in the base install. ``tests/unit/auxtasks/test_aggregators.py`` checks
+that the two solvers agree.
+
 References:
     Sener, Koltun. "Multi-Task Learning as Multi-Objective Optimization". NeurIPS 2018,
     Algorithms 1–2, Sec. 3.2–3.3.
@@ -107,6 +113,12 @@ class MGDA(GradientWeighting):
     #: solve on the gradients of the shared representation (MGDA-UB) instead of the parameters
     upper_bound: bool = False
     alpha: Tensor  # a buffer, made by bind()
+
+    OPTIONS = {
+        "normalise": (str, "gradient scaling before the solve: none, l2, loss or loss+"),
+        "max_iter": (int, "most Frank-Wolfe steps"),
+        "tol": (float, "stop when a step changes alpha (L1) by less"),
+    }
 
     def __init__(self, normalise: str = "none", max_iter: int = 1000, tol: float = 1e-10):
         super().__init__()

@@ -4,6 +4,11 @@ For every task i, in a random order over the other tasks j: if g_i · g_j < 0, r
 its projection onto the normal plane of g_j, g_i ← g_i − (g_i · g_j / ‖g_j‖²) g_j (always
 projecting against the *original* g_j). The shared parameters take Σ_i g_i.
 
+torchjd's ``PCGrad`` is the same rule (on the Gramian); this one stays on purpose: it needs no
+optional extra, so ``--weighting pcgrad`` works in the base install, and it takes its own random
+generator for the projection order. ``tests/unit/auxtasks/test_aggregators.py`` checks that the
+two give the same update under the same random orders.
+
 References:
     Yu, Kumar, Gupta, Levine, Hausman, Finn. "Gradient Surgery for Multi-Task Learning".
     NeurIPS 2020, Algorithm 1.

@@ -35,6 +35,8 @@ class Uncertainty(Weighting):
         init: initial ``s_i`` (0: σ = 1).
     """
 
+    OPTIONS = {"init": (float, "initial log variance of every task")}
+
     def __init__(self, init: float = 0.0):
         super().__init__()
         self.init = float(init)

@@ -26,6 +26,7 @@ import numpy as np
 
 from maxl.analysis.run import read_metrics
 from maxl.train import METHODS, atomic_write_text
+from maxl.train.migrate import migrate
 
 __all__ = [
     "Run",
@@ -69,7 +70,7 @@ def collect_runs(out: str | os.PathLike) -> list[Run]:
     runs = []
     for summary_file in sorted(out.glob("*/seed*/summary.json")):
         folder = summary_file.parent
-        config = json.loads((folder / "config.json").read_text())
+        config = migrate(json.loads((folder / "config.json").read_text()), announce=False)  # old runs too
         metrics = read_metrics(folder)
         runs.append(
             Run(
@@ -142,7 +143,7 @@ def describe_setting(runs: list[Run]) -> str:
     """One paragraph on the setting shared by the runs, read from their ``config.json``."""
     c = runs[0].config
     data, model, train = c["data"], c["model"], c["train"]
-    meta = train.get("meta", {})
+    meta, objective = train.get("meta", {}), c.get("objective", {})
     schedule = (
         f"one-cycle learning rate ({100 * train.get('warmup', 0.15):.0f} % warm-up, per step)"
         if train.get("lr_schedule") == "onecycle"
@@ -163,7 +164,7 @@ def describe_setting(runs: list[Run]) -> str:
         f"{subset}, {test}, {train['epochs']} epochs, batch {train['batch_size']}, SGD lr {train['lr']} "
         f"momentum {train['momentum']}, weight decay {train['weight_decay']}, {schedule}, {train['loss']} loss; "
         f"MAXL: generator lr {train['gen_lr']}, {meta.get('order', '?')}-order meta-gradient, "
-        f"{train['schedule']} schedule, entropy weight {meta.get('entropy_weight', '?')}."
+        f"{train['schedule']} schedule, entropy weight {objective.get('entropy_weight', '?')}."
     )
 
 

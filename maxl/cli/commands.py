@@ -36,6 +36,7 @@ from maxl.train import distributed
 from maxl.train.build import RunConfig, build, parse_psi
 from maxl.train.config import RESUMABLE_CHANGES
 from maxl.train.diagnostics import GeneratorLabelWarning
+from maxl.train.migrate import MovedSettingsWarning, migrate
 from maxl.train.overlays import merge_overlays, nested, preset_overlay
 from maxl.train.preemption import EXIT_PREEMPTED, Preempted
 
@@ -46,6 +47,7 @@ __all__ = [
     "run_training",
     "parse_psi",
     "parse_aux_weights",
+    "parse_weighting_options",
     "OPTIONS",
     "DEMO_ARGS",
 ]
@@ -98,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         metavar="FILE",
         help="start from the settings in FILE (TOML with the sections "
-        "[data] [model] [train] [train.meta] [aux] [baselines], or a run's config.json); flags override",
+        "[data] [model] [train] [train.meta] [objective] [aux] [baselines], or a run's config.json); flags override",
     )
     r.add_argument(
         "--resume",
@@ -145,6 +147,24 @@ def parse_aux_weights(items: list[str]) -> dict[str, float]:
     return weights
 
 
+def parse_weighting_options(items: list[str]) -> dict[str, str | float]:
+    """``["c=0.4", ...]`` -> ``{"c": "0.4"}`` (the weighting converts each value to its type).
+
+    Raises:
+        ValueError: an item that is not ``KEY=VALUE``, or a key given twice.
+    """
+    options: dict[str, str | float] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not value.strip():
+            raise ValueError(f"--weighting-option {item!r}: expected KEY=VALUE, e.g. c=0.4")
+        if key in options:
+            raise ValueError(f"--weighting-option {key} given twice")
+        options[key] = value.strip()
+    return options
+
+
 def _get(tree: dict, path: str):
     """The value at the dotted ``path`` of nested tables, or None where a table lacks it."""
     value: object = tree
@@ -183,6 +203,8 @@ def run_configs(args: argparse.Namespace) -> tuple[list[RunConfig], bool]:
     given = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume", "auto_resume")}
     if "aux.weights" in given:
         given["aux.weights"] = parse_aux_weights(given["aux.weights"])
+    if "aux.weighting_options" in given:
+        given["aux.weighting_options"] = parse_weighting_options(given["aux.weighting_options"])
     base = RunConfig().to_dict()
     resume = getattr(args, "resume", None)
     if resume is not None:
@@ -196,7 +218,8 @@ def run_configs(args: argparse.Namespace) -> tuple[list[RunConfig], bool]:
                 f"--resume {run_dir}: no checkpoint.pt in that folder (the run stopped before the "
                 "end of its first epoch); start it again without --resume"
             )
-        stored = RunConfig.from_dict(read_config_file(run_dir / "config.json")).to_dict()
+        stored_file = run_dir / "config.json"
+        stored = RunConfig.from_dict(migrate(read_config_file(stored_file), str(stored_file))).to_dict()
         if "train.method" in given:
             methods = given["train.method"]
             given["train.method"] = methods[0] if len(methods) == 1 else methods
@@ -217,7 +240,7 @@ def run_configs(args: argparse.Namespace) -> tuple[list[RunConfig], bool]:
         return [RunConfig.from_dict(merge_overlays(stored, nested(given), {"out": str(run_dir)}))], True
     raw = {}
     if getattr(args, "config", None) is not None:
-        raw = read_config_file(args.config)
+        raw = migrate(read_config_file(args.config), str(args.config))  # an old run's config.json: moved settings
         RunConfig.from_dict(raw)  # the file's own errors, before anything is merged onto it
     filed = merge_overlays(base, raw)
     methods = given.pop("train.method", [_get(filed, "train.method")])
@@ -268,7 +291,7 @@ def print_table(summaries: dict[str, dict]) -> None:
 def _format_warning(message, category, filename, lineno, line=None) -> str:
     """Label and torn-line warnings as one ``maxl: warning: ...`` line, without the source
     line that points into maxl; every other warning as Python shows it."""
-    if issubclass(category, (GeneratorLabelWarning, TornLineWarning)):
+    if issubclass(category, (GeneratorLabelWarning, TornLineWarning, MovedSettingsWarning)):
         return f"maxl: warning: {message}\n"
     return _PYTHON_FORMAT(message, category, filename, lineno, line)
 

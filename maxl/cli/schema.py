@@ -1,7 +1,7 @@
 """``maxl train``'s options, generated from the settings dataclasses.
 
 The run configuration (:class:`maxl.train.build.RunConfig`, its sections ``data``, ``model``,
-``train`` with ``train.meta``, ``aux``, ``baselines``) is the one description of a setting: each
+``train`` with ``train.meta``, ``objective``, ``aux``, ``baselines``) is the one description of a setting: each
 field is declared with :func:`maxl.core.fields.setting`, which holds its help text, choices and,
 where it is not ``--field-name``, its flag. This module walks the fields and makes one option per
 field: the type from the annotation, a switch for a bool (``--name`` for a False default,
@@ -26,7 +26,8 @@ SECTION_TITLES = {
     "data": "data",
     "model": "model",
     "train": "optimisation",
-    "train.meta": "meta step (maxl)",
+    "train.meta": "meta-gradient (maxl)",
+    "objective": "objective J of the label-generation network (maxl)",
     "aux": "auxiliary tasks (auxtasks) on the shared backbone",
     "baselines": "baselines (kmeans)",
     "": "run",

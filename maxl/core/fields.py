@@ -18,6 +18,7 @@ Anything else is left to the class's own checks.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 import types
@@ -25,7 +26,7 @@ import typing
 from collections.abc import Callable
 from functools import cache
 
-__all__ = ["setting", "check_field_types", "check_keys", "fits", "describe"]
+__all__ = ["setting", "check_field_types", "check_keys", "fits", "describe", "refuse_moved_settings"]
 
 
 def setting(
@@ -161,3 +162,27 @@ def check_keys(values, cls: type, section: str) -> dict:
     if bad:
         raise ValueError(f"unknown settings {bad} in section [{section}]; expected some of {sorted(allowed)}")
     return values
+
+
+def refuse_moved_settings(cls: type, moved: dict[str, str]) -> None:
+    """Make ``cls(name=...)`` for a setting ``name`` that moved to another class raise a
+    ``TypeError`` that says where it went (instead of Python's "unexpected keyword argument").
+
+    Args:
+        cls: a settings dataclass (its ``__init__`` is wrapped in place).
+        moved: ``{old field name: where it is now}``, e.g. ``{"entropy_weight":
+            "maxl.ObjectiveConfig(entropy_weight=...)"}``.
+    """
+    init = cls.__init__  # type: ignore[misc]
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        gone = [name for name in kwargs if name in moved]
+        if gone:
+            raise TypeError(
+                f"{cls.__name__} has no setting {', '.join(map(repr, gone))} any more: "
+                + "; ".join(f"{name} moved to {moved[name]}" for name in gone)
+            )
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__  # type: ignore[misc]

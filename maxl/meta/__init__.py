@@ -1,6 +1,7 @@
 """MAXL's meta-gradient of the label-generation network (the outer step), by registered engines.
 
-Modules: :mod:`~maxl.meta.config` (MetaConfig), :mod:`~maxl.meta.gradient` (meta_gradient, the
+Modules: :mod:`~maxl.meta.config` (MetaConfig: how ∇θ2 J is computed), :mod:`~maxl.meta.objective`
+(ObjectiveConfig and the registered terms: what J is), :mod:`~maxl.meta.gradient` (meta_gradient, the
 maths), :mod:`~maxl.meta.fused` (fused_step), :mod:`~maxl.meta.engine` (the MetaEngine base),
 :mod:`~maxl.meta.registry`, :mod:`~maxl.meta.lookahead` (shared pieces),
 :mod:`~maxl.meta.graph_check` (ops without double backward), :mod:`~maxl.meta.engines` (func,
@@ -22,7 +23,15 @@ from maxl.meta.engine import MetaEngine, OuterBatch
 from maxl.meta.fused import FusedResult, fused_step
 from maxl.meta.gradient import MetaResult, meta_gradient
 from maxl.meta.graph_check import DoubleBackwardError
-from maxl.meta.objective import label_terms, paper_objective, register_term, term_names
+from maxl.meta.objective import (
+    ObjectiveConfig,
+    TermInputs,
+    objective_terms,
+    paper_objective,
+    register_term,
+    term_names,
+    unregister_term,
+)
 from maxl.meta.registry import check_inner_steps, get_engine, register_engine, supports_fused
 
 __all__ = [
@@ -40,7 +49,10 @@ __all__ = [
     "register_engine",
     "register_term",
     "term_names",
-    "label_terms",
+    "objective_terms",
+    "unregister_term",
+    "ObjectiveConfig",
+    "TermInputs",
     "paper_objective",
     "get_engine",
     "supports_fused",

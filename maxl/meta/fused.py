@@ -25,6 +25,7 @@ the generator's labels (+ L_x), as the tests check.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -33,6 +34,7 @@ from maxl.meta.config import MetaConfig
 from maxl.meta.engine import ExtraInnerLoss, LossFn, OuterBatch
 from maxl.meta.gradient import ExtraOuterLoss, MetaResult, outer_gradient
 from maxl.meta.graph_check import explain_double_backward_errors
+from maxl.meta.objective import ObjectiveConfig
 from maxl.meta.registry import check_inner_steps, engine_names, get_engine
 
 __all__ = ["FusedResult", "fused_step"]
@@ -71,6 +73,8 @@ def fused_step(
     check_graph: bool = True,
     outer_batch: OuterBatch | None = None,
     extra_outer_loss: ExtraOuterLoss | None = None,
+    objective: ObjectiveConfig | None = None,
+    second_view: Callable[[], Tensor] | None = None,
 ) -> FusedResult:
     """The multi-task gradient and the generator's meta-gradient from one shared
     forward/backward of the multi-task network.
@@ -97,6 +101,8 @@ def fused_step(
         outer_batch: optional ``(x_o [B', C, H, W], y_o [B'])`` of the outer loss, as in
             :func:`maxl.meta.meta_gradient`; ``net_grads`` and the losses stay on (x, y), and
             the real network's BatchNorm statistics see x only.
+        extra_outer_loss, objective, second_view: the terms of J, as in
+            :func:`maxl.meta.meta_gradient`.
 
     Returns:
         :class:`FusedResult`.
@@ -123,7 +129,9 @@ def fused_step(
     check_inner_steps(engine, cfg.inner_steps)
     with explain_double_backward_errors(engine.needs_double_backward):
         step = engine.fused(net, generator, x, y, loss_fn, cfg, extra_inner_loss, outer_batch)
-    meta = outer_gradient(engine, step, generator, cfg, check_graph, extra_outer_loss, primary=y)
+    meta = outer_gradient(
+        engine, step, generator, objective or ObjectiveConfig(), check_graph, extra_outer_loss, y, second_view
+    )
     return FusedResult(
         meta=meta,
         net_grads=[g.detach() for g in step.net_grads],

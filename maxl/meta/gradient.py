@@ -85,10 +85,10 @@ from maxl.core.losses import negative_entropy
 from maxl.meta.config import MetaConfig
 from maxl.meta.engine import ExtraInnerLoss, Lookahead, LossFn, MetaEngine, OuterBatch
 from maxl.meta.graph_check import check_double_backward, explain_double_backward_errors
-from maxl.meta.objective import label_terms
+from maxl.meta.objective import ObjectiveConfig, TermInputs, objective_terms
 from maxl.meta.registry import check_inner_steps, get_engine
 
-__all__ = ["MetaResult", "meta_gradient", "outer_gradient", "centre_by_class", "ExtraOuterLoss"]
+__all__ = ["MetaResult", "meta_gradient", "outer_gradient", "ExtraOuterLoss"]
 
 #: ``R(soft labels [B, K]) -> scalar``: a further term of J that depends on θ2 alone
 ExtraOuterLoss = Callable[[Tensor], Tensor]
@@ -105,8 +105,10 @@ class MetaResult:
             ``order="first"``: at the virtual step θ1′ = θ1⁺).
         neg_entropy: H = Σ ȳ log ȳ of the batch.
         soft_labels: the generated labels (the distribution), detached, float ``[B, sum(ψ)]``.
-        lookahead_grad_norm, entropy_grad_norm: ‖∇θ2 L_pri(θ1⁺)‖ and ‖λ ∇θ2 H‖, the norms of
-            the two parts of ``grads`` (with ``MetaConfig.record_parts``; else None).
+        lookahead_grad_norm, entropy_grad_norm: the norms of the two parts of ``grads`` (with
+            ``ObjectiveConfig.record_parts``; else None): the look-ahead's ‖∇θ2 L_pri(θ1⁺)‖ (with
+            the terms of part ``"lookahead"``, e.g. centred by class) and the label terms'
+            ‖∇θ2 Σ_t R_t‖ (the paper: ‖λ ∇θ2 H‖).
         image_scales: each image's auxiliary-loss scale, float ``[B]``, for a generator with
             per-image weights (WAMAL; else None).
         targets: what the look-ahead's auxiliary head learnt from, detached, float
@@ -129,89 +131,72 @@ def outer_gradient(
     engine: MetaEngine,
     look: Lookahead,
     generator: nn.Module,
-    config: MetaConfig,
+    objective: ObjectiveConfig,
     check_graph: bool,
     extra_outer_loss: ExtraOuterLoss | None = None,
     primary: Tensor | None = None,
+    second_view: Callable[[], Tensor] | None = None,
 ) -> MetaResult:
     """∇θ2 J from an engine's look-ahead: the step that :func:`meta_gradient` and
-    :func:`maxl.meta.fused_step` share.
+    :func:`maxl.meta.fused_step` share. J is the look-ahead's term plus the registered terms of
+    :mod:`maxl.meta.objective`, differentiated once::
+
+        J = look.objective + Σ_t R_t(ŷ)        (the paper: R = λ Σ_k ȳ_k log ȳ_k)
 
     Args:
         engine: the engine that computed ``look``.
         look: its :class:`~maxl.meta.engine.Lookahead` (or :class:`~maxl.meta.engine.SharedStep`).
         generator: the label generator; its trainable parameters are θ2.
-        config: supplies λ (``entropy_weight``), μ, ``centre_by_class``, ``record_parts``.
+        objective: the terms' settings (:class:`~maxl.meta.objective.ObjectiveConfig`).
         check_graph: for an engine that needs double backward, walk the graph of ``look.objective``.
         extra_outer_loss: ``R(soft) -> scalar``, a further term of J on the generated labels
-            ``soft [B, K]`` (it may run the generator again, e.g. on another view of the images).
-        primary: the inner batch's primary labels int64 ``[B]`` (needed by ``centre_by_class``).
+            ``soft [B, K]`` (a term of the caller's own, outside the registry).
+        primary: the inner batch's primary labels int64 ``[B]`` (the ``"centre-by-class"`` term).
+        second_view: ``() -> g(x′, y)`` float ``[B, K]``, the labels of another view of the inner
+            batch (the ``"view-consistency"`` term; :class:`~maxl.meta.objective.TermInputs`).
 
     Returns:
         :class:`MetaResult`.
 
     Raises:
         DoubleBackwardError: see :mod:`maxl.meta.graph_check`.
-        ValueError: ``centre_by_class`` without ``primary``, or with a generator that has per-image
-            weights or hard (Gumbel) labels.
+        ValueError: from a term whose inputs are missing (``centre_by_class`` without ``primary``
+            or with per-image weights / hard labels; ``consistency_weight`` without ``second_view``).
     """
     if check_graph and engine.needs_double_backward:
         check_double_backward(look.objective)
     gen_params: list[Tensor] = [p for p in generator.parameters() if p.requires_grad]
-    neg_entropy = negative_entropy(look.soft)
-    entropy_term = label_terms(look.soft, config)  # the registered terms: λ Σ ȳ log ȳ (the paper), μ, ...
-    if extra_outer_loss is not None:  # + R(θ2): a term on the labels alone, e.g. view consistency
-        entropy_term = entropy_term + extra_outer_loss(look.soft)
+    inputs = TermInputs(soft=look.soft, primary=primary, look=look, second_view=second_view)
+    terms = objective_terms(inputs, objective)  # {part: Σ R_t}: λ Σ ȳ log ȳ (the paper), μ, ν, ...
+    label_part = terms.get("labels", look.soft.sum() * 0.0)
+    if extra_outer_loss is not None:
+        label_part = label_part + extra_outer_loss(look.soft)
+    lookahead_part = look.objective + terms["lookahead"] if "lookahead" in terms else look.objective
     parts = {}
     with explain_double_backward_errors(engine.needs_double_backward):
-        if config.record_parts or config.centre_by_class:  # the two parts of ∇θ2 J separately
-            look_part = _lookahead_part(look, gen_params, config.centre_by_class, primary)
-            entropy = list(torch.autograd.grad(entropy_term, gen_params, allow_unused=True))
-            zero = [torch.zeros_like(p) for p in gen_params]
-            entropy = [z if g is None else g for g, z in zip(entropy, zero)]
-            look_part = [z if g is None else g for g, z in zip(look_part, zero)]
-            grads = [a + b for a, b in zip(look_part, entropy)]
-            if config.record_parts:
-                parts = {"lookahead_grad_norm": _norm(look_part), "entropy_grad_norm": _norm(entropy)}
+        if objective.record_parts:  # the two parts of ∇θ2 J separately
+            look_grads = _grads(lookahead_part, gen_params, retain_graph=True)
+            label_grads = _grads(label_part, gen_params)
+            grads = [a + b for a, b in zip(look_grads, label_grads)]
+            parts = {"lookahead_grad_norm": _norm(look_grads), "entropy_grad_norm": _norm(label_grads)}
         else:
-            grads = list(torch.autograd.grad(look.objective + entropy_term, gen_params))  # ∇θ2 J
+            grads = list(torch.autograd.grad(lookahead_part + label_part, gen_params))  # ∇θ2 J
     if getattr(generator, "weight_range", 0):  # per-image weights: the target rows sum to the scales
         parts["image_scales"] = look.target.detach().sum(1)
     return MetaResult(
         grads=list(grads),
         outer_loss=look.outer.detach(),
-        neg_entropy=neg_entropy.detach(),
+        neg_entropy=negative_entropy(look.soft).detach(),
         soft_labels=look.soft.detach(),
         targets=look.target.detach(),
         **parts,
     )
 
 
-def centre_by_class(push: Tensor, primary: Tensor) -> Tensor:
-    """``push`` float ``[B, K]`` minus, for each row, the mean of the rows of its primary class
-    (``primary`` int64 ``[B]``)."""
-    classes, inverse = torch.unique(primary, return_inverse=True)
-    sums = torch.zeros(len(classes), push.shape[1], dtype=push.dtype, device=push.device).index_add_(0, inverse, push)
-    counts = torch.bincount(inverse, minlength=len(classes)).to(push.dtype)
-    return push - (sums / counts[:, None])[inverse]
-
-
-def _lookahead_part(look: Lookahead, gen_params: list[Tensor], centre: bool, primary: Tensor | None):
-    """∇θ2 of the look-ahead's term (the graph stays for the entropy term's gradient); with
-    ``centre``: through the labels' push ∂L/∂ŷ with its per-class mean removed."""
-    if not centre:
-        return torch.autograd.grad(look.objective, gen_params, retain_graph=True, allow_unused=True)
-    if primary is None:
-        raise ValueError("centre_by_class needs the inner batch's primary labels")
-    if look.target is not look.soft:
-        raise ValueError(
-            "centre_by_class does not apply to a generator with per-image weights (image_weight_range) "
-            "or hard Gumbel labels (gumbel_tau): its push is taken on the soft labels"
-        )
-    (push,) = torch.autograd.grad(look.objective, look.soft, retain_graph=True)  # ∂L_pri(θ1⁺)/∂ŷ, [B, K]
-    return torch.autograd.grad(
-        look.soft, gen_params, grad_outputs=centre_by_class(push, primary), retain_graph=True, allow_unused=True
-    )
+def _grads(value: Tensor, params: list[Tensor], retain_graph: bool = False) -> list[Tensor]:
+    """∇ ``value`` for each of ``params``, zeros where it does not depend on one."""
+    grads = torch.autograd.grad(value, params, retain_graph=retain_graph, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
 
 
 def _norm(tensors: list[Tensor]) -> Tensor:
@@ -231,6 +216,8 @@ def meta_gradient(
     extra_inner_loss: ExtraInnerLoss | None = None,
     outer_batch: OuterBatch | None = None,
     extra_outer_loss: ExtraOuterLoss | None = None,
+    objective: ObjectiveConfig | None = None,
+    second_view: Callable[[], Tensor] | None = None,
 ) -> MetaResult:
     """Compute the generator's meta-gradient ∇θ2 J on one batch (see the module docstring).
 
@@ -246,7 +233,7 @@ def meta_gradient(
         y: primary labels int64 ``[B]``.
         loss_fn: ``loss(logits, target) -> scalar`` for hard ``[B]`` and soft ``[B, K]``
             targets (e.g. :func:`maxl.core.losses.focal_loss`).
-        config: :class:`MetaConfig`; defaults to the paper's settings.
+        config: :class:`MetaConfig`, how the gradient is computed; defaults to the paper's settings.
         check_graph: for an engine that needs double backward (``"func"``, ``"higher"``),
             walk the autograd graph for ops whose backward cannot be differentiated (a
             trainer does it on its first step only).
@@ -260,6 +247,13 @@ def meta_gradient(
             int64 ``[B']`` (e.g. a held-out meta split): the outer loss is
             L_pri(f(x_o; θ1⁺), y_o), while the look-ahead steps stay on (x, y) with the
             generator's labels of x. None: (x, y), the paper's J.
+        extra_outer_loss: optional ``R(soft [B, K]) -> scalar``, a term of J of the caller's own
+            (added to the registered ones).
+        objective: :class:`~maxl.meta.objective.ObjectiveConfig`, the terms of J; defaults to the
+            paper's J (λ = 0.2).
+        second_view: ``() -> g(x′, y)`` float ``[B, K]``, the generator's labels of another view of
+            ``x`` (needed by ``objective.consistency_weight`` > 0;
+            :meth:`auxtasks.GeneratedLabels.second_view` makes it).
 
     Returns:
         :class:`MetaResult`.
@@ -285,4 +279,6 @@ def meta_gradient(
     check_inner_steps(engine, cfg.inner_steps)
     with explain_double_backward_errors(engine.needs_double_backward):
         look = engine.gradient(net, generator, x, y, loss_fn, cfg, extra_inner_loss, outer_batch)
-    return outer_gradient(engine, look, generator, cfg, check_graph, extra_outer_loss, primary=y)
+    return outer_gradient(
+        engine, look, generator, objective or ObjectiveConfig(), check_graph, extra_outer_loss, y, second_view
+    )

@@ -1,6 +1,7 @@
 """Backbones: networks that map images ``[B, C, H, W]`` to features ``[B, F]``.
 
-One VGG-style class serves all three built-in sizes; any ``nn.Module`` with the same
+One VGG-style class serves the four plain built-in sizes, :class:`maxl.nn.resnet.ResNet` the
+residual ones (``resnet20``, ``resnet32``, ``resnet18``); any ``nn.Module`` with the same
 contract (and an ``out_features`` attribute, or pass ``feature_dim`` to the networks) can be
 used instead.
 
@@ -12,11 +13,25 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
-__all__ = ["ConvNet", "vgg16_bn", "small_cnn", "tiny_cnn", "cnn3", "BACKBONES", "build_backbone"]
+from maxl.nn.resnet import ResNet, resnet18, resnet20, resnet32
+
+__all__ = [
+    "ConvNet",
+    "ResNet",
+    "vgg16_bn",
+    "small_cnn",
+    "tiny_cnn",
+    "cnn3",
+    "resnet20",
+    "resnet32",
+    "resnet18",
+    "BACKBONES",
+    "build_backbone",
+]
 
 
 class ConvNet(nn.Module):
@@ -145,11 +160,21 @@ def cnn3(in_channels: int = 3, batchnorm: bool = True) -> ConvNet:
     return ConvNet(in_channels, (32, 64, 128), (1, 1, 1), batchnorm, pools=(True, True, False))
 
 
-BACKBONES = {"vgg16": vgg16_bn, "small-cnn": small_cnn, "tiny-cnn": tiny_cnn, "cnn3": cnn3}
+BACKBONES: dict[str, Callable[..., ConvNet | ResNet]] = {
+    "vgg16": vgg16_bn,
+    "small-cnn": small_cnn,
+    "tiny-cnn": tiny_cnn,
+    "cnn3": cnn3,
+    "resnet20": resnet20,
+    "resnet32": resnet32,
+    "resnet18": resnet18,
+}
 
 
-def build_backbone(name: str, in_channels: int, batchnorm: bool = True) -> ConvNet:
+def build_backbone(name: str, in_channels: int, batchnorm: bool = True) -> ConvNet | ResNet:
     """Build a built-in backbone by name (a key of :data:`BACKBONES`), with or without BatchNorm.
+    Every one has the blocks view (``block``, ``num_blocks``, ``pool``, ``check_input``); the
+    residual ones (:mod:`maxl.nn.resnet`) also ``shortcut`` and ``residual_blocks``.
 
     Raises:
         ValueError: unknown name.

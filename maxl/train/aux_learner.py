@@ -20,8 +20,9 @@ from auxtasks.learner import AuxiliaryLearner
 from auxtasks.rotation import Rotation
 from auxtasks.supervised import SupervisedLabels
 from auxtasks.task import AuxiliaryTask
-from auxtasks.weighting import WEIGHTINGS, Fixed
-from maxl.meta import MetaConfig
+from auxtasks.weighting import WEIGHTINGS, Fixed, Weighting
+from auxtasks.weighting import weighting_options as weighting_options_of
+from maxl.meta import MetaConfig, ObjectiveConfig
 from maxl.nn.networks import MultiTaskNetwork
 from maxl.train.config import FIXED_LABEL_METHODS as _FIXED_LABEL_METHODS
 
@@ -54,7 +55,9 @@ def build_learner(
     generator: nn.Module | None = None,
     aux_labels: Tensor | None = None,
     meta: MetaConfig | None = None,
+    objective: ObjectiveConfig | None = None,
     aux_weights: Mapping[str, float] | None = None,
+    weighting_options: Mapping[str, object] | None = None,
     rotation_mode: str = "all",
     colourisation_mode: str = "regression",
     prior_images: Tensor | None = None,
@@ -73,14 +76,18 @@ def build_learner(
             view of MAXL's consistency term).
         generator: the label-generation network (``maxl``).
         aux_labels: int64 ``[N_train]`` fixed auxiliary labels (fixed-label methods).
-        meta: the meta-step settings (``maxl``).
+        meta: the meta-gradient's settings (``maxl``).
+        objective: the terms of the generator's objective J (``maxl``).
         aux_weights: fixed weights by task name (the method's task is named after the method).
+        weighting_options: the weighting's hyperparameters by name (its ``OPTIONS``; values as
+            text or numbers).
         rotation_mode, colourisation_mode: see :class:`Rotation` and :class:`Colourisation`.
         prior_images: normalised training images for the colour prior of the classification mode.
         hidden: hidden width of the new heads.
 
     Raises:
-        ValueError: an unknown task or weighting, a task named twice, colourisation on
+        ImportError: a weighting of the optional extra ``mtl`` without it (with the pip line).
+        ValueError: an unknown task or weighting or option of it, a task named twice, colourisation on
             images that are not RGB, a method without what it needs.
     """
     tasks: list[AuxiliaryTask] = []
@@ -91,7 +98,13 @@ def build_learner(
             raise ValueError("method 'maxl' needs a label-generation network (generator=)")
         tasks.append(
             GeneratedLabels(
-                generator, meta=meta, loss_fn=loss_fn, head=net.aux_head, name="maxl", normalisation=normalisation
+                generator,
+                meta=meta,
+                objective=objective,
+                loss_fn=loss_fn,
+                head=net.aux_head,
+                name="maxl",
+                normalisation=normalisation,
             )
         )
     elif method in _FIXED_LABEL_METHODS:
@@ -130,9 +143,11 @@ def build_learner(
     if aux_weights:
         if weighting != "equal":
             raise ValueError(f"fixed weights {dict(aux_weights)} cannot be combined with the weighting {weighting!r}")
-        chosen = Fixed(aux_weights)
+        if weighting_options:
+            raise ValueError(f"fixed weights take no weighting options, got {dict(weighting_options)}")
+        chosen: Weighting = Fixed(aux_weights)
     elif weighting in WEIGHTINGS:
-        chosen = WEIGHTINGS[weighting]()
+        chosen = WEIGHTINGS[weighting](**weighting_options_of(WEIGHTINGS[weighting], weighting_options or {}))
     else:
         raise ValueError(f"unknown weighting {weighting!r}; expected one of {sorted(WEIGHTINGS)}")
     return AuxiliaryLearner.from_multitask_network(net, tasks, chosen, primary_loss=loss_fn)

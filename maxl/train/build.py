@@ -29,6 +29,7 @@ from maxl.core.hierarchy import Hierarchy, validate_psi
 from maxl.core.losses import classification_loss
 from maxl.data.datasets import DATASETS, load_dataset
 from maxl.data.registry import dataset_spec, hierarchy_help
+from maxl.meta.objective import ObjectiveConfig
 from maxl.nn.architectures import ARCHITECTURES, PENALTIES, build_network
 from maxl.nn.backbones import BACKBONES, build_backbone
 from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
@@ -36,6 +37,7 @@ from maxl.train import distributed
 from maxl.train.aux_learner import TASK_NAMES, build_learner, dataset_normalisation, normalised_images
 from maxl.train.checkpoint import atomic_write_text
 from maxl.train.config import FIXED_LABEL_METHODS, TrainConfig
+from maxl.train.migrate import migrate
 from maxl.train.presets import PRESET_CHOICES
 from maxl.train.trainer import Trainer, resolve_device, seed_everything
 
@@ -235,6 +237,13 @@ class AuxConfig:
     weighting: str = setting(
         "equal", choices=lambda: sorted(WEIGHTINGS), help="loss weighting of the primary and auxiliary tasks"
     )
+    weighting_options: dict[str, str | float] = setting(
+        default_factory=dict,
+        flag="--weighting-option",
+        metavar="KEY=VALUE",
+        help="a hyperparameter of the weighting, e.g. c=0.4 for cagrad (repeat for several; each "
+        "weighting's OPTIONS list those it takes)",
+    )
     weights: dict[str, float] = setting(
         default_factory=dict,
         flag="--aux-weight",
@@ -264,6 +273,12 @@ class AuxConfig:
             raise ValueError(f"unknown auxiliary tasks {unknown}; expected some of {TASK_NAMES}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {self.weighting!r}; expected one of {sorted(WEIGHTINGS)}")
+        from auxtasks.weighting import weighting_options
+
+        try:  # the names the weighting takes and the values' types; their ranges are checked when it is made
+            weighting_options(WEIGHTINGS[self.weighting], self.weighting_options)
+        except ValueError as e:
+            raise ValueError(f"aux.weighting_options (--weighting-option): {e}") from None
         if self.weights and self.weighting != "equal":
             raise ValueError(
                 f"fixed weights {self.weights} set the weighting and cannot be combined with "
@@ -311,6 +326,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     aux: AuxConfig = field(default_factory=AuxConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
     out: str = setting("runs/maxl", help="run folder (with several methods: OUT/METHOD)")
@@ -384,8 +400,8 @@ class RunConfig:
             ),
         }
         for view in ("consistency_colour", "consistency_flip", "consistency_rotation"):
-            rules[f"train.meta.{view}"] = (
-                meta.consistency_weight == 0,
+            rules[f"objective.{view}"] = (
+                self.objective.consistency_weight == 0,
                 "the second view serves the view-consistency term, whose weight --consistency-weight is 0",
             )
         return {path: why for path, (inert, why) in rules.items() if inert}
@@ -398,6 +414,7 @@ class RunConfig:
         """Raises: ValueError naming an unknown section or setting, a section that is not a table,
         or a setting of the wrong type or out of range."""
         sections = sections_of(cls)
+        d = migrate(d)  # settings named by their old paths (an old run's config.json) at their new ones
         if not isinstance(d, dict):
             raise ValueError(
                 f"a run configuration is a table of sections {sorted(sections)}, got a value of type {type(d).__name__}"
@@ -627,7 +644,9 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         generator=generator,
         aux_labels=aux_labels,
         meta=t.meta,
+        objective=run.objective,
         aux_weights=a.weights,
+        weighting_options=a.weighting_options,
         rotation_mode=a.rotation_mode,
         colourisation_mode=a.colourisation_mode,
         prior_images=normalised_images(data.train) if needs_prior else None,
@@ -660,7 +679,7 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
     if resume:
         trainer.load_checkpoint(out / "checkpoint.pt")
         if is_main:  # keep the original record; note the resume and the settings that changed
-            stored = json.loads((out / "config.json").read_text())
+            stored = migrate(json.loads((out / "config.json").read_text()), announce=False)
             stored.update({k: v for k, v in record.items() if k != "data" and k != "model"})
             stored.setdefault("resumed", []).append({**started, "after_epoch": trainer.epoch})
             atomic_write_text(out / "config.json", json.dumps(stored, indent=2) + "\n")

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from maxl.train.checkpoint import atomic_write_text
 from maxl.train.config import METHODS, RESUMABLE_CHANGES
+from maxl.train.migrate import migrate
 from maxl.train.overlays import dotted, merge_overlays, read_toml, resolve
 
 __all__ = [
@@ -256,7 +257,7 @@ def folder_state(folder: Path, run) -> str:
         return "new"
     try:
         stored_raw = json.loads(config_file.read_text())
-        stored = _comparable(RunConfig.from_dict(stored_raw).to_dict())
+        stored = _comparable(RunConfig.from_dict(migrate(stored_raw, str(config_file))).to_dict())
     except ValueError as err:
         raise GridMismatchError(f"{folder}: cannot read its config.json ({err}); use another output folder") from None
     wanted = _comparable(run.to_dict())

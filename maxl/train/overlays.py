@@ -2,7 +2,7 @@
 
 An overlay is a nested table with the sections of a run's configuration
 (:meth:`maxl.train.build.RunConfig.to_dict`: ``data``, ``model``, ``train``, ``train.meta``,
-``aux``, ``baselines`` and the top-level ``out``, ``threads``, ``preset``), holding only the
+``objective``, ``aux``, ``baselines`` and the top-level ``out``, ``threads``, ``preset``), holding only the
 settings it changes. In a TOML file::
 
     preset = "paper"
@@ -16,7 +16,7 @@ settings it changes. In a TOML file::
     epochs = 10
     lr = 0.03
 
-    [train.meta]
+    [objective]
     entropy_weight = 0.4
 
 The presets (:mod:`maxl.train.presets`), the grids and their variants (:mod:`maxl.train.grid`)
@@ -41,9 +41,11 @@ def merge_overlays(base: dict, *overlays: dict) -> dict:
     changed): tables are merged key by key, recursively; any other value (numbers, strings,
     lists, None) replaces what was there. A table replaces a non-table and the reverse (the
     configuration's own checks then refuse what does not fit)."""
-    out = copy.deepcopy(base)
+    from maxl.train.migrate import migrate  # settings named by their old paths: at the new ones
+
+    out = copy.deepcopy(migrate(base, "an overlay"))
     for overlay in overlays:
-        _merge_into(out, overlay)
+        _merge_into(out, migrate(overlay, "an overlay"))
     return out
 
 

@@ -112,7 +112,7 @@ class EpochSums:
     def add_meta(self, result: MetaResult) -> None:
         self.meta_sums["meta_outer_loss"] = self.meta_sums.get("meta_outer_loss", 0.0) + result.outer_loss.item()
         self.meta_sums["neg_entropy"] = self.meta_sums.get("neg_entropy", 0.0) + result.neg_entropy.item()
-        for part in ("lookahead_grad_norm", "entropy_grad_norm"):  # with MetaConfig.record_parts
+        for part in ("lookahead_grad_norm", "entropy_grad_norm"):  # with ObjectiveConfig.record_parts
             if getattr(result, part) is not None:
                 self.meta_sums[f"meta_{part}"] = self.meta_sums.get(f"meta_{part}", 0.0) + getattr(result, part).item()
         if result.image_scales is not None:  # WAMAL's per-image weights of the auxiliary loss

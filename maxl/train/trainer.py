@@ -36,6 +36,7 @@ from maxl.core.hierarchy import Hierarchy
 from maxl.core.losses import classification_loss
 from maxl.data.augment import BatchAugment, pass_draws
 from maxl.data.datasets import ImageTensorDataset
+from maxl.meta.objective import ObjectiveConfig
 from maxl.nn.networks import MultiTaskNetwork
 from maxl.train import distributed
 from maxl.train.aux_learner import build_learner
@@ -52,6 +53,7 @@ from maxl.train.checks import FiniteChecks, check_aux_labels, check_data, check_
 from maxl.train.config import TrainConfig
 from maxl.train.determinism import enable_determinism
 from maxl.train.diagnostics import LabelUsage, warn_label_usage
+from maxl.train.migrate import migrate
 from maxl.train.optim import make_optimisers
 from maxl.train.preemption import Preempted, StopSignals
 from maxl.train.run_log import RunLog
@@ -101,6 +103,8 @@ class Trainer:
             (``val_loss``, ``val_acc``), for choosing settings without the test set.
         human_labels: int64 ``[N_train]`` human auxiliary labels of the training images, for
             the generated labels' ``label_nmi_human`` diagnostic.
+        objective: the terms of the generator's objective J, for the learner made here when
+            ``learner`` is None (default: the paper's J); a given learner carries its own.
 
     Inside a ``torch.distributed`` process group, ``config.batch_size`` is the global batch:
     each of the N processes takes ``batch_size / N`` images of it.
@@ -128,6 +132,7 @@ class Trainer:
         record: dict | None = None,
         val_set: Dataset | None = None,
         human_labels: Tensor | None = None,
+        objective: ObjectiveConfig | None = None,
     ):
         self.config = cfg = config
         if cfg.deterministic:
@@ -150,6 +155,7 @@ class Trainer:
                 generator=generator,
                 aux_labels=aux_labels,
                 meta=cfg.meta,
+                objective=objective,
             )
         self.device = resolve_device(cfg.device)
         self.net, self.learner = net.to(self.device), learner.to(self.device)
@@ -449,7 +455,7 @@ class Trainer:
         """
         required = (*self._stateful(), "epoch", "step", "history", "rng", "config")
         state = read_checkpoint(path, self.device, required)
-        differences = config_differences(state["config"], self.record)
+        differences = config_differences(migrate(state["config"], announce=False), self.record)
         if differences:
             raise CheckpointError(
                 f"{path} was written with other settings than this trainer's: {'; '.join(differences)}"

@@ -74,3 +74,13 @@ def test_mgda_and_dtp_learn(tmp_path):
         out = tmp_path / weighting
         assert main(["train", *COMMON, "--method", "human", "--weighting", weighting, "--out", str(out)]) == 0
         assert final_accuracy(out) > 0.75
+
+
+@pytest.mark.parametrize("method", ["human", "maxl"])
+def test_a_residual_backbone_learns_on_real_digits(method, tmp_path):
+    """ResNet-20 (option-A shortcuts) as the multi-task backbone and, with MAXL, the generator's."""
+    common = [a if a != "0.02" else "0.01" for a in COMMON]  # lr 0.01: ResNet-20 with momentum 0.9
+    argv = ["train", *common, "--method", method, "--backbone", "resnet20", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["backbone"] == "resnet20"
+    assert final_accuracy(tmp_path) > 0.8  # chance: 0.5

@@ -9,7 +9,7 @@ from torch.utils.data import Subset
 
 from maxl.cli.commands import main, parse_psi
 from maxl.data.datasets import load_dataset
-from maxl.meta import MetaConfig
+from maxl.meta import MetaConfig, ObjectiveConfig
 from maxl.nn.backbones import tiny_cnn
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
 from maxl.train import NonFiniteLossError, TrainConfig, Trainer, seed_everything
@@ -24,7 +24,7 @@ def digits():
     return load_dataset("digits", train_subset=320, test_subset=200)
 
 
-def make_trainer(data, out, method="maxl", epochs=2, seed=0, **overrides):
+def make_trainer(data, out, method="maxl", epochs=2, seed=0, objective=None, **overrides):
     seed_everything(seed)
     psi = [3] * data.num_primary
     net = MultiTaskNetwork(tiny_cnn(1), data.num_primary, 0 if method == "single" else sum(psi), hidden=16)
@@ -41,7 +41,7 @@ def make_trainer(data, out, method="maxl", epochs=2, seed=0, **overrides):
         meta=MetaConfig(inner_lr=0.05),
     )
     cfg = TrainConfig(**{**settings, **overrides})
-    return Trainer(net, data.train, data.test, cfg, out, generator=gen)
+    return Trainer(net, data.train, data.test, cfg, out, generator=gen, objective=objective)
 
 
 def test_cli_run_writes_the_run_folder_and_learns(tmp_path, capsys):
@@ -219,7 +219,8 @@ def test_the_outer_loss_on_other_batches_reaches_the_meta_gradient(digits):
             gen_every=1,
             fused=fused,
             meta_batch="other",
-            meta=MetaConfig(inner_lr=0.05, engine="jvp", image_entropy_weight=0.2, inner_steps=1),
+            meta=MetaConfig(inner_lr=0.05, engine="jvp", inner_steps=1),
+            objective=ObjectiveConfig(image_entropy_weight=0.2),
         )
         seen = []
         original = trainer.learner.fused_gradients if fused else trainer.learner.meta_gradient
@@ -332,7 +333,7 @@ def test_the_centred_meta_gradient_runs_and_is_stored(tmp_path, schedule):
         *FAST,
     ]
     assert main(argv) == 0
-    assert json.loads((out / "config.json").read_text())["train"]["meta"]["centre_by_class"] is True
+    assert json.loads((out / "config.json").read_text())["objective"]["centre_by_class"] is True
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["meta_lookahead_grad_norm"] > 0
 

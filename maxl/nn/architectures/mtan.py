@@ -29,7 +29,7 @@ from maxl.nn.architectures.cross_stitch import blocks_view, per_task_backbones
 if TYPE_CHECKING:  # for the annotations only
     from maxl.nn.networks import MultiTaskNetwork
 
-__all__ = ["MTAN", "mtan", "attention_module"]
+__all__ = ["MTAN", "mtan", "attention_module", "pool_to"]
 
 
 def attention_module(in_channels: int, channels: int, batchnorm: bool = True) -> nn.Sequential:
@@ -46,6 +46,22 @@ def attention_module(in_channels: int, channels: int, batchnorm: bool = True) ->
         *norm(),
         nn.Sigmoid(),
     )
+
+
+def pool_to(prev: Tensor, h: Tensor) -> Tensor:
+    """Max-pool ``prev`` ``[B, C, H, W]`` by the block's factor k = H // h's height to h's size:
+    floor division for a max-pool block (VGG: 7 → 3), ceiling for a strided convolution (ResNet:
+    7 → 4), whichever gives h's height.
+
+    Raises:
+        ValueError: neither does.
+    """
+    k = max(1, round(prev.shape[-2] / h.shape[-2]))
+    for ceil in (False, True):
+        out = F.max_pool2d(prev, k, ceil_mode=ceil)
+        if out.shape[-2:] == h.shape[-2:]:
+            return out
+    raise ValueError(f"cannot pool task features {tuple(prev.shape)} to the block's {tuple(h.shape)}")
 
 
 class MTAN(TaskTrunk):
@@ -90,8 +106,8 @@ class MTAN(TaskTrunk):
                 u = h
                 prev = attended[t]
                 if prev is not None:
-                    if prev.shape[-1] != h.shape[-1]:  # the block pooled: pool a_t^{b−1} alike
-                        prev = F.max_pool2d(prev, prev.shape[-1] // h.shape[-1])
+                    if prev.shape[-2:] != h.shape[-2:]:  # the block pooled: pool a_t^{b−1} alike
+                        prev = pool_to(prev, h)
                     u = torch.cat([h, prev], dim=1)  # [B, C_b + C_{b−1}, H_b, W_b]
                 per_block = cast(nn.ModuleList, self.attention[t])  # cast: one ModuleList per task
                 attended[t] = per_block[b](u) * h  # a_t^b = m_t^b ⊙ s^b

@@ -17,6 +17,7 @@ from auxtasks import (
     SupervisedLabels,
     Uncertainty,
 )
+from auxtasks.weighting import TorchJDWeighting
 from maxl.core.losses import classification_loss, negative_entropy
 from maxl.data.datasets import load_dataset
 from maxl.meta import MetaConfig, meta_gradient
@@ -58,6 +59,8 @@ def test_learner_in_a_plain_pytorch_loop_learns_digits(digits):
 
 @pytest.mark.parametrize("name", sorted(WEIGHTINGS))
 def test_every_weighting_updates_every_parameter(name):
+    if issubclass(WEIGHTINGS[name], TorchJDWeighting):
+        pytest.importorskip("torchjd", reason="the optional extra mtl: pip install 'maxl[mtl]'")
     torch.manual_seed(0)
     tasks = [Rotation("random", hidden=8), Colourisation(target_size=2)]
     given = None
@@ -156,7 +159,7 @@ def test_generated_labels_with_rotation_in_the_look_ahead_equal_finite_differenc
     net, gen, x, y = maxl_setup(1)
     focal = classification_loss("focal")
     alpha, lam = 0.5, 0.2
-    task = GeneratedLabels(gen, meta=MetaConfig(inner_lr=alpha, entropy_weight=lam), loss_fn=focal, head=net.aux_head)
+    task = GeneratedLabels(gen, meta=MetaConfig(inner_lr=alpha), loss_fn=focal, head=net.aux_head)
     learner = AuxiliaryLearner.from_multitask_network(net, [task, Rotation(hidden=4)], primary_loss=focal).double()
     state = copy.deepcopy(learner.state_dict())
     grads = learner.meta_gradient(x, y).grads

@@ -55,19 +55,19 @@ OLD_FLAGS = {
     "--gen-optimizer": "train.gen_optimizer",
     "--loss": "train.loss",
     "--focal-gamma": "train.focal_gamma",
-    "--entropy-weight": "train.meta.entropy_weight",
+    "--entropy-weight": "objective.entropy_weight",
     "--inner-lr": "train.meta.inner_lr",
     "--meta-order": "train.meta.order",
     "--neumann-terms": "train.meta.neumann_terms",
-    "--image-entropy-weight": "train.meta.image_entropy_weight",
-    "--consistency-weight": "train.meta.consistency_weight",
-    "--consistency-colour": "train.meta.consistency_colour",
-    "--consistency-no-flip": "train.meta.consistency_flip",
-    "--consistency-rotation": "train.meta.consistency_rotation",
+    "--image-entropy-weight": "objective.image_entropy_weight",
+    "--consistency-weight": "objective.consistency_weight",
+    "--consistency-colour": "objective.consistency_colour",
+    "--consistency-no-flip": "objective.consistency_flip",
+    "--consistency-rotation": "objective.consistency_rotation",
     "--inner-steps": "train.meta.inner_steps",
     "--meta-batch": "train.meta_batch",
-    "--centre-meta-gradient": "train.meta.centre_by_class",
-    "--record-meta-parts": "train.meta.record_parts",
+    "--centre-meta-gradient": "objective.centre_by_class",
+    "--record-meta-parts": "objective.record_parts",
     "--meta-engine": "train.meta.engine",
     "--schedule": "train.schedule",
     "--gen-every": "train.gen_every",
@@ -155,7 +155,7 @@ def test_the_flags_of_before_set_the_same_settings():
     assert vars(args)["train.method"] == ["single", "maxl"] and vars(args)["aux.tasks"] == ["rotation"]
     assert vars(args)["aux.weights"] == ["rotation=0.5"] and vars(args)["train.progress"] is False
     assert vars(args)["data.normalisation"] == [0.5, 0.25] and vars(args)["model.psi"] == "6,4"
-    assert vars(args)["train.meta.centre_by_class"] is True and vars(args)["train.meta.consistency_flip"] is False
+    assert vars(args)["objective.centre_by_class"] is True and vars(args)["objective.consistency_flip"] is False
     assert vars(args)["train.lr"] == 0.1
 
 

@@ -1,4 +1,5 @@
-"""The class-centred look-ahead push (``MetaConfig.centre_by_class``), every engine, against a
+"""The class-centred look-ahead push (``ObjectiveConfig.centre_by_class``, the registered term
+``"centre-by-class"``), every engine, against a
 naive computation: the look-ahead by a deep copy of the network stepping in place, ∂L/∂ŷ by
 autograd on a leaf label tensor, the class means removed by a loop."""
 
@@ -8,10 +9,12 @@ import pytest
 import torch
 
 from maxl.core.losses import classification_loss, negative_entropy
-from maxl.meta import MetaConfig, meta_gradient
-from maxl.meta.gradient import centre_by_class
+from maxl.meta import MetaConfig, ObjectiveConfig, meta_gradient
+from maxl.meta.objective import class_means
 
 from tests.unit.meta.tiny import EXACT_VARIANTS, exact_meta_result, flat, outer_batch, tiny_networks
+
+CENTRED = ObjectiveConfig(centre_by_class=True)  # λ = 0.2
 
 
 def naive_centred_gradient(net, gen, x, y, loss_fn, alpha, lam, outer=None):
@@ -37,7 +40,7 @@ def naive_centred_gradient(net, gen, x, y, loss_fn, alpha, lam, outer=None):
 def test_centre_by_class_removes_each_class_mean():
     push = torch.randn(7, 4, dtype=torch.float64)
     y = torch.tensor([2, 0, 2, 2, 0, 5, 2])
-    got = centre_by_class(push, y)
+    got = push - class_means(push, y)
     for k in (0, 2, 5):
         torch.testing.assert_close(got[y == k], push[y == k] - push[y == k].mean(0))
     assert got[y == 5].abs().max() == 0  # a class with one image has nothing left
@@ -50,22 +53,21 @@ def test_centred_meta_gradient_equals_the_naive_computation(variant, with_outer)
     loss_fn = classification_loss("focal", gamma=2.0)
     outer = outer_batch() if with_outer else None
     kind, engine = variant.split("-")
-    cfg = MetaConfig(inner_lr=0.5, entropy_weight=0.2, engine=engine, centre_by_class=True, record_parts=kind == "meta")
-    got = exact_meta_result(variant, net, gen, x, y, loss_fn, cfg, outer).grads
+    cfg = MetaConfig(inner_lr=0.5, engine=engine)
+    objective = ObjectiveConfig(centre_by_class=True, record_parts=kind == "meta")
+    got = exact_meta_result(variant, net, gen, x, y, loss_fn, cfg, outer, objective).grads
     want = naive_centred_gradient(net, gen, x, y, loss_fn, 0.5, 0.2, outer)
     rel = (flat(got) - flat(want)).norm() / flat(want).norm()
     assert rel < 1e-9, f"relative error {rel:.2e}"
-    plain = meta_gradient(
-        net, gen, x, y, loss_fn, MetaConfig(inner_lr=0.5, entropy_weight=0.2, engine=engine), outer_batch=outer
-    ).grads
+    plain = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=0.5, engine=engine), outer_batch=outer).grads
     assert (flat(plain) - flat(got)).norm() > 1e-3 * flat(plain).norm()  # the centring changes the gradient
 
 
 def test_the_first_order_engine_approximates_the_centred_meta_gradient():
     net, gen, x, y = tiny_networks()
     loss_fn = classification_loss("ce")
-    exact = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=0.01, centre_by_class=True)).grads
-    first = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=0.01, centre_by_class=True, order="first")).grads
+    exact = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=0.01), objective=CENTRED).grads
+    first = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=0.01, order="first"), objective=CENTRED).grads
     assert (flat(first) - flat(exact)).norm() / flat(exact).norm() < 1e-2
 
 
@@ -73,7 +75,7 @@ def test_identical_images_of_a_class_leave_only_the_entropy_term():
     net, gen, x, y = tiny_networks()
     x = x[:3][y]  # every image of class k is the same image
     loss_fn = classification_loss("ce")
-    got = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=0.5, centre_by_class=True)).grads
+    got = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=0.5), objective=CENTRED).grads
     entropy = torch.autograd.grad(0.2 * negative_entropy(gen(x, y)), list(gen.parameters()))
     torch.testing.assert_close(flat(got), flat(entropy), rtol=1e-9, atol=1e-12)
 
@@ -83,4 +85,4 @@ def test_centring_refuses_per_image_weights():
 
     net, gen, x, y = weighted_networks()
     with pytest.raises(ValueError, match="per-image weights"):
-        meta_gradient(net, gen, x, y, classification_loss("ce"), MetaConfig(centre_by_class=True))
+        meta_gradient(net, gen, x, y, classification_loss("ce"), MetaConfig(), objective=CENTRED)

@@ -63,7 +63,7 @@ def make_extra(net, x_other, target_other):
 def test_extra_inner_loss_meta_gradient_equals_finite_differences(engine):
     net, gen, x, y, x_other, target_other = setup()
     loss_fn = classification_loss("focal")
-    cfg = MetaConfig(inner_lr=0.5, entropy_weight=0.2, engine=engine)
+    cfg = MetaConfig(inner_lr=0.5, engine=engine)
     state = copy.deepcopy(net.state_dict())
     result = meta_gradient(net, gen, x, y, loss_fn, cfg, extra_inner_loss=make_extra(net, x_other, target_other))
     exact = torch.cat([g.reshape(-1) for g in result.grads])

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from maxl.core.losses import classification_loss, negative_entropy
-from maxl.meta import MetaConfig, fused_step, meta_gradient
+from maxl.meta import MetaConfig, ObjectiveConfig, fused_step, meta_gradient
 from maxl.meta.lookahead import generated_targets
 from maxl.nn.backbones import ConvNet
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
@@ -140,9 +140,9 @@ def test_the_straight_through_meta_gradient_equals_the_naive_computation(variant
     net, gen, x, y = gumbel_networks()
     loss_fn = classification_loss("focal", gamma=2.0)
     outer = outer_batch() if with_outer else None
-    cfg = MetaConfig(inner_lr=0.5, entropy_weight=0.2, engine=variant.split("-")[1], record_parts=with_outer)
+    cfg = MetaConfig(inner_lr=0.5, engine=variant.split("-")[1])
     torch.manual_seed(SEED)
-    result = exact_meta_result(variant, net, gen, x, y, loss_fn, cfg, outer)
+    result = exact_meta_result(variant, net, gen, x, y, loss_fn, cfg, outer, ObjectiveConfig(record_parts=with_outer))
     want = naive_gumbel_gradient(net, gen, x, y, loss_fn, 0.5, 0.2, 0.7, outer)
     rel = (flat(result.grads) - flat(want)).norm() / flat(want).norm()
     assert rel < 1e-9, f"relative error {rel:.2e}"
@@ -160,7 +160,7 @@ def test_the_straight_through_meta_gradient_equals_the_naive_computation(variant
 def test_the_straight_through_meta_gradient_through_two_look_ahead_steps(variant):
     net, gen, x, y = gumbel_networks()
     loss_fn = classification_loss("ce")
-    cfg = MetaConfig(inner_lr=0.3, entropy_weight=0.2, engine=variant.split("-")[1], inner_steps=2)
+    cfg = MetaConfig(inner_lr=0.3, engine=variant.split("-")[1], inner_steps=2)
     torch.manual_seed(SEED)
     got = exact_meta_result(variant, net, gen, x, y, loss_fn, cfg).grads
     want = naive_gumbel_gradient(net, gen, x, y, loss_fn, 0.3, 0.2, 0.7, steps=2)
@@ -192,4 +192,6 @@ def test_the_fused_multitask_gradient_learns_from_the_same_hard_sample():
 def test_centring_refuses_hard_labels():
     net, gen, x, y = gumbel_networks()
     with pytest.raises(ValueError, match="Gumbel"):
-        meta_gradient(net, gen, x, y, classification_loss("ce"), MetaConfig(centre_by_class=True))
+        meta_gradient(
+            net, gen, x, y, classification_loss("ce"), MetaConfig(), objective=ObjectiveConfig(centre_by_class=True)
+        )

@@ -74,7 +74,7 @@ def test_weighted_meta_gradient_equals_finite_differences(variant, with_outer):
     net, gen, x, y = weighted_networks()
     loss_fn = classification_loss("focal", gamma=2.0)
     outer = outer_batch() if with_outer else None
-    cfg = MetaConfig(inner_lr=0.5, entropy_weight=0.2, engine=variant.split("-")[1])
+    cfg = MetaConfig(inner_lr=0.5, engine=variant.split("-")[1])
     exact = flat(exact_meta_result(variant, net, gen, x, y, loss_fn, cfg, outer).grads)
     with torch.no_grad():
         fd = flat(

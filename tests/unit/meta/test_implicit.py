@@ -11,11 +11,12 @@ import torch
 from torch.func import functional_call
 
 from maxl.core.losses import classification_loss
-from maxl.meta import MetaConfig, meta_gradient
+from maxl.meta import MetaConfig, ObjectiveConfig, meta_gradient
 
 from tests.unit.meta.tiny import finite_difference_gradient, flat, other_task, outer_batch, tiny_networks
 
 ALPHA = 0.3
+NO_ENTROPY = ObjectiveConfig(entropy_weight=0.0)  # J = L_pri alone: the hypergradient of the look-ahead
 
 
 def relative(a, b):
@@ -85,7 +86,7 @@ def explicit(terms, with_outer, with_extra):
 )
 def test_neumann_hypergradient_equals_the_explicit_matrix_formula(terms, with_outer, with_extra):
     net, gen, x, y = tiny_networks()
-    cfg = MetaConfig(inner_lr=ALPHA, entropy_weight=0.0, order="implicit", neumann_terms=terms)
+    cfg = MetaConfig(inner_lr=ALPHA, order="implicit", neumann_terms=terms)
     result = meta_gradient(
         net,
         gen,
@@ -95,6 +96,7 @@ def test_neumann_hypergradient_equals_the_explicit_matrix_formula(terms, with_ou
         cfg,
         extra_inner_loss=other_task(net) if with_extra else None,
         outer_batch=outer_batch() if with_outer else None,
+        objective=NO_ENTROPY,
     )
     expected = explicit(terms, with_outer, with_extra)
     assert relative(flat(result.grads), expected) < 1e-6
@@ -105,10 +107,16 @@ def test_neumann_hypergradient_equals_the_explicit_matrix_formula(terms, with_ou
 def test_the_entropy_term_is_added_and_the_outer_loss_is_at_theta1():
     net, gen, x, y = tiny_networks()
     loss_fn = classification_loss("focal", gamma=2.0)
-    look = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=ALPHA, entropy_weight=0.0, order="implicit"))
-    both = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=ALPHA, entropy_weight=0.2, order="implicit"))
+    look = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=ALPHA, order="implicit"), objective=NO_ENTROPY)
+    both = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=ALPHA, order="implicit"))
     entropy = meta_gradient(
-        net, gen, x, y, loss_fn, MetaConfig(inner_lr=ALPHA, entropy_weight=0.2, order="implicit", record_parts=True)
+        net,
+        gen,
+        x,
+        y,
+        loss_fn,
+        MetaConfig(inner_lr=ALPHA, order="implicit"),
+        objective=ObjectiveConfig(record_parts=True),
     )
     torch.testing.assert_close(flat(both.grads), flat(entropy.grads))
     torch.testing.assert_close(entropy.lookahead_grad_norm, flat(look.grads).norm())
@@ -123,9 +131,15 @@ def test_no_hessian_term_is_the_one_step_look_ahead_to_first_order_in_alpha():
     gaps = []
     for alpha in (1e-2, 1e-3):
         implicit = meta_gradient(
-            net, gen, x, y, loss_fn, MetaConfig(inner_lr=alpha, entropy_weight=0.0, order="implicit", neumann_terms=0)
+            net,
+            gen,
+            x,
+            y,
+            loss_fn,
+            MetaConfig(inner_lr=alpha, order="implicit", neumann_terms=0),
+            objective=NO_ENTROPY,
         )
-        jvp = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=alpha, entropy_weight=0.0, engine="jvp"))
+        jvp = meta_gradient(net, gen, x, y, loss_fn, MetaConfig(inner_lr=alpha, engine="jvp"), objective=NO_ENTROPY)
         gaps.append(relative(flat(implicit.grads), flat(jvp.grads)))
     assert gaps[1] < 2e-3 and 5 < gaps[0] / gaps[1] < 20
 

@@ -91,7 +91,7 @@ def toy_engine():
 
 def test_a_user_registered_engine_is_used_by_meta_gradient(toy_engine):
     net, gen, x, y = tiny_networks()
-    cfg = MetaConfig(engine="entropy-only", entropy_weight=0.2)
+    cfg = MetaConfig(engine="entropy-only")
     assert cfg.engine_name == "entropy-only" and get_engine(cfg) is toy_engine
     result = meta_gradient(net, gen, x, y, classification_loss("focal"), cfg)
     assert toy_engine.calls == 1

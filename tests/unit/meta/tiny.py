@@ -27,15 +27,15 @@ def tiny_networks(dtype=torch.float64, seed=0):
 EXACT_VARIANTS = ["meta-func", "meta-higher", "meta-jvp", "fused-func", "fused-jvp"]
 
 
-def exact_meta_result(variant, net, gen, x, y, loss_fn, cfg, outer=None):
+def exact_meta_result(variant, net, gen, x, y, loss_fn, cfg, outer=None, objective=None):
     """The :class:`maxl.meta.MetaResult` of ``variant`` (``"meta-<engine>"``: ``meta_gradient``;
     ``"fused-<engine>"``: ``fused_step`` on a copy of the network, which advances its BatchNorm
-    statistics); ``cfg`` already names the engine."""
+    statistics); ``cfg`` already names the engine; ``objective`` the terms of J (None: the paper's)."""
     from maxl.meta import fused_step, meta_gradient
 
     if variant.startswith("fused-"):
-        return fused_step(copy.deepcopy(net), gen, x, y, loss_fn, cfg, outer_batch=outer).meta
-    return meta_gradient(net, gen, x, y, loss_fn, cfg, outer_batch=outer)
+        return fused_step(copy.deepcopy(net), gen, x, y, loss_fn, cfg, outer_batch=outer, objective=objective).meta
+    return meta_gradient(net, gen, x, y, loss_fn, cfg, outer_batch=outer, objective=objective)
 
 
 def flat(tensors):

@@ -3,7 +3,7 @@
 import torch
 
 from maxl.core.losses import classification_loss
-from maxl.meta import MetaConfig, meta_gradient
+from maxl.meta import MetaConfig, ObjectiveConfig, meta_gradient
 from maxl.nn import FeatureLabelGenerator, MultiTaskNetwork, tiny_cnn
 
 from tests.unit.meta.tiny import finite_difference_gradient, naive_outer_objective
@@ -31,8 +31,8 @@ def test_its_parameters_are_the_head_alone_and_it_never_moves_the_backbone():
 
 def assert_meta_gradient_matches_finite_differences(net, gen):
     x, y = torch.randn(6, 1, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 1, 0])
-    loss, cfg = classification_loss("ce"), MetaConfig(inner_lr=0.5, entropy_weight=0.3)
-    grads = meta_gradient(net, gen, x, y, loss, cfg).grads
+    loss, cfg = classification_loss("ce"), MetaConfig(inner_lr=0.5)
+    grads = meta_gradient(net, gen, x, y, loss, cfg, objective=ObjectiveConfig(entropy_weight=0.3)).grads
     expected = finite_difference_gradient(
         lambda: naive_outer_objective(net, gen, x, y, loss, 0.5, 0.3), list(gen.parameters())
     )

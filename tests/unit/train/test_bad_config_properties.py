@@ -49,7 +49,8 @@ ARGV = ["--dataset", "digits", "--epochs", "1", "--train-subset", "64", "--test-
 BASE = {
     "data": {"train_subset": 64},
     "model": {"hidden": 8},
-    "train": {"epochs": 1, "batch_size": 32, "meta": {"entropy_weight": 0.2}},
+    "train": {"epochs": 1, "batch_size": 32, "meta": {"engine": "func"}},
+    "objective": {"entropy_weight": 0.2},
 }
 FORMAT = st.sampled_from([".toml", ".json"])
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), max_size=8)  # TOML-safe strings
@@ -274,11 +275,11 @@ OUT_OF_RANGE = {
     "train.seed": st.integers(-(2**40), -1) | st.integers(2**32, 2**62),
     "train.gumbel_tau_end": below(0),
     "train.meta.inner_lr": below(0),
-    "train.meta.entropy_weight": below(0, strict=True),
-    "train.meta.image_entropy_weight": below(0, strict=True),
-    "train.meta.consistency_weight": below(0, strict=True),
-    "train.meta.consistency_colour": below(0, strict=True) | above(1),
-    "train.meta.consistency_rotation": below(0, strict=True) | above(180, strict=True),
+    "objective.entropy_weight": below(0, strict=True),
+    "objective.image_entropy_weight": below(0, strict=True),
+    "objective.consistency_weight": below(0, strict=True),
+    "objective.consistency_colour": below(0, strict=True) | above(1),
+    "objective.consistency_rotation": below(0, strict=True) | above(180, strict=True),
     "train.meta.inner_steps": st.integers(-(10**6), 0),
     "train.meta.neumann_terms": st.integers(-(10**6), -1),
     "train.meta.fd_epsilon": below(0),
@@ -489,7 +490,7 @@ def test_a_bad_float_flag_is_named(flag, text):
         "train.momentum": value >= 0,
         "train.weight_decay": value >= 0,
         "train.warmup": 0 < value < 1,
-        "train.meta.consistency_colour": 0 <= value < 1,
+        "objective.consistency_colour": 0 <= value < 1,
     }.get(path, value > 0)
     assume(not valid)
     err = flag_error(f"{flag}={text}")

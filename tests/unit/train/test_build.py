@@ -53,10 +53,10 @@ def test_a_toml_file_and_a_runs_config_json_rerun_with_flags_on_top(tmp_path):
     toml = tmp_path / "run.toml"
     toml.write_text(
         'out = "x"\n[data]\ndataset = "digits"\ntrain_subset = 64\n[train]\nepochs = 3\nlr = 0.05\n'
-        "[train.meta]\nentropy_weight = 0.5\n"
+        "[objective]\nentropy_weight = 0.5\n"
     )
     [run], _ = parse("--config", str(toml), "--epochs", "4")
-    assert (run.data.train_subset, run.train.lr, run.train.epochs, run.train.meta.entropy_weight, run.out) == (
+    assert (run.data.train_subset, run.train.lr, run.train.epochs, run.objective.entropy_weight, run.out) == (
         64,
         0.05,
         4,

@@ -7,6 +7,7 @@ from maxl.cli.grid import parse_set
 from maxl.data.user_hierarchy import read_hierarchy_file
 from maxl.train.build import RunConfig
 from maxl.train.grid import Grid, grid_names, load_grid
+from maxl.train.migrate import MovedSettingsWarning
 from maxl.train.overlays import dotted, merge_overlays, nested, resolve
 
 
@@ -105,7 +106,7 @@ def test_the_built_in_grids_resolve_to_their_settings():
         small.train.lr_schedule,
         small.train.warmup,
         small.train.epochs,
-        small.train.meta.record_parts,
+        small.objective.record_parts,
     ) == ("cnn3", 0, [0.5, 0.25], "reflect", 0.1, 0.0, "onecycle", 0.15, 15, True)
     assert small.data.train_subset - small.data.val_subset == large.data.train_subset - large.data.val_subset == 4000
     assert (small.data.val_subset, large.data.val_subset, small.data.data_root) == (1000, 3000, "data/cifar10-jpeg")
@@ -126,15 +127,15 @@ def test_the_variants_of_the_built_in_grids():
         v.train.gen_weight_decay,
         v.model.generator,
         v.train.gen_every,
-        v.train.meta.consistency_weight,
-        v.train.meta.image_entropy_weight,
+        v.objective.consistency_weight,
+        v.objective.image_entropy_weight,
         v.train.meta.order,
         v.train.meta.neumann_terms,
         v.train.meta.inner_lr,
         v.train.epochs,
     ) == ("per-step", "adam", 0.0, "features", 4, 1.0, 0.2, "implicit", 10, 0.03, 60)
     rot = grid.resolve("maxl", 0, "ps-features-adam-iic-mi-rot15")
-    assert (rot.train.meta.consistency_flip, rot.train.meta.consistency_rotation) == (False, 15.0)
+    assert (rot.objective.consistency_flip, rot.objective.consistency_rotation) == (False, 15.0)
     paper = grid.resolve("maxl", 0, "paper")
     assert paper.to_dict() == grid.resolve("maxl", 0).to_dict()  # the paper's MAXL: the protocol as it is
     meta = load_grid("mnist")
@@ -179,7 +180,7 @@ def test_included_files_lie_underneath_and_hierarchy_files_are_read_next_to_thei
     (tmp_path / "shared" / "_common.toml").write_text(
         'seeds = [4, 5]\nmethods = ["single", "maxl"]\nnote = "common"\n[base]\npreset = "paper"\n'
         'data.dataset = "digits"\ndata.hierarchy = "h.toml"\ntrain.lr = 0.5\ntrain.epochs = 7\n'
-        "[variants.a]\ntrain.meta.entropy_weight = 0.1\n"
+        "[variants.a]\ntrain.meta.entropy_weight = 0.1\n"  # the old path of objective.entropy_weight: migrated
     )
     (tmp_path / "g.toml").write_text(
         'include = ["shared/_common"]\nmethods = ["maxl"]\n[base]\ntrain.lr = 0.25\n'
@@ -187,8 +188,9 @@ def test_included_files_lie_underneath_and_hierarchy_files_are_read_next_to_thei
     )
     g = load_grid(tmp_path / "g.toml")
     assert (g.methods, g.seeds, g.note) == (("maxl",), (4, 5), "common")  # lists replaced, the rest inherited
-    run = g.resolve("maxl", 4, "a")
-    assert (run.train.lr, run.train.epochs, run.train.gen_lr, run.train.meta.entropy_weight) == (0.25, 7, 0.01, 0.1)
+    with pytest.warns(MovedSettingsWarning, match="train.meta -> objective: entropy_weight"):
+        run = g.resolve("maxl", 4, "a")
+    assert (run.train.lr, run.train.epochs, run.train.gen_lr, run.objective.entropy_weight) == (0.25, 7, 0.01, 0.1)
     assert run.data.hierarchy == str((tmp_path / "shared" / "h.toml").resolve())
     assert g.variant_methods("a") == ["maxl"] and g.variant_methods("b") == ["single"]
 

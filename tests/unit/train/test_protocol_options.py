@@ -9,7 +9,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from maxl.core.losses import classification_loss
 from maxl.data import load_dataset
-from maxl.meta import MetaConfig, meta_gradient
+from maxl.meta import MetaConfig, ObjectiveConfig, meta_gradient
 from maxl.nn import LabelGenerator, MultiTaskNetwork, tiny_cnn
 from maxl.train import TrainConfig, Trainer, seed_everything
 from maxl.train.diagnostics import nmi_within_primary
@@ -86,11 +86,12 @@ def test_meta_gradient_parts_add_up_to_the_gradient_in_float64():
     gen = LabelGenerator(tiny_cnn(1), psi, hidden=4).double()
     x, y = torch.randn(6, 1, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 1, 0])
     loss = classification_loss("ce")
-    plain = meta_gradient(net, gen, x, y, loss, MetaConfig(inner_lr=0.1, entropy_weight=0.3))
-    parts = meta_gradient(net, gen, x, y, loss, MetaConfig(inner_lr=0.1, entropy_weight=0.3, record_parts=True))
+    cfg = MetaConfig(inner_lr=0.1)
+    plain = meta_gradient(net, gen, x, y, loss, cfg, objective=ObjectiveConfig(entropy_weight=0.3))
+    parts = meta_gradient(net, gen, x, y, loss, cfg, objective=ObjectiveConfig(entropy_weight=0.3, record_parts=True))
     for a, b in zip(plain.grads, parts.grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
-    no_entropy = meta_gradient(net, gen, x, y, loss, MetaConfig(inner_lr=0.1, entropy_weight=0.0))
+    no_entropy = meta_gradient(net, gen, x, y, loss, cfg, objective=ObjectiveConfig(entropy_weight=0.0))
     lookahead = math.sqrt(sum(float((g**2).sum()) for g in no_entropy.grads))
     entropy = math.sqrt(sum(float(((a - b) ** 2).sum()) for a, b in zip(plain.grads, no_entropy.grads)))
     assert parts.lookahead_grad_norm.item() == pytest.approx(lookahead, rel=1e-10)

@@ -1,0 +1,181 @@
+"""The meta-gradient of the primary loss with respect to the weights of the task losses.
+
+The training loss is L(θ; λ) = Σ_i λ_i L_i(θ) over the primary task and the auxiliary tasks on a
+training batch; one look-ahead (inner) step gives
+
+    θ⁺(λ) = θ − α ∇θ Σ_i λ_i L_i(θ)
+
+and the outer objective is the primary loss on a held-out batch, J(λ) = L_pri^val(θ⁺(λ)) (in
+Auto-λ's auxiliary-learning mode only the primary task is in the outer loss). As ∇θ L_i does not
+depend on λ, ∂θ⁺/∂λ_i = −α ∇θ L_i(θ), and with v = ∇θ⁺ L_pri^val(θ⁺)
+
+    ∂J/∂λ_i = −α ⟨∇θ L_i(θ), v⟩                                                      (1)
+
+the alignment of task i's gradient with the primary gradient at the look-ahead point (Liu, James,
+Davison, Johns, "Auto-Lambda: Disentangling Dynamic Task Relationships", TMLR 2022, Sec. 3, Eq. 2–3;
+the second-order term of DARTS, Liu, Simonyan, Yang, ICLR 2019, Eq. 7, with the mixed Hessian
+∂²L/∂λ∂θ = [∇θ L_i]_i). Three engines compute it:
+
+* ``"jvp"`` (default, exact): v by one backward at θ⁺, then ⟨∇θ L_i(θ), v⟩ for every i from one
+  forward-mode pass of the task losses along v (``torch.autograd.forward_ad``).
+* ``"func"`` (exact): the look-ahead written out with ``create_graph=True`` and J differentiated
+  with respect to λ by double backward; the only engine for ``inner_steps`` > 1 (θ⁺ is then k
+  steps, each with the same weights and batch).
+* ``"fd"`` (Auto-λ's reference form): the mixed Hessian-vector product of Eq. (1) by a central
+  difference of the task losses along v, ⟨∇θ L_i, v⟩ ≈ (L_i(θ + εv) − L_i(θ − εv)) / 2ε with
+  ε = ε₀ / ‖v‖ (DARTS, Eq. 8); error O(ε²).
+
+Everything runs through closures on the caller's parameters by name (``task_losses(params)``,
+``outer_loss(params)``), which must run the network by ``torch.func.functional_call`` on copies
+of its buffers, so that no parameter, ``.grad`` or BatchNorm statistic of the real network changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import Tensor
+
+__all__ = ["TASK_WEIGHT_ENGINES", "TaskWeightGradient", "task_weight_gradient", "lookahead_point"]
+
+#: The engines of :func:`task_weight_gradient`, the default first.
+TASK_WEIGHT_ENGINES = ("jvp", "func", "fd")
+
+TaskLosses = Callable[[dict[str, Tensor]], Tensor]
+"""``task_losses(params) -> float [T]``: every task's loss L_i on the training batch, primary first."""
+OuterLoss = Callable[[dict[str, Tensor]], Tensor]
+"""``outer_loss(params) -> scalar``: the outer loss (the primary loss on the held-out batch)."""
+
+
+@dataclass
+class TaskWeightGradient:
+    """What :func:`task_weight_gradient` returns.
+
+    Attributes:
+        grad: ∂J/∂λ, float ``[T]``, detached, in the order of the task losses.
+        outer_loss: J = L_out(θ⁺), a detached scalar.
+        alignments: ⟨∇θ L_i(θ), v⟩, float ``[T]`` (``"jvp"`` and ``"fd"``; None for ``"func"``).
+    """
+
+    grad: Tensor
+    outer_loss: Tensor
+    alignments: Tensor | None = None
+
+
+def _grads(loss: Tensor, params: dict[str, Tensor], create_graph: bool = False) -> dict[str, Tensor]:
+    """∇ of ``loss`` with respect to every tensor of ``params`` (zeros for those it does not use)."""
+    grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph, allow_unused=True)
+    return {n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(params.items(), grads)}
+
+
+def lookahead_point(
+    task_losses: TaskLosses, params: dict[str, Tensor], weights: Tensor, alpha: float
+) -> tuple[dict[str, Tensor], Tensor]:
+    """θ⁺ = θ − α ∇θ Σ_i λ_i L_i(θ), detached, and the task losses L_i(θ) (detached ``[T]``).
+
+    Raises:
+        ValueError: ``weights`` is not of the task losses' shape ``[T]``.
+    """
+    theta = {n: p.detach().requires_grad_() for n, p in params.items()}
+    with torch.enable_grad():
+        losses = task_losses(theta)
+        if losses.shape != weights.shape:
+            raise ValueError(f"{len(weights)} weights for {losses.numel()} task losses")
+        g = _grads((weights.detach() * losses).sum(), theta)
+    return {n: (theta[n] - alpha * g[n]).detach() for n in theta}, losses.detach()
+
+
+def _outer_direction(outer_loss: OuterLoss, point: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """L_out(θ⁺) detached and v = ∇θ⁺ L_out(θ⁺)."""
+    fast = {n: p.detach().requires_grad_() for n, p in point.items()}
+    with torch.enable_grad():
+        loss = outer_loss(fast)
+        v = _grads(loss, fast)
+    return loss.detach(), v
+
+
+def task_weight_gradient(
+    task_losses: TaskLosses,
+    outer_loss: OuterLoss,
+    params: dict[str, Tensor],
+    weights: Tensor,
+    alpha: float,
+    *,
+    engine: str = "jvp",
+    fd_epsilon: float = 0.01,
+    inner_steps: int = 1,
+) -> TaskWeightGradient:
+    """∂/∂λ of the outer loss at the look-ahead point θ⁺ = θ − α ∇θ Σ_i λ_i L_i(θ).
+
+    Args:
+        task_losses: ``params -> float [T]``, the task losses on the training batch (the same
+            targets and inputs at every call: draw random targets once, outside).
+        outer_loss: ``params -> scalar``, the outer loss (the primary loss on a held-out batch).
+        params: θ by name, the tensors ``task_losses`` and ``outer_loss`` take (not changed).
+        weights: λ, float ``[T]``.
+        alpha: α > 0, the look-ahead's step size (the network's learning rate).
+        engine: one of :data:`TASK_WEIGHT_ENGINES`.
+        fd_epsilon: ε₀ of ``"fd"``: the difference step is ε₀ / ‖v‖.
+        inner_steps: look-ahead steps (> 1 only with ``"func"``).
+
+    Returns:
+        :class:`TaskWeightGradient`.
+
+    Raises:
+        ValueError: an unknown engine, ``alpha`` or ``fd_epsilon`` not > 0, ``inner_steps`` < 1 or
+            > 1 with an engine other than ``"func"``, ``weights`` not ``[T]`` like the task losses.
+
+    References:
+        Liu, James, Davison, Johns. "Auto-Lambda: Disentangling Dynamic Task Relationships".
+        TMLR 2022, Sec. 3. Liu, Simonyan, Yang. "DARTS: Differentiable Architecture Search".
+        ICLR 2019, Eq. 7–8.
+    """
+    if engine not in TASK_WEIGHT_ENGINES:
+        raise ValueError(f"unknown task-weight engine {engine!r}; expected one of {TASK_WEIGHT_ENGINES}")
+    if not alpha > 0 or not fd_epsilon > 0:
+        raise ValueError(f"alpha and fd_epsilon must be > 0, got {alpha}, {fd_epsilon}")
+    if inner_steps < 1 or (inner_steps > 1 and engine != "func"):
+        raise ValueError(
+            f"inner_steps must be >= 1, and > 1 only with engine 'func'; got {inner_steps} with {engine!r}"
+        )
+    if weights.dim() != 1:
+        raise ValueError(f"weights must be a vector [T], got shape {list(weights.shape)}")
+    if engine == "func":
+        return _func(task_losses, outer_loss, params, weights, alpha, inner_steps)
+    point, losses = lookahead_point(task_losses, params, weights, alpha)
+    outer, v = _outer_direction(outer_loss, point)
+    theta = {n: p.detach() for n, p in params.items()}
+    if engine == "jvp":
+        with fwAD.dual_level(), torch.no_grad():  # ⟨∇θ L_i(θ), v⟩ = d/dt L_i(θ + t v) at t = 0, every i at once
+            dual = task_losses({n: fwAD.make_dual(theta[n], v[n]) for n in theta})
+            tangent = fwAD.unpack_dual(dual).tangent
+        alignments = torch.zeros_like(losses) if tangent is None else tangent.detach()
+    else:  # Auto-λ's central difference along v, ε = ε₀ / ‖v‖
+        norm = torch.sqrt(torch.stack([(vi.double() ** 2).sum() for vi in v.values()]).sum())
+        eps = fd_epsilon / max(float(norm), 1e-12)
+        with torch.no_grad():
+            plus = task_losses({n: theta[n] + eps * v[n] for n in theta})
+            minus = task_losses({n: theta[n] - eps * v[n] for n in theta})
+        alignments = (plus - minus) / (2 * eps)
+    return TaskWeightGradient(grad=-alpha * alignments, outer_loss=outer, alignments=alignments)  # Eq. (1)
+
+
+def _func(
+    task_losses: TaskLosses, outer_loss: OuterLoss, params: dict[str, Tensor], weights: Tensor, alpha: float, steps: int
+) -> TaskWeightGradient:
+    """The exact ∂J/∂λ by double backward through ``steps`` look-ahead steps."""
+    lam = weights.detach().clone().requires_grad_()
+    with torch.enable_grad():
+        fast = {n: p.detach().requires_grad_() for n, p in params.items()}
+        for _ in range(steps):
+            losses = task_losses(fast)
+            if losses.shape != lam.shape:
+                raise ValueError(f"{len(lam)} weights for {losses.numel()} task losses")
+            g = _grads((lam * losses).sum(), fast, create_graph=True)
+            fast = {n: fast[n] - alpha * g[n] for n in fast}  # θ^(j+1) = θ^(j) − α ∇θ Σ λ_i L_i
+        outer = outer_loss(fast)
+        (grad,) = torch.autograd.grad(outer, lam, allow_unused=True)
+    return TaskWeightGradient(grad=torch.zeros_like(lam) if grad is None else grad.detach(), outer_loss=outer.detach())
