@@ -12,6 +12,7 @@ import torch
 
 from maxl.core.fields import check_field_types, check_keys, setting
 from maxl.core.losses import LOSSES
+from maxl.core.precision import check_precision
 from maxl.meta import MetaConfig
 
 __all__ = [
@@ -92,6 +93,14 @@ class TrainConfig:
             (counting a generator pass's steps too; 0: only at the end of each epoch), so that a
             killed run of long epochs loses at most that many steps. A resumed run continues
             inside the epoch to exactly the numbers of an uninterrupted one.
+        precision: ``"fp32"`` or ``"bf16"`` (:mod:`maxl.core.precision`): bfloat16 autocast
+            for the steps, the look-ahead and the meta-gradient; float32 parameters,
+            gradients, optimisers and evaluation.
+        channels_last: the networks' 4-D weights and the image batches in channels-last
+            (NHWC) memory format; the same numbers up to float rounding.
+        compile: ``torch.compile`` the backbones of the networks in place (``Module.compile``:
+            the state-dict keys stay), unless the meta-gradient engine needs a double backward,
+            which ``torch.compile`` does not support: then eager, with a :class:`CompileFallbackWarning`.
         gumbel_tau_end: with hard Gumbel labels (``ModelConfig.gumbel_tau`` τ0 > 0), the
             temperature of the last epoch: τ falls linearly from τ0 in the first epoch to this in
             the last (:func:`maxl.train.schedules.gumbel_temperature`); None keeps τ0.
@@ -154,6 +163,20 @@ class TrainConfig:
     gumbel_tau_end: float | None = setting(
         None, help="with --gumbel-tau: the temperature of the last epoch, reached linearly from --gumbel-tau"
     )
+    precision: str = setting(
+        "fp32",
+        help="fp32, or bf16: the steps, the look-ahead and the meta-gradient under bfloat16 autocast, "
+        "with the masked softmax, the losses and the entropy terms in float32 (fp16 is refused: it would "
+        "need loss scaling through the meta-gradient's double backward)",
+    )
+    channels_last: bool = setting(
+        False, help="channels-last memory format for the networks and the images (NHWC: faster convolutions on GPUs)"
+    )
+    compile: bool = setting(
+        False,
+        help="torch.compile the backbones (Module.compile); with a meta-gradient engine that needs a double "
+        "backward (func, higher, implicit), which torch.compile does not support, it trains eager and says so",
+    )
     checkpoint_every: int = setting(
         0,
         metavar="N",
@@ -208,6 +231,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        check_precision(self.precision)
 
 
 def _is_device(name: str) -> bool:

@@ -21,6 +21,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Sized
 from dataclasses import asdict
 from pathlib import Path
@@ -36,6 +37,7 @@ from maxl.core.hierarchy import Hierarchy
 from maxl.core.losses import classification_loss
 from maxl.data.augment import BatchAugment, pass_draws
 from maxl.data.datasets import ImageTensorDataset
+from maxl.meta import get_engine
 from maxl.meta.objective import ObjectiveConfig
 from maxl.nn.networks import MultiTaskNetwork
 from maxl.train import distributed
@@ -60,7 +62,11 @@ from maxl.train.run_log import RunLog
 from maxl.train.schedules import EpochSums, Position, gumbel_temperature, make_schedule
 from maxl.train.step import StepPath
 
-__all__ = ["Trainer", "seed_everything", "resolve_device"]
+__all__ = ["Trainer", "seed_everything", "resolve_device", "CompileFallbackWarning"]
+
+
+class CompileFallbackWarning(UserWarning):
+    """``compile=True`` with a meta-gradient engine that torch.compile cannot serve: the run is eager."""
 
 
 def seed_everything(seed: int) -> None:
@@ -160,6 +166,11 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.net, self.learner = net.to(self.device), learner.to(self.device)
         self.generator = learner.generated.generator if learner.generated is not None else None
+        if cfg.channels_last:  # NHWC weights here, NHWC images in _batches
+            for module in (self.net, self.learner):
+                module.to(memory_format=torch.channels_last)
+        if cfg.compile:
+            self._compile()
         self.train_set, self.test_set, self.val_set = train_set, test_set, val_set
         self.human_labels = human_labels
         check_data(self.net, self.generator, train_set, test_set, self.device)
@@ -186,6 +197,7 @@ class Trainer:
             self.checks,
             getattr(net, "aux_head", None),
             per_step_scheduler=self.scheduler if optims.per_step else None,
+            precision=cfg.precision,
         )
         self.schedule = make_schedule(cfg, self.generator is not None)
         self.gumbel_start = getattr(self.generator, "gumbel_tau", 0.0)  # τ0 of hard labels (0: soft)
@@ -199,6 +211,24 @@ class Trainer:
         self._resumed_rng: dict | None = None  # its random state, put back once the epoch is positioned
         self._signals = StopSignals()
         self._label_warnings_given: set[str] = set()  # kinds of GeneratorLabelWarning already shown
+
+    def _compile(self) -> None:
+        """``torch.compile`` the backbones in place, or say why not (a double-backward engine)."""
+        generated = self.learner.generated
+        engine = get_engine(generated.meta) if generated is not None else None
+        if engine is not None and engine.needs_double_backward:
+            warnings.warn(
+                f"--compile: the meta-gradient engine {engine.name!r} differentiates a backward pass (double "
+                "backward), which torch.compile does not support; training eager (the jvp and first engines "
+                "compile: --meta-engine jvp)",
+                CompileFallbackWarning,
+                stacklevel=3,
+            )
+            return
+        for module in (self.net, self.generator):
+            backbone = getattr(module, "backbone", None)
+            if isinstance(backbone, nn.Module):
+                backbone.compile()
 
     # ----------------------------------------------------------------- data
     def _loader(self, dataset: Dataset, train: bool, pass_index: int = 0, skip: int = 0) -> DataLoader:
@@ -249,7 +279,10 @@ class Trainer:
                     check_primary_labels(y, num_primary)  # on the host: no device synchronisation
                 else:  # uint8 [B, C, H, W] -> float32, on the device (check_data checked every label)
                     x = augment(x.to(self.device), draws.take(idx, self.device) if draws is not None else None)
-                yield x.to(self.device), y.to(self.device), idx.to(self.device)
+                x = x.to(self.device)
+                if self.config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                yield x, y.to(self.device), idx.to(self.device)
 
         return on_device()
 
