@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from maxl.core.losses import classification_loss
-from maxl.core.precision import autocast
+from maxl.core.precision import autocast, float32_ops
 from maxl.meta import MetaConfig, ObjectiveConfig, meta_gradient
 from maxl.nn.backbones import build_backbone
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
@@ -100,15 +100,25 @@ def main(argv=None) -> int:
     p.add_argument("--engine", default="func")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--batchnorm-float32",
+        action="store_true",
+        help="diagnostic: BatchNorm in float32 under autocast too (torch.nn.functional.batch_norm wrapped)",
+    )
     p.add_argument("--out", default="figures/precision")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.batchnorm_float32:  # the BatchNorm modules call torch.nn.functional.batch_norm through F
+        import torch.nn.modules.batchnorm as batchnorm
+
+        batchnorm.F.batch_norm = float32_ops(torch.nn.functional.batch_norm)  # type: ignore[attr-defined]
     result: dict = {
         "command": "python " + " ".join([os.path.relpath(sys.argv[0]), *sys.argv[1:]]),
         "when": time.strftime("%Y-%m-%d %H:%M"),
         "torch": torch.__version__,
         "batch_size": args.batch_size,
         "engine": args.engine,
+        "batchnorm_float32": args.batchnorm_float32,
         "rows": {},
     }
     for backbone in args.backbones:
@@ -129,7 +139,9 @@ def markdown(result: dict) -> str:
         "",
         f"Made by `{result['command']}` on {result['when']}: torch {result['torch']}, CPU, batch "
         f"{result['batch_size']}, engine `{result['engine']}`, ψ = [5]×10, α = 0.01, λ = 0.2, focal loss, "
-        "train mode (BatchNorm on batch statistics). Relative error ‖g − g_ref‖ / ‖g_ref‖ over all parameters.",
+        "train mode (BatchNorm on batch statistics"
+        + ("; BatchNorm in float32 under autocast too" if result.get("batchnorm_float32") else "")
+        + "). Relative error ‖g − g_ref‖ / ‖g_ref‖ over all parameters.",
         "",
         "| backbone / seed | gradient | fp32 vs fp64 | bf16 vs fp64 | bf16 vs fp32 | cosine bf16·fp64 |",
         "|---|---|---:|---:|---:|---:|",

@@ -75,7 +75,10 @@ class DataConfig:
     images are randomly cropped (``padding_mode`` of the crop) and flipped, ``normalisation``
     ``[mean, std]`` instead of the data set's own, and ``resize`` (square images of that many
     pixels, resized once at load; None: as stored). ``hierarchy`` may name a hierarchy file
-    (``.json`` / ``.toml``, :mod:`maxl.data.user_hierarchy`)."""
+    (``.json`` / ``.toml``, :mod:`maxl.data.user_hierarchy`). ``loader`` picks the data path:
+    ``"batch"`` crops, flips and normalises whole batches on the training device with draws from
+    the seed, the pass and each image's index (:mod:`maxl.data.augment`); ``"per-image"``
+    applies torchvision's transforms image by image in the ``DataLoader``."""
 
     dataset: str = setting(
         "digits", choices=DATASETS, help="data set; 'digits' is scikit-learn's embedded 8x8 digits (no download)"
