@@ -34,11 +34,13 @@ GEN_OPTIMIZERS = ("sgd", "adam")
 #: Settings (dotted paths in a run's configuration) that may change when a run continues from
 #: its checkpoint: they change where or how long it runs, not what it computes (a longer run
 #: repeats a shorter one's epochs exactly, as the step schedule does not depend on the length;
-#: another device or thread count changes only the float rounding). The one list, used by the
-#: trainer's checkpoint check and by ``maxl train --resume``.
+#: another device or thread count changes only the float rounding, and so do the memory layout and
+#: compiling). The one list, used by the trainer's checkpoint check and by ``maxl train --resume``.
 RESUMABLE_CHANGES = (
     "train.epochs",
     "train.device",
+    "train.channels_last",
+    "train.compile",
     "train.progress",
     "train.tensorboard",
     "train.checkpoint_every",

@@ -2,6 +2,8 @@
 the multi-task gradients and the meta-gradient of one batch equal the default path's within float
 rounding. With an engine that needs a double backward, ``compile`` trains eager and says so."""
 
+import json
+
 import pytest
 import torch
 
@@ -75,3 +77,18 @@ def test_compile_gives_the_default_gradients():
     compiled = gradients("jvp", compile=True)
     assert_close_lists(default[0], compiled[0])
     assert_close_lists(default[1], compiled[1])
+
+
+def test_a_run_resumes_with_channels_last_turned_on(tmp_path):
+    """The layout changes only the float rounding, so it is one of the resumable changes."""
+    from maxl.cli.commands import main
+
+    run = ["train", "--dataset", "digits", "--method", "single", "--batch-size", "32", "--train-subset", "320"]
+    run += ["--hidden", "16", "--device", "cpu", "--no-progress"]
+    assert main([*run, "--epochs", "2", "--out", str(tmp_path / "whole")]) == 0
+    assert main([*run, "--epochs", "1", "--out", str(tmp_path / "part")]) == 0
+    resume = ["train", "--resume", str(tmp_path / "part"), "--epochs", "2", "--channels-last", "--no-progress"]
+    assert main(resume) == 0
+    last = [json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[-1]) for name in ("whole", "part")]
+    assert last[1]["epoch"] == 2
+    assert last[1]["train_primary_loss"] == pytest.approx(last[0]["train_primary_loss"], rel=1e-4)
