@@ -59,6 +59,9 @@ __all__ = [
     "DEFAULT_AUX_PER_CLASS",
 ]
 
+#: The data paths of ``DataConfig.loader``.
+LOADERS = ("batch", "per-image")
+
 #: Auxiliary classes per primary class when the data set has no human hierarchy.
 DEFAULT_AUX_PER_CLASS = 5
 
@@ -71,7 +74,10 @@ class DataConfig:
     images are randomly cropped (``padding_mode`` of the crop) and flipped, ``normalisation``
     ``[mean, std]`` instead of the data set's own, and ``resize`` (square images of that many
     pixels, resized once at load; None: as stored). ``hierarchy`` may name a hierarchy file
-    (``.json`` / ``.toml``, :mod:`maxl.data.user_hierarchy`)."""
+    (``.json`` / ``.toml``, :mod:`maxl.data.user_hierarchy`). ``loader`` picks the data path:
+    ``"batch"`` crops, flips and normalises whole batches on the training device with draws from
+    the seed, the pass and each image's index (:mod:`maxl.data.augment`); ``"per-image"``
+    applies torchvision's transforms image by image in the ``DataLoader``."""
 
     dataset: str = setting(
         "digits", choices=DATASETS, help="data set; 'digits' is scikit-learn's embedded 8x8 digits (no download)"
@@ -99,9 +105,18 @@ class DataConfig:
     resize: int | None = setting(
         None, metavar="PIXELS", help="resize the images to PIXELS x PIXELS once at load (e.g. stl10's 96 to 32)"
     )
+    loader: str = setting(
+        "batch",
+        choices=LOADERS,
+        help="batch: crop, flip and normalise whole batches on the training device, each image's draws from "
+        "the seed, the pass and its index (maxl.data.augment); per-image: torchvision's transforms image by "
+        "image in the DataLoader, drawing from torch's generator (runs made before this setting)",
+    )
 
     def __post_init__(self):
         check_field_types(self, "data")
+        if self.loader not in LOADERS:
+            raise ValueError(f"loader must be one of {LOADERS}, got {self.loader!r}")
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
         if self.normalisation is not None and (len(self.normalisation) != 2 or self.normalisation[1] <= 0):
@@ -567,6 +582,7 @@ def load_data(d: DataConfig, seed: int, *, augment: bool | None = None):
         padding_mode=d.padding_mode,
         normalisation=norm,
         resize=d.resize,
+        batch_transforms=d.loader == "batch",
     )
 
 

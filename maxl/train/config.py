@@ -12,6 +12,7 @@ import torch
 
 from maxl.core.fields import check_field_types, check_keys, refuse_moved_settings, setting
 from maxl.core.losses import LOSSES
+from maxl.core.precision import check_precision
 from maxl.meta import MetaConfig
 
 __all__ = [
@@ -54,11 +55,13 @@ MOVED_TO_GENERATOR = {
 #: Settings (dotted paths in a run's configuration) that may change when a run continues from
 #: its checkpoint: they change where or how long it runs, not what it computes (a longer run
 #: repeats a shorter one's epochs exactly, as the step schedule does not depend on the length;
-#: another device or thread count changes only the float rounding). The one list, used by the
-#: trainer's checkpoint check and by ``maxl train --resume``.
+#: another device or thread count changes only the float rounding, and so do the memory layout and
+#: compiling). The one list, used by the trainer's checkpoint check and by ``maxl train --resume``.
 RESUMABLE_CHANGES = (
     "train.epochs",
     "train.device",
+    "train.channels_last",
+    "train.compile",
     "train.progress",
     "train.tensorboard",
     "train.checkpoint_every",
@@ -101,6 +104,14 @@ class TrainConfig:
             (counting a generator pass's steps too; 0: only at the end of each epoch), so that a
             killed run of long epochs loses at most that many steps. A resumed run continues
             inside the epoch to exactly the numbers of an uninterrupted one.
+        precision: ``"fp32"`` or ``"bf16"`` (:mod:`maxl.core.precision`): bfloat16 autocast
+            for the steps, the look-ahead and the meta-gradient; float32 parameters,
+            gradients, optimisers and evaluation.
+        channels_last: the networks' 4-D weights and the image batches in channels-last
+            (NHWC) memory format; the same numbers up to float rounding.
+        compile: ``torch.compile`` the backbones of the networks in place (``Module.compile``:
+            the state-dict keys stay), unless the meta-gradient engine needs a double backward,
+            which ``torch.compile`` does not support: then eager, with a :class:`CompileFallbackWarning`.
 
     Raises:
         TypeError: a setting of the generator (:data:`MOVED_TO_GENERATOR`, e.g. ``gen_lr``), which
@@ -139,6 +150,20 @@ class TrainConfig:
         False, help="deterministic kernels only (torch.use_deterministic_algorithms): bit-identical reruns on a GPU too"
     )
     tensorboard: bool = setting(False, help="also write the metrics as TensorBoard events to OUT/tensorboard")
+    precision: str = setting(
+        "fp32",
+        help="fp32, or bf16: the steps, the look-ahead and the meta-gradient under bfloat16 autocast, "
+        "with the masked softmax, the losses and the entropy terms in float32 (fp16 is refused: it would "
+        "need loss scaling through the meta-gradient's double backward)",
+    )
+    channels_last: bool = setting(
+        False, help="channels-last memory format for the networks and the images (NHWC: faster convolutions on GPUs)"
+    )
+    compile: bool = setting(
+        False,
+        help="torch.compile the backbones (Module.compile); with a meta-gradient engine that needs a double "
+        "backward (func, higher, implicit), which torch.compile does not support, it trains eager and says so",
+    )
     checkpoint_every: int = setting(
         0,
         metavar="N",
@@ -180,6 +205,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        check_precision(self.precision)
 
 
 refuse_moved_settings(
