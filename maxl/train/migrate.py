@@ -19,7 +19,7 @@ import warnings
 from maxl.meta.config import MOVED_TO_OBJECTIVE
 from maxl.train.config import MOVED_TO_GENERATOR
 
-__all__ = ["MOVED", "MovedSettingsWarning", "migrate"]
+__all__ = ["ADDED", "MOVED", "MovedSettingsWarning", "complete_run_record", "migrate"]
 
 #: ``{old dotted path: new dotted path}`` of every setting that moved.
 MOVED: dict[str, str] = {
@@ -105,4 +105,30 @@ def migrate(tree: dict, source: str = "a configuration", *, announce: bool = Tru
     if announce and notice not in _ANNOUNCED:  # once per process (a command reads its file more than once)
         _ANNOUNCED.add(notice)
         warnings.warn(notice, MovedSettingsWarning, stacklevel=2)
+    return out
+
+
+#: Settings added after runs were written whose default computes something else than those runs did:
+#: ``{dotted path: the value that reproduces a run written before the setting existed}``. A resumed
+#: run's ``config.json`` that lacks one continues as it started (issue 27: the batch-level data path
+#: draws other crops and flips than the per-image transforms of earlier runs).
+ADDED: dict[str, object] = {"data.loader": "per-image"}
+
+
+def complete_run_record(tree: dict) -> dict:
+    """A run's stored configuration (its ``config.json``, current shape) with each :data:`ADDED`
+    setting it lacks set to the value that reproduces how it was run; a new dict. Only for a run's
+    own record (``maxl train --resume``): an overlay or a user's settings file that leaves a setting
+    out means its default.
+
+    Args:
+        tree: the run's configuration, nested tables.
+
+    Returns:
+        The configuration with the missing :data:`ADDED` settings filled in.
+    """
+    out = copy.deepcopy(tree)
+    for path, value in ADDED.items():
+        if _get(out, path) is _MISSING:
+            _put(out, path, value)
     return out

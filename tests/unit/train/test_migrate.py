@@ -13,7 +13,7 @@ from maxl.cli.schema import option_table
 from maxl.meta import MetaConfig, ObjectiveConfig
 from maxl.train.build import ModelConfig, RunConfig
 from maxl.train.config import MOVED_TO_GENERATOR, GeneratorConfig, TrainConfig
-from maxl.train.migrate import MOVED, MovedSettingsWarning, migrate
+from maxl.train.migrate import MOVED, MovedSettingsWarning, complete_run_record, migrate
 from maxl.train.overlays import merge_overlays
 
 SMALL = ["--dataset", "digits", "--train-subset", "64", "--test-subset", "32", "--batch-size", "32"]
@@ -163,3 +163,23 @@ def test_the_grid_runner_and_the_results_table_read_an_old_runs_folder(tmp_path)
         folder_state(folder, RunConfig.from_dict(merge_overlays(run.to_dict(), {"objective": {"entropy_weight": 0.5}})))
     text = describe_setting(collect_runs(tmp_path))
     assert "generator lr 0.01" in text and "alternate schedule" in text and "entropy weight 0.3" in text
+
+
+def test_a_run_written_before_the_batch_data_path_resumes_on_the_per_image_path(tmp_path):
+    # issue 27 made the batch-level data path the default; it draws other crops and flips than the
+    # per-image transforms, so an older run (its config.json has no data.loader) continues per image
+    out = tmp_path / "run"
+    assert main(["train", *SMALL, "--method", "single", "--epochs", "1", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["loader"] == "batch"
+    [resumed], is_resume = parse("--resume", str(out), "--epochs", "2")
+    assert is_resume and resumed.data.loader == "batch"  # a run that recorded its data path keeps it
+    del config["data"]["loader"]
+    (out / "config.json").write_text(json.dumps(config))
+    [resumed], _ = parse("--resume", str(out), "--epochs", "2")
+    assert resumed.data.loader == "per-image"
+    # a settings file that leaves the data path out means the default, not an old run's path
+    (tmp_path / "mine.json").write_text(json.dumps({"data": {"dataset": "digits"}}))
+    [fresh], _ = parse("--config", str(tmp_path / "mine.json"), "--out", str(tmp_path / "fresh"))
+    assert fresh.data.loader == "batch"
+    assert complete_run_record({"data": {}})["data"]["loader"] == "per-image"
