@@ -219,7 +219,9 @@ def run_configs(args: argparse.Namespace) -> tuple[list[RunConfig], bool]:
                 "end of its first epoch); start it again without --resume"
             )
         stored_file = run_dir / "config.json"
-        stored = RunConfig.from_dict(complete_run_record(migrate(read_config_file(stored_file), str(stored_file)))).to_dict()
+        stored = RunConfig.from_dict(
+            complete_run_record(migrate(read_config_file(stored_file), str(stored_file)))
+        ).to_dict()
         if "train.method" in given:
             methods = given["train.method"]
             given["train.method"] = methods[0] if len(methods) == 1 else methods
