@@ -226,13 +226,21 @@ def make_cases(
             seed=seed,
             device=str(device),
             progress=False,
-            meta=meta or MetaConfig(),
         )
         if method == "single":
             return Trainer(nets["single"], data, data, cfg)
         gen_config = GeneratorConfig(schedule=schedule, every=k)
         generator = generator or nets["generator"]
-        return Trainer(nets["net"], data, data, cfg, generator=generator, objective=objective, gen_config=gen_config)
+        return Trainer(
+            nets["net"],
+            data,
+            data,
+            cfg,
+            generator=generator,
+            objective=objective,
+            gen_config=gen_config,
+            meta=meta or MetaConfig(),
+        )
 
     def amortised(t, k):
         """k iterations: a fused generator step (and its multi-task step), then k − 1 plain multi-task

@@ -143,7 +143,7 @@ def describe_setting(runs: list[Run]) -> str:
     """One paragraph on the setting shared by the runs, read from their ``config.json``."""
     c = runs[0].config
     data, model, train = c["data"], c["model"], c["train"]
-    meta, objective, gen = train.get("meta", {}), c.get("objective", {}), c.get("generator", {})
+    meta, objective, gen = c.get("meta", {}), c.get("objective", {}), c.get("generator", {})
     schedule = (
         f"one-cycle learning rate ({100 * train.get('warmup', 0.15):.0f} % warm-up, per step)"
         if train.get("lr_schedule") == "onecycle"

@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--config",
         metavar="FILE",
-        help="start from the settings in FILE (TOML with the sections "
-        "[data] [model] [train] [train.meta] [objective] [aux] [baselines], or a run's config.json); flags override",
+        help="start from the settings in FILE (TOML with the sections [data] [model] [generator] [train] "
+        "[meta] [objective] [aux] [baselines], or a run's config.json); flags override",
     )
     r.add_argument(
         "--resume",

@@ -87,7 +87,7 @@ def parse_set(item: str) -> dict:
 
 def train_flags_overlay(flags: list[str]) -> dict:
     """The overlay that ``maxl train`` flags set, e.g. ``["--epochs", "3", "--meta-engine", "jvp"]`` ->
-    ``{"train": {"epochs": 3, "meta": {"engine": "jvp"}}}`` (parsed by ``maxl train``'s own parser).
+    ``{"train": {"epochs": 3}, "meta": {"engine": "jvp"}}`` (parsed by ``maxl train``'s own parser).
 
     Raises:
         ValueError: flags that are not ``maxl train``'s, or that set what a grid sets (method, seed, out).

@@ -1,7 +1,7 @@
 """``maxl train``'s options, generated from the settings dataclasses.
 
 The run configuration (:class:`maxl.train.build.RunConfig`, its sections ``data``, ``model``,
-``generator``, ``train`` with ``train.meta``, ``objective``, ``aux``, ``baselines``) is the one
+``generator``, ``train``, ``meta``, ``objective``, ``aux``, ``baselines``) is the one
 description of a setting: each field is declared with :func:`maxl.core.fields.setting`, which holds
 its help text, choices and, where it is not ``--field-name``, its flag. This module walks the
 fields and makes one option per field: the type from the annotation, a switch for a bool
@@ -27,7 +27,7 @@ SECTION_TITLES = {
     "model": "model",
     "generator": "label-generation network (maxl): network, optimiser, schedule",
     "train": "optimisation",
-    "train.meta": "meta-gradient (maxl)",
+    "meta": "meta-gradient of the label-generation network (maxl): how it is computed",
     "objective": "objective J of the label-generation network (maxl)",
     "aux": "auxiliary tasks (auxtasks) on the shared backbone",
     "baselines": "baselines (kmeans)",
@@ -151,7 +151,7 @@ def cli_reference_markdown(root: type | None = None) -> str:
         "",
         "Generated from the settings dataclasses (`python -m maxl.cli.schema > docs/reference/cli.md`; a test",
         "checks that this page is up to date). Every flag sets the setting named beside it; a `--config` TOML",
-        "file sets the same settings by section (`[train]`, `[train.meta]`, ...).",
+        "file sets the same settings by section (`[train]`, `[meta]`, ...).",
         "",
     ]
     section = None

@@ -132,7 +132,7 @@ def check_field_types(obj, section: str) -> None:
 
     Args:
         obj: a dataclass instance.
-        section: where its settings live, for the message (e.g. ``"train"``, ``"train.meta"``).
+        section: where its settings live, for the message (e.g. ``"train"``, ``"meta"``).
 
     Raises:
         ValueError: e.g. ``train.epochs = '3' (str): expected an integer``.

@@ -89,7 +89,7 @@ class MetaConfig:
     neumann_terms: int = setting(3, help="K Neumann terms of the inverse Hessian (--meta-order implicit)")
 
     def __post_init__(self):
-        check_field_types(self, "train.meta")
+        check_field_types(self, "meta")
         if self.order not in ORDERS:
             raise ValueError(f"unknown meta order {self.order!r}; expected one of {ORDERS}")
         if self.engine not in engine_names("second"):

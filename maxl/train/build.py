@@ -9,6 +9,7 @@ re-runs it and ``maxl train --resume RUN`` continues it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import numbers
 import os
@@ -29,6 +30,7 @@ from maxl.core.hierarchy import Hierarchy, validate_psi
 from maxl.core.losses import classification_loss
 from maxl.data.datasets import DATASETS, load_dataset
 from maxl.data.registry import dataset_spec, hierarchy_help
+from maxl.meta.config import MetaConfig
 from maxl.meta.objective import ObjectiveConfig
 from maxl.meta.task_weights import TASK_WEIGHT_ENGINES
 from maxl.nn.architectures import ARCHITECTURES, PENALTIES, build_network, search_masks
@@ -416,6 +418,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    meta: MetaConfig = field(default_factory=lambda: MetaConfig(inner_lr=None))
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     aux: AuxConfig = field(default_factory=AuxConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
@@ -450,7 +453,7 @@ class RunConfig:
         Returns:
             ``{dotted path: why it has no effect}``.
         """
-        t, m, g, meta, a = self.train, self.model, self.generator, self.train.meta, self.aux
+        t, m, g, meta, a = self.train, self.model, self.generator, self.meta, self.aux
         rules = {
             "generator.every": (
                 g.schedule != "per-step",
@@ -461,15 +464,15 @@ class RunConfig:
                 g.schedule != "per-step",
                 "the multi-task update and the look-ahead share a forward/backward only with --schedule per-step",
             ),
-            "train.meta.neumann_terms": (
+            "meta.neumann_terms": (
                 meta.order != "implicit",
                 "the Neumann series is the inverse Hessian of --meta-order implicit",
             ),
-            "train.meta.fd_epsilon": (
+            "meta.fd_epsilon": (
                 meta.order != "first",
                 "the finite-difference step is that of --meta-order first",
             ),
-            "train.meta.engine": (
+            "meta.engine": (
                 meta.order != "second",
                 "an engine computes the exact look-ahead of --meta-order second",
             ),
@@ -550,8 +553,19 @@ class RunConfig:
             section = d.get(name, {})
             if isinstance(section, dict):  # the entries that describe the data (config.json) are no settings
                 section = {k: v for k, v in section.items() if k not in DERIVED.get(name, ())}
-            kwargs[name] = kind(**check_keys(section, kind, name))
+            kwargs[name] = kind(**{**_run_defaults(cls, name), **check_keys(section, kind, name)})
         return cls(**kwargs)
+
+
+def _run_defaults(cls: type, name: str) -> dict:
+    """The settings whose default in the run's section ``name`` differs from its class's own
+    default (``meta.inner_lr``: None, the multi-task lr, in a run; 0.01 in ``MetaConfig()``), so
+    that a section left out or given in part keeps the run's defaults."""
+    f = next(f for f in fields(cls) if f.name == name)
+    if f.default_factory is dataclasses.MISSING:
+        return {}
+    run_default, own = f.default_factory(), typing.get_type_hints(cls)[name]()
+    return {k: v for k, v in asdict(run_default).items() if getattr(own, k) != v}
 
 
 def load_data(d: DataConfig, seed: int, *, augment: bool | None = None):
@@ -888,7 +902,7 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         generator = make_generator(
             g.network, net, backbone, data.in_channels, m.batchnorm, psi, m.hidden, g.image_weight_range, g.gumbel_tau
         )
-    if m.arch == "sparse" and t.method == "maxl" and t.meta.order == "second" and t.meta.engine == "higher":
+    if m.arch == "sparse" and t.method == "maxl" and run.meta.order == "second" and run.meta.engine == "higher":
         raise ValueError(
             "--arch sparse reads each task's masked weights by torch.func.functional_call, which the "
             "'higher' engine's patched modules do not support: use --meta-engine func or jvp"
@@ -910,7 +924,7 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         normalisation=dataset_normalisation(data.test),
         generator=generator,
         aux_labels=aux_labels,
-        meta=t.meta,
+        meta=run.meta,
         objective=run.objective,
         aux_weights=a.weights,
         weighting_options={**meta_weighting_options(a), **a.weighting_options},

@@ -6,14 +6,13 @@ arXiv:1901.08933, Sec. 4 and its reference code).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from maxl.core.fields import check_field_types, check_keys, refuse_moved_settings, setting
+from maxl.core.fields import check_field_types, refuse_moved_settings, setting
 from maxl.core.losses import LOSSES
 from maxl.core.precision import check_precision
-from maxl.meta import MetaConfig
 
 __all__ = [
     "TrainConfig",
@@ -96,8 +95,6 @@ class TrainConfig:
         seed: seeds python, numpy, torch and the data order.
         device: ``"cpu"``, ``"cuda"``, ... or ``"auto"`` (CUDA if available).
         progress: show a tqdm progress bar.
-        meta: settings of the meta step; ``meta.inner_lr`` None (the default) means the
-            multi-task network's current learning rate at each meta step.
         deterministic: use only deterministic kernels (see :mod:`maxl.train.determinism`).
         tensorboard: also write the metrics as TensorBoard events (needs ``tensorboard``).
         checkpoint_every: also write ``checkpoint.pt`` after every this many steps of an epoch
@@ -115,9 +112,10 @@ class TrainConfig:
 
     Raises:
         TypeError: a setting of the generator (:data:`MOVED_TO_GENERATOR`, e.g. ``gen_lr``), which
-            moved to :class:`GeneratorConfig`; the message says where.
+            moved to :class:`GeneratorConfig`, or ``meta``, which moved to the run's section
+            ``meta`` (:class:`maxl.MetaConfig`); the message says where.
         ValueError: a value of the wrong type, an unknown name or an out-of-range number (the
-            message names the setting), or unknown settings in a ``meta`` table.
+            message names the setting).
     """
 
     method: str = setting(
@@ -145,7 +143,6 @@ class TrainConfig:
     seed: int = setting(0, help="random seed")
     device: str = setting("auto", help="cpu, cuda, cuda:1, ... or auto")
     progress: bool = setting(True, help="no progress bars or per-epoch lines")
-    meta: MetaConfig = field(default_factory=lambda: MetaConfig(inner_lr=None))
     deterministic: bool = setting(
         False, help="deterministic kernels only (torch.use_deterministic_algorithms): bit-identical reruns on a GPU too"
     )
@@ -173,8 +170,6 @@ class TrainConfig:
     )
 
     def __post_init__(self):
-        if isinstance(self.meta, dict):
-            self.meta = MetaConfig(**check_keys(self.meta, MetaConfig, "train.meta"))
         check_field_types(self, "train")
         checks = [
             (self.method in METHODS, f"unknown method {self.method!r}; expected one of {METHODS}"),
@@ -215,6 +210,10 @@ refuse_moved_settings(
         "configuration, passed to Trainer as gen_config=; the flag is unchanged)"
         for old, new in MOVED_TO_GENERATOR.items()
         if old.startswith("train.")
+    }
+    | {
+        "meta": "maxl.MetaConfig (section [meta] of a run's configuration, passed to Trainer as meta=; the "
+        "flags are unchanged)"
     },
 )
 

@@ -3,7 +3,8 @@
 A run's ``config.json`` and the TOML overlays name each setting by its dotted path
 (``train.meta.entropy_weight``). When a setting moves to another section (issue 24: the terms of
 the generator's objective J left ``train.meta`` for ``objective``; the generator's network,
-optimiser and schedule left ``model`` and ``train`` for ``generator``), configurations written before
+optimiser and schedule left ``model`` and ``train`` for ``generator``; the meta-gradient's settings
+left ``train.meta`` for the top-level ``meta``), configurations written before
 still name the old path. :func:`migrate` moves such entries to their new paths, so that
 ``maxl train --config OLD/config.json``, ``--resume OLD``, ``maxl grid`` and the analysis of old
 runs read them, and announces it once per configuration in a one-line
@@ -15,8 +16,9 @@ from __future__ import annotations
 
 import copy
 import warnings
+from dataclasses import fields
 
-from maxl.meta.config import MOVED_TO_OBJECTIVE
+from maxl.meta.config import MOVED_TO_OBJECTIVE, MetaConfig
 from maxl.train.config import MOVED_TO_GENERATOR
 
 __all__ = ["ADDED", "MOVED", "MovedSettingsWarning", "complete_run_record", "migrate"]
@@ -25,6 +27,7 @@ __all__ = ["ADDED", "MOVED", "MovedSettingsWarning", "complete_run_record", "mig
 MOVED: dict[str, str] = {
     **{f"train.meta.{name}": f"objective.{name}" for name in MOVED_TO_OBJECTIVE},
     **{old: f"generator.{name}" for old, name in MOVED_TO_GENERATOR.items()},
+    **{f"train.meta.{f.name}": f"meta.{f.name}" for f in fields(MetaConfig)},
 }
 
 _MISSING = object()
@@ -36,11 +39,21 @@ class MovedSettingsWarning(FutureWarning):
 
 
 def _pop(tree: dict, path: str):
+    """The value at ``path``, taken out of ``tree``; the tables left empty by it go too (an old
+    ``train.meta`` whose settings all moved)."""
     *parents, key = path.split(".")
-    node: object = tree
+    chain: list[dict] = [tree]
     for p in parents:
-        node = node.get(p) if isinstance(node, dict) else None
-    return node.pop(key, _MISSING) if isinstance(node, dict) else _MISSING
+        node = chain[-1].get(p)
+        if not isinstance(node, dict):
+            return _MISSING
+        chain.append(node)
+    value = chain[-1].pop(key, _MISSING)
+    for parent, name, node in reversed(list(zip(chain[:-1], parents, chain[1:]))):
+        if node:
+            break
+        del parent[name]
+    return value
 
 
 def _get(tree: dict, path: str):

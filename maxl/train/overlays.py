@@ -1,7 +1,7 @@
 """Config overlays: partial run configurations, composed by merging them onto :class:`RunConfig`.
 
 An overlay is a nested table with the sections of a run's configuration
-(:meth:`maxl.train.build.RunConfig.to_dict`: ``data``, ``model``, ``generator``, ``train``, ``train.meta``,
+(:meth:`maxl.train.build.RunConfig.to_dict`: ``data``, ``model``, ``generator``, ``train``, ``meta``,
 ``objective``, ``aux``, ``baselines`` and the top-level ``out``, ``threads``, ``preset``), holding only the
 settings it changes. In a TOML file::
 
@@ -58,7 +58,7 @@ def _merge_into(tree: dict, overlay: dict) -> None:
 
 
 def nested(settings: dict[str, object]) -> dict:
-    """``{"train.meta.engine": "jvp"}`` -> ``{"train": {"meta": {"engine": "jvp"}}}``."""
+    """``{"meta.engine": "jvp", "train.lr": 0.1}`` -> ``{"meta": {"engine": "jvp"}, "train": {"lr": 0.1}}``."""
     out: dict = {}
     for path, value in settings.items():
         *parents, key = path.split(".")

@@ -37,7 +37,7 @@ from maxl.core.hierarchy import Hierarchy
 from maxl.core.losses import classification_loss
 from maxl.data.augment import BatchAugment, pass_draws
 from maxl.data.datasets import ImageTensorDataset
-from maxl.meta import get_engine
+from maxl.meta import MetaConfig, get_engine
 from maxl.meta.objective import ObjectiveConfig
 from maxl.nn.networks import MultiTaskNetwork
 from maxl.train import distributed
@@ -104,7 +104,8 @@ class Trainer:
         psi: the hierarchy ψ of ``aux_labels``; if given, each label is checked to lie in its
             sample's block (needs the training set's ``labels`` tensor).
         record: the configuration stored in checkpoints and compared on resume (default:
-            ``{"train": asdict(config)}``; the builder passes the whole run configuration).
+            ``train``, ``generator`` and, with generated labels, ``meta``; the builder passes the
+            whole run configuration).
         val_set: a validation set held out from the training images: evaluated every epoch
             (``val_loss``, ``val_acc``), for choosing settings without the test set.
         human_labels: int64 ``[N_train]`` human auxiliary labels of the training images, for
@@ -115,6 +116,10 @@ class Trainer:
         weight_every: a weight step before every this many multi-task steps.
         objective: the terms of the generator's objective J, for the learner made here when
             ``learner`` is None (default: the paper's J); a given learner carries its own.
+        meta: how the meta-gradient ∇θ2 J is computed (:class:`maxl.MetaConfig`: order, engine,
+            α, ...), for the learner made here when ``learner`` is None, as ``objective`` (default:
+            the paper's second-order step with α = the multi-task lr at each step,
+            ``MetaConfig(inner_lr=None)``); a given learner carries its own.
         gen_config: the generator's optimiser and schedule (:class:`GeneratorConfig`; default:
             the paper's: SGD lr 1e-3, weight decay 5e-4, the alternate schedule); its network
             settings are read where the generator is made (:func:`maxl.train.build.make_generator`).
@@ -149,6 +154,7 @@ class Trainer:
         weight_every: int = 1,
         objective: ObjectiveConfig | None = None,
         gen_config: GeneratorConfig | None = None,
+        meta: MetaConfig | None = None,
     ):
         self.config = cfg = config
         self.gen_config = gen = gen_config if gen_config is not None else GeneratorConfig()
@@ -171,7 +177,7 @@ class Trainer:
                 loss_fn=self.loss_fn,
                 generator=generator,
                 aux_labels=aux_labels,
-                meta=cfg.meta,
+                meta=meta if meta is not None else MetaConfig(inner_lr=None),
                 objective=objective,
             )
         self.device = resolve_device(cfg.device)
@@ -188,7 +194,11 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if self.out_dir is not None and self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.record = record if record is not None else {"train": asdict(cfg), "generator": asdict(gen)}
+        if record is None:
+            record = {"train": asdict(cfg), "generator": asdict(gen)}
+            if learner.generated is not None:
+                record["meta"] = asdict(learner.generated.meta)
+        self.record = record
         self.log = RunLog(self.out_dir, cfg.progress, self.is_main, cfg.tensorboard)
         if distributed.world_size() > 1:  # the same start on every process, whatever the seeds
             distributed.broadcast_([t.data for t in self.learner.state_dict().values()])

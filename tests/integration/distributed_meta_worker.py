@@ -37,8 +37,8 @@ def main(out: str) -> None:
     with distributed.process_group("cpu"):
         data, x, y = batch()
         net, gen = networks()
-        config = TrainConfig(method="maxl", batch_size=16, device="cpu", progress=False, meta=META)
-        trainer = Trainer(net, data.train, data.test, config, generator=gen)
+        config = TrainConfig(method="maxl", batch_size=16, device="cpu", progress=False)
+        trainer = Trainer(net, data.train, data.test, config, generator=gen, meta=META)
         rank, size = distributed.rank(), distributed.world_size()
         share = slice(rank * len(x) // size, (rank + 1) * len(x) // size)
         result = trainer.steps.generator(x[share], y[share])  # result.grads: averaged over the processes

@@ -51,7 +51,6 @@ def make_trainer(data, out=None, method="maxl", backbone=None, epochs=2, aux_lab
         lr=0.05,
         device="cpu",
         progress=False,
-        meta=MetaConfig(inner_lr=0.05),
     )
     return Trainer(
         net,
@@ -62,6 +61,7 @@ def make_trainer(data, out=None, method="maxl", backbone=None, epochs=2, aux_lab
         generator=gen,
         aux_labels=aux_labels,
         psi=psi,
+        meta=MetaConfig(inner_lr=0.05),
     )
 
 

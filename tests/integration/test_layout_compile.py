@@ -39,10 +39,8 @@ def gradients(engine: str, **options) -> tuple[list[torch.Tensor], list[torch.Te
     net = MultiTaskNetwork(build_backbone("tiny-cnn", 3), 3, sum(PSI), 16)
     gen = LabelGenerator(build_backbone("tiny-cnn", 3), PSI, hidden=16)
     train, test = data()
-    config = TrainConfig(
-        method="maxl", batch_size=8, device="cpu", progress=False, meta=MetaConfig(engine=engine), **options
-    )
-    trainer = Trainer(net, train, test, config, generator=gen)
+    config = TrainConfig(method="maxl", batch_size=8, device="cpu", progress=False, **options)
+    trainer = Trainer(net, train, test, config, generator=gen, meta=MetaConfig(engine=engine))
     compiled = trainer.net.backbone._compiled_call_impl is not None
     assert compiled == (options.get("compile", False) and engine != "func")
     x, y, idx = next(trainer._batches(train, True))

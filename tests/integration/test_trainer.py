@@ -24,7 +24,7 @@ def digits():
     return load_dataset("digits", train_subset=320, test_subset=200)
 
 
-def make_trainer(data, out, method="maxl", epochs=2, seed=0, objective=None, **overrides):
+def make_trainer(data, out, method="maxl", epochs=2, seed=0, objective=None, meta=None, **overrides):
     seed_everything(seed)
     psi = [3] * data.num_primary
     net = MultiTaskNetwork(tiny_cnn(1), data.num_primary, 0 if method == "single" else sum(psi), hidden=16)
@@ -38,12 +38,14 @@ def make_trainer(data, out, method="maxl", epochs=2, seed=0, objective=None, **o
         seed=seed,
         device="cpu",
         progress=False,
-        meta=MetaConfig(inner_lr=0.05),
     )
     moved = {"schedule": "schedule", "gen_every": "every", "fused": "fused", "meta_batch": "meta_batch"}
     gen_config = GeneratorConfig(**{moved[k]: overrides.pop(k) for k in list(overrides) if k in moved})
     cfg = TrainConfig(**{**settings, **overrides})
-    return Trainer(net, data.train, data.test, cfg, out, generator=gen, objective=objective, gen_config=gen_config)
+    meta = meta if meta is not None else MetaConfig(inner_lr=0.05)
+    return Trainer(
+        net, data.train, data.test, cfg, out, generator=gen, objective=objective, gen_config=gen_config, meta=meta
+    )
 
 
 def test_cli_run_writes_the_run_folder_and_learns(tmp_path, capsys):

@@ -37,7 +37,7 @@ from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
 from maxl.cli import commands
 from maxl.core.losses import LOSSES
 from maxl.data.datasets import DATASETS
-from maxl.meta import ORDERS, MetaConfig
+from maxl.meta import ORDERS
 from maxl.meta.registry import engine_names
 from maxl.nn.architectures import ARCHITECTURES, PENALTIES
 from maxl.nn.backbones import BACKBONES
@@ -49,7 +49,8 @@ ARGV = ["--dataset", "digits", "--epochs", "1", "--train-subset", "64", "--test-
 BASE = {
     "data": {"train_subset": 64},
     "model": {"hidden": 8},
-    "train": {"epochs": 1, "batch_size": 32, "meta": {"engine": "func"}},
+    "train": {"epochs": 1, "batch_size": 32},
+    "meta": {"engine": "func"},
     "objective": {"entropy_weight": 0.2},
 }
 FORMAT = st.sampled_from([".toml", ".json"])
@@ -194,7 +195,7 @@ def wrong_values(tp, suffix: str) -> st.SearchStrategy:
 def _settings() -> dict[str, object]:
     """Every setting of a run's file, dotted path -> annotation."""
     out = {}
-    for section, kind in {**SECTIONS, "train.meta": MetaConfig}.items():
+    for section, kind in SECTIONS.items():
         hints = typing.get_type_hints(kind)
         out.update({f"{section}.{f.name}": hints[f.name] for f in dataclasses.fields(kind)})
     hints = typing.get_type_hints(RunConfig)
@@ -203,9 +204,7 @@ def _settings() -> dict[str, object]:
 
 
 SETTINGS = _settings()
-SECTION_KEYS = {
-    s: {p.rsplit(".", 1)[1] for p in SETTINGS if p.rsplit(".", 1)[0] == s} for s in (*SECTIONS, "train.meta")
-}
+SECTION_KEYS = {s: {p.rsplit(".", 1)[1] for p in SETTINGS if p.rsplit(".", 1)[0] == s} for s in SECTIONS}
 
 
 # ----------------------------------------------------------------------------- configuration files
@@ -274,15 +273,15 @@ OUT_OF_RANGE = {
     "generator.every": st.integers(-(10**6), 0),
     "train.seed": st.integers(-(2**40), -1) | st.integers(2**32, 2**62),
     "generator.gumbel_tau_end": below(0),
-    "train.meta.inner_lr": below(0),
+    "meta.inner_lr": below(0),
     "objective.entropy_weight": below(0, strict=True),
     "objective.image_entropy_weight": below(0, strict=True),
     "objective.consistency_weight": below(0, strict=True),
     "objective.consistency_colour": below(0, strict=True) | above(1),
     "objective.consistency_rotation": below(0, strict=True) | above(180, strict=True),
-    "train.meta.inner_steps": st.integers(-(10**6), 0),
-    "train.meta.neumann_terms": st.integers(-(10**6), -1),
-    "train.meta.fd_epsilon": below(0),
+    "meta.inner_steps": st.integers(-(10**6), 0),
+    "meta.neumann_terms": st.integers(-(10**6), -1),
+    "meta.fd_epsilon": below(0),
     "model.hidden": st.integers(-(10**6), -1),
     "generator.image_weight_range": below(0, strict=True),
     "generator.gumbel_tau": below(0, strict=True),
@@ -327,8 +326,8 @@ CHOICES = {
     "train.lr_schedule": LR_SCHEDULES,
     "generator.optimizer": GEN_OPTIMIZERS,
     "generator.meta_batch": ("same", "other"),
-    "train.meta.order": ORDERS,
-    "train.meta.engine": engine_names("second"),
+    "meta.order": ORDERS,
+    "meta.engine": engine_names("second"),
     "aux.weighting": tuple(WEIGHTINGS),
     "aux.rotation_mode": ROTATION_MODES,
     "aux.colourisation_mode": COLOURISATION_MODES,

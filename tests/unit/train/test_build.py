@@ -16,7 +16,7 @@ def parse(*argv):
 def test_defaults_are_the_papers_settings_and_alpha_follows_the_lr():
     run = RunConfig()
     assert (run.train.lr, run.train.batch_size, run.train.epochs, run.generator.lr) == (0.01, 100, 200, 1e-3)
-    assert run.train.meta.inner_lr is None  # resolved to the lr by the builder
+    assert run.meta.inner_lr is None  # resolved to the lr by the builder
     assert RunConfig.from_dict(run.to_dict()) == run
 
 
@@ -42,7 +42,7 @@ def test_flags_set_exactly_their_settings_and_several_methods_get_their_folders(
     assert not resume and [r.train.method for r in runs] == ["single", "maxl"]
     assert [r.out for r in runs] == ["o/single", "o/maxl"]
     run = runs[1]
-    assert run.train.lr == 0.05 and run.train.meta.inner_lr == 0.2 and run.data.augment is False
+    assert run.train.lr == 0.05 and run.meta.inner_lr == 0.2 and run.data.augment is False
     assert run.aux.tasks == ["rotation"] and run.aux.weights == {"rotation": 0.5}
     untouched = RunConfig().to_dict()
     for section in ("model", "baselines"):

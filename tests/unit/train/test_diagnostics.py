@@ -138,7 +138,6 @@ def train_with_fixed_generator(out, kind: str, epochs: int, batch_size: int):
         lr=0.05,
         device="cpu",
         progress=False,
-        meta=MetaConfig(inner_lr=0.05),
     )
     trainer = Trainer(
         net,
@@ -148,6 +147,7 @@ def train_with_fixed_generator(out, kind: str, epochs: int, batch_size: int):
         out,
         generator=FixedLogitGenerator(psi, kind),
         gen_config=GeneratorConfig(lr=1e-9),
+        meta=MetaConfig(inner_lr=0.05),
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

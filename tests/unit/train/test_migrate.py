@@ -1,6 +1,7 @@
-"""The sections that follow the components (issue 24): ``objective`` beside ``train.meta``, through
-``--help``, ``config.json`` and ``--config``; configurations of the old shape (J's settings under
-``train.meta``) migrated by ``--config``, ``--resume``, overlays and the analysis."""
+"""The sections that follow the components (issue 24): ``generator``, ``meta`` and ``objective``,
+through ``--help``, ``config.json`` and ``--config``; configurations of the old shape (the
+meta-gradient's and J's settings under ``train.meta``, the generator's under ``model`` and
+``train``) migrated by ``--config``, ``--resume``, overlays, ``maxl grid`` and the analysis."""
 
 import json
 import warnings
@@ -25,10 +26,11 @@ def parse(*argv):
 
 
 def old_shape(config: dict) -> dict:
-    """``config`` as a run of before issue 24 wrote it: J's settings under ``train.meta``, the
-    generator's under ``model`` and ``train`` (``model.generator``, ``train.gen_lr``, ``train.schedule``, ...)."""
+    """``config`` as a run of before issue 24 wrote it: the meta-gradient's settings and J's under
+    ``train.meta`` (``train.meta.order``, ``train.meta.entropy_weight``, ...), the generator's under
+    ``model`` and ``train`` (``model.generator``, ``train.gen_lr``, ``train.schedule``, ...)."""
     old = json.loads(json.dumps(config))
-    old["train"]["meta"].update(old.pop("objective"))
+    old["train"]["meta"] = {**old.pop("meta"), **old.pop("objective")}
     generator = old.pop("generator")
     for path, name in MOVED_TO_GENERATOR.items():
         section, key = path.split(".")
@@ -36,11 +38,15 @@ def old_shape(config: dict) -> dict:
     return old
 
 
-def test_the_objective_and_generator_sections_round_trip_through_help_config_json_and_config(tmp_path):
+def test_the_generator_meta_and_objective_sections_round_trip_through_help_config_json_and_config(tmp_path):
     table = option_table()
     assert table["--entropy-weight"][0] == "objective.entropy_weight"
     assert table["--centre-meta-gradient"][0] == "objective.centre_by_class"
-    assert table["--meta-engine"][0] == "train.meta.engine"
+    assert (table["--meta-engine"][0], table["--meta-order"][0], table["--inner-lr"][0]) == (
+        "meta.engine",
+        "meta.order",
+        "meta.inner_lr",
+    )
     assert (table["--generator"][0], table["--gen-lr"][0], table["--gen-every"][0]) == (
         "generator.network",
         "generator.lr",
@@ -50,24 +56,30 @@ def test_the_objective_and_generator_sections_round_trip_through_help_config_jso
     assert "objective J of the label-generation network (maxl):" in help_text
     assert "--image-entropy-weight OBJECTIVE.IMAGE_ENTROPY_WEIGHT" in help_text
     assert "label-generation network (maxl): network, optimiser, schedule:" in help_text
+    assert "meta-gradient of the label-generation network (maxl): how it is computed:" in help_text
+    assert "--meta-order {second,first,implicit}" in help_text
     assert "--gen-lr GENERATOR.LR SGD learning rate of the label-generation network (default: 0.001)" in help_text
     [run], _ = parse(
         *("--entropy-weight", "0.3", "--consistency-weight", "0.5", "--consistency-no-flip"),
         *("--generator", "features", "--gen-lr", "0.01", "--schedule", "per-step", "--gen-every", "2"),
+        *("--meta-order", "first", "--fd-epsilon", "0.02", "--inner-lr", "0.1"),
     )
     assert run.objective == ObjectiveConfig(entropy_weight=0.3, consistency_weight=0.5, consistency_flip=False)
     assert run.generator == GeneratorConfig(network="features", lr=0.01, schedule="per-step", every=2)
+    assert run.meta == MetaConfig(order="first", fd_epsilon=0.02, inner_lr=0.1)
     saved = run.to_dict()
-    assert saved["objective"]["entropy_weight"] == 0.3 and "entropy_weight" not in saved["train"]["meta"]
-    assert set(saved["train"]["meta"]) == {"inner_lr", "order", "engine", "fd_epsilon", "inner_steps", "neumann_terms"}
+    assert saved["objective"]["entropy_weight"] == 0.3 and "meta" not in saved["train"]
+    assert set(saved["meta"]) == {"inner_lr", "order", "engine", "fd_epsilon", "inner_steps", "neumann_terms"}
+    assert list(saved)[:6] == ["data", "model", "generator", "train", "meta", "objective"]
     assert saved["generator"]["every"] == 2 and not {"gen_lr", "schedule", "gen_every"} & set(saved["train"])
     assert "generator" not in saved["model"]
     (tmp_path / "config.json").write_text(json.dumps(saved))
     [again], _ = parse("--config", str(tmp_path / "config.json"))
     assert again == run
-    (tmp_path / "c.toml").write_text('[objective]\nimage_entropy_weight = 0.2\n[train.meta]\nengine = "jvp"\n')
+    (tmp_path / "c.toml").write_text('[objective]\nimage_entropy_weight = 0.2\n[meta]\nengine = "jvp"\n')
     [toml], _ = parse("--config", str(tmp_path / "c.toml"))
-    assert (toml.objective.image_entropy_weight, toml.train.meta.engine) == (0.2, "jvp")
+    assert (toml.objective.image_entropy_weight, toml.meta.engine, toml.meta.inner_lr) == (0.2, "jvp", None)
+    assert RunConfig.from_dict({"meta": {"order": "first"}}).meta == MetaConfig(order="first", inner_lr=None)
     with pytest.raises(ValueError, match=r"unknown settings \['weight'\] in section \[objective\]"):
         RunConfig.from_dict({"objective": {"weight": 1.0}})
 
@@ -78,11 +90,12 @@ def test_an_old_shape_is_migrated_with_one_notice_and_a_conflict_is_refused():
         new = migrate(old, "old.json")
     assert len(caught) == 1 and str(caught[0].message) == (
         "old.json names settings by their old paths, read at the new ones: "
-        "train.meta -> objective: entropy_weight, record_parts"
+        "train.meta -> objective: entropy_weight, record_parts; train.meta -> meta: engine"
     )
-    assert new == {
-        "train": {"lr": 0.5, "meta": {"engine": "jvp"}},
+    assert new == {  # the emptied train.meta table goes too
+        "train": {"lr": 0.5},
         "objective": {"entropy_weight": 0.4, "record_parts": True},
+        "meta": {"engine": "jvp"},
     }
     assert old["train"]["meta"]["entropy_weight"] == 0.4  # the argument is left as it was
     with warnings.catch_warnings():
@@ -94,9 +107,25 @@ def test_an_old_shape_is_migrated_with_one_notice_and_a_conflict_is_refused():
         migrate({**old, "objective": {"entropy_weight": 0.2}}, announce=False)
     # overlays: an old dotted path merged onto the current defaults lands at its new path
     with pytest.warns(MovedSettingsWarning):
-        merged = merge_overlays(RunConfig().to_dict(), {"train": {"meta": {"consistency_weight": 1.0}}})
-    assert RunConfig.from_dict(merged).objective.consistency_weight == 1.0
-    assert set(MOVED) == {f"train.meta.{f}" for f in ObjectiveConfig.__dataclass_fields__} | set(MOVED_TO_GENERATOR)
+        merged = merge_overlays(
+            RunConfig().to_dict(), {"train": {"meta": {"consistency_weight": 1.0, "order": "first"}}}
+        )
+    assert (RunConfig.from_dict(merged).objective.consistency_weight, RunConfig.from_dict(merged).meta.order) == (
+        1.0,
+        "first",
+    )
+    with pytest.raises(
+        ValueError, match=r"sets meta.order = 'first' and, by its old name, train.meta.order = 'implicit'"
+    ):
+        migrate({"train": {"meta": {"order": "implicit"}}, "meta": {"order": "first"}}, announce=False)
+    assert set(MOVED) == (
+        {f"train.meta.{f}" for f in ObjectiveConfig.__dataclass_fields__}
+        | {f"train.meta.{f}" for f in MetaConfig.__dataclass_fields__}
+        | set(MOVED_TO_GENERATOR)
+    )
+    assert {MOVED[f"train.meta.{f}"] for f in MetaConfig.__dataclass_fields__} == {
+        f"meta.{f}" for f in MetaConfig.__dataclass_fields__
+    }
     assert set(MOVED_TO_GENERATOR.values()) == set(GeneratorConfig.__dataclass_fields__)
 
 
@@ -107,12 +136,17 @@ def test_the_configs_refuse_a_moved_setting_and_say_where_it_went():
         TrainConfig(gen_every=4)
     with pytest.raises(TypeError, match=r"generator moved to GeneratorConfig\(network=...\)"):
         ModelConfig(generator="features")
+    with pytest.raises(
+        TypeError, match=r"meta moved to maxl.MetaConfig \(section \[meta\] .* passed to Trainer as meta="
+    ):
+        TrainConfig(meta=MetaConfig())
 
 
 @pytest.mark.filterwarnings("ignore::maxl.train.diagnostics.GeneratorLabelWarning")
 def test_an_old_runs_config_json_reruns_with_config_and_resumes(tmp_path, capsys):
     out = tmp_path / "old"
     argv = ["train", *SMALL, "--method", "maxl", "--epochs", "1", "--entropy-weight", "0.3", "--gen-lr", "0.01"]
+    argv += ["--meta-engine", "jvp"]
     assert main([*argv, "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     (out / "config.json").write_text(json.dumps(old_shape(config)))  # as an old run wrote it
@@ -124,6 +158,7 @@ def test_an_old_runs_config_json_reruns_with_config_and_resumes(tmp_path, capsys
     with pytest.warns(MovedSettingsWarning, match="copy.json names settings by their old paths"):
         [rerun], _ = parse("--config", str(tmp_path / "copy.json"), "--out", str(tmp_path / "new"))
     assert (rerun.objective.entropy_weight, rerun.generator.lr, rerun.train.epochs) == (0.3, 0.01, 1)
+    assert rerun.meta == MetaConfig(engine="jvp", inner_lr=None)
     with pytest.warns(MovedSettingsWarning, match=r"train -> generator: [^;]*gen_lr \(as lr\), [^;]*schedule"):
         migrate({"train": {"gen_lr": 0.1, "schedule": "per-step"}}, "names.toml")
     # --resume: continues the old run (the checkpoint's old record compares equal) to epoch 2
@@ -135,11 +170,14 @@ def test_an_old_runs_config_json_reruns_with_config_and_resumes(tmp_path, capsys
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     resumed = json.loads((out / "config.json").read_text())
-    assert resumed["objective"]["entropy_weight"] == 0.3 and "entropy_weight" not in resumed["train"]["meta"]
+    assert resumed["objective"]["entropy_weight"] == 0.3 and "meta" not in resumed["train"]
     assert resumed["generator"]["lr"] == 0.01 and "gen_lr" not in resumed["train"]
-    # a resumed run of other objective settings is still refused
+    assert resumed["meta"]["engine"] == "jvp"
+    # a resumed run of other objective or meta-gradient settings is still refused
     with pytest.raises(ValueError, match="--entropy-weight"):
         parse("--resume", str(out), "--entropy-weight", "0.5")
+    with pytest.raises(ValueError, match="--meta-engine"):
+        parse("--resume", str(out), "--meta-engine", "func")
 
 
 def test_the_grid_runner_and_the_results_table_read_an_old_runs_folder(tmp_path):
@@ -148,7 +186,20 @@ def test_the_grid_runner_and_the_results_table_read_an_old_runs_folder(tmp_path)
     from maxl.analysis.results import collect_runs, describe_setting
     from maxl.train.grid import GridMismatchError, folder_state
 
-    [run], _ = parse("--method", "maxl", "--gen-lr", "0.01", "--entropy-weight", "0.3", "--out", str(tmp_path))
+    [run], _ = parse(
+        *(
+            "--method",
+            "maxl",
+            "--gen-lr",
+            "0.01",
+            "--entropy-weight",
+            "0.3",
+            "--meta-engine",
+            "jvp",
+            "--out",
+            str(tmp_path),
+        )
+    )
     folder = tmp_path / "maxl" / "seed0"
     folder.mkdir(parents=True)
     stored = old_shape(run.to_dict())
@@ -161,6 +212,8 @@ def test_the_grid_runner_and_the_results_table_read_an_old_runs_folder(tmp_path)
         assert folder_state(folder, run) == "finished"
     with pytest.raises(GridMismatchError, match="objective.entropy_weight"):
         folder_state(folder, RunConfig.from_dict(merge_overlays(run.to_dict(), {"objective": {"entropy_weight": 0.5}})))
+    with pytest.raises(GridMismatchError, match="meta.engine"):
+        folder_state(folder, RunConfig.from_dict(merge_overlays(run.to_dict(), {"meta": {"engine": "func"}})))
     text = describe_setting(collect_runs(tmp_path))
     assert "generator lr 0.01" in text and "alternate schedule" in text and "entropy weight 0.3" in text
 

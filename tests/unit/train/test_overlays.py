@@ -14,22 +14,24 @@ from maxl.train.overlays import dotted, merge_overlays, nested, resolve
 def test_merge_overlays_merges_tables_and_replaces_everything_else():
     base = {
         "data": {"dataset": "mnist", "normalisation": [0.1, 0.3]},
-        "train": {"lr": 0.1, "meta": {"order": "second"}},
+        "train": {"lr": 0.1},
+        "meta": {"order": "second"},
     }
     merged = merge_overlays(
         base,
-        {"train": {"meta": {"engine": "jvp"}}, "data": {"normalisation": [0.5]}},
+        {"meta": {"engine": "jvp"}, "data": {"normalisation": [0.5]}},
         {"train": {"lr": 0.2}, "out": "x"},
     )
     assert merged == {
         "data": {"dataset": "mnist", "normalisation": [0.5]},
         "out": "x",
-        "train": {"lr": 0.2, "meta": {"order": "second", "engine": "jvp"}},
+        "train": {"lr": 0.2},
+        "meta": {"order": "second", "engine": "jvp"},
     }
-    assert base["train"] == {"lr": 0.1, "meta": {"order": "second"}}  # the arguments are not changed
+    assert base["meta"] == {"order": "second"}  # the arguments are not changed
     assert merge_overlays({"data": {"x": 1}}, {"data": 3}) == {"data": 3}  # the configuration refuses that later
-    assert nested({"train.meta.engine": "jvp", "train.lr": 0.1}) == {"train": {"meta": {"engine": "jvp"}, "lr": 0.1}}
-    assert dotted(nested({"train.meta.engine": "jvp", "out": "o"})) == {"train.meta.engine": "jvp", "out": "o"}
+    assert nested({"meta.engine": "jvp", "train.lr": 0.1}) == {"meta": {"engine": "jvp"}, "train": {"lr": 0.1}}
+    assert dotted(nested({"aux.weights.rotation": 0.5, "out": "o"})) == {"aux.weights.rotation": 0.5, "out": "o"}
 
 
 def test_resolve_puts_the_preset_under_the_overlays():
@@ -129,9 +131,9 @@ def test_the_variants_of_the_built_in_grids():
         v.generator.every,
         v.objective.consistency_weight,
         v.objective.image_entropy_weight,
-        v.train.meta.order,
-        v.train.meta.neumann_terms,
-        v.train.meta.inner_lr,
+        v.meta.order,
+        v.meta.neumann_terms,
+        v.meta.inner_lr,
         v.train.epochs,
     ) == ("per-step", "adam", 0.0, "features", 4, 1.0, 0.2, "implicit", 10, 0.03, 60)
     rot = grid.resolve("maxl", 0, "ps-features-adam-iic-mi-rot15")
@@ -141,7 +143,7 @@ def test_the_variants_of_the_built_in_grids():
     meta = load_grid("mnist")
     assert list(meta.variants) == ["single", "maxl", "maxl-fused-jvp", "maxl-every4"]
     every4 = meta.resolve("maxl", 0, "maxl-every4")
-    assert (every4.generator.schedule, every4.train.meta.engine, every4.generator.every) == ("per-step", "jvp", 4)
+    assert (every4.generator.schedule, every4.meta.engine, every4.generator.every) == ("per-step", "jvp", 4)
 
 
 def test_grid_files_that_are_refused(tmp_path):
