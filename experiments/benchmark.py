@@ -56,7 +56,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from maxl.meta import MetaConfig, ObjectiveConfig, get_engine
 from maxl.nn.backbones import build_backbone
 from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
-from maxl.train import TrainConfig, Trainer
+from maxl.train import GeneratorConfig, TrainConfig, Trainer
 
 # backbone -> (image channels, image size, ψ): the paper's CIFAR-100 setting (20 superclasses,
 # 5 auxiliary classes each) for VGG-16-BN, MNIST with 5 auxiliary classes per digit for the CNN.
@@ -230,8 +230,6 @@ def make_cases(
         cfg = TrainConfig(
             method=method,
             batch_size=batch_size,
-            schedule=schedule,
-            gen_every=k,
             seed=seed,
             device=str(device),
             progress=False,
@@ -240,7 +238,9 @@ def make_cases(
         )
         if method == "single":
             return Trainer(nets["single"], data, data, cfg)
-        return Trainer(nets["net"], data, data, cfg, generator=generator or nets["generator"], objective=objective)
+        gen_config = GeneratorConfig(schedule=schedule, every=k)
+        generator = generator or nets["generator"]
+        return Trainer(nets["net"], data, data, cfg, generator=generator, objective=objective, gen_config=gen_config)
 
     def amortised(t, k):
         """k iterations: a fused generator step (and its multi-task step), then k − 1 plain multi-task

@@ -52,7 +52,7 @@ from maxl.train.checkpoint import (
     restore_rng,
 )
 from maxl.train.checks import FiniteChecks, check_aux_labels, check_data, check_primary_labels
-from maxl.train.config import TrainConfig
+from maxl.train.config import GeneratorConfig, TrainConfig
 from maxl.train.determinism import enable_determinism
 from maxl.train.diagnostics import LabelUsage, warn_label_usage
 from maxl.train.migrate import migrate
@@ -109,8 +109,15 @@ class Trainer:
             (``val_loss``, ``val_acc``), for choosing settings without the test set.
         human_labels: int64 ``[N_train]`` human auxiliary labels of the training images, for
             the generated labels' ``label_nmi_human`` diagnostic.
+        weight_set: images held out from the training images for a meta-learned weighting's
+            outer loss (Auto-λ; :func:`maxl.train.build.hold_out_for_weights`); its batches are
+            drawn by the step count, so a resumed run draws the same ones.
+        weight_every: a weight step before every this many multi-task steps.
         objective: the terms of the generator's objective J, for the learner made here when
             ``learner`` is None (default: the paper's J); a given learner carries its own.
+        gen_config: the generator's optimiser and schedule (:class:`GeneratorConfig`; default:
+            the paper's: SGD lr 1e-3, weight decay 5e-4, the alternate schedule); its network
+            settings are read where the generator is made (:func:`maxl.train.build.make_generator`).
 
     Inside a ``torch.distributed`` process group, ``config.batch_size`` is the global batch:
     each of the N processes takes ``batch_size / N`` images of it.
@@ -138,9 +145,13 @@ class Trainer:
         record: dict | None = None,
         val_set: Dataset | None = None,
         human_labels: Tensor | None = None,
+        weight_set: Dataset | None = None,
+        weight_every: int = 1,
         objective: ObjectiveConfig | None = None,
+        gen_config: GeneratorConfig | None = None,
     ):
         self.config = cfg = config
+        self.gen_config = gen = gen_config if gen_config is not None else GeneratorConfig()
         if cfg.deterministic:
             enable_determinism()
         self.is_main = distributed.rank() == 0  # only rank 0 writes files and prints
@@ -177,12 +188,12 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if self.out_dir is not None and self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.record = record if record is not None else {"train": asdict(cfg)}
+        self.record = record if record is not None else {"train": asdict(cfg), "generator": asdict(gen)}
         self.log = RunLog(self.out_dir, cfg.progress, self.is_main, cfg.tensorboard)
         if distributed.world_size() > 1:  # the same start on every process, whatever the seeds
             distributed.broadcast_([t.data for t in self.learner.state_dict().values()])
         steps_per_epoch = len(cast(Sized, train_set)) // cfg.batch_size  # cast: a map-style data set has a length
-        optims = make_optimisers(cfg, learner.network_parameters(), self.generator, steps_per_epoch)
+        optims = make_optimisers(cfg, learner.network_parameters(), self.generator, steps_per_epoch, gen)
         self.optimizer, self.scheduler, self.gen_optimizer, self.gen_scheduler = (
             optims.optimizer,
             optims.scheduler,
@@ -190,6 +201,13 @@ class Trainer:
             optims.gen_scheduler,
         )
         self.checks = FiniteChecks(lambda: (self.epoch + 1, self.step + 1))
+        self.weight_set = weight_set
+        meta_learned = learner.weighting.meta_learned
+        if meta_learned and learner.weighting.uses_held_out and weight_set is None:
+            raise ValueError(
+                f"weighting {type(learner.weighting).__name__} learns from held-out images: pass weight_set="
+            )
+        learner.check_optimizer(self.optimizer)
         self.steps = StepPath(
             learner,
             self.optimizer,
@@ -197,11 +215,14 @@ class Trainer:
             self.checks,
             getattr(net, "aux_head", None),
             per_step_scheduler=self.scheduler if optims.per_step else None,
+            held_out=self._held_out_batch if meta_learned and learner.weighting.uses_held_out else None,
+            weight_every=weight_every,
+            step_of=lambda: self.step,
             precision=cfg.precision,
         )
-        self.schedule = make_schedule(cfg, self.generator is not None)
+        self.schedule = make_schedule(gen, self.generator is not None)
         self.gumbel_start = getattr(self.generator, "gumbel_tau", 0.0)  # τ0 of hard labels (0: soft)
-        if cfg.gumbel_tau_end is not None and self.generator is not None and not self.gumbel_start:
+        if gen.gumbel_tau_end is not None and self.generator is not None and not self.gumbel_start:
             raise ValueError("gumbel_tau_end needs a generator with hard labels (gumbel_tau > 0)")
         self.epoch = 0  # epochs completed
         self.step = 0  # multi-task steps completed
@@ -286,6 +307,19 @@ class Trainer:
 
         return on_device()
 
+    def _held_out_batch(self, step: int) -> tuple[Tensor, Tensor]:
+        """The held-out batch of the weight step before multi-task step ``step``: ``batch_size``
+        images (at most the split) drawn without replacement by a generator seeded by the run's
+        seed and ``step`` alone, the same on every process and after a resume."""
+        assert self.weight_set is not None  # only a meta-learned weighting asks
+        n = len(cast(Sized, self.weight_set))  # cast: a map-style data set has a length
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+        picks = torch.randperm(n, generator=gen)[: min(self.config.batch_size, n)].tolist()
+        items = [self.weight_set[i] for i in picks]
+        x = torch.stack([item[0] for item in items]).to(self.device)
+        y = torch.as_tensor([int(item[1]) for item in items]).to(self.device)
+        return x, y
+
     # ----------------------------------------------------------------- epochs
     def train_epoch(self, resumed: dict | None = None) -> dict[str, float]:
         """One epoch of the schedule, or its rest from the ``resumed`` part of a step-level
@@ -295,8 +329,11 @@ class Trainer:
             assert self.generator is not None  # gumbel_start is its τ0
             # ignore: torch's stubs type nn.Module.__setattr__'s value as Tensor | Module, yet any attribute is allowed
             self.generator.gumbel_tau = gumbel_temperature(  # type: ignore[assignment]
-                self.gumbel_start, self.config.gumbel_tau_end, self.epoch, self.config.epochs
+                self.gumbel_start, self.gen_config.gumbel_tau_end, self.epoch, self.config.epochs
             )
+        # an architecture with a schedule of its own (AdaShare's phases): set from the epoch alone
+        begin_epoch = getattr(getattr(self.net, "backbone", None), "begin_epoch", None)
+        arch_record = begin_epoch(self.epoch) if callable(begin_epoch) else {}
         hierarchy = getattr(self.generator, "hierarchy", None)
         sums = EpochSums(
             self.steps.task_keys, LabelUsage(hierarchy) if hierarchy is not None else None, self.human_labels
@@ -312,6 +349,7 @@ class Trainer:
         )
         self.learner.end_epoch()  # loss-history weightings (DWA) roll over
         record = distributed.all_reduce_values(sums.record(), self.device)  # equal shares: the global means
+        record.update(arch_record)
         if sums.usage is not None:  # label usage of this process's share (rank 0's is the one logged)
             record.update(sums.usage.summary())
         if self.gumbel_start:
