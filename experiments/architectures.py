@@ -9,6 +9,14 @@ seed each, every architecture with MAXL's generated labels::
     python experiments/architectures.py report --runs runs/architectures --timing figures/architectures-timing.json \\
         --figures figures
 
+The multi-task literature's weightings (issue 26: torchjd's aggregators and the loss-based methods)
+have a second, reduced grid, ``weightings/hard/<name>``: the human hierarchy *and* rotation (one
+random rotation per image) as auxiliary tasks, so three tasks, on 1000 training and 1000 test images
+for 5 epochs (:data:`MTL_PROTOCOL`; about 25 minutes of one core for 17 weightings × 3 seeds)::
+
+    python experiments/architectures.py run --data-root /tmp/data/cifar10-jpeg --configs weightings
+    python experiments/architectures.py time --configs weightings --out figures/architectures-weightings-timing.json
+
 ``run`` trains each configuration × seed with ``maxl train`` (in this process) into
 ``OUT/<config>/seed<k>`` and skips finished runs (``--configs`` / ``--seeds`` pick a subset, so
 that two processes can share the grid). ``time`` measures the time of one training step (forward,
@@ -80,6 +88,43 @@ CONFIGS: dict[str, tuple[list[str], tuple[int, ...]]] = {
     **{f"maxl/{a}/equal": (["--method", "maxl", "--arch", a], (0,)) for a in ARCHS},
     "single/hard/-": (["--method", "single"], (0, 1, 2)),
 }
+#: the weightings of issue 26 (and equal weights, the reference), on the reduced grid
+MTL_WEIGHTINGS = (
+    "equal",
+    "upgrad",
+    "cagrad",
+    "nash-mtl",
+    "imtl-g",
+    "aligned-mtl",
+    "graddrop",
+    "gradvac",
+    "dualproj",
+    "config",
+    "fairgrad",
+    "rlw",
+    "famo",
+    "db-mtl",
+    "gls",
+    "imtl-l",
+    "stch",
+)
+#: the reduced protocol of the weightings grid: 1000 training / 1000 test images, 5 epochs
+MTL_PROTOCOL = [
+    *PROTOCOL[: PROTOCOL.index("--train-subset")],
+    "--train-subset",
+    "1000",
+    "--test-subset",
+    "1000",
+    "--epochs",
+    "5",
+    *PROTOCOL[PROTOCOL.index("--no-progress") :],
+]
+MTL_FLAGS = ["--method", "human", "--aux", "rotation", "--rotation-mode", "random"]
+CONFIGS.update({f"weightings/hard/{w}": ([*MTL_FLAGS, "--weighting", w], (0, 1, 2)) for w in MTL_WEIGHTINGS})
+
+
+def protocol_of(config: str) -> list[str]:
+    return MTL_PROTOCOL if config.startswith("weightings/") else PROTOCOL
 
 
 def run_folder(root: Path, config: str, seed: int) -> Path:
@@ -101,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             argv = [
                 "train",
-                *PROTOCOL,
+                *protocol_of(config),
                 "--data-root",
                 args.data_root,
                 *flags,
@@ -117,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _learner(method: str, arch: str, weighting: str):
+def _learner(method: str, arch: str, weighting: str, aux: tuple[str, ...] = ()):
     import torch
 
     from maxl.core.losses import classification_loss
@@ -128,7 +173,17 @@ def _learner(method: str, arch: str, weighting: str):
     torch.manual_seed(0)
     net = build_network(arch, lambda: build_backbone("cnn3", 3), 2, 0 if method == "single" else 10, 0)
     labels = torch.randint(0, 10, (100,))
-    learner = build_learner(net, method, (), weighting, loss_fn=classification_loss("ce"), aux_labels=labels)
+    learner = build_learner(
+        net,
+        method,
+        aux,
+        weighting,
+        loss_fn=classification_loss("ce"),
+        aux_labels=labels,
+        in_channels=3,
+        image_size=32,
+        rotation_mode="random",
+    )
     return net, learner
 
 
@@ -141,16 +196,17 @@ def timing(args: argparse.Namespace) -> int:
     x, y, idx = torch.randn(100, 3, 32, 32), torch.randint(0, 2, (100,)), torch.arange(100)
     cases = {
         c: (
-            c.split("/")[0],
+            "human" if c.startswith("weightings/") else c.split("/")[0],
             c.split("/")[1],
-            c.split("/")[2].replace("-", "equal") if c.endswith("/-") else c.split("/")[2],
+            "equal" if c.endswith("/-") else c.split("/")[2],
         )
         for c in CONFIGS
-        if not c.startswith("maxl")
+        if not c.startswith("maxl") and (not args.configs or any(c.startswith(p) for p in args.configs))
     }
     built = {}
     for config, (method, arch, weighting) in cases.items():
-        net, learner = _learner(method, arch, weighting)
+        aux = ("rotation",) if config.startswith("weightings/") else ()
+        net, learner = _learner(method, arch, weighting, aux)
         built[config] = (
             net,
             learner,
@@ -184,18 +240,18 @@ def _mean_std(values):
 
 def _parameters(config: str) -> int:
     method, arch, weighting = config.split("/")
+    method = "human" if method == "weightings" else method
     net, _ = _learner("single" if method == "single" else "human", arch, "equal")
     return sum(p.numel() for p in net.parameters())
 
 
-def report(args: argparse.Namespace) -> int:
-    root, out = Path(args.runs), Path(args.figures)
-    steps = json.loads(Path(args.timing).read_text())["steps"] if args.timing else {}
-    base = steps.get("human/hard/equal", {}).get("step_s")
+def _rows(root: Path, configs: list[str], steps: dict, base_config: str) -> tuple[list[str], list[list]]:
+    """The table rows (markdown) and CSV rows of the finished runs of ``configs``."""
+    base = steps.get(base_config, {}).get("step_s")
     rows, csv_rows = [], []
-    for config, (flags, seeds) in CONFIGS.items():
+    for config in configs:
         runs = []
-        for seed in seeds:
+        for seed in CONFIGS[config][1]:
             folder = run_folder(root, config, seed)
             if (folder / "summary.json").is_file():
                 summary = json.loads((folder / "summary.json").read_text())
@@ -216,11 +272,80 @@ def report(args: argparse.Namespace) -> int:
         step = steps.get(config, {}).get("step_s")
         ratio = f"{step / base:.2f}" if step and base else "—"
         method, arch, weighting = config.split("/")
+        method = "human + rotation" if method == "weightings" else method
         fmt = lambda m, s: f"{m:.2f} ± {s:.2f}" if not math.isnan(s) else f"{m:.2f}"
         rows.append(
             f"| {method} | {arch} | {weighting} | {len(runs)} | {fmt(*final)} | {fmt(*last5)} | "
             f"{_parameters(config):,} | {ratio} | {statistics.mean(r['mean_epoch_time_s'] for r in runs):.0f} |"
         )
+    return rows, csv_rows
+
+
+def _write_csv(path: Path, csv_rows: list[list]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["config", "seed", "final_test_acc", "last5_mean_test_acc", "mean_epoch_time_s"])
+    writer.writerows(csv_rows)
+    path.write_text(buffer.getvalue())
+
+
+#: the heading of the weightings grid's section in architectures.md (``report --configs weightings``
+#: replaces that section and keeps the rest of the page)
+MTL_HEADING = "## The multi-task literature's weightings, human hierarchy + rotation (reduced protocol)"
+
+
+def report_weightings(args: argparse.Namespace) -> int:
+    """The weightings grid's section of ``architectures.md`` and ``architectures-weightings.csv``."""
+    root, out = Path(args.runs), Path(args.figures)
+    steps = json.loads(Path(args.timing).read_text())["steps"] if args.timing else {}
+    configs = [c for c in CONFIGS if c.startswith("weightings/")]
+    rows, csv_rows = _rows(root, configs, steps, "weightings/hard/equal")
+    if not rows:
+        print(f"no finished weightings runs under {root}", file=sys.stderr)
+        return 1
+    from auxtasks.weighting import WEIGHTINGS, TorchJDWeighting
+
+    source = ", ".join(
+        w for w in MTL_WEIGHTINGS if isinstance(WEIGHTINGS[w], type) and issubclass(WEIGHTINGS[w], TorchJDWeighting)
+    )
+    section = [
+        MTL_HEADING,
+        "",
+        "Three tasks: the primary task, the human hierarchy (ψ = [6, 4]) and rotation (one random rotation "
+        "per image), hard sharing. Primary test accuracy (%) after the last epoch and the mean of the last 5 "
+        "epochs (here: every epoch), mean ± std over seeds 0–2; parameters of the multi-task network "
+        "without the rotation head; time per training step relative to equal weighting on the same three "
+        "tasks (`experiments/architectures.py time --configs weightings`: batch 100, one thread, median "
+        "of interleaved repeats); s / epoch as measured in the runs (2 cores shared with other jobs).",
+        "",
+        f"From torchjd (`pip install 'maxl[mtl]'`): {source}. Written here: rlw, famo, db-mtl, gls, "
+        "imtl-l, stch. Every method at its defaults (`--weighting-option` unset), no tuning.",
+        "",
+        "| method | architecture | weighting | seeds | final acc | last-5 mean | parameters | time / step "
+        "vs equal | s / epoch |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+        "Protocol: " + " ".join(MTL_PROTOCOL) + " " + " ".join(MTL_FLAGS) + " --weighting NAME (the protocol "
+        "above reduced to 1000 training and 1000 test images and 5 epochs, to fit about half an hour of "
+        "one core). With 1000 images the seeds' spread is of the order of the differences between most "
+        "weightings: read the table as which methods run and what they cost, not as a ranking.",
+    ]
+    page = out / "architectures.md"
+    text = page.read_text() if page.is_file() else ""
+    kept = text.split(MTL_HEADING)[0].rstrip("\n")
+    page.write_text((kept + "\n\n" if kept else "") + "\n".join(section) + "\n")
+    _write_csv(out / "architectures-weightings.csv", csv_rows)
+    print("\n".join(section))
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    if args.configs == ["weightings"]:
+        return report_weightings(args)
+    root, out = Path(args.runs), Path(args.figures)
+    steps = json.loads(Path(args.timing).read_text())["steps"] if args.timing else {}
+    rows, csv_rows = _rows(root, [c for c in CONFIGS if not c.startswith("weightings/")], steps, "human/hard/equal")
     if not rows:
         print(f"no finished runs under {root}", file=sys.stderr)
         return 1
@@ -245,12 +370,11 @@ def report(args: argparse.Namespace) -> int:
         "a one-step look-ahead (with soft sharing that look-ahead carries no signal to the generator, see "
         "maxl/nn/architectures/soft.py).",
     ]
-    (out / "architectures.md").write_text("\n".join(lines) + "\n")
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["config", "seed", "final_test_acc", "last5_mean_test_acc", "mean_epoch_time_s"])
-    writer.writerows(csv_rows)
-    (out / "architectures.csv").write_text(buffer.getvalue())
+    page = out / "architectures.md"
+    old = page.read_text() if page.is_file() else ""
+    kept = MTL_HEADING + old.split(MTL_HEADING)[1] if MTL_HEADING in old else ""  # the weightings section stays
+    page.write_text("\n".join(lines) + "\n" + ("\n" + kept if kept else ""))
+    _write_csv(out / "architectures.csv", csv_rows)
     print("\n".join(lines))
     return 0
 
@@ -266,10 +390,12 @@ def main(argv=None) -> int:
     t = sub.add_parser("time")
     t.add_argument("--out", default="figures/architectures-timing.json")
     t.add_argument("--repeats", type=int, default=15)
+    t.add_argument("--configs", nargs="*", help="config name prefixes, e.g. weightings")
     p = sub.add_parser("report")
     p.add_argument("--runs", default="runs/architectures")
     p.add_argument("--timing", default=None)
     p.add_argument("--figures", default="figures")
+    p.add_argument("--configs", nargs="*", help="'weightings': the weightings grid's section only")
     args = parser.parse_args(argv)
     return {"run": run, "time": timing, "report": report}[args.command](args)
 

@@ -25,6 +25,7 @@ from auxtasks.weighting import (
     weighting_options,
 )
 from auxtasks.weighting.mgda import min_norm_weights
+from auxtasks.weighting.options import describe_options
 
 pytest.importorskip("torchjd", reason="the optional extra mtl: pip install 'maxl[mtl]'")
 from torchjd import aggregation as jd  # noqa: E402
@@ -173,6 +174,7 @@ def test_options_are_checked_by_name_and_converted():
         weighting_options(IMTLG, {"c": 1})
     with pytest.raises(ValueError, match="c must be non-negative"):
         CAGrad(c=-1.0)  # torchjd's own check, when the weighting is made
+    assert describe_options(CAGrad).startswith("c (float, default 0.4): ")
 
 
 def test_the_config_refuses_an_unknown_option_naming_the_setting():
