@@ -21,6 +21,12 @@ subprocess per variant: CPU, the peak resident set size (``VmHWM``) above the re
 after importing torch (the networks, optimisers, activations and workspace); CUDA,
 ``torch.cuda.max_memory_allocated``.
 
+``--precision bf16`` runs every variant through the trainer's bfloat16 autocast
+(:mod:`maxl.core.precision`; FLOPs are counted on float32 copies of the cases, which have the same
+FLOPs). ``--project OUT.json`` measures nothing: it projects the paper's CIFAR-100 run on a GPU of a
+stated throughput from a saved result's FLOPs and ``experiments/data_path.py``'s images/s
+(:func:`gpu_projection`).
+
 Writes ``OUT.json`` and ``OUT.md`` (and ``OUT-profile.md`` with ``--profile``).
 
 Example (the committed table, figures/README.md)::
@@ -198,6 +204,7 @@ def make_cases(
     seed: int = 0,
     channels_last: bool = False,
     compile: bool = False,
+    precision: str = "fp32",
 ) -> dict[str, Case]:
     """Build the variants ``names`` on shared networks (one single-task network, one MAXL pair)."""
     channels, size, psi = SETTINGS[backbone]
@@ -227,6 +234,7 @@ def make_cases(
             device=str(device),
             progress=False,
             meta=meta or MetaConfig(),
+            precision=precision,
         )
         if method == "single":
             return Trainer(nets["single"], data, data, cfg)
@@ -344,6 +352,7 @@ def memory_worker(args) -> dict:
         args.gen_every,
         channels_last=args.channels_last,
         compile=args.compile,
+        precision=args.precision,
     )
     case = cases[args.memory_worker]
     if device.type == "cuda":
@@ -380,6 +389,7 @@ def measure_memory(name: str, backbone: str, args) -> dict:
         command.append("--channels-last")
     if args.compile:
         command.append("--compile")
+    command += ["--precision", args.precision]
     if args.threads is not None:
         command += ["--threads", str(args.threads)]
     env = {
@@ -410,13 +420,28 @@ def benchmark_backbone(backbone: str, args, log=print) -> dict:
     if "single" not in names:
         names = ["single", *names]
     cases = make_cases(
-        names, backbone, args.batch_size, device, args.gen_every, channels_last=args.channels_last, compile=args.compile
+        names,
+        backbone,
+        args.batch_size,
+        device,
+        args.gen_every,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        precision=args.precision,
     )
     load_before = os.getloadavg()
     log(f"[{backbone}] timing {len(names)} variants: {args.warmup} warm-up + {args.repeats} rounds")
     times = time_cases(cases, args.warmup, args.repeats, args.min_time)
     load_after = os.getloadavg()
-    flops = {n: count_flops(c) for n, c in cases.items()} if not args.no_flops else {}
+    flops = {}
+    if not args.no_flops:  # the FLOPs do not depend on the precision: counted on float32 cases
+        # (torch.utils.flop_counter fails on forward-mode AD under autocast: the jvp engine)
+        counted = cases
+        if args.precision != "fp32":
+            counted = make_cases(
+                names, backbone, args.batch_size, device, args.gen_every, channels_last=args.channels_last
+            )
+        flops = {n: count_flops(c) for n, c in counted.items()}
     rows = {}
     for name in names:
         ratios = [t / s for t, s in zip(times[name], times["single"])]
@@ -469,7 +494,8 @@ def markdown(result: dict) -> str:
         f"Made by `{env['command']}` on {env['date']}: torch {env['torch']}, device {env['device']}"
         f" ({env['processor']}), {env['threads']} threads, "
         f"{'channels-last' if env.get('channels_last') else 'contiguous (NCHW)'} tensors, "
-        f"{'torch.compile backbones' if env.get('compile') else 'eager'}, batch {result['batch_size']}, "
+        f"{'torch.compile backbones' if env.get('compile') else 'eager'}, "
+        f"precision {env.get('precision', 'fp32')}, batch {result['batch_size']}, "
         f"{result['warmup']} warm-up iterations, {result['repeats']} timed rounds"
         + (f" of at least {result['min_time_s']:g} s per measurement" if result.get("min_time_s") else "")
         + ".",
@@ -695,6 +721,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format for every variant")
     p.add_argument(
+        "--precision", default="fp32", choices=("fp32", "bf16"), help="the trainer's precision (bf16: autocast)"
+    )
+    p.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile every backbone (needs --variants without the double-backward ones: "
@@ -783,6 +812,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": torch.get_num_threads(),
             "channels_last": args.channels_last,
             "compile": args.compile,
+            "precision": args.precision,
             "command": "python experiments/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "date": time.strftime("%Y-%m-%d %H:%M"),
         },

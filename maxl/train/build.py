@@ -813,8 +813,13 @@ def hold_out_for_weights(data, size: int | None, seed: int):
     held = stratified_subset(train.labels, size, seed + 2)
     rest = torch.ones(n, dtype=torch.bool)
     rest[held] = False
-    held_set = ImageTensorDataset(train.images[held], train.labels[held], data.test.transform)
-    kept = ImageTensorDataset(train.images[rest], train.labels[rest], train.transform)
+    # the data sets' own per-image and batch transforms (the trainer's --loader batch path uses the latter)
+    held_set = ImageTensorDataset(
+        train.images[held], train.labels[held], data.test.transform, getattr(data.test, "batch_transform", None)
+    )
+    kept = ImageTensorDataset(
+        train.images[rest], train.labels[rest], train.transform, getattr(train, "batch_transform", None)
+    )
     aux_train = data.aux_train[rest] if data.aux_train is not None else None
     return replace(data, train=kept, aux_train=aux_train), held_set
 
