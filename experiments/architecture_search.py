@@ -106,7 +106,8 @@ def report(args: argparse.Namespace) -> int:
         "seeds present), parameters of the multi-task network (and of the derived network at inference), "
         "training time per epoch relative to hard sharing (the runs' own s / epoch, 2 shared cores).",
         "",
-        "| architecture | seeds | final acc | last-5 mean | parameters | derived parameters | s / epoch | vs hard |",
+        "| architecture | seeds | final acc | mean of the last 5 epochs | parameters | derived parameters | "
+        "s / epoch | vs hard |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     hard_epoch = None
