@@ -533,7 +533,7 @@ class AuxiliaryLearner(nn.Module):
         self,
         images: Tensor,
         labels: Tensor,
-        held_out: tuple[Tensor, Tensor],
+        held_out: tuple[Tensor, Tensor] | None,
         *,
         alpha: float,
         index: Tensor | None = None,
@@ -544,7 +544,8 @@ class AuxiliaryLearner(nn.Module):
 
         Args:
             images, labels: the training batch, ``[B, C, H, W]`` and ``[B]``.
-            held_out: ``(x_v, y_v)``, a batch of images the network does not train on.
+            held_out: ``(x_v, y_v)``, a batch of images the network does not train on (None for a
+                weighting that learns from the training batch, ``uses_held_out`` False: OL-AUX).
             alpha: the look-ahead's step size, the main optimiser's current learning rate.
             index: as for :meth:`forward`.
 
@@ -553,10 +554,12 @@ class AuxiliaryLearner(nn.Module):
             :class:`maxl.meta.task_weights.TaskWeightGradient`).
 
         Raises:
-            ValueError: the weighting is not meta-learned.
+            ValueError: the weighting is not meta-learned, or needs a held-out batch and got None.
         """
         if not self.weighting.meta_learned:
             raise ValueError(f"weighting {type(self.weighting).__name__} is not meta-learned: it has no weight step")
+        if held_out is None and self.weighting.uses_held_out:
+            raise ValueError(f"weighting {type(self.weighting).__name__} needs a held-out batch (x_v, y_v)")
         return self.weighting.meta_step(self, images, labels, held_out, alpha=alpha, index=index)
 
     # ------------------------------------------------------------------ MAXL

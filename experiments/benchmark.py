@@ -21,6 +21,12 @@ subprocess per variant: CPU, the peak resident set size (``VmHWM``) above the re
 after importing torch (the networks, optimisers, activations and workspace); CUDA,
 ``torch.cuda.max_memory_allocated``.
 
+``--precision bf16`` runs every variant through the trainer's bfloat16 autocast
+(:mod:`maxl.core.precision`; FLOPs are counted on float32 copies of the cases, which have the same
+FLOPs). ``--project OUT.json`` measures nothing: it projects the paper's CIFAR-100 run on a GPU of a
+stated throughput from a saved result's FLOPs and ``experiments/data_path.py``'s images/s
+(:func:`gpu_projection`).
+
 Writes ``OUT.json`` and ``OUT.md`` (and ``OUT-profile.md`` with ``--profile``).
 
 Example (the committed table, figures/README.md)::
@@ -50,7 +56,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from maxl.meta import MetaConfig, ObjectiveConfig, get_engine
 from maxl.nn.backbones import build_backbone
 from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
-from maxl.train import TrainConfig, Trainer
+from maxl.train import GeneratorConfig, TrainConfig, Trainer
 
 # backbone -> (image channels, image size, ψ): the paper's CIFAR-100 setting (20 superclasses,
 # 5 auxiliary classes each) for VGG-16-BN, MNIST with 5 auxiliary classes per digit for the CNN.
@@ -198,6 +204,7 @@ def make_cases(
     seed: int = 0,
     channels_last: bool = False,
     compile: bool = False,
+    precision: str = "fp32",
 ) -> dict[str, Case]:
     """Build the variants ``names`` on shared networks (one single-task network, one MAXL pair)."""
     channels, size, psi = SETTINGS[backbone]
@@ -223,16 +230,17 @@ def make_cases(
         cfg = TrainConfig(
             method=method,
             batch_size=batch_size,
-            schedule=schedule,
-            gen_every=k,
             seed=seed,
             device=str(device),
             progress=False,
             meta=meta or MetaConfig(),
+            precision=precision,
         )
         if method == "single":
             return Trainer(nets["single"], data, data, cfg)
-        return Trainer(nets["net"], data, data, cfg, generator=generator or nets["generator"], objective=objective)
+        gen_config = GeneratorConfig(schedule=schedule, every=k)
+        generator = generator or nets["generator"]
+        return Trainer(nets["net"], data, data, cfg, generator=generator, objective=objective, gen_config=gen_config)
 
     def amortised(t, k):
         """k iterations: a fused generator step (and its multi-task step), then k − 1 plain multi-task
@@ -344,6 +352,7 @@ def memory_worker(args) -> dict:
         args.gen_every,
         channels_last=args.channels_last,
         compile=args.compile,
+        precision=args.precision,
     )
     case = cases[args.memory_worker]
     if device.type == "cuda":
@@ -380,6 +389,7 @@ def measure_memory(name: str, backbone: str, args) -> dict:
         command.append("--channels-last")
     if args.compile:
         command.append("--compile")
+    command += ["--precision", args.precision]
     if args.threads is not None:
         command += ["--threads", str(args.threads)]
     env = {
@@ -410,13 +420,28 @@ def benchmark_backbone(backbone: str, args, log=print) -> dict:
     if "single" not in names:
         names = ["single", *names]
     cases = make_cases(
-        names, backbone, args.batch_size, device, args.gen_every, channels_last=args.channels_last, compile=args.compile
+        names,
+        backbone,
+        args.batch_size,
+        device,
+        args.gen_every,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        precision=args.precision,
     )
     load_before = os.getloadavg()
     log(f"[{backbone}] timing {len(names)} variants: {args.warmup} warm-up + {args.repeats} rounds")
     times = time_cases(cases, args.warmup, args.repeats, args.min_time)
     load_after = os.getloadavg()
-    flops = {n: count_flops(c) for n, c in cases.items()} if not args.no_flops else {}
+    flops = {}
+    if not args.no_flops:  # the FLOPs do not depend on the precision: counted on float32 cases
+        # (torch.utils.flop_counter fails on forward-mode AD under autocast: the jvp engine)
+        counted = cases
+        if args.precision != "fp32":
+            counted = make_cases(
+                names, backbone, args.batch_size, device, args.gen_every, channels_last=args.channels_last
+            )
+        flops = {n: count_flops(c) for n, c in counted.items()}
     rows = {}
     for name in names:
         ratios = [t / s for t, s in zip(times[name], times["single"])]
@@ -469,7 +494,8 @@ def markdown(result: dict) -> str:
         f"Made by `{env['command']}` on {env['date']}: torch {env['torch']}, device {env['device']}"
         f" ({env['processor']}), {env['threads']} threads, "
         f"{'channels-last' if env.get('channels_last') else 'contiguous (NCHW)'} tensors, "
-        f"{'torch.compile backbones' if env.get('compile') else 'eager'}, batch {result['batch_size']}, "
+        f"{'torch.compile backbones' if env.get('compile') else 'eager'}, "
+        f"precision {env.get('precision', 'fp32')}, batch {result['batch_size']}, "
         f"{result['warmup']} warm-up iterations, {result['repeats']} timed rounds"
         + (f" of at least {result['min_time_s']:g} s per measurement" if result.get("min_time_s") else "")
         + ".",
@@ -545,6 +571,115 @@ def projection_markdown(bench: dict) -> list[str]:
     return [*lines, ""]
 
 
+def gpu_projection(
+    bench: dict,
+    tflops: float,
+    efficiency: float,
+    data_rates: dict[str, float],
+    variants=("single", "fused-jvp", "every4"),
+) -> dict:
+    """The paper's CIFAR-100 run (:data:`PAPER_RUN`) on a GPU, projected from the measured FLOPs per
+    iteration of ``bench`` (a backbone's entry of a saved OUT.json, batch ``bench["batch_size"]``), a
+    GPU's stated throughput ``tflops`` (TFLOP/s) of which ``efficiency`` is reached, and the data
+    path's measured images/s per path (``data_rates``, e.g. from ``experiments/data_path.py``).
+
+    Per iteration: compute ``GFLOP / (tflops · efficiency)``; data ``batch / rate``. Hours: with the
+    data path overlapped (asynchronous GPU work: max of the two) and serial (their sum, an upper bound).
+
+    Returns:
+        ``{"iterations", "variants": {name: {"gflop", "compute_h", "data_h": {path: h}, "overlapped_h":
+        {path: h}, "serial_h": {path: h}, "ratio_to_single"}}}``.
+    """
+    batch = bench["batch_size"]
+    iterations = paper_iterations(batch)
+    rows = {}
+    for name in variants:
+        row = bench["variants"].get(name)
+        if row is None or "gflop" not in row:
+            continue
+        compute_s = row["gflop"] * 1e9 / (tflops * 1e12 * efficiency)
+        data_s = {path: batch / rate for path, rate in data_rates.items()}
+        rows[name] = {
+            "gflop": row["gflop"],
+            "compute_h": iterations * compute_s / 3600,
+            "data_h": {p: iterations * d / 3600 for p, d in data_s.items()},
+            "overlapped_h": {p: iterations * max(compute_s, d) / 3600 for p, d in data_s.items()},
+            "serial_h": {p: iterations * (compute_s + d) / 3600 for p, d in data_s.items()},
+        }
+    if "single" in rows:
+        for row in rows.values():
+            row["ratio_to_single"] = {
+                p: row["overlapped_h"][p] / rows["single"]["overlapped_h"][p] for p in row["overlapped_h"]
+            }
+    return {"iterations": iterations, "batch_size": batch, "variants": rows}
+
+
+def gpu_projection_markdown(projection: dict, gpu: str, tflops: float, efficiency: float, rates: dict) -> list[str]:
+    """The table of :func:`gpu_projection`."""
+    paths = list(rates)
+    lines = [
+        f"## {gpu}, {efficiency:.0%} of it reached",
+        "",
+        f"{PAPER_RUN['images']} images, batch {projection['batch_size']}, {PAPER_RUN['epochs']} epochs = "
+        f"{projection['iterations']} iterations of VGG-16-BN (training steps and data path; no evaluation). "
+        f"Compute: the measured FLOPs per iteration (convolutions and matrix products, `torch.utils.flop_counter`) "
+        f"at {efficiency:.0%} of the stated {tflops:g} TFLOP/s (an assumption, not a measurement). Data: "
+        + ", ".join(f"{p} path {r:,.0f} images/s" for p, r in rates.items())
+        + " (measured on this CPU with one thread, `experiments/data_path.py`). Overlapped: data prepared "
+        "while the GPU computes (max of the two); serial: their sum.",
+        "",
+        "| variant | GFLOP / iteration | compute (h) | "
+        + " | ".join(f"data, {p} (h) | total, {p}: overlapped – serial (h) | ratio to single, {p}" for p in paths)
+        + " |",
+        "|---|---:|---:|" + "---:|---|---:|" * len(paths),
+    ]
+    for name, row in projection["variants"].items():
+        cells = [f"{name}", f"{row['gflop']:.1f}", f"{row['compute_h']:.2f}"]
+        for p in paths:
+            ratio = row.get("ratio_to_single", {}).get(p)
+            cells += [
+                f"{row['data_h'][p]:.2f}",
+                f"{row['overlapped_h'][p]:.2f} – {row['serial_h'][p]:.2f}",
+                f"{ratio:.2f}×" if ratio is not None else "–",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def project_main(args) -> int:
+    """``--project JSON``: the GPU projection of a saved benchmark, written to OUT.json / OUT.md."""
+    saved = json.loads(Path(args.project).read_text())
+    bench = next((b for b in saved["backbones"] if b["backbone"] == PAPER_RUN["backbone"]), None)
+    if bench is None:
+        raise SystemExit(f"benchmark: --project {args.project} holds no {PAPER_RUN['backbone']} measurement")
+    bench = {**bench, "batch_size": saved["batch_size"]}
+    data = json.loads(Path(args.data_path).read_text())
+    rates = {path: row["images_per_s"] for path, row in data["rate"].items()}
+    projections = {e: gpu_projection(bench, args.gpu_tflops, e, rates) for e in args.gpu_efficiency}
+    result = {
+        "command": "python experiments/benchmark.py " + " ".join(sys.argv[1:]),
+        "from": {"benchmark": args.project, "data_path": args.data_path},
+        "gpu": args.gpu_name,
+        "tflops": args.gpu_tflops,
+        "data_rates": rates,
+        "projections": [{"efficiency": e, **p} for e, p in projections.items()],
+    }
+    out = Path(args.out)
+    atomic_write(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
+    lines = [
+        "# Projected hours of the paper's CIFAR-100 run on a GPU",
+        "",
+        f"Made by `{result['command']}` on {time.strftime('%Y-%m-%d %H:%M')} from the measurements in "
+        f"`{args.project}` (FLOPs, made by `{saved['env']['command']}`) and `{args.data_path}`.",
+        "",
+    ]
+    for e, projection in projections.items():
+        lines += gpu_projection_markdown(projection, args.gpu_name, args.gpu_tflops, e, rates)
+    atomic_write(out.with_suffix(".md"), "\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
 def profile_markdown(result: dict) -> str:
     lines = ["# Where the time of an iteration goes (torch.profiler, self time per op)", ""]
     for bench in result["backbones"]:
@@ -586,6 +721,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format for every variant")
     p.add_argument(
+        "--precision", default="fp32", choices=("fp32", "bf16"), help="the trainer's precision (bf16: autocast)"
+    )
+    p.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile every backbone (needs --variants without the double-backward ones: "
@@ -607,6 +745,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JSON",
         help="measure nothing: write the Markdown of a saved OUT.json again (OUT.md, OUT-profile.md)",
     )
+    p.add_argument(
+        "--project",
+        default=None,
+        metavar="JSON",
+        help="measure nothing: project the paper's CIFAR-100 run on a GPU from a saved OUT.json's FLOPs "
+        "(with --gpu-tflops, --gpu-efficiency, --data-path); writes OUT.json / OUT.md",
+    )
+    p.add_argument("--gpu-tflops", type=float, default=989.0, help="the GPU's stated throughput, TFLOP/s")
+    p.add_argument(
+        "--gpu-efficiency",
+        type=float,
+        nargs="+",
+        default=[0.05, 0.3],
+        help="shares of the stated throughput reached (one table each; small 32x32 convolutions reach a small share)",
+    )
+    p.add_argument("--gpu-name", default="a GPU of 989 TFLOP/s (H100 SXM's stated dense bf16)", help="for the table")
+    p.add_argument(
+        "--data-path", default="figures/data-path.json", help="experiments/data_path.py's JSON (images/s per path)"
+    )
     p.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--backbone-worker", default=None, help=argparse.SUPPRESS)
     return p
@@ -620,6 +777,8 @@ def main(argv: list[str] | None = None) -> int:
         args.backbone = args.backbone_worker
         print(json.dumps(memory_worker(args)))
         return 0
+    if args.project is not None:
+        return project_main(args)
     if args.render is not None:
         saved = Path(args.render)
         if not saved.is_file():
@@ -653,6 +812,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": torch.get_num_threads(),
             "channels_last": args.channels_last,
             "compile": args.compile,
+            "precision": args.precision,
             "command": "python experiments/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "date": time.strftime("%Y-%m-%d %H:%M"),
         },

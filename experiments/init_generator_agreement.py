@@ -47,7 +47,13 @@ def initial_generator(config: dict, data) -> LabelGenerator:
         build_backbone(m["backbone"], data.in_channels, batchnorm), m["num_primary"], sum(m["psi"]), m["hidden"]
     )
     generator = make_generator(
-        m.get("generator", "own"), net, m["backbone"], data.in_channels, batchnorm, m["psi"], m["hidden"]
+        config.get("generator", {}).get("network", "own"),
+        net,
+        m["backbone"],
+        data.in_channels,
+        batchnorm,
+        m["psi"],
+        m["hidden"],
     )
     features = getattr(generator, "shared_backbone", None) or generator.backbone  # the untrained network's, if shared
     for module in features.modules():

@@ -30,6 +30,7 @@ __version__ = "0.1.0"
 
 _LAZY = {  # name -> module: the upper layers, imported on first access (PEP 562)
     "TrainConfig": "maxl.train",
+    "GeneratorConfig": "maxl.train",
     "Trainer": "maxl.train",
     "CheckpointError": "maxl.train",
     "NonFiniteGradientError": "maxl.train",

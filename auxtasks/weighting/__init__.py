@@ -21,6 +21,9 @@ name                       class                                          acts o
 ``upgrad``, ``cagrad``,    torchjd's aggregators (:mod:`.aggregators`)    gradients
 ``nash-mtl``, ...
 ``auto-lambda``            :class:`AutoLambda` (Liu et al. 2022)          meta-learned
+``ol-aux``                 :class:`OLAux` (Lin et al. 2019)               meta-learned
+``auxilearn``              :class:`AuxiLearn` (Navon et al. 2021)         meta-learned
+``auxilearn-nonlinear``    :class:`AuxiLearnNonlinear`                    meta-learned
 =========================  =============================================  ==========
 
 Each class's hyperparameters are its ``OPTIONS`` (``--weighting-option KEY=VALUE``,
@@ -41,6 +44,7 @@ from .aggregators import (
     UPGrad,
 )
 from .auto_lambda import AutoLambda
+from .auxilearn import AuxiLearn, AuxiLearnNonlinear
 from .base import PRIMARY, GradientWeighting, Weighting, flat_gradients
 from .db_mtl import DualBalancing
 from .dtp import DynamicTaskPrioritization
@@ -52,6 +56,7 @@ from .gls import GeometricLoss
 from .gradnorm import GradNorm
 from .imtl_l import ImpartialLoss
 from .mgda import MGDA, MGDAUpperBound
+from .ol_aux import OLAux
 from .options import weighting_options
 from .pcgrad import PCGrad
 from .rlw import RandomWeighting
@@ -69,6 +74,10 @@ WEIGHTINGS: dict[str, type[Weighting]] = {
     "mgda": MGDA,
     "mgda-ub": MGDAUpperBound,
     "dtp": DynamicTaskPrioritization,
+    "auto-lambda": AutoLambda,
+    "ol-aux": OLAux,
+    "auxilearn": AuxiLearn,
+    "auxilearn-nonlinear": AuxiLearnNonlinear,
     "rlw": RandomWeighting,
     "famo": FAMO,
     "db-mtl": DualBalancing,
@@ -115,5 +124,8 @@ __all__ = [
     "FairGrad",
     "weighting_options",
     "AutoLambda",
+    "OLAux",
+    "AuxiLearn",
+    "AuxiLearnNonlinear",
     "WEIGHTINGS",
 ]

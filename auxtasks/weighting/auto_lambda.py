@@ -52,6 +52,12 @@ class AutoLambda(Weighting):
     """
 
     meta_learned = True
+    OPTIONS = {
+        "lr": (float, "Adam's learning rate for the weights"),
+        "init": (float, "initial weight of every task"),
+        "engine": (str, f"meta-gradient engine, one of {', '.join(TASK_WEIGHT_ENGINES)}"),
+        "fd_epsilon": (float, "the fd engine's step ε0 (the difference step is ε0 / ‖v‖)"),
+    }
     adam_m: Tensor  # buffers made at bind: Adam's moments, its step count, λ after the last step
     adam_v: Tensor
     adam_steps: Tensor
@@ -96,16 +102,21 @@ class AutoLambda(Weighting):
         Raises:
             ValueError: λ changed since the last meta step (the main optimiser holds it).
         """
-        assert self.lam is not None, "bind() first"
-        if not torch.equal(self.lam.detach(), self.lam_after_step):
-            raise ValueError(
-                "Auto-λ's weights changed outside their meta step: the main optimiser holds them (a "
-                "meta-parameter); build it from learner.network_parameters(), not learner.parameters()"
-            )
+        self._check_untouched()
+        assert self.lam is not None  # _check_untouched: bound
         task_losses, outer_loss, params = learner.task_weight_problem(images, labels, held_out, index=index)
         return task_weight_gradient(
             task_losses, outer_loss, params, self.lam.detach(), alpha, engine=self.engine, fd_epsilon=self.fd_epsilon
         )
+
+    def _check_untouched(self) -> None:
+        """Raise ValueError if λ changed since the last meta step (the main optimiser holds it)."""
+        assert self.lam is not None, "bind() first"
+        if not torch.equal(self.lam.detach(), self.lam_after_step):
+            raise ValueError(
+                f"{type(self).__name__}'s weights changed outside their meta step: the main optimiser holds them "
+                "(a meta-parameter); build it from learner.network_parameters(), not learner.parameters()"
+            )
 
     @torch.no_grad()
     def apply_gradient(self, grad: Tensor) -> None:
@@ -127,11 +138,6 @@ class AutoLambda(Weighting):
         self.lam.sub_(self.lr * m_hat / (v_hat.sqrt() + 1e-8)).clamp_(min=0.0)  # λ ≥ 0
         self.lam_after_step.copy_(self.lam)
         self.lam.grad = None
-
-    def meta_step(self, learner, images, labels, held_out, *, alpha: float, index=None) -> TaskWeightGradient:
-        result = self.meta_gradient(learner, images, labels, held_out, alpha=alpha, index=index)
-        self.apply_gradient(result.grad)
-        return result
 
     def extra_repr(self) -> str:
         return f"lr={self.lr}, init={self.init}, engine={self.engine!r}"

@@ -58,6 +58,9 @@ class Weighting(nn.Module):
     #: True for weightings whose weights are meta-parameters, learnt by their own outer step
     #: (:meth:`meta_parameters`, and ``meta_step(learner, ...)``; Auto-λ, OL-AUX, AuxiLearn).
     meta_learned: bool = False
+    #: For a meta-learned weighting: True if its outer loss is on held-out images (Auto-λ,
+    #: AuxiliaryLearn), False if it learns from the training batch alone (OL-AUX).
+    uses_held_out: bool = True
 
     def __init__(self):
         super().__init__()
@@ -111,10 +114,23 @@ class Weighting(nn.Module):
         the network instead)."""
         return []
 
+    def meta_gradient(self, learner, images: Tensor, labels: Tensor, held_out, *, alpha: float, index=None):
+        """A meta-learned weighting's gradient of its outer loss on ``held_out`` with respect to
+        its meta-parameters: an object with ``grad`` (a tensor or a list of tensors, what
+        :meth:`apply_gradient` takes) and ``outer_loss`` (a scalar)."""
+        raise NotImplementedError(f"{type(self).__name__} is not meta-learned")
+
+    def apply_gradient(self, grad) -> None:
+        """Update the meta-parameters with a :meth:`meta_gradient`'s ``grad`` (its own optimiser)."""
+        raise NotImplementedError(f"{type(self).__name__} is not meta-learned")
+
     def meta_step(self, learner, images: Tensor, labels: Tensor, held_out, *, alpha: float, index=None):
         """One outer step of a meta-learned weighting (``meta_learned``), called by
-        :meth:`auxtasks.AuxiliaryLearner.weight_step`."""
-        raise NotImplementedError(f"{type(self).__name__} is not meta-learned")
+        :meth:`auxtasks.AuxiliaryLearner.weight_step`: :meth:`meta_gradient`, then
+        :meth:`apply_gradient`; returns the former's result."""
+        result = self.meta_gradient(learner, images, labels, held_out, alpha=alpha, index=index)
+        self.apply_gradient(result.grad)
+        return result
 
     def is_unit_sum(self) -> bool:
         """Whether the update is the plain gradient of ``Σ_i L_i`` (every weight 1, no learnt

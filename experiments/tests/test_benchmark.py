@@ -197,3 +197,20 @@ def test_every_remedy_variant_builds_and_takes_a_step():
     assert cases["fused-implicit-k10-every4"].iterations == 4 and cases["fused-implicit-k3"].iterations == 1
     assert cases["fused-jvp-features-iic-every2"].iterations == 2
     assert {"fused-implicit-k3", "fused-implicit-k10-every4"} <= set(benchmark.DOUBLE_BACKWARD)
+
+
+def test_gpu_projection_by_hand():
+    """100,000 iterations (batch 100, 200 epochs of 50,000): 100 GFLOP at 1 TFLOP/s x 0.5 = 0.2 s
+    per iteration; a data path of 1,000 images/s takes 0.1 s per batch: overlapped 0.2 s, serial 0.3 s."""
+    bench = {"batch_size": 100, "variants": {"single": {"gflop": 100.0}, "fused-jvp": {"gflop": 400.0}}}
+    p = benchmark.gpu_projection(bench, tflops=1.0, efficiency=0.5, data_rates={"slow": 1_000.0, "fast": 1e9})
+    assert p["iterations"] == 100_000
+    single, maxl = p["variants"]["single"], p["variants"]["fused-jvp"]
+    assert single["compute_h"] == pytest.approx(100_000 * 0.2 / 3600)
+    assert single["overlapped_h"]["slow"] == pytest.approx(100_000 * 0.2 / 3600)
+    assert single["serial_h"]["slow"] == pytest.approx(100_000 * 0.3 / 3600)
+    assert maxl["ratio_to_single"]["fast"] == pytest.approx(4.0)  # compute-bound: the FLOP ratio
+    slow = benchmark.gpu_projection(bench, tflops=1e3, efficiency=1.0, data_rates={"slow": 1_000.0})
+    assert slow["variants"]["fused-jvp"]["ratio_to_single"]["slow"] == pytest.approx(
+        1.0
+    )  # data-bound hides MAXL's cost

@@ -125,11 +125,11 @@ def test_final_table_holds_every_chosen_variant_beside_the_grid(tmp_path):
     assert {"single", "maxl", "maxl-ps-adam-w1", "maxl-ps-features-adam-iic"} <= set(rows)
     assert "83.00" in rows["maxl-ps-adam-w1"] and "79.00" in rows["maxl-ps-features-adam-iic"]
     text = prefix.with_suffix(".md").read_text()
-    assert (
-        "`maxl-ps-adam-w1` adds `--schedule per-step --gen-optimizer adam --gen-weight-decay 0 --meta-engine jvp "
-        "--image-weight-range 1`" in text
+    assert (  # the grid's overlay: [train.meta] and [generator] tables, in the order TOML gives them
+        "`maxl-ps-adam-w1` adds `--meta-engine jvp --image-weight-range 1 --schedule per-step --gen-optimizer adam "
+        "--gen-weight-decay 0`" in text
     )
-    assert "--consistency-weight 1 --generator features`" in text
+    assert "--gen-weight-decay 0 --consistency-weight 1`" in text
 
 
 def test_dynamics_keeps_the_classes_used_when_no_run_has_image_weights(tmp_path):

@@ -59,10 +59,10 @@ def test_variants_run_with_their_settings_and_are_compared_with_the_reference(tm
     for variant, overlay in meta_variants.VARIANTS.items():
         method = overlay["train"]["method"]
         config = json.loads((runs / variant / method / "seed0" / "config.json").read_text())
-        schedule, engine = config["train"]["schedule"], config["train"].get("meta", {}).get("engine")
+        schedule, engine = config["generator"]["schedule"], config["train"].get("meta", {}).get("engine")
         if variant in ("maxl-fused-jvp", "maxl-every4"):
             assert (schedule, engine) == ("per-step", "jvp")
-            assert config["train"]["gen_every"] == (4 if variant == "maxl-every4" else 1)
+            assert config["generator"]["every"] == (4 if variant == "maxl-every4" else 1)
         elif variant == "maxl":
             assert (schedule, engine) == ("alternate", "func")
     prefix = tmp_path / "figs" / "variants"

@@ -30,6 +30,8 @@ __all__ = [
     "contingency_grid",
     "usage_heatmap",
     "curves",
+    "task_weights",
+    "weight_keys",
     "GRID_CELL_PX",
     "GRID_LABEL_PX",
     "TITLE_PX",
@@ -384,4 +386,46 @@ def curves(runs: Sequence[tuple[str, Sequence[dict]]], title: str) -> Figure:
     fig.legend(
         handles, [name for name, _ in runs], loc="lower center", ncol=min(len(runs), 4), fontsize=8, frameon=False
     )
+    return fig
+
+
+def weight_keys(runs: Sequence[tuple[str, Sequence[dict]]]) -> list[str]:
+    """The ``train_weight_<task>`` keys any run's records hold, in the order first seen."""
+    keys: list[str] = []
+    for _, metrics in runs:
+        for record in metrics:
+            keys += [k for k in record if k.startswith("train_weight_") and k not in keys]
+    return keys
+
+
+def task_weights(runs: Sequence[tuple[str, Sequence[dict]]], title: str) -> Figure:
+    """The task weights per epoch (``train_weight_<task>``, the epoch's mean weight of each task's
+    loss: learnt by a meta-learned weighting, or set by a loss weighting), one panel per run, one
+    colour per task.
+
+    Args:
+        runs: ``(name, metrics records)`` per run.
+        title: figure title.
+
+    Returns:
+        A figure ``CURVES_SIZE_PX[0]`` pixels wide.
+    """
+    keys = weight_keys(runs)
+    w = CURVES_SIZE_PX[0]
+    panel_h = 300
+    fig = _figure(w, TITLE_PX + 20 + panel_h * len(runs))
+    fig.text(0.5, 1 - 10 / fig.bbox.height, title, ha="center", va="top", fontsize=13, weight="bold")
+    colours = _colours(len(keys))
+    for r, (name, metrics) in enumerate(runs):
+        ax = _axes(fig, 70, TITLE_PX + 20 + r * panel_h, w - 300, panel_h - 75)
+        ax.set_title(f"{name}: weight of each task's loss (epoch mean)", fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+        for key, colour in zip(keys, colours):
+            x, y = _series(metrics, key)
+            if x:
+                ax.plot(x, y, "-", color=colour, marker="o" if len(x) < 30 else None, markersize=3, label=key[13:])
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+        ax.xaxis.get_major_locator().set_params(integer=True)
     return fig

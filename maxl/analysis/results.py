@@ -143,7 +143,7 @@ def describe_setting(runs: list[Run]) -> str:
     """One paragraph on the setting shared by the runs, read from their ``config.json``."""
     c = runs[0].config
     data, model, train = c["data"], c["model"], c["train"]
-    meta, objective = train.get("meta", {}), c.get("objective", {})
+    meta, objective, gen = train.get("meta", {}), c.get("objective", {}), c.get("generator", {})
     schedule = (
         f"one-cycle learning rate ({100 * train.get('warmup', 0.15):.0f} % warm-up, per step)"
         if train.get("lr_schedule") == "onecycle"
@@ -163,8 +163,8 @@ def describe_setting(runs: list[Run]) -> str:
         f"{data['name']}, psi = {model['psi']}, backbone {model['backbone']} (heads of width {model['hidden']}), "
         f"{subset}, {test}, {train['epochs']} epochs, batch {train['batch_size']}, SGD lr {train['lr']} "
         f"momentum {train['momentum']}, weight decay {train['weight_decay']}, {schedule}, {train['loss']} loss; "
-        f"MAXL: generator lr {train['gen_lr']}, {meta.get('order', '?')}-order meta-gradient, "
-        f"{train['schedule']} schedule, entropy weight {objective.get('entropy_weight', '?')}."
+        f"MAXL: generator lr {gen.get('lr', '?')}, {meta.get('order', '?')}-order meta-gradient, "
+        f"{gen.get('schedule', '?')} schedule, entropy weight {objective.get('entropy_weight', '?')}."
     )
 
 

@@ -19,7 +19,8 @@ import torch
 
 from maxl.data.datasets import DataBundle
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.train.build import RunConfig, load_data, make_generator, make_network
+from maxl.train.build import RunConfig, arch_settings, load_data, make_generator, make_network
+from maxl.train.migrate import migrate
 
 __all__ = ["Run", "TornLineWarning", "load_run", "read_config", "read_metrics", "read_summary", "run_label"]
 
@@ -61,7 +62,7 @@ def read_config(run_dir: str | os.PathLike) -> dict:
         ValueError: it lacks the sections ``data``, ``model``, ``train``.
     """
     path = _require(Path(run_dir) / "config.json", "config.json")
-    config = json.loads(path.read_text())
+    config = migrate(json.loads(path.read_text()), announce=False)  # an old run's settings at their new paths
     missing = [k for k in ("data", "model", "train") if k not in config]
     if missing:
         raise ValueError(f"{path} lacks the sections {missing}; expected data, model, train (and env)")
@@ -157,20 +158,25 @@ def load_run(
         m["hidden"],
         m.get("soft_penalty", "l2"),
         m.get("soft_weight", 0.01),
+        arch_settings(settings.model),
     )
+    begin_epoch = getattr(net.backbone, "begin_epoch", None)  # AdaShare: the phase of the last epoch
+    if callable(begin_epoch):
+        begin_epoch(max(settings.train.epochs - 1, 0))
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     generator = None
     if "generator" in state:
+        g = config.get("generator", {})
         generator = make_generator(
-            m.get("generator", "own"),
+            g.get("network", "own"),
             net,
             m["backbone"],
             data.in_channels,
             m.get("batchnorm", True),
             psi,
             m["hidden"],
-            m.get("image_weight_range", 0.0),
-            m.get("gumbel_tau", 0.0),
+            g.get("image_weight_range", 0.0),
+            g.get("gumbel_tau", 0.0),
         )
     for name, module in (("net", net), ("generator", generator)):
         if module is None:

@@ -50,6 +50,7 @@ from maxl.nn.networks import MultiTaskNetwork
 
 __all__ = [
     "EMBEDDINGS",
+    "weights_png",
     "TestOutputs",
     "collect_outputs",
     "top_k_per_aux_class",
@@ -454,6 +455,16 @@ def visualise_run(
         )
     )
 
+    weighted = [(name, r.metrics) for name, r, _ in runs if plots.weight_keys([(name, r.metrics)])]
+    if weighted:
+        fig = plots.task_weights(weighted, f"{run.data.name}: task weights")
+        figures.append(
+            (
+                "the weight of each task's loss per epoch (learnt by a meta-learned weighting such as Auto-λ)",
+                plots.save_png(fig, figures_dir / "task-weights.png"),
+            )
+        )
+
     maxl = next((entry for entry in runs if entry[1].generator is not None), None)
     out = runs[0][2]
     if run.generator is not None:
@@ -536,7 +547,8 @@ def _write_json(path: Path, obj) -> None:
 
 
 def compare_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) -> tuple[Path, list[dict]]:
-    """Training curves of several runs on one figure.
+    """Training curves of several runs on one figure, and the task weights of those that record
+    them (``train_weight_<task>``) on a second, :func:`weights_png`.
 
     Args:
         run_dirs: run folders (``config.json`` and ``metrics.jsonl`` are read; no checkpoint needed).
@@ -570,7 +582,18 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) 
         )
     datasets = sorted({r["data"] for r in rows})
     fig = plots.curves(runs, f"{', '.join(datasets)}: {len(runs)} run(s)")
-    return plots.save_png(fig, out), rows
+    path = plots.save_png(fig, out)
+    weighted = [(name, metrics) for name, metrics in runs if plots.weight_keys([(name, metrics)])]
+    if weighted:  # beside the curves: OUT-weights.png
+        fig = plots.task_weights(weighted, f"{', '.join(datasets)}: task weights")
+        plots.save_png(fig, weights_png(path))
+    return path, rows
+
+
+def weights_png(out: str | os.PathLike) -> Path:
+    """Where :func:`compare_runs` draws the task weights of runs that record them: ``OUT-weights.png``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}-weights.png")
 
 
 def summarise_label_warnings(metrics: list[dict]) -> list[str]:

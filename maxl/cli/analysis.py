@@ -90,7 +90,7 @@ def run_visualise(args: argparse.Namespace) -> dict:
 
 
 def run_compare(args: argparse.Namespace):
-    from maxl.analysis.visualise import compare_runs
+    from maxl.analysis.visualise import compare_runs, weights_png
 
     path, rows = compare_runs(args.run_dirs, args.out)
     print(f"{'run':<40} {'epochs':>6} {'final test acc':>15} {'best':>8} {'last-5 mean':>12}")
@@ -100,6 +100,9 @@ def run_compare(args: argparse.Namespace):
             f"{r['last5_mean_test_acc']:>12.4f}"
         )
     print(f"wrote {path}")
+    weights = weights_png(path)
+    if weights.exists() and weights.stat().st_mtime >= path.stat().st_mtime:  # drawn by this call
+        print(f"wrote {weights}")
     return path, rows
 
 

@@ -36,7 +36,7 @@ from maxl.train import distributed
 from maxl.train.build import RunConfig, build, parse_psi
 from maxl.train.config import RESUMABLE_CHANGES
 from maxl.train.diagnostics import GeneratorLabelWarning
-from maxl.train.migrate import MovedSettingsWarning, migrate
+from maxl.train.migrate import MovedSettingsWarning, complete_run_record, migrate
 from maxl.train.overlays import merge_overlays, nested, preset_overlay
 from maxl.train.preemption import EXIT_PREEMPTED, Preempted
 
@@ -219,7 +219,9 @@ def run_configs(args: argparse.Namespace) -> tuple[list[RunConfig], bool]:
                 "end of its first epoch); start it again without --resume"
             )
         stored_file = run_dir / "config.json"
-        stored = RunConfig.from_dict(migrate(read_config_file(stored_file), str(stored_file))).to_dict()
+        stored = RunConfig.from_dict(
+            complete_run_record(migrate(read_config_file(stored_file), str(stored_file)))
+        ).to_dict()
         if "train.method" in given:
             methods = given["train.method"]
             given["train.method"] = methods[0] if len(methods) == 1 else methods

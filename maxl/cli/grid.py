@@ -112,10 +112,12 @@ def _text(value) -> str:
 
 def overlay_flags(overlay: dict, leave_out: tuple[str, ...] = ("train.method",)) -> str:
     """The ``maxl train`` flags that set what ``overlay`` sets (its settings without a flag as
-    ``path=value``), e.g. ``{"train": {"schedule": "per-step", "gen_weight_decay": 0.0}}`` ->
+    ``path=value``), e.g. ``{"generator": {"schedule": "per-step", "weight_decay": 0.0}}`` ->
     ``"--schedule per-step --gen-weight-decay 0"``: how a variant reads on the command line."""
     from maxl.cli.schema import options
+    from maxl.train.migrate import migrate
 
+    overlay = migrate(overlay, announce=False)  # settings named by their old paths: at the new ones
     flag_of = {o.path: o for o in options()}
     words = []
     for path, value in dotted(overlay).items():

@@ -1,14 +1,14 @@
 """``maxl train``'s options, generated from the settings dataclasses.
 
 The run configuration (:class:`maxl.train.build.RunConfig`, its sections ``data``, ``model``,
-``train`` with ``train.meta``, ``objective``, ``aux``, ``baselines``) is the one description of a setting: each
-field is declared with :func:`maxl.core.fields.setting`, which holds its help text, choices and,
-where it is not ``--field-name``, its flag. This module walks the fields and makes one option per
-field: the type from the annotation, a switch for a bool (``--name`` for a False default,
-``--no-name`` for a True one), ``action="append"`` for a list or a table (``--aux rotation --aux
-colourisation``, ``--aux-weight rotation=0.5``), and the default in the help text. A new setting
-is one field in one file; its option, its ``config.json`` entry and its place in ``--config``
-files follow from it.
+``generator``, ``train`` with ``train.meta``, ``objective``, ``aux``, ``baselines``) is the one
+description of a setting: each field is declared with :func:`maxl.core.fields.setting`, which holds
+its help text, choices and, where it is not ``--field-name``, its flag. This module walks the
+fields and makes one option per field: the type from the annotation, a switch for a bool
+(``--name`` for a False default, ``--no-name`` for a True one), ``action="append"`` for a list or a
+table (``--aux rotation --aux colourisation``, ``--aux-weight rotation=0.5``), and the default in
+the help text. A new setting is one field in one file; its option, its ``config.json`` entry and
+its place in ``--config`` files follow from it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = ["Option", "options", "add_options", "option_table", "cli_reference_ma
 SECTION_TITLES = {
     "data": "data",
     "model": "model",
+    "generator": "label-generation network (maxl): network, optimiser, schedule",
     "train": "optimisation",
     "train.meta": "meta-gradient (maxl)",
     "objective": "objective J of the label-generation network (maxl)",

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from maxl.core.precision import float32_ops
+
 __all__ = ["Hierarchy", "masked_softmax", "masked_log_softmax", "validate_psi"]
 
 
@@ -152,6 +154,7 @@ def _as_hierarchy(psi: Hierarchy | Sequence[int]) -> Hierarchy:
     return psi if isinstance(psi, Hierarchy) else Hierarchy(psi)
 
 
+@float32_ops
 def masked_log_softmax(logits: Tensor, primary: Tensor, psi: Hierarchy | Sequence[int]) -> Tensor:
     """Log of the hierarchy-masked softmax; ``-inf`` outside each sample's block.
 

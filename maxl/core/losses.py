@@ -14,6 +14,8 @@ import math
 import torch
 from torch import Tensor
 
+from maxl.core.precision import float32_ops
+
 __all__ = [
     "focal_loss",
     "negative_entropy",
@@ -26,6 +28,7 @@ __all__ = [
 LOSSES = ("focal", "ce")
 
 
+@float32_ops
 def focal_loss(logits: Tensor, target: Tensor, gamma: float = 2.0) -> Tensor:
     """Focal loss ``mean_b −Σ_k y_bk (1 − p_bk)^γ log p_bk`` with ``p = softmax(logits)``.
 
@@ -78,6 +81,7 @@ def classification_loss(kind: str, gamma: float = 2.0):
     raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")
 
 
+@float32_ops
 def negative_entropy(probs: Tensor) -> Tensor:
     """``H = Σ_k ȳ_k log ȳ_k`` of the batch-mean distribution ``ȳ = mean_b probs[b]``.
 
@@ -96,6 +100,7 @@ def negative_entropy(probs: Tensor) -> Tensor:
     return torch.where(mean > 0, mean * mean.clamp_min(tiny).log(), 0.0).sum()
 
 
+@float32_ops
 def mean_entropy(probs: Tensor) -> Tensor:
     """``mean_b H(y_b) = mean_b −Σ_k y_bk log y_bk``, the mean entropy of the rows.
 
@@ -115,6 +120,7 @@ def mean_entropy(probs: Tensor) -> Tensor:
     return -torch.where(probs > 0, probs * probs.clamp_min(tiny).log(), 0.0).sum(dim=1).mean()
 
 
+@float32_ops
 def paired_mutual_information(p: Tensor, q: Tensor) -> Tensor:
     """``I(z; z')`` of the labels of two views of the same images (IIC, Ji, Henriques, Vedaldi,
     ICCV 2019, Eq. 3): with the joint ``P = sym(mean_b p_b q_bᵀ)`` and its marginals,

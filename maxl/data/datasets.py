@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from maxl.data import cifar100
+from maxl.data.augment import BatchAugment
 from maxl.data.readers import atomic_write
 from maxl.data.registry import DATASET_NAMES, TRAINING_SPLIT, DatasetSpec, dataset_spec
 from maxl.data.user_hierarchy import (
@@ -115,6 +116,9 @@ class ImageTensorDataset(Dataset):
         labels: int64 [N], class labels.
         transform: callable on one uint8 [C, H, W] image returning float32 [C, H, W]; None
             scales to [0, 1] only.
+        batch_transform: the same transform for whole batches (:class:`maxl.data.augment.BatchAugment`),
+            or None. With one, the trainer gathers uint8 batches (:meth:`batch`) and transforms
+            them on its device; ``dataset[i]`` keeps the per-image ``transform``.
 
     Items are ``(image float32 [C, H, W], label int, index int)``, index being the position in
     this data set.
@@ -123,7 +127,7 @@ class ImageTensorDataset(Dataset):
         ValueError: if the dtypes or shapes do not match.
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, transform=None):
+    def __init__(self, images: Tensor, labels: Tensor, transform=None, batch_transform: BatchAugment | None = None):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {list(images.shape)}")
         if labels.dim() != 1 or len(labels) != len(images):
@@ -131,6 +135,7 @@ class ImageTensorDataset(Dataset):
         self.images = images
         self.labels = labels.to(torch.int64)
         self.transform = transform
+        self.batch_transform = batch_transform
 
     def __len__(self) -> int:
         return len(self.images)
@@ -139,6 +144,12 @@ class ImageTensorDataset(Dataset):
         image = self.images[index]
         image = self.transform(image) if self.transform is not None else image.float().div(255)
         return image, int(self.labels[index]), index
+
+    def batch(self, indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The untransformed images of ``indices`` in one gather: ``(uint8 [B, C, H, W], labels
+        int64 [B], indices int64 [B])``, for :attr:`batch_transform`."""
+        indices = torch.as_tensor(indices, dtype=torch.int64)
+        return self.images.index_select(0, indices), self.labels.index_select(0, indices), indices
 
 
 def make_transform(
@@ -438,6 +449,7 @@ def load_dataset(
     normalisation: tuple[float, float] | None = None,
     padding_mode: str = "constant",
     resize: int | None = None,
+    batch_transforms: bool = True,
 ) -> DataBundle:
     """Load a data set into memory.
 
@@ -487,6 +499,9 @@ def load_dataset(
         padding_mode: padding of the random crop, ``"constant"`` (zeros) or ``"reflect"``.
         resize: resize every image to ``resize`` x ``resize`` pixels once at load (bilinear,
             antialiased), e.g. STL-10's 96 x 96 to 32; None keeps the stored size.
+        batch_transforms: give each split a :class:`maxl.data.augment.BatchAugment` of its
+            transform (``batch_transform``), so that the trainer crops, flips and normalises
+            whole batches on its device; False: the per-image transforms only.
 
     Returns:
         A :class:`DataBundle`; items are ``(image float32 [C, H, W], primary label, index)``.
@@ -531,7 +546,9 @@ def load_dataset(
     tag = ":folders" if own is not None else "" if shown is None else f":{shown}"
     norm = normalisation or stats or spec.normalisation
     assert not isinstance(norm, str)  # TRAINING_SPLIT: stats holds the training split's
-    return _bundle(chosen, (train, val, test), class_names, what, norm, augment, padding_mode, f"{name}{tag}")
+    return _bundle(
+        chosen, (train, val, test), class_names, what, norm, augment, padding_mode, f"{name}{tag}", batch_transforms
+    )
 
 
 def _source(read: tuple) -> tuple[_Split, _Split, list[str], Groups | None]:
@@ -573,6 +590,7 @@ def _bundle(
     augment: bool,
     padding_mode: str,
     name: str,
+    batch_transforms: bool = True,
 ) -> DataBundle:
     """The :class:`DataBundle` of the (train, val or None, test) splits under hierarchy ``chosen``."""
     train, val, test = splits
@@ -588,13 +606,16 @@ def _bundle(
         (height, width), mean, std, augment=augment and channels == 3, padding_mode=padding_mode
     )
     test_transform = make_transform((height, width), mean, std, augment=False)
+    # the same transforms for whole batches on the training device (maxl.data.augment)
+    train_batch = BatchAugment(mean, std, augment and channels == 3, 4, padding_mode) if batch_transforms else None
+    test_batch = BatchAugment(mean, std, augment=False) if batch_transforms else None
     val_set = aux_val = None
     if val is not None:
         primary_val, aux_val, *_ = _apply_hierarchy(chosen, val.labels, class_names, what)
-        val_set = ImageTensorDataset(val.images, primary_val, test_transform)
+        val_set = ImageTensorDataset(val.images, primary_val, test_transform, test_batch)
     return DataBundle(
-        train=ImageTensorDataset(train.images, primary_train, train_transform),
-        test=ImageTensorDataset(test.images, primary_test, test_transform),
+        train=ImageTensorDataset(train.images, primary_train, train_transform, train_batch),
+        test=ImageTensorDataset(test.images, primary_test, test_transform, test_batch),
         num_primary=len(primary_names),
         primary_names=primary_names,
         in_channels=int(channels),

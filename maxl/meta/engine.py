@@ -10,8 +10,9 @@ Every engine computes the same outer objective of MAXL's generator,
 see :mod:`maxl.meta.gradient`), and differs only in how the look-ahead's contribution to ∇θ2 J
 is obtained. An engine does not take ∇θ2 itself: it returns a scalar ``objective`` whose
 gradient with respect to θ2 is that contribution, and :func:`maxl.meta.meta_gradient` /
-:func:`maxl.meta.fused_step` add λH and differentiate once.
-That keeps the entropy term, the graph check and the error translation in one place.
+:func:`maxl.meta.fused_step` add the registered terms of J (:mod:`maxl.meta.objective`; the
+paper's: λH) and differentiate once. That keeps the terms of J, the graph check and the error
+translation in one place; an engine reads only :class:`maxl.meta.MetaConfig`.
 
 An engine has two forms:
 

@@ -32,14 +32,21 @@ of its buffers, so that no parameter, ``.grad`` or BatchNorm statistic of the re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
-__all__ = ["TASK_WEIGHT_ENGINES", "TaskWeightGradient", "task_weight_gradient", "lookahead_point"]
+__all__ = [
+    "TASK_WEIGHT_ENGINES",
+    "TaskWeightGradient",
+    "task_weight_gradient",
+    "lookahead_point",
+    "ImplicitGradient",
+    "implicit_combination_gradient",
+]
 
 #: The engines of :func:`task_weight_gradient`, the default first.
 TASK_WEIGHT_ENGINES = ("jvp", "func", "fd")
@@ -179,3 +186,80 @@ def _func(
         outer = outer_loss(fast)
         (grad,) = torch.autograd.grad(outer, lam, allow_unused=True)
     return TaskWeightGradient(grad=torch.zeros_like(lam) if grad is None else grad.detach(), outer_loss=outer.detach())
+
+
+@dataclass
+class ImplicitGradient:
+    """What :func:`implicit_combination_gradient` returns.
+
+    Attributes:
+        grad: dJ/dφ, one detached tensor per tensor of ``phi``.
+        outer_loss: L_out(θ), a detached scalar.
+    """
+
+    grad: list[Tensor]
+    outer_loss: Tensor
+
+
+def implicit_combination_gradient(
+    task_losses: TaskLosses,
+    outer_loss: OuterLoss,
+    params: dict[str, Tensor],
+    combine: Callable[[Tensor], Tensor],
+    phi: Sequence[Tensor],
+    alpha: float,
+    terms: int,
+) -> ImplicitGradient:
+    """The hypergradient of the outer loss with respect to the parameters φ of a loss combination,
+    by implicit differentiation (AuxiLearn).
+
+    With the inner loss L_T(θ, φ) = combine_φ(L_1(θ), ..., L_T(θ)) and θ*(φ) a stationary point of
+    it, the implicit function theorem gives
+
+        dL_out(θ*)/dφ = −∇θ L_out(θ*)ᵀ [∇²θ L_T]⁻¹ ∇²θφ L_T
+
+    (Navon, Achituve, Maron, Chechik, Fetaya, "Auxiliary Learning by Implicit Differentiation",
+    ICLR 2021, Sec. 3, Eq. 3; Lorraine, Vicol, Duvenaud, AISTATS 2020, Eq. 3), evaluated at the
+    current θ, with [∇²θ L_T]⁻¹ ≈ α Σ_{j=0}^{K} (I − αH)^j, the truncated Neumann series of the
+    ``"implicit"`` engine (:func:`maxl.meta.engines.implicit.neumann_terms`). So with
+    v = Σ_j (I − αH)^j ∇θ L_out, the result is −α ∂/∂φ ⟨∇θ L_T(θ, φ), v⟩ (one more backward).
+
+    Args:
+        task_losses: ``params -> float [T]`` on the training batch (see :func:`task_weight_gradient`).
+        outer_loss: ``params -> scalar`` on the auxiliary (held-out) batch.
+        params: θ by name (not changed).
+        combine: ``losses [T] -> scalar``, differentiable in ``phi`` (the auxiliary network).
+        phi: the combination's parameters (tensors that require grad).
+        alpha: α > 0, the series' step (it converges for 0 < αλ < 2 over H's eigenvalues λ).
+        terms: K >= 0, the Neumann terms after the first.
+
+    Returns:
+        :class:`ImplicitGradient`.
+
+    Raises:
+        ValueError: ``alpha`` not > 0 or ``terms`` < 0.
+        FloatingPointError: the series diverged (v not finite).
+    """
+    from maxl.meta.engines.implicit import neumann_terms
+
+    if not alpha > 0 or terms < 0:
+        raise ValueError(f"alpha must be > 0 and terms >= 0, got {alpha}, {terms}")
+    theta = {n: p.detach().requires_grad_() for n, p in params.items()}
+    leaves = list(theta.values())
+    with torch.enable_grad():
+        outer = outer_loss(theta)
+        g = list(_grads(outer, theta).values())  # ∇θ L_out(θ)
+        inner = combine(task_losses(theta))  # L_T(θ, φ)
+        grads = torch.autograd.grad(inner, leaves, create_graph=True, allow_unused=True)
+        grads = tuple(torch.zeros_like(t) if gi is None else gi for gi, t in zip(grads, leaves))
+        *_, v = neumann_terms(grads, leaves, g, alpha, terms)
+        if not all(torch.isfinite(vi).all() for vi in v):
+            raise FloatingPointError(
+                f"the Neumann series diverged (alpha {alpha}, {terms} terms): lower alpha or the number of terms"
+            )
+        used = [(gi, vi) for gi, vi in zip(grads, v) if gi.requires_grad]
+        mixed = torch.autograd.grad(
+            [gi for gi, _ in used], list(phi), grad_outputs=[vi for _, vi in used], allow_unused=True
+        )  # ∂/∂φ ⟨∇θ L_T, v⟩
+    hyper = [torch.zeros_like(p) if m is None else -alpha * m.detach() for p, m in zip(phi, mixed)]
+    return ImplicitGradient(grad=hyper, outer_loss=outer.detach())

@@ -24,19 +24,21 @@ import torch
 from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
 from maxl.baselines.autoencoder import AutoencoderConfig
 from maxl.baselines.labels import fixed_aux_labels
-from maxl.core.fields import check_field_types, check_keys, setting
+from maxl.core.fields import check_field_types, check_keys, refuse_moved_settings, setting
 from maxl.core.hierarchy import Hierarchy, validate_psi
 from maxl.core.losses import classification_loss
 from maxl.data.datasets import DATASETS, load_dataset
 from maxl.data.registry import dataset_spec, hierarchy_help
 from maxl.meta.objective import ObjectiveConfig
-from maxl.nn.architectures import ARCHITECTURES, PENALTIES, build_network
+from maxl.meta.task_weights import TASK_WEIGHT_ENGINES
+from maxl.nn.architectures import ARCHITECTURES, PENALTIES, build_network, search_masks
+from maxl.nn.architectures.sparse import round_rate
 from maxl.nn.backbones import BACKBONES, build_backbone
 from maxl.nn.networks import FeatureLabelGenerator, LabelGenerator, MultiTaskNetwork
 from maxl.train import distributed
 from maxl.train.aux_learner import TASK_NAMES, build_learner, dataset_normalisation, normalised_images
 from maxl.train.checkpoint import atomic_write_text
-from maxl.train.config import FIXED_LABEL_METHODS, TrainConfig
+from maxl.train.config import FIXED_LABEL_METHODS, GENERATORS, MOVED_TO_GENERATOR, GeneratorConfig, TrainConfig
 from maxl.train.migrate import migrate
 from maxl.train.presets import PRESET_CHOICES
 from maxl.train.trainer import Trainer, resolve_device, seed_everything
@@ -57,8 +59,8 @@ __all__ = [
     "DEFAULT_AUX_PER_CLASS",
 ]
 
-#: The label-generation networks of ``ModelConfig.generator``.
-GENERATORS = ("own", "features", "features-running")
+#: The data paths of ``DataConfig.loader``.
+LOADERS = ("batch", "per-image")
 
 #: Auxiliary classes per primary class when the data set has no human hierarchy.
 DEFAULT_AUX_PER_CLASS = 5
@@ -72,7 +74,10 @@ class DataConfig:
     images are randomly cropped (``padding_mode`` of the crop) and flipped, ``normalisation``
     ``[mean, std]`` instead of the data set's own, and ``resize`` (square images of that many
     pixels, resized once at load; None: as stored). ``hierarchy`` may name a hierarchy file
-    (``.json`` / ``.toml``, :mod:`maxl.data.user_hierarchy`)."""
+    (``.json`` / ``.toml``, :mod:`maxl.data.user_hierarchy`). ``loader`` picks the data path:
+    ``"batch"`` crops, flips and normalises whole batches on the training device with draws from
+    the seed, the pass and each image's index (:mod:`maxl.data.augment`); ``"per-image"``
+    applies torchvision's transforms image by image in the ``DataLoader``."""
 
     dataset: str = setting(
         "digits", choices=DATASETS, help="data set; 'digits' is scikit-learn's embedded 8x8 digits (no download)"
@@ -100,9 +105,18 @@ class DataConfig:
     resize: int | None = setting(
         None, metavar="PIXELS", help="resize the images to PIXELS x PIXELS once at load (e.g. stl10's 96 to 32)"
     )
+    loader: str = setting(
+        "batch",
+        choices=LOADERS,
+        help="batch: crop, flip and normalise whole batches on the training device, each image's draws from "
+        "the seed, the pass and its index (maxl.data.augment); per-image: torchvision's transforms image by "
+        "image in the DataLoader, drawing from torch's generator (runs made before this setting)",
+    )
 
     def __post_init__(self):
         check_field_types(self, "data")
+        if self.loader not in LOADERS:
+            raise ValueError(f"loader must be one of {LOADERS}, got {self.loader!r}")
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
         if self.normalisation is not None and (len(self.normalisation) != 2 or self.normalisation[1] <= 0):
@@ -122,16 +136,12 @@ class DataConfig:
 class ModelConfig:
     """The networks: ``backbone`` (a key of :data:`maxl.nn.BACKBONES`; None: the data set's
     default), the heads' hidden width (0: linear heads), the hierarchy ψ (``"5"``, ``5``, ``"6,4"``,
-    a list, or None for the data set's human ψ; every entry >= 1), BatchNorm in the backbones, and the
-    label-generation network: ``"own"`` (its own backbone, the paper) or ``"features"`` (a head
-    on the multi-task network's detached features, :class:`maxl.nn.FeatureLabelGenerator`; or
-    ``"features-running"``, those features with the BatchNorm running statistics), and
-    ``image_weight_range`` r: with r > 0 the generator also learns each image's auxiliary-loss
-    weight in [2^−r, 2^r] (WAMAL; 0: MAXL's equal weights), ``gumbel_tau`` τ: with τ > 0 the
-    auxiliary head learns from hard one-hot samples of the generated labels, passed straight
-    through a Gumbel-softmax of temperature τ (Jang, Gu, Poole, ICLR 2017; 0: the paper's soft
-    labels; ``TrainConfig.gumbel_tau_end`` anneals it), and the multi-task architecture ``arch``
-    (:data:`maxl.nn.architectures.ARCHITECTURES`) with the soft-sharing penalty and its weight."""
+    a list, or None for the data set's human ψ; every entry >= 1), BatchNorm in the backbones
+    (of the generator too), and the multi-task architecture ``arch``
+    (:data:`maxl.nn.architectures.ARCHITECTURES`) with the soft-sharing penalty and its weight. The
+    label-generation network's own settings are :class:`~maxl.train.config.GeneratorConfig`'s
+    (``model.generator``, ``image_weight_range``, ``gumbel_tau`` moved there: ``ModelConfig(generator=...)``
+    raises a ``TypeError`` that says so)."""
 
     backbone: str | None = setting(
         None,
@@ -151,25 +161,6 @@ class ModelConfig:
         help="backbones without BatchNorm: then a torchrun run over N processes computes the "
         "multi-task step of one process with the same global batch",
     )
-    generator: str = setting(
-        "own",
-        choices=GENERATORS,
-        help="label-generation network: its own backbone (the paper) or a head on the "
-        "multi-task network's detached features (features-running: computed with its "
-        "BatchNorm running statistics, so that an image's label does not depend on its "
-        "batch)",
-    )
-    image_weight_range: float = setting(
-        0.0,
-        help="R > 0: the generator also learns each image's auxiliary-loss weight in"
-        " [2^-R, 2^R] by the meta-gradient (WAMAL); 0: equal weights (MAXL)",
-    )
-    gumbel_tau: float = setting(
-        0.0,
-        help="T > 0: the auxiliary head learns from hard one-hot samples of the generated "
-        "labels, passed straight through a Gumbel-softmax of temperature T (Jang et al."
-        " 2017); the label statistics keep the distribution; 0: soft labels (the paper)",
-    )
     arch: str = setting(
         "hard",
         choices=ARCHITECTURES,
@@ -183,6 +174,47 @@ class ModelConfig:
         "Hospedales 2017) of corresponding kernels",
     )
     soft_weight: float = setting(0.01, help="--arch soft: weight of the penalty")
+    adashare_warmup: int = setting(
+        2, help="--arch adashare: epochs with every residual block selected before the policy search"
+    )
+    adashare_sparsity: float = setting(
+        0.05, help="--arch adashare: weight of the sparsity loss (sum of log select-probabilities; towards skipping)"
+    )
+    adashare_sharing: float = setting(
+        0.05,
+        help="--arch adashare: weight of the sharing loss (task pairs' select-probabilities closer in lower blocks)",
+    )
+    adashare_tau: float = setting(5.0, help="--arch adashare: Gumbel-softmax temperature of the first search epoch")
+    adashare_tau_decay: float = setting(0.965, help="--arch adashare: temperature factor per search epoch")
+    adashare_curriculum: int = setting(
+        1, help="--arch adashare: search epochs per further block (from the last) handed to the policy"
+    )
+    sparse_rounds: int = setting(
+        5, help="--arch sparse: iterative magnitude pruning rounds per task (0: every mask full, hard sharing)"
+    )
+    sparse_density: float = setting(
+        0.5, help="--arch sparse: fraction of each weight tensor a task keeps after the last round"
+    )
+    sparse_steps: int = setting(50, help="--arch sparse: SGD steps of a task's subnetwork per pruning round")
+    sparse_warmup: int = setting(
+        100, help="--arch sparse: SGD steps of the multi-task warm-up (the weights every round rewinds to)"
+    )
+    mtlnas_depth: int | None = setting(
+        None, help="--arch mtl-nas: depth limit D of the fusion edges, from layers i-D..i (default: every j <= i)"
+    )
+    mtlnas_tau: float = setting(1.0, help="--arch mtl-nas: RelaxedBernoulli temperature of the gates at epoch 0")
+    mtlnas_tau_decay: float = setting(0.9, help="--arch mtl-nas: temperature factor per epoch (towards 0)")
+    mtlnas_entropy: float = setting(0.01, help="--arch mtl-nas: weight of the gates' minimum-entropy regulariser")
+    mtlnas_edges: str | None = setting(
+        None,
+        help="--arch mtl-nas: the kept edges, one 0/1 per edge of the search space (comma-separated): the "
+        "derived architecture, trained from scratch without a search",
+    )
+    adashare_policy: str | None = setting(
+        None,
+        help="--arch adashare: a fixed 0/1 policy, one row per task (primary first) of one entry per residual "
+        "block, like 1,1,0;1,0,1: the derived architecture, trained from scratch without a search",
+    )
 
     def __post_init__(self):
         check_field_types(self, "model")
@@ -192,21 +224,51 @@ class ModelConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; expected one of {sorted(BACKBONES)}")
         if self.hidden < 0:
             raise ValueError(f"hidden must be >= 0 (0: linear heads), got {self.hidden}")
-        if self.generator not in GENERATORS:
-            raise ValueError(f"unknown generator {self.generator!r}; expected one of {GENERATORS}")
-        if self.image_weight_range < 0:
-            raise ValueError(
-                f"image_weight_range must be >= 0 (0: no per-image weights), got {self.image_weight_range}"
-            )
-        if self.gumbel_tau < 0:
-            raise ValueError(f"gumbel_tau must be >= 0 (0: soft labels), got {self.gumbel_tau}")
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.arch!r}; expected one of {ARCHITECTURES}")
+        if self.adashare_warmup < 0 or self.adashare_curriculum < 1:
+            raise ValueError(
+                f"adashare_warmup must be >= 0 and adashare_curriculum >= 1, got {self.adashare_warmup}, "
+                f"{self.adashare_curriculum}"
+            )
+        if min(self.adashare_sparsity, self.adashare_sharing) < 0:
+            raise ValueError(
+                f"adashare_sparsity and adashare_sharing must be >= 0, got {self.adashare_sparsity}, "
+                f"{self.adashare_sharing}"
+            )
+        if min(self.sparse_rounds, self.sparse_steps, self.sparse_warmup) < 0 or not 0 < self.sparse_density <= 1:
+            raise ValueError(
+                f"sparse_rounds, sparse_steps and sparse_warmup must be >= 0 and sparse_density in (0, 1], got "
+                f"{self.sparse_rounds}, {self.sparse_steps}, {self.sparse_warmup}, {self.sparse_density}"
+            )
+        if self.mtlnas_tau <= 0 or not 0 < self.mtlnas_tau_decay <= 1 or self.mtlnas_entropy < 0:
+            raise ValueError(
+                f"mtlnas_tau must be > 0, mtlnas_tau_decay in (0, 1] and mtlnas_entropy >= 0, got "
+                f"{self.mtlnas_tau}, {self.mtlnas_tau_decay}, {self.mtlnas_entropy}"
+            )
+        if self.mtlnas_depth is not None and self.mtlnas_depth < 0:
+            raise ValueError(f"mtlnas_depth must be >= 0 (or left out: no limit), got {self.mtlnas_depth}")
+        if self.adashare_tau <= 0 or not 0 < self.adashare_tau_decay <= 1:
+            raise ValueError(
+                f"adashare_tau must be > 0 and adashare_tau_decay in (0, 1], got {self.adashare_tau}, "
+                f"{self.adashare_tau_decay}"
+            )
         if self.soft_penalty not in PENALTIES or self.soft_weight < 0:
             raise ValueError(
                 f"soft_penalty must be one of {PENALTIES} and soft_weight >= 0, got "
                 f"{self.soft_penalty!r}, {self.soft_weight}"
             )
+
+
+refuse_moved_settings(
+    ModelConfig,
+    {
+        old.split(".", 1)[1]: f"GeneratorConfig({new}=...) (maxl.train.GeneratorConfig, section [generator] of a "
+        "run's configuration; the flag is unchanged)"
+        for old, new in MOVED_TO_GENERATOR.items()
+        if old.startswith("model.")
+    },
+)
 
 
 @dataclass
@@ -250,6 +312,29 @@ class AuxConfig:
         choices=COLOURISATION_MODES,
         help="ab regression, or the paper's classification over ab bins with class rebalancing",
     )
+    weight_lr: float = setting(
+        3e-4, help="meta-learned weightings (auto-lambda): learning rate of the task weights (Adam)"
+    )
+    weight_init: float = setting(0.1, help="auto-lambda: initial weight of every task (Auto-Lambda's 0.1)")
+    weight_engine: str = setting(
+        "jvp",
+        choices=TASK_WEIGHT_ENGINES,
+        help="auto-lambda: meta-gradient of the weights: jvp or func (exact), fd (Auto-Lambda's "
+        "finite-difference Hessian-vector product)",
+    )
+    weight_split: int | None = setting(
+        None,
+        metavar="IMAGES",
+        help="meta-learned weightings: hold out this many training images (class-stratified) for the "
+        "weights' outer loss, never trained on (default: a tenth of the training images)",
+    )
+    weight_every: int = setting(1, help="meta-learned weightings: a weight step every this many network steps")
+    weight_neumann_terms: int = setting(
+        3, help="auxilearn: Neumann terms of the inverse Hessian after the first (implicit differentiation)"
+    )
+    weight_horizon: int = setting(
+        5, help="ol-aux: N, the weight steps whose gradient alignments make one update of the weights"
+    )
 
     def __post_init__(self):
         from auxtasks import COLOURISATION_MODES, ROTATION_MODES, WEIGHTINGS
@@ -272,6 +357,22 @@ class AuxConfig:
                 f"fixed weights {self.weights} set the weighting and cannot be combined with "
                 f"--weighting {self.weighting}"
             )
+        if not self.weight_lr > 0 or self.weight_lr == float("inf"):
+            raise ValueError(
+                f"weight_lr must be > 0 and finite (the task weights' learning rate), got {self.weight_lr}"
+            )
+        if not self.weight_init >= 0:
+            raise ValueError(f"weight_init must be >= 0, got {self.weight_init}")
+        if self.weight_engine not in TASK_WEIGHT_ENGINES:
+            raise ValueError(f"unknown weight_engine {self.weight_engine!r}; expected one of {TASK_WEIGHT_ENGINES}")
+        if self.weight_split is not None and self.weight_split < 1:
+            raise ValueError(f"weight_split must be >= 1 images (leave it out for a tenth), got {self.weight_split}")
+        if self.weight_neumann_terms < 0:
+            raise ValueError(f"weight_neumann_terms must be >= 0, got {self.weight_neumann_terms}")
+        if self.weight_horizon < 1:
+            raise ValueError(f"weight_horizon must be >= 1 steps, got {self.weight_horizon}")
+        if self.weight_every < 1:
+            raise ValueError(f"weight_every must be >= 1 steps, got {self.weight_every}")
         if self.rotation_mode not in ROTATION_MODES or self.colourisation_mode not in COLOURISATION_MODES:
             raise ValueError(
                 f"rotation_mode must be one of {ROTATION_MODES} and colourisation_mode one of "
@@ -313,6 +414,7 @@ class RunConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     aux: AuxConfig = field(default_factory=AuxConfig)
@@ -335,10 +437,10 @@ class RunConfig:
             raise ValueError(f"threads must be >= 1 (leave it out for torch's choice), got {self.threads}")
         if self.preset is not None and self.preset not in PRESET_CHOICES:
             raise ValueError(f"unknown preset {self.preset!r}; expected one of {PRESET_CHOICES}")
-        if self.train.gumbel_tau_end is not None and not self.model.gumbel_tau:
+        if WEIGHTINGS[self.aux.weighting].meta_learned and not self.aux.tasks and self.train.method == "single":
             raise ValueError(
-                f"gumbel_tau_end needs a start temperature: --gumbel-tau-end {self.train.gumbel_tau_end} "
-                "without --gumbel-tau (model.gumbel_tau > 0)"
+                f"--weighting {self.aux.weighting} learns the weights of auxiliary tasks, and this run has none: "
+                "add --aux rotation / colourisation, or a method with its own auxiliary task (maxl, human, ...)"
             )
 
     def inert_settings(self) -> dict[str, str]:
@@ -348,15 +450,15 @@ class RunConfig:
         Returns:
             ``{dotted path: why it has no effect}``.
         """
-        t, m, meta, a = self.train, self.model, self.train.meta, self.aux
+        t, m, g, meta, a = self.train, self.model, self.generator, self.train.meta, self.aux
         rules = {
-            "train.gen_every": (
-                t.schedule != "per-step",
+            "generator.every": (
+                g.schedule != "per-step",
                 "the generator takes a step every k steps only with "
                 "--schedule per-step (the alternate schedule updates it in a pass of its own)",
             ),
-            "train.fused": (
-                t.schedule != "per-step",
+            "generator.fused": (
+                g.schedule != "per-step",
                 "the multi-task update and the look-ahead share a forward/backward only with --schedule per-step",
             ),
             "train.meta.neumann_terms": (
@@ -373,6 +475,18 @@ class RunConfig:
             ),
             "model.soft_penalty": (m.arch != "soft", "the penalty ties the towers of --arch soft"),
             "model.soft_weight": (m.arch != "soft", "the penalty ties the towers of --arch soft"),
+            **{
+                f"model.adashare_{k}": (m.arch != "adashare", "it sets --arch adashare's policy search")
+                for k in ("warmup", "sparsity", "sharing", "tau", "tau_decay", "curriculum", "policy")
+            },
+            **{
+                f"model.sparse_{k}": (m.arch != "sparse", "it sets --arch sparse's mask search")
+                for k in ("rounds", "density", "steps", "warmup")
+            },
+            **{
+                f"model.mtlnas_{k}": (m.arch != "mtl-nas", "it sets --arch mtl-nas's edge search")
+                for k in ("depth", "tau", "tau_decay", "entropy", "edges")
+            },
             "train.warmup": (t.lr_schedule != "onecycle", "the warm-up is that of --lr-schedule onecycle"),
             "train.lr_step": (t.lr_schedule != "step", "the step schedule is --lr-schedule step's"),
             "train.lr_gamma": (t.lr_schedule != "step", "the step schedule is --lr-schedule step's"),
@@ -382,6 +496,26 @@ class RunConfig:
                 "colourisation" not in a.tasks,
                 "it sets the colourisation task (--aux colourisation)",
             ),
+            **{
+                f"aux.{name}": (
+                    not WEIGHTINGS[a.weighting].meta_learned,
+                    "it sets a meta-learned weighting (--weighting auto-lambda)",
+                )
+                for name in ("weight_lr", "weight_every")
+            },
+            "aux.weight_split": (
+                not (WEIGHTINGS[a.weighting].meta_learned and WEIGHTINGS[a.weighting].uses_held_out),
+                "it holds out images for a weighting whose outer loss is on held-out images (auto-lambda, auxilearn)",
+            ),
+            "aux.weight_horizon": (a.weighting != "ol-aux", "it sets --weighting ol-aux"),
+            "aux.weight_neumann_terms": (
+                not a.weighting.startswith("auxilearn"),
+                "it sets --weighting auxilearn / auxilearn-nonlinear",
+            ),
+            **{
+                f"aux.{name}": (a.weighting != "auto-lambda", "it sets --weighting auto-lambda")
+                for name in ("weight_init", "weight_engine")
+            },
             "data.padding_mode": (
                 not self.data.augment,
                 "the padding is the random crop's, and --no-augment turns the crop off",
@@ -448,6 +582,7 @@ def load_data(d: DataConfig, seed: int, *, augment: bool | None = None):
         padding_mode=d.padding_mode,
         normalisation=norm,
         resize=d.resize,
+        batch_transforms=d.loader == "batch",
     )
 
 
@@ -461,10 +596,11 @@ def make_network(
     hidden: int,
     soft_penalty: str = "l2",
     soft_weight: float = 0.01,
+    settings: dict | None = None,
 ) -> MultiTaskNetwork:
     """The multi-task network of ``ModelConfig.arch`` on backbones ``backbone`` (a fresh one per
     call of the architecture, :func:`maxl.nn.architectures.build_network`); ``num_aux`` = 0 for
-    single-task."""
+    single-task; ``settings`` the architecture's own (:func:`arch_settings`)."""
     return build_network(
         arch,
         lambda: build_backbone(backbone, in_channels, batchnorm),
@@ -474,7 +610,90 @@ def make_network(
         batchnorm=batchnorm,
         soft_penalty=soft_penalty,
         soft_weight=soft_weight,
+        settings=settings,
     )
+
+
+def find_sparse_masks(
+    net: MultiTaskNetwork,
+    train_set,
+    m: ModelConfig,
+    t: TrainConfig,
+    aux_labels: torch.Tensor | None,
+    generator: LabelGenerator | None,
+    log=print,
+) -> None:
+    """``--arch sparse``: the masks by iterative magnitude pruning with rewinding
+    (:func:`maxl.nn.architectures.search_masks`) on the training set, the multi-task SGD settings
+    (lr, momentum, batch size) and loss. The auxiliary task prunes on the method's fixed labels
+    (human, random, k-means) or, with MAXL, on the generator's labels at its initialisation (the
+    labels it will make are not known before training); single-task prunes the primary task alone."""
+    from torch.utils.data import DataLoader
+
+    device = resolve_device(t.device)
+    net.to(device)
+    if generator is not None:
+        generator.to(device)
+    loss_fn = classification_loss(t.loss, t.focal_gamma)
+    order = torch.Generator().manual_seed(t.seed)
+
+    def batches():
+        loader = DataLoader(train_set, batch_size=t.batch_size, shuffle=True, drop_last=True, generator=order)
+        for x, y, idx in loader:
+            x, y = x.to(device), torch.as_tensor(y).to(device)
+            if aux_labels is not None:
+                aux = aux_labels.to(device)[torch.as_tensor(idx).to(device)]
+            elif generator is not None:
+                with torch.no_grad():
+                    aux = generator(x, y).detach()
+            else:
+                aux = y  # unused: single-task
+            yield x, y, aux
+
+    losses = [lambda out, y, a: loss_fn(out[0], y)]
+    if net.num_aux:
+        losses.append(lambda out, y, a: loss_fn(out[1], a))
+    rate = round_rate(m.sparse_density, m.sparse_rounds) if m.sparse_rounds else 0.0
+    was_training = generator.training if generator is not None else False
+    if generator is not None:
+        generator.eval()  # its labels without touching its BatchNorm statistics
+    search_masks(
+        net,
+        batches,
+        losses,
+        rounds=m.sparse_rounds,
+        rate=rate,
+        steps=m.sparse_steps,
+        warmup_steps=m.sparse_warmup,
+        lr=t.lr,
+        momentum=t.momentum,
+        log=log,
+    )
+    if generator is not None:
+        generator.train(was_training)
+
+
+def arch_settings(m: ModelConfig) -> dict:
+    """The keyword arguments of ``m.arch``'s trunk from its settings (empty for most)."""
+    if m.arch == "adashare":
+        return dict(
+            warmup=m.adashare_warmup,
+            sparsity_weight=m.adashare_sparsity,
+            sharing_weight=m.adashare_sharing,
+            tau=m.adashare_tau,
+            tau_decay=m.adashare_tau_decay,
+            curriculum_speed=m.adashare_curriculum,
+            policy=m.adashare_policy,
+        )
+    if m.arch == "mtl-nas":
+        return dict(
+            depth=m.mtlnas_depth,
+            tau=m.mtlnas_tau,
+            tau_decay=m.mtlnas_tau_decay,
+            entropy_weight=m.mtlnas_entropy,
+            edges=m.mtlnas_edges,
+        )
+    return {}
 
 
 #: The sections of :class:`RunConfig` by name.
@@ -492,7 +711,7 @@ def make_generator(
     weight_range: float = 0.0,
     gumbel_tau: float = 0.0,
 ) -> LabelGenerator:
-    """The label-generation network of ``ModelConfig.generator``: ``"own"`` builds its own
+    """The label-generation network of ``GeneratorConfig.network``: ``"own"`` builds its own
     backbone, ``"features"`` a head on ``net``'s backbone (the primary task's features where the
     architecture has one per task), ``"features-running"`` the same with the backbone's BatchNorm
     running statistics (an image's label does not depend on its batch); ``weight_range`` > 0 adds
@@ -554,6 +773,57 @@ def psi_values(text: str | int | list[int]) -> list[int]:
     return list(validate_psi(values))
 
 
+def meta_weighting_options(a: AuxConfig) -> dict[str, str | float]:
+    """The options of a meta-learned weighting from the ``aux`` section's ``weight_*`` settings
+    (``--weighting-option`` overrides them)."""
+    if a.weighting == "auto-lambda":
+        return {"lr": a.weight_lr, "init": a.weight_init, "engine": a.weight_engine}
+    if a.weighting == "ol-aux":
+        return {"lr": a.weight_lr, "horizon": a.weight_horizon}
+    if a.weighting.startswith("auxilearn"):
+        return {"lr": a.weight_lr, "terms": a.weight_neumann_terms}
+    return {}
+
+
+def hold_out_for_weights(data, size: int | None, seed: int):
+    """The training images less a class-stratified split for a meta-learned weighting's outer loss.
+
+    Args:
+        data: a :class:`maxl.data.DataBundle` whose training set holds its images (``images``,
+            ``labels``: every built-in data set).
+        size: images to hold out; None: a tenth of the training images (at least 1).
+        seed: the run's seed (the split is drawn from ``seed + 2``).
+
+    Returns:
+        ``(data with the rest as its training set, the held-out set)``; the held-out images are
+        not augmented (the test set's transform).
+
+    Raises:
+        ValueError: ``size`` is not smaller than the number of training images.
+    """
+    from maxl.data.datasets import ImageTensorDataset, stratified_subset
+
+    train = data.train
+    n = len(train.labels)
+    size = max(1, n // 10) if size is None else size
+    if not 1 <= size < n:
+        raise ValueError(
+            f"weight_split must be smaller than the {n} training images (the rest train the network), got {size}"
+        )
+    held = stratified_subset(train.labels, size, seed + 2)
+    rest = torch.ones(n, dtype=torch.bool)
+    rest[held] = False
+    # the data sets' own per-image and batch transforms (the trainer's --loader batch path uses the latter)
+    held_set = ImageTensorDataset(
+        train.images[held], train.labels[held], data.test.transform, getattr(data.test, "batch_transform", None)
+    )
+    kept = ImageTensorDataset(
+        train.images[rest], train.labels[rest], train.transform, getattr(train, "batch_transform", None)
+    )
+    aux_train = data.aux_train[rest] if data.aux_train is not None else None
+    return replace(data, train=kept, aux_train=aux_train), held_set
+
+
 def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
     """Make the run's data, auxiliary labels, networks, learner and trainer; write (or, when
     resuming, update) ``config.json`` in ``run.out``.
@@ -590,6 +860,11 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         f"{data.name}: {len(data.train)} train / {len(data.test)} test images, {data.in_channels}x"
         f"{data.image_size}x{data.image_size}, {data.num_primary} primary classes, psi={psi}, backbone {backbone}"
     )
+    weight_set = None
+    chosen = WEIGHTINGS[run.aux.weighting]
+    if chosen.meta_learned and chosen.uses_held_out:  # before the fixed labels, which index the training images
+        data, weight_set = hold_out_for_weights(data, run.aux.weight_split, t.seed)
+        say(f"[{run.aux.weighting}] {len(weight_set)} training images held out for the task weights' outer loss")
     aux_labels = label_info = None
     if t.method in FIXED_LABEL_METHODS:  # made before the networks, so that their initialisation is the same
         ae = AutoencoderConfig(epochs=run.baselines.ae_epochs, latent_dim=run.baselines.ae_latent)
@@ -611,12 +886,22 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         m.hidden,
         m.soft_penalty,
         m.soft_weight,
+        arch_settings(m),
     )
-    generator = None
+    generator, g = None, run.generator
     if t.method == "maxl":
         generator = make_generator(
-            m.generator, net, backbone, data.in_channels, m.batchnorm, psi, m.hidden, m.image_weight_range, m.gumbel_tau
+            g.network, net, backbone, data.in_channels, m.batchnorm, psi, m.hidden, g.image_weight_range, g.gumbel_tau
         )
+    if m.arch == "sparse" and t.method == "maxl" and t.meta.order == "second" and t.meta.engine == "higher":
+        raise ValueError(
+            "--arch sparse reads each task's masked weights by torch.func.functional_call, which the "
+            "'higher' engine's patched modules do not support: use --meta-engine func or jvp"
+        )
+    if m.arch == "sparse" and not resume:  # the masks: buffers of the network, in its checkpoints
+        t0 = time.time()
+        find_sparse_masks(net, data.train, m, t, aux_labels, generator, say)
+        say(f"[sparse] masks found in {time.time() - t0:.1f}s")
     a = run.aux
     needs_prior = "colourisation" in a.tasks and a.colourisation_mode == "classification"
     learner = build_learner(
@@ -633,7 +918,7 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         meta=t.meta,
         objective=run.objective,
         aux_weights=a.weights,
-        weighting_options=a.weighting_options,
+        weighting_options={**meta_weighting_options(a), **a.weighting_options},
         rotation_mode=a.rotation_mode,
         colourisation_mode=a.colourisation_mode,
         prior_images=normalised_images(data.train) if needs_prior else None,
@@ -651,12 +936,15 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         data.test,
         t,
         out,
+        gen_config=g,
         learner=learner,
         aux_labels=aux_labels,
         psi=psi,
         record=record,
         val_set=data.val,
         human_labels=data.aux_train,
+        weight_set=weight_set,
+        weight_every=run.aux.weight_every,
     )
     started = {
         "command": " ".join(sys.argv),

@@ -16,7 +16,8 @@ A grid file holds config overlays (:mod:`maxl.train.overlays`) and what to run o
     data_root = "data"            # relative to the working directory; --data-root overrides it
 
     [variants.maxl-every4]        # a named overlay on top of the base
-    train = { method = "maxl", schedule = "per-step", gen_every = 4 }
+    train.method = "maxl"
+    generator = { schedule = "per-step", every = 4 }
 
 A run is ``base``, then its variant, then the runner's own settings (method, seed, run folder,
 device, threads, data root) merged onto :class:`~maxl.train.build.RunConfig`'s defaults, with the

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from maxl.train.config import TrainConfig
+from maxl.train.config import GeneratorConfig, TrainConfig
 
 __all__ = ["Optimisers", "make_optimisers"]
 
@@ -36,9 +36,15 @@ class Optimisers:
 
 
 def make_optimisers(
-    cfg: TrainConfig, params: list[nn.Parameter], generator: nn.Module | None, steps_per_epoch: int
+    cfg: TrainConfig,
+    params: list[nn.Parameter],
+    generator: nn.Module | None,
+    steps_per_epoch: int,
+    gen_config: GeneratorConfig | None = None,
 ) -> Optimisers:
-    """Build the run's optimisers from ``cfg`` for the multi-task ``params`` and ``generator``.
+    """Build the run's optimisers from ``cfg`` for the multi-task ``params`` and from ``gen_config``
+    (default :class:`GeneratorConfig`) for ``generator``; the generator's lr follows ``cfg``'s step
+    schedule.
 
     Raises:
         ValueError: a one-cycle schedule with no training step per epoch.
@@ -60,8 +66,9 @@ def make_optimisers(
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, cfg.lr_gamma)
     gen_optimizer = gen_scheduler = None
     if generator is not None:
-        kind = torch.optim.Adam if cfg.gen_optimizer == "adam" else torch.optim.SGD
-        gen_optimizer = kind(generator.parameters(), lr=cfg.gen_lr, weight_decay=cfg.gen_weight_decay)
+        g = gen_config or GeneratorConfig()
+        kind = torch.optim.Adam if g.optimizer == "adam" else torch.optim.SGD
+        gen_optimizer = kind(generator.parameters(), lr=g.lr, weight_decay=g.weight_decay)
         gen_scheduler = torch.optim.lr_scheduler.StepLR(
             gen_optimizer, cfg.epochs + 1 if per_step else cfg.lr_step, cfg.lr_gamma
         )

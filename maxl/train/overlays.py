@@ -1,7 +1,7 @@
 """Config overlays: partial run configurations, composed by merging them onto :class:`RunConfig`.
 
 An overlay is a nested table with the sections of a run's configuration
-(:meth:`maxl.train.build.RunConfig.to_dict`: ``data``, ``model``, ``train``, ``train.meta``,
+(:meth:`maxl.train.build.RunConfig.to_dict`: ``data``, ``model``, ``generator``, ``train``, ``train.meta``,
 ``objective``, ``aux``, ``baselines`` and the top-level ``out``, ``threads``, ``preset``), holding only the
 settings it changes. In a TOML file::
 

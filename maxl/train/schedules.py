@@ -29,7 +29,7 @@ from typing import Protocol
 import torch
 
 from maxl.meta import MetaResult
-from maxl.train.config import TrainConfig
+from maxl.train.config import GeneratorConfig
 from maxl.train.diagnostics import LabelUsage
 from maxl.train.step import StepPath
 
@@ -150,7 +150,7 @@ class OuterBatches:
     resumed at ``taken`` inside a shuffle makes that shuffle's iterator at once, as the
     uninterrupted run had made it before the checkpoint."""
 
-    def __init__(self, config: TrainConfig, batches: Batches, taken: int = 0):
+    def __init__(self, config: GeneratorConfig, batches: Batches, taken: int = 0):
         self.other, self.batches, self.taken = config.meta_batch == "other", batches, taken
         self._it = iter(batches(2, taken % len(batches))) if self.other and taken % len(batches) else None
 
@@ -171,7 +171,7 @@ class Schedule:
     """One epoch of steps: ``run(steps, batches, sums, bar, run_state, start)``, from ``start``
     (None: the epoch's beginning); ``bar(iterable, desc)`` wraps a pass in a progress bar."""
 
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: GeneratorConfig):
         self.config = config
 
     def run(
@@ -228,7 +228,7 @@ class PerStep(Schedule):
         outer = OuterBatches(self.config, batches, start.outer)
         run_state.positioned()
         for b, (x, y, idx) in bar(train, "train"):
-            if run_state.step % self.config.gen_every == 0:
+            if run_state.step % self.config.every == 0:
                 if fused:  # θ2 and θ1 updates from one shared forward/backward
                     result, stats = steps.fused(x, y, idx, next(outer))
                 else:  # θ2 update from the current θ1, θ2; then θ1 on the look-ahead's targets before it
@@ -256,7 +256,7 @@ def gumbel_temperature(start: float, end: float | None, epoch: int, epochs: int)
     return float(start + (end - start) * min(epoch, epochs - 1) / (epochs - 1))
 
 
-def make_schedule(config: TrainConfig, has_generator: bool) -> Schedule:
+def make_schedule(config: GeneratorConfig, has_generator: bool) -> Schedule:
     """The schedule of ``config.schedule``, or :class:`MultitaskOnly` without a generator."""
     if not has_generator:
         return MultitaskOnly(config)

@@ -27,6 +27,7 @@ from torch import Tensor
 from auxtasks import AuxiliaryLearner
 from auxtasks.learner import step_with
 from auxtasks.weighting import Equal
+from maxl.core.precision import autocast, check_precision
 from maxl.meta import MetaResult
 from maxl.meta.lookahead import generated_targets
 from maxl.train import distributed
@@ -46,6 +47,13 @@ class StepPath:
         aux_head: the multi-task network's auxiliary head: the loss of the task on it is
             logged as ``aux_loss`` (the method's own auxiliary task).
         per_step_scheduler: a learning-rate schedule stepped after every multi-task update.
+        held_out: ``held_out(step) -> (x_v, y_v)``, the held-out batch of a meta-learned
+            weighting's weight step before multi-task step ``step`` (None without one).
+        weight_every: a weight step before every ``weight_every``-th multi-task step.
+        step_of: the run's multi-task steps so far (the trainer's ``step``).
+        precision: ``"fp32"`` or ``"bf16"``: the forward passes of the steps, the look-ahead
+            and the meta-gradient under bfloat16 autocast (:mod:`maxl.core.precision`; the
+            parameters, gradients and optimisers stay float32).
     """
 
     def __init__(
@@ -56,9 +64,23 @@ class StepPath:
         checks: FiniteChecks,
         aux_head=None,
         per_step_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        held_out=None,
+        weight_every: int = 1,
+        step_of=None,
+        precision: str = "fp32",
     ):
+        check_precision(precision)
+        self.precision = precision
         self.learner, self.optimizer, self.gen_optimizer, self.checks = learner, optimizer, gen_optimizer, checks
         self.per_step_scheduler = per_step_scheduler
+        weighting = learner.weighting
+        if weighting.meta_learned and ((held_out is None and weighting.uses_held_out) or step_of is None):
+            raise ValueError(
+                f"weighting {type(weighting).__name__} is meta-learned: it needs the step count (step_of=)"
+                + (" and held-out batches (held_out=)" if weighting.uses_held_out else "")
+            )
+        self.meta_learned = weighting.meta_learned
+        self.held_out, self.weight_every, self.step_of = held_out, weight_every, step_of
         generated = learner.generated  # α = the current lr of the multi-task network unless the config sets it
         self._alpha_follows_lr = generated is not None and generated.meta.inner_lr is None
         own = [t.name for t in learner.tasks if aux_head is not None and t.head is aux_head]
@@ -88,11 +110,14 @@ class StepPath:
         labels of the batch (the distribution, for the label statistics: the targets may be scaled
         per image or hard samples of it); None with ``targets`` or without a generator."""
         soft = None
-        if self.generated is not None and targets is None:
-            with torch.no_grad():  # no gradient to θ2; labels and targets from one generator pass
-                soft, targets = generated_targets(self.generated.generator, x, y)
-        given = {self.generated.name: targets} if targets is not None and self.generated is not None else None
-        out = self.learner(x, y, index=idx, aux_targets=given)
+        if self.meta_learned and self.step_of() % self.weight_every == 0:  # the weights' outer step, in float32
+            self.weights(x, y, idx, self.held_out(self.step_of()) if self.held_out is not None else None)
+        with self._autocast(x):
+            if self.generated is not None and targets is None:
+                with torch.no_grad():  # no gradient to θ2; labels and targets from one generator pass
+                    soft, targets = generated_targets(self.generated.generator, x, y)
+            given = {self.generated.name: targets} if targets is not None and self.generated is not None else None
+            out = self.learner(x, y, index=idx, aux_targets=given)
         self.checks.losses(**{f"{name}_loss": loss for name, loss in out.losses.items()}, multitask_loss=out.loss)
         self.optimizer.zero_grad(set_to_none=True)
         self.learner.backward(out)
@@ -108,12 +133,28 @@ class StepPath:
         stats["primary_correct"] = (out.primary_logits.argmax(1) == y).sum().item()
         return stats, soft
 
+    def weights(self, x: Tensor, y: Tensor, idx: Tensor, held_out: tuple[Tensor, Tensor] | None):
+        """One step of a meta-learned weighting on the training batch and a held-out batch, with
+        the look-ahead's α the network's current learning rate; under torchrun the weights'
+        meta-gradient is averaged over the processes. A non-finite meta-gradient stops the run
+        (:class:`~maxl.train.checks.NonFiniteGradientError`) before the weights change."""
+        weighting = self.learner.weighting
+        alpha = self.optimizer.param_groups[0]["lr"]
+        result = weighting.meta_gradient(self.learner, x, y, held_out, alpha=alpha, index=idx)
+        self.checks.losses(weight_outer_loss=result.outer_loss)
+        grads = result.grad if isinstance(result.grad, list) else [result.grad]
+        distributed.all_reduce_mean_(grads)
+        self.checks.grads(((f"weighting[{i}]", g) for i, g in enumerate(grads)), "task weights")
+        weighting.apply_gradient(result.grad)
+        return result
+
     def generator(self, x: Tensor, y: Tensor, idx: Tensor | None = None, outer=None) -> MetaResult:
         """One update of the label-generation network by its meta-gradient on a batch (a
         replica-local look-ahead under torchrun, see :mod:`maxl.train.distributed`); ``outer``:
         another batch ``(x_o, y_o)`` for the outer loss."""
         self._set_alpha()
-        result = self.learner.meta_gradient(x, y, index=idx, outer_batch=outer)
+        with self._autocast(x):
+            result = self.learner.meta_gradient(x, y, index=idx, outer_batch=outer)
         self.checks.losses(meta_outer_loss=result.outer_loss, neg_entropy=result.neg_entropy)
         self._apply_meta(result)
         return result
@@ -122,7 +163,8 @@ class StepPath:
         """A generator update and a multi-task update from one shared forward/backward; the
         same updates as :meth:`generator` then :meth:`multitask` on its labels."""
         self._set_alpha()
-        r = self.learner.fused_gradients(x, y, index=idx, outer_batch=outer)
+        with self._autocast(x):
+            r = self.learner.fused_gradients(x, y, index=idx, outer_batch=outer)
         self.checks.losses(
             primary_loss=r.primary_loss,
             multitask_loss=r.primary_loss + r.aux_loss,
@@ -141,6 +183,10 @@ class StepPath:
             "primary_correct": (r.primary_logits.argmax(1) == y).sum().item(),
         }
         return r.meta, stats
+
+    def _autocast(self, x: Tensor):
+        """bfloat16 autocast on ``x``'s device with ``precision="bf16"``, else nothing."""
+        return autocast(self.precision, x.device)
 
     def _apply_meta(self, result: MetaResult) -> None:
         distributed.all_reduce_mean_(result.grads)  # the mean of the processes' meta-gradients

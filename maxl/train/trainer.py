@@ -21,6 +21,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Sized
 from dataclasses import asdict
 from pathlib import Path
@@ -34,6 +35,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from auxtasks import AuxiliaryLearner
 from maxl.core.hierarchy import Hierarchy
 from maxl.core.losses import classification_loss
+from maxl.data.augment import BatchAugment, pass_draws
+from maxl.data.datasets import ImageTensorDataset
+from maxl.meta import get_engine
 from maxl.meta.objective import ObjectiveConfig
 from maxl.nn.networks import MultiTaskNetwork
 from maxl.train import distributed
@@ -48,7 +52,7 @@ from maxl.train.checkpoint import (
     restore_rng,
 )
 from maxl.train.checks import FiniteChecks, check_aux_labels, check_data, check_primary_labels
-from maxl.train.config import TrainConfig
+from maxl.train.config import GeneratorConfig, TrainConfig
 from maxl.train.determinism import enable_determinism
 from maxl.train.diagnostics import LabelUsage, warn_label_usage
 from maxl.train.migrate import migrate
@@ -58,7 +62,11 @@ from maxl.train.run_log import RunLog
 from maxl.train.schedules import EpochSums, Position, gumbel_temperature, make_schedule
 from maxl.train.step import StepPath
 
-__all__ = ["Trainer", "seed_everything", "resolve_device"]
+__all__ = ["Trainer", "seed_everything", "resolve_device", "CompileFallbackWarning"]
+
+
+class CompileFallbackWarning(UserWarning):
+    """``compile=True`` with a meta-gradient engine that torch.compile cannot serve: the run is eager."""
 
 
 def seed_everything(seed: int) -> None:
@@ -101,8 +109,15 @@ class Trainer:
             (``val_loss``, ``val_acc``), for choosing settings without the test set.
         human_labels: int64 ``[N_train]`` human auxiliary labels of the training images, for
             the generated labels' ``label_nmi_human`` diagnostic.
+        weight_set: images held out from the training images for a meta-learned weighting's
+            outer loss (Auto-λ; :func:`maxl.train.build.hold_out_for_weights`); its batches are
+            drawn by the step count, so a resumed run draws the same ones.
+        weight_every: a weight step before every this many multi-task steps.
         objective: the terms of the generator's objective J, for the learner made here when
             ``learner`` is None (default: the paper's J); a given learner carries its own.
+        gen_config: the generator's optimiser and schedule (:class:`GeneratorConfig`; default:
+            the paper's: SGD lr 1e-3, weight decay 5e-4, the alternate schedule); its network
+            settings are read where the generator is made (:func:`maxl.train.build.make_generator`).
 
     Inside a ``torch.distributed`` process group, ``config.batch_size`` is the global batch:
     each of the N processes takes ``batch_size / N`` images of it.
@@ -130,9 +145,13 @@ class Trainer:
         record: dict | None = None,
         val_set: Dataset | None = None,
         human_labels: Tensor | None = None,
+        weight_set: Dataset | None = None,
+        weight_every: int = 1,
         objective: ObjectiveConfig | None = None,
+        gen_config: GeneratorConfig | None = None,
     ):
         self.config = cfg = config
+        self.gen_config = gen = gen_config if gen_config is not None else GeneratorConfig()
         if cfg.deterministic:
             enable_determinism()
         self.is_main = distributed.rank() == 0  # only rank 0 writes files and prints
@@ -158,18 +177,23 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.net, self.learner = net.to(self.device), learner.to(self.device)
         self.generator = learner.generated.generator if learner.generated is not None else None
+        if cfg.channels_last:  # NHWC weights here, NHWC images in _batches
+            for module in (self.net, self.learner):
+                module.to(memory_format=torch.channels_last)
+        if cfg.compile:
+            self._compile()
         self.train_set, self.test_set, self.val_set = train_set, test_set, val_set
         self.human_labels = human_labels
         check_data(self.net, self.generator, train_set, test_set, self.device)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if self.out_dir is not None and self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.record = record if record is not None else {"train": asdict(cfg)}
+        self.record = record if record is not None else {"train": asdict(cfg), "generator": asdict(gen)}
         self.log = RunLog(self.out_dir, cfg.progress, self.is_main, cfg.tensorboard)
         if distributed.world_size() > 1:  # the same start on every process, whatever the seeds
             distributed.broadcast_([t.data for t in self.learner.state_dict().values()])
         steps_per_epoch = len(cast(Sized, train_set)) // cfg.batch_size  # cast: a map-style data set has a length
-        optims = make_optimisers(cfg, learner.network_parameters(), self.generator, steps_per_epoch)
+        optims = make_optimisers(cfg, learner.network_parameters(), self.generator, steps_per_epoch, gen)
         self.optimizer, self.scheduler, self.gen_optimizer, self.gen_scheduler = (
             optims.optimizer,
             optims.scheduler,
@@ -177,6 +201,13 @@ class Trainer:
             optims.gen_scheduler,
         )
         self.checks = FiniteChecks(lambda: (self.epoch + 1, self.step + 1))
+        self.weight_set = weight_set
+        meta_learned = learner.weighting.meta_learned
+        if meta_learned and learner.weighting.uses_held_out and weight_set is None:
+            raise ValueError(
+                f"weighting {type(learner.weighting).__name__} learns from held-out images: pass weight_set="
+            )
+        learner.check_optimizer(self.optimizer)
         self.steps = StepPath(
             learner,
             self.optimizer,
@@ -184,10 +215,14 @@ class Trainer:
             self.checks,
             getattr(net, "aux_head", None),
             per_step_scheduler=self.scheduler if optims.per_step else None,
+            held_out=self._held_out_batch if meta_learned and learner.weighting.uses_held_out else None,
+            weight_every=weight_every,
+            step_of=lambda: self.step,
+            precision=cfg.precision,
         )
-        self.schedule = make_schedule(cfg, self.generator is not None)
+        self.schedule = make_schedule(gen, self.generator is not None)
         self.gumbel_start = getattr(self.generator, "gumbel_tau", 0.0)  # τ0 of hard labels (0: soft)
-        if cfg.gumbel_tau_end is not None and self.generator is not None and not self.gumbel_start:
+        if gen.gumbel_tau_end is not None and self.generator is not None and not self.gumbel_start:
             raise ValueError("gumbel_tau_end needs a generator with hard labels (gumbel_tau > 0)")
         self.epoch = 0  # epochs completed
         self.step = 0  # multi-task steps completed
@@ -198,15 +233,39 @@ class Trainer:
         self._signals = StopSignals()
         self._label_warnings_given: set[str] = set()  # kinds of GeneratorLabelWarning already shown
 
+    def _compile(self) -> None:
+        """``torch.compile`` the backbones in place, or say why not (a double-backward engine)."""
+        generated = self.learner.generated
+        engine = get_engine(generated.meta) if generated is not None else None
+        if engine is not None and engine.needs_double_backward:
+            warnings.warn(
+                f"--compile: the meta-gradient engine {engine.name!r} differentiates a backward pass (double "
+                "backward), which torch.compile does not support; training eager (the jvp and first engines "
+                "compile: --meta-engine jvp)",
+                CompileFallbackWarning,
+                stacklevel=3,
+            )
+            return
+        for module in (self.net, self.generator):
+            backbone = getattr(module, "backbone", None)
+            if isinstance(backbone, nn.Module):
+                backbone.compile()
+
     # ----------------------------------------------------------------- data
     def _loader(self, dataset: Dataset, train: bool, pass_index: int = 0, skip: int = 0) -> DataLoader:
         """Batches of this process. Training: the global order is a permutation drawn from
         (seed, pass_index) alone, so it is the same for any number of processes and after a
         resume; process r takes global positions r, r + N, ... (DistributedSampler), so global
         batch k is the same images as batch k of a one-process run; the first ``skip`` batches
-        are left out without loading them. Test: process r takes images r, r + N, ... in order."""
+        are left out without loading them. Test: process r takes images r, r + N, ... in order.
+        A data set with a batch transform (:class:`~maxl.data.datasets.ImageTensorDataset`'s
+        ``batch_transform``) yields whole uint8 batches in one gather each (:func:`_batched`)."""
         rank, size = distributed.rank(), distributed.world_size()
+        batched = _batch_transform(dataset) is not None
         if not train:
+            if batched:
+                order = range(rank, len(cast(Sized, dataset)), size)  # cast: a map-style data set has a length
+                return _batched(dataset, order, self.config.batch_size, drop_last=False)
             if size > 1:
                 dataset = Subset(dataset, range(rank, len(cast(Sized, dataset)), size))  # cast: as above
             return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False, num_workers=0)
@@ -215,23 +274,51 @@ class Trainer:
         )
         sampler.set_epoch(pass_index)
         local_batch = self.config.batch_size // size
+        if batched:
+            return _batched(dataset, _After(sampler, skip * local_batch), local_batch, drop_last=True)
         return DataLoader(
             dataset, batch_size=local_batch, sampler=_After(sampler, skip * local_batch), drop_last=True, num_workers=0
         )
 
     def _batches(self, dataset: Dataset, train: bool, pass_index: int = 0, skip: int = 0):
         """The batches ``(x, y, index)`` on the device. The loader's iterator is made at once (it
-        draws from torch's generator), not at the first batch."""
+        draws from torch's generator), not at the first batch. With a batch transform, the
+        uint8 images are moved to the device and cropped, flipped and normalised there, each
+        image with its draws of this pass (:func:`maxl.data.augment.pass_draws`: from the seed,
+        the pass and the image's index alone)."""
         batches = iter(self._loader(dataset, train, pass_index, skip))
         num_primary = getattr(self.net, "num_primary", None)
+        augment = _batch_transform(dataset)
+        draws = None
+        if augment is not None and augment.augment and train:
+            draws = pass_draws(augment, len(cast(Sized, dataset)), self.config.seed, pass_index)
 
         def on_device():
             for x, y, idx in batches:
-                y = torch.as_tensor(y)
-                check_primary_labels(y, num_primary)  # on the host: no device synchronisation
-                yield x.to(self.device), y.to(self.device), torch.as_tensor(idx).to(self.device)
+                y, idx = torch.as_tensor(y), torch.as_tensor(idx)
+                if augment is None:
+                    check_primary_labels(y, num_primary)  # on the host: no device synchronisation
+                else:  # uint8 [B, C, H, W] -> float32, on the device (check_data checked every label)
+                    x = augment(x.to(self.device), draws.take(idx, self.device) if draws is not None else None)
+                x = x.to(self.device)
+                if self.config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                yield x, y.to(self.device), idx.to(self.device)
 
         return on_device()
+
+    def _held_out_batch(self, step: int) -> tuple[Tensor, Tensor]:
+        """The held-out batch of the weight step before multi-task step ``step``: ``batch_size``
+        images (at most the split) drawn without replacement by a generator seeded by the run's
+        seed and ``step`` alone, the same on every process and after a resume."""
+        assert self.weight_set is not None  # only a meta-learned weighting asks
+        n = len(cast(Sized, self.weight_set))  # cast: a map-style data set has a length
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
+        picks = torch.randperm(n, generator=gen)[: min(self.config.batch_size, n)].tolist()
+        items = [self.weight_set[i] for i in picks]
+        x = torch.stack([item[0] for item in items]).to(self.device)
+        y = torch.as_tensor([int(item[1]) for item in items]).to(self.device)
+        return x, y
 
     # ----------------------------------------------------------------- epochs
     def train_epoch(self, resumed: dict | None = None) -> dict[str, float]:
@@ -242,8 +329,11 @@ class Trainer:
             assert self.generator is not None  # gumbel_start is its τ0
             # ignore: torch's stubs type nn.Module.__setattr__'s value as Tensor | Module, yet any attribute is allowed
             self.generator.gumbel_tau = gumbel_temperature(  # type: ignore[assignment]
-                self.gumbel_start, self.config.gumbel_tau_end, self.epoch, self.config.epochs
+                self.gumbel_start, self.gen_config.gumbel_tau_end, self.epoch, self.config.epochs
             )
+        # an architecture with a schedule of its own (AdaShare's phases): set from the epoch alone
+        begin_epoch = getattr(getattr(self.net, "backbone", None), "begin_epoch", None)
+        arch_record = begin_epoch(self.epoch) if callable(begin_epoch) else {}
         hierarchy = getattr(self.generator, "hierarchy", None)
         sums = EpochSums(
             self.steps.task_keys, LabelUsage(hierarchy) if hierarchy is not None else None, self.human_labels
@@ -259,6 +349,7 @@ class Trainer:
         )
         self.learner.end_epoch()  # loss-history weightings (DWA) roll over
         record = distributed.all_reduce_values(sums.record(), self.device)  # equal shares: the global means
+        record.update(arch_record)
         if sums.usage is not None:  # label usage of this process's share (rank 0's is the one logged)
             record.update(sums.usage.summary())
         if self.gumbel_start:
@@ -457,6 +548,37 @@ class Trainer:
             )
         if self.out_dir is not None and self.is_main:
             atomic_write_text(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+
+
+def _batch_transform(dataset: Dataset) -> BatchAugment | None:
+    """The batch transform of an :class:`ImageTensorDataset`, or None: then the per-image path."""
+    return dataset.batch_transform if isinstance(dataset, ImageTensorDataset) else None
+
+
+class _Gather(Dataset):
+    """A data set whose item is a whole batch: ``dataset.batch(indices)``."""
+
+    def __init__(self, dataset: ImageTensorDataset):
+        self.dataset = dataset
+
+    def __getitem__(self, indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.dataset.batch(indices)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+def _batched(dataset: Dataset, order, batch_size: int, drop_last: bool) -> DataLoader:
+    """A loader of uint8 batches ``(images [B, C, H, W], labels [B], indices [B])`` of the
+    ImageTensorDataset ``dataset`` in the order of ``order`` (a sampler or a range of indices),
+    one gather per batch. It is a ``DataLoader`` (``batch_size=None`` over the batches' index
+    tensors), so that making its iterator draws from torch's generator as the per-image
+    loader's does: the runs' other random numbers stay where they were."""
+    base = cast(ImageTensorDataset, dataset)  # cast: _batch_transform found its batch transform
+    chunks = list(torch.tensor(list(order), dtype=torch.int64).split(batch_size))
+    if drop_last and chunks and len(chunks[-1]) < batch_size:
+        chunks.pop()
+    return DataLoader(_Gather(base), batch_size=None, sampler=chunks, num_workers=0)
 
 
 class _After(Sampler):

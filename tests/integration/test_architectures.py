@@ -49,6 +49,10 @@ def final_accuracy(out) -> float:
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_every_architecture_learns_on_real_digits(arch, tmp_path):
     extra = ["--soft-penalty", "trace"] if arch == "soft" else []
+    if arch == "sparse":  # a short mask search: 2 rounds of 10 steps per task after 20 warm-up steps
+        extra = ["--sparse-rounds", "2", "--sparse-steps", "10", "--sparse-warmup", "20"]
+    if arch == "adashare":  # residual blocks: ResNet-20 at lr 0.01, one warm-up epoch, then the search
+        extra = ["--backbone", "resnet20", "--adashare-warmup", "1", "--lr", "0.01"]
     assert main(["train", *COMMON, "--method", "human", "--arch", arch, *extra, "--out", str(tmp_path)]) == 0
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model"]["arch"] == arch
@@ -84,3 +88,60 @@ def test_a_residual_backbone_learns_on_real_digits(method, tmp_path):
     assert main(argv) == 0
     assert json.loads((tmp_path / "config.json").read_text())["model"]["backbone"] == "resnet20"
     assert final_accuracy(tmp_path) > 0.8  # chance: 0.5
+
+
+def test_adashare_search_then_its_derived_architecture_retrained_from_scratch(tmp_path):
+    """MAXL through AdaShare's search (warm-up, then the Gumbel-softmax policy), the policy derived
+    from the reloaded run, and that architecture re-trained from scratch with ``--adashare-policy``."""
+    from maxl.analysis.run import load_run
+    from maxl.nn.architectures.adashare import derive_policy, policy_text
+
+    common = [a if a != "0.02" else "0.01" for a in COMMON]
+    ada = ["--backbone", "resnet20", "--arch", "adashare", "--adashare-warmup", "1"]
+    search = tmp_path / "search"
+    assert main(["train", *common, "--method", "maxl", *ada, "--out", str(search)]) == 0
+    records = [json.loads(line) for line in (search / "metrics.jsonl").read_text().splitlines()]
+    assert [r["adashare_tau"] for r in records] == [0.0, 5.0, 5.0 * 0.965]
+    assert final_accuracy(search) > 0.8
+    trunk = load_run(search).net.backbone
+    assert trunk.phase == "search" and trunk.controlled == 2
+    policy = policy_text(derive_policy(trunk))
+    derived = tmp_path / "derived"
+    assert main(["train", *common, "--method", "human", *ada, "--adashare-policy", policy, "--out", str(derived)]) == 0
+    assert final_accuracy(derived) > 0.8
+
+
+def test_maxl_with_sparse_sharing_learns_and_keeps_its_masks(tmp_path):
+    """MAXL through sparse sharing (masks found before training, the auxiliary task's on the
+    untrained generator's labels); the checkpoint holds the masks, and the weights outside both
+    masks are still exactly zero after training with momentum."""
+    import torch
+
+    from maxl.analysis.run import load_run
+
+    search = ["--sparse-rounds", "2", "--sparse-steps", "10", "--sparse-warmup", "20"]
+    assert main(["train", *COMMON, "--method", "maxl", "--arch", "sparse", *search, "--out", str(tmp_path)]) == 0
+    assert final_accuracy(tmp_path) > 0.75
+    trunk = load_run(tmp_path).net.backbone
+    assert trunk.density(0) == trunk.density(1) < 0.9  # 2 rounds of 1 − 0.5^(1/2) each: ≈ 0.5 kept
+    for n in trunk.prunable:
+        union = torch.maximum(trunk.mask(0, n), trunk.mask(1, n))
+        assert torch.all(trunk.backbone.get_parameter(n)[union == 0] == 0)
+
+
+def test_mtl_nas_search_then_its_derived_architecture_retrained(tmp_path):
+    """MAXL through MTL-NAS's edge search, the edges with a positive logit derived from the reloaded
+    run, and that architecture re-trained from scratch with ``--mtlnas-edges``."""
+    from maxl.analysis.run import load_run
+    from maxl.nn.architectures.mtl_nas import derive_edges, edges_text
+
+    search = tmp_path / "search"
+    assert main(["train", *COMMON, "--method", "maxl", "--arch", "mtl-nas", "--out", str(search)]) == 0
+    records = [json.loads(line) for line in (search / "metrics.jsonl").read_text().splitlines()]
+    assert [round(r["mtlnas_tau"], 12) for r in records] == [1.0, 0.9, 0.81]
+    assert final_accuracy(search) > 0.75
+    edges = edges_text(derive_edges(load_run(search).net.backbone))
+    derived = tmp_path / "derived"
+    argv = ["train", *COMMON, "--method", "human", "--arch", "mtl-nas", "--mtlnas-edges", edges, "--out", str(derived)]
+    assert main(argv) == 0
+    assert final_accuracy(derived) > 0.75

@@ -37,9 +37,9 @@ train.method = "single"
 
 [variants.every4]
 train.method = "maxl"
-train.schedule = "per-step"
+generator.schedule = "per-step"
 train.meta.engine = "jvp"
-train.gen_every = 4
+generator.every = 4
 """
 
 
@@ -175,7 +175,7 @@ def test_maxl_grid_runs_variants_and_writes_one_row_per_variant(tiny, tmp_path, 
         config = json.loads((run_folder(out, method, 0, variant) / "config.json").read_text())
         assert (config["train"]["method"], config["train"]["epochs"]) == (method, 1)
     config = json.loads((run_folder(out, "maxl", 0, "every4") / "config.json").read_text())
-    assert (config["train"]["schedule"], config["train"]["gen_every"], config["train"]["meta"]["engine"]) == (
+    assert (config["generator"]["schedule"], config["generator"]["every"], config["train"]["meta"]["engine"]) == (
         "per-step",
         4,
         "jvp",

@@ -12,7 +12,7 @@ from maxl.data.datasets import load_dataset
 from maxl.meta import MetaConfig, ObjectiveConfig
 from maxl.nn.backbones import tiny_cnn
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.train import NonFiniteLossError, TrainConfig, Trainer, seed_everything
+from maxl.train import GeneratorConfig, NonFiniteLossError, TrainConfig, Trainer, seed_everything
 
 pytestmark = pytest.mark.integration
 
@@ -40,8 +40,10 @@ def make_trainer(data, out, method="maxl", epochs=2, seed=0, objective=None, **o
         progress=False,
         meta=MetaConfig(inner_lr=0.05),
     )
+    moved = {"schedule": "schedule", "gen_every": "every", "fused": "fused", "meta_batch": "meta_batch"}
+    gen_config = GeneratorConfig(**{moved[k]: overrides.pop(k) for k in list(overrides) if k in moved})
     cfg = TrainConfig(**{**settings, **overrides})
-    return Trainer(net, data.train, data.test, cfg, out, generator=gen, objective=objective)
+    return Trainer(net, data.train, data.test, cfg, out, generator=gen, objective=objective, gen_config=gen_config)
 
 
 def test_cli_run_writes_the_run_folder_and_learns(tmp_path, capsys):
@@ -377,7 +379,7 @@ def test_gumbel_labels_anneal_resume_reload_and_their_statistics_describe_the_di
     run = load_run(parts)
     assert run.generator.gumbel_tau == 1.0 and not run.generator.training
     config = json.loads((parts / "config.json").read_text())
-    assert config["model"]["gumbel_tau"] == 1.0 and config["train"]["gumbel_tau_end"] == 0.3
+    assert config["generator"]["gumbel_tau"] == 1.0 and config["generator"]["gumbel_tau_end"] == 0.3
 
 
 def test_the_per_step_multitask_update_learns_from_the_look_aheads_targets_fused_or_not(tmp_path):

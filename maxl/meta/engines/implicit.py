@@ -33,7 +33,7 @@ loss) makes its terms grow for any α; it is truncated, not iterated to converge
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -42,7 +42,7 @@ from maxl.meta.engines.jvp import JvpEngine
 from maxl.meta.lookahead import multitask_loss, primary_gradient, zeros_for_unused
 from maxl.meta.registry import register_engine
 
-__all__ = ["ImplicitEngine", "neumann_sums"]
+__all__ = ["ImplicitEngine", "neumann_sums", "neumann_terms"]
 
 
 class ImplicitEngine(JvpEngine):
@@ -114,22 +114,36 @@ def neumann_sums(
     Yields:
         v_0 = g, v_1, ..., v_K, each a list of detached tensors.
     """
-    p, v = list(g), list(g)
-    yield v
     if not terms:
+        yield list(g)
         return
     with torch.enable_grad():
         inner = multitask_loss(call(leaves), y, target.detach(), loss_fn)
         if extra is not None:
             inner = inner + extra(dict(zip(names, leaves)))
         grads = torch.autograd.grad(inner, leaves, create_graph=True)  # ∇θ1 L_T, its graph kept
-        for _ in range(terms):  # p ← (I − αH) p, v ← v + p
-            hp = zeros_for_unused(
-                torch.autograd.grad(grads, leaves, grad_outputs=p, retain_graph=True, allow_unused=True), leaves
-            )
-            p = [pi - alpha * hi for pi, hi in zip(p, hp)]
-            v = [vi + pi for vi, pi in zip(v, p)]
-            yield v
+        yield from neumann_terms(grads, leaves, g, alpha, terms)
+
+
+def neumann_terms(
+    grads: Sequence[Tensor], leaves: Sequence[Tensor], g: Sequence[Tensor], alpha: float, terms: int
+) -> Iterator[list[Tensor]]:
+    """The partial sums v_k = Σ_{j=0}^{k} (I − αH)^j g, k = 0..``terms``, of any inner loss L_T whose
+    gradient ``grads`` = ∇ L_T at ``leaves`` was taken with ``create_graph=True`` (H = ∇² L_T: one
+    Hessian-vector product per term; Lorraine, Vicol, Duvenaud, AISTATS 2020, Algorithm 3).
+
+    Yields:
+        v_0 = g, v_1, ..., each a list of detached tensors shaped as ``leaves``.
+    """
+    p, v = list(g), list(g)
+    yield v
+    for _ in range(terms):  # p ← (I − αH) p, v ← v + p
+        hp = zeros_for_unused(
+            torch.autograd.grad(grads, list(leaves), grad_outputs=p, retain_graph=True, allow_unused=True), leaves
+        )
+        p = [(pi - alpha * hi).detach() for pi, hi in zip(p, hp)]
+        v = [vi + pi for vi, pi in zip(v, p)]
+        yield v
 
 
 IMPLICIT = register_engine(ImplicitEngine())

@@ -12,6 +12,12 @@ name                architecture                                                
                     every block (Gao et al. 2019)
 ``mtan``            one backbone, an attention mask per task and block (Liu,      ``mtan.py``
                     Johns, Davison 2019)
+``adashare``        one residual backbone, a select/skip policy per task and      ``adashare.py``
+                    residual block (Sun et al. 2020)
+``sparse``          one backbone, a binary weight mask per task from iterative    ``sparse.py``
+                    magnitude pruning (Sun et al. 2020)
+``mtl-nas``         a tower per task, searched gated NDDR-style fusion edges      ``mtl_nas.py``
+                    between the towers' layers (Gao et al. 2020)
 ==================  ============================================================  ===================
 
 Each builds a :class:`maxl.nn.MultiTaskNetwork` (``forward``: images ``[B, C, H, W]`` →
@@ -21,14 +27,18 @@ Each builds a :class:`maxl.nn.MultiTaskNetwork` (``forward``: images ``[B, C, H,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+from maxl.nn.architectures.adashare import AdaShare, adashare
 from maxl.nn.architectures.base import BackboneFactory, TaskSlice, TaskTrunk, TaskView, branched_network
 from maxl.nn.architectures.cross_stitch import CrossStitch, cross_stitch
 from maxl.nn.architectures.hard import hard_sharing
 from maxl.nn.architectures.mtan import MTAN, mtan
+from maxl.nn.architectures.mtl_nas import MTLNAS, mtl_nas
 from maxl.nn.architectures.nddr import NDDR, nddr
 from maxl.nn.architectures.soft import PENALTIES, SoftSharing, l2_tie, soft_sharing, tensor_trace_norm
+from maxl.nn.architectures.sparse import SparseSharing, search_masks, sparse_sharing
 
 if TYPE_CHECKING:  # for the annotations only
     from maxl.nn.networks import MultiTaskNetwork
@@ -45,16 +55,23 @@ __all__ = [
     "CrossStitch",
     "NDDR",
     "MTAN",
+    "AdaShare",
+    "SparseSharing",
+    "MTLNAS",
     "hard_sharing",
     "soft_sharing",
     "cross_stitch",
     "nddr",
     "mtan",
+    "adashare",
+    "sparse_sharing",
+    "mtl_nas",
+    "search_masks",
     "l2_tie",
     "tensor_trace_norm",
 ]
 
-ARCHITECTURES = ("hard", "soft", "cross-stitch", "nddr", "mtan")
+ARCHITECTURES = ("hard", "soft", "cross-stitch", "nddr", "mtan", "adashare", "sparse", "mtl-nas")
 
 
 def build_network(
@@ -67,6 +84,7 @@ def build_network(
     batchnorm: bool = True,
     soft_penalty: str = "l2",
     soft_weight: float = 0.01,
+    settings: Mapping[str, Any] | None = None,
 ) -> MultiTaskNetwork:
     """The multi-task network of architecture ``arch`` (a name of :data:`ARCHITECTURES`).
 
@@ -79,6 +97,8 @@ def build_network(
         batchnorm: BatchNorm in the NDDR layers and MTAN's attention modules.
         soft_penalty, soft_weight: the ``soft`` architecture's penalty (``"l2"``, ``"trace"``)
             and its weight λ.
+        settings: keyword arguments of the architecture's trunk (``adashare``: those of
+            :class:`AdaShare` after ``num_tasks``; ``mtl-nas``: those of :class:`MTLNAS`).
 
     Returns:
         A :class:`maxl.nn.MultiTaskNetwork`.
@@ -97,4 +117,10 @@ def build_network(
         return nddr(make_backbone, num_primary, num_aux, hidden, batchnorm=batchnorm)
     if arch == "mtan":
         return mtan(make_backbone, num_primary, num_aux, hidden, batchnorm=batchnorm)
+    if arch == "adashare":
+        return adashare(make_backbone, num_primary, num_aux, hidden, **dict(settings or {}))
+    if arch == "sparse":
+        return sparse_sharing(make_backbone, num_primary, num_aux, hidden)
+    if arch == "mtl-nas":
+        return mtl_nas(make_backbone, num_primary, num_aux, hidden, batchnorm=batchnorm, **dict(settings or {}))
     raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")

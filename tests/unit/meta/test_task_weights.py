@@ -139,3 +139,72 @@ def test_bad_arguments_are_refused(kwargs, match):
     weights, alpha = args.pop("weights"), args.pop("alpha")
     with pytest.raises(ValueError, match=match):
         task_weight_gradient(task_losses, outer_loss, params, weights, alpha, **args)
+
+
+def _quadratic(seed=0, d=4, tasks=3):
+    """L_i(θ) = ½ (θ − c_i)ᵀ A_i (θ − c_i) with A_i symmetric positive definite; L_T = Σ φ_i L_i,
+    so H = Σ φ_i A_i and θ*(φ) = H⁻¹ Σ φ_i A_i c_i are known in closed form."""
+    gen = torch.Generator().manual_seed(seed)
+    mats = []
+    for _ in range(tasks):
+        m = torch.randn(d, d, generator=gen, dtype=torch.float64)
+        mats.append(m @ m.T / d + 0.5 * torch.eye(d, dtype=torch.float64))
+    centres = [torch.randn(d, generator=gen, dtype=torch.float64) for _ in range(tasks)]
+    b = torch.randn(d, generator=gen, dtype=torch.float64)
+
+    def task_losses(params):
+        t = params["theta"]
+        return torch.stack([0.5 * (t - c) @ a @ (t - c) for a, c in zip(mats, centres)])
+
+    def outer_loss(params):
+        return 0.5 * ((params["theta"] - b) ** 2).sum()
+
+    def optimum(phi):
+        h = sum(p * a for p, a in zip(phi, mats))
+        return torch.linalg.solve(h, sum(p * a @ c for p, a, c in zip(phi, mats, centres)))
+
+    return task_losses, outer_loss, optimum, mats, centres
+
+
+def test_implicit_hypergradient_equals_the_exact_one_on_a_quadratic_inner_loss():
+    from maxl.meta.task_weights import implicit_combination_gradient
+
+    task_losses, outer_loss, optimum, mats, centres = _quadratic()
+    phi = torch.tensor([1.0, 0.6, 0.3], dtype=torch.float64, requires_grad=True)
+    theta = optimum(phi.detach())  # the inner problem solved: the implicit function theorem holds exactly
+    result = implicit_combination_gradient(
+        task_losses, outer_loss, {"theta": theta}, lambda losses: (phi * losses).sum(), [phi], 0.2, 400
+    )
+    # exact: −∇θ L_outᵀ H⁻¹ ∂²L_T/∂θ∂φ_i = −gᵀ H⁻¹ A_i (θ − c_i)
+    h = sum(p * a for p, a in zip(phi.detach(), mats))
+    grad_out = torch.autograd.functional.jacobian(lambda t: outer_loss({"theta": t}), theta)
+    exact = torch.stack([-grad_out @ torch.linalg.solve(h, a @ (theta - c)) for a, c in zip(mats, centres)])
+    torch.testing.assert_close(result.grad[0], exact, rtol=1e-8, atol=1e-10)
+    # and the total derivative of L_out(θ*(φ)) by float64 central differences
+    fd = torch.zeros(3, dtype=torch.float64)
+    for i in range(3):
+        e = torch.zeros(3, dtype=torch.float64)
+        e[i] = 1e-6
+        up = outer_loss({"theta": optimum(phi.detach() + e)})
+        down = outer_loss({"theta": optimum(phi.detach() - e)})
+        fd[i] = (up - down) / 2e-6
+    torch.testing.assert_close(result.grad[0], fd, rtol=1e-6, atol=1e-9)
+
+
+def test_implicit_hypergradient_truncated_is_the_neumann_partial_sum():
+    """K terms: −α Σ_{j≤K} gᵀ (I − αH)^j A_i (θ − c_i), written out with matrices."""
+    from maxl.meta.task_weights import implicit_combination_gradient
+
+    task_losses, outer_loss, _, mats, centres = _quadratic(seed=1)
+    phi = torch.tensor([0.8, 0.5, 1.1], dtype=torch.float64, requires_grad=True)
+    theta = torch.randn(4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    alpha, k = 0.1, 3
+    result = implicit_combination_gradient(
+        task_losses, outer_loss, {"theta": theta}, lambda losses: (phi * losses).sum(), [phi], alpha, k
+    )
+    h = sum(p * a for p, a in zip(phi.detach(), mats))
+    step = torch.eye(4, dtype=torch.float64) - alpha * h
+    series = sum(torch.linalg.matrix_power(step, j) for j in range(k + 1))
+    grad_out = torch.autograd.functional.jacobian(lambda t: outer_loss({"theta": t}), theta)
+    expected = torch.stack([-alpha * grad_out @ series @ (a @ (theta - c)) for a, c in zip(mats, centres)])
+    torch.testing.assert_close(result.grad[0], expected, rtol=1e-10, atol=1e-12)

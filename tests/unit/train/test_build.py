@@ -15,7 +15,7 @@ def parse(*argv):
 
 def test_defaults_are_the_papers_settings_and_alpha_follows_the_lr():
     run = RunConfig()
-    assert (run.train.lr, run.train.batch_size, run.train.epochs, run.train.gen_lr) == (0.01, 100, 200, 1e-3)
+    assert (run.train.lr, run.train.batch_size, run.train.epochs, run.generator.lr) == (0.01, 100, 200, 1e-3)
     assert run.train.meta.inner_lr is None  # resolved to the lr by the builder
     assert RunConfig.from_dict(run.to_dict()) == run
 

@@ -14,7 +14,7 @@ from maxl.data.datasets import load_dataset
 from maxl.meta import MetaConfig
 from maxl.nn.backbones import tiny_cnn
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.train import TrainConfig, Trainer, seed_everything
+from maxl.train import GeneratorConfig, TrainConfig, Trainer, seed_everything
 from maxl.train.diagnostics import GeneratorLabelWarning, LabelUsage, UsageThresholds, label_usage_warnings
 
 PSI = [2, 3]
@@ -136,12 +136,19 @@ def train_with_fixed_generator(out, kind: str, epochs: int, batch_size: int):
         epochs=epochs,
         batch_size=batch_size,
         lr=0.05,
-        gen_lr=1e-9,
         device="cpu",
         progress=False,
         meta=MetaConfig(inner_lr=0.05),
     )
-    trainer = Trainer(net, data.train, data.test, cfg, out, generator=FixedLogitGenerator(psi, kind))
+    trainer = Trainer(
+        net,
+        data.train,
+        data.test,
+        cfg,
+        out,
+        generator=FixedLogitGenerator(psi, kind),
+        gen_config=GeneratorConfig(lr=1e-9),
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit()

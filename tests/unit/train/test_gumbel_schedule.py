@@ -1,11 +1,11 @@
-"""The Gumbel temperature's settings: ``model.gumbel_tau`` (--gumbel-tau), ``train.gumbel_tau_end``
+"""The Gumbel temperature's settings: ``generator.gumbel_tau`` (--gumbel-tau), ``generator.gumbel_tau_end``
 (--gumbel-tau-end), the linear schedule between them, and the errors."""
 
 import pytest
 
 from maxl.cli.commands import build_parser, run_configs
-from maxl.train.build import ModelConfig, RunConfig
-from maxl.train.config import TrainConfig
+from maxl.train.build import RunConfig
+from maxl.train.config import GeneratorConfig
 from maxl.train.schedules import gumbel_temperature
 
 
@@ -15,9 +15,9 @@ def parse(*argv):
 
 def test_the_flags_set_the_temperatures():
     [run], _ = parse("--method", "maxl", "--gumbel-tau", "2", "--gumbel-tau-end", "0.5")
-    assert run.model.gumbel_tau == 2.0 and run.train.gumbel_tau_end == 0.5
+    assert run.generator.gumbel_tau == 2.0 and run.generator.gumbel_tau_end == 0.5
     [plain], _ = parse("--method", "maxl")
-    assert plain.model.gumbel_tau == 0.0 and plain.train.gumbel_tau_end is None  # the paper's soft labels
+    assert plain.generator.gumbel_tau == 0.0 and plain.generator.gumbel_tau_end is None  # the paper's soft labels
     assert RunConfig.from_dict(run.to_dict()) == run
 
 
@@ -29,8 +29,8 @@ def test_the_temperature_falls_linearly_from_the_first_to_the_last_epoch():
 
 def test_bad_temperatures_are_refused():
     with pytest.raises(ValueError, match="gumbel_tau must be >= 0"):
-        ModelConfig(gumbel_tau=-1.0)
+        GeneratorConfig(gumbel_tau=-1.0)
     with pytest.raises(ValueError, match="gumbel_tau_end must be > 0"):
-        TrainConfig(gumbel_tau_end=0.0)
+        GeneratorConfig(gumbel_tau=1.0, gumbel_tau_end=0.0)
     with pytest.raises(ValueError, match="gumbel_tau_end needs a start temperature"):
         parse("--method", "maxl", "--gumbel-tau-end", "0.3")

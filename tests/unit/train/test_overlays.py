@@ -122,11 +122,11 @@ def test_the_variants_of_the_built_in_grids():
     assert grid.variant_methods("ps-adam-mi") == ["maxl"]
     v = grid.resolve("maxl", 3, "ps-features-adam-iic-mi-implicit")
     assert (
-        v.train.schedule,
-        v.train.gen_optimizer,
-        v.train.gen_weight_decay,
-        v.model.generator,
-        v.train.gen_every,
+        v.generator.schedule,
+        v.generator.optimizer,
+        v.generator.weight_decay,
+        v.generator.network,
+        v.generator.every,
         v.objective.consistency_weight,
         v.objective.image_entropy_weight,
         v.train.meta.order,
@@ -141,7 +141,7 @@ def test_the_variants_of_the_built_in_grids():
     meta = load_grid("mnist")
     assert list(meta.variants) == ["single", "maxl", "maxl-fused-jvp", "maxl-every4"]
     every4 = meta.resolve("maxl", 0, "maxl-every4")
-    assert (every4.train.schedule, every4.train.meta.engine, every4.train.gen_every) == ("per-step", "jvp", 4)
+    assert (every4.generator.schedule, every4.train.meta.engine, every4.generator.every) == ("per-step", "jvp", 4)
 
 
 def test_grid_files_that_are_refused(tmp_path):
@@ -184,13 +184,13 @@ def test_included_files_lie_underneath_and_hierarchy_files_are_read_next_to_thei
     )
     (tmp_path / "g.toml").write_text(
         'include = ["shared/_common"]\nmethods = ["maxl"]\n[base]\ntrain.lr = 0.25\n'
-        '[variants.a]\ntrain.gen_lr = 0.01\n[variants.b]\ntrain.method = "single"\n'
+        '[variants.a]\ngenerator.lr = 0.01\n[variants.b]\ntrain.method = "single"\n'
     )
     g = load_grid(tmp_path / "g.toml")
     assert (g.methods, g.seeds, g.note) == (("maxl",), (4, 5), "common")  # lists replaced, the rest inherited
     with pytest.warns(MovedSettingsWarning, match="train.meta -> objective: entropy_weight"):
         run = g.resolve("maxl", 4, "a")
-    assert (run.train.lr, run.train.epochs, run.train.gen_lr, run.objective.entropy_weight) == (0.25, 7, 0.01, 0.1)
+    assert (run.train.lr, run.train.epochs, run.generator.lr, run.objective.entropy_weight) == (0.25, 7, 0.01, 0.1)
     assert run.data.hierarchy == str((tmp_path / "shared" / "h.toml").resolve())
     assert g.variant_methods("a") == ["maxl"] and g.variant_methods("b") == ["single"]
 

@@ -29,7 +29,7 @@ def test_each_data_set_starts_from_its_preset(dataset):
     assert run.preset == name != "paper" and settings
     for path, value in settings.items():
         assert setting(run, path) == value, path
-    assert run.train.gen_lr == RunConfig().train.gen_lr  # what the preset leaves alone stays the default
+    assert run.generator.lr == RunConfig().generator.lr  # what the preset leaves alone stays the default
 
 
 def test_paper_preset_is_the_dataclass_defaults():

@@ -11,7 +11,7 @@ from maxl.core.losses import classification_loss
 from maxl.data import load_dataset
 from maxl.meta import MetaConfig, ObjectiveConfig, meta_gradient
 from maxl.nn import LabelGenerator, MultiTaskNetwork, tiny_cnn
-from maxl.train import TrainConfig, Trainer, seed_everything
+from maxl.train import GeneratorConfig, TrainConfig, Trainer, seed_everything
 from maxl.train.diagnostics import nmi_within_primary
 
 
@@ -20,11 +20,11 @@ def digits():
     return load_dataset("digits", train_subset=192, test_subset=40, val_subset=64)
 
 
-def make(data, **settings):
+def make(data, gen=None, **settings):
     seed_everything(0)
     psi = [2] * data.num_primary
     net = MultiTaskNetwork(tiny_cnn(1), data.num_primary, sum(psi), hidden=8)
-    gen = LabelGenerator(tiny_cnn(1), psi, hidden=8)
+    gen_config, gen = gen, LabelGenerator(tiny_cnn(1), psi, hidden=8)
     cfg = TrainConfig(
         **{"method": "maxl", "epochs": 2, "batch_size": 32, "lr": 0.1, "device": "cpu", "progress": False, **settings}
     )
@@ -34,6 +34,7 @@ def make(data, **settings):
         data.test,
         cfg,
         generator=gen,
+        gen_config=gen_config,
         val_set=data.val,
         human_labels=torch.arange(len(data.train)) % 2 + 2 * data.train.labels,
     )
@@ -48,7 +49,7 @@ def test_the_validation_split_is_held_out_from_the_training_images(digits):
 
 
 def test_one_cycle_lr_and_alpha_follow_each_step(digits):
-    trainer = make(digits, lr_schedule="onecycle", warmup=0.25, schedule="per-step")
+    trainer = make(digits, GeneratorConfig(schedule="per-step"), lr_schedule="onecycle", warmup=0.25)
     alphas, lrs = [], []
     meta_gradient_of = trainer.learner.meta_gradient
 
@@ -58,8 +59,7 @@ def test_one_cycle_lr_and_alpha_follow_each_step(digits):
         return meta_gradient_of(*args, **kwargs)
 
     trainer.learner.meta_gradient = recording
-    trainer.config.fused = False  # every step through meta_gradient
-    trainer.schedule.config = trainer.config
+    trainer.gen_config.fused = False  # every step through meta_gradient
     trainer.fit()
     steps = 2 * (128 // 32)
     assert len(lrs) == steps and alphas == lrs  # α = the lr of the step about to be taken
@@ -71,7 +71,7 @@ def test_one_cycle_lr_and_alpha_follow_each_step(digits):
 
 
 def test_validation_accuracy_is_recorded_and_summarised(digits):
-    trainer = make(digits, method="maxl", gen_optimizer="adam")
+    trainer = make(digits, GeneratorConfig(optimizer="adam"), method="maxl")
     assert isinstance(trainer.gen_optimizer, torch.optim.Adam)
     summary = trainer.fit()
     assert all(0 <= r["val_acc"] <= 1 and "val_loss" in r for r in trainer.history)

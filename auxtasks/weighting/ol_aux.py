@@ -1,0 +1,120 @@
+"""OL-AUX: auxiliary-task weights from the alignment of their gradients with the primary one,
+accumulated over N steps (a first-order N-step look-ahead).
+
+After N steps θ_t → θ_{t+N} of L = L_pri + Σ_k w_k L_aux,k with step size α, the first-order
+change of the primary loss with respect to the weights is
+
+    ∂L_pri(θ_{t+N}) / ∂w_k ≈ −α Σ_{j=t}^{t+N−1} ∇θ L_pri(θ_j)ᵀ ∇θ L_aux,k(θ_j)
+
+(Lin, Baweja, Kantor, Held, "Adaptive Auxiliary Task Weighting for Reinforcement Learning",
+NeurIPS 2019, Sec. 3, Eq. 4–6, Algorithm 1): at every training step the inner products on the
+training batch are accumulated, and every N steps the weights take one step along the sum. A task
+whose gradient keeps pointing where the primary loss falls gains weight.
+
+Differences from the paper: the step is Adam's (as Auto-λ's, :class:`auxtasks.weighting.AutoLambda`,
+so that one weight learning rate means the same for every meta-learned weighting) and the weights
+are clipped at 0; the primary weight stays 1.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from maxl.meta.task_weights import TaskWeightGradient
+
+from .auto_lambda import AutoLambda
+
+__all__ = ["OLAux"]
+
+
+class OLAux(AutoLambda):
+    """OL-AUX (Lin et al., NeurIPS 2019): auxiliary weights (from 1) learnt every ``horizon``
+    steps from the gradient alignments of the steps between.
+
+    Call ``learner.weight_step(x, y, None, alpha=lr)`` at every training step (the held-out
+    batch is not used: OL-AUX learns from the training batch).
+
+    Args:
+        lr: Adam's learning rate for the weights (> 0).
+        horizon: N, the steps whose alignments make one weight update (>= 1).
+        init: initial weight of every auxiliary task (>= 0); the primary task's is 1 throughout.
+
+    Raises:
+        ValueError: ``lr`` not > 0, ``horizon`` < 1, ``init`` < 0.
+    """
+
+    uses_held_out = False
+    OPTIONS = {
+        "lr": (float, "Adam's learning rate for the auxiliary weights"),
+        "horizon": (int, "N, the steps whose gradient alignments make one update"),
+        "init": (float, "initial weight of every auxiliary task"),
+    }
+    accumulated: Tensor  # buffers made at bind: the horizon's sum of −α⟨∇L_pri, ∇L_i⟩ and its steps
+    accumulated_steps: Tensor
+
+    def __init__(self, lr: float = 3e-4, horizon: int = 5, init: float = 1.0):
+        super().__init__(lr=lr, init=init)
+        if horizon < 1:
+            raise ValueError(f"OL-AUX's horizon must be >= 1 steps, got {horizon}")
+        self.horizon = int(horizon)
+
+    def _build(self) -> None:
+        super()._build()
+        assert self.lam is not None  # made by super()._build
+        with torch.no_grad():
+            self.lam[0] = 1.0  # the primary task's weight is not learnt
+            self.lam_after_step.copy_(self.lam)
+        self.register_buffer("accumulated", torch.zeros(len(self.task_names)))  # Σ_j over the horizon
+        self.register_buffer("accumulated_steps", torch.zeros((), dtype=torch.int64))
+
+    def meta_gradient(self, learner, images, labels, held_out, *, alpha: float, index=None) -> TaskWeightGradient:
+        """−α ⟨∇θ L_pri(θ), ∇θ L_i(θ)⟩ for every task on the training batch (one backward each;
+        ``held_out`` is not used): ``grad`` float ``[T]`` (0 for the primary task), ``outer_loss``
+        the primary loss of the batch, ``alignments`` the inner products.
+
+        Raises:
+            ValueError: the weights changed since the last step (the main optimiser holds them).
+        """
+        self._check_untouched()
+        task_losses, _, params = learner.task_weight_problem(images, labels, (images, labels), index=index)
+        theta = {n: p.detach().requires_grad_() for n, p in params.items()}
+        with torch.enable_grad():
+            losses = task_losses(theta)
+            grads = [
+                torch.autograd.grad(losses[i], list(theta.values()), retain_graph=True, allow_unused=True)
+                for i in range(len(losses))
+            ]
+        primary = grads[0]
+        dots = [
+            sum(((a * b).sum() for a, b in zip(primary, g) if a is not None and b is not None), torch.zeros(()))
+            for g in grads
+        ]
+        grad = -alpha * torch.stack(dots).to(losses)  # Eq. 6, one term of the sum over the horizon
+        grad[0] = 0.0
+        return TaskWeightGradient(
+            grad=grad.detach(), outer_loss=losses[0].detach(), alignments=torch.stack(dots).detach()
+        )
+
+    @torch.no_grad()
+    def apply_gradient(self, grad: Tensor) -> None:
+        """Add ``grad`` float ``[T]`` to the horizon's sum; at its N-th step, one Adam step of the
+        auxiliary weights along the sum (then clipped at 0), and the sum restarts.
+
+        Raises:
+            FloatingPointError: ``grad`` holds NaN or Inf.
+        """
+        if not torch.isfinite(grad).all():
+            raise FloatingPointError(f"non-finite OL-AUX alignment of the tasks {self.task_names}: {grad.tolist()}")
+        self.accumulated.add_(grad.to(self.accumulated))
+        self.accumulated_steps += 1
+        if int(self.accumulated_steps) < self.horizon:
+            return
+        total = self.accumulated.clone()
+        total[0] = 0.0
+        self.accumulated.zero_()
+        self.accumulated_steps.zero_()
+        super().apply_gradient(total)
+
+    def extra_repr(self) -> str:
+        return f"lr={self.lr}, horizon={self.horizon}, init={self.init}"

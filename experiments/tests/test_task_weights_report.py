@@ -1,0 +1,26 @@
+"""experiments/task_weights_report.py on hand-made run folders: means, paired differences, weights."""
+
+import json
+from pathlib import Path
+
+from experiments.task_weights_report import report
+
+
+def _run(folder: Path, val: float, test: float, **weights):
+    folder.mkdir(parents=True)
+    record = {"epoch": 1, "val_acc": val, "test_acc": test, "epoch_time_s": 10.0}
+    record.update({f"train_weight_{k}": v for k, v in weights.items()})
+    (folder / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    (folder / "summary.json").write_text("{}")
+
+
+def test_report_pairs_the_seeds(tmp_path):
+    for seed, (s, e, a) in enumerate([(0.30, 0.32, 0.35), (0.40, 0.41, 0.42)]):
+        _run(tmp_path / "single" / f"seed{seed}", s, s)
+        _run(tmp_path / "equal" / f"seed{seed}", e, e, primary=1.0, rotation=1.0)
+        _run(tmp_path / "auto-lambda" / f"seed{seed}", a, a, primary=1.5, rotation=0.5 + seed)
+    table = report(tmp_path)
+    assert "| single | 2 | 35.00 ± 7.07 | 35.00 ± 7.07 | — | — | — | 10 |" in table
+    # auto-lambda − single: +5, +2 -> +3.50 ± 2.12, SE 1.50; − equal: +3, +1 -> +2.00 ± 1.41 (SE 1.00)
+    assert "+3.50 ± 2.12 (SE 1.50)" in table and "+2.00 ± 1.41 (SE 1.00)" in table
+    assert "primary 1.50, rotation 1.00" in table

@@ -1,0 +1,315 @@
+"""AdaShare: one residual backbone, and per task and residual block a select-or-skip policy.
+
+Task t runs the shared stem, then every residual block l either executed or skipped:
+
+    h ← u_{t,l,0} · block_l(h) + u_{t,l,1} · S_l(h),      u_{t,l} ∈ Δ¹ (select, skip)
+
+with S_l the block's shortcut (the identity, or its downsample path where the block changes
+resolution or width), so a skipped block passes S_l(h). The policy u is, by phase
+(:meth:`AdaShare.begin_epoch`, from the epoch alone, so a resumed run takes the same):
+
+* ``"warmup"`` (the first ``warmup`` epochs): every block selected, u = (1, 0): the plain ResNet
+  for every task, the backbone shared.
+* ``"search"``: a Gumbel-softmax sample of the policy logits α_{t,l} ``[T, L, 2]`` at temperature
+  τ_e = τ₀ · γ^e in the e-th search epoch (reference: τ₀ = 5, γ = 0.965), u = softmax((α + g)/τ),
+  g ~ Gumbel(0, 1) drawn at every forward in training (in evaluation: the argmax of α). The
+  curriculum hands the policy the last k_e = min(L, 1 + ⌊e / speed⌋) blocks; the others stay
+  selected. The multi-task loss gains λ_sp L_sparsity + λ_sh L_sharing (Sun et al., Sec. 3.3):
+
+      L_sparsity = Σ_{t, l} log p_{t,l},      p = softmax(α)[..., 0] the probability to select
+      L_sharing  = Σ_{t ≠ s} Σ_{l=1..L} (L − l)/L · |p_{t,l} − p_{s,l}|
+
+  (minimising L_sparsity pushes towards skipping, L_sharing ties the tasks' lower blocks; the
+  sum over ordered task pairs, as the paper writes it).
+* ``"fixed"``: a 0/1 policy ``[T, L]`` (the derived architecture, :func:`derive_policy`), re-trained
+  from scratch.
+
+What differs from the paper and its reference: the policy logits are parameters of the multi-task
+network and take the multi-task optimiser's steps on the same batches as the weights (the paper
+alternates weight and policy updates on two splits of the training images with an optimiser each).
+Choosing the best of N sampled architectures on validation is left to the caller
+(:func:`derive_policy` with ``sample=True``, then a run with ``adashare_policy``).
+
+MAXL's meta-gradient: in ``warmup`` and ``fixed`` the network is a plain function of θ1 and the
+meta-gradient is exact; in ``search`` it is the gradient at the drawn Gumbel noise (the
+reparameterised sample, the noise held fixed: a stochastic estimate of the expectation's).
+
+References:
+    Sun, Panda, Feris, Saenko. "AdaShare: Learning What To Share For Efficient Deep Multi-Task
+    Learning". NeurIPS 2020, Sec. 3 (Eq. 1–3 and the curriculum, Sec. 3.4).
+    Jang, Gu, Poole. "Categorical Reparameterization with Gumbel-Softmax". ICLR 2017.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, cast
+
+import torch
+from torch import Tensor, nn
+
+from maxl.nn.architectures.base import BackboneFactory, TaskTrunk, branched_network
+from maxl.nn.architectures.cross_stitch import per_task_backbones
+
+if TYPE_CHECKING:  # for the annotations only
+    from maxl.nn.networks import MultiTaskNetwork
+    from maxl.nn.resnet import ResNet
+
+__all__ = [
+    "AdaShare",
+    "adashare",
+    "sparsity_loss",
+    "sharing_loss",
+    "temperature",
+    "curriculum",
+    "derive_policy",
+    "parse_policy",
+    "policy_text",
+    "PHASES",
+]
+
+PHASES = ("warmup", "search", "fixed")
+
+
+def sparsity_loss(select: Tensor) -> Tensor:
+    """L_sparsity = Σ_{t,l} log p_{t,l} of the select probabilities ``[T, L]`` (a scalar)."""
+    return select.log().sum()
+
+
+def sharing_loss(select: Tensor) -> Tensor:
+    """L_sharing = Σ_{t≠s} Σ_l (L − l)/L |p_{t,l} − p_{s,l}| (l = 1..L) of ``[T, L]`` (a scalar)."""
+    num_blocks = select.shape[1]
+    weights = (num_blocks - torch.arange(1, num_blocks + 1, dtype=select.dtype, device=select.device)) / num_blocks
+    diff = (select[:, None, :] - select[None, :, :]).abs()  # [T, T, L]; the diagonal is 0
+    return (diff * weights).sum()
+
+
+def temperature(search_epoch: int, start: float = 5.0, decay: float = 0.965) -> float:
+    """τ_e = τ₀ · γ^e of the e-th search epoch (0-based)."""
+    return start * decay**search_epoch
+
+
+def curriculum(search_epoch: int, num_blocks: int, speed: int = 1) -> int:
+    """k_e = min(L, 1 + ⌊e / speed⌋): how many of the last blocks the policy decides in search epoch e."""
+    return min(num_blocks, 1 + search_epoch // speed)
+
+
+def parse_policy(text: str, num_tasks: int, num_blocks: int) -> Tensor:
+    """A fixed policy from text: one row per task separated by ``;``, one 0/1 per residual block
+    separated by ``,`` (``"1,1,0;1,0,1"``) → float ``[T, L]``.
+
+    Raises:
+        ValueError: not T rows of L entries, or an entry other than 0 and 1.
+    """
+    rows = [r for r in text.replace(" ", "").split(";") if r]
+    try:
+        values = [[int(v) for v in r.split(",")] for r in rows]
+    except ValueError:
+        raise ValueError(f"adashare_policy {text!r}: expected rows of 0/1 such as 1,1,0;1,0,1") from None
+    if len(values) != num_tasks or any(len(r) != num_blocks for r in values):
+        raise ValueError(
+            f"adashare_policy {text!r}: expected {num_tasks} rows (tasks) of {num_blocks} entries (residual blocks)"
+        )
+    if any(v not in (0, 1) for r in values for v in r):
+        raise ValueError(f"adashare_policy {text!r}: entries are 0 (skip) or 1 (select)")
+    return torch.tensor(values, dtype=torch.float32)
+
+
+class AdaShare(TaskTrunk):
+    """A shared residual backbone, executed per task with a select/skip policy per residual block.
+
+    Args:
+        make_backbone: returns a fresh residual backbone (:class:`maxl.nn.resnet.ResNet`: blocks
+            view with ``shortcut`` and ``residual_blocks``); called once.
+        num_tasks: T.
+        warmup: epochs with every block selected before the search.
+        sparsity_weight, sharing_weight: λ_sp, λ_sh ≥ 0.
+        tau, tau_decay: τ₀ > 0 and γ in (0, 1] of the temperature schedule.
+        curriculum_speed: search epochs per further block handed to the policy (≥ 1).
+        policy: a fixed 0/1 policy ``[T, L]`` or its text (:func:`parse_policy`): the derived
+            architecture, trained without a search.
+
+    Parameters: the backbone's + 2·T·L policy logits (L residual blocks).
+
+    Shapes:
+        ``forward``: ``[B, C, H, W]`` → ``[B, T, F]``.
+
+    Raises:
+        ValueError: a backbone without residual blocks, bad weights, temperature or policy shape.
+    """
+
+    def __init__(
+        self,
+        make_backbone: BackboneFactory,
+        num_tasks: int,
+        warmup: int = 0,
+        sparsity_weight: float = 0.0,
+        sharing_weight: float = 0.0,
+        tau: float = 5.0,
+        tau_decay: float = 0.965,
+        curriculum_speed: int = 1,
+        policy: str | Tensor | None = None,
+    ):
+        backbone = per_task_backbones(make_backbone, 1, "adashare")[0]
+        if not all(hasattr(backbone, a) for a in ("shortcut", "residual_blocks")):
+            raise ValueError(
+                "architecture 'adashare' skips residual blocks: it needs a residual backbone "
+                f"(--backbone resnet20, resnet32 or resnet18), got {type(backbone).__name__}"
+            )
+        if min(sparsity_weight, sharing_weight) < 0 or tau <= 0 or not 0 < tau_decay <= 1 or curriculum_speed < 1:
+            raise ValueError(
+                "adashare: sparsity and sharing weights must be >= 0, tau > 0, tau_decay in (0, 1] and "
+                f"curriculum speed >= 1, got {sparsity_weight}, {sharing_weight}, {tau}, {tau_decay}, "
+                f"{curriculum_speed}"
+            )
+        if warmup < 0:
+            raise ValueError(f"adashare: warm-up epochs must be >= 0, got {warmup}")
+        net = cast("ResNet", backbone)
+        super().__init__(num_tasks, net.out_features)
+        self.backbone = backbone
+        self.residual = tuple(net.residual_blocks)
+        n = len(self.residual)
+        self.policy_logits = nn.Parameter(torch.zeros(num_tasks, n, 2))  # α [T, L, (select, skip)]
+        self.warmup, self.tau0, self.tau_decay, self.speed = int(warmup), float(tau), float(tau_decay), curriculum_speed
+        self.sparsity_weight, self.sharing_weight = float(sparsity_weight), float(sharing_weight)
+        if isinstance(policy, str):
+            policy = parse_policy(policy, num_tasks, n)
+        if policy is not None and tuple(policy.shape) != (num_tasks, n):
+            raise ValueError(f"adashare: a fixed policy of shape {tuple(policy.shape)}, expected {(num_tasks, n)}")
+        self.register_buffer("fixed_policy", torch.ones(num_tasks, n) if policy is None else policy.float())
+        self.phase = "fixed" if policy is not None else ("warmup" if warmup > 0 else "search")
+        self.tau, self.controlled = self.tau0, (1 if policy is None else n)  # k: the last k blocks decided
+        self.gumbel_noise: Tensor | None = None  # a fixed g [T, L, 2] (tests); None: drawn at every forward
+
+    # ------------------------------------------------------------------ schedule
+    def begin_epoch(self, epoch: int) -> dict[str, float]:
+        """Set the phase, τ and the curriculum for ``epoch`` (0-based, from the epoch alone);
+        returns what the epoch's record logs."""
+        if self.phase == "fixed":
+            return {"adashare_selected": float(self.fixed_buffer().mean())}
+        n = len(self.residual)
+        if epoch < self.warmup:
+            self.phase = "warmup"
+            return {"adashare_tau": 0.0, "adashare_curriculum": 0.0}
+        e = epoch - self.warmup
+        self.phase = "search"
+        self.tau, self.controlled = temperature(e, self.tau0, self.tau_decay), curriculum(e, n, self.speed)
+        select = self.select_probabilities().detach()
+        return {
+            "adashare_tau": self.tau,
+            "adashare_curriculum": float(self.controlled),
+            "adashare_select_prob": float(select.mean()),
+        }
+
+    # ------------------------------------------------------------------ policy
+    def policy(self, logits: Tensor | None = None) -> Tensor:
+        """u ``[T, L, 2]`` (select, skip) of the current phase (module docstring)."""
+        logits = self.policy_logits if logits is None else logits
+        t, n, _ = logits.shape
+        select = torch.zeros(t, n, 2, dtype=logits.dtype, device=logits.device)
+        select[..., 0] = 1.0  # every block executed
+        if self.phase == "warmup":
+            return select
+        if self.phase == "fixed":
+            p = self.fixed_buffer().to(logits.dtype)
+            return torch.stack([p, 1 - p], dim=-1)
+        k = self.controlled
+        if self.training:
+            g = self.gumbel_noise
+            if g is None:  # g = −log(−log U), U ~ U(0, 1)
+                g = -torch.empty_like(logits).exponential_().log()
+            u = ((logits + g.to(logits.dtype)) / self.tau).softmax(-1)
+        else:
+            u = nn.functional.one_hot(logits.argmax(-1), 2).to(logits.dtype)
+        return torch.cat([select[:, : n - k], u[:, n - k :]], dim=1)
+
+    def fixed_buffer(self) -> Tensor:
+        """The fixed 0/1 policy ``[T, L]`` (all ones unless one was given)."""
+        return cast(Tensor, self.fixed_policy)  # cast: a buffer, which nn.Module's __getattr__ types loosely
+
+    def select_probabilities(self, logits: Tensor | None = None) -> Tensor:
+        """p = softmax(α)[..., 0] ``[T, L]``: each task's probability to execute each block."""
+        logits = self.policy_logits if logits is None else logits
+        return logits.softmax(-1)[..., 0]
+
+    def task_features(self, x: Tensor) -> list[Tensor]:
+        net = cast("ResNet", self.backbone)
+        net.check_input(x)
+        stem = net.block(0, x)  # shared by every task: [B, C_0, H', W']
+        u = self.policy()  # [T, L, 2]
+        # evaluation: only the chosen path of each (hard) choice is computed, a skipped block not at
+        # all; training: both, weighted, so that every parameter is in the graph (what the
+        # meta-gradient engines and DistributedDataParallel expect), 1·block + 0·S = block exactly
+        hard = u.detach().cpu() if not self.training else None  # one transfer, not one per block
+        features = []
+        for t in range(self.num_tasks):
+            h = stem
+            for j, b in enumerate(self.residual):
+                if hard is not None:
+                    h = net.block(b, h) if hard[t, j, 0] == 1 else net.shortcut(b, h)
+                else:
+                    h = u[t, j, 0] * net.block(b, h) + u[t, j, 1] * net.shortcut(b, h)
+            features.append(net.pool(h))
+        if self.training and self.phase != "search":  # the unused logits in the graph, with a zero term
+            features = [f + 0.0 * self.policy_logits.sum() for f in features]
+        return features  # T × [B, F]
+
+    # ------------------------------------------------------------------ losses
+    @property
+    def has_penalty(self) -> bool:
+        return self.phase == "search" and (self.sparsity_weight > 0 or self.sharing_weight > 0)
+
+    def penalty_from(self, params: Mapping[str, Tensor]) -> Tensor | None:
+        """λ_sp L_sparsity + λ_sh L_sharing of the policy logits ``params["policy_logits"]`` in
+        the search phase; None otherwise."""
+        if not self.has_penalty:
+            return None
+        p = self.select_probabilities(params["policy_logits"])
+        return self.sparsity_weight * sparsity_loss(p) + self.sharing_weight * sharing_loss(p)
+
+    def derived_parameters(self, policy: Tensor | None = None) -> int:
+        """Parameters of the derived network of a 0/1 policy ``[T, L]`` (default: the fixed one):
+        the stem, and the residual blocks that some task executes (without the policy logits)."""
+        policy = self.fixed_buffer() if policy is None else policy
+        net = cast("ResNet", self.backbone)
+        used = policy.amax(0)  # [L]
+        total = sum(p.numel() for p in net.stem.parameters())
+        for j, blk in enumerate(net.blocks):
+            if used[j] > 0:
+                total += sum(p.numel() for p in blk.parameters())
+        return total
+
+    def extra_repr(self) -> str:
+        return f"phase={self.phase!r}, tau={self.tau:.4g}, controlled={self.controlled}"
+
+
+def derive_policy(trunk: AdaShare, sample: bool = False, generator: torch.Generator | None = None) -> Tensor:
+    """The 0/1 policy ``[T, L]`` of a searched trunk: select where p > 0.5 (``sample=False``), or a
+    draw select ~ Bernoulli(p) (the paper samples N architectures and keeps the best on validation).
+    Blocks outside the curriculum's last k stay selected."""
+    with torch.no_grad():
+        p = trunk.select_probabilities().float()
+        out = torch.bernoulli(p, generator=generator) if sample else (p > 0.5).float()
+        n = out.shape[1]
+        out[:, : n - trunk.controlled] = 1.0
+    return out
+
+
+def policy_text(policy: Tensor) -> str:
+    """The text form of a 0/1 policy ``[T, L]`` that :func:`parse_policy` reads."""
+    return ";".join(",".join(str(int(v)) for v in row) for row in policy.tolist())
+
+
+def adashare(
+    make_backbone: BackboneFactory,
+    num_primary: int,
+    num_aux: int = 0,
+    hidden: int = 512,
+    *,
+    policy: str | None = None,
+    **settings,
+) -> MultiTaskNetwork:
+    """The multi-task network with AdaShare (:class:`AdaShare` and two heads); ``policy`` the text of
+    a fixed policy (:func:`parse_policy`), ``settings`` the trunk's other arguments."""
+    trunk = AdaShare(make_backbone, 2 if num_aux > 0 else 1, policy=policy or None, **settings)
+    return branched_network(trunk, num_primary, num_aux, hidden)

@@ -1,0 +1,159 @@
+"""Meta-learned task weights (Auto-λ) from ``maxl train``: tiny runs on the embedded digits, the
+start-up refusals, a NaN meta-gradient stopping the run, and resume equal to an uninterrupted run."""
+
+import json
+
+import pytest
+import torch
+
+from auxtasks.weighting import AutoLambda
+from maxl.cli.commands import main
+from maxl.train.build import RunConfig, build
+from maxl.train.checks import NonFiniteGradientError
+
+pytestmark = pytest.mark.integration
+
+FAST = [
+    "--dataset",
+    "digits",
+    "--train-subset",
+    "320",
+    "--test-subset",
+    "100",
+    "--batch-size",
+    "32",
+    "--hidden",
+    "16",
+    "--no-progress",
+    "--threads",
+    "1",
+]
+
+
+def read_metrics(folder):
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method, engine", [("single", "fd"), ("maxl", "jvp")])
+def test_auto_lambda_runs_and_records_its_weights_per_epoch(tmp_path, method, engine):
+    out = tmp_path / "run"
+    args = ["train", *FAST, "--method", method, "--aux", "rotation", "--weighting", "auto-lambda"]
+    args += [
+        "--weight-lr",
+        "0.01",
+        "--weight-engine",
+        engine,
+        "--weight-split",
+        "64",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    records = read_metrics(out)
+    own = ["maxl"] if method == "maxl" else []
+    for record in records:
+        for task in ["primary", "rotation", *own]:
+            assert 0 <= record[f"train_weight_{task}"] < 10
+    assert records[-1]["train_weight_rotation"] != pytest.approx(0.1)  # learnt, not the initial 0.1
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["num_train"] == 320 - 64  # the held-out split is not trained on
+    assert config["aux"]["weight_split"] == 64
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--method", "single"], "learns the weights of auxiliary tasks, and this run has none"),
+        (["--aux", "rotation", "--weight-split", "320"], "weight_split must be smaller than the 320 training images"),
+        (["--aux", "rotation", "--weight-lr", "0"], "weight_lr must be > 0"),
+        (["--aux", "rotation", "--weight-lr", "nan"], "aux.weight_lr = nan (float): expected a finite number"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_at_start_up(tmp_path, extra, match, capsys):
+    args = ["train", *FAST, "--weighting", "auto-lambda", "--epochs", "1", "--out", str(tmp_path / "run"), *extra]
+    try:
+        rc = main(args)
+    except SystemExit as exit_:  # argparse's refusals
+        rc = exit_.code
+    assert rc != 0
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def _config(out, epochs=2):
+    return RunConfig.from_dict(
+        {
+            "data": {"dataset": "digits", "train_subset": 320, "test_subset": 100},
+            "model": {"hidden": 16},
+            "train": {"method": "single", "epochs": epochs, "batch_size": 32, "progress": False},
+            "aux": {"tasks": ["rotation"], "weighting": "auto-lambda", "weight_lr": 0.01, "weight_split": 64},
+            "out": str(out),
+            "threads": 1,
+        }
+    )
+
+
+def test_a_nan_meta_gradient_stops_the_run_at_that_step(tmp_path, monkeypatch):
+    real = AutoLambda.meta_gradient
+
+    def poisoned(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        result.grad[1] = float("nan")
+        return result
+
+    monkeypatch.setattr(AutoLambda, "meta_gradient", poisoned)
+    trainer = build(_config(tmp_path / "run"), log=lambda *_: None)
+    before = trainer.learner.weighting.lam.detach().clone()
+    with pytest.raises(NonFiniteGradientError, match=r"task weights.*epoch 1, step 1"):
+        trainer.fit()
+    assert torch.equal(trainer.learner.weighting.lam.detach(), before)
+
+
+def test_resumed_run_learns_the_same_weights_as_an_uninterrupted_one(tmp_path):
+    whole = build(_config(tmp_path / "whole"), log=lambda *_: None)
+    whole.fit()
+    build(_config(tmp_path / "part", epochs=1), log=lambda *_: None).fit()
+    resumed = build(_config(tmp_path / "part"), resume=True, log=lambda *_: None)
+    resumed.fit()
+    for name in ("lam", "adam_m", "adam_v", "adam_steps"):
+        torch.testing.assert_close(getattr(resumed.learner.weighting, name), getattr(whole.learner.weighting, name))
+    assert read_metrics(tmp_path / "part")[-1]["test_acc"] == read_metrics(tmp_path / "whole")[-1]["test_acc"]
+
+
+def test_ol_aux_runs_on_all_the_training_images_and_records_its_weights(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", *FAST, "--method", "random", "--aux", "rotation", "--weighting", "ol-aux", "--weight-lr", "0.01"]
+    assert main([*args, "--weight-horizon", "3", "--epochs", "2", "--out", str(out)]) == 0
+    records = read_metrics(out)
+    assert all(r["train_weight_primary"] == 1.0 for r in records)
+    assert records[-1]["train_weight_rotation"] != pytest.approx(1.0)
+    assert records[-1]["train_weight_random"] != pytest.approx(1.0)
+    assert json.loads((out / "config.json").read_text())["data"]["num_train"] == 320  # no split held out
+
+
+@pytest.mark.parametrize("weighting", ["auxilearn", "auxilearn-nonlinear"])
+def test_auxilearn_runs_on_an_auxiliary_split_and_records_its_weights(tmp_path, weighting):
+    out = tmp_path / "run"
+    args = ["train", *FAST, "--method", "single", "--aux", "rotation", "--weighting", weighting]
+    args += ["--weight-lr", "0.01", "--weight-split", "64", "--weight-neumann-terms", "2", "--weight-every", "2"]
+    assert main([*args, "--epochs", "1", "--out", str(out)]) == 0
+    record = read_metrics(out)[-1]
+    assert record["train_weight_rotation"] >= 0 and record["train_weight_primary"] >= 0
+    assert json.loads((out / "config.json").read_text())["data"]["num_train"] == 320 - 64
+
+
+def test_compare_draws_the_learnt_weights_beside_the_curves(tmp_path, capsys):
+    from maxl.analysis.plots import weight_keys
+    from maxl.analysis.visualise import weights_png
+
+    out = tmp_path / "run"
+    args = ["train", *FAST, "--aux", "rotation", "--weighting", "auto-lambda", "--weight-split", "64"]
+    assert main([*args, "--epochs", "2", "--out", str(out)]) == 0
+    keys = set(weight_keys([("run", read_metrics(out))]))
+    assert keys == {"train_weight_primary", "train_weight_maxl", "train_weight_rotation"}
+    png = tmp_path / "cmp.png"
+    assert main(["compare", str(out), "--out", str(png)]) == 0
+    assert weights_png(png).stat().st_size > 10_000
+    assert f"wrote {weights_png(png)}" in capsys.readouterr().out

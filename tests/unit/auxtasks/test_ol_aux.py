@@ -1,0 +1,109 @@
+"""OL-AUX against a hand computation on a two-task linear least-squares toy, and its behaviour."""
+
+import pytest
+import torch
+from torch import nn
+
+from auxtasks import AuxiliaryLearner
+from auxtasks.task import AuxiliaryTask
+from auxtasks.weighting import WEIGHTINGS, OLAux
+
+
+class _Regression(AuxiliaryTask):
+    """½ mean (f − z)² against targets passed with the batch; the head is the identity."""
+
+    name = "reg"
+    likelihood = "gaussian"
+
+    def make_inputs_and_targets(self, images, primary_labels, *, index=None, target=None):
+        return images, target
+
+    def build_head(self, feature_dim):
+        return nn.Identity()
+
+    def loss(self, predictions, targets):
+        return 0.5 * ((predictions.squeeze(1) - targets) ** 2).mean()
+
+
+def _least_squares(horizon=2, lr=0.1):
+    """f(x; θ) = xᵀθ shared by both tasks: L_pri = ½ mean (Xθ − y)², L_aux = ½ mean (Xθ − z)²."""
+    torch.manual_seed(0)
+    backbone = nn.Linear(4, 1, bias=False).double()
+    learner = AuxiliaryLearner(
+        backbone,
+        nn.Identity(),
+        [_Regression(head=nn.Identity())],
+        OLAux(lr=lr, horizon=horizon),
+        feature_dim=1,
+        primary_loss=lambda out, y: 0.5 * ((out.squeeze(1) - y) ** 2).mean(),
+    )
+    return learner, backbone
+
+
+def _alignment_by_hand(theta, x, y, z):
+    n = len(y)
+    g_pri = x.T @ (x @ theta - y) / n  # ∇θ ½ mean (Xθ − y)²
+    g_aux = x.T @ (x @ theta - z) / n
+    return float(g_pri @ g_aux)
+
+
+def test_alignment_and_horizon_update_equal_a_hand_computation(monkeypatch):
+    learner, backbone = _least_squares(horizon=2, lr=0.1)
+    weighting = learner.weighting
+    assert weighting.weights() == pytest.approx({"primary": 1.0, "reg": 1.0})
+    alpha, sums = 0.05, 0.0
+    for step in range(2):
+        x = torch.randn(8, 4, dtype=torch.float64)
+        y, z = torch.randn(8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+        monkeypatch.setattr(_Regression, "make_inputs_and_targets", lambda self, images, *a, z=z, **k: (images, z))
+        theta = backbone.weight.detach().reshape(-1).clone()
+        result = learner.weight_step(x, y, None, alpha=alpha)
+        expected = -alpha * _alignment_by_hand(theta, x, y, z)
+        assert float(result.grad[0]) == 0.0  # the primary weight is not learnt
+        assert float(result.grad[1]) == pytest.approx(expected, rel=1e-10)
+        sums += expected
+        if step == 0:  # inside the horizon: only accumulated
+            assert weighting.weights()["reg"] == 1.0
+            assert float(weighting.accumulated[1]) == pytest.approx(expected, rel=1e-6)  # a float32 buffer
+        with torch.no_grad():
+            backbone.weight -= 0.1 * torch.randn_like(backbone.weight)  # the network moves between steps
+    # at the horizon: one Adam step along the sum, m = (1 − β1)·Σ, and a first step of size lr·sign(Σ)
+    assert float(weighting.adam_m[1]) == pytest.approx(0.1 * sums, rel=1e-6)
+    assert weighting.weights()["reg"] == pytest.approx(1.0 - 0.1 * (1 if sums > 0 else -1), rel=1e-5)
+    assert weighting.weights()["primary"] == 1.0
+    assert float(weighting.accumulated.abs().sum()) == 0.0 and int(weighting.accumulated_steps) == 0
+
+
+def test_ol_aux_is_registered_and_needs_no_held_out_batch():
+    assert WEIGHTINGS["ol-aux"] is OLAux and OLAux.meta_learned and not OLAux.uses_held_out
+    with pytest.raises(ValueError, match="horizon must be >= 1"):
+        OLAux(horizon=0)
+
+
+def test_a_copy_of_the_primary_task_gains_weight_and_random_targets_lose_it_against_it():
+    import copy
+
+    from auxtasks import SupervisedLabels
+
+    for seed in (0,):
+        torch.manual_seed(seed)
+        w = torch.randn(20, 4)
+        x = torch.randn(200, 20)
+        y = (x @ w).argmax(1)
+        backbone, head = nn.Sequential(nn.Linear(20, 32), nn.ReLU()), nn.Linear(32, 4)
+        tasks = [
+            SupervisedLabels(4, y, name="copy", head=copy.deepcopy(head)),
+            SupervisedLabels(4, torch.randint(0, 4, (200,)), name="noise", head=nn.Linear(32, 4)),
+        ]
+        learner = AuxiliaryLearner(backbone, head, tasks, OLAux(lr=0.01, horizon=5), feature_dim=32)
+        opt = torch.optim.SGD(learner.network_parameters(), lr=0.1)
+        gen = torch.Generator().manual_seed(seed)
+        for _ in range(200):
+            idx = torch.randint(0, 200, (32,), generator=gen)
+            learner.weight_step(x[idx], y[idx], None, alpha=0.1, index=idx)
+            out = learner(x[idx], y[idx], index=idx)
+            opt.zero_grad()
+            learner.backward(out)
+            opt.step()
+        weights = learner.weighting.weights()
+        assert weights["copy"] > 1.2 and weights["noise"] < weights["copy"] - 0.15, weights
