@@ -352,6 +352,7 @@ def report_weightings(args: argparse.Namespace) -> int:
         "one core). With 1000 images the seeds' spread is of the order of the differences between most "
         "weightings: read the table as which methods run and what they cost, not as a ranking.",
     ]
+    out.mkdir(parents=True, exist_ok=True)
     page = out / "architectures.md"
     text = page.read_text() if page.is_file() else ""
     kept = text.split(MTL_HEADING)[0].rstrip("\n")
