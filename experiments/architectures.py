@@ -245,9 +245,23 @@ def _parameters(config: str) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def _rows(root: Path, configs: list[str], steps: dict, base_config: str) -> tuple[list[str], list[list]]:
-    """The table rows (markdown) and CSV rows of the finished runs of ``configs``."""
+def _summaries(root: Path, config: str) -> dict[int, dict]:
+    """``{seed: summary.json}`` of the finished runs of ``config``."""
+    found = {}
+    for seed in CONFIGS[config][1]:
+        path = run_folder(root, config, seed) / "summary.json"
+        if path.is_file():
+            found[seed] = json.loads(path.read_text())
+    return found
+
+
+def _rows(
+    root: Path, configs: list[str], steps: dict, base_config: str, paired: bool = False
+) -> tuple[list[str], list[list]]:
+    """The table rows (markdown) and CSV rows of the finished runs of ``configs``; with ``paired``, a
+    column of the final accuracy's difference to ``base_config`` over the seeds both have."""
     base = steps.get(base_config, {}).get("step_s")
+    reference = _summaries(root, base_config) if paired else {}
     rows, csv_rows = [], []
     for config in configs:
         runs = []
@@ -274,9 +288,16 @@ def _rows(root: Path, configs: list[str], steps: dict, base_config: str) -> tupl
         method, arch, weighting = config.split("/")
         method = "human + rotation" if method == "weightings" else method
         fmt = lambda m, s: f"{m:.2f} ± {s:.2f}" if not math.isnan(s) else f"{m:.2f}"
+        diff = ""
+        if paired:
+            mine = _summaries(root, config)
+            both = sorted(set(mine) & set(reference))
+            deltas = [100 * (mine[k]["final_test_acc"] - reference[k]["final_test_acc"]) for k in both]
+            diff = (f"{fmt(*_mean_std(deltas))} |" if config != base_config else "— |") if deltas else "— |"
         rows.append(
             f"| {method} | {arch} | {weighting} | {len(runs)} | {fmt(*final)} | {fmt(*last5)} | "
             f"{_parameters(config):,} | {ratio} | {statistics.mean(r['mean_epoch_time_s'] for r in runs):.0f} |"
+            + (f" {diff}" if paired else "")
         )
     return rows, csv_rows
 
@@ -299,7 +320,7 @@ def report_weightings(args: argparse.Namespace) -> int:
     root, out = Path(args.runs), Path(args.figures)
     steps = json.loads(Path(args.timing).read_text())["steps"] if args.timing else {}
     configs = [c for c in CONFIGS if c.startswith("weightings/")]
-    rows, csv_rows = _rows(root, configs, steps, "weightings/hard/equal")
+    rows, csv_rows = _rows(root, configs, steps, "weightings/hard/equal", paired=True)
     if not rows:
         print(f"no finished weightings runs under {root}", file=sys.stderr)
         return 1
@@ -322,8 +343,8 @@ def report_weightings(args: argparse.Namespace) -> int:
         "imtl-l, stch. Every method at its defaults (`--weighting-option` unset), no tuning.",
         "",
         "| method | architecture | weighting | seeds | final acc | last-5 mean | parameters | time / step "
-        "vs equal | s / epoch |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "vs equal | s / epoch | final − equal (paired by seed) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
         "Protocol: " + " ".join(MTL_PROTOCOL) + " " + " ".join(MTL_FLAGS) + " --weighting NAME (the protocol "
@@ -331,6 +352,7 @@ def report_weightings(args: argparse.Namespace) -> int:
         "one core). With 1000 images the seeds' spread is of the order of the differences between most "
         "weightings: read the table as which methods run and what they cost, not as a ranking.",
     ]
+    out.mkdir(parents=True, exist_ok=True)
     page = out / "architectures.md"
     text = page.read_text() if page.is_file() else ""
     kept = text.split(MTL_HEADING)[0].rstrip("\n")
