@@ -32,12 +32,31 @@ BASE = [a if a != "cnn3" else "resnet20" for a in PROTOCOL]
 BASE[BASE.index("--epochs") + 1] = "5"  # reduced from 10: the CPU time left to issue 25
 SEARCHES = {
     "hard": ["--arch", "hard"],
+    **{a: ["--arch", a] for a in ("soft", "cross-stitch", "nddr", "mtan")},
     "adashare-search": ["--arch", "adashare", "--adashare-warmup", "2"],
     "sparse": ["--arch", "sparse", "--sparse-rounds", "3", "--sparse-steps", "20", "--sparse-warmup", "40"],
     "mtl-nas-search": ["--arch", "mtl-nas"],
 }
 DERIVED = {"adashare-derived": "adashare-search", "mtl-nas-derived": "mtl-nas-search"}
-ORDER = ["hard", "adashare-search", "adashare-derived", "sparse", "mtl-nas-search", "mtl-nas-derived"]
+ORDER = [
+    "hard",
+    "soft",
+    "cross-stitch",
+    "nddr",
+    "mtan",
+    "adashare-search",
+    "adashare-derived",
+    "sparse",
+    "mtl-nas-search",
+    "mtl-nas-derived",
+]
+METHODS = ("human", "maxl")
+
+
+def folder_name(method: str, name: str) -> str:
+    """Run folder of a configuration: ``NAME`` for the human hierarchy (the first runs' layout),
+    ``maxl-NAME`` for MAXL's generated labels."""
+    return name if method == "human" else f"{method}-{name}"
 
 
 def derived_flags(search_dir: Path) -> list[str]:
@@ -53,24 +72,35 @@ def derived_flags(search_dir: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from maxl.cli.commands import main as maxl_main
-
     root = Path(args.out)
     for seed in args.seeds:
-        for name in ORDER:
-            if args.configs and name not in args.configs:
-                continue
-            folder = root / name / f"seed{seed}"
-            if (folder / "summary.json").is_file():
-                continue
-            flags = SEARCHES[name] if name in SEARCHES else derived_flags(root / DERIVED[name] / f"seed{seed}")
-            argv = ["train", *BASE, "--data-root", args.data_root, "--method", "human", *flags]
-            argv += ["--seed", str(seed), "--out", str(folder)]
-            print("maxl " + " ".join(argv), flush=True)
-            if maxl_main(argv) != 0:
-                print(f"run failed: {folder}", file=sys.stderr)
-                return 1
-            (folder / "command.txt").write_text("maxl " + " ".join(argv) + "\n")
+        for method in args.methods:
+            for name in ORDER:
+                if args.configs and name not in args.configs:
+                    continue
+                folder = root / folder_name(method, name) / f"seed{seed}"
+                if (folder / "summary.json").is_file():
+                    continue
+                if name in SEARCHES:
+                    flags = SEARCHES[name]
+                else:
+                    flags = derived_flags(root / folder_name(method, DERIVED[name]) / f"seed{seed}")
+                if run_one(args.data_root, method, flags, seed, folder) != 0:
+                    return 1
+    return 0
+
+
+def run_one(data_root: str, method: str, flags: list[str], seed: int, folder: Path) -> int:
+    """Train one configuration into ``folder`` (in this process) and leave its command beside it."""
+    from maxl.cli.commands import main as maxl_main
+
+    argv = ["train", *BASE, "--data-root", data_root, "--method", method, *flags]
+    argv += ["--seed", str(seed), "--out", str(folder)]
+    print("maxl " + " ".join(argv), flush=True)
+    if maxl_main(argv) != 0:
+        print(f"run failed: {folder}", file=sys.stderr)
+        return 1
+    (folder / "command.txt").write_text("maxl " + " ".join(argv) + "\n")
     return 0
 
 
@@ -157,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default="runs/architecture-search")
     r.add_argument("--seeds", type=int, nargs="+", default=[0])
     r.add_argument("--configs", nargs="*", default=None, help=f"a subset of {ORDER}")
+    r.add_argument("--methods", nargs="+", choices=METHODS, default=["human"], help="auxiliary labels")
     p = sub.add_parser("report")
     p.add_argument("--runs", default="runs/architecture-search")
     p.add_argument("--figures", default="figures")
