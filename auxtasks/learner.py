@@ -501,19 +501,13 @@ class AuxiliaryLearner(nn.Module):
             (i, task, *task.make_inputs_and_targets(images, labels, index=index, target=targets.get(task.name)))
             for i, task in enumerate(self._task_list)
         ]
+        outer_loss, params = self.held_out_problem(held_out)
         buffers = dict(self.backbone.named_buffers())
-        meta = {id(p) for p in self.meta_parameters()}
-        params = {n: p.detach() for n, p in self.named_parameters() if p.requires_grad and id(p) not in meta}
-
-        def part(params: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-            return {n.removeprefix(prefix): p for n, p in params.items() if n.startswith(prefix)}
+        part = _part
 
         def features(params: dict[str, Tensor], inputs: Tensor) -> Tensor:  # [B, F], on fresh buffer copies
             state = {**{n: b.clone() for n, b in buffers.items()}, **part(params, "backbone.")}
             return functional_call(self.backbone, state, (inputs,))
-
-        def primary(params: dict[str, Tensor], inputs: Tensor) -> Tensor:  # [B, P]
-            return functional_call(self.primary_head, part(params, "primary_head."), (features(params, inputs),))
 
         def task_losses(params: dict[str, Tensor]) -> Tensor:
             shared = features(params, images)
@@ -524,10 +518,44 @@ class AuxiliaryLearner(nn.Module):
                 losses.append(task.loss(functional_call(task, part(params, f"tasks.{i}."), (own,)), target))
             return torch.stack(losses)  # [T]
 
-        def outer_loss(params: dict[str, Tensor]) -> Tensor:
-            return self.primary_loss(primary(params, held_out[0]), held_out[1])
-
         return task_losses, outer_loss, params
+
+    def _weight_parameters(self) -> dict[str, nn.Parameter]:
+        """The network's trainable parameters by name, without the meta-parameters: the θ of the
+        task weights' look-ahead."""
+        meta = {id(p) for p in self.meta_parameters()}
+        return {n: p for n, p in self.named_parameters() if p.requires_grad and id(p) not in meta}
+
+    def held_out_problem(self, held_out: tuple[Tensor, Tensor]):
+        """``(outer_loss, params)``: the primary loss on ``held_out = (x_v [B', C, H, W], y_v [B'])``
+        as a function of the network parameters by name (``torch.func.functional_call`` on fresh
+        copies of the backbone's buffers, so that nothing of the learner changes), and those
+        parameters (detached). The outer loss of the task weights' look-ahead."""
+        buffers = dict(self.backbone.named_buffers())
+        params = {n: p.detach() for n, p in self._weight_parameters().items()}
+        images, labels = held_out
+
+        def outer_loss(params: dict[str, Tensor]) -> Tensor:
+            state = {**{n: b.clone() for n, b in buffers.items()}, **_part(params, "backbone.")}
+            features = functional_call(self.backbone, state, (images,))
+            logits = functional_call(self.primary_head, _part(params, "primary_head."), (features,))
+            return self.primary_loss(logits, labels)
+
+        return outer_loss, params
+
+    def task_gradients(self, out: AuxOutput) -> list[dict[str, Tensor | None]]:
+        """g_i = ∇θ L_i(θ) of every task (:attr:`task_names` order) from the graph of ``out``, the
+        real forward (:meth:`forward`), by one backward per task with the graph retained (tasks on
+        their own inputs, such as rotation, backpropagate through their own part of the graph
+        only). Each a dict over the network parameters by name, None where L_i does not use one
+        (the meta-parameters are left out). The fused Auto-λ step's per-task gradients."""
+        named = self._weight_parameters()
+        tensors = list(named.values())
+        grads: list[dict[str, Tensor | None]] = []
+        for name in self.task_names:
+            g = torch.autograd.grad(out.losses[name], tensors, retain_graph=True, allow_unused=True)
+            grads.append({n: gi for n, gi in zip(named, g)})
+        return grads
 
     def weight_step(
         self,
@@ -785,6 +813,11 @@ def _accuracy(logits: Tensor, targets: Tensor) -> float | None:
         return (logits.argmax(1) == targets).float().mean().item()
 
 
+def _part(params: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The tensors of ``params`` whose names start with ``prefix``, by their names without it."""
+    return {n.removeprefix(prefix): p for n, p in params.items() if n.startswith(prefix)}
+
+
 def _with_penalty(penalty_from, extra, scale: float = 1.0):
     """L_x(params) + ``scale`` · the trunk's penalty at the look-ahead's parameters (named ``backbone.*``)."""
 
@@ -804,7 +837,7 @@ def _sum_losses(first, second):
     return lambda params: first(params) + second(params)
 
 
-def step_with(params: Sequence[Tensor], grads: Sequence[Tensor], optimizer: torch.optim.Optimizer) -> None:
+def step_with(params: Sequence[Tensor], grads: Sequence[Tensor | None], optimizer: torch.optim.Optimizer) -> None:
     """``optimizer.step()`` with ``grads`` as the gradients of ``params``: the one place where
     computed (meta-)gradients reach ``.grad``."""
     optimizer.zero_grad(set_to_none=True)

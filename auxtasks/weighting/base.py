@@ -136,6 +136,18 @@ class Weighting(nn.Module):
         self.apply_gradient(result.grad)
         return result
 
+    def fuses_with_step(self) -> bool:
+        """Whether a trainer may take this weighting's outer step from the real training step's
+        own forward (``fused_meta_gradient(learner, task_grads, held_out, alpha=)`` with the
+        per-task gradients of that forward, :meth:`auxtasks.AuxiliaryLearner.task_gradients`):
+        Auto-λ with ``fused`` and an exact engine. False by default."""
+        return False
+
+    def fused_meta_gradient(self, learner, task_grads, held_out, *, alpha: float):
+        """The outer step's meta-gradient from the real step's per-task gradients (where
+        :meth:`fuses_with_step`; see :class:`auxtasks.weighting.AutoLambda`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no fused weight step")
+
     def is_unit_sum(self) -> bool:
         """Whether the update is the plain gradient of ``Σ_i L_i`` (every weight 1, no learnt
         term): then MAXL's look-ahead step is the real step and the two can share a pass."""
