@@ -12,6 +12,11 @@ self-supervised tasks. Three kinds of step serve all of them:
 * :meth:`StepPath.fused`: both from one shared forward/backward, where the engine and the
   learner allow it (:meth:`auxtasks.AuxiliaryLearner.can_fuse`); the same updates.
 
+With a meta-learned weighting, a weight step comes before every ``weight_every``-th multi-task step:
+:meth:`StepPath.weights` (its own look-ahead), or, for Auto-λ with ``fused`` (the default of
+``maxl train``), the fused form inside :meth:`StepPath.multitask`, which takes the weights'
+meta-gradient from the multi-task step's own forward and per-task gradients.
+
 Each step checks its losses and gradients for NaN/Inf, and under torchrun averages the
 gradients over the processes (every process holds the whole model; the BatchNorm
 statistics of rank 0 are shared after each step, as DistributedDataParallel does).
