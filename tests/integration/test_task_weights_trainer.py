@@ -194,3 +194,7 @@ def test_fused_weight_step_follows_the_unfused_trajectory(tmp_path):
             assert fused[key] != pytest.approx(1.0, abs=1e-3)  # learnt
         for key in ("train_primary_loss", "train_loss_rotation", "test_loss"):
             assert fused[key] == pytest.approx(unfused[key], rel=1e-4), key
+    ends = {n: torch.load(tmp_path / n / "checkpoint.pt", weights_only=True) for n in ("fused", "unfused")}
+    for entry in ("net", "learner"):  # the network, the heads and λ with Adam's moments after 16 steps
+        for k, v in ends["unfused"][entry].items():
+            torch.testing.assert_close(ends["fused"][entry][k], v, rtol=1e-4, atol=1e-6, msg=f"{entry}.{k}")
