@@ -19,7 +19,7 @@ import torch
 
 from maxl.data.datasets import DataBundle
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.train.build import RunConfig, arch_settings, load_data, make_generator, make_network
+from maxl.train.build import RunConfig, arch_settings, load_training_data, make_generator, make_network
 from maxl.train.migrate import migrate
 
 __all__ = ["Run", "TornLineWarning", "load_run", "read_config", "read_metrics", "read_summary", "run_label"]
@@ -35,7 +35,9 @@ class Run(NamedTuple):
 
     Attributes:
         config: ``config.json`` as a dict.
-        data: the run's data set (test split as trained; no training augmentation).
+        data: the run's data set (the splits as trained; no training augmentation). With a
+            meta-learned weighting that learns on held-out images, ``data.train`` is the images the
+            network trained on and ``data.weight_set`` the held-out ones.
         net: the multi-task network, eval mode.
         generator: the label-generation network (eval mode), None for methods other than ``maxl``.
         metrics: the records of ``metrics.jsonl``, one dict per epoch.
@@ -115,8 +117,10 @@ def load_run(
     """Rebuild a run's data set and networks from its folder.
 
     The data set is loaded with every setting of the run's data section and its seed (subsets,
-    validation split, normalisation: :func:`maxl.train.build.load_data`, the call training made),
-    without the training augmentation, so the images are the ones the run saw; the networks are rebuilt from the
+    validation split, normalisation) and less the split a meta-learned weighting held out for its
+    outer loss (``data.weight_set``): :func:`maxl.train.build.load_training_data`, the call
+    training made, without the training augmentation, so the images are the ones the run saw at
+    the positions it saw them; the networks are rebuilt from the
     ``model`` section and get the weights of ``checkpoint.pt`` (loaded with ``weights_only``:
     a checkpoint cannot run code).
 
@@ -131,7 +135,8 @@ def load_run(
 
     Raises:
         FileNotFoundError: a run file or the data set is missing.
-        ValueError: the checkpoint does not fit the networks the config describes.
+        ValueError: the checkpoint does not fit the networks the config describes, or the data
+            set now has another number of test or training images than the run had.
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
@@ -139,13 +144,15 @@ def load_run(
     checkpoint = _require(run_dir / "checkpoint.pt", "checkpoint.pt")
     d, m = config["data"], config["model"]
     settings = RunConfig.from_dict(config)  # the run's settings as `maxl train --config` reads them
-    section = settings.data if data_root is None else replace(settings.data, data_root=str(data_root))
-    data = load_data(section, settings.train.seed, augment=False)
-    if len(data.test) != d.get("num_test", len(data.test)):
-        raise ValueError(
-            f"{run_dir}: the data set now has {len(data.test)} test images, the run had "
-            f"{d['num_test']}; is data_root the same data set?"
-        )
+    if data_root is not None:
+        settings = replace(settings, data=replace(settings.data, data_root=str(data_root)))
+    data = load_training_data(settings, augment=False)
+    for split, images in (("test", data.test), ("train", data.train)):
+        if len(images) != d.get(f"num_{split}", len(images)):
+            raise ValueError(
+                f"{run_dir}: the data set now gives {len(images)} {split} images, the run had "
+                f"{d[f'num_{split}']}; is data_root the same data set?"
+            )
     method, psi = config["train"]["method"], list(m["psi"])
     num_aux = 0 if method == "single" else sum(psi)
     net = make_network(

@@ -505,8 +505,11 @@ def visualise_run(
     warnings = summarise_label_warnings(run.metrics)
     m = run.config["model"]
     n_train, n_test = len(cast(Sized, run.data.train)), len(cast(Sized, run.data.test))  # cast: they have lengths
+    trained = f"{n_train} training"
+    if run.data.weight_set is not None:  # a meta-learned weighting's outer-loss images, never trained on
+        trained += f" (+ {len(cast(Sized, run.data.weight_set))} held out for the task weights)"
     remarks = [
-        f"data {run.data.name}: {n_train} training / {n_test} test images; "
+        f"data {run.data.name}: {trained} / {n_test} test images; "
         f"ψ = {m['psi']}; backbone {m['backbone']}; {len(run.metrics)} epochs",
         f"command: {run.config.get('env', {}).get('command', '?')}",
     ]

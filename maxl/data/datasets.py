@@ -91,6 +91,12 @@ class DataBundle:
         val: validation set held out from the training images (``val_subset``), un-augmented;
             None without one.
         aux_val: human auxiliary labels of the validation set, as ``aux_train``.
+        weight_set: images held out from the training images for a meta-learned weighting's
+            outer loss (Auto-λ, AuxiLearn: :func:`maxl.train.build.hold_out_for_weights`), never
+            trained on, un-augmented; None without one.
+        weight_index: int64 [N_weight], sorted positions of ``weight_set``'s images among the
+            training images before the hold-out; ``train`` is the rest of them, in order. None
+            without a held-out split.
     """
 
     train: Dataset
@@ -106,6 +112,8 @@ class DataBundle:
     name: str
     val: Dataset | None = None
     aux_val: Tensor | None = None
+    weight_set: Dataset | None = None
+    weight_index: Tensor | None = None
 
 
 class ImageTensorDataset(Dataset):

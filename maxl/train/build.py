@@ -55,6 +55,8 @@ __all__ = [
     "parse_psi",
     "psi_values",
     "load_data",
+    "load_training_data",
+    "hold_out_for_weights",
     "make_generator",
     "make_network",
     "GENERATORS",
@@ -816,8 +818,9 @@ def hold_out_for_weights(data, size: int | None, seed: int):
         seed: the run's seed (the split is drawn from ``seed + 2``).
 
     Returns:
-        ``(data with the rest as its training set, the held-out set)``; the held-out images are
-        not augmented (the test set's transform).
+        ``data`` with the rest as its training set (and ``aux_train``), the held-out images as
+        ``weight_set`` (not augmented: the test set's transform) and their positions among the
+        training images as ``weight_index``.
 
     Raises:
         ValueError: ``size`` is not smaller than the number of training images.
@@ -842,7 +845,30 @@ def hold_out_for_weights(data, size: int | None, seed: int):
         train.images[rest], train.labels[rest], train.transform, getattr(train, "batch_transform", None)
     )
     aux_train = data.aux_train[rest] if data.aux_train is not None else None
-    return replace(data, train=kept, aux_train=aux_train), held_set
+    return replace(data, train=kept, aux_train=aux_train, weight_set=held_set, weight_index=held)
+
+
+def load_training_data(run: RunConfig, *, augment: bool | None = None):
+    """The images a run trains on: :func:`load_data` of its ``data`` section, less the held-out
+    split of a meta-learned weighting that learns on held-out images (:func:`hold_out_for_weights`).
+    Training (:func:`build`) and the analysis of a finished run (:func:`maxl.analysis.run.load_run`)
+    both call it, so that both see the same training set.
+
+    Args:
+        run: the configuration (its ``data`` section, ``train.seed`` and ``aux`` weighting settings).
+        augment: None: ``data.augment``; False for the analysis (no training augmentation).
+
+    Returns:
+        A :class:`maxl.data.DataBundle`; ``weight_set`` / ``weight_index`` set when a split is held out.
+
+    Raises:
+        ValueError: a ``weight_split`` not smaller than the training images.
+    """
+    data = load_data(run.data, run.train.seed, augment=augment)
+    chosen = WEIGHTINGS[run.aux.weighting]
+    if chosen.meta_learned and chosen.uses_held_out:  # before the fixed labels, which index the training images
+        data = hold_out_for_weights(data, run.aux.weight_split, run.train.seed)
+    return data
 
 
 def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
@@ -869,7 +895,7 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
     if run.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before any cuBLAS call
     d, m, t = run.data, run.model, run.train
-    data = load_data(d, t.seed)
+    data = load_training_data(run)
     psi = parse_psi(m.psi, data.num_primary, data.psi)
     backbone = m.backbone or dataset_spec(d.dataset).default_backbone
     if t.method == "human" and (data.aux_train is None or data.psi != psi):
@@ -877,15 +903,13 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
             f"method 'human' needs a data set with a human hierarchy matching psi={psi}; {data.name} has psi={data.psi}"
         )
     run = replace(run, model=replace(m, psi=psi, backbone=backbone))
+    held = len(data.weight_set) if data.weight_set is not None else 0
     say(
-        f"{data.name}: {len(data.train)} train / {len(data.test)} test images, {data.in_channels}x"
+        f"{data.name}: {len(data.train) + held} train / {len(data.test)} test images, {data.in_channels}x"
         f"{data.image_size}x{data.image_size}, {data.num_primary} primary classes, psi={psi}, backbone {backbone}"
     )
-    weight_set = None
-    chosen = WEIGHTINGS[run.aux.weighting]
-    if chosen.meta_learned and chosen.uses_held_out:  # before the fixed labels, which index the training images
-        data, weight_set = hold_out_for_weights(data, run.aux.weight_split, t.seed)
-        say(f"[{run.aux.weighting}] {len(weight_set)} training images held out for the task weights' outer loss")
+    if held:
+        say(f"[{run.aux.weighting}] {held} training images held out for the task weights' outer loss")
     aux_labels = label_info = None
     if t.method in FIXED_LABEL_METHODS:  # made before the networks, so that their initialisation is the same
         ae = AutoencoderConfig(epochs=run.baselines.ae_epochs, latent_dim=run.baselines.ae_latent)
@@ -964,7 +988,7 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         record=record,
         val_set=data.val,
         human_labels=data.aux_train,
-        weight_set=weight_set,
+        weight_set=data.weight_set,
         weight_every=run.aux.weight_every,
     )
     started = {

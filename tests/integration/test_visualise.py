@@ -341,8 +341,47 @@ def test_load_run_sees_the_images_the_run_saw_with_its_normalisation_and_validat
     config = json.loads((out / "config.json").read_text())
     trainer = build(RunConfig.from_dict({**config, "out": str(tmp_path / "again")}), log=lambda *a, **k: None)
     assert len(run.data.train) == len(trainer.train_set) == 140 and len(run.data.val) == 60
+    assert run.data.weight_set is None and run.data.weight_index is None  # no meta-learned weighting: no split
     for loaded, trained in ((run.data.test, trainer.test_set), (run.data.val, trainer.val_set)):
         for i in (0, 7, len(loaded) - 1):
             torch.testing.assert_close(loaded[i][0], trained[i][0])
     pixels = run.data.test[0][0] * 0.25 + 0.5  # (x - 0.5) / 0.25 undone: pixels in [0, 1]
     assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6 and pixels.max() > 0.5
+
+
+@pytest.mark.integration
+def test_load_run_rebuilds_the_training_images_less_the_task_weights_held_out_split(tmp_path, capsys):
+    """A meta-learned weighting (Auto-λ) trains on the training images less a held-out split for
+    its outer loss: the reloaded run's training set is the trainer's (same size, same images at
+    the same positions), the held-out images are exposed apart and are none of them, and the
+    report counts both."""
+    from maxl.train.build import RunConfig, build, load_data
+
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "digits", "--hierarchy", "even-odd", "--method", "single", "--aux", "rotation"]
+    args += ["--weighting", "auto-lambda", "--weight-split", "30", "--train-subset", "200", "--val-subset", "40"]
+    args += ["--test-subset", "100", "--epochs", "1", "--threads", "1", "--out", str(out), *FAST]
+    assert main(args) == 0
+    run = load_run(out)
+    config = json.loads((out / "config.json").read_text())
+    trainer = build(RunConfig.from_dict({**config, "out": str(tmp_path / "again")}), log=lambda *a, **k: None)
+    assert len(run.data.train) == len(trainer.train_set) == config["data"]["num_train"] == 200 - 40 - 30
+    assert torch.equal(run.data.train.images, trainer.train_set.images)
+    assert torch.equal(run.data.train.labels, trainer.train_set.labels)
+    assert len(run.data.weight_set) == 30 and torch.equal(run.data.weight_set.images, trainer.weight_set.images)
+    assert len(run.data.val) == 40  # the validation split is carved first, as in training
+    # the held-out positions among the loaded training images; the training set is the rest, in order
+    settings = RunConfig.from_dict(config)
+    full = load_data(settings.data, settings.train.seed, augment=False).train
+    held = run.data.weight_index.tolist()
+    assert len(set(held)) == 30 and all(0 <= i < len(full) for i in held)
+    kept = [i for i in range(len(full)) if i not in set(held)]
+    assert torch.equal(full.images[held], run.data.weight_set.images)
+    assert torch.equal(full.images[kept], run.data.train.images)
+    # the networks are the trained ones: the reloaded network reproduces the logged test accuracy
+    outputs = collect_outputs(run.net, run.generator, run.data.test)
+    assert float(np.mean(outputs.primary_pred == outputs.primary)) == pytest.approx(run.metrics[-1]["test_acc"])
+    vis = tmp_path / "vis"
+    assert main(["visualise", str(out), "--out", str(vis), "--max-points", "60", "--threads", "1"]) == 0
+    report = (vis / "report.html").read_text()
+    assert "130 training (+ 30 held out for the task weights) / 100 test images" in report
