@@ -11,6 +11,10 @@ for all variants and left out) through the trainer's own step methods:
   :func:`maxl.meta.fused_step`, one shared multi-task forward/backward.
 * ``every<k>``: the ``per-step`` schedule with the generator updated every k steps (fused,
   exact ``jvp`` engine); its time is that of k iterations divided by k.
+* ``tw-*`` (:data:`TASK_WEIGHTS`): meta-learned task weights (Auto-λ) on a single-task network with
+  rotation and colourisation, or on MAXL's generated-labels task; each also reported as a ratio to
+  the variant with the same tasks and equal weights (``tw-equal``, ``tw-maxl-equal``), and the
+  table of such a run is titled by that ratio.
 
 Timing: after warm-up, ``--repeats`` rounds; each round times one iteration of every
 variant, in an order rotated from round to round, so that a busy machine slows all variants
@@ -48,6 +52,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import TensorDataset
@@ -125,29 +130,49 @@ REMEDIES = {
         "fused, implicit differentiation: 10 Neumann terms, the generator every 4 steps",
     ),
 }
-# meta-learned task weights (issue 23): a single-task network with rotation and colourisation,
-# variant -> (weighting, its options, weight step every k steps, what it is); the ratio that matters
-# is to ``tw-equal`` (the same tasks with equal weights), reported beside the ratio to single
+
+
+class TaskWeightVariant(NamedTuple):
+    """A task-weight variant (issue 23): its weighting and options, a weight step every ``every``
+    steps, what it is, the run (``"single"``: a single-task network with rotation and
+    colourisation; ``"maxl"``: MAXL's generated-labels task alone, the reference alternate
+    schedule, one generator step per multi-task step) and ``equal``, the variant with the same
+    tasks and equal weights that its ``ratio_to_equal`` divides by."""
+
+    weighting: str
+    options: dict
+    every: int
+    what: str
+    method: str = "single"
+    equal: str = "tw-equal"
+
+
+_MAXL_TASK = "MAXL's generated labels (a multi-task step, then a generator step: func engine)"
+# meta-learned task weights: the ratio that matters is to the same tasks with equal weights,
+# reported beside the ratio to single
 TASK_WEIGHTS = {
-    "tw-equal": ("equal", {}, 1, "rotation + colourisation, equal weights"),
-    "tw-auto-lambda-unfused": (
+    "tw-equal": TaskWeightVariant("equal", {}, 1, "rotation + colourisation, equal weights"),
+    "tw-auto-lambda-unfused": TaskWeightVariant(
         "auto-lambda",
         {"fused": False},
         1,
         "rotation + colourisation, Auto-λ, its own look-ahead (jvp engine) every step",
     ),
-    "tw-auto-lambda": ("auto-lambda", {"fused": True}, 1, "rotation + colourisation, Auto-λ fused every step"),
-    "tw-auto-lambda-unfused-every2": (
+    "tw-auto-lambda": TaskWeightVariant(
+        "auto-lambda", {"fused": True}, 1, "rotation + colourisation, Auto-λ fused every step"
+    ),
+    "tw-auto-lambda-unfused-every2": TaskWeightVariant(
         "auto-lambda",
         {"fused": False},
         2,
         "rotation + colourisation, Auto-λ, its own look-ahead every 2 steps",
     ),
-    "tw-auto-lambda-every2": (
-        "auto-lambda",
-        {"fused": True},
-        2,
-        "rotation + colourisation, Auto-λ fused every 2 steps",
+    "tw-auto-lambda-every2": TaskWeightVariant(
+        "auto-lambda", {"fused": True}, 2, "rotation + colourisation, Auto-λ fused every 2 steps"
+    ),
+    "tw-maxl-equal": TaskWeightVariant("equal", {}, 1, f"{_MAXL_TASK}, equal weights", "maxl", "tw-maxl-equal"),
+    "tw-maxl-auto-lambda": TaskWeightVariant(
+        "auto-lambda", {"fused": True}, 1, f"{_MAXL_TASK}, Auto-λ fused every step", "maxl", "tw-maxl-equal"
     ),
 }
 EXACT = ("maxl-func", "maxl-higher", "maxl-jvp", "fused-func", "fused-jvp")
@@ -295,11 +320,13 @@ def make_cases(
             unit, iterations = (lambda t=t: t.steps.multitask(x, y, idx)), 1
         elif name in TASK_WEIGHTS:
             t = task_weight_trainer(name, backbone, batch_size, device, seed, precision, fmt)
-            k = TASK_WEIGHTS[name][2]
+            k = TASK_WEIGHTS[name].every
 
-            def unit(t=t, k=k):
+            def unit(t=t, k=k, maxl=TASK_WEIGHTS[name].method == "maxl"):
                 for _ in range(k):  # the trainer's step count decides the weight steps
                     t.steps.multitask(x, y, idx)
+                    if maxl:  # the alternate schedule's generator step, one per multi-task step
+                        t.steps.generator(x, y, idx)
                     t.step += 1
 
             iterations = k
@@ -344,34 +371,41 @@ def make_cases(
 
 
 def task_weight_trainer(name, backbone, batch_size, device, seed, precision, fmt):
-    """A trainer of a single-task network with rotation and colourisation and the weighting of the
-    task-weight variant ``name``, its held-out split a fixed random batch."""
+    """A trainer of the task-weight variant ``name``: a single-task network with rotation and
+    colourisation, or MAXL's multi-task network and generator with no other task, under the
+    variant's weighting, its held-out split a fixed random batch."""
     from maxl.core.losses import classification_loss
     from maxl.train.aux_learner import build_learner
 
-    weighting, options, k, _ = TASK_WEIGHTS[name]
+    v = TASK_WEIGHTS[name]
     channels, size, psi = SETTINGS[backbone]
     torch.manual_seed(seed)
-    net = MultiTaskNetwork(build_backbone(backbone, channels), len(psi), 0).to(device=device, memory_format=fmt)
+    maxl = v.method == "maxl"
+    net = MultiTaskNetwork(build_backbone(backbone, channels), len(psi), sum(psi) if maxl else 0)
+    net = net.to(device=device, memory_format=fmt)
+    generator = LabelGenerator(build_backbone(backbone, channels), psi).to(device=device, memory_format=fmt)
+    meta = MetaConfig(inner_lr=None)  # `maxl train`'s: α follows the multi-task lr
     learner = build_learner(
         net,
-        "single",
-        ("rotation", "colourisation"),
-        weighting,
+        v.method,
+        () if maxl else ("rotation", "colourisation"),
+        v.weighting,
         loss_fn=classification_loss("ce"),
         in_channels=channels,
         image_size=size,
-        weighting_options=options,
+        generator=generator if maxl else None,
+        meta=meta,
+        weighting_options=v.options,
     )
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(2 * batch_size, channels, size, size, generator=gen)
     y = torch.randint(0, len(psi), (2 * batch_size,), generator=gen)
     data = TensorDataset(x[:batch_size], y[:batch_size], torch.arange(batch_size))  # unused by the step methods
-    held_out = TensorDataset(x[batch_size:], y[batch_size:]) if weighting != "equal" else None
+    held_out = TensorDataset(x[batch_size:], y[batch_size:]) if v.weighting != "equal" else None
     cfg = TrainConfig(
-        method="single", batch_size=batch_size, seed=seed, device=str(device), progress=False, precision=precision
+        method=v.method, batch_size=batch_size, seed=seed, device=str(device), progress=False, precision=precision
     )
-    return Trainer(net, data, data, cfg, learner=learner, weight_set=held_out, weight_every=k)
+    return Trainer(net, data, data, cfg, learner=learner, weight_set=held_out, weight_every=v.every, meta=meta)
 
 
 def time_cases(cases: dict[str, Case], warmup: int, repeats: int, min_time: float = 0.0) -> dict[str, list[float]]:
@@ -530,14 +564,16 @@ def benchmark_backbone(backbone: str, args, log=print) -> dict:
             "ratio_of_medians": statistics.median(times[name]) / statistics.median(times["single"]),
             "target_ratio": target_of(name),
         }
-        if name in TASK_WEIGHTS and "tw-equal" in times:  # the ratio to the same tasks with equal weights
-            rows[name]["ratio_to_equal"] = statistics.median(t / e for t, e in zip(times[name], times["tw-equal"]))
+        equal = TASK_WEIGHTS[name].equal if name in TASK_WEIGHTS else None
+        if equal in times:  # the ratio to the same tasks with equal weights, in the same round
+            rows[name]["ratio_to_equal"] = statistics.median(t / e for t, e in zip(times[name], times[equal]))
+            rows[name]["equal_variant"] = equal
         if flops:
             rows[name]["gflop"] = flops[name] / 1e9
             rows[name]["flop_ratio"] = flops[name] / flops["single"]
         log(
             f"[{backbone}] {name:12s} {rows[name]['median_s'] * 1000:9.1f} ms  {rows[name]['ratio']:5.2f}x"
-            + (f"  {rows[name]['ratio_to_equal']:5.2f}x tw-equal" if "ratio_to_equal" in rows[name] else "")
+            + (f"  {rows[name]['ratio_to_equal']:5.2f}x {equal}" if "ratio_to_equal" in rows[name] else "")
             + (f"  {rows[name]['flop_ratio']:5.2f}x FLOPs" if flops else "")
         )
     if not args.no_memory:
@@ -567,8 +603,15 @@ def benchmark_backbone(backbone: str, args, log=print) -> dict:
 
 def markdown(result: dict) -> str:
     env = result["env"]
+    # task-weight variants are read against equal weighting of the same tasks (in bold)
+    task_weights = any("ratio_to_equal" in row for b in result["backbones"] for row in b["variants"].values())
+    title = (
+        "# Cost of meta-learned task weights (ratios to equal weighting of the same tasks, and to single-task)"
+        if task_weights
+        else "# Cost of a MAXL iteration (ratios to single-task, same process)"
+    )
     lines = [
-        "# Cost of a MAXL iteration (ratios to single-task, same process)",
+        title,
         "",
         f"Made by `{env['command']}` on {env['date']}: torch {env['torch']}, device {env['device']}"
         f" ({env['processor']}), {env['threads']} threads, "
@@ -585,6 +628,11 @@ def markdown(result: dict) -> str:
         "`torch.cuda.max_memory_allocated` (GPU), each variant in a fresh process.",
         "",
     ]
+    if task_weights:
+        lines[-2] += (
+            " Task-weight variants (`tw-*`), in bold: the median over rounds of (variant / the variant with the "
+            "same tasks and equal weights) in the same round, the ratio to read."
+        )
     for bench in result["backbones"]:
         c, h, w = bench["image"]
         psi = bench["psi"]
@@ -607,7 +655,7 @@ def markdown(result: dict) -> str:
                 mem_verdict = f" ({'≤' if row['memory_ratio'] <= MEMORY_TARGET else '>'} {MEMORY_TARGET:.0f})"
             what = row["description"]
             if "ratio_to_equal" in row:
-                what += f" (**{row['ratio_to_equal']:.2f}× tw-equal**)"
+                what += f" (**{row['ratio_to_equal']:.2f}× {row.get('equal_variant', 'tw-equal')}**)"
             lines.append(
                 f"| {name} | {what} | {row['median_s'] * 1000:.0f} | {row['ratio']:.2f}× | {verdict} | "
                 + (f"{row['gflop']:.1f} | {row['flop_ratio']:.2f}× | " if "gflop" in row else "– | – | ")

@@ -224,15 +224,52 @@ def test_task_weight_variants_take_weight_steps_and_report_the_ratio_to_equal(tm
     cases = make_cases(list(TASK_WEIGHTS), "cnn3", 4, torch.device("cpu"), 4)
     for name, case in cases.items():
         trainer = case.unit.__defaults__[0]
-        assert case.iterations == TASK_WEIGHTS[name][2]
+        variant = TASK_WEIGHTS[name]
+        assert case.iterations == variant.every
         before = trainer.learner.weighting.weights()
+        generator = [p.detach().clone() for p in trainer.generator.parameters()] if trainer.generator else []
         case.unit()
         moved = trainer.learner.weighting.weights() != before
-        assert moved == (name != "tw-equal"), name
-        assert trainer.steps.fused_weights == TASK_WEIGHTS[name][1].get("fused", False), name
-    a = args(tmp_path, backbones=["cnn3"], variants=["tw-equal", "tw-auto-lambda"], min_time=0.0)
+        assert moved == (variant.weighting != "equal"), name
+        assert trainer.steps.fused_weights == variant.options.get("fused", False), name
+        # MAXL's variants: the generated-labels task (and no other) and a generator step per iteration
+        expected = ("primary", "maxl") if variant.method == "maxl" else ("primary", "rotation", "colourisation")
+        assert tuple(trainer.learner.task_names) == expected, name
+        assert (trainer.generator is not None) == (variant.method == "maxl"), name
+        if generator:  # it took its step
+            assert all(not torch.equal(p, q) for p, q in zip(generator, trainer.generator.parameters())), name
+    variants = ["tw-equal", "tw-auto-lambda", "tw-maxl-equal", "tw-maxl-auto-lambda"]
+    a = args(tmp_path, backbones=["cnn3"], variants=variants, min_time=0.0)
     rows = benchmark.benchmark_backbone("cnn3", argparse.Namespace(**{**vars(a), "no_memory": True}), log=lambda *_: 0)
-    assert (
-        rows["variants"]["tw-equal"]["ratio_to_equal"] == 1.0
-        and rows["variants"]["tw-auto-lambda"]["ratio_to_equal"] > 0
+    rows = rows["variants"]
+    assert rows["tw-equal"]["ratio_to_equal"] == 1.0 and rows["tw-auto-lambda"]["ratio_to_equal"] > 0
+    assert rows["tw-maxl-equal"]["ratio_to_equal"] == 1.0
+    assert rows["tw-maxl-auto-lambda"]["equal_variant"] == "tw-maxl-equal"
+    assert rows["tw-auto-lambda"]["equal_variant"] == "tw-equal"
+    assert "ratio_to_equal" not in rows["single"]
+
+
+def test_the_title_names_the_ratio_to_equal_weighting_only_for_task_weight_variants():
+    def result(variants):
+        row = {"description": "d", "median_s": 0.1, "ratio": 1.0, "target_ratio": None}
+        bench = {"backbone": "cnn3", "image": [3, 32, 32], "psi": [6, 4], "loadavg_before": [1.0] * 3}
+        bench |= {
+            "loadavg_after": [1.0] * 3,
+            "batch_size": 4,
+            "variants": {n: {**row, **v} for n, v in variants.items()},
+        }
+        env = {"command": "c", "date": "d", "torch": "t", "device": "cpu", "processor": "p", "threads": 1}
+        return {"env": env, "batch_size": 4, "warmup": 0, "repeats": 1, "backbones": [bench]}
+
+    plain = benchmark.markdown(result({"single": {}, "fused-jvp": {}}))
+    assert plain.startswith("# Cost of a MAXL iteration (ratios to single-task, same process)\n")
+    assert "equal weights" not in plain
+    weighted = benchmark.markdown(
+        result({"single": {}, "tw-maxl-auto-lambda": {"ratio_to_equal": 1.25, "equal_variant": "tw-maxl-equal"}})
     )
+    assert weighted.startswith("# Cost of meta-learned task weights (ratios to equal weighting of the same tasks")
+    assert "(**1.25× tw-maxl-equal**)" in weighted
+    old = benchmark.markdown(
+        result({"single": {}, "tw-auto-lambda": {"ratio_to_equal": 1.1}})
+    )  # a JSON without the name
+    assert "(**1.10× tw-equal**)" in old
