@@ -191,6 +191,15 @@ class ModelConfig:
     adashare_curriculum: int = setting(
         1, help="--arch adashare: search epochs per further block (from the last) handed to the policy"
     )
+    adashare_policy_split: int | None = setting(
+        None,
+        help="--arch adashare: training images held out (class-stratified) for the policy updates, which "
+        "alternate with the weight updates on the rest (the paper's scheme; default: a tenth); 0: the joint "
+        "scheme (policy logits trained with the weights, on the same batches)",
+    )
+    adashare_policy_lr: float = setting(
+        0.01, help="--arch adashare: learning rate of the policy logits' Adam optimiser (the reference's 0.01)"
+    )
     sparse_rounds: int = setting(
         5, help="--arch sparse: iterative magnitude pruning rounds per task (0: every mask full, hard sharing)"
     )
@@ -233,6 +242,13 @@ class ModelConfig:
                 f"adashare_warmup must be >= 0 and adashare_curriculum >= 1, got {self.adashare_warmup}, "
                 f"{self.adashare_curriculum}"
             )
+        if self.adashare_policy_split is not None and self.adashare_policy_split < 0:
+            raise ValueError(
+                f"adashare_policy_split must be >= 0 images (0: the joint scheme; leave it out for a tenth), got "
+                f"{self.adashare_policy_split}"
+            )
+        if not self.adashare_policy_lr > 0:
+            raise ValueError(f"adashare_policy_lr must be > 0, got {self.adashare_policy_lr}")
         if min(self.adashare_sparsity, self.adashare_sharing) < 0:
             raise ValueError(
                 f"adashare_sparsity and adashare_sharing must be >= 0, got {self.adashare_sparsity}, "
@@ -480,7 +496,17 @@ class RunConfig:
             "model.soft_weight": (m.arch != "soft", "the penalty ties the towers of --arch soft"),
             **{
                 f"model.adashare_{k}": (m.arch != "adashare", "it sets --arch adashare's policy search")
-                for k in ("warmup", "sparsity", "sharing", "tau", "tau_decay", "curriculum", "policy")
+                for k in (
+                    "warmup",
+                    "sparsity",
+                    "sharing",
+                    "tau",
+                    "tau_decay",
+                    "curriculum",
+                    "policy",
+                    "policy_split",
+                    "policy_lr",
+                )
             },
             **{
                 f"model.sparse_{k}": (m.arch != "sparse", "it sets --arch sparse's mask search")
@@ -698,6 +724,8 @@ def arch_settings(m: ModelConfig) -> dict:
             tau_decay=m.adashare_tau_decay,
             curriculum_speed=m.adashare_curriculum,
             policy=m.adashare_policy,
+            alternate=m.adashare_policy_split != 0,
+            policy_lr=m.adashare_policy_lr,
         )
     if m.arch == "mtl-nas":
         return dict(
@@ -815,6 +843,38 @@ def hold_out_for_weights(data, size: int | None, seed: int):
     Raises:
         ValueError: ``size`` is not smaller than the number of training images.
     """
+    data, held_set, _ = _hold_out(data, size, seed + 2, "weight_split", augment=False)
+    return data, held_set
+
+
+def hold_out_for_architecture(data, aux_labels: torch.Tensor | None, size: int | None, seed: int):
+    """The training images less a class-stratified split B for an architecture search's own
+    updates (AdaShare's policy updates, which alternate with the weight updates on the rest).
+
+    Args:
+        data: a :class:`maxl.data.DataBundle` whose training set holds its images.
+        aux_labels: int64 ``[N_train]`` fixed auxiliary labels of the training images, or None.
+        size: images of split B; None: a tenth of the training images (at least 1).
+        seed: the run's seed (the split is drawn from ``seed + 3``: not the weightings' split).
+
+    Returns:
+        ``(data with split A as its training set, split B, the auxiliary labels of split A,
+        those of split B)`` (each None without ``aux_labels``); split B keeps the training
+        transform (its images are training images: augmented as those are).
+
+    Raises:
+        ValueError: ``size`` is not smaller than the number of training images.
+    """
+    data, held_set, held = _hold_out(data, size, seed + 3, "adashare_policy_split", augment=True)
+    if aux_labels is None:
+        return data, held_set, None, None
+    rest = torch.ones(len(aux_labels), dtype=torch.bool)
+    rest[held] = False
+    return data, held_set, aux_labels[rest], aux_labels[held]
+
+
+def _hold_out(data, size: int | None, seed: int, setting_name: str, augment: bool):
+    """``(data less a class-stratified split of size images, the split, its indices)``."""
     from maxl.data.datasets import ImageTensorDataset, stratified_subset
 
     train = data.train
@@ -822,20 +882,21 @@ def hold_out_for_weights(data, size: int | None, seed: int):
     size = max(1, n // 10) if size is None else size
     if not 1 <= size < n:
         raise ValueError(
-            f"weight_split must be smaller than the {n} training images (the rest train the network), got {size}"
+            f"{setting_name} must be smaller than the {n} training images (the rest train the network), got {size}"
         )
-    held = stratified_subset(train.labels, size, seed + 2)
+    held = stratified_subset(train.labels, size, seed)
     rest = torch.ones(n, dtype=torch.bool)
     rest[held] = False
     # the data sets' own per-image and batch transforms (the trainer's --loader batch path uses the latter)
+    source = train if augment else data.test
     held_set = ImageTensorDataset(
-        train.images[held], train.labels[held], data.test.transform, getattr(data.test, "batch_transform", None)
+        train.images[held], train.labels[held], source.transform, getattr(source, "batch_transform", None)
     )
     kept = ImageTensorDataset(
         train.images[rest], train.labels[rest], train.transform, getattr(train, "batch_transform", None)
     )
     aux_train = data.aux_train[rest] if data.aux_train is not None else None
-    return replace(data, train=kept, aux_train=aux_train), held_set
+    return replace(data, train=kept, aux_train=aux_train), held_set, held
 
 
 def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
@@ -912,6 +973,12 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
             "--arch sparse reads each task's masked weights by torch.func.functional_call, which the "
             "'higher' engine's patched modules do not support: use --meta-engine func or jvp"
         )
+    arch_set = arch_aux = None
+    if m.arch == "adashare" and m.adashare_policy is None and m.adashare_policy_split != 0:
+        # after the fixed labels (made from all the training images), before the networks' data checks
+        split = m.adashare_policy_split
+        data, arch_set, aux_labels, arch_aux = hold_out_for_architecture(data, aux_labels, split, t.seed)
+        say(f"[adashare] {len(arch_set)} training images held out for the policy updates (split B)")
     if m.arch == "sparse" and not resume:  # the masks: buffers of the network, in its checkpoints
         t0 = time.time()
         find_sparse_masks(net, data.train, m, t, aux_labels, generator, say)
@@ -958,6 +1025,8 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         val_set=data.val,
         human_labels=data.aux_train,
         weight_set=weight_set,
+        arch_set=arch_set,
+        arch_aux_labels=arch_aux,
         weight_every=run.aux.weight_every,
     )
     started = {

@@ -71,10 +71,12 @@ def test_search_mixes_block_and_shortcut_by_the_gumbel_softmax_sample():
         for j, b in enumerate((1, 2, 3)):
             h = u[task, j, 0] * net.block(b, h) + u[task, j, 1] * net.shortcut(b, h)
         torch.testing.assert_close(features, net.pool(h))
-    # the curriculum: with k = 1 only the last block's logits reach the features
+    # the curriculum: with k = 1 only the last block's logits reach the features (the logits are
+    # trainable inside a policy update only: the alternation)
     t.controlled = 1
-    out = torch.stack(t.task_features(x)).sum()
-    (grad,) = torch.autograd.grad(out, t.policy_logits)
+    with t.arch_step():
+        out = torch.stack(t.task_features(x)).sum()
+        (grad,) = torch.autograd.grad(out, t.policy_logits)
     assert torch.count_nonzero(grad[:, :2]) == 0 and torch.count_nonzero(grad[:, 2]) > 0
     # evaluation: the argmax of the logits, hard
     t.eval()
@@ -93,8 +95,13 @@ def test_sparsity_and_sharing_losses_by_hand():
     t.policy_logits.data.normal_()
     probs = t.policy_logits.softmax(-1)[..., 0]
     expected = 0.3 * sparsity_loss(probs) + 0.2 * sharing_loss(probs)
-    torch.testing.assert_close(t.penalty(), expected)
-    assert trunk(warmup=2, sparsity_weight=0.3).penalty() is None  # no penalty during the warm-up
+    assert t.penalty() is None  # the alternation: the losses of the policy updates only
+    with t.arch_step():
+        torch.testing.assert_close(t.penalty(), expected)
+    joint = trunk(warmup=0, sparsity_weight=0.3, sharing_weight=0.2, alternate=False)  # the joint scheme: always
+    joint.policy_logits.data.copy_(t.policy_logits.data)
+    torch.testing.assert_close(joint.penalty(), expected)
+    assert trunk(warmup=2, sparsity_weight=0.3, alternate=False).penalty() is None  # no penalty during the warm-up
 
 
 def test_temperature_and_curriculum_schedules():

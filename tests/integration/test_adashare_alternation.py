@@ -1,0 +1,133 @@
+"""AdaShare's alternation of weight and policy updates on two splits of the training images
+(Sun et al., NeurIPS 2020, Sec. 3.4): the splits, which parameters and buffers each update
+moves, which split each update's batches come from, and resume equal to an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from maxl.train.build import RunConfig, build
+
+pytestmark = pytest.mark.integration
+
+SPLIT = 64
+
+
+def _config(out, epochs=2, **model):
+    return RunConfig.from_dict(
+        {
+            "data": {"dataset": "digits", "hierarchy": "even-odd", "train_subset": 200, "test_subset": 50},
+            "model": {
+                "hidden": 8,
+                "backbone": "resnet20",
+                "arch": "adashare",
+                "adashare_warmup": 0,  # the search from the first epoch
+                "adashare_policy_split": SPLIT,
+                **model,
+            },
+            "train": {"method": "human", "epochs": epochs, "batch_size": 32, "lr": 0.01, "progress": False},
+            "out": str(out),
+            "threads": 1,
+        }
+    )
+
+
+def _rows(dataset) -> set[bytes]:
+    return {img.numpy().tobytes() for img in dataset.images}
+
+
+def test_policy_split_is_class_stratified_and_disjoint_from_the_weights_split(tmp_path):
+    trainer = build(_config(tmp_path / "run"), log=lambda *_: None)
+    a, b = trainer.train_set, trainer.arch_set
+    assert len(a) == 200 - SPLIT and len(b) == SPLIT
+    assert not _rows(a) & _rows(b)  # no image of split B in split A
+    assert len(_rows(a) | _rows(b)) == len(_rows(a)) + len(_rows(b))
+    counts_a, counts_b = torch.bincount(a.labels, minlength=2), torch.bincount(b.labels, minlength=2)
+    share = counts_b.double() / (counts_a + counts_b).double()  # each class: about SPLIT / 200 held out
+    assert torch.all((share - SPLIT / 200).abs() < 0.02)
+    assert trainer.arch_aux_labels is not None and len(trainer.arch_aux_labels) == SPLIT
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"]["adashare_policy_split"] == SPLIT
+
+
+def test_a_weight_update_keeps_the_policy_and_a_policy_update_keeps_weights_and_batchnorm(tmp_path):
+    trainer = build(_config(tmp_path / "run"), log=lambda *_: None)
+    trunk = trainer.net.backbone
+    trunk.begin_epoch(0)
+    trainer.learner.train()
+    assert trunk.phase == "search" and not trunk.policy_logits.requires_grad
+    assert all(p is not trunk.policy_logits for g in trainer.optimizer.param_groups for p in g["params"])
+    x, y, idx = next(iter(trainer._batches(trainer.train_set, True)))
+    logits = trunk.policy_logits.detach().clone()
+    weights = {k: v.clone() for k, v in trainer.net.state_dict().items() if k != "backbone.policy_logits"}
+    trainer.steps.multitask(x, y, idx)
+    assert torch.equal(trunk.policy_logits, logits)  # bit for bit
+    assert any(not torch.equal(v, trainer.net.state_dict()[k]) for k, v in weights.items())  # the weights moved
+
+    before = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    grads = [None if p.grad is None else p.grad.clone() for p in trainer.net.parameters()]
+    record = trainer.arch_pass()
+    after = trainer.net.state_dict()
+    for k, v in before.items():  # weights, BatchNorm running statistics and batch counters
+        if k != "backbone.policy_logits":
+            assert torch.equal(after[k], v), k
+    assert not torch.equal(after["backbone.policy_logits"], before["backbone.policy_logits"])
+    assert not trunk.policy_logits.requires_grad and trunk.policy_logits.grad is None
+    for p, g in zip(trainer.net.parameters(), grads):  # the weights' .grad untouched
+        assert (p.grad is None) == (g is None) and (g is None or torch.equal(p.grad, g))
+    assert record["arch_loss"] > 0
+    state = trainer.arch_optimizer.state_dict()["state"]
+    assert int(state[0]["step"]) == SPLIT // 32  # one Adam step per batch of split B
+
+
+def test_weight_batches_come_from_split_a_and_policy_batches_from_split_b(tmp_path, monkeypatch):
+    trainer = build(_config(tmp_path / "run", epochs=1), log=lambda *_: None)
+    seen: list[tuple[str, torch.Tensor]] = []
+    real = trainer._batches
+
+    def recording(dataset, train, pass_index=0, skip=0):
+        name = "B" if dataset is trainer.arch_set else "A" if dataset is trainer.train_set else "other"
+        for x, y, idx in real(dataset, train, pass_index, skip):
+            if train:
+                seen.append((name, idx.clone()))
+                torch.testing.assert_close(y, dataset.labels[idx])
+            yield x, y, idx
+
+    monkeypatch.setattr(trainer, "_batches", recording)
+    trainer.fit()
+    names = [n for n, _ in seen]
+    steps_a, steps_b = (200 - SPLIT) // 32, SPLIT // 32
+    assert names == ["A"] * steps_a + ["B"] * steps_b  # the weight pass, then the policy pass
+    b = torch.cat([i for n, i in seen if n == "B"])
+    assert len(set(b.tolist())) == len(b) and int(b.max()) < SPLIT  # distinct images of split B
+    assert [t.tolist() for t in trainer.arch_batches] == [i.tolist() for n, i in seen if n == "B"]
+    assert trainer.history[-1]["arch_loss"] > 0
+
+
+def test_resume_in_the_search_equals_the_uninterrupted_run(tmp_path):
+    whole = build(_config(tmp_path / "whole", epochs=3), log=lambda *_: None)
+    whole.fit()
+    build(_config(tmp_path / "part", epochs=1), log=lambda *_: None).fit()
+    resumed = build(_config(tmp_path / "part", epochs=3), resume=True, log=lambda *_: None)
+    resumed.fit()
+    torch.testing.assert_close(resumed.net.backbone.policy_logits, whole.net.backbone.policy_logits, rtol=0, atol=0)
+    for k, v in whole.net.state_dict().items():
+        torch.testing.assert_close(resumed.net.state_dict()[k], v, rtol=0, atol=0)
+    steps = [t.arch_optimizer.state_dict()["state"][0]["step"] for t in (resumed, whole)]
+    assert steps[0] == steps[1] == 3 * (SPLIT // 32)
+    assert [r["test_acc"] for r in resumed.history] == [r["test_acc"] for r in whole.history]
+    assert [r["adashare_tau"] for r in whole.history] == pytest.approx([5.0, 5.0 * 0.965, 5.0 * 0.965**2])
+
+
+def test_the_joint_scheme_stays_reachable(tmp_path):
+    trainer = build(_config(tmp_path / "run", epochs=1, adashare_policy_split=0), log=lambda *_: None)
+    trunk = trainer.net.backbone
+    assert trainer.arch_set is None and trainer.arch_optimizer is None and len(trainer.train_set) == 200
+    assert trunk.policy_logits.requires_grad
+    assert any(p is trunk.policy_logits for g in trainer.optimizer.param_groups for p in g["params"])
+    before = trunk.policy_logits.detach().clone()
+    trainer.fit()
+    assert not torch.equal(trunk.policy_logits, before)
