@@ -194,8 +194,13 @@ class ModelConfig:
     adashare_policy_split: int | None = setting(
         None,
         help="--arch adashare: training images held out (class-stratified) for the policy updates, which "
-        "alternate with the weight updates on the rest (the paper's scheme; default: a tenth); 0: the joint "
-        "scheme (policy logits trained with the weights, on the same batches)",
+        "alternate with the weight updates on the rest (the paper's scheme; default: a tenth, at least a batch); "
+        "0: the joint scheme (policy logits trained with the weights, on the same batches)",
+    )
+    adashare_samples: int = setting(
+        0,
+        help="--arch adashare: after the search, draw this many architectures from the policy and keep the one "
+        "of best validation accuracy (needs --val-subset; the choice in summary.json: adashare_samples)",
     )
     adashare_policy_lr: float = setting(
         0.01, help="--arch adashare: learning rate of the policy logits' Adam optimiser (the reference's 0.01)"
@@ -247,6 +252,8 @@ class ModelConfig:
                 f"adashare_policy_split must be >= 0 images (0: the joint scheme; leave it out for a tenth), got "
                 f"{self.adashare_policy_split}"
             )
+        if self.adashare_samples < 0:
+            raise ValueError(f"adashare_samples must be >= 0, got {self.adashare_samples}")
         if not self.adashare_policy_lr > 0:
             raise ValueError(f"adashare_policy_lr must be > 0, got {self.adashare_policy_lr}")
         if min(self.adashare_sparsity, self.adashare_sharing) < 0:
@@ -506,6 +513,7 @@ class RunConfig:
                     "policy",
                     "policy_split",
                     "policy_lr",
+                    "samples",
                 )
             },
             **{
@@ -726,6 +734,7 @@ def arch_settings(m: ModelConfig) -> dict:
             policy=m.adashare_policy,
             alternate=m.adashare_policy_split != 0,
             policy_lr=m.adashare_policy_lr,
+            samples=m.adashare_samples,
         )
     if m.arch == "mtl-nas":
         return dict(
@@ -973,10 +982,22 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
             "--arch sparse reads each task's masked weights by torch.func.functional_call, which the "
             "'higher' engine's patched modules do not support: use --meta-engine func or jvp"
         )
+    if m.arch == "adashare" and m.adashare_samples > 0 and m.adashare_policy is None and data.val is None:
+        raise ValueError(
+            "adashare_samples chooses among sampled architectures on validation images held out from the "
+            "training images: set --val-subset (never the test set)"
+        )
     arch_set = arch_aux = None
     if m.arch == "adashare" and m.adashare_policy is None and m.adashare_policy_split != 0:
         # after the fixed labels (made from all the training images), before the networks' data checks
         split = m.adashare_policy_split
+        if split is None:  # a tenth of the training images, at least one batch
+            split = max(t.batch_size, len(data.train) // 10)
+        elif split < t.batch_size:
+            raise ValueError(
+                f"adashare_policy_split must hold at least one batch (batch_size = {t.batch_size}) of images for "
+                f"the policy updates, got {split}"
+            )
         data, arch_set, aux_labels, arch_aux = hold_out_for_architecture(data, aux_labels, split, t.seed)
         say(f"[adashare] {len(arch_set)} training images held out for the policy updates (split B)")
     if m.arch == "sparse" and not resume:  # the masks: buffers of the network, in its checkpoints

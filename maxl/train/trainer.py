@@ -431,6 +431,20 @@ class Trainer:
                 total, count = total + out.loss.item(), count + 1
         return {"arch_loss": total / max(count, 1)}
 
+    def choose_architecture(self) -> dict:
+        """After a search: the trunk's ``sample_architectures`` (AdaShare: N policies drawn from
+        the learned distribution), each scored by its primary-task accuracy on the validation set
+        (``val_set``, held out from the training images; the test set is not read); the draws
+        from the run's seed alone. Returns the trunk's choice (policies, scores, the chosen one)."""
+        assert self.val_set is not None  # fit asks only with a validation set
+        val_set = self.val_set
+        choice = self.trunk.sample_architectures(lambda: self.evaluate(val_set)["test_acc"], self.config.seed + 4)
+        if self.config.progress and self.is_main:
+            best = choice["scores"][choice["chosen_index"]]
+            n = len(choice["scores"])
+            print(f"[architecture] best of {n} samples on validation: {choice['chosen']} ({best:.4f})")
+        return choice
+
     @torch.no_grad()
     def evaluate(self, dataset: Dataset | None = None) -> dict[str, float]:
         """Primary-task loss and accuracy on ``dataset`` (default: the test set), eval mode."""
@@ -525,6 +539,8 @@ class Trainer:
             if signal_name and self.epoch < self.config.epochs:  # signalled outside a step: this checkpoint
                 raise self._preempted(signal_name)
         summary = self.summary(time.time() - start_time)
+        if self.val_set is not None and getattr(self.trunk, "samples", 0) > 0:  # e.g. AdaShare's best of N
+            summary["adashare_samples"] = self.choose_architecture()
         if self.out_dir is not None and self.is_main:
             atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary

@@ -1,6 +1,7 @@
 """AdaShare's alternation of weight and policy updates on two splits of the training images
 (Sun et al., NeurIPS 2020, Sec. 3.4): the splits, which parameters and buffers each update
-moves, which split each update's batches come from, and resume equal to an uninterrupted run."""
+moves, which split each update's batches come from, and resume equal to an uninterrupted run; the
+best of N sampled architectures chosen on validation, never reading the test set."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ pytestmark = pytest.mark.integration
 SPLIT = 64
 
 
-def _config(out, epochs=2, **model):
+def _config(out, epochs=2, data=None, **model):
     return RunConfig.from_dict(
         {
-            "data": {"dataset": "digits", "hierarchy": "even-odd", "train_subset": 200, "test_subset": 50},
+            "data": {"dataset": "digits", "hierarchy": "even-odd", "train_subset": 200, "test_subset": 50}
+            | (data or {}),
             "model": {
                 "hidden": 8,
                 "backbone": "resnet20",
@@ -131,3 +133,48 @@ def test_the_joint_scheme_stays_reachable(tmp_path):
     before = trunk.policy_logits.detach().clone()
     trainer.fit()
     assert not torch.equal(trunk.policy_logits, before)
+
+
+class _Unreadable(torch.utils.data.Dataset):
+    def __len__(self):
+        raise AssertionError("the test set was read")
+
+    def __getitem__(self, i):
+        raise AssertionError("the test set was read")
+
+
+def test_best_of_n_samples_is_the_argmax_of_validation_accuracy_and_reads_no_test_image(tmp_path):
+    from maxl.nn.architectures.adashare import parse_policy
+
+    config = _config(tmp_path / "run", epochs=2, data={"val_subset": 40}, adashare_samples=4)
+    trainer = build(config, log=lambda *_: None)
+    summary = trainer.fit()
+    choice = summary["adashare_samples"]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["adashare_samples"] == choice
+    assert len(choice["policies"]) == len(choice["scores"]) == 4
+    assert choice["chosen"] == choice["policies"][max(range(4), key=lambda i: choice["scores"][i])]
+    trunk, val = trainer.net.backbone, trainer.val_set
+    trainer.test_set = _Unreadable()
+    again = trainer.choose_architecture()  # the same draws (from the seed alone), and no test image read
+    assert again == choice
+    assert trunk.phase == "search" and torch.all(trunk.fixed_buffer() == 1)  # restored after the draws
+    images = torch.stack([val[i][0] for i in range(len(val))])
+    labels = torch.tensor([int(val[i][1]) for i in range(len(val))])
+    trainer.net.eval()
+    for text, score in zip(choice["policies"], choice["scores"]):  # each score: the policy's validation accuracy
+        with torch.no_grad(), trunk.fixed(parse_policy(text, 2, len(trunk.residual))):
+            accuracy = (trainer.net(images)[0].argmax(1) == labels).double().mean().item()
+        assert score == pytest.approx(accuracy, abs=1e-12)
+
+
+def test_best_of_n_samples_needs_a_validation_split(tmp_path):
+    with pytest.raises(ValueError, match="set --val-subset"):
+        build(_config(tmp_path / "run", adashare_samples=2), log=lambda *_: None)
+
+
+def test_the_policy_split_holds_at_least_one_batch(tmp_path):
+    with pytest.raises(ValueError, match="adashare_policy_split must hold at least one batch"):
+        build(_config(tmp_path / "run", adashare_policy_split=16), log=lambda *_: None)
+    small = _config(tmp_path / "small", data={"train_subset": 250}, adashare_policy_split=None)
+    trainer = build(small, log=lambda *_: None)  # default: a tenth (25), raised to one batch
+    assert len(trainer.arch_set) == 32

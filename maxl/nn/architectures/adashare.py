@@ -40,9 +40,13 @@ code's defaults), on two disjoint, class-stratified splits of the training image
 The warm-up trains on split A alone (the paper warms up on both splits). ``alternate=False``
 keeps the earlier joint scheme (a documented simplification): the logits are parameters of the
 multi-task network, take the multi-task optimiser's steps on the same batches as the weights,
-and the sparsity and sharing losses join the multi-task loss. Choosing the best of N sampled
-architectures on validation is left to the caller (:func:`derive_policy` with ``sample=True``,
-then a run with ``adashare_policy``).
+and the sparsity and sharing losses join the multi-task loss.
+
+After the search, :meth:`AdaShare.sample_architectures` (``--adashare-samples N``) draws N policies
+from the learned distribution and keeps the one of best validation accuracy (validation carved from
+the training images, ``--val-subset``; never the test set), each scored with the searched weights;
+the paper re-trains the sampled architectures from scratch before choosing, which costs N runs: a
+run with ``adashare_policy`` re-trains the chosen one.
 
 MAXL's meta-gradient: in ``warmup`` and ``fixed`` the network is a plain function of θ1 and the
 meta-gradient is exact; in ``search`` it is the gradient at the drawn Gumbel noise (the
@@ -57,7 +61,7 @@ References:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, cast
 
 import torch
@@ -80,6 +84,7 @@ __all__ = [
     "derive_policy",
     "parse_policy",
     "policy_text",
+    "best_of_samples",
     "PHASES",
 ]
 
@@ -147,6 +152,8 @@ class AdaShare(TaskTrunk):
             policy logits are trained only inside :meth:`arch_step`, by :meth:`make_arch_optimizer`'s
             optimiser. False: the joint scheme (the logits train with the weights).
         policy_lr: the policy optimiser's (Adam) learning rate (> 0).
+        samples: N ≥ 0 policies to draw after the search, the best on validation kept
+            (:meth:`sample_architectures`); 0: none.
 
     Parameters: the backbone's + 2·T·L policy logits (L residual blocks).
 
@@ -170,6 +177,7 @@ class AdaShare(TaskTrunk):
         policy: str | Tensor | None = None,
         alternate: bool = True,
         policy_lr: float = 0.01,
+        samples: int = 0,
     ):
         backbone = per_task_backbones(make_backbone, 1, "adashare")[0]
         if not all(hasattr(backbone, a) for a in ("shortcut", "residual_blocks")):
@@ -187,6 +195,8 @@ class AdaShare(TaskTrunk):
             raise ValueError(f"adashare: warm-up epochs must be >= 0, got {warmup}")
         if not policy_lr > 0:
             raise ValueError(f"adashare: policy_lr must be > 0, got {policy_lr}")
+        if samples < 0:
+            raise ValueError(f"adashare: samples must be >= 0, got {samples}")
         net = cast("ResNet", backbone)
         super().__init__(num_tasks, net.out_features)
         self.backbone = backbone
@@ -206,6 +216,7 @@ class AdaShare(TaskTrunk):
         # the paper's alternation: the logits train only inside arch_step, with their own optimiser
         self.alternate, self.policy_lr = bool(alternate) and policy is None, float(policy_lr)
         self.in_arch_step = False
+        self.samples = int(samples) if policy is None else 0
         if self.alternate:
             self.policy_logits.requires_grad_(False)
 
@@ -255,6 +266,23 @@ class AdaShare(TaskTrunk):
         finally:
             self.in_arch_step = False
             self.policy_logits.requires_grad_(not self.alternate)
+
+    @contextlib.contextmanager
+    def fixed(self, policy: Tensor) -> Iterator[None]:
+        """Inside, the network runs the fixed 0/1 policy ``[T, L]``; the phase and the fixed
+        policy of before are restored on leaving."""
+        phase, before = self.phase, self.fixed_buffer().clone()
+        self.fixed_buffer().copy_(policy)
+        self.phase = "fixed"
+        try:
+            yield
+        finally:
+            self.phase = phase
+            self.fixed_buffer().copy_(before)
+
+    def sample_architectures(self, score: Callable[[], float], seed: int = 0) -> dict:
+        """:func:`best_of_samples` with this trunk's ``samples`` and a generator seeded by ``seed``."""
+        return best_of_samples(self, score, self.samples, torch.Generator().manual_seed(seed))
 
     # ------------------------------------------------------------------ policy
     def policy(self, logits: Tensor | None = None) -> Tensor:
@@ -349,6 +377,37 @@ def derive_policy(trunk: AdaShare, sample: bool = False, generator: torch.Genera
         n = out.shape[1]
         out[:, : n - trunk.controlled] = 1.0
     return out
+
+
+def best_of_samples(trunk: AdaShare, score: Callable[[], float], samples: int, generator: torch.Generator) -> dict:
+    """Draw ``samples`` policies from the searched trunk (:func:`derive_policy`, ``sample=True``)
+    and keep the one that ``score`` rates best (Sun et al., Sec. 4: the best of the sampled
+    architectures; choose on validation, never on the test set).
+
+    Args:
+        trunk: the searched trunk.
+        score: called with the trunk running each drawn policy (:meth:`AdaShare.fixed`); returns
+            the number to maximise, e.g. the validation accuracy of the network.
+        samples: N ≥ 1 draws.
+        generator: the draws' random numbers.
+
+    Returns:
+        ``{"policies": [N texts], "scores": [N floats], "chosen": text, "chosen_index": i}``
+        with i the first argmax of the scores (:func:`policy_text` texts, for ``adashare_policy``).
+
+    Raises:
+        ValueError: ``samples`` < 1.
+    """
+    if samples < 1:
+        raise ValueError(f"best_of_samples needs samples >= 1, got {samples}")
+    policies, scores = [], []
+    for _ in range(samples):
+        policy = derive_policy(trunk, sample=True, generator=generator)
+        with trunk.fixed(policy):
+            scores.append(float(score()))
+        policies.append(policy_text(policy))
+    best = max(range(samples), key=lambda i: scores[i])  # the first of equal scores
+    return {"policies": policies, "scores": scores, "chosen": policies[best], "chosen_index": best}
 
 
 def policy_text(policy: Tensor) -> str:

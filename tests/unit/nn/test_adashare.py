@@ -10,6 +10,7 @@ import torch
 from maxl.nn.architectures import build_network
 from maxl.nn.architectures.adashare import (
     AdaShare,
+    best_of_samples,
     curriculum,
     derive_policy,
     parse_policy,
@@ -150,3 +151,26 @@ def test_network_shapes_and_parameters():
     backbone = sum(p.numel() for p in resnet20(1).parameters())
     heads = (64 + 1) * 8 + (8 + 1) * 2 + (64 + 1) * 8 + (8 + 1) * 10
     assert sum(p.numel() for p in net.parameters()) == backbone + 2 * 9 * 2 + heads  # + 2·T·L logits
+
+
+def test_best_of_samples_keeps_the_first_argmax_and_restores_the_trunk():
+    t = trunk(warmup=0)
+    t.controlled = 3
+    t.policy_logits.data.normal_()
+    seen = []
+
+    def score():  # the number of selected blocks of the policy the trunk runs (ties: the first kept)
+        assert t.phase == "fixed"
+        seen.append(t.fixed_buffer().clone())
+        return float(t.fixed_buffer().sum())
+
+    choice = best_of_samples(t, score, 6, torch.Generator().manual_seed(0))
+    assert choice["scores"] == [float(p.sum()) for p in seen]
+    assert choice["policies"] == [policy_text(p) for p in seen]
+    first_best = choice["scores"].index(max(choice["scores"]))
+    assert choice["chosen_index"] == first_best and choice["chosen"] == choice["policies"][first_best]
+    assert t.phase == "search" and torch.all(t.fixed_buffer() == 1)
+    again = best_of_samples(t, lambda: 0.0, 6, torch.Generator().manual_seed(0))
+    assert again["policies"] == choice["policies"]  # the draws from the generator alone
+    with pytest.raises(ValueError, match="samples >= 1"):
+        best_of_samples(t, score, 0, torch.Generator())
