@@ -220,6 +220,20 @@ class ModelConfig:
     )
     mtlnas_tau: float = setting(1.0, help="--arch mtl-nas: RelaxedBernoulli temperature of the gates at epoch 0")
     mtlnas_tau_decay: float = setting(0.9, help="--arch mtl-nas: temperature factor per epoch (towards 0)")
+    mtlnas_init: float = setting(
+        0.1,
+        help="--arch mtl-nas: initial weight beta of the fusion's 1x1 convolution on the gated sources (shared "
+        "among them; 1 - beta on the own feature; NDDR-CNN's 0.9/0.1); 0: independent towers at initialisation, "
+        "but the gates get no gradient there",
+    )
+    mtlnas_arch_split: int | None = setting(
+        None,
+        help="--arch mtl-nas: training images held out (class-stratified) for the gate updates, which alternate "
+        "with the weight updates on the rest (the paper's scheme; default: half); 0: the joint scheme",
+    )
+    mtlnas_arch_lr: float = setting(
+        3e-3, help="--arch mtl-nas: learning rate of the gate logits' Adam optimiser (the reference's 3e-3)"
+    )
     mtlnas_entropy: float = setting(0.01, help="--arch mtl-nas: weight of the gates' minimum-entropy regulariser")
     mtlnas_edges: str | None = setting(
         None,
@@ -271,6 +285,15 @@ class ModelConfig:
                 f"mtlnas_tau must be > 0, mtlnas_tau_decay in (0, 1] and mtlnas_entropy >= 0, got "
                 f"{self.mtlnas_tau}, {self.mtlnas_tau_decay}, {self.mtlnas_entropy}"
             )
+        if self.mtlnas_arch_split is not None and self.mtlnas_arch_split < 0:
+            raise ValueError(
+                f"mtlnas_arch_split must be >= 0 images (0: the joint scheme; leave it out for half), got "
+                f"{self.mtlnas_arch_split}"
+            )
+        if not self.mtlnas_arch_lr > 0:
+            raise ValueError(f"mtlnas_arch_lr must be > 0, got {self.mtlnas_arch_lr}")
+        if not 0 <= self.mtlnas_init < 1:
+            raise ValueError(f"mtlnas_init must be in [0, 1), got {self.mtlnas_init}")
         if self.mtlnas_depth is not None and self.mtlnas_depth < 0:
             raise ValueError(f"mtlnas_depth must be >= 0 (or left out: no limit), got {self.mtlnas_depth}")
         if self.adashare_tau <= 0 or not 0 < self.adashare_tau_decay <= 1:
@@ -522,7 +545,7 @@ class RunConfig:
             },
             **{
                 f"model.mtlnas_{k}": (m.arch != "mtl-nas", "it sets --arch mtl-nas's edge search")
-                for k in ("depth", "tau", "tau_decay", "entropy", "edges")
+                for k in ("depth", "tau", "tau_decay", "entropy", "edges", "init", "arch_split", "arch_lr")
             },
             "train.warmup": (t.lr_schedule != "onecycle", "the warm-up is that of --lr-schedule onecycle"),
             "train.lr_step": (t.lr_schedule != "step", "the step schedule is --lr-schedule step's"),
@@ -743,6 +766,9 @@ def arch_settings(m: ModelConfig) -> dict:
             tau_decay=m.mtlnas_tau_decay,
             entropy_weight=m.mtlnas_entropy,
             edges=m.mtlnas_edges,
+            source_init=m.mtlnas_init,
+            alternate=m.mtlnas_arch_split != 0,
+            arch_lr=m.mtlnas_arch_lr,
         )
     return {}
 
@@ -856,15 +882,19 @@ def hold_out_for_weights(data, size: int | None, seed: int):
     return data, held_set
 
 
-def hold_out_for_architecture(data, aux_labels: torch.Tensor | None, size: int | None, seed: int):
+def hold_out_for_architecture(
+    data, aux_labels: torch.Tensor | None, size: int | None, seed: int, setting_name: str = "adashare_policy_split"
+):
     """The training images less a class-stratified split B for an architecture search's own
-    updates (AdaShare's policy updates, which alternate with the weight updates on the rest).
+    updates (AdaShare's policy updates, MTL-NAS's gate updates), which alternate with the weight
+    updates on the rest.
 
     Args:
         data: a :class:`maxl.data.DataBundle` whose training set holds its images.
         aux_labels: int64 ``[N_train]`` fixed auxiliary labels of the training images, or None.
         size: images of split B; None: a tenth of the training images (at least 1).
         seed: the run's seed (the split is drawn from ``seed + 3``: not the weightings' split).
+        setting_name: the setting of ``size``, for the error message.
 
     Returns:
         ``(data with split A as its training set, split B, the auxiliary labels of split A,
@@ -874,7 +904,7 @@ def hold_out_for_architecture(data, aux_labels: torch.Tensor | None, size: int |
     Raises:
         ValueError: ``size`` is not smaller than the number of training images.
     """
-    data, held_set, held = _hold_out(data, size, seed + 3, "adashare_policy_split", augment=True)
+    data, held_set, held = _hold_out(data, size, seed + 3, setting_name, augment=True)
     if aux_labels is None:
         return data, held_set, None, None
     rest = torch.ones(len(aux_labels), dtype=torch.bool)
@@ -988,18 +1018,22 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
             "training images: set --val-subset (never the test set)"
         )
     arch_set = arch_aux = None
-    if m.arch == "adashare" and m.adashare_policy is None and m.adashare_policy_split != 0:
+    searched = {
+        "adashare": ("adashare_policy_split", m.adashare_policy_split, 10, m.adashare_policy is None, "policy"),
+        "mtl-nas": ("mtlnas_arch_split", m.mtlnas_arch_split, 2, m.mtlnas_edges is None, "architecture"),
+    }
+    if m.arch in searched and searched[m.arch][3] and searched[m.arch][1] != 0:
         # after the fixed labels (made from all the training images), before the networks' data checks
-        split = m.adashare_policy_split
-        if split is None:  # a tenth of the training images, at least one batch
-            split = max(t.batch_size, len(data.train) // 10)
+        name, split, share, _, what = searched[m.arch]
+        if split is None:  # a tenth (adashare) or half (mtl-nas) of the training images, at least one batch
+            split = max(t.batch_size, len(data.train) // share)
         elif split < t.batch_size:
             raise ValueError(
-                f"adashare_policy_split must hold at least one batch (batch_size = {t.batch_size}) of images for "
-                f"the policy updates, got {split}"
+                f"{name} must hold at least one batch (batch_size = {t.batch_size}) of images for the {what} "
+                f"updates, got {split}"
             )
-        data, arch_set, aux_labels, arch_aux = hold_out_for_architecture(data, aux_labels, split, t.seed)
-        say(f"[adashare] {len(arch_set)} training images held out for the policy updates (split B)")
+        data, arch_set, aux_labels, arch_aux = hold_out_for_architecture(data, aux_labels, split, t.seed, name)
+        say(f"[{m.arch}] {len(arch_set)} training images held out for the {what} updates (split B)")
     if m.arch == "sparse" and not resume:  # the masks: buffers of the network, in its checkpoints
         t0 = time.time()
         find_sparse_masks(net, data.train, m, t, aux_labels, generator, say)

@@ -1,7 +1,8 @@
 """AdaShare's alternation of weight and policy updates on two splits of the training images
-(Sun et al., NeurIPS 2020, Sec. 3.4): the splits, which parameters and buffers each update
-moves, which split each update's batches come from, and resume equal to an uninterrupted run; the
-best of N sampled architectures chosen on validation, never reading the test set."""
+(Sun et al., NeurIPS 2020, Sec. 3.4), and MTL-NAS's of weight and gate updates on two halves: the
+splits, which parameters and buffers each update moves, which split each update's batches come
+from, and resume equal to an uninterrupted run; the best of N sampled architectures chosen on
+validation, never reading the test set."""
 
 from __future__ import annotations
 
@@ -178,3 +179,30 @@ def test_the_policy_split_holds_at_least_one_batch(tmp_path):
     small = _config(tmp_path / "small", data={"train_subset": 250}, adashare_policy_split=None)
     trainer = build(small, log=lambda *_: None)  # default: a tenth (25), raised to one batch
     assert len(trainer.arch_set) == 32
+
+
+def test_mtl_nas_alternates_weight_updates_and_gate_updates_on_two_halves(tmp_path):
+    config = RunConfig.from_dict(
+        {
+            "data": {"dataset": "digits", "hierarchy": "even-odd", "train_subset": 200, "test_subset": 50},
+            "model": {"hidden": 8, "arch": "mtl-nas"},
+            "train": {"method": "human", "epochs": 1, "batch_size": 32, "progress": False},
+            "out": str(tmp_path / "run"),
+            "threads": 1,
+        }
+    )
+    trainer = build(config, log=lambda *_: None)
+    trunk = trainer.net.backbone
+    assert len(trainer.train_set) == len(trainer.arch_set) == 100 and not _rows(trainer.train_set) & _rows(
+        trainer.arch_set
+    )
+    trunk.begin_epoch(0)
+    trainer.learner.train()
+    x, y, idx = next(iter(trainer._batches(trainer.train_set, True)))
+    trainer.steps.multitask(x, y, idx)
+    assert torch.all(trunk.gate_logits == 0)  # a weight update leaves the gates
+    before = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    trainer.arch_pass()
+    after = trainer.net.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k != "backbone.gate_logits")
+    assert torch.all(trunk.gate_logits.abs() > 1e-3)  # 3 Adam steps of lr 3e-3 moved every gate

@@ -22,7 +22,7 @@ from tests.unit.meta.tiny import PSI, finite_difference_gradient, flat
 ALPHA, LAM = 0.5, 0.2
 ARCHS = ["hard", "soft-l2", "soft-trace", "cross-stitch", "nddr", "mtan"]
 ARCHS += ["hard@resnet", "mtan@resnet", "nddr@resnet", "adashare@resnet", "sparse", "mtl-nas"]  # ResNet-8; sparse masks
-ARCHS += ["adashare-joint@resnet"]  # AdaShare's joint scheme: the policy logits in θ1, the penalty in the loss
+ARCHS += ["adashare-joint@resnet", "mtl-nas-joint"]  # joint schemes: policy / gate logits in θ1, penalty in the loss
 VARIANTS = ["meta-func", "meta-higher", "meta-jvp", "fused-func", "fused-jvp"]
 
 
@@ -33,6 +33,8 @@ def problem(arch):
     torch.manual_seed(0)
     arch, _, backbone = arch.partition("@")
     name, _, penalty = arch.partition("-") if arch.startswith(("soft", "adashare")) else (arch, "", "")
+    if arch.startswith("mtl-nas"):
+        name, penalty = "mtl-nas", arch.removeprefix("mtl-nas").lstrip("-")
     net = build_network(
         name,
         (lambda: cifar_resnet(8, 1)) if backbone == "resnet" else (lambda: ConvNet(1, (3, 2), (1, 1))),
@@ -44,7 +46,7 @@ def problem(arch):
         settings={
             # the alternation (default): the logits are constants of the weight step; "joint": parameters
             "adashare": dict(sparsity_weight=0.3, sharing_weight=0.2, tau=2.0, alternate=penalty != "joint"),
-            "mtl-nas": dict(entropy_weight=0.4),
+            "mtl-nas": dict(entropy_weight=0.4, alternate=penalty != "joint"),
         }.get(name),
     ).double()
     if name == "adashare":  # the search phase, every block decided, at a fixed Gumbel noise (what is differentiated)
