@@ -125,6 +125,43 @@ def test_resume_in_the_search_equals_the_uninterrupted_run(tmp_path):
     assert [r["adashare_tau"] for r in whole.history] == pytest.approx([5.0, 5.0 * 0.965, 5.0 * 0.965**2])
 
 
+def test_a_run_killed_inside_a_search_epoch_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch):
+    """Killed after step 7 (the 3rd weight update of search epoch 2); the step-level checkpoint of
+    step 6 (``checkpoint_every`` 2) holds the policy optimiser, and the rest of the epoch (weight
+    updates, then the policy pass) continues as the uninterrupted run."""
+    from maxl.train.trainer import Trainer
+
+    def config(out):
+        run = _config(out, epochs=2)
+        return RunConfig.from_dict({**run.to_dict(), "train": {**run.to_dict()["train"], "checkpoint_every": 2}})
+
+    whole = build(config(tmp_path / "whole"), log=lambda *_: None)
+    whole.fit()
+    after_step, count = Trainer.after_step, [0]
+
+    class Killed(Exception):
+        pass
+
+    def killed_after_7(self, position):
+        after_step(self, position)
+        count[0] += 1
+        if count[0] == 7:
+            raise Killed
+
+    monkeypatch.setattr(Trainer, "after_step", killed_after_7)
+    with pytest.raises(Killed):
+        build(config(tmp_path / "part"), log=lambda *_: None).fit()
+    monkeypatch.undo()
+    state = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and "arch_optimizer" in state and "epoch_part" in state
+    resumed = build(config(tmp_path / "part"), resume=True, log=lambda *_: None)
+    resumed.fit()
+    for k, v in whole.net.state_dict().items():
+        torch.testing.assert_close(resumed.net.state_dict()[k], v, rtol=0, atol=0)
+    assert [r["test_acc"] for r in resumed.history] == [r["test_acc"] for r in whole.history]
+    assert [r["arch_loss"] for r in resumed.history] == [r["arch_loss"] for r in whole.history]
+
+
 def test_the_joint_scheme_stays_reachable(tmp_path):
     trainer = build(_config(tmp_path / "run", epochs=1, adashare_policy_split=0), log=lambda *_: None)
     trunk = trainer.net.backbone
