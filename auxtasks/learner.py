@@ -23,7 +23,7 @@ import contextlib
 import numbers
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 import torch
@@ -501,19 +501,13 @@ class AuxiliaryLearner(nn.Module):
             (i, task, *task.make_inputs_and_targets(images, labels, index=index, target=targets.get(task.name)))
             for i, task in enumerate(self._task_list)
         ]
+        outer_loss, params = self.held_out_problem(held_out)
         buffers = dict(self.backbone.named_buffers())
-        meta = {id(p) for p in self.meta_parameters()}
-        params = {n: p.detach() for n, p in self.named_parameters() if p.requires_grad and id(p) not in meta}
-
-        def part(params: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-            return {n.removeprefix(prefix): p for n, p in params.items() if n.startswith(prefix)}
+        part = _part
 
         def features(params: dict[str, Tensor], inputs: Tensor) -> Tensor:  # [B, F], on fresh buffer copies
             state = {**{n: b.clone() for n, b in buffers.items()}, **part(params, "backbone.")}
             return functional_call(self.backbone, state, (inputs,))
-
-        def primary(params: dict[str, Tensor], inputs: Tensor) -> Tensor:  # [B, P]
-            return functional_call(self.primary_head, part(params, "primary_head."), (features(params, inputs),))
 
         def task_losses(params: dict[str, Tensor]) -> Tensor:
             shared = features(params, images)
@@ -524,10 +518,44 @@ class AuxiliaryLearner(nn.Module):
                 losses.append(task.loss(functional_call(task, part(params, f"tasks.{i}."), (own,)), target))
             return torch.stack(losses)  # [T]
 
-        def outer_loss(params: dict[str, Tensor]) -> Tensor:
-            return self.primary_loss(primary(params, held_out[0]), held_out[1])
-
         return task_losses, outer_loss, params
+
+    def _weight_parameters(self) -> dict[str, nn.Parameter]:
+        """The network's trainable parameters by name, without the meta-parameters: the θ of the
+        task weights' look-ahead."""
+        meta = {id(p) for p in self.meta_parameters()}
+        return {n: p for n, p in self.named_parameters() if p.requires_grad and id(p) not in meta}
+
+    def held_out_problem(self, held_out: tuple[Tensor, Tensor]):
+        """``(outer_loss, params)``: the primary loss on ``held_out = (x_v [B', C, H, W], y_v [B'])``
+        as a function of the network parameters by name (``torch.func.functional_call`` on fresh
+        copies of the backbone's buffers, so that nothing of the learner changes), and those
+        parameters (detached). The outer loss of the task weights' look-ahead."""
+        buffers = dict(self.backbone.named_buffers())
+        params = {n: p.detach() for n, p in self._weight_parameters().items()}
+        images, labels = held_out
+
+        def outer_loss(params: dict[str, Tensor]) -> Tensor:
+            state = {**{n: b.clone() for n, b in buffers.items()}, **_part(params, "backbone.")}
+            features = functional_call(self.backbone, state, (images,))
+            logits = functional_call(self.primary_head, _part(params, "primary_head."), (features,))
+            return self.primary_loss(logits, labels)
+
+        return outer_loss, params
+
+    def task_gradients(self, out: AuxOutput) -> list[dict[str, Tensor | None]]:
+        """g_i = ∇θ L_i(θ) of every task (:attr:`task_names` order) from the graph of ``out``, the
+        real forward (:meth:`forward`), by one backward per task with the graph retained (tasks on
+        their own inputs, such as rotation, backpropagate through their own part of the graph
+        only). Each a dict over the network parameters by name, None where L_i does not use one
+        (the meta-parameters are left out). The fused Auto-λ step's per-task gradients."""
+        named = self._weight_parameters()
+        tensors = list(named.values())
+        grads: list[dict[str, Tensor | None]] = []
+        for name in self.task_names:
+            g = torch.autograd.grad(out.losses[name], tensors, retain_graph=True, allow_unused=True)
+            grads.append({n: gi for n, gi in zip(named, g)})
+        return grads
 
     def weight_step(
         self,
@@ -563,11 +591,14 @@ class AuxiliaryLearner(nn.Module):
         return self.weighting.meta_step(self, images, labels, held_out, alpha=alpha, index=index)
 
     # ------------------------------------------------------------------ MAXL
-    def _other_tasks_loss(self, images, labels, index, exclude: AuxiliaryTask):
-        """L_x(params): the other tasks' losses as a function of the look-ahead's parameters."""
+    def _other_tasks_loss(
+        self, images, labels, index, exclude: AuxiliaryTask, weights: Mapping[str, float] | None = None
+    ):
+        """L_x(params): the other tasks' losses as a function of the look-ahead's parameters,
+        each times its weight in ``weights`` (by task name; None: every weight 1)."""
         prepared = []
         for task in self._task_list:
-            if task is not exclude:
+            if task is not exclude and (weights is None or weights[task.name] != 0.0):
                 prepared.append((task, *task.make_inputs_and_targets(images, labels, index=index)))
         if not prepared:
             return None
@@ -578,32 +609,72 @@ class AuxiliaryLearner(nn.Module):
             total: Tensor | float = 0.0
             for task, inputs, targets in prepared:
                 features = functional_call(self.backbone, {**backbone_params, **buffers}, (inputs,))
-                total = total + task.loss(task(features), targets)
+                loss = task.loss(task(features), targets)
+                total = total + (loss if weights is None else weights[task.name] * loss)
             return cast(Tensor, total)  # cast: prepared is not empty, so a task's loss was added
 
         return other_tasks_loss
 
+    def _primary_loss_of(self, images: Tensor, labels: Tensor, scale: float):
+        """``scale`` · L_pri(params) on ``images`` as a function of the look-ahead's parameters (on
+        copies of the backbone's buffers)."""
+        buffers = {n: b.clone() for n, b in self.backbone.named_buffers()}
+
+        def loss(params: dict[str, Tensor]) -> Tensor:
+            trunk = {n.removeprefix("backbone."): p for n, p in params.items() if n.startswith("backbone.")}
+            head = {n.removeprefix("primary_head."): p for n, p in params.items() if n.startswith("primary_head.")}
+            features = functional_call(self.backbone, {**trunk, **buffers}, (images,))
+            return scale * self.primary_loss(functional_call(self.primary_head, head, (features,)), labels)
+
+        return loss
+
     def _meta_problem(self, images: Tensor, labels: Tensor, index: Tensor | None):
         """What the meta-gradient engines take: the look-ahead network f(θ1) (a view of the
-        backbone, the primary head and the generated-labels head), the generator, the loss
-        and the other tasks' loss L_x."""
+        backbone, the primary head and the generated-labels head), the generator, the loss,
+        the other tasks' loss L_x and the engine's settings.
+
+        With a weighting whose update is ∇θ Σ_i λ_i L_i (:meth:`Weighting.lookahead_weights`)
+        and a λ_i ≠ 1, the look-ahead takes that step, θ1⁺ = θ1 − α ∇θ1 Σ_i λ_i L_i (the other
+        tasks only with ``lookahead_other_tasks``), with λ detached: the engines' inner loss is
+        L_pri + L_aux (+ L_x), so for λ_pri > 0 it becomes L_pri + (λ_gen/λ_pri) L_aux +
+        Σ_k (λ_k/λ_pri) L_k with the step α λ_pri (the same θ1⁺, no extra pass); for λ_pri = 0
+        (or no α set) L_x gets a term (λ_pri − 1) L_pri instead. Unit weights change nothing."""
         task = self.generated
         if task is None:
             raise ValueError("the meta-gradient needs a GeneratedLabels task (MAXL's label-generation network)")
         if self.pending_tasks:
             self._materialize_at_first_batch(images)
+        cfg = task.meta
+        weights = self.weighting.lookahead_weights()
+        if weights is not None and all(w == 1.0 for w in weights.values()):
+            weights = None  # every loss weighted 1: the paper's look-ahead, bit for bit
+        scale, aux_scale, correction = 1.0, 1.0, 0.0
+        if weights is not None:
+            primary = weights[PRIMARY]
+            if primary > 0 and cfg.inner_lr is not None:  # Σ λ_i L_i = λ_pri (L_pri + Σ (λ_i/λ_pri) L_i)
+                scale = primary
+                cfg = replace(cfg, inner_lr=cfg.inner_lr * primary)
+            else:
+                correction = primary - 1.0  # L_x += (λ_pri − 1) L_pri
+            aux_scale = weights[task.name] / scale
         extra = None
         if task.lookahead_other_tasks:
-            extra = self._other_tasks_loss(images, labels, index, exclude=task)
-        if getattr(self.backbone, "has_penalty", False):
-            extra = _with_penalty(self.backbone.penalty_from, extra)  # the penalty is in the look-ahead's loss too
+            others = None if weights is None else {n: w / scale for n, w in weights.items()}
+            extra = self._other_tasks_loss(images, labels, index, exclude=task, weights=others)
+        if correction:
+            extra = _sum_losses(extra, self._primary_loss_of(images, labels, correction))
+        if getattr(self.backbone, "has_penalty", False):  # the penalty is in the look-ahead's loss too
+            extra = _with_penalty(self.backbone.penalty_from, extra, 1.0 / scale)
 
         def loss_fn(logits: Tensor, target: Tensor) -> Tensor:
             # soft generated labels go to the task's loss, hard primary labels to the primary loss
-            return task.loss(logits, target) if target.dtype.is_floating_point else self.primary_loss(logits, target)
+            if target.dtype.is_floating_point:
+                loss = task.loss(logits, target)
+                return loss if aux_scale == 1.0 else aux_scale * loss
+            return self.primary_loss(logits, target)
 
         network = MultiTaskNetwork.from_modules(self.backbone, self.primary_head, task.head)
-        return task, network, loss_fn, extra, task.second_view(images, labels)
+        return task, network, loss_fn, extra, task.second_view(images, labels), cfg
 
     def meta_gradient(
         self,
@@ -615,24 +686,26 @@ class AuxiliaryLearner(nn.Module):
     ) -> MetaResult:
         """MAXL's meta-gradient ∇θ2 J of the label-generation network on one batch.
 
-        J(θ2) = L_pri(θ1⁺) + λ Σ ȳ log ȳ with the look-ahead θ1⁺ = θ1 − α ∇θ1 (L_pri + L_gen
-        + Σ L_other), the last sum over the other auxiliary tasks if the task's
-        ``lookahead_other_tasks`` is set (every loss with weight 1 in the look-ahead, as in
-        MAXL). ``outer_batch=(x_o, y_o)`` takes L_pri(θ1⁺) on another batch (see
+        J(θ2) = L_pri(θ1⁺) + λ Σ ȳ log ȳ with the look-ahead θ1⁺ = θ1 − α ∇θ1 (λ_pri L_pri +
+        λ_gen L_gen + Σ λ_k L_other,k), the last sum over the other auxiliary tasks if the task's
+        ``lookahead_other_tasks`` is set, and λ the weighting's current weights, detached
+        (:meth:`auxtasks.weighting.Weighting.lookahead_weights`: the step the network really
+        takes; every weight 1 for equal weights, as in MAXL, and for a weighting whose update is
+        not a weighted sum of the losses). ``outer_batch=(x_o, y_o)`` takes L_pri(θ1⁺) on another batch (see
         :func:`maxl.meta.meta_gradient`). Changes no parameter, ``.grad`` or BatchNorm statistic
         of the learner. The graph walk for ops without a double backward runs on the first call only.
 
         Raises:
             ValueError: the learner has no :class:`GeneratedLabels` task.
         """
-        task, network, loss_fn, extra, second_view = self._meta_problem(images, labels, index)
+        task, network, loss_fn, extra, second_view, cfg = self._meta_problem(images, labels, index)
         result = meta_gradient(
             network,
             task.generator,
             images,
             labels,
             loss_fn,
-            task.meta,
+            cfg,
             check_graph=not task.graph_checked,
             extra_inner_loss=extra,
             outer_batch=outer_batch,
@@ -679,14 +752,14 @@ class AuxiliaryLearner(nn.Module):
                 "weights, other tasks outside the look-ahead, or an engine without a fused form): "
                 "use meta_gradient and a separate multi-task step"
             )
-        task, network, loss_fn, extra, second_view = self._meta_problem(images, labels, index)
+        task, network, loss_fn, extra, second_view, cfg = self._meta_problem(images, labels, index)
         result = fused_step(
             network,
             task.generator,
             images,
             labels,
             loss_fn,
-            task.meta,
+            cfg,
             extra_inner_loss=extra,
             check_graph=not task.graph_checked,
             outer_batch=outer_batch,
@@ -740,18 +813,31 @@ def _accuracy(logits: Tensor, targets: Tensor) -> float | None:
         return (logits.argmax(1) == targets).float().mean().item()
 
 
-def _with_penalty(penalty_from, extra):
-    """L_x(params) + the trunk's penalty at the look-ahead's parameters (named ``backbone.*``)."""
+def _part(params: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The tensors of ``params`` whose names start with ``prefix``, by their names without it."""
+    return {n.removeprefix(prefix): p for n, p in params.items() if n.startswith(prefix)}
+
+
+def _with_penalty(penalty_from, extra, scale: float = 1.0):
+    """L_x(params) + ``scale`` · the trunk's penalty at the look-ahead's parameters (named ``backbone.*``)."""
 
     def loss(params: dict[str, Tensor]) -> Tensor:
         trunk = {n.removeprefix("backbone."): p for n, p in params.items() if n.startswith("backbone.")}
         total = penalty_from(trunk)
+        total = total if scale == 1.0 else scale * total
         return total if extra is None else total + extra(params)
 
     return loss
 
 
-def step_with(params: Sequence[Tensor], grads: Sequence[Tensor], optimizer: torch.optim.Optimizer) -> None:
+def _sum_losses(first, second):
+    """``params -> first(params) + second(params)``, either of which may be None."""
+    if first is None or second is None:
+        return second if first is None else first
+    return lambda params: first(params) + second(params)
+
+
+def step_with(params: Sequence[Tensor], grads: Sequence[Tensor | None], optimizer: torch.optim.Optimizer) -> None:
     """``optimizer.step()`` with ``grads`` as the gradients of ``params``: the one place where
     computed (meta-)gradients reach ``.grad``."""
     optimizer.zero_grad(set_to_none=True)

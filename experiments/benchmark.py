@@ -125,6 +125,31 @@ REMEDIES = {
         "fused, implicit differentiation: 10 Neumann terms, the generator every 4 steps",
     ),
 }
+# meta-learned task weights (issue 23): a single-task network with rotation and colourisation,
+# variant -> (weighting, its options, weight step every k steps, what it is); the ratio that matters
+# is to ``tw-equal`` (the same tasks with equal weights), reported beside the ratio to single
+TASK_WEIGHTS = {
+    "tw-equal": ("equal", {}, 1, "rotation + colourisation, equal weights"),
+    "tw-auto-lambda-unfused": (
+        "auto-lambda",
+        {"fused": False},
+        1,
+        "rotation + colourisation, Auto-λ, its own look-ahead (jvp engine) every step",
+    ),
+    "tw-auto-lambda": ("auto-lambda", {"fused": True}, 1, "rotation + colourisation, Auto-λ fused every step"),
+    "tw-auto-lambda-unfused-every2": (
+        "auto-lambda",
+        {"fused": False},
+        2,
+        "rotation + colourisation, Auto-λ, its own look-ahead every 2 steps",
+    ),
+    "tw-auto-lambda-every2": (
+        "auto-lambda",
+        {"fused": True},
+        2,
+        "rotation + colourisation, Auto-λ fused every 2 steps",
+    ),
+}
 EXACT = ("maxl-func", "maxl-higher", "maxl-jvp", "fused-func", "fused-jvp")
 # backward(create_graph=True): no torch.compile (the implicit engine's Hessian-vector products too)
 DOUBLE_BACKWARD = (
@@ -158,6 +183,8 @@ def variant_names(gen_every: int) -> list[str]:
 def describe(name: str) -> str:
     if name.startswith("every"):
         return f"exact, generator every {name[5:]} steps, fused, forward-mode JVP"
+    if name in TASK_WEIGHTS:
+        return TASK_WEIGHTS[name][3]
     if name in REMEDIES:
         meta, _, what = REMEDIES[name]
         return what if meta.order != "second" else f"exact, fused, forward-mode JVP {what}"
@@ -219,7 +246,7 @@ def make_cases(
         device,
         seed,
         single="single" in names,
-        maxl=any(n != "single" for n in names),
+        maxl=any(n != "single" and n not in TASK_WEIGHTS for n in names),
         channels_last=channels_last,
         compile=compile,
     )
@@ -266,6 +293,16 @@ def make_cases(
         if name == "single":
             t = trainer("single")
             unit, iterations = (lambda t=t: t.steps.multitask(x, y, idx)), 1
+        elif name in TASK_WEIGHTS:
+            t = task_weight_trainer(name, backbone, batch_size, device, seed, precision, fmt)
+            k = TASK_WEIGHTS[name][2]
+
+            def unit(t=t, k=k):
+                for _ in range(k):  # the trainer's step count decides the weight steps
+                    t.steps.multitask(x, y, idx)
+                    t.step += 1
+
+            iterations = k
         elif name in REMEDIES:
             meta, gen_kwargs, _ = REMEDIES[name]
             gen_kwargs = dict(gen_kwargs)
@@ -304,6 +341,37 @@ def make_cases(
             iterations = 1
         cases[name] = Case(name, unit, iterations, sync)
     return cases
+
+
+def task_weight_trainer(name, backbone, batch_size, device, seed, precision, fmt):
+    """A trainer of a single-task network with rotation and colourisation and the weighting of the
+    task-weight variant ``name``, its held-out split a fixed random batch."""
+    from maxl.core.losses import classification_loss
+    from maxl.train.aux_learner import build_learner
+
+    weighting, options, k, _ = TASK_WEIGHTS[name]
+    channels, size, psi = SETTINGS[backbone]
+    torch.manual_seed(seed)
+    net = MultiTaskNetwork(build_backbone(backbone, channels), len(psi), 0).to(device=device, memory_format=fmt)
+    learner = build_learner(
+        net,
+        "single",
+        ("rotation", "colourisation"),
+        weighting,
+        loss_fn=classification_loss("ce"),
+        in_channels=channels,
+        image_size=size,
+        weighting_options=options,
+    )
+    gen = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(2 * batch_size, channels, size, size, generator=gen)
+    y = torch.randint(0, len(psi), (2 * batch_size,), generator=gen)
+    data = TensorDataset(x[:batch_size], y[:batch_size], torch.arange(batch_size))  # unused by the step methods
+    held_out = TensorDataset(x[batch_size:], y[batch_size:]) if weighting != "equal" else None
+    cfg = TrainConfig(
+        method="single", batch_size=batch_size, seed=seed, device=str(device), progress=False, precision=precision
+    )
+    return Trainer(net, data, data, cfg, learner=learner, weight_set=held_out, weight_every=k)
 
 
 def time_cases(cases: dict[str, Case], warmup: int, repeats: int, min_time: float = 0.0) -> dict[str, list[float]]:
@@ -462,11 +530,14 @@ def benchmark_backbone(backbone: str, args, log=print) -> dict:
             "ratio_of_medians": statistics.median(times[name]) / statistics.median(times["single"]),
             "target_ratio": target_of(name),
         }
+        if name in TASK_WEIGHTS and "tw-equal" in times:  # the ratio to the same tasks with equal weights
+            rows[name]["ratio_to_equal"] = statistics.median(t / e for t, e in zip(times[name], times["tw-equal"]))
         if flops:
             rows[name]["gflop"] = flops[name] / 1e9
             rows[name]["flop_ratio"] = flops[name] / flops["single"]
         log(
             f"[{backbone}] {name:12s} {rows[name]['median_s'] * 1000:9.1f} ms  {rows[name]['ratio']:5.2f}x"
+            + (f"  {rows[name]['ratio_to_equal']:5.2f}x tw-equal" if "ratio_to_equal" in rows[name] else "")
             + (f"  {rows[name]['flop_ratio']:5.2f}x FLOPs" if flops else "")
         )
     if not args.no_memory:
@@ -534,8 +605,11 @@ def markdown(result: dict) -> str:
             mem_verdict = ""
             if "memory_ratio" in row and name in EXACT:
                 mem_verdict = f" ({'≤' if row['memory_ratio'] <= MEMORY_TARGET else '>'} {MEMORY_TARGET:.0f})"
+            what = row["description"]
+            if "ratio_to_equal" in row:
+                what += f" (**{row['ratio_to_equal']:.2f}× tw-equal**)"
             lines.append(
-                f"| {name} | {row['description']} | {row['median_s'] * 1000:.0f} | {row['ratio']:.2f}× | {verdict} | "
+                f"| {name} | {what} | {row['median_s'] * 1000:.0f} | {row['ratio']:.2f}× | {verdict} | "
                 + (f"{row['gflop']:.1f} | {row['flop_ratio']:.2f}× | " if "gflop" in row else "– | – | ")
                 + (f"{mem:.0f} | {row['memory_ratio']:.2f}×{mem_verdict} |" if mem is not None else "– | – |")
             )
@@ -793,7 +867,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"benchmark: --render {saved}: no such file")
         write_markdown(json.loads(saved.read_text()), saved.with_suffix(""))
         return 0
-    known = [*variant_names(args.gen_every), *REMEDIES]
+    known = [*variant_names(args.gen_every), *REMEDIES, *TASK_WEIGHTS]
     for name in args.variants or []:
         if name not in known:
             raise SystemExit(f"benchmark: unknown variant {name!r}; expected one of {known}")

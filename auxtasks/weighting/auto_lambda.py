@@ -24,7 +24,12 @@ import math
 import torch
 from torch import Tensor, nn
 
-from maxl.meta.task_weights import TASK_WEIGHT_ENGINES, TaskWeightGradient, task_weight_gradient
+from maxl.meta.task_weights import (
+    TASK_WEIGHT_ENGINES,
+    TaskWeightGradient,
+    fused_task_weight_gradient,
+    task_weight_gradient,
+)
 
 from .base import Weighting
 
@@ -46,6 +51,11 @@ class AutoLambda(Weighting):
         engine: one of :data:`maxl.meta.task_weights.TASK_WEIGHT_ENGINES`.
         fd_epsilon: ε₀ of the ``"fd"`` engine.
         betas: Adam's (β1, β2).
+        fused: a trainer (:class:`maxl.train.step.StepPath`) takes the weight step from the real
+            training step's forward and per-task backward passes instead of a look-ahead of its own
+            (:func:`maxl.meta.task_weights.fused_task_weight_gradient`: the same λ update as the
+            exact engines, cheaper; default). Used with the exact engines ``"jvp"`` and ``"func"``;
+            ``"fd"`` (an approximation chosen on purpose) always runs its own look-ahead.
 
     Raises:
         ValueError: ``lr`` not > 0 (or NaN), ``init`` < 0, an unknown engine.
@@ -57,6 +67,7 @@ class AutoLambda(Weighting):
         "init": (float, "initial weight of every task"),
         "engine": (str, f"meta-gradient engine, one of {', '.join(TASK_WEIGHT_ENGINES)}"),
         "fd_epsilon": (float, "the fd engine's step ε0 (the difference step is ε0 / ‖v‖)"),
+        "fused": (bool, "take the weight step from the training step's own forward/backward (exact engines)"),
     }
     adam_m: Tensor  # buffers made at bind: Adam's moments, its step count, λ after the last step
     adam_v: Tensor
@@ -70,6 +81,7 @@ class AutoLambda(Weighting):
         engine: str = "jvp",
         fd_epsilon: float = 0.01,
         betas: tuple[float, float] = (0.9, 0.999),
+        fused: bool = True,
     ):
         super().__init__()
         if not lr > 0 or math.isinf(lr):
@@ -79,6 +91,7 @@ class AutoLambda(Weighting):
         if engine not in TASK_WEIGHT_ENGINES:
             raise ValueError(f"unknown task-weight engine {engine!r}; expected one of {TASK_WEIGHT_ENGINES}")
         self.lr, self.init, self.engine, self.fd_epsilon, self.betas = float(lr), float(init), engine, fd_epsilon, betas
+        self.fused = bool(fused)
         self.lam: nn.Parameter | None = None
 
     def _build(self) -> None:
@@ -108,6 +121,24 @@ class AutoLambda(Weighting):
         return task_weight_gradient(
             task_losses, outer_loss, params, self.lam.detach(), alpha, engine=self.engine, fd_epsilon=self.fd_epsilon
         )
+
+    def fuses_with_step(self) -> bool:
+        """True with ``fused`` and an exact engine, for Auto-λ itself (a subclass with its own
+        meta-gradient, such as OL-AUX, runs it)."""
+        return self.fused and self.engine != "fd" and type(self).meta_gradient is AutoLambda.meta_gradient
+
+    def fused_meta_gradient(self, learner, task_grads, held_out, *, alpha: float) -> TaskWeightGradient:
+        """∂/∂λ L_pri(θ⁺) on the held-out batch from the training step's per-task gradients
+        ``task_grads`` (:meth:`auxtasks.AuxiliaryLearner.task_gradients`), θ⁺ = θ − α Σ λ_j g_j:
+        :func:`maxl.meta.task_weights.fused_task_weight_gradient`, equal to :meth:`meta_gradient`.
+
+        Raises:
+            ValueError: λ changed since the last meta step (the main optimiser holds it).
+        """
+        self._check_untouched()
+        assert self.lam is not None  # _check_untouched: bound
+        outer_loss, params = learner.held_out_problem(held_out)
+        return fused_task_weight_gradient(task_grads, outer_loss, params, self.lam.detach(), alpha)
 
     def _check_untouched(self) -> None:
         """Raise ValueError if λ changed since the last meta step (the main optimiser holds it)."""
@@ -140,4 +171,4 @@ class AutoLambda(Weighting):
         self.lam.grad = None
 
     def extra_repr(self) -> str:
-        return f"lr={self.lr}, init={self.init}, engine={self.engine!r}"
+        return f"lr={self.lr}, init={self.init}, engine={self.engine!r}, fused={self.fused}"

@@ -172,4 +172,5 @@ class AuxiLearnNonlinear(AuxiLearn):
     """AuxiLearn with the nonlinear auxiliary network h = Linear(T, hidden) → Softplus →
     Linear(hidden, 1), weights ≥ 0 (Navon et al., ICLR 2021, Sec. 4)."""
 
+    linear_in_losses = False  # the update is not ∇θ Σ w_i L_i with fixed w
     nonlinear = True

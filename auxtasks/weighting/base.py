@@ -61,6 +61,10 @@ class Weighting(nn.Module):
     #: For a meta-learned weighting: True if its outer loss is on held-out images (Auto-λ,
     #: AuxiliaryLearn), False if it learns from the training batch alone (OL-AUX).
     uses_held_out: bool = True
+    #: True if the update is ∇θ Σ_i w_i L_i with the weights of :meth:`loss_weights` (a loss
+    #: that is linear in the task losses); False for a nonlinear combination (GLS, STCH, FAMO,
+    #: AuxiLearn's network), whose effective weights depend on the losses themselves.
+    linear_in_losses: bool = True
 
     def __init__(self):
         super().__init__()
@@ -132,10 +136,33 @@ class Weighting(nn.Module):
         self.apply_gradient(result.grad)
         return result
 
+    def fuses_with_step(self) -> bool:
+        """Whether a trainer may take this weighting's outer step from the real training step's
+        own forward (``fused_meta_gradient(learner, task_grads, held_out, alpha=)`` with the
+        per-task gradients of that forward, :meth:`auxtasks.AuxiliaryLearner.task_gradients`):
+        Auto-λ with ``fused`` and an exact engine. False by default."""
+        return False
+
+    def fused_meta_gradient(self, learner, task_grads, held_out, *, alpha: float):
+        """The outer step's meta-gradient from the real step's per-task gradients (where
+        :meth:`fuses_with_step`; see :class:`auxtasks.weighting.AutoLambda`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no fused weight step")
+
     def is_unit_sum(self) -> bool:
         """Whether the update is the plain gradient of ``Σ_i L_i`` (every weight 1, no learnt
         term): then MAXL's look-ahead step is the real step and the two can share a pass."""
         return False
+
+    def lookahead_weights(self) -> dict[str, float] | None:
+        """The weights λ_i of the network's next update θ ← θ − α ∇θ Σ_i λ_i L_i, detached
+        floats by task name, for a look-ahead that should take the step the network really takes
+        (MAXL's generator, :meth:`auxtasks.AuxiliaryLearner.meta_gradient`); None where the update
+        is not such a sum (a gradient weighting, ``uses_gradients``, or a nonlinear combination,
+        ``linear_in_losses`` False): the look-ahead then weights every loss 1. Terms of
+        :meth:`combine` that do not depend on θ (uncertainty's ½ log σ²) do not move the step."""
+        if self.uses_gradients or not self.linear_in_losses:
+            return None
+        return {n: float(w.detach()) for n, w in self.loss_weights().items()}
 
     def weights(self) -> dict[str, float]:
         """Current weights as floats, for logging."""

@@ -50,6 +50,7 @@ class FAMO(Weighting):
         ValueError: lr <= 0 or gamma < 0.
     """
 
+    linear_in_losses = False  # the update is not ∇θ Σ w_i L_i with fixed w
     OPTIONS = {
         "lr": (float, "learning rate of the task logits' Adam"),
         "gamma": (float, "weight decay of the task logits"),

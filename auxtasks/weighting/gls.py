@@ -28,6 +28,7 @@ class GeometricLoss(Weighting):
         eps: added to every loss inside the log, against log 0 (a loss that reaches exactly 0).
     """
 
+    linear_in_losses = False  # the update is not ∇θ Σ w_i L_i with fixed w
     OPTIONS = {"eps": (float, "added to every loss inside the log")}
 
     def __init__(self, eps: float = 1e-12):

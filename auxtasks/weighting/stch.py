@@ -33,6 +33,7 @@ class SmoothTchebycheff(Weighting):
         ValueError: μ <= 0.
     """
 
+    linear_in_losses = False  # the update is not ∇θ Σ w_i L_i with fixed w
     OPTIONS = {"mu": (float, "smoothing of the maximum (> 0)")}
 
     def __init__(self, mu: float = 1.0):

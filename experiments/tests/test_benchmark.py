@@ -214,3 +214,25 @@ def test_gpu_projection_by_hand():
     assert slow["variants"]["fused-jvp"]["ratio_to_single"]["slow"] == pytest.approx(
         1.0
     )  # data-bound hides MAXL's cost
+
+
+def test_task_weight_variants_take_weight_steps_and_report_the_ratio_to_equal(tmp_path):
+    import torch
+
+    from experiments.benchmark import TASK_WEIGHTS, make_cases
+
+    cases = make_cases(list(TASK_WEIGHTS), "cnn3", 4, torch.device("cpu"), 4)
+    for name, case in cases.items():
+        trainer = case.unit.__defaults__[0]
+        assert case.iterations == TASK_WEIGHTS[name][2]
+        before = trainer.learner.weighting.weights()
+        case.unit()
+        moved = trainer.learner.weighting.weights() != before
+        assert moved == (name != "tw-equal"), name
+        assert trainer.steps.fused_weights == TASK_WEIGHTS[name][1].get("fused", False), name
+    a = args(tmp_path, backbones=["cnn3"], variants=["tw-equal", "tw-auto-lambda"], min_time=0.0)
+    rows = benchmark.benchmark_backbone("cnn3", argparse.Namespace(**{**vars(a), "no_memory": True}), log=lambda *_: 0)
+    assert (
+        rows["variants"]["tw-equal"]["ratio_to_equal"] == 1.0
+        and rows["variants"]["tw-auto-lambda"]["ratio_to_equal"] > 0
+    )

@@ -25,6 +25,11 @@ the second-order term of DARTS, Liu, Simonyan, Yang, ICLR 2019, Eq. 7, with the 
   difference of the task losses along v, ⟨∇θ L_i, v⟩ ≈ (L_i(θ + εv) − L_i(θ − εv)) / 2ε with
   ε = ε₀ / ‖v‖ (DARTS, Eq. 8); error O(ε²).
 
+With the real training step's per-task gradients g_i = ∇θ L_i(θ) at hand (one forward and one
+backward per task of the step's own graph, :meth:`auxtasks.AuxiliaryLearner.task_gradients`), Eq. (1)
+needs no second-order term at all: θ⁺ = θ − α Σ_j λ_j g_j, one backward at θ⁺ gives v, and
+⟨g_i, v⟩ are inner products (:func:`fused_task_weight_gradient`, the fused Auto-λ step).
+
 Everything runs through closures on the caller's parameters by name (``task_losses(params)``,
 ``outer_loss(params)``), which must run the network by ``torch.func.functional_call`` on copies
 of its buffers, so that no parameter, ``.grad`` or BatchNorm statistic of the real network changes.
@@ -44,6 +49,7 @@ __all__ = [
     "TaskWeightGradient",
     "task_weight_gradient",
     "lookahead_point",
+    "fused_task_weight_gradient",
     "ImplicitGradient",
     "implicit_combination_gradient",
 ]
@@ -167,6 +173,57 @@ def task_weight_gradient(
             plus = task_losses({n: theta[n] + eps * v[n] for n in theta})
             minus = task_losses({n: theta[n] - eps * v[n] for n in theta})
         alignments = (plus - minus) / (2 * eps)
+    return TaskWeightGradient(grad=-alpha * alignments, outer_loss=outer, alignments=alignments)  # Eq. (1)
+
+
+def fused_task_weight_gradient(
+    task_grads: Sequence[dict[str, Tensor | None]],
+    outer_loss: OuterLoss,
+    params: dict[str, Tensor],
+    weights: Tensor,
+    alpha: float,
+) -> TaskWeightGradient:
+    """∂/∂λ of the outer loss at θ⁺ = θ − α Σ_j λ_j g_j from given per-task gradients g_j = ∇θ L_j(θ).
+
+    Eq. (1) exactly, ∂J/∂λ_i = −α ⟨g_i, v⟩ with v = ∇θ⁺ L_out(θ⁺): one forward and backward of the
+    outer loss at θ⁺ and T inner products; no forward-mode pass, no Hessian. The fused Auto-λ step
+    takes g_i from the real training step's own forward (so that the network's BatchNorm statistics
+    advance once) and then updates the network by Σ_i λ_i' g_i with the new weights λ'.
+
+    Args:
+        task_grads: ``[T]`` dicts ``{name: g_i or None}`` (None: L_i does not use that tensor), the
+            task order of ``weights``; every name of ``params``.
+        outer_loss: ``params -> scalar``, the outer loss (on copies of the buffers).
+        params: θ by name (not changed).
+        weights: λ, float ``[T]``.
+        alpha: α > 0, the look-ahead's step size.
+
+    Returns:
+        :class:`TaskWeightGradient` with ``alignments`` ⟨g_i, v⟩.
+
+    Raises:
+        ValueError: ``alpha`` not > 0, or ``weights`` not ``[T]`` like ``task_grads``.
+
+    References:
+        Liu, James, Davison, Johns. "Auto-Lambda: Disentangling Dynamic Task Relationships".
+        TMLR 2022, Sec. 3.
+    """
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    if weights.shape != (len(task_grads),):
+        raise ValueError(f"{weights.numel()} weights for {len(task_grads)} task gradients")
+    lam = weights.detach()
+    point = {}
+    for n, p in params.items():
+        step = [lam[i] * gi for i, gi in enumerate(g.get(n) for g in task_grads) if gi is not None]
+        point[n] = p.detach() - alpha * torch.stack(step).sum(0) if step else p.detach()  # θ⁺
+    outer, v = _outer_direction(outer_loss, point)
+    alignments = torch.stack(
+        [
+            sum(((gi.detach() * v[n]).sum() for n, gi in g.items() if gi is not None), torch.zeros((), dtype=lam.dtype))
+            for g in task_grads
+        ]
+    ).to(lam.dtype)
     return TaskWeightGradient(grad=-alpha * alignments, outer_loss=outer, alignments=alignments)  # Eq. (1)
 
 

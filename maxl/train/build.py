@@ -370,6 +370,13 @@ class AuxConfig:
         help="auto-lambda: meta-gradient of the weights: jvp or func (exact), fd (Auto-Lambda's "
         "finite-difference Hessian-vector product)",
     )
+    weight_fused: bool = setting(
+        True,
+        flag="--weight-unfused",
+        help="auto-lambda: take the weight step from the training step's own forward and per-task "
+        "backward passes (exact, the jvp/func engines' update at about half the cost; default); "
+        "--weight-unfused runs a separate look-ahead (the fd engine always does)",
+    )
     weight_split: int | None = setting(
         None,
         metavar="IMAGES",
@@ -574,7 +581,7 @@ class RunConfig:
             ),
             **{
                 f"aux.{name}": (a.weighting != "auto-lambda", "it sets --weighting auto-lambda")
-                for name in ("weight_init", "weight_engine")
+                for name in ("weight_init", "weight_engine", "weight_fused")
             },
             "data.padding_mode": (
                 not self.data.augment,
@@ -854,7 +861,7 @@ def meta_weighting_options(a: AuxConfig) -> dict[str, str | float]:
     """The options of a meta-learned weighting from the ``aux`` section's ``weight_*`` settings
     (``--weighting-option`` overrides them)."""
     if a.weighting == "auto-lambda":
-        return {"lr": a.weight_lr, "init": a.weight_init, "engine": a.weight_engine}
+        return {"lr": a.weight_lr, "init": a.weight_init, "engine": a.weight_engine, "fused": a.weight_fused}
     if a.weighting == "ol-aux":
         return {"lr": a.weight_lr, "horizon": a.weight_horizon}
     if a.weighting.startswith("auxilearn"):

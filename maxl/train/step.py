@@ -12,6 +12,11 @@ self-supervised tasks. Three kinds of step serve all of them:
 * :meth:`StepPath.fused`: both from one shared forward/backward, where the engine and the
   learner allow it (:meth:`auxtasks.AuxiliaryLearner.can_fuse`); the same updates.
 
+With a meta-learned weighting, a weight step comes before every ``weight_every``-th multi-task step:
+:meth:`StepPath.weights` (its own look-ahead), or, for Auto-λ with ``fused`` (the default of
+``maxl train``), the fused form inside :meth:`StepPath.multitask`, which takes the weights'
+meta-gradient from the multi-task step's own forward and per-task gradients.
+
 Each step checks its losses and gradients for NaN/Inf, and under torchrun averages the
 gradients over the processes (every process holds the whole model; the BatchNorm
 statistics of rank 0 are shared after each step, as DistributedDataParallel does).
@@ -80,6 +85,8 @@ class StepPath:
                 + (" and held-out batches (held_out=)" if weighting.uses_held_out else "")
             )
         self.meta_learned = weighting.meta_learned
+        # Auto-λ's weight step from the training step's own forward (float32 only: it shares that pass)
+        self.fused_weights = self.meta_learned and weighting.fuses_with_step() and precision == "fp32"
         self.held_out, self.weight_every, self.step_of = held_out, weight_every, step_of
         generated = learner.generated  # α = the current lr of the multi-task network unless the config sets it
         self._alpha_follows_lr = generated is not None and generated.meta.inner_lr is None
@@ -110,7 +117,9 @@ class StepPath:
         labels of the batch (the distribution, for the label statistics: the targets may be scaled
         per image or hard samples of it); None with ``targets`` or without a generator."""
         soft = None
-        if self.meta_learned and self.step_of() % self.weight_every == 0:  # the weights' outer step, in float32
+        weight_step = self.meta_learned and self.step_of() % self.weight_every == 0
+        fuse = weight_step and self.fused_weights
+        if weight_step and not fuse:  # the weights' outer step, in float32
             self.weights(x, y, idx, self.held_out(self.step_of()) if self.held_out is not None else None)
         with self._autocast(x):
             if self.generated is not None and targets is None:
@@ -119,14 +128,21 @@ class StepPath:
             given = {self.generated.name: targets} if targets is not None and self.generated is not None else None
             out = self.learner(x, y, index=idx, aux_targets=given)
         self.checks.losses(**{f"{name}_loss": loss for name, loss in out.losses.items()}, multitask_loss=out.loss)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.learner.backward(out)
-        distributed.all_reduce_mean_([p.grad for p in self._params if p.grad is not None])
-        self.checks.grads(((self._names[id(p)], p.grad) for p in self._params), "multi-task network")
-        self.optimizer.step()
+        if fuse:  # the weight step from this forward, then the update Σ λ'_i g_i with the new weights
+            grads = self._fused_weights(out, self.held_out(self.step_of()) if self.held_out is not None else None)
+            distributed.all_reduce_mean_([g for g in grads if g is not None])
+            self.checks.grads(((self._names[id(p)], g) for p, g in zip(self._params, grads)), "multi-task network")
+            step_with(self._params, grads, self.optimizer)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.learner.backward(out)
+            distributed.all_reduce_mean_([p.grad for p in self._params if p.grad is not None])
+            self.checks.grads(((self._names[id(p)], p.grad) for p in self._params), "multi-task network")
+            self.optimizer.step()
         self._after_update()
         stats = {f"loss_{name}": loss.item() for name, loss in out.losses.items() if name != "primary"}
-        stats.update({f"weight_{name}": w for name, w in out.weights.items()})
+        weights = self.learner.weighting.weights() if fuse else out.weights  # the weights of this update
+        stats.update({f"weight_{name}": w for name, w in weights.items()})
         if self.own_task is not None:
             stats["aux_loss"] = stats[f"loss_{self.own_task}"]
         stats["primary_loss"] = out.losses["primary"].item()
@@ -147,6 +163,39 @@ class StepPath:
         self.checks.grads(((f"weighting[{i}]", g) for i, g in enumerate(grads)), "task weights")
         weighting.apply_gradient(result.grad)
         return result
+
+    def _fused_weights(self, out, held_out: tuple[Tensor, Tensor] | None) -> list[Tensor | None]:
+        """The fused Auto-λ step on the real forward ``out``: per-task gradients g_i from its graph
+        (:meth:`auxtasks.AuxiliaryLearner.task_gradients`), the weights' meta-gradient at
+        θ⁺ = θ − α Σ λ_i g_i (:func:`maxl.meta.task_weights.fused_task_weight_gradient`; averaged
+        over the processes under torchrun, checked, applied), then the network's gradient
+        Σ λ'_i g_i (+ the architecture's penalty) with the new weights λ', one per ``_params``
+        (None where nothing reaches a parameter): the update of :meth:`weights` followed by a
+        plain step, with one forward of the training batch."""
+        learner, weighting = self.learner, self.learner.weighting
+        task_grads = learner.task_gradients(out)
+        alpha = self.optimizer.param_groups[0]["lr"]
+        result = weighting.fused_meta_gradient(learner, task_grads, held_out, alpha=alpha)
+        self.checks.losses(weight_outer_loss=result.outer_loss)
+        distributed.all_reduce_mean_([result.grad])
+        self.checks.grads([("weighting[0]", result.grad)], "task weights")
+        weighting.apply_gradient(result.grad)
+        lam = [w.detach() for w in weighting.loss_weights().values()]  # λ' in task_names order
+        penalty: list[Tensor | None] = [None] * len(self._params)
+        if out.penalty is not None:
+            penalty = list(torch.autograd.grad(out.penalty, self._params, retain_graph=True, allow_unused=True))
+        grads: list[Tensor | None] = []
+        for p, pen in zip(self._params, penalty):
+            name = self._names[id(p)]
+            parts = []
+            for w, g in zip(lam, task_grads):
+                gi = g.get(name)
+                if gi is not None:
+                    parts.append(w * gi)
+            if pen is not None:
+                parts.append(pen)
+            grads.append(torch.stack(parts).sum(0) if parts else None)
+        return grads
 
     def generator(self, x: Tensor, y: Tensor, idx: Tensor | None = None, outer=None) -> MetaResult:
         """One update of the label-generation network by its meta-gradient on a batch (a

@@ -153,3 +153,33 @@ def test_auxiliary_tasks_and_weightings_train_under_torchrun_like_one_process(tm
             torch.testing.assert_close(two[entry][k], one[entry][k], rtol=1e-4, atol=1e-6, msg=f"{entry}.{k}")
     record = json.loads((tmp_path / "two" / "maxl" / "metrics.jsonl").read_text())
     assert record["epoch"] == 1 and "train_loss_rotation" in record and "meta_outer_loss" in record
+
+
+def test_auto_lambda_under_torchrun_averages_replica_local_weight_gradients(tmp_path):
+    """Auto-λ (fused step, the default) over 2 processes: both ranks hold the same weights after
+    each step, and they and the network equal a one-process run in which each step's weight gradient
+    is the mean of the (unfused) engine's gradients of the two halves of the global batch, and the
+    network then steps on the whole batch (replica-local look-ahead, as for MAXL's generator)."""
+    from tests.integration import distributed_weights_worker as worker
+
+    torchrun(str(HERE / "distributed_weights_worker.py"), str(tmp_path / "state.pt"), "fused")
+    ranks = [torch.load(tmp_path / f"state.pt.{r}", weights_only=True) for r in (0, 1)]
+    assert torch.equal(ranks[0]["lam"], ranks[1]["lam"])
+    assert (ranks[0]["lam"] - 1.0).abs().max() > 1e-3  # learnt, not the initial 1
+
+    t = worker.trainer(fused=False, weight_every=10**9)
+    t.step = 1  # no weight step inside multitask(): the reference takes its own below
+    weighting = t.learner.weighting
+    for step in range(worker.STEPS):
+        x, y, idx = worker.batch(step)
+        held_out = t._held_out_batch(step)  # the same held-out batch on every rank
+        alpha = t.optimizer.param_groups[0]["lr"]
+        halves = [
+            weighting.meta_gradient(t.learner, x[s], y[s], held_out, alpha=alpha, index=idx[s]).grad
+            for s in (slice(0, 8), slice(8, 16))
+        ]
+        weighting.apply_gradient((halves[0] + halves[1]) / 2)
+        t.steps.multitask(x, y, idx)
+    torch.testing.assert_close(ranks[0]["lam"], weighting.lam.detach(), rtol=1e-4, atol=1e-6)
+    for k, v in t.net.state_dict().items():
+        torch.testing.assert_close(ranks[0]["net"][k], v, rtol=1e-4, atol=1e-6, msg=k)

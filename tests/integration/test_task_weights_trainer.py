@@ -82,29 +82,36 @@ def test_settings_that_cannot_work_are_refused_at_start_up(tmp_path, extra, matc
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
-def _config(out, epochs=2):
+def _config(out, epochs=2, fused=True):
     return RunConfig.from_dict(
         {
             "data": {"dataset": "digits", "train_subset": 320, "test_subset": 100},
             "model": {"hidden": 16},
             "train": {"method": "single", "epochs": epochs, "batch_size": 32, "progress": False},
-            "aux": {"tasks": ["rotation"], "weighting": "auto-lambda", "weight_lr": 0.01, "weight_split": 64},
+            "aux": {
+                "tasks": ["rotation"],
+                "weighting": "auto-lambda",
+                "weight_lr": 0.01,
+                "weight_split": 64,
+                "weight_fused": fused,
+            },
             "out": str(out),
             "threads": 1,
         }
     )
 
 
-def test_a_nan_meta_gradient_stops_the_run_at_that_step(tmp_path, monkeypatch):
-    real = AutoLambda.meta_gradient
+@pytest.mark.parametrize("method", ["meta_gradient", "fused_meta_gradient"])  # unfused, fused (default)
+def test_a_nan_meta_gradient_stops_the_run_at_that_step(tmp_path, monkeypatch, method):
+    real = getattr(AutoLambda, method)
 
     def poisoned(self, *args, **kwargs):
         result = real(self, *args, **kwargs)
         result.grad[1] = float("nan")
         return result
 
-    monkeypatch.setattr(AutoLambda, "meta_gradient", poisoned)
-    trainer = build(_config(tmp_path / "run"), log=lambda *_: None)
+    monkeypatch.setattr(AutoLambda, method, poisoned)
+    trainer = build(_config(tmp_path / "run", fused=method != "meta_gradient"), log=lambda *_: None)
     before = trainer.learner.weighting.lam.detach().clone()
     with pytest.raises(NonFiniteGradientError, match=r"task weights.*epoch 1, step 1"):
         trainer.fit()
@@ -157,3 +164,37 @@ def test_compare_draws_the_learnt_weights_beside_the_curves(tmp_path, capsys):
     assert main(["compare", str(out), "--out", str(png)]) == 0
     assert weights_png(png).stat().st_size > 10_000
     assert f"wrote {weights_png(png)}" in capsys.readouterr().out
+
+
+def test_fused_weight_step_follows_the_unfused_trajectory(tmp_path):
+    """The fused Auto-λ step (default) and the separate look-ahead (--weight-unfused) give the same
+    weights and network over a few steps: the same λ update, the same update Σ λ'_i g_i."""
+    runs = {}
+    for name, extra in (("fused", []), ("unfused", ["--weight-unfused"])):
+        out = tmp_path / name
+        args = ["train", *FAST, "--method", "single", "--aux", "rotation", "--weighting", "auto-lambda"]
+        args += [
+            "--weight-lr",
+            "0.01",
+            "--weight-init",
+            "1",
+            "--weight-split",
+            "64",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+        ]
+        assert main([*args, *extra]) == 0
+        runs[name] = read_metrics(out)
+    for fused, unfused in zip(runs["fused"], runs["unfused"]):
+        for task in ("primary", "rotation"):
+            key = f"train_weight_{task}"
+            assert fused[key] == pytest.approx(unfused[key], rel=1e-4), key
+            assert fused[key] != pytest.approx(1.0, abs=1e-3)  # learnt
+        for key in ("train_primary_loss", "train_loss_rotation", "test_loss"):
+            assert fused[key] == pytest.approx(unfused[key], rel=1e-4), key
+    ends = {n: torch.load(tmp_path / n / "checkpoint.pt", weights_only=True) for n in ("fused", "unfused")}
+    for entry in ("net", "learner"):  # the network, the heads and λ with Adam's moments after 16 steps
+        for k, v in ends["unfused"][entry].items():
+            torch.testing.assert_close(ends["fused"][entry][k], v, rtol=1e-4, atol=1e-6, msg=f"{entry}.{k}")

@@ -148,3 +148,66 @@ def test_a_copy_of_the_primary_task_gains_weight_and_random_targets_lose_it_agai
         weights = _train(learner, train, val, 200, seed)
         assert weights["copy"] > 1.0  # from 0.1
         assert weights["noise"] < weights["copy"] - 0.5 and weights["noise"] < weights["primary"] - 0.5
+
+
+def _bn_learner(seed=0):
+    """A float64 conv learner with BatchNorm, rotation and a supervised task, and two batches."""
+    torch.manual_seed(seed)
+    backbone = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+    )
+    tasks = [Rotation(hidden=5), SupervisedLabels(3, torch.randint(0, 3, (8,)), name="coarse", head=nn.Linear(4, 3))]
+    learner = AuxiliaryLearner(backbone, nn.Linear(4, 3), tasks, AutoLambda(init=0.1), feature_dim=4).double()
+    with torch.no_grad():
+        learner.weighting.lam.copy_(torch.tensor([0.9, 0.4, 1.7], dtype=torch.float64))
+        learner.weighting.lam_after_step.copy_(learner.weighting.lam)
+    x, y = torch.randn(8, 1, 6, 6, dtype=torch.float64), torch.randint(0, 3, (8,))
+    held = torch.randn(5, 1, 6, 6, dtype=torch.float64), torch.randint(0, 3, (5,))
+    return learner, x, y, held
+
+
+@pytest.mark.parametrize("engine", ["jvp", "func"])
+def test_fused_weight_gradient_equals_the_engines_and_leaves_the_statistics_to_the_real_forward(engine):
+    learner, x, y, held = _bn_learner()
+    idx = torch.arange(8)
+    expected = task_weight_gradient(
+        *learner.task_weight_problem(x, y, held, index=idx), learner.weighting.lam.detach(), 0.3, engine=engine
+    )
+    bn = learner.backbone[1]
+    before = bn.running_mean.clone()
+    out = learner(x, y, index=idx)  # the real forward: the statistics advance once
+    after = bn.running_mean.clone()
+    assert not torch.equal(before, after)
+    fused = learner.weighting.fused_meta_gradient(learner, learner.task_gradients(out), held, alpha=0.3)
+    assert torch.equal(bn.running_mean, after)
+    torch.testing.assert_close(fused.grad, expected.grad, rtol=1e-9, atol=1e-14)
+    torch.testing.assert_close(fused.outer_loss, expected.outer_loss, rtol=1e-12, atol=0)
+
+
+def test_fused_weight_gradient_equals_central_differences_of_the_look_ahead():
+    from maxl.meta.task_weights import lookahead_point
+
+    learner, x, y, held = _bn_learner(1)
+    idx = torch.arange(8)
+    task_losses, outer_loss, params = learner.task_weight_problem(x, y, held, index=idx)
+    lam = learner.weighting.lam.detach().clone()
+    fused = learner.weighting.fused_meta_gradient(
+        learner, learner.task_gradients(learner(x, y, index=idx)), held, alpha=0.3
+    )
+
+    def objective(weights):
+        return float(outer_loss(lookahead_point(task_losses, params, weights, 0.3)[0]))
+
+    h = 1e-6
+    fd = torch.tensor(
+        [(objective(lam + h * e) - objective(lam - h * e)) / (2 * h) for e in torch.eye(3, dtype=lam.dtype)]
+    )
+    torch.testing.assert_close(fused.grad, fd.to(fused.grad), rtol=1e-6, atol=1e-10)
+
+
+def test_fused_is_used_for_exact_engines_only():
+    assert AutoLambda().fuses_with_step() and AutoLambda(engine="func").fuses_with_step()
+    assert not AutoLambda(engine="fd").fuses_with_step() and not AutoLambda(fused=False).fuses_with_step()
+    from auxtasks.weighting import OLAux
+
+    assert not OLAux().fuses_with_step()

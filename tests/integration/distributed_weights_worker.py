@@ -1,0 +1,69 @@
+"""Started by tests/integration/test_distributed.py under torchrun (not a test module itself).
+
+Each process takes its share of one fixed batch and runs a few multi-task steps of the
+:class:`~maxl.train.trainer.Trainer` with Auto-λ (a weight step before each, fused or not); every
+rank saves its weights and network. ``trainer(...)`` and ``batch()`` are imported by the test for
+its one-process reference.
+"""
+
+import sys
+
+import torch
+from torch.utils.data import Subset
+
+from maxl.core.losses import classification_loss
+from maxl.data.datasets import load_dataset
+from maxl.nn.backbones import build_backbone
+from maxl.nn.networks import MultiTaskNetwork
+from maxl.train import TrainConfig, Trainer, distributed, seed_everything
+from maxl.train.aux_learner import build_learner
+
+STEPS = 3
+
+
+def trainer(fused: bool, weight_every: int = 1) -> Trainer:
+    """A single-task network without BatchNorm (so that the network's step over processes is the
+    one-process step on the global batch), rotation, Auto-λ from weight 1; 32 held-out images."""
+    data = load_dataset("digits", train_subset=96, test_subset=20)
+    seed_everything(0)
+    net = MultiTaskNetwork(build_backbone("tiny-cnn", 1, batchnorm=False), 10, 0, 8)
+    learner = build_learner(
+        net,
+        "single",
+        ("rotation",),
+        "auto-lambda",
+        loss_fn=classification_loss("ce"),
+        in_channels=1,
+        image_size=8,
+        weighting_options={"lr": 0.05, "init": 1.0, "fused": fused},
+        hidden=8,
+    )
+    config = TrainConfig(method="single", batch_size=16, lr=0.2, device="cpu", progress=False)
+    held_out = Subset(data.train, range(64, 96))
+    return Trainer(net, data.train, data.test, config, learner=learner, weight_set=held_out, weight_every=weight_every)
+
+
+def batch(step: int):
+    """The global batch of step ``step``: 16 training images, labels and indices."""
+    data = load_dataset("digits", train_subset=96, test_subset=20)
+    idx = torch.arange(16 * step, 16 * (step + 1)) % 64
+    x = torch.stack([data.train[int(i)][0] for i in idx])  # [16, 1, 8, 8]
+    y = torch.tensor([data.train[int(i)][1] for i in idx])
+    return x, y, idx
+
+
+def main(out: str, fused: str) -> None:
+    with distributed.process_group("cpu"):
+        t = trainer(fused == "fused")
+        rank, size = distributed.rank(), distributed.world_size()
+        share = slice(rank * 16 // size, (rank + 1) * 16 // size)
+        for step in range(STEPS):
+            x, y, idx = batch(step)
+            t.steps.multitask(x[share], y[share], idx[share])  # a weight step first (step % 1 == 0)
+            t.step += 1
+        state = {"lam": t.learner.weighting.lam.detach().clone(), "net": t.net.state_dict()}
+        torch.save(state, f"{out}.{rank}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
