@@ -404,13 +404,17 @@ class Trainer:
         loss (with the trunk's penalty, e.g. AdaShare's sparsity and sharing losses) differentiated
         with respect to the trunk's ``arch_parameters()`` only, averaged over the processes, and one
         step of the trunk's optimiser. BatchNorm normalises with the batch's statistics and keeps
-        its running ones; the weights' ``.grad`` is not touched. The batches' order is drawn from
-        (seed, epoch) alone (the same after a resume). Returns ``{"arch_loss": mean loss}``."""
+        its running ones; the weights' ``.grad`` is not touched; the weighting combines the task
+        losses in evaluation mode (with its current weights, its loss history not advanced). The
+        batches' order is drawn from (seed, epoch) alone (the same after a resume). Returns
+        ``{"arch_loss": mean loss}``."""
         assert self.arch_optimizer is not None and self.arch_set is not None  # arch_parameters() said so
         trunk = self.trunk
         supervised = [t.name for t in self.learner.tasks if isinstance(t, SupervisedLabels)]
         total, count = 0.0, 0
         self.arch_batches = []
+        weighting = self.learner.weighting
+        weighting.eval()  # the task weights as they stand: a loss-history weighting (DWA) records no policy batch
         with trunk.arch_step(), frozen_running_stats(self.learner):
             params = trunk.arch_parameters()
             for x, y, idx in self._batches(self.arch_set, True, 3_000_000 + self.epoch):
@@ -429,6 +433,7 @@ class Trainer:
                 self.arch_optimizer.step()
                 self.arch_optimizer.zero_grad(set_to_none=True)
                 total, count = total + out.loss.item(), count + 1
+        weighting.train()
         return {"arch_loss": total / max(count, 1)}
 
     def choose_architecture(self) -> dict:

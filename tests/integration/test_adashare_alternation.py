@@ -86,6 +86,22 @@ def test_a_weight_update_keeps_the_policy_and_a_policy_update_keeps_weights_and_
     assert int(state[0]["step"]) == SPLIT // 32  # one Adam step per batch of split B
 
 
+def test_a_policy_pass_leaves_a_loss_history_weighting_as_it_was(tmp_path):
+    run = _config(tmp_path / "run").to_dict()
+    run["aux"] = {**run.get("aux", {}), "weighting": "dwa"}
+    trainer = build(RunConfig.from_dict(run), log=lambda *_: None)
+    trainer.net.backbone.begin_epoch(0)
+    trainer.learner.train()
+    x, y, idx = next(iter(trainer._batches(trainer.train_set, True)))
+    trainer.steps.multitask(x, y, idx)
+    before = {k: v.clone() for k, v in trainer.learner.weighting.state_dict().items()}
+    assert int(before["epoch_steps"]) == 1
+    trainer.arch_pass()
+    for k, v in trainer.learner.weighting.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert trainer.learner.weighting.training
+
+
 def test_weight_batches_come_from_split_a_and_policy_batches_from_split_b(tmp_path, monkeypatch):
     trainer = build(_config(tmp_path / "run", epochs=1), log=lambda *_: None)
     seen: list[tuple[str, torch.Tensor]] = []
