@@ -11,7 +11,11 @@
 #   auto-lambda     + both, Auto-λ (weights from 1, Adam lr 0.01, 200 of the 1600 training images
 #                   held out for the weights' outer loss, exact jvp meta-gradient)
 #   ol-aux          + both, OL-AUX at its defaults
-# Then: python experiments/task_weights_report.py RUNS figures/task-weights-cifar10-30ep.md
+#   auxilearn       + both, AuxiLearn (linear) at its defaults, 200 images held out
+#   rotation-W      + rotation only, its weight W (the validation grid: W in 0.1 0.3 1 3)
+#   colourisation-W + colourisation only, its weight W
+#   both-WR-WC      + both, weights WR (rotation) and WC (colourisation)
+# Then: python experiments/task_weights_report.py RUNS figures/task-weights-cifar10-30ep.md --protocol 30-epoch
 #
 #   mkdir -p /tmp/data && tar xzf /work/shared/data/cifar10-jpeg.tar.gz -C /tmp/data
 #   bash experiments/task_weights_calibrate.sh /tmp/data/cifar10-jpeg runs/task-weights-30ep
@@ -35,6 +39,11 @@ for seed in "${seeds[@]}"; do
       colourisation) extra=(--aux colourisation) ;;
       auto-lambda) extra=("${both[@]}" --weighting auto-lambda --weight-init 1 --weight-lr 0.01 --weight-split 200) ;;
       ol-aux) extra=("${both[@]}" --weighting ol-aux) ;;
+      auxilearn) extra=("${both[@]}" --weighting auxilearn --weight-split 200) ;;
+      rotation-*) extra=(--aux rotation --rotation-mode random --aux-weight "rotation=${config#rotation-}") ;;
+      colourisation-*) extra=(--aux colourisation --aux-weight "colourisation=${config#colourisation-}") ;;
+      both-*-*) w=${config#both-}
+        extra=("${both[@]}" --aux-weight "rotation=${w%-*}" --aux-weight "colourisation=${w#*-}") ;;
       *) echo "unknown configuration: $config" >&2; exit 2 ;;
     esac
     python -m maxl train "${common[@]}" --method single --seed "$seed" "${extra[@]}" --out "$dir"

@@ -20,7 +20,21 @@ def test_report_pairs_the_seeds(tmp_path):
         _run(tmp_path / "equal" / f"seed{seed}", e, e, primary=1.0, rotation=1.0)
         _run(tmp_path / "auto-lambda" / f"seed{seed}", a, a, primary=1.5, rotation=0.5 + seed)
     table = report(tmp_path)
-    assert "| single | 2 | 35.00 ± 7.07 | 35.00 ± 7.07 | — | — | — | 10 |" in table
+    assert "| single | 2 | 35.00 ± 7.07 | 35.00 ± 7.07 | — | — | — | — | 10 |" in table
     # auto-lambda − single: +5, +2 -> +3.50 ± 2.12, SE 1.50; − equal: +3, +1 -> +2.00 ± 1.41 (SE 1.00)
     assert "+3.50 ± 2.12 (SE 1.50)" in table and "+2.00 ± 1.41 (SE 1.00)" in table
     assert "primary 1.50, rotation 1.00" in table
+
+
+def test_report_lists_grid_configs_after_the_known_ones_with_validation_differences(tmp_path):
+    for seed, (s, r, g) in enumerate([(0.50, 0.52, 0.55), (0.40, 0.43, 0.44)]):
+        _run(tmp_path / "single" / f"seed{seed}", s, s)
+        _run(tmp_path / "rotation-0.3" / f"seed{seed}", g, s, rotation=0.3)
+        _run(tmp_path / "rotation" / f"seed{seed}", r, s)
+    table = report(tmp_path, "30-epoch")
+    rows = [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows == ["| config", "| single", "| rotation", "| rotation-0.3"]
+    # rotation-0.3 − single on validation: +5, +4 -> +4.50 ± 0.71 (SE 0.50); on test: 0, 0
+    row = next(line for line in table.splitlines() if line.startswith("| rotation-0.3 |"))
+    assert "+4.50 ± 0.71 (SE 0.50)" in row and "+0.00 ± 0.00 (SE 0.00)" in row
+    assert table.startswith("# Auxiliary tasks and their weights on CIFAR-10, 30 epochs")
