@@ -4,17 +4,19 @@ animal / vehicle with the human hierarchy as auxiliary task::
     python experiments/architecture_search.py run --data-root /tmp/data/cifar10-jpeg --out runs/architecture-search
     python experiments/architecture_search.py report --runs runs/architecture-search --figures figures
 
-``run`` trains, per seed: hard sharing; AdaShare's search, then the policy it derives (select where
-p > 0.5) re-trained from scratch; sparse sharing (its masks found before training); MTL-NAS's search,
-then its derived edges (logit > 0) re-trained from scratch. Finished runs are skipped.
-``report`` reads only the run folders and writes ``architecture-search.md``.
+``run`` trains, per seed and auxiliary labels (``--methods human maxl``): hard sharing and the existing
+architectures (soft, cross-stitch, NDDR, MTAN) on the residual backbone; AdaShare's search, then the
+policy it derives (select where p > 0.5) re-trained from scratch; sparse sharing (its masks found
+before training); MTL-NAS's search, then its derived edges (logit > 0) re-trained from scratch.
+Finished runs are skipped. ``report`` reads only the run folders and writes ``architecture-search.md``.
 
 Protocol: that of ``experiments/architectures.py`` (``figures/architectures.md``: 2000 training and
 2000 test images, one-cycle SGD lr 0.1, batch 100, linear heads, one thread) with ``--backbone
 resnet20`` in place of cnn3 (AdaShare needs residual blocks), reduced further to 5 epochs (not 10),
 the seeds given (``--seeds``, default 0) and a short sparse-sharing search (3 rounds of 20 steps per
 task after 40 warm-up steps, half of each kernel kept); AdaShare: 2 warm-up epochs, then 3 search
-epochs.
+epochs, each a pass of weight updates on 90 % of the training images and a pass of policy updates on
+the other 10 % (the package's defaults); MTL-NAS: weight and gate updates on two halves.
 """
 
 from __future__ import annotations

@@ -19,7 +19,15 @@ import torch
 
 from maxl.data.datasets import DataBundle
 from maxl.nn.networks import LabelGenerator, MultiTaskNetwork
-from maxl.train.build import RunConfig, arch_settings, load_training_data, make_generator, make_network
+from maxl.train.build import (
+    RunConfig,
+    arch_settings,
+    architecture_split,
+    hold_out_for_architecture,
+    load_training_data,
+    make_generator,
+    make_network,
+)
 from maxl.train.migrate import migrate
 
 __all__ = ["Run", "TornLineWarning", "load_run", "read_config", "read_metrics", "read_summary", "run_label"]
@@ -37,7 +45,9 @@ class Run(NamedTuple):
         config: ``config.json`` as a dict.
         data: the run's data set (the splits as trained; no training augmentation). With a
             meta-learned weighting that learns on held-out images, ``data.train`` is the images the
-            network trained on and ``data.weight_set`` the held-out ones.
+            network trained on and ``data.weight_set`` the held-out ones; an architecture search's
+            split B (AdaShare's policy, MTL-NAS's gates) is ``data.arch_set``, apart from ``data.train``
+            as in training.
         net: the multi-task network, eval mode.
         generator: the label-generation network (eval mode), None for methods other than ``maxl``.
         metrics: the records of ``metrics.jsonl``, one dict per epoch.
@@ -119,8 +129,9 @@ def load_run(
     The data set is loaded with every setting of the run's data section and its seed (subsets,
     validation split, normalisation) and less the split a meta-learned weighting held out for its
     outer loss (``data.weight_set``): :func:`maxl.train.build.load_training_data`, the call
-    training made, without the training augmentation, so the images are the ones the run saw at
-    the positions it saw them; the networks are rebuilt from the
+    training made, then less an architecture search's split B (``data.arch_set``), without the
+    training augmentation, so the images are the ones the run saw at the positions it saw them;
+    the networks are rebuilt from the
     ``model`` section and get the weights of ``checkpoint.pt`` (loaded with ``weights_only``:
     a checkpoint cannot run code).
 
@@ -147,6 +158,10 @@ def load_run(
     if data_root is not None:
         settings = replace(settings, data=replace(settings.data, data_root=str(data_root)))
     data = load_training_data(settings, augment=False)
+    split_b = architecture_split(settings.model, settings.train.batch_size, len(data.train))
+    if split_b is not None:  # an architecture search's split B, held out after the weights' split as in training
+        data, arch_set, _, _ = hold_out_for_architecture(data, None, split_b[1], settings.train.seed, split_b[0])
+        data = replace(data, arch_set=arch_set)
     for split, images in (("test", data.test), ("train", data.train)):
         if len(images) != d.get(f"num_{split}", len(images)):
             raise ValueError(

@@ -95,8 +95,11 @@ class DataBundle:
             outer loss (Auto-λ, AuxiLearn: :func:`maxl.train.build.hold_out_for_weights`), never
             trained on, un-augmented; None without one.
         weight_index: int64 [N_weight], sorted positions of ``weight_set``'s images among the
-            training images before the hold-out; ``train`` is the rest of them, in order. None
-            without a held-out split.
+            training images before the hold-out; ``train`` is the rest of them, in order (less
+            ``arch_set`` if any). None without a held-out split.
+        arch_set: split B of an architecture search (AdaShare's policy, MTL-NAS's gates), held out
+            from the training images after ``weight_set`` (:func:`maxl.train.build.hold_out_for_architecture`),
+            as :func:`maxl.analysis.run.load_run` rebuilds it; None otherwise.
     """
 
     train: Dataset
@@ -114,6 +117,7 @@ class DataBundle:
     aux_val: Tensor | None = None
     weight_set: Dataset | None = None
     weight_index: Tensor | None = None
+    arch_set: Dataset | None = None
 
 
 class ImageTensorDataset(Dataset):

@@ -57,6 +57,8 @@ __all__ = [
     "load_data",
     "load_training_data",
     "hold_out_for_weights",
+    "hold_out_for_architecture",
+    "architecture_split",
     "make_generator",
     "make_network",
     "GENERATORS",
@@ -193,6 +195,20 @@ class ModelConfig:
     adashare_curriculum: int = setting(
         1, help="--arch adashare: search epochs per further block (from the last) handed to the policy"
     )
+    adashare_policy_split: int | None = setting(
+        None,
+        help="--arch adashare: training images held out (class-stratified) for the policy updates, which "
+        "alternate with the weight updates on the rest (the paper's scheme; default: a tenth, at least a batch); "
+        "0: the joint scheme (policy logits trained with the weights, on the same batches)",
+    )
+    adashare_samples: int = setting(
+        0,
+        help="--arch adashare: after the search, draw this many architectures from the policy and keep the one "
+        "of best validation accuracy (needs --val-subset; the choice in summary.json: adashare_samples)",
+    )
+    adashare_policy_lr: float = setting(
+        0.01, help="--arch adashare: learning rate of the policy logits' Adam optimiser (the reference's 0.01)"
+    )
     sparse_rounds: int = setting(
         5, help="--arch sparse: iterative magnitude pruning rounds per task (0: every mask full, hard sharing)"
     )
@@ -208,6 +224,20 @@ class ModelConfig:
     )
     mtlnas_tau: float = setting(1.0, help="--arch mtl-nas: RelaxedBernoulli temperature of the gates at epoch 0")
     mtlnas_tau_decay: float = setting(0.9, help="--arch mtl-nas: temperature factor per epoch (towards 0)")
+    mtlnas_init: float = setting(
+        0.1,
+        help="--arch mtl-nas: initial weight beta of the fusion's 1x1 convolution on the gated sources (shared "
+        "among them; 1 - beta on the own feature; NDDR-CNN's 0.9/0.1); 0: independent towers at initialisation, "
+        "but the gates get no gradient there",
+    )
+    mtlnas_arch_split: int | None = setting(
+        None,
+        help="--arch mtl-nas: training images held out (class-stratified) for the gate updates, which alternate "
+        "with the weight updates on the rest (the paper's scheme; default: half); 0: the joint scheme",
+    )
+    mtlnas_arch_lr: float = setting(
+        3e-3, help="--arch mtl-nas: learning rate of the gate logits' Adam optimiser (the reference's 3e-3)"
+    )
     mtlnas_entropy: float = setting(0.01, help="--arch mtl-nas: weight of the gates' minimum-entropy regulariser")
     mtlnas_edges: str | None = setting(
         None,
@@ -235,6 +265,15 @@ class ModelConfig:
                 f"adashare_warmup must be >= 0 and adashare_curriculum >= 1, got {self.adashare_warmup}, "
                 f"{self.adashare_curriculum}"
             )
+        if self.adashare_policy_split is not None and self.adashare_policy_split < 0:
+            raise ValueError(
+                f"adashare_policy_split must be >= 0 images (0: the joint scheme; leave it out for a tenth), got "
+                f"{self.adashare_policy_split}"
+            )
+        if self.adashare_samples < 0:
+            raise ValueError(f"adashare_samples must be >= 0, got {self.adashare_samples}")
+        if not self.adashare_policy_lr > 0:
+            raise ValueError(f"adashare_policy_lr must be > 0, got {self.adashare_policy_lr}")
         if min(self.adashare_sparsity, self.adashare_sharing) < 0:
             raise ValueError(
                 f"adashare_sparsity and adashare_sharing must be >= 0, got {self.adashare_sparsity}, "
@@ -250,6 +289,15 @@ class ModelConfig:
                 f"mtlnas_tau must be > 0, mtlnas_tau_decay in (0, 1] and mtlnas_entropy >= 0, got "
                 f"{self.mtlnas_tau}, {self.mtlnas_tau_decay}, {self.mtlnas_entropy}"
             )
+        if self.mtlnas_arch_split is not None and self.mtlnas_arch_split < 0:
+            raise ValueError(
+                f"mtlnas_arch_split must be >= 0 images (0: the joint scheme; leave it out for half), got "
+                f"{self.mtlnas_arch_split}"
+            )
+        if not self.mtlnas_arch_lr > 0:
+            raise ValueError(f"mtlnas_arch_lr must be > 0, got {self.mtlnas_arch_lr}")
+        if not 0 <= self.mtlnas_init < 1:
+            raise ValueError(f"mtlnas_init must be in [0, 1), got {self.mtlnas_init}")
         if self.mtlnas_depth is not None and self.mtlnas_depth < 0:
             raise ValueError(f"mtlnas_depth must be >= 0 (or left out: no limit), got {self.mtlnas_depth}")
         if self.adashare_tau <= 0 or not 0 < self.adashare_tau_decay <= 1:
@@ -489,7 +537,18 @@ class RunConfig:
             "model.soft_weight": (m.arch != "soft", "the penalty ties the towers of --arch soft"),
             **{
                 f"model.adashare_{k}": (m.arch != "adashare", "it sets --arch adashare's policy search")
-                for k in ("warmup", "sparsity", "sharing", "tau", "tau_decay", "curriculum", "policy")
+                for k in (
+                    "warmup",
+                    "sparsity",
+                    "sharing",
+                    "tau",
+                    "tau_decay",
+                    "curriculum",
+                    "policy",
+                    "policy_split",
+                    "policy_lr",
+                    "samples",
+                )
             },
             **{
                 f"model.sparse_{k}": (m.arch != "sparse", "it sets --arch sparse's mask search")
@@ -497,7 +556,7 @@ class RunConfig:
             },
             **{
                 f"model.mtlnas_{k}": (m.arch != "mtl-nas", "it sets --arch mtl-nas's edge search")
-                for k in ("depth", "tau", "tau_decay", "entropy", "edges")
+                for k in ("depth", "tau", "tau_decay", "entropy", "edges", "init", "arch_split", "arch_lr")
             },
             "train.warmup": (t.lr_schedule != "onecycle", "the warm-up is that of --lr-schedule onecycle"),
             "train.lr_step": (t.lr_schedule != "step", "the step schedule is --lr-schedule step's"),
@@ -707,6 +766,9 @@ def arch_settings(m: ModelConfig) -> dict:
             tau_decay=m.adashare_tau_decay,
             curriculum_speed=m.adashare_curriculum,
             policy=m.adashare_policy,
+            alternate=m.adashare_policy_split != 0,
+            policy_lr=m.adashare_policy_lr,
+            samples=m.adashare_samples,
         )
     if m.arch == "mtl-nas":
         return dict(
@@ -715,6 +777,9 @@ def arch_settings(m: ModelConfig) -> dict:
             tau_decay=m.mtlnas_tau_decay,
             entropy_weight=m.mtlnas_entropy,
             edges=m.mtlnas_edges,
+            source_init=m.mtlnas_init,
+            alternate=m.mtlnas_arch_split != 0,
+            arch_lr=m.mtlnas_arch_lr,
         )
     return {}
 
@@ -825,6 +890,73 @@ def hold_out_for_weights(data, size: int | None, seed: int):
     Raises:
         ValueError: ``size`` is not smaller than the number of training images.
     """
+    data, held_set, held = _hold_out(data, size, seed + 2, "weight_split", augment=False)
+    return replace(data, weight_set=held_set, weight_index=held)
+
+
+def hold_out_for_architecture(
+    data, aux_labels: torch.Tensor | None, size: int | None, seed: int, setting_name: str = "adashare_policy_split"
+):
+    """The training images less a class-stratified split B for an architecture search's own
+    updates (AdaShare's policy updates, MTL-NAS's gate updates), which alternate with the weight
+    updates on the rest.
+
+    Args:
+        data: a :class:`maxl.data.DataBundle` whose training set holds its images.
+        aux_labels: int64 ``[N_train]`` fixed auxiliary labels of the training images, or None.
+        size: images of split B; None: a tenth of the training images (at least 1).
+        seed: the run's seed (the split is drawn from ``seed + 3``: not the weightings' split).
+        setting_name: the setting of ``size``, for the error message.
+
+    Returns:
+        ``(data with split A as its training set, split B, the auxiliary labels of split A,
+        those of split B)`` (each None without ``aux_labels``); split B keeps the training
+        transform (its images are training images: augmented as those are).
+
+    Raises:
+        ValueError: ``size`` is not smaller than the number of training images.
+    """
+    data, held_set, held = _hold_out(data, size, seed + 3, setting_name, augment=True)
+    if aux_labels is None:
+        return data, held_set, None, None
+    rest = torch.ones(len(aux_labels), dtype=torch.bool)
+    rest[held] = False
+    return data, held_set, aux_labels[rest], aux_labels[held]
+
+
+def architecture_split(m: ModelConfig, batch_size: int, n_train: int) -> tuple[str, int, str] | None:
+    """Split B of an architecture search (:func:`hold_out_for_architecture`): ``(its setting's
+    name, its size, what it updates)``, or None when the run holds none (no search, a given
+    architecture, or the split set to 0). Training (:func:`build`) and the analysis
+    (:func:`maxl.analysis.run.load_run`) both ask it.
+
+    Args:
+        m: the ``model`` section.
+        batch_size: images per batch (split B holds at least one batch).
+        n_train: the training images before split B.
+
+    Raises:
+        ValueError: a split smaller than one batch.
+    """
+    searched = {
+        "adashare": ("adashare_policy_split", m.adashare_policy_split, 10, m.adashare_policy is None, "policy"),
+        "mtl-nas": ("mtlnas_arch_split", m.mtlnas_arch_split, 2, m.mtlnas_edges is None, "architecture"),
+    }
+    if m.arch not in searched or not searched[m.arch][3] or searched[m.arch][1] == 0:
+        return None
+    name, split, share, _, what = searched[m.arch]
+    if split is None:  # a tenth (adashare) or half (mtl-nas) of the training images, at least one batch
+        split = max(batch_size, n_train // share)
+    elif split < batch_size:
+        raise ValueError(
+            f"{name} must hold at least one batch (batch_size = {batch_size}) of images for the {what} "
+            f"updates, got {split}"
+        )
+    return name, split, what
+
+
+def _hold_out(data, size: int | None, seed: int, setting_name: str, augment: bool):
+    """``(data less a class-stratified split of size images, the split, its indices)``."""
     from maxl.data.datasets import ImageTensorDataset, stratified_subset
 
     train = data.train
@@ -832,20 +964,21 @@ def hold_out_for_weights(data, size: int | None, seed: int):
     size = max(1, n // 10) if size is None else size
     if not 1 <= size < n:
         raise ValueError(
-            f"weight_split must be smaller than the {n} training images (the rest train the network), got {size}"
+            f"{setting_name} must be smaller than the {n} training images (the rest train the network), got {size}"
         )
-    held = stratified_subset(train.labels, size, seed + 2)
+    held = stratified_subset(train.labels, size, seed)
     rest = torch.ones(n, dtype=torch.bool)
     rest[held] = False
     # the data sets' own per-image and batch transforms (the trainer's --loader batch path uses the latter)
+    source = train if augment else data.test
     held_set = ImageTensorDataset(
-        train.images[held], train.labels[held], data.test.transform, getattr(data.test, "batch_transform", None)
+        train.images[held], train.labels[held], source.transform, getattr(source, "batch_transform", None)
     )
     kept = ImageTensorDataset(
         train.images[rest], train.labels[rest], train.transform, getattr(train, "batch_transform", None)
     )
     aux_train = data.aux_train[rest] if data.aux_train is not None else None
-    return replace(data, train=kept, aux_train=aux_train, weight_set=held_set, weight_index=held)
+    return replace(data, train=kept, aux_train=aux_train), held_set, held
 
 
 def load_training_data(run: RunConfig, *, augment: bool | None = None):
@@ -943,6 +1076,17 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
             "--arch sparse reads each task's masked weights by torch.func.functional_call, which the "
             "'higher' engine's patched modules do not support: use --meta-engine func or jvp"
         )
+    if m.arch == "adashare" and m.adashare_samples > 0 and m.adashare_policy is None and data.val is None:
+        raise ValueError(
+            "adashare_samples chooses among sampled architectures on validation images held out from the "
+            "training images: set --val-subset (never the test set)"
+        )
+    arch_set = arch_aux = None
+    split_b = architecture_split(m, t.batch_size, len(data.train))
+    if split_b is not None:  # after the fixed labels (made from all the training images), before the data checks
+        name, split, what = split_b
+        data, arch_set, aux_labels, arch_aux = hold_out_for_architecture(data, aux_labels, split, t.seed, name)
+        say(f"[{m.arch}] {len(arch_set)} training images held out for the {what} updates (split B)")
     if m.arch == "sparse" and not resume:  # the masks: buffers of the network, in its checkpoints
         t0 = time.time()
         find_sparse_masks(net, data.train, m, t, aux_labels, generator, say)
@@ -989,6 +1133,8 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         val_set=data.val,
         human_labels=data.aux_train,
         weight_set=data.weight_set,
+        arch_set=arch_set,
+        arch_aux_labels=arch_aux,
         weight_every=run.aux.weight_every,
     )
     started = {

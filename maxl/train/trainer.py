@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Sized
 from dataclasses import asdict
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -33,6 +33,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from auxtasks import AuxiliaryLearner
+from auxtasks.learner import frozen_running_stats
+from auxtasks.supervised import SupervisedLabels
 from maxl.core.hierarchy import Hierarchy
 from maxl.core.losses import classification_loss
 from maxl.data.augment import BatchAugment, pass_draws
@@ -114,6 +116,14 @@ class Trainer:
             outer loss (Auto-λ; :func:`maxl.train.build.hold_out_for_weights`); its batches are
             drawn by the step count, so a resumed run draws the same ones.
         weight_every: a weight step before every this many multi-task steps.
+        arch_set: split B of the training images for an architecture search with updates of its
+            own (AdaShare's policy updates, :meth:`maxl.nn.architectures.AdaShare.arch_step`):
+            when the network's trunk has ``arch_parameters()``, each epoch whose trunk says
+            ``arch_step_active`` ends with one pass over this set updating only those
+            parameters, with the trunk's own optimiser (``make_arch_optimizer()``); the
+            network's weights and BatchNorm statistics stay as they are
+            (:func:`maxl.train.build.hold_out_for_architecture` carves it).
+        arch_aux_labels: int64 ``[N_B]`` the fixed auxiliary labels of ``arch_set``'s images.
         objective: the terms of the generator's objective J, for the learner made here when
             ``learner`` is None (default: the paper's J); a given learner carries its own.
         meta: how the meta-gradient ∇θ2 J is computed (:class:`maxl.MetaConfig`: order, engine,
@@ -152,6 +162,8 @@ class Trainer:
         human_labels: Tensor | None = None,
         weight_set: Dataset | None = None,
         weight_every: int = 1,
+        arch_set: Dataset | None = None,
+        arch_aux_labels: Tensor | None = None,
         objective: ObjectiveConfig | None = None,
         gen_config: GeneratorConfig | None = None,
         meta: MetaConfig | None = None,
@@ -231,6 +243,23 @@ class Trainer:
             precision=cfg.precision,
         )
         self.schedule = make_schedule(gen, self.generator is not None)
+        # an architecture search with its own updates on split B (AdaShare's policy updates)
+        # Any: a trunk's own hooks (arch_parameters, arch_step, make_arch_optimizer), duck-typed
+        self.trunk: Any = cast(Any, getattr(self.net, "backbone", None))
+        arch_params: list[nn.Parameter] = getattr(self.trunk, "arch_parameters", lambda: [])()
+        self.arch_set, self.arch_aux_labels = arch_set, arch_aux_labels
+        self.arch_optimizer: torch.optim.Optimizer | None = None
+        if arch_params:
+            if arch_set is None or len(cast(Sized, arch_set)) < cfg.batch_size:  # cast: a map-style data set
+                raise ValueError(
+                    f"{type(self.trunk).__name__} updates its architecture on held-out training images: pass "
+                    f"arch_set= with at least batch_size = {cfg.batch_size} images "
+                    "(maxl.train.build.hold_out_for_architecture)"
+                )
+            if arch_aux_labels is not None:
+                check_aux_labels(arch_aux_labels, arch_set, getattr(net, "num_aux", None), psi)
+            self.arch_optimizer = self.trunk.make_arch_optimizer()
+        self.arch_batches: list[Tensor] = []  # the split-B indices of the last pass's batches (tests)
         self.gumbel_start = getattr(self.generator, "gumbel_tau", 0.0)  # τ0 of hard labels (0: soft)
         if gen.gumbel_tau_end is not None and self.generator is not None and not self.gumbel_start:
             raise ValueError("gumbel_tau_end needs a generator with hard labels (gumbel_tau > 0)")
@@ -357,6 +386,8 @@ class Trainer:
         self.schedule.run(
             self.steps, _TrainBatches(self), sums, lambda it, desc: self.log.bar(it, f"{tag} {desc}"), self, start
         )
+        if self.arch_optimizer is not None and getattr(self.trunk, "arch_step_active", False):
+            arch_record.update(self.arch_pass())
         self.learner.end_epoch()  # loss-history weightings (DWA) roll over
         record = distributed.all_reduce_values(sums.record(), self.device)  # equal shares: the global means
         record.update(arch_record)
@@ -367,6 +398,57 @@ class Trainer:
             # cast: a float attribute, which nn.Module's __getattr__ types as Tensor | Module
             record["gumbel_tau"] = cast(float, self.generator.gumbel_tau)
         return record
+
+    def arch_pass(self) -> dict[str, float]:
+        """One pass over ``arch_set`` (split B) of architecture updates: each batch's multi-task
+        loss (with the trunk's penalty, e.g. AdaShare's sparsity and sharing losses) differentiated
+        with respect to the trunk's ``arch_parameters()`` only, averaged over the processes, and one
+        step of the trunk's optimiser. BatchNorm normalises with the batch's statistics and keeps
+        its running ones; the weights' ``.grad`` is not touched; the weighting combines the task
+        losses in evaluation mode (with its current weights, its loss history not advanced). The
+        batches' order is drawn from (seed, epoch) alone (the same after a resume). Returns
+        ``{"arch_loss": mean loss}``."""
+        assert self.arch_optimizer is not None and self.arch_set is not None  # arch_parameters() said so
+        trunk = self.trunk
+        supervised = [t.name for t in self.learner.tasks if isinstance(t, SupervisedLabels)]
+        total, count = 0.0, 0
+        self.arch_batches = []
+        weighting = self.learner.weighting
+        weighting.eval()  # the task weights as they stand: a loss-history weighting (DWA) records no policy batch
+        with trunk.arch_step(), frozen_running_stats(self.learner):
+            params = trunk.arch_parameters()
+            for x, y, idx in self._batches(self.arch_set, True, 3_000_000 + self.epoch):
+                self.arch_batches.append(idx.cpu())
+                given = None
+                if supervised and self.arch_aux_labels is not None:
+                    labels = self.arch_aux_labels.to(idx.device)[idx]
+                    given = {name: labels for name in supervised}
+                out = self.learner(x, y, aux_targets=given)
+                self.checks.losses(arch_loss=out.loss)
+                grads = list(torch.autograd.grad(out.loss, params))
+                distributed.all_reduce_mean_(grads)
+                self.arch_optimizer.zero_grad(set_to_none=True)
+                for p, g in zip(params, grads):
+                    p.grad = g
+                self.arch_optimizer.step()
+                self.arch_optimizer.zero_grad(set_to_none=True)
+                total, count = total + out.loss.item(), count + 1
+        weighting.train()
+        return {"arch_loss": total / max(count, 1)}
+
+    def choose_architecture(self) -> dict:
+        """After a search: the trunk's ``sample_architectures`` (AdaShare: N policies drawn from
+        the learned distribution), each scored by its primary-task accuracy on the validation set
+        (``val_set``, held out from the training images; the test set is not read); the draws
+        from the run's seed alone. Returns the trunk's choice (policies, scores, the chosen one)."""
+        assert self.val_set is not None  # fit asks only with a validation set
+        val_set = self.val_set
+        choice = self.trunk.sample_architectures(lambda: self.evaluate(val_set)["test_acc"], self.config.seed + 4)
+        if self.config.progress and self.is_main:
+            best = choice["scores"][choice["chosen_index"]]
+            n = len(choice["scores"])
+            print(f"[architecture] best of {n} samples on validation: {choice['chosen']} ({best:.4f})")
+        return choice
 
     @torch.no_grad()
     def evaluate(self, dataset: Dataset | None = None) -> dict[str, float]:
@@ -462,6 +544,8 @@ class Trainer:
             if signal_name and self.epoch < self.config.epochs:  # signalled outside a step: this checkpoint
                 raise self._preempted(signal_name)
         summary = self.summary(time.time() - start_time)
+        if self.val_set is not None and getattr(self.trunk, "samples", 0) > 0:  # e.g. AdaShare's best of N
+            summary["adashare_samples"] = self.choose_architecture()
         if self.out_dir is not None and self.is_main:
             atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
@@ -490,6 +574,8 @@ class Trainer:
         objects = {"net": self.net, "optimizer": self.optimizer, "scheduler": self.scheduler}
         if self.generator is not None:
             objects.update(generator=self.generator, gen_optimizer=self.gen_optimizer, gen_scheduler=self.gen_scheduler)
+        if self.arch_optimizer is not None:
+            objects["arch_optimizer"] = self.arch_optimizer
         return objects
 
     def state_dict(self, epoch_part: dict | None = None) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from maxl.cli.commands import main
 from maxl.nn.architectures import ARCHITECTURES
@@ -140,7 +141,18 @@ def test_mtl_nas_search_then_its_derived_architecture_retrained(tmp_path):
     records = [json.loads(line) for line in (search / "metrics.jsonl").read_text().splitlines()]
     assert [round(r["mtlnas_tau"], 12) for r in records] == [1.0, 0.9, 0.81]
     assert final_accuracy(search) > 0.75
-    edges = edges_text(derive_edges(load_run(search).net.backbone))
+    run = load_run(search)
+    trunk = run.net.backbone
+    assert trunk.gate_logits.abs().min() > 3e-3  # every gate moved (Adam architecture updates on split B)
+    # the reloaded run's training images are the trainer's split A, split B apart, as in training
+    from maxl.train.build import RunConfig, build
+
+    config = json.loads((search / "config.json").read_text())
+    trainer = build(RunConfig.from_dict({**config, "out": str(tmp_path / "again")}), log=lambda *a, **k: None)
+    assert len(run.data.train) == config["data"]["num_train"] == len(trainer.train_set)
+    assert torch.equal(run.data.train.images, trainer.train_set.images)
+    assert torch.equal(run.data.arch_set.images, trainer.arch_set.images) and run.data.weight_set is None
+    edges = edges_text(derive_edges(trunk))
     derived = tmp_path / "derived"
     argv = ["train", *COMMON, "--method", "human", "--arch", "mtl-nas", "--mtlnas-edges", edges, "--out", str(derived)]
     assert main(argv) == 0

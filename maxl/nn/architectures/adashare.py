@@ -24,11 +24,29 @@ resolution or width), so a skipped block passes S_l(h). The policy u is, by phas
 * ``"fixed"``: a 0/1 policy ``[T, L]`` (the derived architecture, :func:`derive_policy`), re-trained
   from scratch.
 
-What differs from the paper and its reference: the policy logits are parameters of the multi-task
-network and take the multi-task optimiser's steps on the same batches as the weights (the paper
-alternates weight and policy updates on two splits of the training images with an optimiser each).
-Choosing the best of N sampled architectures on validation is left to the caller
-(:func:`derive_policy` with ``sample=True``, then a run with ``adashare_policy``).
+Training in the search phase alternates, as the paper does (Sun et al., Sec. 3.4; the reference
+code's defaults), on two disjoint, class-stratified splits of the training images (split B:
+``model.adashare_policy_split`` images, :func:`maxl.train.build.hold_out_for_architecture`):
+
+* weight updates: one pass over split A (the trainer's epoch) with the multi-task optimiser; the
+  policy logits are not trainable then (``requires_grad`` off: no optimiser, look-ahead or
+  meta-gradient sees them) and u is a Gumbel-softmax sample at every forward;
+* policy updates: then one pass over split B (:meth:`AdaShare.arch_step`, by the trainer) with an
+  optimiser of their own, Adam (lr ``policy_lr``, reference 0.01; weight decay 5·10⁻⁴), on the
+  multi-task loss + λ_sp L_sparsity + λ_sh L_sharing, Gumbel-softmax samples, the network's
+  weights and BatchNorm statistics untouched (BatchNorm normalises with the batch's statistics);
+* τ and the curriculum then move on with the next (search) epoch: τ decays once per policy epoch.
+
+The warm-up trains on split A alone (the paper warms up on both splits). ``alternate=False``
+keeps the earlier joint scheme (a documented simplification): the logits are parameters of the
+multi-task network, take the multi-task optimiser's steps on the same batches as the weights,
+and the sparsity and sharing losses join the multi-task loss.
+
+After the search, :meth:`AdaShare.sample_architectures` (``--adashare-samples N``) draws N policies
+from the learned distribution and keeps the one of best validation accuracy (validation carved from
+the training images, ``--val-subset``; never the test set), each scored with the searched weights;
+the paper re-trains the sampled architectures from scratch before choosing, which costs N runs: a
+run with ``adashare_policy`` re-trains the chosen one.
 
 MAXL's meta-gradient: in ``warmup`` and ``fixed`` the network is a plain function of θ1 and the
 meta-gradient is exact; in ``search`` it is the gradient at the drawn Gumbel noise (the
@@ -42,7 +60,8 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, cast
 
 import torch
@@ -65,6 +84,7 @@ __all__ = [
     "derive_policy",
     "parse_policy",
     "policy_text",
+    "best_of_samples",
     "PHASES",
 ]
 
@@ -128,6 +148,12 @@ class AdaShare(TaskTrunk):
         curriculum_speed: search epochs per further block handed to the policy (≥ 1).
         policy: a fixed 0/1 policy ``[T, L]`` or its text (:func:`parse_policy`): the derived
             architecture, trained without a search.
+        alternate: the paper's alternation of weight and policy updates (module docstring): the
+            policy logits are trained only inside :meth:`arch_step`, by :meth:`make_arch_optimizer`'s
+            optimiser. False: the joint scheme (the logits train with the weights).
+        policy_lr: the policy optimiser's (Adam) learning rate (> 0).
+        samples: N ≥ 0 policies to draw after the search, the best on validation kept
+            (:meth:`sample_architectures`); 0: none.
 
     Parameters: the backbone's + 2·T·L policy logits (L residual blocks).
 
@@ -149,6 +175,9 @@ class AdaShare(TaskTrunk):
         tau_decay: float = 0.965,
         curriculum_speed: int = 1,
         policy: str | Tensor | None = None,
+        alternate: bool = True,
+        policy_lr: float = 0.01,
+        samples: int = 0,
     ):
         backbone = per_task_backbones(make_backbone, 1, "adashare")[0]
         if not all(hasattr(backbone, a) for a in ("shortcut", "residual_blocks")):
@@ -164,6 +193,10 @@ class AdaShare(TaskTrunk):
             )
         if warmup < 0:
             raise ValueError(f"adashare: warm-up epochs must be >= 0, got {warmup}")
+        if not policy_lr > 0:
+            raise ValueError(f"adashare: policy_lr must be > 0, got {policy_lr}")
+        if samples < 0:
+            raise ValueError(f"adashare: samples must be >= 0, got {samples}")
         net = cast("ResNet", backbone)
         super().__init__(num_tasks, net.out_features)
         self.backbone = backbone
@@ -180,6 +213,12 @@ class AdaShare(TaskTrunk):
         self.phase = "fixed" if policy is not None else ("warmup" if warmup > 0 else "search")
         self.tau, self.controlled = self.tau0, (1 if policy is None else n)  # k: the last k blocks decided
         self.gumbel_noise: Tensor | None = None  # a fixed g [T, L, 2] (tests); None: drawn at every forward
+        # the paper's alternation: the logits train only inside arch_step, with their own optimiser
+        self.alternate, self.policy_lr = bool(alternate) and policy is None, float(policy_lr)
+        self.in_arch_step = False
+        self.samples = int(samples) if policy is None else 0
+        if self.alternate:
+            self.policy_logits.requires_grad_(False)
 
     # ------------------------------------------------------------------ schedule
     def begin_epoch(self, epoch: int) -> dict[str, float]:
@@ -200,6 +239,50 @@ class AdaShare(TaskTrunk):
             "adashare_curriculum": float(self.controlled),
             "adashare_select_prob": float(select.mean()),
         }
+
+    # ------------------------------------------------------------------ alternation
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the policy updates (the logits α) under the alternation; [] otherwise."""
+        return [self.policy_logits] if self.alternate else []
+
+    @property
+    def arch_step_active(self) -> bool:
+        """Whether this epoch has policy updates after its weight updates (the search phase)."""
+        return self.alternate and self.phase == "search"
+
+    def make_arch_optimizer(self) -> torch.optim.Optimizer:
+        """The policy logits' own optimiser: Adam, lr ``policy_lr``, weight decay 5·10⁻⁴ (the
+        reference code's)."""
+        return torch.optim.Adam([self.policy_logits], lr=self.policy_lr, weight_decay=5e-4)
+
+    @contextlib.contextmanager
+    def arch_step(self) -> Iterator[None]:
+        """Inside, the policy logits are trainable and the sparsity and sharing losses are part
+        of :meth:`penalty` (a policy update); outside, under the alternation, neither."""
+        self.in_arch_step = True
+        self.policy_logits.requires_grad_(True)
+        try:
+            yield
+        finally:
+            self.in_arch_step = False
+            self.policy_logits.requires_grad_(not self.alternate)
+
+    @contextlib.contextmanager
+    def fixed(self, policy: Tensor) -> Iterator[None]:
+        """Inside, the network runs the fixed 0/1 policy ``[T, L]``; the phase and the fixed
+        policy of before are restored on leaving."""
+        phase, before = self.phase, self.fixed_buffer().clone()
+        self.fixed_buffer().copy_(policy)
+        self.phase = "fixed"
+        try:
+            yield
+        finally:
+            self.phase = phase
+            self.fixed_buffer().copy_(before)
+
+    def sample_architectures(self, score: Callable[[], float], seed: int = 0) -> dict:
+        """:func:`best_of_samples` with this trunk's ``samples`` and a generator seeded by ``seed``."""
+        return best_of_samples(self, score, self.samples, torch.Generator().manual_seed(seed))
 
     # ------------------------------------------------------------------ policy
     def policy(self, logits: Tensor | None = None) -> Tensor:
@@ -250,18 +333,19 @@ class AdaShare(TaskTrunk):
                 else:
                     h = u[t, j, 0] * net.block(b, h) + u[t, j, 1] * net.shortcut(b, h)
             features.append(net.pool(h))
-        if self.training and self.phase != "search":  # the unused logits in the graph, with a zero term
+        if self.training and self.phase != "search" and self.policy_logits.requires_grad:  # unused logits in the graph
             features = [f + 0.0 * self.policy_logits.sum() for f in features]
         return features  # T × [B, F]
 
     # ------------------------------------------------------------------ losses
     @property
     def has_penalty(self) -> bool:
-        return self.phase == "search" and (self.sparsity_weight > 0 or self.sharing_weight > 0)
+        weighted = self.sparsity_weight > 0 or self.sharing_weight > 0
+        return self.phase == "search" and weighted and (self.in_arch_step or not self.alternate)
 
     def penalty_from(self, params: Mapping[str, Tensor]) -> Tensor | None:
         """λ_sp L_sparsity + λ_sh L_sharing of the policy logits ``params["policy_logits"]`` in
-        the search phase; None otherwise."""
+        the search phase (under the alternation: in a policy update only); None otherwise."""
         if not self.has_penalty:
             return None
         p = self.select_probabilities(params["policy_logits"])
@@ -293,6 +377,37 @@ def derive_policy(trunk: AdaShare, sample: bool = False, generator: torch.Genera
         n = out.shape[1]
         out[:, : n - trunk.controlled] = 1.0
     return out
+
+
+def best_of_samples(trunk: AdaShare, score: Callable[[], float], samples: int, generator: torch.Generator) -> dict:
+    """Draw ``samples`` policies from the searched trunk (:func:`derive_policy`, ``sample=True``)
+    and keep the one that ``score`` rates best (Sun et al., Sec. 4: the best of the sampled
+    architectures; choose on validation, never on the test set).
+
+    Args:
+        trunk: the searched trunk.
+        score: called with the trunk running each drawn policy (:meth:`AdaShare.fixed`); returns
+            the number to maximise, e.g. the validation accuracy of the network.
+        samples: N ≥ 1 draws.
+        generator: the draws' random numbers.
+
+    Returns:
+        ``{"policies": [N texts], "scores": [N floats], "chosen": text, "chosen_index": i}``
+        with i the first argmax of the scores (:func:`policy_text` texts, for ``adashare_policy``).
+
+    Raises:
+        ValueError: ``samples`` < 1.
+    """
+    if samples < 1:
+        raise ValueError(f"best_of_samples needs samples >= 1, got {samples}")
+    policies, scores = [], []
+    for _ in range(samples):
+        policy = derive_policy(trunk, sample=True, generator=generator)
+        with trunk.fixed(policy):
+            scores.append(float(score()))
+        policies.append(policy_text(policy))
+    best = max(range(samples), key=lambda i: scores[i])  # the first of equal scores
+    return {"policies": policies, "scores": scores, "chosen": policies[best], "chosen_index": best}
 
 
 def policy_text(policy: Tensor) -> str:

@@ -6,9 +6,16 @@ gated features of the other towers' layers j ≤ i (within a depth limit D: i �
     h_t^i = ReLU(BN(W_t^i * [r_t^i, g_e · P(h_s^j) for the edges e = (s, j) into (t, i)]))
 
 with P the average pool of h_s^j to r_t^i's resolution (h_s^i: tower s's raw output r_s^i at the
-same layer, the fused one below it), W_t^i a 1×1 convolution initialised to [I, 0, …, 0] (so at
-initialisation the fusion passes its own feature: independent towers, the ReLU of a ReLU feature
-being itself, and BatchNorm at its initial statistics), and one gate logit α_e per edge:
+same layer, the fused one below it), W_t^i a 1×1 convolution initialised NDDR-style to
+[(1 − β) I, β/m I, …, β/m I] over the own feature and the m sources (I of a source of another
+width: the rectangular identity on the first min(C_i, C_j) channels), and one gate logit α_e per edge.
+β = ``source_init`` defaults to 0.1 (MTL-NAS's and NDDR-CNN's 0.9 / 0.1): with β = 0 every source's
+weights start at 0, which leaves each gate logit without gradient at initialisation (∂L/∂g_e flows
+only through the source's weights), and the gates stay near σ(0) = 0.5 until those weights grow
+(the minimum-entropy term is stationary at 0.5 too). With β = 0 the towers are independent at
+initialisation (the ReLU of a ReLU feature being itself, and BatchNorm at its initial statistics);
+with β > 0 each fused feature starts as (1 − β) of the own feature plus β of the gated sources':
+BatchNorm in training normalises the scale away, so the own path dominates but is not alone.
 
 * in training, g_e a RelaxedBernoulli sample at temperature τ_e = τ₀ · γ^epoch, decayed towards 0
   (:meth:`MTLNAS.begin_epoch`); in evaluation g_e = σ(α_e);
@@ -20,11 +27,19 @@ being itself, and BatchNorm at its initial statistics), and one gate logit α_e 
 The edge count of the search space for T towers of L blocks: T (T − 1) Σ_{i=0}^{L−1} (min(i, D) + 1)
 (T (T − 1) L (L + 1) / 2 without a limit).
 
-What differs from the paper: the gate logits take the multi-task optimiser's steps on the same
-batches as the weights, always with the RelaxedBernoulli samples (the paper alternates an
-architecture step with sigmoid gates and a weight step with samples, on two halves of the training
-images). MAXL's meta-gradient: exact for fixed edges; in the search, the gradient at the drawn
-RelaxedBernoulli noise (the reparameterised sample, the noise held fixed).
+Training alternates, as the paper does, architecture updates and weight updates on two disjoint,
+class-stratified halves of the training images (``model.mtlnas_arch_split``,
+:func:`maxl.train.build.hold_out_for_architecture`): the weight updates (one pass over half A, the
+trainer's epoch) with the RelaxedBernoulli samples and the gate logits not trainable; then the
+architecture updates (:meth:`MTLNAS.arch_step`, one pass over half B) of the gate logits alone with
+sigmoid gates g_e = σ(α_e), the minimum-entropy term, and an optimiser of their own (Adam, lr
+``arch_lr``, reference 3·10⁻³, betas (0.5, 0.999), weight decay 10⁻³), the weights and BatchNorm
+statistics untouched. What differs from the reference: it interleaves one architecture step and
+one weight step, and reshuffles the halves every pass; here a pass of each, on fixed halves.
+``alternate=False`` keeps the joint scheme (the gate logits take the multi-task optimiser's steps
+on the same batches as the weights, with the samples). MAXL's meta-gradient: exact for fixed
+edges; in the search, the gradient at the drawn RelaxedBernoulli noise (the reparameterised sample,
+the noise held fixed), the gate logits constants of the weight updates under the alternation.
 
 References:
     Gao, Bai, Jie, Ma, Jia, Liu. "MTL-NAS: Task-Agnostic Neural Architecture Search towards
@@ -35,7 +50,8 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, cast
 
 import torch
@@ -107,6 +123,11 @@ class MTLNAS(TaskTrunk):
         tau, tau_decay: τ₀ > 0 and γ in (0, 1] of the RelaxedBernoulli temperature.
         entropy_weight: λ ≥ 0 of the minimum-entropy regulariser.
         batchnorm: BatchNorm in the fusion.
+        source_init: β in [0, 1): the fusion's initial weight on the sources (shared among them),
+            1 − β on the own feature (module docstring).
+        alternate: the paper's alternation (module docstring): the gate logits are trained only
+            inside :meth:`arch_step`, by :meth:`make_arch_optimizer`'s optimiser. False: jointly.
+        arch_lr: the gate logits' Adam learning rate (> 0).
         edges: the kept edges (0/1 ``[E]`` or its text, :func:`parse_edges`): a fixed architecture,
             gates 1 on kept edges; the others are left out.
 
@@ -127,6 +148,9 @@ class MTLNAS(TaskTrunk):
         entropy_weight: float = 0.0,
         batchnorm: bool = True,
         edges: str | Tensor | None = None,
+        source_init: float = 0.1,
+        alternate: bool = True,
+        arch_lr: float = 3e-3,
     ):
         backbones = per_task_backbones(make_backbone, num_tasks, "mtl-nas")
         first = blocks_view(backbones[0])
@@ -135,6 +159,10 @@ class MTLNAS(TaskTrunk):
                 "mtl-nas: tau must be > 0, tau_decay in (0, 1], the entropy weight >= 0 and depth >= 0, got "
                 f"{tau}, {tau_decay}, {entropy_weight}, {depth}"
             )
+        if not 0 <= source_init < 1:
+            raise ValueError(f"mtl-nas: source_init must be in [0, 1), got {source_init}")
+        if not arch_lr > 0:
+            raise ValueError(f"mtl-nas: arch_lr must be > 0, got {arch_lr}")
         super().__init__(num_tasks, first.out_features)
         self.backbones = backbones
         widths = first.block_widths
@@ -158,13 +186,49 @@ class MTLNAS(TaskTrunk):
                 sources = [k for k in self.into.get((t, i), []) if self.kept_mask()[k] > 0]
                 c_in = width + sum(widths[self.edges[k][3]] for k in sources)
                 conv = nn.Conv2d(c_in, width, 1, bias=False)
-                with torch.no_grad():  # [I, 0, …, 0]: the own feature passes
+                with torch.no_grad():  # [(1 − β) I, β/m I, …]: mostly the own feature, a share of each source
                     conv.weight.zero_()
-                    conv.weight[:, :width, 0, 0] = torch.eye(width)
+                    conv.weight[:, :width, 0, 0] = (1 - source_init) * torch.eye(width)
+                    start = width
+                    for k in sources:
+                        c = widths[self.edges[k][3]]
+                        conv.weight[:, start : start + c, 0, 0] = source_init / len(sources) * torch.eye(width, c)
+                        start += c
                 layers = [conv, nn.BatchNorm2d(width)] if batchnorm else [conv]
                 per_block.append(nn.Sequential(*layers, nn.ReLU()))
             self.fuse.append(per_block)
         self.gumbel_noise: Tensor | None = None  # fixed logistic noise ``[E]`` (tests); None: drawn each forward
+        self.alternate, self.arch_lr, self.in_arch_step = bool(alternate) and not self.fixed, float(arch_lr), False
+        if self.alternate:  # trained only inside arch_step, with their own optimiser
+            self.gate_logits.requires_grad_(False)
+
+    # ------------------------------------------------------------------ alternation
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the architecture updates (the gate logits) under the alternation; []
+        otherwise."""
+        return [self.gate_logits] if self.alternate else []
+
+    @property
+    def arch_step_active(self) -> bool:
+        """Every epoch of the search ends with architecture updates (under the alternation)."""
+        return self.alternate
+
+    def make_arch_optimizer(self) -> torch.optim.Optimizer:
+        """The gate logits' own optimiser: Adam, lr ``arch_lr``, betas (0.5, 0.999), weight decay
+        10⁻³ (the reference code's)."""
+        return torch.optim.Adam([self.gate_logits], lr=self.arch_lr, betas=(0.5, 0.999), weight_decay=1e-3)
+
+    @contextlib.contextmanager
+    def arch_step(self) -> Iterator[None]:
+        """Inside, the gate logits are trainable, the gates are σ(α) (no sample) and the
+        minimum-entropy term is part of :meth:`penalty` (an architecture update)."""
+        self.in_arch_step = True
+        self.gate_logits.requires_grad_(True)
+        try:
+            yield
+        finally:
+            self.in_arch_step = False
+            self.gate_logits.requires_grad_(not self.alternate)
 
     def begin_epoch(self, epoch: int) -> dict[str, float]:
         """τ = τ₀ · γ^epoch; returns what the epoch's record logs."""
@@ -180,10 +244,10 @@ class MTLNAS(TaskTrunk):
 
     def gates(self) -> Tensor:
         """g ``[E]``: 1 on kept edges of a fixed architecture; in the search a RelaxedBernoulli sample
-        at τ in training, σ(α) in evaluation."""
+        at τ in training, σ(α) in evaluation and in an architecture update."""
         if self.fixed:
             return self.kept_mask()
-        if not self.training:
+        if not self.training or self.in_arch_step:
             return torch.sigmoid(self.gate_logits)
         noise = self.gumbel_noise
         if noise is None:  # logistic noise: log U − log(1 − U)
@@ -215,10 +279,11 @@ class MTLNAS(TaskTrunk):
 
     @property
     def has_penalty(self) -> bool:
-        return not self.fixed and self.entropy_weight > 0
+        return not self.fixed and self.entropy_weight > 0 and (self.in_arch_step or not self.alternate)
 
     def penalty_from(self, params: Mapping[str, Tensor]) -> Tensor | None:
-        """λ Σ_e H(σ(α_e)) of ``params["gate_logits"]`` during the search; None otherwise."""
+        """λ Σ_e H(σ(α_e)) of ``params["gate_logits"]`` during the search (under the alternation:
+        in an architecture update only); None otherwise."""
         if not self.has_penalty:
             return None
         return self.entropy_weight * gate_entropy(params["gate_logits"])

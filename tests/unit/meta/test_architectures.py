@@ -22,6 +22,7 @@ from tests.unit.meta.tiny import PSI, finite_difference_gradient, flat
 ALPHA, LAM = 0.5, 0.2
 ARCHS = ["hard", "soft-l2", "soft-trace", "cross-stitch", "nddr", "mtan"]
 ARCHS += ["hard@resnet", "mtan@resnet", "nddr@resnet", "adashare@resnet", "sparse", "mtl-nas"]  # ResNet-8; sparse masks
+ARCHS += ["adashare-joint@resnet", "mtl-nas-joint"]  # joint schemes: policy / gate logits in θ1, penalty in the loss
 VARIANTS = ["meta-func", "meta-higher", "meta-jvp", "fused-func", "fused-jvp"]
 
 
@@ -31,18 +32,21 @@ def problem(arch):
     generator, images ``[6, 1, 4, 4]`` and labels ``[6]``."""
     torch.manual_seed(0)
     arch, _, backbone = arch.partition("@")
-    name, _, penalty = arch.partition("-") if arch.startswith("soft") else (arch, "", "")
+    name, _, penalty = arch.partition("-") if arch.startswith(("soft", "adashare")) else (arch, "", "")
+    if arch.startswith("mtl-nas"):
+        name, penalty = "mtl-nas", arch.removeprefix("mtl-nas").lstrip("-")
     net = build_network(
         name,
         (lambda: cifar_resnet(8, 1)) if backbone == "resnet" else (lambda: ConvNet(1, (3, 2), (1, 1))),
         len(PSI),
         sum(PSI),
         hidden=5,
-        soft_penalty=penalty or "l2",
+        soft_penalty=penalty if name == "soft" else "l2",
         soft_weight=0.7,
         settings={
-            "adashare": dict(sparsity_weight=0.3, sharing_weight=0.2, tau=2.0),
-            "mtl-nas": dict(entropy_weight=0.4),
+            # the alternation (default): the logits are constants of the weight step; "joint": parameters
+            "adashare": dict(sparsity_weight=0.3, sharing_weight=0.2, tau=2.0, alternate=penalty != "joint"),
+            "mtl-nas": dict(entropy_weight=0.4, alternate=penalty != "joint"),
         }.get(name),
     ).double()
     if name == "adashare":  # the search phase, every block decided, at a fixed Gumbel noise (what is differentiated)
@@ -78,9 +82,10 @@ def naive_objective(net, gen, x, y, loss_fn, steps):
         penalty = getattr(look.backbone, "penalty", lambda: None)()
         if penalty is not None:
             inner = inner + penalty
-        grads = torch.autograd.grad(inner, list(look.parameters()))
+        trainable = [p for p in look.parameters() if p.requires_grad]  # AdaShare's alternation: not the logits
+        grads = torch.autograd.grad(inner, trainable)
         with torch.no_grad():
-            for p, g in zip(look.parameters(), grads):
+            for p, g in zip(trainable, grads):
                 p -= ALPHA * g
     return loss_fn(look(x)[0], y) + LAM * negative_entropy(soft)
 

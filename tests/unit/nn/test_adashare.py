@@ -10,6 +10,7 @@ import torch
 from maxl.nn.architectures import build_network
 from maxl.nn.architectures.adashare import (
     AdaShare,
+    best_of_samples,
     curriculum,
     derive_policy,
     parse_policy,
@@ -71,10 +72,12 @@ def test_search_mixes_block_and_shortcut_by_the_gumbel_softmax_sample():
         for j, b in enumerate((1, 2, 3)):
             h = u[task, j, 0] * net.block(b, h) + u[task, j, 1] * net.shortcut(b, h)
         torch.testing.assert_close(features, net.pool(h))
-    # the curriculum: with k = 1 only the last block's logits reach the features
+    # the curriculum: with k = 1 only the last block's logits reach the features (the logits are
+    # trainable inside a policy update only: the alternation)
     t.controlled = 1
-    out = torch.stack(t.task_features(x)).sum()
-    (grad,) = torch.autograd.grad(out, t.policy_logits)
+    with t.arch_step():
+        out = torch.stack(t.task_features(x)).sum()
+        (grad,) = torch.autograd.grad(out, t.policy_logits)
     assert torch.count_nonzero(grad[:, :2]) == 0 and torch.count_nonzero(grad[:, 2]) > 0
     # evaluation: the argmax of the logits, hard
     t.eval()
@@ -93,8 +96,13 @@ def test_sparsity_and_sharing_losses_by_hand():
     t.policy_logits.data.normal_()
     probs = t.policy_logits.softmax(-1)[..., 0]
     expected = 0.3 * sparsity_loss(probs) + 0.2 * sharing_loss(probs)
-    torch.testing.assert_close(t.penalty(), expected)
-    assert trunk(warmup=2, sparsity_weight=0.3).penalty() is None  # no penalty during the warm-up
+    assert t.penalty() is None  # the alternation: the losses of the policy updates only
+    with t.arch_step():
+        torch.testing.assert_close(t.penalty(), expected)
+    joint = trunk(warmup=0, sparsity_weight=0.3, sharing_weight=0.2, alternate=False)  # the joint scheme: always
+    joint.policy_logits.data.copy_(t.policy_logits.data)
+    torch.testing.assert_close(joint.penalty(), expected)
+    assert trunk(warmup=2, sparsity_weight=0.3, alternate=False).penalty() is None  # no penalty during the warm-up
 
 
 def test_temperature_and_curriculum_schedules():
@@ -143,3 +151,26 @@ def test_network_shapes_and_parameters():
     backbone = sum(p.numel() for p in resnet20(1).parameters())
     heads = (64 + 1) * 8 + (8 + 1) * 2 + (64 + 1) * 8 + (8 + 1) * 10
     assert sum(p.numel() for p in net.parameters()) == backbone + 2 * 9 * 2 + heads  # + 2·T·L logits
+
+
+def test_best_of_samples_keeps_the_first_argmax_and_restores_the_trunk():
+    t = trunk(warmup=0)
+    t.controlled = 3
+    t.policy_logits.data.normal_()
+    seen = []
+
+    def score():  # the number of selected blocks of the policy the trunk runs (ties: the first kept)
+        assert t.phase == "fixed"
+        seen.append(t.fixed_buffer().clone())
+        return float(t.fixed_buffer().sum())
+
+    choice = best_of_samples(t, score, 6, torch.Generator().manual_seed(0))
+    assert choice["scores"] == [float(p.sum()) for p in seen]
+    assert choice["policies"] == [policy_text(p) for p in seen]
+    first_best = choice["scores"].index(max(choice["scores"]))
+    assert choice["chosen_index"] == first_best and choice["chosen"] == choice["policies"][first_best]
+    assert t.phase == "search" and torch.all(t.fixed_buffer() == 1)
+    again = best_of_samples(t, lambda: 0.0, 6, torch.Generator().manual_seed(0))
+    assert again["policies"] == choice["policies"]  # the draws from the generator alone
+    with pytest.raises(ValueError, match="samples >= 1"):
+        best_of_samples(t, score, 0, torch.Generator())
