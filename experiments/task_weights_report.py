@@ -1,12 +1,16 @@
 """The table of experiments/task_weights_cifar10.sh (``--protocol 6-epoch``, the default) or
-experiments/task_weights_calibrate.sh (``--protocol 30-epoch``): final validation and test accuracy per
-config (mean ± std over seeds), paired differences with single-task (validation and test) and with
-equal weighting (mean ± std and the standard error std / √n), the last epoch's weights, seconds per
-epoch. Every configuration folder found is a row (known ones first). Reads only the run folders.
+experiments/task_weights_calibrate.sh (``--protocol 30-epoch``, CIFAR-10; ``--protocol mnist-long``, MNIST
+even / odd with the digits and rotation): validation and test accuracy per config (after the last epoch,
+or for mnist-long the mean of the last 5 epochs; mean ± std over seeds), paired differences with
+single-task (validation and test) and with equal weighting (mean ± std and the standard error std / √n),
+the last epoch's weights, seconds per epoch. Every configuration folder found is a row (known ones
+first). Reads only the run folders.
 
     python experiments/task_weights_report.py runs/task-weights-cifar10 figures/task-weights-cifar10.md
     python experiments/task_weights_report.py runs/task-weights-30ep figures/task-weights-cifar10-30ep.md \
         --protocol 30-epoch
+    python experiments/task_weights_report.py runs/task-weights-mnist-long figures/task-weights-mnist-long.md \
+        --protocol mnist-long
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import json
 import statistics
 from pathlib import Path
 
-CONFIGS = ("single", "equal", "rotation", "colourisation", "auto-lambda", "ol-aux", "auxilearn")
+CONFIGS = ("single", "equal", "human", "rotation", "colourisation", "auto-lambda", "ol-aux", "auxilearn")
+# protocol: (title, description, epochs averaged for the accuracies: 1 = the last epoch's)
 PROTOCOLS = {
     "6-epoch": (
         "Meta-learned task weights on CIFAR-10 (CPU calibration)",
@@ -28,6 +33,7 @@ PROTOCOLS = {
         "held out for its outer loss. Accuracies in %, after the last epoch; mean ± std over seeds; "
         "paired differences per seed (same training subset and initial seed) with their standard error. "
         "Epoch times on a 2-core machine shared with other jobs (load average about 8).",
+        1,
     ),
     "30-epoch": (
         "Auxiliary tasks and their weights on CIFAR-10, 30 epochs (CPU calibration)",
@@ -40,6 +46,22 @@ PROTOCOLS = {
         "of the 1600 training images held out for its outer loss (fused step). Accuracies in %, after the "
         "last epoch; mean ± std over seeds; paired differences per seed (same training subset and initial "
         "seed) with their standard error. Epoch times on a 2-core machine shared with other jobs.",
+        1,
+    ),
+    "mnist-long": (
+        "Auxiliary tasks and their weights on MNIST-long (the digits and rotation for even / odd)",
+        "Made by `PROTOCOL=mnist-long bash experiments/task_weights_calibrate.sh DATA_ROOT RUNS` (CONFIGS and "
+        "SEEDS as listed below) and `python experiments/task_weights_report.py RUNS "
+        "figures/task-weights-mnist-long.md --protocol mnist-long`. MNIST, even / odd primary task, 1800 "
+        "stratified training images (1000 of them carved off as the validation set), 2000 test images, "
+        "cnn3, 60 epochs, one-cycle SGD (lr 0.1, no momentum), batch 100, cross-entropy, one thread (the "
+        "generated-labels protocol `protocol-mnist-long`); auxiliary tasks: the digits (the human "
+        "hierarchy ψ = [5, 5], task `human`) and rotation (one random rotation per image); `human-W` = the "
+        "digits alone at weight W, `both-WH-WR` = both at weights WH and WR; meta-learned weightings as "
+        "listed in the script. Accuracies in %, mean of the last 5 epochs; mean ± std over seeds; paired "
+        "differences per seed (same training subset and initial seed) with their standard error. Epoch "
+        "times on a 2-core machine shared with other jobs.",
+        5,
     ),
 }
 
@@ -49,16 +71,19 @@ def _configs(root: Path) -> list[str]:
     return [c for c in CONFIGS if c in found] + [c for c in found if c not in CONFIGS]
 
 
-def _runs(root: Path) -> dict[str, dict[int, dict]]:
+def _runs(root: Path, last: int = 1) -> dict[str, dict[int, dict]]:
+    """Per config and seed: the last epoch's record, its accuracies averaged over the ``last`` epochs."""
     found: dict[str, dict[int, dict]] = {}
     for config in _configs(root):
         for seed_dir in sorted((root / config).glob("seed*")):
             if not (seed_dir / "summary.json").exists():
                 continue
             metrics = [json.loads(line) for line in (seed_dir / "metrics.jsonl").read_text().splitlines()]
-            found.setdefault(config, {})[int(seed_dir.name[4:])] = metrics[-1] | {
-                "s_per_epoch": statistics.mean(r["epoch_time_s"] for r in metrics)
-            }
+            found.setdefault(config, {})[int(seed_dir.name[4:])] = (
+                metrics[-1]
+                | {key: statistics.mean(r[key] for r in metrics[-last:]) for key in ("val_acc", "test_acc")}
+                | {"s_per_epoch": statistics.mean(r["epoch_time_s"] for r in metrics)}
+            )
     return found
 
 
@@ -78,8 +103,8 @@ def _paired(runs, config: str, against: str, key: str) -> str:
 
 
 def report(root: Path, protocol: str = "6-epoch") -> str:
-    runs = _runs(root)
-    title, text = PROTOCOLS[protocol]
+    title, text, last = PROTOCOLS[protocol]
+    runs = _runs(root, last)
     lines = [
         f"# {title}",
         "",

@@ -38,3 +38,21 @@ def test_report_lists_grid_configs_after_the_known_ones_with_validation_differen
     row = next(line for line in table.splitlines() if line.startswith("| rotation-0.3 |"))
     assert "+4.50 ± 0.71 (SE 0.50)" in row and "+0.00 ± 0.00 (SE 0.00)" in row
     assert table.startswith("# Auxiliary tasks and their weights on CIFAR-10, 30 epochs")
+
+
+def test_mnist_long_averages_the_last_five_epochs(tmp_path):
+    for config, accs in {
+        "single": [0.10, 0.90, 0.91, 0.92, 0.93, 0.94],
+        "human": [0.0, 0.91, 0.93, 0.93, 0.95, 0.98],
+    }.items():
+        folder = tmp_path / config / "seed0"
+        folder.mkdir(parents=True)
+        lines = [
+            json.dumps({"epoch": i + 1, "val_acc": a, "test_acc": a, "epoch_time_s": 1.0}) for i, a in enumerate(accs)
+        ]
+        (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        (folder / "summary.json").write_text("{}")
+    table = report(tmp_path, "mnist-long")
+    # single: mean(0.90..0.94) = 92.00; human: mean(0.91, 0.93, 0.93, 0.95, 0.98) = 94.00 (the first epoch left out)
+    assert "| single | 1 | 92.00 | 92.00 |" in table and "| human | 1 | 94.00 | 94.00 |" in table
+    assert table.startswith("# Auxiliary tasks and their weights on MNIST-long")
