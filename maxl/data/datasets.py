@@ -93,7 +93,8 @@ class DataBundle:
         aux_val: human auxiliary labels of the validation set, as ``aux_train``.
         weight_set: images held out from the training images for a meta-learned weighting's
             outer loss (Auto-λ, AuxiLearn: :func:`maxl.train.build.hold_out_for_weights`), never
-            trained on, un-augmented; None without one.
+            trained on, un-augmented; None without one (and with ``aux.weight_split = 0``, whose
+            outer loss is on the training images themselves).
         weight_index: int64 [N_weight], sorted positions of ``weight_set``'s images among the
             training images before the hold-out; ``train`` is the rest of them, in order (less
             ``arch_set`` if any). None without a held-out split.

@@ -57,6 +57,8 @@ __all__ = [
     "load_data",
     "load_training_data",
     "hold_out_for_weights",
+    "outer_loss_on_training_images",
+    "training_images_for_weights",
     "hold_out_for_architecture",
     "architecture_split",
     "make_generator",
@@ -385,7 +387,9 @@ class AuxConfig:
         None,
         metavar="IMAGES",
         help="meta-learned weightings: hold out this many training images (class-stratified) for the "
-        "weights' outer loss, never trained on (default: a tenth of the training images)",
+        "weights' outer loss, never trained on; 0 holds none out: the outer loss takes batches of the "
+        "training images themselves, not augmented, from a shuffle of their own each epoch, as "
+        "Auto-Lambda's reference implementation does (default: a tenth of the training images)",
     )
     weight_every: int = setting(1, help="meta-learned weightings: a weight step every this many network steps")
     weight_neumann_terms: int = setting(
@@ -424,8 +428,11 @@ class AuxConfig:
             raise ValueError(f"weight_init must be >= 0, got {self.weight_init}")
         if self.weight_engine not in TASK_WEIGHT_ENGINES:
             raise ValueError(f"unknown weight_engine {self.weight_engine!r}; expected one of {TASK_WEIGHT_ENGINES}")
-        if self.weight_split is not None and self.weight_split < 1:
-            raise ValueError(f"weight_split must be >= 1 images (leave it out for a tenth), got {self.weight_split}")
+        if self.weight_split is not None and self.weight_split < 0:
+            raise ValueError(
+                f"weight_split must be >= 0 images (0: none held out, the outer loss on the training images; "
+                f"leave it out for a tenth), got {self.weight_split}"
+            )
         if self.weight_neumann_terms < 0:
             raise ValueError(f"weight_neumann_terms must be >= 0, got {self.weight_neumann_terms}")
         if self.weight_horizon < 1:
@@ -879,7 +886,9 @@ def hold_out_for_weights(data, size: int | None, seed: int):
     Args:
         data: a :class:`maxl.data.DataBundle` whose training set holds its images (``images``,
             ``labels``: every built-in data set).
-        size: images to hold out; None: a tenth of the training images (at least 1).
+        size: images to hold out; None: a tenth of the training images (at least 1); 0: none,
+            ``data`` is returned as it is (the outer loss then takes batches of the training
+            images themselves: :func:`training_images_for_weights`).
         seed: the run's seed (the split is drawn from ``seed + 2``).
 
     Returns:
@@ -890,8 +899,32 @@ def hold_out_for_weights(data, size: int | None, seed: int):
     Raises:
         ValueError: ``size`` is not smaller than the number of training images.
     """
+    if size == 0:
+        return data
     data, held_set, held = _hold_out(data, size, seed + 2, "weight_split", augment=False)
     return replace(data, weight_set=held_set, weight_index=held)
+
+
+def training_images_for_weights(data):
+    """The outer-loss images of a meta-learned weighting that holds none out (``aux.weight_split
+    = 0``): the training images and labels of ``data.train`` with the test set's transform, not
+    augmented, as a held-out split would be. The trainer draws each epoch's outer batches as a pass
+    over a shuffle of them of its own (``Trainer(weight_from_training=True)``), as Auto-λ's
+    reference implementation takes its meta step's primary loss on a second loader over the
+    training set (Liu, James, Davison, Johns, "Auto-Lambda", TMLR 2022; lorenmt/auto-lambda).
+
+    Args:
+        data: a :class:`maxl.data.DataBundle` whose training set holds its images (``images``,
+            ``labels``: every built-in data set).
+
+    Returns:
+        An :class:`maxl.data.datasets.ImageTensorDataset` of the same N images, positions as in
+        ``data.train``.
+    """
+    from maxl.data.datasets import ImageTensorDataset
+
+    train, test = data.train, data.test
+    return ImageTensorDataset(train.images, train.labels, test.transform, getattr(test, "batch_transform", None))
 
 
 def hold_out_for_architecture(
@@ -981,9 +1014,18 @@ def _hold_out(data, size: int | None, seed: int, setting_name: str, augment: boo
     return replace(data, train=kept, aux_train=aux_train), held_set, held
 
 
+def outer_loss_on_training_images(run: RunConfig) -> bool:
+    """Whether the run's weighting takes its outer loss on batches of the training images
+    themselves: a meta-learned weighting that learns on held-out images, with ``aux.weight_split
+    = 0`` (:func:`training_images_for_weights`)."""
+    chosen = WEIGHTINGS[run.aux.weighting]
+    return chosen.meta_learned and chosen.uses_held_out and run.aux.weight_split == 0
+
+
 def load_training_data(run: RunConfig, *, augment: bool | None = None):
     """The images a run trains on: :func:`load_data` of its ``data`` section, less the held-out
-    split of a meta-learned weighting that learns on held-out images (:func:`hold_out_for_weights`).
+    split of a meta-learned weighting that learns on held-out images (:func:`hold_out_for_weights`;
+    none with ``aux.weight_split = 0``, whose outer loss is on the training images themselves).
     Training (:func:`build`) and the analysis of a finished run (:func:`maxl.analysis.run.load_run`)
     both call it, so that both see the same training set.
 
@@ -1043,6 +1085,12 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
     )
     if held:
         say(f"[{run.aux.weighting}] {held} training images held out for the task weights' outer loss")
+    weights_on_training = outer_loss_on_training_images(run)
+    if weights_on_training:
+        say(
+            f"[{run.aux.weighting}] the task weights' outer loss on the training images (--weight-split 0: "
+            "none held out; a shuffle of their own, not augmented)"
+        )
     aux_labels = label_info = None
     if t.method in FIXED_LABEL_METHODS:  # made before the networks, so that their initialisation is the same
         ae = AutoencoderConfig(epochs=run.baselines.ae_epochs, latent_dim=run.baselines.ae_latent)
@@ -1132,7 +1180,8 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         record=record,
         val_set=data.val,
         human_labels=data.aux_train,
-        weight_set=data.weight_set,
+        weight_set=training_images_for_weights(data) if weights_on_training else data.weight_set,
+        weight_from_training=weights_on_training,
         arch_set=arch_set,
         arch_aux_labels=arch_aux,
         weight_every=run.aux.weight_every,

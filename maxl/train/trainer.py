@@ -66,6 +66,9 @@ from maxl.train.step import StepPath
 
 __all__ = ["Trainer", "seed_everything", "resolve_device", "CompileFallbackWarning"]
 
+# tags the shuffles of the weights' outer batches (weight_split = 0) apart from any other use of the run seed
+_WEIGHT_STREAM = 0x776C
+
 
 class CompileFallbackWarning(UserWarning):
     """``compile=True`` with a meta-gradient engine that torch.compile cannot serve: the run is eager."""
@@ -112,9 +115,15 @@ class Trainer:
             (``val_loss``, ``val_acc``), for choosing settings without the test set.
         human_labels: int64 ``[N_train]`` human auxiliary labels of the training images, for
             the generated labels' ``label_nmi_human`` diagnostic.
-        weight_set: images held out from the training images for a meta-learned weighting's
-            outer loss (Auto-λ; :func:`maxl.train.build.hold_out_for_weights`); its batches are
-            drawn by the step count, so a resumed run draws the same ones.
+        weight_set: the images of a meta-learned weighting's outer loss (Auto-λ, AuxiLearn):
+            held out from the training images (:func:`maxl.train.build.hold_out_for_weights`),
+            or, with ``weight_from_training``, the training images themselves, not augmented
+            (``aux.weight_split = 0``: :func:`maxl.train.build.training_images_for_weights`). Its
+            batches are drawn from the run's seed and the step count alone, so a resumed run and
+            every process draw the same ones (:meth:`_weight_indices`).
+        weight_from_training: ``weight_set`` is ``train_set``'s N images at the same positions
+            (nothing held out, Auto-λ's reference practice): each epoch's outer batches are a pass
+            over a shuffle of them of its own, not the training loader's.
         weight_every: a weight step before every this many multi-task steps.
         arch_set: split B of the training images for an architecture search with updates of its
             own (AdaShare's policy updates, :meth:`maxl.nn.architectures.AdaShare.arch_step`):
@@ -161,6 +170,7 @@ class Trainer:
         val_set: Dataset | None = None,
         human_labels: Tensor | None = None,
         weight_set: Dataset | None = None,
+        weight_from_training: bool = False,
         weight_every: int = 1,
         arch_set: Dataset | None = None,
         arch_aux_labels: Tensor | None = None,
@@ -223,11 +233,18 @@ class Trainer:
             optims.gen_scheduler,
         )
         self.checks = FiniteChecks(lambda: (self.epoch + 1, self.step + 1))
-        self.weight_set = weight_set
+        self.weight_set, self.weight_from_training = weight_set, weight_from_training
         meta_learned = learner.weighting.meta_learned
         if meta_learned and learner.weighting.uses_held_out and weight_set is None:
             raise ValueError(
                 f"weighting {type(learner.weighting).__name__} learns from held-out images: pass weight_set="
+            )
+        if weight_from_training and (weight_set is None or len(cast(Sized, weight_set)) != len(cast(Sized, train_set))):
+            raise ValueError(
+                "weight_from_training: weight_set must be the training images themselves "
+                f"({len(cast(Sized, train_set))}), got "
+                f"{'none' if weight_set is None else len(cast(Sized, weight_set))} "
+                "(maxl.train.build.training_images_for_weights)"
             )
         learner.check_optimizer(self.optimizer)
         self.steps = StepPath(
@@ -346,15 +363,34 @@ class Trainer:
 
         return on_device()
 
-    def _held_out_batch(self, step: int) -> tuple[Tensor, Tensor]:
-        """The held-out batch of the weight step before multi-task step ``step``: ``batch_size``
-        images (at most the split) drawn without replacement by a generator seeded by the run's
-        seed and ``step`` alone, the same on every process and after a resume."""
+    def _weight_indices(self, step: int) -> Tensor:
+        """The positions in ``weight_set`` of the outer batch of the weight step before multi-task
+        step ``step`` (int64 ``[min(batch_size, N)]``), from the run's seed and ``step`` alone: the
+        same on every process (each takes the whole global batch) and after a resume.
+
+        A held-out split: ``batch_size`` images drawn without replacement by a generator seeded by
+        the seed and the step. The training images themselves (``weight_from_training``): batch k
+        of epoch e (step = e·S + k, S the epoch's steps) is positions k·B .. (k+1)·B − 1 of a
+        permutation drawn from (seed, e) on a stream of its own (numpy's ``SeedSequence``), so each
+        epoch's outer batches are a pass over a shuffle that is not the training loader's, as the
+        second training loader of Auto-λ's reference implementation."""
         assert self.weight_set is not None  # only a meta-learned weighting asks
         n = len(cast(Sized, self.weight_set))  # cast: a map-style data set has a length
+        size = min(self.config.batch_size, n)
+        if self.weight_from_training:
+            per_epoch = max(1, n // self.config.batch_size)  # the training loader's steps (drop_last)
+            epoch, k = divmod(step, per_epoch)
+            state = np.random.SeedSequence([_WEIGHT_STREAM, self.config.seed, epoch]).generate_state(2, dtype=np.uint32)
+            gen = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+            return torch.randperm(n, generator=gen)[k * size : (k + 1) * size]
         gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step)
-        picks = torch.randperm(n, generator=gen)[: min(self.config.batch_size, n)].tolist()
-        items = [self.weight_set[i] for i in picks]
+        return torch.randperm(n, generator=gen)[:size]
+
+    def _held_out_batch(self, step: int) -> tuple[Tensor, Tensor]:
+        """The outer batch ``(x_v [B', C, H, W], y_v [B'])`` of the weight step before multi-task
+        step ``step``: the images of :meth:`_weight_indices` on the device."""
+        assert self.weight_set is not None  # only a meta-learned weighting asks
+        items = [self.weight_set[i] for i in self._weight_indices(step).tolist()]
         x = torch.stack([item[0] for item in items]).to(self.device)
         y = torch.as_tensor([int(item[1]) for item in items]).to(self.device)
         return x, y

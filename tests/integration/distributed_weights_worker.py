@@ -21,9 +21,10 @@ from maxl.train.aux_learner import build_learner
 STEPS = 3
 
 
-def trainer(fused: bool, weight_every: int = 1) -> Trainer:
+def trainer(fused: bool, weight_every: int = 1, outer: str = "held-out") -> Trainer:
     """A single-task network without BatchNorm (so that the network's step over processes is the
-    one-process step on the global batch), rotation, Auto-λ from weight 1; 32 held-out images."""
+    one-process step on the global batch), rotation, Auto-λ from weight 1; the outer loss on 32
+    held-out images, or (``outer="training"``, ``--weight-split 0``) on the 96 training images."""
     data = load_dataset("digits", train_subset=96, test_subset=20)
     seed_everything(0)
     net = MultiTaskNetwork(build_backbone("tiny-cnn", 1, batchnorm=False), 10, 0, 8)
@@ -39,8 +40,11 @@ def trainer(fused: bool, weight_every: int = 1) -> Trainer:
         hidden=8,
     )
     config = TrainConfig(method="single", batch_size=16, lr=0.2, device="cpu", progress=False)
-    held_out = Subset(data.train, range(64, 96))
-    return Trainer(net, data.train, data.test, config, learner=learner, weight_set=held_out, weight_every=weight_every)
+    if outer == "training":  # digits are not augmented: the training set is its own un-augmented view
+        weights = {"weight_set": data.train, "weight_from_training": True}
+    else:
+        weights = {"weight_set": Subset(data.train, range(64, 96))}
+    return Trainer(net, data.train, data.test, config, learner=learner, weight_every=weight_every, **weights)
 
 
 def batch(step: int):
@@ -52,9 +56,9 @@ def batch(step: int):
     return x, y, idx
 
 
-def main(out: str, fused: str) -> None:
+def main(out: str, fused: str, outer: str = "held-out") -> None:
     with distributed.process_group("cpu"):
-        t = trainer(fused == "fused")
+        t = trainer(fused == "fused", outer=outer)
         rank, size = distributed.rank(), distributed.world_size()
         share = slice(rank * 16 // size, (rank + 1) * 16 // size)
         for step in range(STEPS):
@@ -66,4 +70,4 @@ def main(out: str, fused: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

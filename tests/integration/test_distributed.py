@@ -155,19 +155,22 @@ def test_auxiliary_tasks_and_weightings_train_under_torchrun_like_one_process(tm
     assert record["epoch"] == 1 and "train_loss_rotation" in record and "meta_outer_loss" in record
 
 
-def test_auto_lambda_under_torchrun_averages_replica_local_weight_gradients(tmp_path):
+@pytest.mark.parametrize("outer", ["held-out", "training"])
+def test_auto_lambda_under_torchrun_averages_replica_local_weight_gradients(tmp_path, outer):
     """Auto-λ (fused step, the default) over 2 processes: both ranks hold the same weights after
     each step, and they and the network equal a one-process run in which each step's weight gradient
     is the mean of the (unfused) engine's gradients of the two halves of the global batch, and the
-    network then steps on the whole batch (replica-local look-ahead, as for MAXL's generator)."""
+    network then steps on the whole batch (replica-local look-ahead, as for MAXL's generator); the
+    outer batches are held-out images, or (``--weight-split 0``) the training images, the same
+    global batch on every rank."""
     from tests.integration import distributed_weights_worker as worker
 
-    torchrun(str(HERE / "distributed_weights_worker.py"), str(tmp_path / "state.pt"), "fused")
+    torchrun(str(HERE / "distributed_weights_worker.py"), str(tmp_path / "state.pt"), "fused", outer)
     ranks = [torch.load(tmp_path / f"state.pt.{r}", weights_only=True) for r in (0, 1)]
     assert torch.equal(ranks[0]["lam"], ranks[1]["lam"])
     assert (ranks[0]["lam"] - 1.0).abs().max() > 1e-3  # learnt, not the initial 1
 
-    t = worker.trainer(fused=False, weight_every=10**9)
+    t = worker.trainer(fused=False, weight_every=10**9, outer=outer)
     t.step = 1  # no weight step inside multitask(): the reference takes its own below
     weighting = t.learner.weighting
     for step in range(worker.STEPS):

@@ -67,6 +67,7 @@ def test_auto_lambda_runs_and_records_its_weights_per_epoch(tmp_path, method, en
     [
         (["--method", "single"], "learns the weights of auxiliary tasks, and this run has none"),
         (["--aux", "rotation", "--weight-split", "320"], "weight_split must be smaller than the 320 training images"),
+        (["--aux", "rotation", "--weight-split", "-1"], "weight_split must be >= 0 images"),
         (["--aux", "rotation", "--weight-lr", "0"], "weight_lr must be > 0"),
         (["--aux", "rotation", "--weight-lr", "nan"], "aux.weight_lr = nan (float): expected a finite number"),
     ],
@@ -82,17 +83,17 @@ def test_settings_that_cannot_work_are_refused_at_start_up(tmp_path, extra, matc
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
-def _config(out, epochs=2, fused=True):
+def _config(out, epochs=2, fused=True, split=64, method="single"):
     return RunConfig.from_dict(
         {
             "data": {"dataset": "digits", "train_subset": 320, "test_subset": 100},
             "model": {"hidden": 16},
-            "train": {"method": "single", "epochs": epochs, "batch_size": 32, "progress": False},
+            "train": {"method": method, "epochs": epochs, "batch_size": 32, "progress": False},
             "aux": {
                 "tasks": ["rotation"],
                 "weighting": "auto-lambda",
                 "weight_lr": 0.01,
-                "weight_split": 64,
+                "weight_split": split,
                 "weight_fused": fused,
             },
             "out": str(out),
@@ -198,3 +199,76 @@ def test_fused_weight_step_follows_the_unfused_trajectory(tmp_path):
     for entry in ("net", "learner"):  # the network, the heads and λ with Adam's moments after 16 steps
         for k, v in ends["unfused"][entry].items():
             torch.testing.assert_close(ends["fused"][entry][k], v, rtol=1e-4, atol=1e-6, msg=f"{entry}.{k}")
+
+
+def test_a_negative_weight_split_is_refused_naming_it():
+    with pytest.raises(ValueError, match=r"weight_split must be >= 0 images .*got -3"):
+        RunConfig.from_dict({"aux": {"tasks": ["rotation"], "weighting": "auto-lambda", "weight_split": -3}})
+
+
+@pytest.mark.parametrize("method", ["single", "maxl"])
+def test_weight_split_0_holds_nothing_out_and_draws_the_outer_batches_from_another_shuffle(tmp_path, method):
+    """``--weight-split 0`` (Auto-λ's reference practice): the network trains on all the training
+    images, and the weights' outer batches are training images (not augmented), each epoch a pass
+    over a shuffle of them drawn apart from the training loader's; the weights learn."""
+    from maxl.train.trainer import _TrainBatches
+
+    lines: list[str] = []
+    trainer = build(_config(tmp_path / "run", epochs=1, split=0, method=method), log=lines.append)
+    unsplit = build(_config(tmp_path / "unsplit", epochs=1, method=method), log=lambda *_: None)
+    assert len(trainer.train_set) == 320 == len(unsplit.train_set) + 64  # nothing held out
+    assert not any("images held out" in line for line in lines)
+    assert any("outer loss on the training images" in line for line in lines)
+    assert torch.equal(trainer.weight_set.images, trainer.train_set.images)
+    assert torch.equal(trainer.weight_set.labels, trainer.train_set.labels)
+    steps = len(trainer.train_set) // 32
+    passes = []
+    for epoch in (0, 1):
+        picks = [trainer._weight_indices(epoch * steps + k) for k in range(steps)]
+        assert all(len(p) == 32 for p in picks)
+        flat = torch.cat(picks)
+        assert len(set(flat.tolist())) == steps * 32  # a pass: no image twice in an epoch
+        trainer.epoch = epoch
+        order = torch.cat([idx.cpu() for _, _, idx in _TrainBatches(trainer)(0)])
+        assert (flat == order).float().mean() < 0.2  # not the training loader's order
+        passes.append(flat)
+    assert not torch.equal(passes[0], passes[1])  # another shuffle each epoch
+    trainer.epoch = 0
+    idx = trainer._weight_indices(3)
+    x, y = trainer._held_out_batch(3)
+    assert torch.equal(x, torch.stack([trainer.train_set[int(i)][0] for i in idx]))  # the training images' pixels
+    assert torch.equal(y, trainer.train_set.labels[idx])
+    assert torch.equal(trainer._held_out_batch(3)[0], x)  # a function of the step alone
+
+    trainer.fit()
+    record = read_metrics(tmp_path / "run")[-1]
+    assert record["train_weight_rotation"] != pytest.approx(0.1)  # learnt, not the initial 0.1
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["num_train"] == 320
+
+
+def test_weight_split_0_resumed_mid_epoch_equals_the_uninterrupted_run_and_load_run_sees_every_image(
+    tmp_path, monkeypatch
+):
+    """Signalled inside its second epoch and resumed, a ``--weight-split 0`` run ends with the
+    uninterrupted run's records, network and weights (bit for bit: same machine); ``load_run``
+    rebuilds all 320 training images, none held out."""
+    from maxl.analysis.run import load_run
+    from maxl.train.preemption import EXIT_PREEMPTED
+
+    from .test_preemption import signal_after_step
+    from .test_reproducibility import assert_same_networks, records
+
+    args = ["train", *FAST, "--method", "single", "--aux", "rotation", "--weighting", "auto-lambda"]
+    args += ["--weight-split", "0", "--weight-lr", "0.01", "--epochs", "2"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    signal_after_step(monkeypatch, 13)  # 10 steps per epoch: inside the second
+    assert main([*args, "--out", str(tmp_path / "part")]) == EXIT_PREEMPTED
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    torch.manual_seed(1234)  # whatever state the new process starts in
+    assert main(["train", "--resume", str(tmp_path / "part"), "--no-progress"]) == 0
+    assert records(tmp_path / "part") == records(tmp_path / "whole")
+    assert_same_networks(tmp_path / "part", tmp_path / "whole", parts=("net", "learner", "optimizer"))
+    assert records(tmp_path / "whole")[-1]["train_weight_rotation"] != pytest.approx(0.1)  # learnt
+    run = load_run(tmp_path / "whole")
+    assert len(run.data.train) == 320 and run.data.weight_set is None and run.data.weight_index is None

@@ -133,3 +133,27 @@ def test_config_json_of_a_run_reruns_it_to_the_same_numbers(tmp_path):
         assert {k: v for k, v in ra.items() if k != "epoch_time_s"} == {
             k: v for k, v in rb.items() if k != "epoch_time_s"
         }
+
+
+def test_the_outer_images_of_weight_split_0_are_the_training_images_without_augmentation():
+    """With nothing held out the weights' outer batches come from the training images with the test
+    set's transform (not augmented, as a held-out split), and the training set keeps every image."""
+    import torch
+
+    from maxl.data.datasets import DataBundle, ImageTensorDataset, make_transform
+    from maxl.train.build import hold_out_for_weights, training_images_for_weights
+
+    images = torch.randint(0, 256, (12, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(12) % 3
+    mean, std = (0.5, 0.5, 0.5), (0.2, 0.2, 0.2)
+    train = ImageTensorDataset(images, labels, make_transform(8, mean, std, augment=True))
+    test = ImageTensorDataset(images[:4], labels[:4], make_transform(8, mean, std, augment=False))
+    data = DataBundle(train, test, 3, ["a", "b", "c"], 3, 8, None, None, None, None, "toy")
+    assert hold_out_for_weights(data, 0, seed=0) is data  # nothing held out
+    outer = training_images_for_weights(data)
+    assert torch.equal(outer.images, images) and torch.equal(outer.labels, labels)
+    torch.manual_seed(0)
+    augmented = [not torch.equal(train[i][0], test.transform(images[i])) for i in range(12)]
+    assert any(augmented)  # the training transform crops and flips: the check below can fail
+    for i in range(12):
+        assert torch.equal(outer[i][0], test.transform(images[i]))
