@@ -28,6 +28,8 @@
 #                   + A + B with that weighting at its defaults
 #   maxl            the primary task + MAXL's generated labels (psi of the protocol), equal weights
 #   maxl-auto-lambda  the same with Auto-λ on the generated-labels task
+#   NAME-s0         a meta-learned config NAME with --weight-split 0: no images held out, the weights'
+#                   outer loss on the training images (Auto-λ's reference practice)
 # Then: python experiments/task_weights_report.py RUNS OUT.md --protocol 30-epoch | mnist-long
 #
 #   mkdir -p /tmp/data && tar xzf /work/shared/data/cifar10-jpeg.tar.gz -C /tmp/data
@@ -64,8 +66,9 @@ for seed in "${seeds[@]}"; do
   for config in "${configs[@]}"; do
     dir="$out/$config/seed$seed"
     [[ -f "$dir/summary.json" ]] && continue
-    method=$method_a
-    case $config in
+    method=$method_a name=$config split=()
+    [[ $config == *-s0 ]] && name=${config%-s0} split=(--weight-split 0)
+    case $name in
       single) method=single extra=() ;;
       equal) extra=("${with_a[@]}" "${with_b[@]}") ;;
       "$a") extra=("${with_a[@]}") ;;
@@ -76,12 +79,12 @@ for seed in "${seeds[@]}"; do
         extra=("${with_a[@]}" "${with_b[@]}" --aux-weight "$a=${w%-*}" --aux-weight "$b=${w#*-}") ;;
       auto-lambda) extra=("${with_a[@]}" "${with_b[@]}" --weighting auto-lambda --weight-init 1 --weight-lr 0.01
         --weight-split 200) ;;
-      auxilearn | auxilearn-nonlinear) extra=("${with_a[@]}" "${with_b[@]}" --weighting "$config" --weight-split 200) ;;
+      auxilearn | auxilearn-nonlinear) extra=("${with_a[@]}" "${with_b[@]}" --weighting "$name" --weight-split 200) ;;
       maxl) method=maxl extra=() ;;
       maxl-auto-lambda) method=maxl extra=(--weighting auto-lambda --weight-init 1 --weight-lr 0.01 --weight-split 200) ;;
-      *) extra=("${with_a[@]}" "${with_b[@]}" --weighting "$config") ;;
+      *) extra=("${with_a[@]}" "${with_b[@]}" --weighting "$name") ;;
     esac
     [[ $protocol == cifar10 && $method == "$method_a" ]] && method=single
-    python -m maxl train "${common[@]}" --method "$method" --seed "$seed" "${extra[@]}" --out "$dir"
+    python -m maxl train "${common[@]}" --method "$method" --seed "$seed" "${extra[@]}" "${split[@]}" --out "$dir"
   done
 done
