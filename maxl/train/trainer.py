@@ -654,7 +654,8 @@ class Trainer:
                 than tensors, numbers, strings and containers (refused), is not a maxl
                 checkpoint of this method, or was written with other settings than this
                 trainer's (each differing setting is named; those in
-                :data:`~maxl.train.config.RESUMABLE_CHANGES` may differ).
+                :data:`~maxl.train.config.RESUMABLE_CHANGES` may differ), or holds a state (an
+                optimiser's, the network's) that does not fit this trainer's objects.
         """
         required = (*self._stateful(), "epoch", "step", "history", "rng", "config")
         state = read_checkpoint(path, self.device, required)
@@ -664,7 +665,15 @@ class Trainer:
                 f"{path} was written with other settings than this trainer's: {'; '.join(differences)}"
             )
         for name, obj in self._stateful().items():
-            obj.load_state_dict(state[name])
+            try:
+                obj.load_state_dict(state[name])
+            except (ValueError, RuntimeError) as err:  # e.g. an optimiser over another number of parameters
+                raise CheckpointError(
+                    f"{path}: its {name!r} entry does not fit this trainer's {name}: {err}. The checkpoint was "
+                    "written by a version of maxl whose network held other parameters (e.g. a derived MTL-NAS "
+                    "architecture, --mtlnas-edges, before issue 25's fix held unused gate logits); start the run "
+                    "afresh"
+                ) from None
         unexpected = self.learner.load_state_dict(state.get("learner", {}), strict=False).unexpected_keys
         if unexpected:
             raise CheckpointError(f"checkpoint {path} holds learner entries this learner lacks: {unexpected}")

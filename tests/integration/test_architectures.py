@@ -132,7 +132,7 @@ def test_maxl_with_sparse_sharing_learns_and_keeps_its_masks(tmp_path):
 
 def test_mtl_nas_search_then_its_derived_architecture_retrained(tmp_path):
     """MAXL through MTL-NAS's edge search, the edges with a positive logit derived from the reloaded
-    run, and that architecture re-trained from scratch with ``--mtlnas-edges``."""
+    run, and that architecture re-trained from scratch with ``--mtlnas-edges`` by MAXL."""
     from maxl.analysis.run import load_run
     from maxl.nn.architectures.mtl_nas import derive_edges, edges_text
 
@@ -154,6 +154,7 @@ def test_mtl_nas_search_then_its_derived_architecture_retrained(tmp_path):
     assert torch.equal(run.data.arch_set.images, trainer.arch_set.images) and run.data.weight_set is None
     edges = edges_text(derive_edges(trunk))
     derived = tmp_path / "derived"
-    argv = ["train", *COMMON, "--method", "human", "--arch", "mtl-nas", "--mtlnas-edges", edges, "--out", str(derived)]
+    # MAXL again: its meta-gradient through the derived architecture (issue 25: crashed on the unused gate logits)
+    argv = ["train", *COMMON, "--method", "maxl", "--arch", "mtl-nas", "--mtlnas-edges", edges, "--out", str(derived)]
     assert main(argv) == 0
     assert final_accuracy(derived) > 0.75

@@ -265,6 +265,18 @@ def test_a_checkpoint_of_other_settings_is_refused(digits, tmp_path):
     make_trainer(digits, method="single", epochs=5).load_checkpoint(tmp_path / "single.pt")
 
 
+def test_a_checkpoint_whose_optimiser_does_not_fit_is_refused(digits, tmp_path):
+    """Same settings, but the optimiser was over another set of parameters (a derived MTL-NAS run
+    checkpointed before issue 25's fix, which held unused gate logits): a CheckpointError naming it."""
+    trainer = make_trainer(digits, method="single")
+    trainer.save_checkpoint(tmp_path / "single.pt")
+    state = torch.load(tmp_path / "single.pt", weights_only=True)
+    state["optimizer"]["param_groups"][0]["params"].append(max(state["optimizer"]["param_groups"][0]["params"]) + 1)
+    torch.save(state, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"other.pt: its 'optimizer' entry does not fit .*start the run afresh"):
+        make_trainer(digits, method="single").load_checkpoint(tmp_path / "other.pt")
+
+
 # ----------------------------------------------------------------------------- command line
 RUN = [
     "train",

@@ -22,7 +22,10 @@ BatchNorm in training normalises the scale away, so the own path dominates but i
 * the multi-task loss gains the minimum-entropy regulariser λ Σ_e H(σ(α_e)),
   H(p) = −p log p − (1 − p) log(1 − p), which pushes every gate to 0 or 1;
 * the final architecture keeps the edges with α_e > 0 (:func:`derive_edges`), trained from
-  scratch with those gates fixed at 1 (``edges``).
+  scratch with those gates fixed at 1 (``edges``). It holds exactly the parameters its forward
+  uses: no gate logits, and no fusion weights on the edges left out, so that its parameter count is
+  the derived network's, and MAXL's look-ahead, which differentiates every trainable parameter,
+  finds each of them in the graph (issue 25).
 
 The edge count of the search space for T towers of L blocks: T (T − 1) Σ_{i=0}^{L−1} (min(i, D) + 1)
 (T (T − 1) L (L + 1) / 2 without a limit).
@@ -129,10 +132,11 @@ class MTLNAS(TaskTrunk):
             inside :meth:`arch_step`, by :meth:`make_arch_optimizer`'s optimiser. False: jointly.
         arch_lr: the gate logits' Adam learning rate (> 0).
         edges: the kept edges (0/1 ``[E]`` or its text, :func:`parse_edges`): a fixed architecture,
-            gates 1 on kept edges; the others are left out.
+            gates 1 on kept edges; the others are left out, and there are no gate logits.
 
-    Parameters: T × the backbone's + E gate logits + Σ_{(t,i)} C_i (C_i + Σ_{e into (t,i)} C_j)
-    + 2 C_i per target with BatchNorm.
+    Parameters: T × the backbone's + Σ_{(t,i)} C_i (C_i + Σ_{e into (t,i)} C_j) + 2 C_i per target
+    with BatchNorm, the sum over the edges e kept (all of them in the search); + E gate logits in
+    the search only.
 
     Raises:
         ValueError: a backbone without a blocks view, bad settings.
@@ -173,7 +177,10 @@ class MTLNAS(TaskTrunk):
             raise ValueError(f"mtl-nas: {tuple(edges.shape)} kept edges, expected ({len(self.edges)},)")
         self.register_buffer("kept", torch.ones(len(self.edges)) if edges is None else edges.float())
         self.fixed = edges is not None
-        self.gate_logits = nn.Parameter(torch.zeros(len(self.edges)))  # α [E]
+        if not self.fixed:  # a derived architecture's gates are its kept edges: no logits (unused parameters)
+            self.gate_logits = nn.Parameter(torch.zeros(len(self.edges)))  # α [E]
+        else:  # weights saved before issue 25's fix hold the unused logits: they load, the entry ignored
+            self.register_load_state_dict_pre_hook(_ignore_gate_logits)
         self.tau0, self.tau_decay, self.tau = float(tau), float(tau_decay), float(tau)
         self.entropy_weight = float(entropy_weight)
         self.into: dict[tuple[int, int], list[int]] = {}  # (t, i) -> indices of its edges
@@ -215,13 +222,23 @@ class MTLNAS(TaskTrunk):
 
     def make_arch_optimizer(self) -> torch.optim.Optimizer:
         """The gate logits' own optimiser: Adam, lr ``arch_lr``, betas (0.5, 0.999), weight decay
-        10⁻³ (the reference code's)."""
+        10⁻³ (the reference code's).
+
+        Raises:
+            ValueError: a fixed architecture (it has no gate logits).
+        """
+        self._require_search("make_arch_optimizer()")
         return torch.optim.Adam([self.gate_logits], lr=self.arch_lr, betas=(0.5, 0.999), weight_decay=1e-3)
 
     @contextlib.contextmanager
     def arch_step(self) -> Iterator[None]:
         """Inside, the gate logits are trainable, the gates are σ(α) (no sample) and the
-        minimum-entropy term is part of :meth:`penalty` (an architecture update)."""
+        minimum-entropy term is part of :meth:`penalty` (an architecture update).
+
+        Raises:
+            ValueError: a fixed architecture (it has no gate logits).
+        """
+        self._require_search("arch_step()")
         self.in_arch_step = True
         self.gate_logits.requires_grad_(True)
         try:
@@ -237,6 +254,12 @@ class MTLNAS(TaskTrunk):
         self.tau = self.tau0 * self.tau_decay**epoch
         p = torch.sigmoid(self.gate_logits.detach())
         return {"mtlnas_tau": self.tau, "mtlnas_gate_mean": float(p.mean()), "mtlnas_edges_on": float((p > 0.5).sum())}
+
+    def _require_search(self, what: str) -> None:
+        if self.fixed:
+            raise ValueError(
+                f"mtl-nas: {what} needs the edge search; a fixed architecture (edges given) has no gate logits"
+            )
 
     def kept_mask(self) -> Tensor:
         """The kept edges ``[E]`` (all ones during the search)."""
@@ -290,8 +313,16 @@ class MTLNAS(TaskTrunk):
 
 
 def derive_edges(trunk: MTLNAS) -> Tensor:
-    """The final architecture's edges ``[E]``: 1 where α_e > 0."""
+    """The final architecture's edges ``[E]``: 1 where α_e > 0 (a fixed architecture: its own)."""
+    if trunk.fixed:
+        return trunk.kept_mask().clone()
     return (trunk.gate_logits.detach() > 0).float()
+
+
+def _ignore_gate_logits(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *_: object) -> None:
+    """``load_state_dict`` pre-hook of a fixed :class:`MTLNAS`: drops ``gate_logits``, which a
+    derived architecture's weights saved before issue 25's fix hold (unused there)."""
+    state_dict.pop(prefix + "gate_logits", None)
 
 
 def edges_text(edges: Tensor) -> str:

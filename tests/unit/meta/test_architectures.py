@@ -23,6 +23,8 @@ ALPHA, LAM = 0.5, 0.2
 ARCHS = ["hard", "soft-l2", "soft-trace", "cross-stitch", "nddr", "mtan"]
 ARCHS += ["hard@resnet", "mtan@resnet", "nddr@resnet", "adashare@resnet", "sparse", "mtl-nas"]  # ResNet-8; sparse masks
 ARCHS += ["adashare-joint@resnet", "mtl-nas-joint"]  # joint schemes: policy / gate logits in θ1, penalty in the loss
+ARCHS += ["mtl-nas-derived"]  # a derived MTL-NAS: fixed edges, some off (issue 25: the look-ahead crashed)
+DERIVED_EDGES = "1,0,1,0,1,1"  # of search_space(2, 2): (0,0,1,0) (0,1,1,0) (0,1,1,1) (1,0,0,0) (1,1,0,0) (1,1,0,1)
 VARIANTS = ["meta-func", "meta-higher", "meta-jvp", "fused-func", "fused-jvp"]
 
 
@@ -46,7 +48,8 @@ def problem(arch):
         settings={
             # the alternation (default): the logits are constants of the weight step; "joint": parameters
             "adashare": dict(sparsity_weight=0.3, sharing_weight=0.2, tau=2.0, alternate=penalty != "joint"),
-            "mtl-nas": dict(entropy_weight=0.4, alternate=penalty != "joint"),
+            "mtl-nas": dict(entropy_weight=0.4, alternate=penalty != "joint")
+            | ({"edges": DERIVED_EDGES} if penalty == "derived" else {}),
         }.get(name),
     ).double()
     if name == "adashare":  # the search phase, every block decided, at a fixed Gumbel noise (what is differentiated)
@@ -57,9 +60,10 @@ def problem(arch):
     gen = LabelGenerator(ConvNet(1, (3,), (1,)), PSI, hidden=5).double()
     if name == "mtl-nas":  # the search at fixed logistic noise, gates and fusion away from their initialisation
         trunk = net.backbone
-        trunk.gate_logits.data.normal_()
-        u = torch.rand_like(trunk.gate_logits)
-        trunk.gumbel_noise = u.log() - (-u).log1p()
+        if not trunk.fixed:
+            trunk.gate_logits.data.normal_()
+            u = torch.rand_like(trunk.gate_logits)
+            trunk.gumbel_noise = u.log() - (-u).log1p()
         for fuse in trunk.modules():
             if isinstance(fuse, torch.nn.Conv2d) and fuse.kernel_size == (1, 1):
                 fuse.weight.data.add_(0.3 * torch.randn_like(fuse.weight))

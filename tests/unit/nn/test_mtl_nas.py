@@ -84,10 +84,47 @@ def test_a_fixed_architecture_has_only_its_edges():
     assert search_space(2, 2) == [(0, 0, 1, 0), (0, 1, 1, 0), (0, 1, 1, 1), (1, 0, 0, 0), (1, 1, 0, 0), (1, 1, 0, 1)]
     towers = 2 * count(make())
     fusion = 3 * (3 + 0) + 4 * (4 + 3) + 3 * (3 + 3) + 4 * (4 + 3) + 2 * 2 * (3 + 4)  # 1×1 convs + BN
-    assert count(fixed) == towers + fusion + 6  # + the (unused) gate logits
-    assert count(searched) > count(fixed)
+    assert count(fixed) == towers + fusion  # no gate logits: the gates are fixed (issue 25)
+    assert "gate_logits" not in dict(fixed.named_parameters()) and fixed.arch_parameters() == []
+    assert count(searched) == towers + fusion + 3 * 3 + 4 * 4 + 4 * 4 + 6  # + the off edges' weights, the logits
+    torch.testing.assert_close(derive_edges(fixed), fixed.kept_mask())
     primary, aux = build_network("mtl-nas", lambda: tiny_cnn(1), 2, 10, hidden=8)(torch.randn(4, 1, 8, 8))
     assert primary.shape == (4, 2) and aux.shape == (4, 10)
+
+
+@pytest.mark.parametrize("edges", ["1,0,1,0,1,1", "0,0,0,0,0,0", "1,1,1,1,1,1"])
+def test_a_derived_architecture_uses_every_parameter_it_holds(edges):
+    """What the look-ahead differentiates (every trainable parameter) is what the forward uses: each
+    parameter of a derived MTL-NAS network has a gradient of the multi-task loss (issue 25: MAXL's
+    meta-gradient crashed on the unused gate logits), in training and in evaluation mode."""
+    torch.manual_seed(0)
+    net = build_network("mtl-nas", lambda: ConvNet(1, (3, 4), (1, 1)), 2, 10, hidden=8, settings={"edges": edges})
+    x, y, z = torch.randn(4, 1, 8, 8), torch.randint(0, 2, (4,)), torch.randint(0, 10, (4,))
+    for mode in (net.train, net.eval):
+        mode()
+        primary, aux = net(x)
+        loss = torch.nn.functional.cross_entropy(primary, y) + torch.nn.functional.cross_entropy(aux, z)
+        named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+        assert [n for (n, _), g in zip(named, grads) if g is None] == []
+
+
+def test_a_derived_architecture_loads_weights_saved_with_gate_logits():
+    """Runs saved before issue 25's fix hold ``gate_logits`` in a derived network's weights (unused
+    there): they load, the entry ignored; anything else unexpected is still refused."""
+    torch.manual_seed(0)
+    make = lambda: build_network(  # noqa: E731
+        "mtl-nas", lambda: ConvNet(1, (3, 4), (1, 1)), 2, 10, hidden=8, settings={"edges": "1,0,1,0,1,1"}
+    )
+    saved = make().state_dict()
+    saved["backbone.gate_logits"] = torch.zeros(6)
+    net = make()
+    net.load_state_dict(saved)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    saved["backbone.other"] = torch.zeros(1)
+    with pytest.raises(RuntimeError, match="other"):
+        net.load_state_dict(saved)
 
 
 def test_clear_errors():
@@ -95,6 +132,11 @@ def test_clear_errors():
         parse_edges("1,0", 6)
     with pytest.raises(ValueError, match="tau must be > 0"):
         MTLNAS(lambda: tiny_cnn(1), 2, tau=0.0)
+    fixed = MTLNAS(lambda: ConvNet(1, (3, 4), (1, 1)), 2, edges="1,0,1,0,1,1")
+    with pytest.raises(ValueError, match=r"make_arch_optimizer\(\) needs the edge search.*no gate logits"):
+        fixed.make_arch_optimizer()
+    with pytest.raises(ValueError, match=r"arch_step\(\) needs the edge search"), fixed.arch_step():
+        pass
 
 
 def test_the_fusion_starts_as_the_ndrr_mixture_of_own_feature_and_sources():
