@@ -56,3 +56,35 @@ def test_mnist_long_averages_the_last_five_epochs(tmp_path):
     # single: mean(0.90..0.94) = 92.00; human: mean(0.91, 0.93, 0.93, 0.95, 0.98) = 94.00 (the first epoch left out)
     assert "| single | 1 | 92.00 | 92.00 |" in table and "| human | 1 | 94.00 | 94.00 |" in table
     assert table.startswith("# Auxiliary tasks and their weights on MNIST-long")
+
+
+def test_the_goal_section_picks_the_best_of_each_kind_on_validation_and_compares_on_test(tmp_path):
+    # val, test per seed (3 seeds); epoch_time_s 10 for fixed weights, 12 for the meta-learned ones
+    runs = {
+        "single": ([0.90, 0.91, 0.92], [0.90, 0.91, 0.92]),
+        "equal": ([0.91, 0.92, 0.93], [0.91, 0.92, 0.93]),
+        "human-0.3": ([0.95, 0.96, 0.97], [0.93, 0.93, 0.94]),  # the best fixed on validation
+        "both-3-0.3": ([0.94, 0.95, 0.96], [0.99, 0.99, 0.99]),  # best on test: must not be chosen
+        "auto-lambda": ([0.93, 0.94, 0.95], [0.94, 0.95, 0.95]),
+        "auto-lambda-s0": ([0.96, 0.96, 0.96], [0.93, 0.95, 0.96]),  # the best meta-learned on validation
+        "ol-aux": ([0.10, 0.10, 0.10], [0.99, 0.99, 0.99]),
+        "uncertainty": ([0.99, 0.99, 0.99], [0.99, 0.99, 0.99]),  # neither fixed nor meta-learned
+    }
+    for config, (vals, tests) in runs.items():
+        for seed, (v, t) in enumerate(zip(vals, tests)):
+            _run(tmp_path / config / f"seed{seed}", v, t)
+    for config in ("auto-lambda", "auto-lambda-s0", "ol-aux"):
+        for seed in range(3):
+            path = tmp_path / config / f"seed{seed}" / "metrics.jsonl"
+            path.write_text(path.read_text().replace('"epoch_time_s": 10.0', '"epoch_time_s": 12.0'))
+    table = report(tmp_path, "mnist-long")
+    goal = table[table.index("## Against the goal") :]
+    assert "The best fixed weights on validation: `human-0.3`" in goal
+    assert "best meta-learned weighting on validation: `auto-lambda-s0`" in goal
+    # auto-lambda-s0 − human-0.3 on test: 0, +2, +2 -> +1.33 ± 1.15 (SE 0.67)
+    assert "| best meta-learned − best fixed | +1.33 ± 1.15 (SE 0.67) | no |" in goal
+    # auto-lambda-s0 − equal on test: +2, +3, +3 -> +2.67 ± 0.58 (SE 0.33): more than 2 SE
+    assert "| best meta-learned − equal | +2.67 ± 0.58 (SE 0.33) | yes |" in goal
+    # seconds per epoch 12 / 10; the grid (equal, human-0.3, both-3-0.3: 3 runs of 10 s) against one run of 12 s
+    assert "1.20× equal weighting's seconds per epoch" in goal
+    assert "3 fixed-weight configs" in goal and "2.5× one meta-learned run" in goal
