@@ -41,6 +41,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 ARCHS = ("hard", "soft", "cross-stitch", "nddr", "mtan")
@@ -189,7 +190,7 @@ def _learner(method: str, arch: str, weighting: str, aux: tuple[str, ...] = ()):
 
 def timing(args: argparse.Namespace) -> int:
     """Median seconds per training step of each single-task / human configuration (MAXL's steps
-    are not timed here: their cost depends on the schedule)."""
+    are not timed here: their cost depends on the schedule); the first repeat is a warm-up."""
     import torch
 
     torch.set_num_threads(1)
@@ -203,26 +204,21 @@ def timing(args: argparse.Namespace) -> int:
         for c in CONFIGS
         if not c.startswith("maxl") and (not args.configs or any(c.startswith(p) for p in args.configs))
     }
-    built = {}
+    steps, parameters = {}, {}
     for config, (method, arch, weighting) in cases.items():
         aux = ("rotation",) if config.startswith("weightings/") else ()
         net, learner = _learner(method, arch, weighting, aux)
-        built[config] = (
-            net,
-            learner,
-            torch.optim.SGD(learner.network_parameters(), lr=0.01),
-            sum(p.numel() for p in net.parameters()),
-        )
-    times = {c: [] for c in built}
-    for _ in range(args.repeats):  # interleaved, so that a slow moment of the machine hits every case
-        for config, (net, learner, opt, _) in built.items():
-            start = time.perf_counter()
+        opt = torch.optim.SGD(learner.network_parameters(), lr=0.01)
+
+        def step(learner=learner, opt=opt) -> None:
             out = learner(x, y, index=idx)
             opt.zero_grad(set_to_none=True)
             learner.backward(out)
             opt.step()
-            times[config].append(time.perf_counter() - start)
-    result = {c: {"step_s": statistics.median(t[1:]), "parameters": built[c][3]} for c, t in times.items()}
+
+        steps[config], parameters[config] = timed(step), sum(p.numel() for p in net.parameters())
+    times = interleaved_times(steps, args.repeats - 1, warmup=1)
+    result = {c: {"step_s": statistics.median(t), "parameters": parameters[c]} for c, t in times.items()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(
         json.dumps({"repeats": args.repeats, "batch": 100, "threads": 1, "steps": result}, indent=2) + "\n"
@@ -230,6 +226,93 @@ def timing(args: argparse.Namespace) -> int:
     for c, r in result.items():
         print(f"{c:<28} {1000 * r['step_s']:8.1f} ms  {r['parameters']:>9,d} parameters")
     return 0
+
+
+# ---------------------------------------------------------------------------- timing helpers
+# (shared with experiments/architecture_search.py's ``time``)
+
+
+def timed(step: Callable[[], object]) -> Callable[[], float]:
+    """``step`` as a case of :func:`interleaved_times`: calls it and returns its wall-clock seconds."""
+
+    def run() -> float:
+        start = time.perf_counter()
+        step()
+        return time.perf_counter() - start
+
+    return run
+
+
+def interleaved_times(
+    cases: Mapping[str, Callable[[], float]], repeats: int, warmup: int = 0
+) -> dict[str, list[float]]:
+    """``{name: [seconds of each repeat]}``: ``warmup`` + ``repeats`` rounds, each calling every case
+    once in order (interleaved, so that a slow moment of a shared machine hits every case alike);
+    each call returns its own seconds (:func:`timed`), those of the ``warmup`` rounds are dropped.
+
+    Raises:
+        ValueError: ``repeats`` < 1 or ``warmup`` < 0.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"timing needs repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for round_ in range(warmup + repeats):
+        for name, case in cases.items():
+            seconds = case()
+            if round_ >= warmup:
+                times[name].append(seconds)
+    return times
+
+
+def fake_image_folder(root: Path, train_per_class: int, test_per_class: int, size: int = 32, seed: int = 0) -> Path:
+    """An image folder of CIFAR-10's ten classes, ``root/{train,test}/<class>/NNNN.png``, of random
+    RGB images ``size`` × ``size`` (``--dataset imagefolder --hierarchy animal-vehicle`` reads it):
+    the protocol's shapes without the real data, for timing. Returns ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    from maxl.data.cifar100 import CIFAR10_NAMES
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        for name in CIFAR10_NAMES:
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:04d}.png")
+    return root
+
+
+def with_value(argv: list[str], flag: str, value: str) -> list[str]:
+    """``argv`` with the value after ``flag`` replaced (a copy).
+
+    Raises:
+        ValueError: ``flag`` is not in ``argv``.
+    """
+    if flag not in argv:
+        raise ValueError(f"{flag} is not in the command line {' '.join(argv)}")
+    out = list(argv)
+    out[out.index(flag) + 1] = value
+    return out
+
+
+def build_trainer(argv: list[str], log: Callable[..., None] = lambda *_: None):
+    """The :class:`maxl.train.Trainer` of one ``maxl train`` command line (``argv`` without
+    ``train``), built as ``maxl train`` builds it (its parser, :func:`maxl.cli.commands.run_configs`,
+    :func:`maxl.train.build.build`: data, labels, networks, a sparse-sharing mask search, split B of
+    an architecture search), not trained; its run folder (``--out``) gets ``config.json``.
+
+    Raises:
+        ValueError: a command line of several runs (several ``--method``), or bad settings.
+        SystemExit: flags the parser refuses (exit status 2, the message on stderr).
+    """
+    from maxl.cli.commands import build_parser, run_configs
+    from maxl.train.build import build
+
+    runs, _ = run_configs(build_parser().parse_args(["train", *argv]))
+    if len(runs) != 1:
+        raise ValueError(f"build_trainer builds one run, the command line gives {len(runs)}")
+    return build(runs[0], log=log)
 
 
 def _mean_std(values):
@@ -287,19 +370,23 @@ def _rows(
         ratio = f"{step / base:.2f}" if step and base else "—"
         method, arch, weighting = config.split("/")
         method = "human + rotation" if method == "weightings" else method
-        fmt = lambda m, s: f"{m:.2f} ± {s:.2f}" if not math.isnan(s) else f"{m:.2f}"
         diff = ""
         if paired:
             mine = _summaries(root, config)
             both = sorted(set(mine) & set(reference))
             deltas = [100 * (mine[k]["final_test_acc"] - reference[k]["final_test_acc"]) for k in both]
-            diff = (f"{fmt(*_mean_std(deltas))} |" if config != base_config else "— |") if deltas else "— |"
+            diff = (f"{_fmt(*_mean_std(deltas))} |" if config != base_config else "— |") if deltas else "— |"
         rows.append(
-            f"| {method} | {arch} | {weighting} | {len(runs)} | {fmt(*final)} | {fmt(*last5)} | "
+            f"| {method} | {arch} | {weighting} | {len(runs)} | {_fmt(*final)} | {_fmt(*last5)} | "
             f"{_parameters(config):,} | {ratio} | {statistics.mean(r['mean_epoch_time_s'] for r in runs):.0f} |"
             + (f" {diff}" if paired else "")
         )
     return rows, csv_rows
+
+
+def _fmt(m: float, s: float) -> str:
+    """``mean ± std``, or the mean alone where the std is undefined (one seed)."""
+    return f"{m:.2f} ± {s:.2f}" if not math.isnan(s) else f"{m:.2f}"
 
 
 def _write_csv(path: Path, csv_rows: list[list]) -> None:

@@ -22,7 +22,8 @@ split carved from the training subset, the test set untouched until the final ta
     python -m experiments.generated_labels report-ablation --runs runs/gl-cifar10 --prefix figures/gl-cifar10-ablation
     python -m experiments.generated_labels dynamics --runs runs/gl-cifar10 --variants paper adam --out figures/x.png
     python -m experiments.grid --config protocol-cifar10 --data-root /tmp/data/cifar10-jpeg --out runs/p-c10 --threads 1
-    python -m experiments.generated_labels final --variant ps-adam-mi --data-root /tmp/data/cifar10-jpeg --out runs/gl-final
+    python -m experiments.generated_labels final --variant ps-adam-mi --data-root /tmp/data/cifar10-jpeg \\
+        --out runs/gl-final
     python -m experiments.generated_labels report-final --grid-runs runs/p-c10 --runs runs/gl-final \
         --variant ps-adam-mi --prefix figures/protocol-cifar10-results
 """

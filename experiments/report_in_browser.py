@@ -36,7 +36,9 @@ window.addEventListener("error", (e) => {
 }, true);
 window.addEventListener("unhandledrejection", (e) => window.__maxl.errors.push("unhandled rejection: " + e.reason));
 const __maxlConsoleError = console.error;
-console.error = (...args) => { window.__maxl.errors.push("console.error: " + args.join(" ")); __maxlConsoleError(...args); };
+console.error = (...args) => {
+  window.__maxl.errors.push("console.error: " + args.join(" ")); __maxlConsoleError(...args);
+};
 window.addEventListener("load", () => {
   const images = Array.from(document.images).map((img) => ({
     alt: img.alt, complete: img.complete, width: img.naturalWidth, height: img.naturalHeight}));

@@ -15,6 +15,7 @@ share of each batch and only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -22,7 +23,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Sized
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
@@ -277,6 +278,7 @@ class Trainer:
                 check_aux_labels(arch_aux_labels, arch_set, getattr(net, "num_aux", None), psi)
             self.arch_optimizer = self.trunk.make_arch_optimizer()
         self.arch_batches: list[Tensor] = []  # the split-B indices of the last pass's batches (tests)
+        self._arch_params: list[nn.Parameter] | None = None  # set inside arch_updates()
         self.gumbel_start = getattr(self.generator, "gumbel_tau", 0.0)  # τ0 of hard labels (0: soft)
         if gen.gumbel_tau_end is not None and self.generator is not None and not self.gumbel_start:
             raise ValueError("gumbel_tau_end needs a generator with hard labels (gumbel_tau > 0)")
@@ -436,41 +438,90 @@ class Trainer:
         return record
 
     def arch_pass(self) -> dict[str, float]:
-        """One pass over ``arch_set`` (split B) of architecture updates: each batch's multi-task
-        loss (with the trunk's penalty, e.g. AdaShare's sparsity and sharing losses) differentiated
-        with respect to the trunk's ``arch_parameters()`` only, averaged over the processes, and one
-        step of the trunk's optimiser. BatchNorm normalises with the batch's statistics and keeps
-        its running ones; the weights' ``.grad`` is not touched; the weighting combines the task
-        losses in evaluation mode (with its current weights, its loss history not advanced). The
-        batches' order is drawn from (seed, epoch) alone (the same after a resume). Returns
+        """One pass over ``arch_set`` (split B) of architecture updates (:meth:`arch_update`, one per
+        batch, inside :meth:`arch_updates`). The batches' order is drawn from (seed, epoch) alone
+        (the same after a resume); their split-B indices are kept in ``arch_batches``. Returns
         ``{"arch_loss": mean loss}``."""
-        assert self.arch_optimizer is not None and self.arch_set is not None  # arch_parameters() said so
-        trunk = self.trunk
-        supervised = [t.name for t in self.learner.tasks if isinstance(t, SupervisedLabels)]
+        assert self.arch_set is not None  # arch_parameters() said so
         total, count = 0.0, 0
         self.arch_batches = []
-        weighting = self.learner.weighting
-        weighting.eval()  # the task weights as they stand: a loss-history weighting (DWA) records no policy batch
-        with trunk.arch_step(), frozen_running_stats(self.learner):
-            params = trunk.arch_parameters()
+        with self.arch_updates() as update:
             for x, y, idx in self._batches(self.arch_set, True, 3_000_000 + self.epoch):
                 self.arch_batches.append(idx.cpu())
-                given = None
-                if supervised and self.arch_aux_labels is not None:
-                    labels = self.arch_aux_labels.to(idx.device)[idx]
-                    given = {name: labels for name in supervised}
-                out = self.learner(x, y, aux_targets=given)
-                self.checks.losses(arch_loss=out.loss)
-                grads = list(torch.autograd.grad(out.loss, params))
-                distributed.all_reduce_mean_(grads)
-                self.arch_optimizer.zero_grad(set_to_none=True)
-                for p, g in zip(params, grads):
-                    p.grad = g
-                self.arch_optimizer.step()
-                self.arch_optimizer.zero_grad(set_to_none=True)
-                total, count = total + out.loss.item(), count + 1
-        weighting.train()
+                total, count = total + update(x, y, idx), count + 1
         return {"arch_loss": total / max(count, 1)}
+
+    @contextlib.contextmanager
+    def arch_updates(self) -> Iterator[Callable[[Tensor, Tensor, Tensor], float]]:
+        """The context of architecture updates; yields :meth:`arch_update`. Inside, the trunk is in
+        its architecture step (``trunk.arch_step()``: e.g. AdaShare's policy logits trainable and
+        its sparsity and sharing losses part of the penalty, MTL-NAS's gates σ(α)), BatchNorm
+        normalises with each batch's statistics and keeps its running ones
+        (:func:`auxtasks.learner.frozen_running_stats`), and the weighting combines the task losses
+        in evaluation mode (its current weights; a loss-history weighting such as DWA records no
+        architecture batch). All three are undone on leaving, also after an error.
+
+        Raises:
+            ValueError: the network has no architecture of its own to update (no trunk
+                ``arch_parameters()``, or a fixed architecture).
+        """
+        if self.arch_optimizer is None:
+            raise ValueError(
+                f"{type(self.trunk).__name__}: no architecture parameters to update (arch_parameters() is "
+                "empty: not an architecture search, a fixed architecture, or the joint scheme)"
+            )
+        weighting = self.learner.weighting
+        weighting.eval()
+        try:
+            with self.trunk.arch_step(), frozen_running_stats(self.learner):
+                self._arch_params = list(self.trunk.arch_parameters())
+                try:
+                    yield self.arch_update
+                finally:
+                    self._arch_params = None
+        finally:
+            weighting.train()
+
+    def arch_update(self, x: Tensor, y: Tensor, idx: Tensor) -> float:
+        """One architecture update on a batch of split B: the multi-task loss (with the trunk's
+        penalty, e.g. AdaShare's sparsity and sharing losses or MTL-NAS's minimum-entropy term)
+        differentiated with respect to the trunk's ``arch_parameters()`` only, the gradients
+        averaged over the processes, and one step of the trunk's optimiser (``arch_optimizer``);
+        the weights' ``.grad`` is not touched. Only inside :meth:`arch_updates`.
+
+        Args:
+            x: images ``[B, C, H, W]`` on the device.
+            y: primary labels int64 ``[B]``.
+            idx: the images' positions in ``arch_set`` int64 ``[B]`` (they pick the fixed
+                auxiliary labels ``arch_aux_labels``, where the method has them).
+
+        Returns:
+            The batch's loss (a float).
+
+        Raises:
+            RuntimeError: called outside :meth:`arch_updates`.
+            NonFiniteLossError: a non-finite loss (:class:`~maxl.train.checks.NonFiniteLossError`, a
+                FloatingPointError).
+        """
+        params = self._arch_params
+        if params is None or self.arch_optimizer is None:
+            raise RuntimeError("Trainer.arch_update() runs only inside `with trainer.arch_updates() as update:`")
+        given = None
+        if self.arch_aux_labels is not None:
+            supervised = [t.name for t in self.learner.tasks if isinstance(t, SupervisedLabels)]
+            if supervised:
+                labels = self.arch_aux_labels.to(idx.device)[idx]
+                given = {name: labels for name in supervised}
+        out = self.learner(x, y, aux_targets=given)
+        self.checks.losses(arch_loss=out.loss)
+        grads = list(torch.autograd.grad(out.loss, params))
+        distributed.all_reduce_mean_(grads)
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(params, grads):
+            p.grad = g
+        self.arch_optimizer.step()
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        return out.loss.item()
 
     def choose_architecture(self) -> dict:
         """After a search: the trunk's ``sample_architectures`` (AdaShare: N policies drawn from

@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 
+from auxtasks.learner import frozen_running_stats
 from maxl.train.build import RunConfig, build
 
 pytestmark = pytest.mark.integration
@@ -259,3 +260,50 @@ def test_mtl_nas_alternates_weight_updates_and_gate_updates_on_two_halves(tmp_pa
     after = trainer.net.state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items() if k != "backbone.gate_logits")
     assert torch.all(trunk.gate_logits.abs() > 1e-3)  # 3 Adam steps of lr 3e-3 moved every gate
+
+
+def test_arch_update_is_one_update_of_arch_pass_and_only_runs_inside_arch_updates(tmp_path):
+    """Trainer.arch_updates() / arch_update(): the per-batch body of arch_pass, usable alone (the
+    architecture-search timing of experiments/architecture_search.py times it)."""
+    trainer = build(_config(tmp_path / "run"), log=lambda *_: None)
+    trunk = trainer.net.backbone
+    trunk.begin_epoch(0)
+    trainer.learner.train()
+    x, y, idx = next(iter(trainer._batches(trainer.arch_set, True)))
+    with pytest.raises(RuntimeError, match="arch_updates"):
+        trainer.arch_update(x, y, idx)
+    before = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    trunk.gumbel_noise = torch.zeros_like(trunk.policy_logits)  # the same sample in both updates below
+    with trainer.arch_updates() as update:
+        assert trunk.policy_logits.requires_grad and not trainer.learner.weighting.training
+        loss = update(x, y, idx)
+    assert not trunk.policy_logits.requires_grad and trainer.learner.weighting.training
+    assert loss > 0 and int(trainer.arch_optimizer.state_dict()["state"][0]["step"]) == 1
+    moved = trainer.net.state_dict()
+    assert all(torch.equal(moved[k], v) for k, v in before.items() if k != "backbone.policy_logits")
+    assert not torch.equal(moved["backbone.policy_logits"], before["backbone.policy_logits"])
+
+    # the same update by hand: Adam (lr 0.01, weight decay 5e-4) on the loss's gradient w.r.t. the logits
+    again = build(_config(tmp_path / "again"), log=lambda *_: None)
+    again.net.backbone.begin_epoch(0)
+    again.learner.train()
+    again.net.backbone.gumbel_noise = trunk.gumbel_noise
+    with again.net.backbone.arch_step(), frozen_running_stats(again.learner):
+        again.learner.weighting.eval()
+        labels = again.arch_aux_labels[idx]
+        out = again.learner(x, y, aux_targets={again.learner.tasks[0].name: labels})
+        (grad,) = torch.autograd.grad(out.loss, [again.net.backbone.policy_logits])
+    reference = torch.optim.Adam([again.net.backbone.policy_logits], lr=0.01, weight_decay=5e-4)
+    again.net.backbone.policy_logits.grad = grad
+    reference.step()
+    assert out.loss.item() == loss
+    assert torch.equal(again.net.backbone.policy_logits, trunk.policy_logits)
+
+
+def test_arch_updates_refuses_a_network_without_an_architecture_search(tmp_path):
+    trainer = build(
+        _config(tmp_path / "run", adashare_policy="1,1,1,1,1,1,1,1,1;1,1,1,1,1,0,0,0,0"), log=lambda *_: None
+    )
+    with pytest.raises(ValueError, match="no architecture parameters"):
+        with trainer.arch_updates():
+            pass
