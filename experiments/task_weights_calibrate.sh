@@ -30,6 +30,7 @@
 #   maxl-auto-lambda  the same with Auto-λ on the generated-labels task
 #   NAME-s0         a meta-learned config NAME with --weight-split 0: no images held out, the weights'
 #                   outer loss on the training images (Auto-λ's reference practice)
+#   NAME-lrX        a meta-learned config NAME with --weight-lr X (before -s0: auto-lambda-lr0.001-s0)
 # Then: python experiments/task_weights_report.py RUNS OUT.md --protocol 30-epoch | mnist-long
 #
 #   mkdir -p /tmp/data && tar xzf /work/shared/data/cifar10-jpeg.tar.gz -C /tmp/data
@@ -66,8 +67,9 @@ for seed in "${seeds[@]}"; do
   for config in "${configs[@]}"; do
     dir="$out/$config/seed$seed"
     [[ -f "$dir/summary.json" ]] && continue
-    method=$method_a name=$config split=()
-    [[ $config == *-s0 ]] && name=${config%-s0} split=(--weight-split 0)
+    method=$method_a name=$config split=() lr=()
+    [[ $name == *-s0 ]] && name=${name%-s0} split=(--weight-split 0)
+    [[ $name == *-lr* ]] && lr=(--weight-lr "${name##*-lr}") name=${name%-lr*}
     case $name in
       single) method=single extra=() ;;
       equal) extra=("${with_a[@]}" "${with_b[@]}") ;;
@@ -85,6 +87,6 @@ for seed in "${seeds[@]}"; do
       *) extra=("${with_a[@]}" "${with_b[@]}" --weighting "$name") ;;
     esac
     [[ $protocol == cifar10 && $method == "$method_a" ]] && method=single
-    python -m maxl train "${common[@]}" --method "$method" --seed "$seed" "${extra[@]}" "${split[@]}" --out "$dir"
+    python -m maxl train "${common[@]}" --method "$method" --seed "$seed" "${extra[@]}" "${split[@]}" "${lr[@]}" --out "$dir"
   done
 done

@@ -68,12 +68,14 @@ def test_the_goal_section_picks_the_best_of_each_kind_on_validation_and_compares
         "auto-lambda": ([0.93, 0.94, 0.95], [0.94, 0.95, 0.95]),
         "auto-lambda-s0": ([0.96, 0.96, 0.96], [0.93, 0.95, 0.96]),  # the best meta-learned on validation
         "ol-aux": ([0.10, 0.10, 0.10], [0.99, 0.99, 0.99]),
+        "ol-aux-lr0.01": ([0.20, 0.20, 0.20], [0.99, 0.99, 0.99]),
+        "auto-lambda-lr1e-3-s0": ([0.955, 0.955, 0.955], [0.99, 0.99, 0.99]),  # second best meta-learned
         "uncertainty": ([0.99, 0.99, 0.99], [0.99, 0.99, 0.99]),  # neither fixed nor meta-learned
     }
     for config, (vals, tests) in runs.items():
         for seed, (v, t) in enumerate(zip(vals, tests)):
             _run(tmp_path / config / f"seed{seed}", v, t)
-    for config in ("auto-lambda", "auto-lambda-s0", "ol-aux"):
+    for config in ("auto-lambda", "auto-lambda-s0", "ol-aux", "ol-aux-lr0.01", "auto-lambda-lr1e-3-s0"):
         for seed in range(3):
             path = tmp_path / config / f"seed{seed}" / "metrics.jsonl"
             path.write_text(path.read_text().replace('"epoch_time_s": 10.0', '"epoch_time_s": 12.0'))
@@ -88,3 +90,14 @@ def test_the_goal_section_picks_the_best_of_each_kind_on_validation_and_compares
     # seconds per epoch 12 / 10; the grid (equal, human-0.3, both-3-0.3: 3 runs of 10 s) against one run of 12 s
     assert "1.20× equal weighting's seconds per epoch" in goal
     assert "3 fixed-weight configs" in goal and "2.5× one meta-learned run" in goal
+
+
+def test_meta_learned_and_fixed_configs_are_told_apart_by_name():
+    from experiments.task_weights_report import FIXED, META
+
+    for name in ("auto-lambda", "auto-lambda-s0", "auto-lambda-lr1e-3-s0", "ol-aux-lr0.01", "maxl-auto-lambda-s0"):
+        assert META.match(name) and not FIXED.match(name), name
+    for name in ("equal", "human", "human-0.3", "rotation-3", "both-3-0.3"):
+        assert FIXED.match(name) and not META.match(name), name
+    for name in ("single", "uncertainty", "maxl", "pcgrad"):
+        assert not FIXED.match(name) and not META.match(name), name
