@@ -721,9 +721,9 @@ class Trainer:
             except (ValueError, RuntimeError) as err:  # e.g. an optimiser over another number of parameters
                 raise CheckpointError(
                     f"{path}: its {name!r} entry does not fit this trainer's {name}: {err}. The checkpoint was "
-                    "written by a version of maxl whose network held other parameters (e.g. a derived MTL-NAS "
-                    "architecture, --mtlnas-edges, before issue 25's fix held unused gate logits); start the run "
-                    "afresh"
+                    "written by a version of maxl whose network held other parameters (e.g. a derived MTL-NAS or "
+                    "AdaShare architecture, --mtlnas-edges or --adashare-policy, before issue 25's fix held unused "
+                    "gate or policy logits); start the run afresh"
                 ) from None
         unexpected = self.learner.load_state_dict(state.get("learner", {}), strict=False).unexpected_keys
         if unexpected:

@@ -93,7 +93,8 @@ def test_a_residual_backbone_learns_on_real_digits(method, tmp_path):
 
 def test_adashare_search_then_its_derived_architecture_retrained_from_scratch(tmp_path):
     """MAXL through AdaShare's search (warm-up, then the Gumbel-softmax policy), the policy derived
-    from the reloaded run, and that architecture re-trained from scratch with ``--adashare-policy``."""
+    from the reloaded run, and that architecture re-trained from scratch with ``--adashare-policy`` by
+    MAXL, its last block skipped by both tasks (never computed: frozen); the derived run reloads."""
     from maxl.analysis.run import load_run
     from maxl.nn.architectures.adashare import derive_policy, policy_text
 
@@ -106,10 +107,18 @@ def test_adashare_search_then_its_derived_architecture_retrained_from_scratch(tm
     assert final_accuracy(search) > 0.8
     trunk = load_run(search).net.backbone
     assert trunk.phase == "search" and trunk.controlled == 2
-    policy = policy_text(derive_policy(trunk))
+    chosen = derive_policy(trunk)
+    chosen[:, -1] = 0  # a block that no task executes (issue 25: frozen, not computed)
+    policy = policy_text(chosen)
     derived = tmp_path / "derived"
-    assert main(["train", *common, "--method", "human", *ada, "--adashare-policy", policy, "--out", str(derived)]) == 0
+    # MAXL again: its meta-gradient through the derived architecture (no policy logits; the look-ahead
+    # differentiates every trainable parameter, the frozen block not among them)
+    assert main(["train", *common, "--method", "maxl", *ada, "--adashare-policy", policy, "--out", str(derived)]) == 0
     assert final_accuracy(derived) > 0.8
+    net = load_run(derived).net
+    assert net.backbone.derived and "backbone.policy_logits" not in net.state_dict()
+    assert policy_text(derive_policy(net.backbone)) == policy
+    assert not any(p.requires_grad for p in net.backbone.backbone.blocks[-1].parameters())
 
 
 def test_maxl_with_sparse_sharing_learns_and_keeps_its_masks(tmp_path):

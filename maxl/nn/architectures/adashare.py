@@ -22,7 +22,21 @@ resolution or width), so a skipped block passes S_l(h). The policy u is, by phas
   (minimising L_sparsity pushes towards skipping, L_sharing ties the tasks' lower blocks; the
   sum over ordered task pairs, as the paper writes it).
 * ``"fixed"``: a 0/1 policy ``[T, L]`` (the derived architecture, :func:`derive_policy`), re-trained
-  from scratch.
+  from scratch. A trunk constructed with it (``policy``) holds no policy logits, and the blocks that
+  no task executes are frozen (``requires_grad`` off; kept, so that the weights keep the
+  backbone's layout): its trainable parameters are exactly those its forward uses, which MAXL's
+  look-ahead (it differentiates every trainable parameter) and DistributedDataParallel need
+  (issue 25).
+
+Which blocks are computed: with a 0/1 policy (the warm-up's all-ones, a fixed policy, the argmax
+in evaluation) a skipped block is not computed at all, only its shortcut, in training and in
+evaluation, and the tasks that share a policy prefix share its computation: block l runs once per
+distinct prefix u_{·,1..l} (with the same policy for every task, once: the cost of hard sharing
+over the blocks executed). The result is the formula's (1·block + 0·S = block); a skipped block's
+parameters have no gradient and its BatchNorm running statistics do not move, and a block shared
+by a prefix updates its running statistics once per step (as hard sharing's), not once per task.
+Only the search in training mixes both paths with the Gumbel-softmax weights, every block
+computed for every task.
 
 Training in the search phase alternates, as the paper does (Sun et al., Sec. 3.4; the reference
 code's defaults), on two disjoint, class-stratified splits of the training images (split B:
@@ -147,7 +161,8 @@ class AdaShare(TaskTrunk):
         tau, tau_decay: τ₀ > 0 and γ in (0, 1] of the temperature schedule.
         curriculum_speed: search epochs per further block handed to the policy (≥ 1).
         policy: a fixed 0/1 policy ``[T, L]`` or its text (:func:`parse_policy`): the derived
-            architecture, trained without a search.
+            architecture, trained without a search: no policy logits, the blocks that no task
+            executes frozen.
         alternate: the paper's alternation of weight and policy updates (module docstring): the
             policy logits are trained only inside :meth:`arch_step`, by :meth:`make_arch_optimizer`'s
             optimiser. False: the joint scheme (the logits train with the weights).
@@ -155,7 +170,8 @@ class AdaShare(TaskTrunk):
         samples: N ≥ 0 policies to draw after the search, the best on validation kept
             (:meth:`sample_architectures`); 0: none.
 
-    Parameters: the backbone's + 2·T·L policy logits (L residual blocks).
+    Parameters: the backbone's + 2·T·L policy logits (L residual blocks) in a search; the
+    backbone's alone with a fixed ``policy`` (the blocks no task executes among them, frozen).
 
     Shapes:
         ``forward``: ``[B, C, H, W]`` → ``[B, T, F]``.
@@ -163,6 +179,8 @@ class AdaShare(TaskTrunk):
     Raises:
         ValueError: a backbone without residual blocks, bad weights, temperature or policy shape.
     """
+
+    policy_logits: nn.Parameter | None  # α [T, L, 2]; None in a derived (fixed) trunk
 
     def __init__(
         self,
@@ -202,7 +220,12 @@ class AdaShare(TaskTrunk):
         self.backbone = backbone
         self.residual = tuple(net.residual_blocks)
         n = len(self.residual)
-        self.policy_logits = nn.Parameter(torch.zeros(num_tasks, n, 2))  # α [T, L, (select, skip)]
+        self.derived = policy is not None  # constructed with a fixed policy: no search, no logits
+        if not self.derived:
+            self.policy_logits = nn.Parameter(torch.zeros(num_tasks, n, 2))  # α [T, L, (select, skip)]
+        else:  # unused there (issue 25); weights saved before the fix hold them: loaded, the entry ignored
+            self.register_parameter("policy_logits", None)
+            self.register_load_state_dict_pre_hook(_ignore_policy_logits)
         self.warmup, self.tau0, self.tau_decay, self.speed = int(warmup), float(tau), float(tau_decay), curriculum_speed
         self.sparsity_weight, self.sharing_weight = float(sparsity_weight), float(sharing_weight)
         if isinstance(policy, str):
@@ -218,7 +241,11 @@ class AdaShare(TaskTrunk):
         self.in_arch_step = False
         self.samples = int(samples) if policy is None else 0
         if self.alternate:
-            self.policy_logits.requires_grad_(False)
+            self._logits().requires_grad_(False)
+        if self.derived:  # the blocks no task executes: never computed, so not trained (no gradient)
+            for j, used in enumerate(self.fixed_buffer().amax(0).tolist()):
+                if not used:
+                    net.blocks[self.residual[j] - 1].requires_grad_(False)
 
     # ------------------------------------------------------------------ schedule
     def begin_epoch(self, epoch: int) -> dict[str, float]:
@@ -242,8 +269,9 @@ class AdaShare(TaskTrunk):
 
     # ------------------------------------------------------------------ alternation
     def arch_parameters(self) -> list[nn.Parameter]:
-        """The parameters of the policy updates (the logits α) under the alternation; [] otherwise."""
-        return [self.policy_logits] if self.alternate else []
+        """The parameters of the policy updates (the logits α) under the alternation; [] otherwise
+        (the joint scheme, a derived trunk)."""
+        return [self._logits()] if self.alternate else []
 
     @property
     def arch_step_active(self) -> bool:
@@ -252,25 +280,57 @@ class AdaShare(TaskTrunk):
 
     def make_arch_optimizer(self) -> torch.optim.Optimizer:
         """The policy logits' own optimiser: Adam, lr ``policy_lr``, weight decay 5·10⁻⁴ (the
-        reference code's)."""
-        return torch.optim.Adam([self.policy_logits], lr=self.policy_lr, weight_decay=5e-4)
+        reference code's).
+
+        Raises:
+            ValueError: a derived trunk (a fixed policy given: it has no policy logits).
+        """
+        self._require_search("make_arch_optimizer()")
+        return torch.optim.Adam([self._logits()], lr=self.policy_lr, weight_decay=5e-4)
 
     @contextlib.contextmanager
     def arch_step(self) -> Iterator[None]:
         """Inside, the policy logits are trainable and the sparsity and sharing losses are part
-        of :meth:`penalty` (a policy update); outside, under the alternation, neither."""
+        of :meth:`penalty` (a policy update); outside, under the alternation, neither.
+
+        Raises:
+            ValueError: a derived trunk (a fixed policy given: it has no policy logits).
+        """
+        self._require_search("arch_step()")
+        logits = self._logits()
         self.in_arch_step = True
-        self.policy_logits.requires_grad_(True)
+        logits.requires_grad_(True)
         try:
             yield
         finally:
             self.in_arch_step = False
-            self.policy_logits.requires_grad_(not self.alternate)
+            logits.requires_grad_(not self.alternate)
+
+    def _require_search(self, what: str) -> None:
+        if self.derived:
+            raise ValueError(
+                f"adashare: {what} needs the policy search; a derived architecture (a fixed policy given, "
+                "--adashare-policy) has no policy logits"
+            )
+
+    def _logits(self) -> nn.Parameter:
+        """α of a searching trunk (a derived one has none: :meth:`_require_search`)."""
+        self._require_search("reading the policy logits")
+        assert self.policy_logits is not None  # not derived
+        return self.policy_logits
 
     @contextlib.contextmanager
     def fixed(self, policy: Tensor) -> Iterator[None]:
         """Inside, the network runs the fixed 0/1 policy ``[T, L]``; the phase and the fixed
-        policy of before are restored on leaving."""
+        policy of before are restored on leaving. For a searching trunk (e.g. scoring sampled
+        architectures in evaluation, :meth:`sample_architectures`); in training mode the blocks
+        that no task executes have no gradient then.
+
+        Raises:
+            ValueError: a derived trunk (its policy is fixed at construction, its unexecuted
+                blocks frozen by it).
+        """
+        self._require_search("fixed()")
         phase, before = self.phase, self.fixed_buffer().clone()
         self.fixed_buffer().copy_(policy)
         self.phase = "fixed"
@@ -286,16 +346,18 @@ class AdaShare(TaskTrunk):
 
     # ------------------------------------------------------------------ policy
     def policy(self, logits: Tensor | None = None) -> Tensor:
-        """u ``[T, L, 2]`` (select, skip) of the current phase (module docstring)."""
-        logits = self.policy_logits if logits is None else logits
+        """u ``[T, L, 2]`` (select, skip) of the current phase (module docstring); ``logits``
+        (default: the trunk's) are read in the search only."""
+        if self.phase == "fixed":
+            p = self.fixed_buffer()
+            p = p if logits is None else p.to(logits.dtype)
+            return torch.stack([p, 1 - p], dim=-1)
+        logits = self._logits() if logits is None else logits
         t, n, _ = logits.shape
         select = torch.zeros(t, n, 2, dtype=logits.dtype, device=logits.device)
         select[..., 0] = 1.0  # every block executed
         if self.phase == "warmup":
             return select
-        if self.phase == "fixed":
-            p = self.fixed_buffer().to(logits.dtype)
-            return torch.stack([p, 1 - p], dim=-1)
         k = self.controlled
         if self.training:
             g = self.gumbel_noise
@@ -312,7 +374,7 @@ class AdaShare(TaskTrunk):
 
     def select_probabilities(self, logits: Tensor | None = None) -> Tensor:
         """p = softmax(α)[..., 0] ``[T, L]``: each task's probability to execute each block."""
-        logits = self.policy_logits if logits is None else logits
+        logits = self._logits() if logits is None else logits
         return logits.softmax(-1)[..., 0]
 
     def task_features(self, x: Tensor) -> list[Tensor]:
@@ -320,22 +382,43 @@ class AdaShare(TaskTrunk):
         net.check_input(x)
         stem = net.block(0, x)  # shared by every task: [B, C_0, H', W']
         u = self.policy()  # [T, L, 2]
-        # evaluation: only the chosen path of each (hard) choice is computed, a skipped block not at
-        # all; training: both, weighted, so that every parameter is in the graph (what the
-        # meta-gradient engines and DistributedDataParallel expect), 1·block + 0·S = block exactly
-        hard = u.detach().cpu() if not self.training else None  # one transfer, not one per block
-        features = []
-        for t in range(self.num_tasks):
-            h = stem
-            for j, b in enumerate(self.residual):
-                if hard is not None:
-                    h = net.block(b, h) if hard[t, j, 0] == 1 else net.shortcut(b, h)
-                else:
+        if self.training and self.phase == "search":  # both paths, weighted by the Gumbel-softmax sample
+            features = []
+            for t in range(self.num_tasks):
+                h = stem
+                for j, b in enumerate(self.residual):
                     h = u[t, j, 0] * net.block(b, h) + u[t, j, 1] * net.shortcut(b, h)
-            features.append(net.pool(h))
-        if self.training and self.phase != "search" and self.policy_logits.requires_grad:  # unused logits in the graph
-            features = [f + 0.0 * self.policy_logits.sum() for f in features]
+                features.append(net.pool(h))
+            return features  # T × [B, F]
+        # a 0/1 policy (warm-up, fixed, the argmax in evaluation): the chosen path of each choice
+        # alone, once per distinct policy prefix (module docstring); 1·block + 0·S = block exactly
+        select = (u[..., 0].detach() > 0.5).tolist()  # [T][L] bools, one transfer
+        features = [net.pool(h) for h in self._executed(stem, select)]
+        logits = self.policy_logits
+        if self.training and logits is not None and logits.requires_grad:
+            # a searching trunk's logits, trainable (the joint scheme) but unused here (its warm-up,
+            # or fixed() in training): in the graph with a zero gradient, since the look-ahead of
+            # MAXL's meta-gradient differentiates every trainable parameter and refuses unused ones
+            # (tests/unit/meta/test_architectures.py); under the alternation they are not trainable
+            features = [f + 0.0 * logits.sum() for f in features]
         return features  # T × [B, F]
+
+    def _executed(self, stem: Tensor, select: list[list[bool]]) -> list[Tensor]:
+        """The last residual block's output ``[B, C, h, w]`` of each task under the 0/1 policy
+        ``select`` (``[T][L]``, True: execute): block l runs once per distinct prefix
+        ``select[t][:l + 1]``, a skipped block not at all (its shortcut only); only the current
+        depth's tensors are held."""
+        net = cast("ResNet", self.backbone)
+        level: dict[tuple[bool, ...], Tensor] = {(): stem}  # prefix -> its output
+        for j, b in enumerate(self.residual):
+            after: dict[tuple[bool, ...], Tensor] = {}
+            for row in select:
+                key = tuple(row[: j + 1])
+                if key not in after:
+                    h = level[key[:-1]]
+                    after[key] = net.block(b, h) if key[-1] else net.shortcut(b, h)
+            level = after
+        return [level[tuple(row)] for row in select]
 
     # ------------------------------------------------------------------ losses
     @property
@@ -370,7 +453,9 @@ class AdaShare(TaskTrunk):
 def derive_policy(trunk: AdaShare, sample: bool = False, generator: torch.Generator | None = None) -> Tensor:
     """The 0/1 policy ``[T, L]`` of a searched trunk: select where p > 0.5 (``sample=False``), or a
     draw select ~ Bernoulli(p) (the paper samples N architectures and keeps the best on validation).
-    Blocks outside the curriculum's last k stay selected."""
+    Blocks outside the curriculum's last k stay selected. A derived trunk: its own policy."""
+    if trunk.derived:
+        return trunk.fixed_buffer().float().clone()
     with torch.no_grad():
         p = trunk.select_probabilities().float()
         out = torch.bernoulli(p, generator=generator) if sample else (p > 0.5).float()
@@ -408,6 +493,23 @@ def best_of_samples(trunk: AdaShare, score: Callable[[], float], samples: int, g
         policies.append(policy_text(policy))
     best = max(range(samples), key=lambda i: scores[i])  # the first of equal scores
     return {"policies": policies, "scores": scores, "chosen": policies[best], "chosen_index": best}
+
+
+def _ignore_policy_logits(module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *_: object) -> None:
+    """``load_state_dict`` pre-hook of a derived :class:`AdaShare`: drops ``policy_logits``, which a
+    derived architecture's weights saved before issue 25's fix hold (unused there), and refuses the
+    weights of another fixed policy (the trunk froze the blocks that its own policy skips).
+
+    Raises:
+        RuntimeError: the weights' ``fixed_policy`` is not the trunk's.
+    """
+    state_dict.pop(prefix + "policy_logits", None)
+    saved, own = state_dict.get(prefix + "fixed_policy"), cast(AdaShare, module).fixed_buffer()
+    if saved is not None and (saved.shape != own.shape or not torch.equal(saved.to(own), own)):
+        raise RuntimeError(
+            f"adashare: weights of the fixed policy {policy_text(saved)!r} do not load into a derived "
+            f"architecture of the policy {policy_text(own)!r}"
+        )
 
 
 def policy_text(policy: Tensor) -> str:

@@ -25,6 +25,8 @@ ARCHS += ["hard@resnet", "mtan@resnet", "nddr@resnet", "adashare@resnet", "spars
 ARCHS += ["adashare-joint@resnet", "mtl-nas-joint"]  # joint schemes: policy / gate logits in θ1, penalty in the loss
 ARCHS += ["mtl-nas-derived"]  # a derived MTL-NAS: fixed edges, some off (issue 25: the look-ahead crashed)
 DERIVED_EDGES = "1,0,1,0,1,1"  # of search_space(2, 2): (0,0,1,0) (0,1,1,0) (0,1,1,1) (1,0,0,0) (1,1,0,0) (1,1,0,1)
+ARCHS += ["adashare-derived@resnet"]  # a derived AdaShare: no policy logits, skipped blocks not computed (issue 25)
+DERIVED_POLICY = "1,0,1;1,0,0"  # ResNet-8's blocks: 1 shared, 2 skipped by both (frozen), 3 the primary task's
 VARIANTS = ["meta-func", "meta-higher", "meta-jvp", "fused-func", "fused-jvp"]
 
 
@@ -47,12 +49,13 @@ def problem(arch):
         soft_weight=0.7,
         settings={
             # the alternation (default): the logits are constants of the weight step; "joint": parameters
-            "adashare": dict(sparsity_weight=0.3, sharing_weight=0.2, tau=2.0, alternate=penalty != "joint"),
+            "adashare": dict(sparsity_weight=0.3, sharing_weight=0.2, tau=2.0, alternate=penalty != "joint")
+            | ({"policy": DERIVED_POLICY} if penalty == "derived" else {}),
             "mtl-nas": dict(entropy_weight=0.4, alternate=penalty != "joint")
             | ({"edges": DERIVED_EDGES} if penalty == "derived" else {}),
         }.get(name),
     ).double()
-    if name == "adashare":  # the search phase, every block decided, at a fixed Gumbel noise (what is differentiated)
+    if name == "adashare" and penalty != "derived":  # the search, every block decided, at a fixed Gumbel noise
         trunk = net.backbone
         trunk.controlled = len(trunk.residual)
         trunk.policy_logits.data.normal_()

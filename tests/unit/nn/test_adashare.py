@@ -2,6 +2,7 @@
 Gumbel-softmax mixture, the sparsity and sharing losses, the temperature and curriculum schedules
 against hand computations, the derived network's parameters, and clear errors."""
 
+import copy
 import math
 
 import pytest
@@ -21,6 +22,8 @@ from maxl.nn.architectures.adashare import (
 )
 from maxl.nn.backbones import tiny_cnn
 from maxl.nn.resnet import cifar_resnet, resnet20
+
+POLICY_20 = "1,1,1,1,1,1,0,0,0;1,1,1,1,1,1,0,0,0"  # ResNet-20: the last stage skipped by both tasks
 
 
 def trunk(num_tasks=2, **kw):
@@ -151,6 +154,10 @@ def test_network_shapes_and_parameters():
     backbone = sum(p.numel() for p in resnet20(1).parameters())
     heads = (64 + 1) * 8 + (8 + 1) * 2 + (64 + 1) * 8 + (8 + 1) * 10
     assert sum(p.numel() for p in net.parameters()) == backbone + 2 * 9 * 2 + heads  # + 2·T·L logits
+    # a derived architecture: the backbone's alone (issue 25: it held the 36 logits, unused)
+    derived = build_network("adashare", lambda: resnet20(1), 2, 10, hidden=8, settings={"policy": POLICY_20})
+    assert sum(p.numel() for p in derived.parameters()) == backbone + heads
+    assert "backbone.policy_logits" not in derived.state_dict()
 
 
 def test_best_of_samples_keeps_the_first_argmax_and_restores_the_trunk():
@@ -174,3 +181,176 @@ def test_best_of_samples_keeps_the_first_argmax_and_restores_the_trunk():
     assert again["policies"] == choice["policies"]  # the draws from the generator alone
     with pytest.raises(ValueError, match="samples >= 1"):
         best_of_samples(t, score, 0, torch.Generator())
+
+
+# ----------------------------------------------------------------------------- a derived architecture
+def test_a_derived_trunk_holds_no_policy_logits_and_refuses_policy_updates():
+    """Issue 25: a fixed policy given, no logits (its forward never used them), no architecture
+    parameters; the policy updates and fixed() (which would change the policy) refused."""
+    t = trunk(policy="1,0,1;1,0,0")
+    assert t.derived and t.policy_logits is None and "policy_logits" not in dict(t.named_parameters())
+    assert "policy_logits" not in t.state_dict() and t.arch_parameters() == []
+    assert not t.arch_step_active and t.penalty() is None and t.samples == 0
+    assert t.begin_epoch(3) == {"adashare_selected": 0.5} and t.phase == "fixed"
+    assert derive_policy(t).tolist() == [[1, 0, 1], [1, 0, 0]]
+    with pytest.raises(ValueError, match=r"make_arch_optimizer\(\) needs the policy search.*no policy logits"):
+        t.make_arch_optimizer()
+    with pytest.raises(ValueError, match=r"arch_step\(\) needs the policy search"), t.arch_step():
+        pass
+    with pytest.raises(ValueError, match=r"fixed\(\) needs the policy search"), t.fixed(torch.ones(2, 3)):
+        pass
+    with pytest.raises(ValueError, match="reading the policy logits needs the policy search"):
+        t.select_probabilities()
+    # the block no task executes is frozen (kept: the backbone's layout); the others train
+    frozen = [n for n, p in t.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.startswith("backbone.blocks.1.") for n in frozen)
+    assert len(frozen) == len(list(t.backbone.blocks[1].parameters()))
+    # a searching trunk: its logits, trainable in the policy updates only
+    search = trunk(warmup=0)
+    assert not search.derived and search.arch_parameters() == [search.policy_logits]
+    assert all(p.requires_grad for n, p in search.named_parameters() if n != "policy_logits")
+
+
+def test_a_derived_trunk_loads_weights_saved_with_policy_logits():
+    """Runs saved before issue 25's fix hold ``policy_logits`` in a derived network's weights
+    (unused there): they load, the entry ignored; another policy's weights and anything else
+    unexpected are refused."""
+    make = lambda: build_network(  # noqa: E731
+        "adashare", lambda: cifar_resnet(8, 1), 2, 10, hidden=8, settings={"policy": "1,0,1;1,1,0"}
+    )
+    torch.manual_seed(0)
+    saved = make().state_dict()
+    saved["backbone.policy_logits"] = torch.zeros(2, 3, 2)
+    torch.manual_seed(1)
+    net = make()
+    net.load_state_dict(saved)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    other = dict(saved, **{"backbone.fixed_policy": torch.ones(2, 3)})
+    with pytest.raises(RuntimeError, match="weights of the fixed policy '1,1,1;1,1,1' do not load"):
+        net.load_state_dict(other)
+    saved["backbone.other"] = torch.zeros(1)
+    with pytest.raises(RuntimeError, match="other"):
+        net.load_state_dict(saved)
+
+
+def mixture(t, x, policy):
+    """The formula by hand: h ← p·block(h) + (1 − p)·S(h) per task, every block and shortcut computed."""
+    net = t.backbone
+    out = []
+    for task in range(policy.shape[0]):
+        h = net.block(0, x)
+        for j, b in enumerate(t.residual):
+            h = policy[task, j] * net.block(b, h) + (1 - policy[task, j]) * net.shortcut(b, h)
+        out.append(net.pool(h))
+    return out
+
+
+@pytest.mark.parametrize("text", ["1,0,1;1,0,0", "1,1,0;1,0,1", "0,0,0;1,1,1", "1,1,1;1,1,1"])
+def test_the_fixed_forward_is_the_mixture_of_block_and_shortcut(text):
+    """A derived trunk (a skipped block not computed) equals, in training and evaluation mode, the
+    formula's mixture with the 0/1 policy computed by hand, the search path run with that policy
+    as its (exact one-hot) Gumbel-softmax sample, and a searching trunk inside fixed(), float64."""
+    policy = parse_policy(text, 2, 3).double()
+    t = trunk(policy=text)
+    for mode in ("train", "eval"):
+        x = torch.randn(5, 1, 8, 8, dtype=torch.float64)
+        by_hand = mixture(getattr(copy.deepcopy(t), mode)(), x, policy)
+        search = trunk(warmup=0, tau=1.0)
+        search.load_state_dict(t.state_dict(), strict=False)  # the weights and running statistics; not the logits
+        search.controlled = 3
+        search.policy_logits.data = 1e4 * torch.stack([policy, 1 - policy], -1)  # softmax: exactly (p, 1 − p)
+        search.gumbel_noise = torch.zeros_like(search.policy_logits)
+        searched = getattr(copy.deepcopy(search), mode)().task_features(x)
+        with search.fixed(policy):
+            sampled = getattr(search, mode)().task_features(x)
+        derived = getattr(t, mode)().task_features(x)
+        for reference in (by_hand, searched, sampled):
+            for d, r in zip(derived, reference):
+                torch.testing.assert_close(d, r, rtol=1e-12, atol=1e-12)
+
+
+def calls(t):
+    """How many times each residual block (by its index in the blocks view) runs: forward hooks."""
+    count = {b: 0 for b in t.residual}
+    for b in t.residual:
+        t.backbone.blocks[b - 1].register_forward_hook(lambda *_, b=b: count.__setitem__(b, count[b] + 1))
+    return count
+
+
+def test_a_skipped_block_is_not_computed_has_no_gradient_and_keeps_its_statistics():
+    """Policy 1,0,1;1,0,0: block 1 shared by both tasks (computed once), block 2 skipped by both
+    (never computed: frozen, no gradient, its BatchNorm statistics unmoved), block 3 the primary
+    task's alone; the shared block's statistics take one update, as hard sharing's."""
+    t = trunk(policy="1,0,1;1,0,0").train()
+    net = t.backbone
+    plain = copy.deepcopy(net).train()  # the shared part run once: the stem and block 1
+    count = calls(t)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(5, 1, 8, 8, dtype=torch.float64)
+    primary, aux = t.task_features(x)
+    assert count == {1: 1, 2: 0, 3: 1}
+    (primary.square().sum() + aux.square().sum()).backward()
+    for n, p in net.named_parameters():
+        if n.startswith("blocks.1."):
+            assert not p.requires_grad and p.grad is None, n
+        else:
+            assert p.requires_grad and p.grad is not None and p.grad.abs().sum() > 0, n
+    after = net.state_dict()
+    for k, v in before.items():
+        if k.startswith("blocks.1.") or (k.startswith("blocks.2.") and "running" in k):
+            moved = not torch.equal(after[k], v)
+            assert moved == k.startswith("blocks.2."), k  # block 3 (blocks.2) ran once: its statistics moved
+        elif "running" in k:
+            assert not torch.equal(after[k], v), k
+    plain.block(1, plain.block(0, x))
+    for k, v in plain.state_dict().items():
+        if k.startswith(("stem.", "blocks.0.")):
+            torch.testing.assert_close(after[k], v, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [(POLICY_20, [1] * 6 + [0] * 3), ("0,1,1,1,1,1,1,1,1;1,1,1,1,1,1,1,1,1", [1] + [2] * 8)]
+)
+def test_a_shared_policy_prefix_is_computed_once(text, expected):
+    """Block l runs once per distinct policy prefix: the table's derived policy (one for both tasks)
+    costs its six blocks once; policies that differ from the first block run every later block twice."""
+    torch.manual_seed(0)
+    t = AdaShare(lambda: resnet20(1), 2, policy=text).train()
+    count = calls(t)
+    t.task_features(torch.randn(2, 1, 8, 8))
+    assert list(count.values()) == expected
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("text", ["1,0,1;1,0,0", "0,0,0;0,0,0", "1,1,0;0,1,1"])
+def test_a_derived_network_uses_every_trainable_parameter(text, mode):
+    """What MAXL's look-ahead differentiates (every trainable parameter) is what the forward uses:
+    each has a gradient of the multi-task loss (issue 25)."""
+    torch.manual_seed(0)
+    net = build_network("adashare", lambda: cifar_resnet(8, 1), 2, 10, hidden=8, settings={"policy": text})
+    getattr(net, mode)()
+    x, y, z = torch.randn(4, 1, 8, 8), torch.randint(0, 2, (4,)), torch.randint(0, 10, (4,))
+    primary, aux = net(x)
+    loss = torch.nn.functional.cross_entropy(primary, y) + torch.nn.functional.cross_entropy(aux, z)
+    named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+    assert [n for (n, _), g in zip(named, grads) if g is None] == []
+
+
+def test_the_warm_up_computes_each_block_once_and_keeps_joint_logits_in_the_graph():
+    """The warm-up (every block selected) runs the plain ResNet once for both tasks. Under the joint
+    scheme the logits are trainable parameters its forward does not use: they stay in the graph with
+    a zero gradient (what the look-ahead, which refuses unused parameters, needs); under the
+    alternation they are not trainable then."""
+    for alternate in (False, True):
+        t = trunk(warmup=2, alternate=alternate).train()
+        count = calls(t)
+        x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+        loss = torch.stack(t.task_features(x)).sum()
+        assert count == {1: 1, 2: 1, 3: 1}
+        assert t.policy_logits.requires_grad == (not alternate)
+        trainable = [p for p in t.parameters() if p.requires_grad]
+        grads = dict(zip(map(id, trainable), torch.autograd.grad(loss, trainable)))  # none unused
+        if not alternate:
+            assert torch.count_nonzero(grads[id(t.policy_logits)]) == 0
