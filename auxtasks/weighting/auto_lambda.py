@@ -124,13 +124,14 @@ class AutoLambda(Weighting):
 
     def fuses_with_step(self) -> bool:
         """True with ``fused`` and an exact engine, for Auto-λ itself (a subclass with its own
-        meta-gradient, such as OL-AUX, runs it)."""
+        meta-gradient has its own fused form, or none)."""
         return self.fused and self.engine != "fd" and type(self).meta_gradient is AutoLambda.meta_gradient
 
-    def fused_meta_gradient(self, learner, task_grads, held_out, *, alpha: float) -> TaskWeightGradient:
+    def fused_meta_gradient(self, learner, task_grads, held_out, *, alpha: float, losses=None) -> TaskWeightGradient:
         """∂/∂λ L_pri(θ⁺) on the held-out batch from the training step's per-task gradients
         ``task_grads`` (:meth:`auxtasks.AuxiliaryLearner.task_gradients`), θ⁺ = θ − α Σ λ_j g_j:
-        :func:`maxl.meta.task_weights.fused_task_weight_gradient`, equal to :meth:`meta_gradient`.
+        :func:`maxl.meta.task_weights.fused_task_weight_gradient`, equal to :meth:`meta_gradient`
+        (the step's ``losses`` are not needed: the outer loss is on the held-out batch).
 
         Raises:
             ValueError: λ changed since the last meta step (the main optimiser holds it).

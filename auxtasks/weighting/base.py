@@ -138,14 +138,16 @@ class Weighting(nn.Module):
 
     def fuses_with_step(self) -> bool:
         """Whether a trainer may take this weighting's outer step from the real training step's
-        own forward (``fused_meta_gradient(learner, task_grads, held_out, alpha=)`` with the
-        per-task gradients of that forward, :meth:`auxtasks.AuxiliaryLearner.task_gradients`):
-        Auto-λ with ``fused`` and an exact engine. False by default."""
+        own forward (``fused_meta_gradient(learner, task_grads, held_out, alpha=, losses=)`` with the
+        per-task gradients of that forward, :meth:`auxtasks.AuxiliaryLearner.task_gradients`, and
+        its task losses by name): Auto-λ with ``fused`` and an exact engine, OL-AUX with ``fused``.
+        False by default."""
         return False
 
-    def fused_meta_gradient(self, learner, task_grads, held_out, *, alpha: float):
-        """The outer step's meta-gradient from the real step's per-task gradients (where
-        :meth:`fuses_with_step`; see :class:`auxtasks.weighting.AutoLambda`)."""
+    def fused_meta_gradient(self, learner, task_grads, held_out, *, alpha: float, losses=None):
+        """The outer step's meta-gradient from the real step's per-task gradients and its task
+        losses ``losses`` (``{name: scalar}``, the forward's ``AuxOutput.losses``), where
+        :meth:`fuses_with_step`; see :class:`auxtasks.weighting.AutoLambda`, :class:`auxtasks.weighting.OLAux`."""
         raise NotImplementedError(f"{type(self).__name__} has no fused weight step")
 
     def is_unit_sum(self) -> bool:

@@ -11,6 +11,12 @@ NeurIPS 2019, Sec. 3, Eq. 4–6, Algorithm 1): at every training step the inner 
 training batch are accumulated, and every N steps the weights take one step along the sum. A task
 whose gradient keeps pointing where the primary loss falls gains weight.
 
+The inner products need only the per-task gradients g_i = ∇θ L_i(θ) on the training batch, which
+the training step computes anyway: with ``fused`` (the default), a trainer
+(:class:`maxl.train.step.StepPath`) takes them from the step's own forward and per-task backward
+passes (:meth:`OLAux.fused_meta_gradient`) instead of a forward and T backward passes of OL-AUX's
+own (:meth:`OLAux.meta_gradient`); the same alignments, the same weights.
+
 Differences from the paper: the step is Adam's (as Auto-λ's, :class:`auxtasks.weighting.AutoLambda`,
 so that one weight learning rate means the same for every meta-learned weighting) and the weights
 are clipped at 0; the primary weight stays 1.
@@ -39,6 +45,9 @@ class OLAux(AutoLambda):
         lr: Adam's learning rate for the weights (> 0).
         horizon: N, the steps whose alignments make one weight update (>= 1).
         init: initial weight of every auxiliary task (>= 0); the primary task's is 1 throughout.
+        fused: a trainer takes the alignments from the training step's own per-task gradients
+            (:meth:`fused_meta_gradient`; no forward or backward of OL-AUX's own; default) instead
+            of :meth:`meta_gradient`.
 
     Raises:
         ValueError: ``lr`` not > 0, ``horizon`` < 1, ``init`` < 0.
@@ -49,12 +58,13 @@ class OLAux(AutoLambda):
         "lr": (float, "Adam's learning rate for the auxiliary weights"),
         "horizon": (int, "N, the steps whose gradient alignments make one update"),
         "init": (float, "initial weight of every auxiliary task"),
+        "fused": (bool, "take the alignments from the training step's own forward/backward"),
     }
     accumulated: Tensor  # buffers made at bind: the horizon's sum of −α⟨∇L_pri, ∇L_i⟩ and its steps
     accumulated_steps: Tensor
 
-    def __init__(self, lr: float = 3e-4, horizon: int = 5, init: float = 1.0):
-        super().__init__(lr=lr, init=init)
+    def __init__(self, lr: float = 3e-4, horizon: int = 5, init: float = 1.0, fused: bool = True):
+        super().__init__(lr=lr, init=init, fused=fused)
         if horizon < 1:
             raise ValueError(f"OL-AUX's horizon must be >= 1 steps, got {horizon}")
         self.horizon = int(horizon)
@@ -85,16 +95,28 @@ class OLAux(AutoLambda):
                 torch.autograd.grad(losses[i], list(theta.values()), retain_graph=True, allow_unused=True)
                 for i in range(len(losses))
             ]
-        primary = grads[0]
-        dots = [
-            sum(((a * b).sum() for a, b in zip(primary, g) if a is not None and b is not None), torch.zeros(()))
-            for g in grads
-        ]
-        grad = -alpha * torch.stack(dots).to(losses)  # Eq. 6, one term of the sum over the horizon
-        grad[0] = 0.0
-        return TaskWeightGradient(
-            grad=grad.detach(), outer_loss=losses[0].detach(), alignments=torch.stack(dots).detach()
-        )
+        return _alignment_gradient([dict(zip(theta, g)) for g in grads], losses[0], alpha)
+
+    def fuses_with_step(self) -> bool:
+        """``fused``: the trainer calls :meth:`fused_meta_gradient` with the training step's own
+        per-task gradients (OL-AUX has no engine: its alignments are inner products of those)."""
+        return self.fused
+
+    def fused_meta_gradient(self, learner, task_grads, held_out, *, alpha: float, losses=None) -> TaskWeightGradient:
+        """:meth:`meta_gradient` from the training step's per-task gradients ``task_grads``
+        (:meth:`auxtasks.AuxiliaryLearner.task_gradients` of the step's forward: the same θ and
+        batch) and its task losses ``losses`` (``{name: scalar}``, ``AuxOutput.losses``; the
+        ``outer_loss`` is its primary loss), with no forward or backward of its own; ``held_out``
+        and ``learner`` are not used.
+
+        Raises:
+            ValueError: the weights changed since the last step (the main optimiser holds them),
+                or ``losses`` is None.
+        """
+        self._check_untouched()
+        if losses is None:
+            raise ValueError("OL-AUX's fused step needs the training step's task losses (losses=out.losses)")
+        return _alignment_gradient(task_grads, losses[self.task_names[0]], alpha)
 
     @torch.no_grad()
     def apply_gradient(self, grad: Tensor) -> None:
@@ -117,4 +139,22 @@ class OLAux(AutoLambda):
         super().apply_gradient(total)
 
     def extra_repr(self) -> str:
-        return f"lr={self.lr}, horizon={self.horizon}, init={self.init}"
+        return f"lr={self.lr}, horizon={self.horizon}, init={self.init}, fused={self.fused}"
+
+
+def _alignment_gradient(grads, primary_loss: Tensor, alpha: float) -> TaskWeightGradient:
+    """Eq. 6's term of one step from per-task gradients ``grads`` (``[T]`` dicts by parameter name,
+    None where L_i does not reach a parameter: 0 in the inner product), primary first: ``grad``
+    −α ⟨g_pri, g_i⟩ (0 for the primary task), ``outer_loss`` the primary loss, ``alignments``."""
+    primary = grads[0]
+    dots = [
+        sum(
+            ((primary[n] * gi).sum() for n, gi in g.items() if gi is not None and primary.get(n) is not None),
+            torch.zeros((), dtype=primary_loss.dtype),
+        )
+        for g in grads
+    ]
+    alignments = torch.stack(dots).to(primary_loss.dtype).detach()
+    grad = -alpha * alignments  # Eq. 6, one term of the sum over the horizon
+    grad[0] = 0.0
+    return TaskWeightGradient(grad=grad, outer_loss=primary_loss.detach(), alignments=alignments)

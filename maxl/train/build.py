@@ -379,9 +379,9 @@ class AuxConfig:
     weight_fused: bool = setting(
         True,
         flag="--weight-unfused",
-        help="auto-lambda: take the weight step from the training step's own forward and per-task "
-        "backward passes (exact, the jvp/func engines' update at about half the cost; default); "
-        "--weight-unfused runs a separate look-ahead (the fd engine always does)",
+        help="auto-lambda, ol-aux: take the weight step from the training step's own forward and per-task "
+        "backward passes (exact: Auto-λ's jvp/func engines' update, OL-AUX's alignments, at a fraction of "
+        "the cost; default); --weight-unfused runs a separate look-ahead / forward (the fd engine always does)",
     )
     weight_split: int | None = setting(
         None,
@@ -592,8 +592,12 @@ class RunConfig:
             ),
             **{
                 f"aux.{name}": (a.weighting != "auto-lambda", "it sets --weighting auto-lambda")
-                for name in ("weight_init", "weight_engine", "weight_fused")
+                for name in ("weight_init", "weight_engine")
             },
+            "aux.weight_fused": (
+                a.weighting not in ("auto-lambda", "ol-aux"),
+                "it sets --weighting auto-lambda / ol-aux",
+            ),
             "data.padding_mode": (
                 not self.data.augment,
                 "the padding is the random crop's, and --no-augment turns the crop off",
@@ -874,7 +878,7 @@ def meta_weighting_options(a: AuxConfig) -> dict[str, str | float]:
     if a.weighting == "auto-lambda":
         return {"lr": a.weight_lr, "init": a.weight_init, "engine": a.weight_engine, "fused": a.weight_fused}
     if a.weighting == "ol-aux":
-        return {"lr": a.weight_lr, "horizon": a.weight_horizon}
+        return {"lr": a.weight_lr, "horizon": a.weight_horizon, "fused": a.weight_fused}
     if a.weighting.startswith("auxilearn"):
         return {"lr": a.weight_lr, "terms": a.weight_neumann_terms}
     return {}

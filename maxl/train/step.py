@@ -175,7 +175,7 @@ class StepPath:
         learner, weighting = self.learner, self.learner.weighting
         task_grads = learner.task_gradients(out)
         alpha = self.optimizer.param_groups[0]["lr"]
-        result = weighting.fused_meta_gradient(learner, task_grads, held_out, alpha=alpha)
+        result = weighting.fused_meta_gradient(learner, task_grads, held_out, alpha=alpha, losses=out.losses)
         self.checks.losses(weight_outer_loss=result.outer_loss)
         distributed.all_reduce_mean_([result.grad])
         self.checks.grads([("weighting[0]", result.grad)], "task weights")

@@ -272,3 +272,67 @@ def test_weight_split_0_resumed_mid_epoch_equals_the_uninterrupted_run_and_load_
     assert records(tmp_path / "whole")[-1]["train_weight_rotation"] != pytest.approx(0.1)  # learnt
     run = load_run(tmp_path / "whole")
     assert len(run.data.train) == 320 and run.data.weight_set is None and run.data.weight_index is None
+
+
+def test_ol_aux_fused_step_follows_the_unfused_trajectory_without_a_forward_of_its_own(tmp_path, monkeypatch):
+    """OL-AUX fused (default: the alignments from the training step's own per-task gradients) and
+    unfused (``--weighting-option fused=false``: a forward and T backward passes of its own) give the
+    same weights per epoch and the same network; the fused run never calls ``meta_gradient``.
+    Rotation in its deterministic mode (all four): ``--rotation-mode random`` draws other rotations
+    for the unfused step's own forward than for the training step, so the two would differ. Plain SGD
+    at lr 0.01: with the digits preset's lr 0.05 and momentum 0.9 both paths agree step by step to
+    float32 rounding, but the network amplifies that rounding to ~1e-3 in its parameters by step 20."""
+    from auxtasks.weighting import OLAux
+
+    real = OLAux.meta_gradient
+    runs = {}
+    for name, extra in (("fused", []), ("unfused", ["--weighting-option", "fused=false"])):
+        calls = []
+
+        def counted(self, *args, calls=calls, **kwargs):
+            if self.fused:
+                raise AssertionError("the fused OL-AUX run called meta_gradient")
+            calls.append(1)
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(OLAux, "meta_gradient", counted)
+        out = tmp_path / name
+        args = ["train", *FAST, "--method", "single", "--aux", "rotation", "--weighting", "ol-aux"]
+        args += ["--lr", "0.01", "--momentum", "0", "--weight-lr", "0.05", "--weight-horizon", "3"]
+        args += ["--epochs", "2", "--out", str(out)]
+        assert main([*args, *extra]) == 0
+        assert len(calls) == (0 if name == "fused" else 20), name  # 10 steps per epoch
+        runs[name] = read_metrics(out)
+    assert len(runs["fused"]) == len(runs["unfused"]) == 2
+    for fused, unfused in zip(runs["fused"], runs["unfused"]):
+        assert fused["train_weight_primary"] == unfused["train_weight_primary"] == 1.0
+        assert fused["train_weight_rotation"] == pytest.approx(unfused["train_weight_rotation"], rel=1e-5)
+        assert fused["train_weight_rotation"] != pytest.approx(1.0, abs=1e-3)  # learnt
+        for key in ("train_primary_loss", "train_loss_rotation", "test_loss"):
+            assert fused[key] == pytest.approx(unfused[key], rel=1e-5), key
+    ends = {n: torch.load(tmp_path / n / "checkpoint.pt", weights_only=True) for n in ("fused", "unfused")}
+    for entry in ("net", "learner"):  # the network, the heads, the weights, Adam's moments, the horizon's sum
+        for k, v in ends["unfused"][entry].items():
+            torch.testing.assert_close(ends["fused"][entry][k], v, rtol=1e-4, atol=1e-6, msg=f"{entry}.{k}")
+
+
+@pytest.mark.parametrize(
+    "aux, fused",
+    [({}, True), ({"weighting_options": {"fused": "false"}}, False), ({"weight_fused": False}, False)],
+)
+def test_ol_aux_fused_option_reaches_the_weighting_and_the_step(tmp_path, aux, fused):
+    config = RunConfig.from_dict(
+        {
+            "data": {"dataset": "digits", "train_subset": 320, "test_subset": 100},
+            "model": {"hidden": 16},
+            "train": {"method": "single", "epochs": 1, "batch_size": 32, "progress": False},
+            "aux": {"tasks": ["rotation"], "weighting": "ol-aux", **aux},
+            "out": str(tmp_path / "run"),
+            "threads": 1,
+        }
+    )
+    assert "aux.weight_fused" not in config.inert_settings()
+    trainer = build(config, log=lambda *_: None)
+    weighting = trainer.learner.weighting
+    assert weighting.fused is fused and trainer.steps.fused_weights is fused
+    assert f"fused={fused}" in repr(weighting)

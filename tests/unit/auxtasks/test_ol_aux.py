@@ -107,3 +107,67 @@ def test_a_copy_of_the_primary_task_gains_weight_and_random_targets_lose_it_agai
             opt.step()
         weights = learner.weighting.weights()
         assert weights["copy"] > 1.2 and weights["noise"] < weights["copy"] - 0.15, weights
+
+
+def _bn_learner(seed=0, fused=True):
+    """A float64 conv learner with BatchNorm, rotation (all four, deterministic) and a supervised
+    task: the primary task reaches neither auxiliary head, rotation not the primary head."""
+    from auxtasks import Rotation, SupervisedLabels
+
+    torch.manual_seed(seed)
+    backbone = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+    )
+    tasks = [Rotation(hidden=5), SupervisedLabels(3, torch.randint(0, 3, (8,)), name="coarse", head=nn.Linear(4, 3))]
+    weighting = OLAux(lr=0.01, horizon=2, fused=fused)
+    learner = AuxiliaryLearner(backbone, nn.Linear(4, 3), tasks, weighting, feature_dim=4).double()
+    x, y = torch.randn(8, 1, 6, 6, dtype=torch.float64), torch.randint(0, 3, (8,))
+    return learner, x, y
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fused_alignments_from_the_steps_task_gradients_equal_the_unfused_meta_gradient(seed):
+    learner, x, y = _bn_learner(seed)
+    idx = torch.arange(8)
+    expected = learner.weighting.meta_gradient(learner, x, y, None, alpha=0.3, index=idx)
+    bn = learner.backbone[1]
+    out = learner(x, y, index=idx)  # the real forward: the statistics advance once
+    after = bn.running_mean.clone()
+    task_grads = learner.task_gradients(out)
+    rotation_head = [n for n in task_grads[0] if n.startswith("tasks.0.")]
+    assert rotation_head and all(task_grads[0][n] is None for n in rotation_head)  # 0 in the inner product
+    fused = learner.weighting.fused_meta_gradient(learner, task_grads, None, alpha=0.3, losses=out.losses)
+    assert torch.equal(bn.running_mean, after)  # nothing of its own runs through the network
+    assert fused.grad.dtype == torch.float64 and float(fused.grad[0]) == 0.0
+    torch.testing.assert_close(fused.grad, expected.grad, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(fused.alignments, expected.alignments, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(fused.outer_loss, expected.outer_loss, rtol=1e-12, atol=0)
+    assert float(fused.alignments[0]) > 0  # ⟨g_pri, g_pri⟩
+
+
+def test_fused_is_the_default_and_an_option():
+    assert OLAux().fuses_with_step() and OLAux().fused
+    assert not OLAux(fused=False).fuses_with_step()
+    assert "fused" in OLAux.OPTIONS and OLAux.OPTIONS["fused"][0] is bool
+    assert "fused=True" in repr(OLAux()) and "fused=False" in repr(OLAux(fused=False))
+
+
+def test_fused_steps_accumulate_over_the_horizon_as_the_unfused_ones():
+    """Two fused weight steps (horizon 2) move the weights and Adam's moments as two unfused ones."""
+    weights = {}
+    for fused in (True, False):
+        learner, x, y = _bn_learner(2, fused=fused)
+        w = learner.weighting
+        for step in range(2):
+            xs, ys, idx = x + 0.1 * step, y, torch.arange(8)
+            if fused:
+                out = learner(xs, ys, index=idx)
+                task_grads = learner.task_gradients(out)
+                w.apply_gradient(w.fused_meta_gradient(learner, task_grads, None, alpha=0.3, losses=out.losses).grad)
+            else:
+                w.apply_gradient(w.meta_gradient(learner, xs, ys, None, alpha=0.3, index=idx).grad)
+            assert int(w.accumulated_steps) == (step + 1) % 2
+        weights[fused] = (w.lam.detach().clone(), w.adam_m.clone(), w.adam_v.clone())
+    assert float(weights[True][0][0]) == 1.0 and not torch.equal(weights[True][0], torch.ones(3, dtype=torch.float64))
+    for a, b in zip(weights[True], weights[False]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-12)
