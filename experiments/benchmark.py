@@ -11,7 +11,7 @@ for all variants and left out) through the trainer's own step methods:
   :func:`maxl.meta.fused_step`, one shared multi-task forward/backward.
 * ``every<k>``: the ``per-step`` schedule with the generator updated every k steps (fused,
   exact ``jvp`` engine); its time is that of k iterations divided by k.
-* ``tw-*`` (:data:`TASK_WEIGHTS`): meta-learned task weights (Auto-λ) on a single-task network with
+* ``tw-*`` (:data:`TASK_WEIGHTS`): meta-learned task weights (Auto-λ, OL-AUX) on a single-task network with
   rotation and colourisation, or on MAXL's generated-labels task; each also reported as a ratio to
   the variant with the same tasks and equal weights (``tw-equal``, ``tw-maxl-equal``), and the
   table of such a run is titled by that ratio.
@@ -169,6 +169,15 @@ TASK_WEIGHTS = {
     ),
     "tw-auto-lambda-every2": TaskWeightVariant(
         "auto-lambda", {"fused": True}, 2, "rotation + colourisation, Auto-λ fused every 2 steps"
+    ),
+    "tw-ol-aux-unfused": TaskWeightVariant(
+        "ol-aux",
+        {"fused": False},
+        1,
+        "rotation + colourisation, OL-AUX, a forward and a backward per task of its own every step",
+    ),
+    "tw-ol-aux": TaskWeightVariant(
+        "ol-aux", {"fused": True}, 1, "rotation + colourisation, OL-AUX fused every step (the step's own gradients)"
     ),
     "tw-maxl-equal": TaskWeightVariant("equal", {}, 1, f"{_MAXL_TASK}, equal weights", "maxl", "tw-maxl-equal"),
     "tw-maxl-auto-lambda": TaskWeightVariant(
