@@ -336,3 +336,27 @@ def test_ol_aux_fused_option_reaches_the_weighting_and_the_step(tmp_path, aux, f
     weighting = trainer.learner.weighting
     assert weighting.fused is fused and trainer.steps.fused_weights is fused
     assert f"fused={fused}" in repr(weighting)
+
+
+def test_ol_aux_fused_resumed_mid_horizon_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+    """Signalled after step 13 (inside the second epoch, one step into a horizon of 3) and resumed, a
+    fused OL-AUX run ends with the uninterrupted run's records, network and weights, its Adam moments
+    and the horizon's sum included (bit for bit: same machine)."""
+    from maxl.train.preemption import EXIT_PREEMPTED
+
+    from .test_preemption import signal_after_step
+    from .test_reproducibility import assert_same_networks, records
+
+    args = ["train", *FAST, "--method", "single", "--aux", "rotation", "--weighting", "ol-aux"]
+    args += ["--weight-lr", "0.05", "--weight-horizon", "3", "--epochs", "2"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    signal_after_step(monkeypatch, 13)  # 10 steps per epoch
+    assert main([*args, "--out", str(tmp_path / "part")]) == EXIT_PREEMPTED
+    monkeypatch.undo()
+    saved = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 1 and int(saved["learner"]["weighting.accumulated_steps"]) == 1  # mid-horizon
+    torch.manual_seed(1234)
+    assert main(["train", "--resume", str(tmp_path / "part"), "--no-progress"]) == 0
+    assert records(tmp_path / "part") == records(tmp_path / "whole")
+    assert_same_networks(tmp_path / "part", tmp_path / "whole", parts=("net", "learner", "optimizer"))
+    assert records(tmp_path / "whole")[-1]["train_weight_rotation"] != pytest.approx(1.0)  # learnt
