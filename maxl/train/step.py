@@ -13,8 +13,8 @@ self-supervised tasks. Three kinds of step serve all of them:
   learner allow it (:meth:`auxtasks.AuxiliaryLearner.can_fuse`); the same updates.
 
 With a meta-learned weighting, a weight step comes before every ``weight_every``-th multi-task step:
-:meth:`StepPath.weights` (its own look-ahead), or, for Auto-λ with ``fused`` (the default of
-``maxl train``), the fused form inside :meth:`StepPath.multitask`, which takes the weights'
+:meth:`StepPath.weights` (its own look-ahead), or, for Auto-λ and OL-AUX with ``fused`` (the default
+of ``maxl train``), the fused form inside :meth:`StepPath.multitask`, which takes the weights'
 meta-gradient from the multi-task step's own forward and per-task gradients.
 
 Each step checks its losses and gradients for NaN/Inf, and under torchrun averages the
@@ -85,7 +85,7 @@ class StepPath:
                 + (" and held-out batches (held_out=)" if weighting.uses_held_out else "")
             )
         self.meta_learned = weighting.meta_learned
-        # Auto-λ's weight step from the training step's own forward (float32 only: it shares that pass)
+        # Auto-λ's / OL-AUX's weight step from the training step's own forward (float32 only: it shares that pass)
         self.fused_weights = self.meta_learned and weighting.fuses_with_step() and precision == "fp32"
         self.held_out, self.weight_every, self.step_of = held_out, weight_every, step_of
         generated = learner.generated  # α = the current lr of the multi-task network unless the config sets it
@@ -165,10 +165,12 @@ class StepPath:
         return result
 
     def _fused_weights(self, out, held_out: tuple[Tensor, Tensor] | None) -> list[Tensor | None]:
-        """The fused Auto-λ step on the real forward ``out``: per-task gradients g_i from its graph
-        (:meth:`auxtasks.AuxiliaryLearner.task_gradients`), the weights' meta-gradient at
-        θ⁺ = θ − α Σ λ_i g_i (:func:`maxl.meta.task_weights.fused_task_weight_gradient`; averaged
-        over the processes under torchrun, checked, applied), then the network's gradient
+        """The fused weight step on the real forward ``out``: per-task gradients g_i from its graph
+        (:meth:`auxtasks.AuxiliaryLearner.task_gradients`), the weights' meta-gradient from them and
+        the step's task losses (Auto-λ: at θ⁺ = θ − α Σ λ_i g_i,
+        :func:`maxl.meta.task_weights.fused_task_weight_gradient`; OL-AUX: the alignments ⟨g_pri, g_i⟩;
+        ``held_out`` None for a weighting without one; averaged over the processes under torchrun,
+        checked, applied), then the network's gradient
         Σ λ'_i g_i (+ the architecture's penalty) with the new weights λ', one per ``_params``
         (None where nothing reaches a parameter): the update of :meth:`weights` followed by a
         plain step, with one forward of the training batch."""

@@ -360,3 +360,24 @@ def test_ol_aux_fused_resumed_mid_horizon_equals_the_uninterrupted_run(tmp_path,
     assert records(tmp_path / "part") == records(tmp_path / "whole")
     assert_same_networks(tmp_path / "part", tmp_path / "whole", parts=("net", "learner", "optimizer"))
     assert records(tmp_path / "whole")[-1]["train_weight_rotation"] != pytest.approx(1.0)  # learnt
+
+
+def test_a_nan_fused_ol_aux_alignment_stops_the_run_at_that_step(tmp_path, monkeypatch):
+    from auxtasks.weighting import OLAux
+
+    real = OLAux.fused_meta_gradient
+
+    def poisoned(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        result.grad[1] = float("nan")
+        return result
+
+    monkeypatch.setattr(OLAux, "fused_meta_gradient", poisoned)
+    config = _config(tmp_path / "run").to_dict()
+    config["aux"] = {"tasks": ["rotation"], "weighting": "ol-aux", "weight_lr": 0.01}
+    trainer = build(RunConfig.from_dict(config), log=lambda *_: None)
+    assert trainer.steps.fused_weights and trainer.steps.held_out is None
+    before = trainer.learner.weighting.accumulated.clone()
+    with pytest.raises(NonFiniteGradientError, match=r"task weights.*epoch 1, step 1"):
+        trainer.fit()
+    assert torch.equal(trainer.learner.weighting.accumulated, before)
