@@ -150,7 +150,7 @@ def _alignment_gradient(grads, primary_loss: Tensor, alpha: float) -> TaskWeight
     dots = [
         sum(
             ((primary[n] * gi).sum() for n, gi in g.items() if gi is not None and primary.get(n) is not None),
-            torch.zeros((), dtype=primary_loss.dtype),
+            torch.zeros((), dtype=primary_loss.dtype, device=primary_loss.device),
         )
         for g in grads
     ]
