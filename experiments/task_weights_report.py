@@ -61,7 +61,12 @@ PROTOCOLS = {
         "digits alone at weight W, `both-WH-WR` = both at weights WH and WR; meta-learned weightings as "
         "listed in the script. Accuracies in %, mean of the last 5 epochs; mean ± std over seeds; paired "
         "differences per seed (same training subset and initial seed) with their standard error. Epoch "
-        "times on a 2-core machine shared with other jobs.",
+        "times on a 2-core machine shared with other jobs. `NAME-lrX`: that weighting with weight learning rate X; "
+        "`-s0`: `--weight-split 0`. `ol-aux` (lr 3e-4) ran on the unfused OL-AUX step, `ol-aux-lr*` on the fused "
+        "one (the same update, 1.0× equal weighting's cost instead of 3×). Weight curves (seed 0): `python -m maxl "
+        "compare RUNS/auto-lambda-s0/seed0 RUNS/auto-lambda-lr0.001-s0/seed0 RUNS/ol-aux-lr0.01/seed0 "
+        "RUNS/ol-aux-lr0.03/seed0 RUNS/auxilearn/seed0 RUNS/maxl-auto-lambda-s0/seed0 --out "
+        "figures/task-weights-mnist-long-curves.png` (writes `task-weights-mnist-long-curves-weights.png`).",
         5,
     ),
 }
