@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from maxl.meta.task_weights import TaskWeightGradient
+from maxl.meta.task_weights import TaskWeightGradient, gradient_dot
 
 from .auto_lambda import AutoLambda
 
@@ -147,13 +147,8 @@ def _alignment_gradient(grads, primary_loss: Tensor, alpha: float) -> TaskWeight
     None where L_i does not reach a parameter: 0 in the inner product), primary first: ``grad``
     −α ⟨g_pri, g_i⟩ (0 for the primary task), ``outer_loss`` the primary loss, ``alignments``."""
     primary = grads[0]
-    dots = [
-        sum(
-            ((primary[n] * gi).sum() for n, gi in g.items() if gi is not None and primary.get(n) is not None),
-            torch.zeros((), dtype=primary_loss.dtype, device=primary_loss.device),
-        )
-        for g in grads
-    ]
+    zero = torch.zeros((), dtype=primary_loss.dtype, device=primary_loss.device)
+    dots = [gradient_dot(g, primary, zero) for g in grads]
     alignments = torch.stack(dots).to(primary_loss.dtype).detach()
     grad = -alpha * alignments  # Eq. 6, one term of the sum over the horizon
     grad[0] = 0.0

@@ -37,7 +37,7 @@ of its buffers, so that no parameter, ``.grad`` or BatchNorm statistic of the re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -82,6 +82,16 @@ def _grads(loss: Tensor, params: dict[str, Tensor], create_graph: bool = False) 
     """∇ of ``loss`` with respect to every tensor of ``params`` (zeros for those it does not use)."""
     grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph, allow_unused=True)
     return {n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(params.items(), grads)}
+
+
+def gradient_dot(a: Mapping[str, Tensor | None], b: Mapping[str, Tensor | None], zero: Tensor) -> Tensor:
+    """⟨a, b⟩ = Σ_n (a[n] · b[n]).sum() of two gradients given as ``{parameter name: tensor}``,
+    detached; a parameter that either does not reach (None, or absent from ``b``) counts 0. The sum
+    starts from ``zero`` (a scalar of the dtype and device wanted)."""
+    return sum(
+        ((x.detach() * y.detach()).sum() for n, x in a.items() if x is not None and (y := b.get(n)) is not None),
+        zero,
+    )
 
 
 def lookahead_point(
@@ -218,12 +228,7 @@ def fused_task_weight_gradient(
         step = [lam[i] * gi for i, gi in enumerate(g.get(n) for g in task_grads) if gi is not None]
         point[n] = p.detach() - alpha * torch.stack(step).sum(0) if step else p.detach()  # θ⁺
     outer, v = _outer_direction(outer_loss, point)
-    alignments = torch.stack(
-        [
-            sum(((gi.detach() * v[n]).sum() for n, gi in g.items() if gi is not None), torch.zeros((), dtype=lam.dtype))
-            for g in task_grads
-        ]
-    ).to(lam.dtype)
+    alignments = torch.stack([gradient_dot(g, v, torch.zeros((), dtype=lam.dtype)) for g in task_grads]).to(lam.dtype)
     return TaskWeightGradient(grad=-alpha * alignments, outer_loss=outer, alignments=alignments)  # Eq. (1)
 
 
