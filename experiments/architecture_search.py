@@ -188,6 +188,24 @@ def _epoch_seconds(run: Path) -> float:
     return sum(x["epoch_time_s"] for x in recs) / len(recs)
 
 
+def _run_seconds(run: Path) -> float:
+    """Seconds of one run: its epochs' training time and the searches it made before the first
+    epoch (config.json's ``setup_seconds``: sparse sharing's masks)."""
+    setup = json.loads((run / "config.json").read_text()).get("setup_seconds", {})
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return sum(setup.values()) + sum(x["epoch_time_s"] for x in recs)
+
+
+def pipeline_seconds(root: Path, method: str, name: str, seed: int) -> float | None:
+    """Seconds of configuration ``name``'s whole recipe for one seed: its run (:func:`_run_seconds`)
+    and, for a derived architecture, the search run it was derived from; None where a run is missing."""
+    folders = [folder_name(method, name)] + ([folder_name(method, DERIVED[name])] if name in DERIVED else [])
+    runs = [root / f / f"seed{seed}" for f in folders]
+    if not all((r / "summary.json").is_file() for r in runs):
+        return None
+    return sum(map(_run_seconds, runs))
+
+
 def timing_cells(steps: dict, name: str) -> list[str]:
     """The report's timing columns of configuration ``name`` from a timing file's ``steps``: ms per
     weight step, its ratio to hard sharing's, ms per architecture step (blank where the
@@ -209,7 +227,10 @@ def report(args: argparse.Namespace) -> int:
         "every epoch), mean ± std over the seeds present; the final accuracy's difference from hard sharing with "
         "the same auxiliary labels, paired by seed (mean ± std, SE = std / √n); parameters of the multi-task "
         "network (and of the derived network at inference); training time per epoch (the runs' own s / epoch on "
-        "2 cores shared with other jobs, so the ratios to hard sharing are rough).",
+        "2 cores shared with other jobs, so the ratios to hard sharing are rough); the recipe's cost: the seconds "
+        "of the whole recipe per seed (the training epochs, the searches made before them, e.g. sparse sharing's "
+        "masks, and for a derived architecture the search run it was derived from) and their ratio to hard "
+        "sharing's.",
         "",
     ]
     steps = json.loads(Path(args.timing).read_text())["steps"] if args.timing else None
@@ -222,7 +243,7 @@ def report(args: argparse.Namespace) -> int:
         ]
     head = (
         "| auxiliary labels | architecture | seeds | final acc | mean over epochs | final − hard (paired) | "
-        "parameters | derived parameters | s / epoch | vs hard |"
+        "parameters | derived parameters | s / epoch | vs hard | recipe s | recipe vs hard |"
     )
     if steps is not None:
         head += " ms / step | × hard | arch step ms |"
@@ -231,6 +252,7 @@ def report(args: argparse.Namespace) -> int:
         hard = _runs(root, folder_name(method, "hard"))
         hard_final = {k: 100 * json.loads((r / "summary.json").read_text())["final_test_acc"] for k, r in hard.items()}
         hard_epoch = sum(map(_epoch_seconds, hard.values())) / len(hard) if hard else None
+        hard_recipe = sum(map(_run_seconds, hard.values())) / len(hard) if hard else None
         for name in ORDER:
             runs = _runs(root, folder_name(method, name))
             if not runs:
@@ -250,9 +272,17 @@ def report(args: argparse.Namespace) -> int:
                 paired = f"{mean:+.2f} ± {std:.2f} (SE {std / math.sqrt(len(diffs)):.2f})"
             total, derived = _parameters(next(iter(runs.values())))
             ratio = f"{epoch_s / hard_epoch:.2f}" if hard_epoch else "—"
+            recipes = [s for s in (pipeline_seconds(root, method, name, k) for k in runs) if s is not None]
+            recipe = sum(recipes) / len(recipes) if recipes else None
+            recipe_cells = (
+                f"{recipe:.0f} | {recipe / hard_recipe:.2f}"
+                if recipe is not None and hard_recipe
+                else (f"{recipe:.0f} | —" if recipe is not None else "— | —")
+            )
             row = (
                 f"| {method} | {name} | {len(runs)} | {_mean_std(finals)} | {_mean_std(last5)} | {paired} | "
-                f"{total:,} | {f'{derived:,}' if derived is not None else '—'} | {epoch_s:.0f} | {ratio} |"
+                f"{total:,} | {f'{derived:,}' if derived is not None else '—'} | {epoch_s:.0f} | {ratio} | "
+                f"{recipe_cells} |"
             )
             if steps is not None:
                 row += " " + " | ".join(timing_cells(steps, name)) + " |"

@@ -49,9 +49,10 @@ def test_unknown_configs_are_refused_by_name(capsys):
     assert "cross_stitch" in capsys.readouterr().err
 
 
-def _fake_run(root, name, seed, final, epoch_s):
+def _fake_run(root, name, seed, final, epoch_s, setup=None):
     folder = root / name / f"seed{seed}"
     folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"setup_seconds": setup} if setup is not None else {}))
     (folder / "summary.json").write_text(json.dumps({"final_test_acc": final, "last5_mean_test_acc": final - 0.01}))
     (folder / "metrics.jsonl").write_text("".join(json.dumps({"epoch_time_s": epoch_s}) + "\n" for _ in range(5)))
     (folder / "command.txt").write_text(f"maxl train ... --out {folder}\n")
@@ -110,4 +111,26 @@ def test_report_without_timing_keeps_its_columns(runs, tmp_path):
     table = (figures / "architecture-search.md").read_text()
     assert "ms / step" not in table and "× hard" not in table
     rows = _rows(table)
-    assert len(rows["soft"]) == 10 and rows["soft"][-1] == "1.80"
+    assert len(rows["soft"]) == 12 and rows["soft"][-3] == "1.80"
+
+
+def test_recipe_cost_counts_searches_before_training_and_the_search_a_derived_run_came_from(runs, tmp_path):
+    _fake_run(runs, "sparse", 0, 0.81, 120.0, setup={"sparse_masks": 400.0})
+    _fake_run(runs, "adashare-derived", 0, 0.79, 60.0)
+    _fake_run(runs, "maxl-hard", 0, 0.81, 300.0)  # MAXL's rows: their own hard sharing
+    _fake_run(runs, "maxl-adashare-derived", 0, 0.80, 90.0)  # its search run missing: no recipe
+    figures = tmp_path / "figures"
+    assert search.main(["report", "--runs", str(runs), "--figures", str(figures)]) == 0
+    table = (figures / "architecture-search.md").read_text()
+    rows = _rows(table)
+    hard = 5 * 100.0  # 5 epochs of 100 s
+    assert rows["hard"][-2:] == ["500", "1.00"]
+    assert rows["soft"][-2:] == [f"{5 * 180:.0f}", f"{5 * 180 / hard:.2f}"]
+    assert rows["sparse"][-2:] == [f"{400 + 5 * 120:.0f}", f"{(400 + 5 * 120) / hard:.2f}"]
+    recipe = 5 * 60 + 5 * 250  # the derived run and the search run it came from
+    assert rows["adashare-derived"][-2:] == [f"{recipe:.0f}", f"{recipe / hard:.2f}"]
+    maxl = {
+        c[1].strip(): [x.strip() for x in c]
+        for c in (line.strip("|").split(" | ") for line in table.splitlines() if line.startswith("| maxl |"))
+    }
+    assert maxl["hard"][-2:] == ["1500", "1.00"] and maxl["adashare-derived"][-2:] == ["—", "—"]

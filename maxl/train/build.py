@@ -461,6 +461,9 @@ class BaselineConfig:
 
 #: Entries of config.json's sections that describe the data rather than configure the run.
 DERIVED = {"data": ("name", "num_train", "num_test", "num_val"), "model": ("num_primary",)}
+#: Top-level entries of config.json that record what happened (the labels made, the environment and
+#: start, the resumes, the seconds of searches made before the first epoch), no settings.
+RECORD_ONLY = frozenset({"labels", "env", "resumed", "setup_seconds"})
 
 
 def sections_of(cls: type) -> dict[str, type]:
@@ -624,7 +627,7 @@ class RunConfig:
                 f"a run configuration is a table of sections {sorted(sections)}, got a value of type {type(d).__name__}"
             )
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known - {"labels", "env", "resumed"}, key=str)
+        unknown = sorted(set(d) - known - RECORD_ONLY, key=str)
         if unknown:
             raise ValueError(f"unknown run settings {unknown}; the sections are {sorted(sections)}")
         kwargs = {k: v for k, v in d.items() if k in known and k not in sections}
@@ -1139,10 +1142,12 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
         name, split, what = split_b
         data, arch_set, aux_labels, arch_aux = hold_out_for_architecture(data, aux_labels, split, t.seed, name)
         say(f"[{m.arch}] {len(arch_set)} training images held out for the {what} updates (split B)")
+    setup_seconds: dict[str, float] = {}  # searches made before the first epoch (config.json: setup_seconds)
     if m.arch == "sparse" and not resume:  # the masks: buffers of the network, in its checkpoints
         t0 = time.time()
         find_sparse_masks(net, data.train, m, t, aux_labels, generator, say)
-        say(f"[sparse] masks found in {time.time() - t0:.1f}s")
+        setup_seconds["sparse_masks"] = time.time() - t0
+        say(f"[sparse] masks found in {setup_seconds['sparse_masks']:.1f}s")
     a = run.aux
     needs_prior = "colourisation" in a.tasks and a.colourisation_mode == "classification"
     learner = build_learner(
@@ -1214,7 +1219,9 @@ def build(run: RunConfig, *, resume: bool = False, log=print) -> Trainer:
             )
             resolved["model"]["num_primary"] = data.num_primary
             resolved.update(
-                labels=label_info, env={"torch": torch.__version__, "python": platform.python_version(), **started}
+                labels=label_info,
+                env={"torch": torch.__version__, "python": platform.python_version(), **started},
+                setup_seconds=setup_seconds,
             )
             atomic_write_text(out / "config.json", json.dumps(resolved, indent=2) + "\n")
         say(f"[{t.method}] training {t.epochs} epochs -> {out}")

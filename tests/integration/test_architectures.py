@@ -132,7 +132,9 @@ def test_maxl_with_sparse_sharing_learns_and_keeps_its_masks(tmp_path):
     search = ["--sparse-rounds", "2", "--sparse-steps", "10", "--sparse-warmup", "20"]
     assert main(["train", *COMMON, "--method", "maxl", "--arch", "sparse", *search, "--out", str(tmp_path)]) == 0
     assert final_accuracy(tmp_path) > 0.75
-    trunk = load_run(tmp_path).net.backbone
+    setup = json.loads((tmp_path / "config.json").read_text())["setup_seconds"]
+    assert set(setup) == {"sparse_masks"} and setup["sparse_masks"] > 0  # the search's cost, recorded
+    trunk = load_run(tmp_path).net.backbone  # a config.json with setup_seconds loads
     assert trunk.density(0) == trunk.density(1) < 0.9  # 2 rounds of 1 − 0.5^(1/2) each: ≈ 0.5 kept
     for n in trunk.prunable:
         union = torch.maximum(trunk.mask(0, n), trunk.mask(1, n))
