@@ -13,9 +13,14 @@
 #               (maxl/grids/protocol-mnist-long.toml), in which the digits help. Auxiliary tasks: the digits
 #               (the human hierarchy, psi = [5, 5], task `human`) and rotation (one random rotation per
 #               image).
+#   animal-vehicle  CIFAR-10 JPEGs, animal / vehicle primary task, 3000 stratified training images of which
+#               1000 are carved off as the validation set, 2000 test images, cnn3, 30 epochs, one-cycle SGD
+#               (lr 0.1, no momentum, batch 100), cross-entropy (the architectures table's optimiser,
+#               experiments/architectures.py). Auxiliary tasks: the ten CIFAR-10 classes (the human
+#               hierarchy, psi = [6, 4], task `human`) and rotation (one random rotation per image).
 #
 # One thread per run. Configurations (CONFIGS), seeds (SEEDS, default 0 1 2); A and B below are the
-# protocol's two auxiliary tasks (cifar10: rotation, colourisation; mnist-long: human, rotation):
+# protocol's two auxiliary tasks (cifar10: rotation, colourisation; mnist-long, animal-vehicle: human, rotation):
 #   single          the primary task alone
 #   equal           + A + B, every weight 1
 #   A, B            + that task alone (rotation, colourisation, human)
@@ -31,12 +36,13 @@
 #   NAME-s0         a meta-learned config NAME with --weight-split 0: no images held out, the weights'
 #                   outer loss on the training images (Auto-λ's reference practice)
 #   NAME-lrX        a meta-learned config NAME with --weight-lr X (before -s0: auto-lambda-lr0.001-s0)
-# Then: python experiments/task_weights_report.py RUNS OUT.md --protocol 30-epoch | mnist-long
+# Then: python experiments/task_weights_report.py RUNS OUT.md --protocol 30-epoch | mnist-long | animal-vehicle
 #
 #   mkdir -p /tmp/data && tar xzf /work/shared/data/cifar10-jpeg.tar.gz -C /tmp/data
 #   bash experiments/task_weights_calibrate.sh /tmp/data/cifar10-jpeg runs/task-weights-30ep
 #   mkdir -p /tmp/data && cp -r /work/shared/data/MNIST /tmp/data/
 #   PROTOCOL=mnist-long bash experiments/task_weights_calibrate.sh /tmp/data runs/task-weights-mnist-long
+#   PROTOCOL=animal-vehicle bash experiments/task_weights_calibrate.sh /tmp/data/cifar10-jpeg runs/task-weights-av
 set -euo pipefail
 root=${1:?the data folder: cifar10-jpeg (holding train/ and test/) or the folder holding MNIST/}
 protocol=${PROTOCOL:-cifar10}
@@ -58,7 +64,14 @@ case $protocol in
     a=human b=rotation
     with_a=() with_b=(--aux rotation --rotation-mode random)
     default_configs="single human rotation equal" ;;
-  *) echo "unknown PROTOCOL: $protocol (cifar10 or mnist-long)" >&2; exit 2 ;;
+  animal-vehicle)
+    common=(--dataset imagefolder --hierarchy animal-vehicle --data-root "$root" --train-subset 3000 --val-subset 1000
+      --test-subset 2000 --epochs 30 --backbone cnn3 --hidden 0 --normalisation 0.5 0.25 --padding-mode reflect
+      --batch-size 100 --lr 0.1 --momentum 0 --lr-schedule onecycle --warmup 0.15 --loss ce --threads 1 --no-progress)
+    a=human b=rotation
+    with_a=() with_b=(--aux rotation --rotation-mode random)
+    default_configs="single human rotation equal" ;;
+  *) echo "unknown PROTOCOL: $protocol (cifar10, mnist-long or animal-vehicle)" >&2; exit 2 ;;
 esac
 read -r -a configs <<< "${CONFIGS:-$default_configs}"
 # the method that carries task A (mnist-long: the human hierarchy is a method, rotation an --aux task)
