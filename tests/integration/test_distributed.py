@@ -4,7 +4,8 @@
   of a 1-process run with the same global batch (float tolerance), and only rank 0 writes.
 * The meta step is replica-local (see :mod:`maxl.train.distributed`): the generator's gradient over
   2 processes is the mean of the 1-process meta-gradients of the two halves of the batch, and
-  not the meta-gradient of the whole batch.
+  not the meta-gradient of the whole batch; so is the weight step of every meta-learned weighting
+  (Auto-λ, OL-AUX, AuxiLearn): the mean of the processes' weight gradients.
 """
 
 import json
@@ -167,8 +168,9 @@ def test_auto_lambda_under_torchrun_averages_replica_local_weight_gradients(tmp_
 
     torchrun(str(HERE / "distributed_weights_worker.py"), str(tmp_path / "state.pt"), "fused", outer)
     ranks = [torch.load(tmp_path / f"state.pt.{r}", weights_only=True) for r in (0, 1)]
-    assert torch.equal(ranks[0]["lam"], ranks[1]["lam"])
-    assert (ranks[0]["lam"] - 1.0).abs().max() > 1e-3  # learnt, not the initial 1
+    lams = [r["weighting"]["lam"] for r in ranks]
+    assert torch.equal(lams[0], lams[1])
+    assert (lams[0] - 1.0).abs().max() > 1e-3  # learnt, not the initial 1
 
     t = worker.trainer(fused=False, weight_every=10**9, outer=outer)
     t.step = 1  # no weight step inside multitask(): the reference takes its own below
@@ -183,6 +185,47 @@ def test_auto_lambda_under_torchrun_averages_replica_local_weight_gradients(tmp_
         ]
         weighting.apply_gradient((halves[0] + halves[1]) / 2)
         t.steps.multitask(x, y, idx)
-    torch.testing.assert_close(ranks[0]["lam"], weighting.lam.detach(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(lams[0], weighting.lam.detach(), rtol=1e-4, atol=1e-6)
+    for k, v in t.net.state_dict().items():
+        torch.testing.assert_close(ranks[0]["net"][k], v, rtol=1e-4, atol=1e-6, msg=k)
+
+
+@pytest.mark.parametrize(("weighting", "fused"), [("ol-aux", "fused"), ("auxilearn", "unfused")])
+def test_ol_aux_and_auxilearn_under_torchrun_average_replica_local_weight_gradients(tmp_path, weighting, fused):
+    """OL-AUX (fused: the alignments from each rank's own per-task gradients, averaged; a horizon of
+    2, so the 3 steps hold one update and a sum under way) and AuxiLearn (its auxiliary network's
+    implicit gradients, averaged) over 2 processes: every rank holds the same weighting state, and
+    it and the network equal a one-process run in which each step's weight gradient is the mean of
+    the unfused gradients of the two halves of the global batch and the network then steps on the
+    whole batch."""
+    from tests.integration import distributed_weights_worker as worker
+
+    torchrun(str(HERE / "distributed_weights_worker.py"), str(tmp_path / "state.pt"), fused, "held-out", weighting)
+    ranks = [torch.load(tmp_path / f"state.pt.{r}", weights_only=True) for r in (0, 1)]
+    for k, v in ranks[0]["weighting"].items():
+        assert torch.equal(v, ranks[1]["weighting"][k]), k
+
+    t = worker.trainer(fused=False, weight_every=10**9, weighting=weighting)
+    t.step = 1  # no weight step inside multitask(): the reference takes its own below
+    w = t.learner.weighting
+    start = {k: v.clone() for k, v in w.state_dict().items()}
+    for step in range(worker.STEPS):
+        x, y, idx = worker.batch(step)
+        held_out = None if weighting == "ol-aux" else t._held_out_batch(step)
+        alpha = t.optimizer.param_groups[0]["lr"]
+        halves = [
+            w.meta_gradient(t.learner, x[s], y[s], held_out, alpha=alpha, index=idx[s]).grad
+            for s in (slice(0, 8), slice(8, 16))
+        ]
+        if isinstance(halves[0], list):
+            w.apply_gradient([(a + b) / 2 for a, b in zip(*halves)])
+        else:
+            w.apply_gradient((halves[0] + halves[1]) / 2)
+        t.steps.multitask(x, y, idx)
+    state = w.state_dict()
+    moved = [k for k in state if state[k].is_floating_point() and not torch.equal(state[k], start[k])]
+    assert moved  # the weights learnt something in 3 steps
+    for k, v in state.items():
+        torch.testing.assert_close(ranks[0]["weighting"][k], v, rtol=1e-4, atol=1e-6, msg=k)
     for k, v in t.net.state_dict().items():
         torch.testing.assert_close(ranks[0]["net"][k], v, rtol=1e-4, atol=1e-6, msg=k)
