@@ -35,6 +35,7 @@ from auxtasks.weighting import Equal
 from maxl.core.precision import autocast, check_precision
 from maxl.meta import MetaResult
 from maxl.meta.lookahead import generated_targets
+from maxl.meta.task_weights import TaskWeightGradient
 from maxl.train import distributed
 from maxl.train.checks import FiniteChecks
 
@@ -99,6 +100,8 @@ class StepPath:
             if plain
             else (*(f"loss_{n}" for n in learner.task_names[1:]), *(f"weight_{n}" for n in learner.task_names))
         )
+        if self.meta_learned:  # the weights' meta-gradient per task (where it is one number per task)
+            self.task_keys += tuple(f"meta_grad_{n}" for n in learner.task_names)
         self._params = learner.network_parameters()
         self._lookahead_params = learner.lookahead_parameters()  # the fused step's θ1, fixed for the run
         self._names = {id(p): n for n, p in learner.named_parameters()}
@@ -119,8 +122,10 @@ class StepPath:
         soft = None
         weight_step = self.meta_learned and self.step_of() % self.weight_every == 0
         fuse = weight_step and self.fused_weights
+        weight_result = None
+        held_out = self.held_out(self.step_of()) if weight_step and self.held_out is not None else None
         if weight_step and not fuse:  # the weights' outer step, in float32
-            self.weights(x, y, idx, self.held_out(self.step_of()) if self.held_out is not None else None)
+            weight_result = self.weights(x, y, idx, held_out)
         with self._autocast(x):
             if self.generated is not None and targets is None:
                 with torch.no_grad():  # no gradient to θ2; labels and targets from one generator pass
@@ -129,7 +134,7 @@ class StepPath:
             out = self.learner(x, y, index=idx, aux_targets=given)
         self.checks.losses(**{f"{name}_loss": loss for name, loss in out.losses.items()}, multitask_loss=out.loss)
         if fuse:  # the weight step from this forward, then the update Σ λ'_i g_i with the new weights
-            grads = self._fused_weights(out, self.held_out(self.step_of()) if self.held_out is not None else None)
+            grads, weight_result = self._fused_weights(out, held_out)
             distributed.all_reduce_mean_([g for g in grads if g is not None])
             self.checks.grads(((self._names[id(p)], g) for p, g in zip(self._params, grads)), "multi-task network")
             step_with(self._params, grads, self.optimizer)
@@ -143,6 +148,9 @@ class StepPath:
         stats = {f"loss_{name}": loss.item() for name, loss in out.losses.items() if name != "primary"}
         weights = self.learner.weighting.weights() if fuse else out.weights  # the weights of this update
         stats.update({f"weight_{name}": w for name, w in weights.items()})
+        grad = weight_result.grad if weight_result is not None else None
+        if isinstance(grad, Tensor) and grad.numel() == len(self.learner.task_names):  # AuxiLearn's: φ's, no
+            stats.update({f"meta_grad_{n}": g for n, g in zip(self.learner.task_names, grad.tolist())})
         if self.own_task is not None:
             stats["aux_loss"] = stats[f"loss_{self.own_task}"]
         stats["primary_loss"] = out.losses["primary"].item()
@@ -164,7 +172,9 @@ class StepPath:
         weighting.apply_gradient(result.grad)
         return result
 
-    def _fused_weights(self, out, held_out: tuple[Tensor, Tensor] | None) -> list[Tensor | None]:
+    def _fused_weights(
+        self, out, held_out: tuple[Tensor, Tensor] | None
+    ) -> tuple[list[Tensor | None], TaskWeightGradient]:
         """The fused weight step on the real forward ``out``: per-task gradients g_i from its graph
         (:meth:`auxtasks.AuxiliaryLearner.task_gradients`), the weights' meta-gradient from them and
         the step's task losses (Auto-λ: at θ⁺ = θ − α Σ λ_i g_i,
@@ -173,7 +183,7 @@ class StepPath:
         checked, applied), then the network's gradient
         Σ λ'_i g_i (+ the architecture's penalty) with the new weights λ', one per ``_params``
         (None where nothing reaches a parameter): the update of :meth:`weights` followed by a
-        plain step, with one forward of the training batch."""
+        plain step, with one forward of the training batch; and the weight step's result."""
         learner, weighting = self.learner, self.learner.weighting
         task_grads = learner.task_gradients(out)
         alpha = self.optimizer.param_groups[0]["lr"]
@@ -197,7 +207,7 @@ class StepPath:
             if pen is not None:
                 parts.append(pen)
             grads.append(torch.stack(parts).sum(0) if parts else None)
-        return grads
+        return grads, result
 
     def generator(self, x: Tensor, y: Tensor, idx: Tensor | None = None, outer=None) -> MetaResult:
         """One update of the label-generation network by its meta-gradient on a batch (a

@@ -381,3 +381,36 @@ def test_a_nan_fused_ol_aux_alignment_stops_the_run_at_that_step(tmp_path, monke
     with pytest.raises(NonFiniteGradientError, match=r"task weights.*epoch 1, step 1"):
         trainer.fit()
     assert torch.equal(trainer.learner.weighting.accumulated, before)
+
+
+@pytest.mark.parametrize("weighting", ["auto-lambda", "ol-aux"])
+def test_the_epoch_record_holds_the_mean_meta_gradient_of_each_task_weight(tmp_path, monkeypatch, weighting):
+    """``train_meta_grad_<task>`` of an epoch is the mean over its steps of the weights'
+    meta-gradient that the weighting received (Auto-λ: ∂L_pri(θ⁺)/∂λ_i; OL-AUX: −α⟨g_pri, g_i⟩,
+    0 for the primary task): the sign of the look-ahead's signal per task, per epoch."""
+    from auxtasks.weighting import OLAux
+
+    cls = OLAux if weighting == "ol-aux" else AutoLambda
+    real, received = cls.apply_gradient, []
+
+    def recorded(self, grad):
+        received.append(grad.clone())
+        return real(self, grad)
+
+    monkeypatch.setattr(cls, "apply_gradient", recorded)
+    out = tmp_path / "run"
+    args = ["train", *FAST, "--method", "single", "--aux", "rotation", "--weighting", weighting]
+    args += ["--weight-lr", "0.01", "--epochs", "2", "--out", str(out)]
+    args += ["--weight-split", "0"] if weighting == "auto-lambda" else []  # OL-AUX: the training batch itself
+    assert main(args) == 0
+    records = read_metrics(out)
+    assert len(received) == 20  # 10 steps per epoch, a weight step at each
+    for epoch, record in enumerate(records):
+        mean = torch.stack(received[10 * epoch : 10 * (epoch + 1)]).mean(0)
+        for i, task in enumerate(("primary", "rotation")):
+            assert record[f"train_meta_grad_{task}"] == pytest.approx(mean[i].item(), rel=1e-5, abs=1e-12)
+    assert any(r["train_meta_grad_rotation"] != 0 for r in records)
+    for r in records:  # the weights' curves (maxl compare) read train_weight_*: the weights alone
+        assert {k for k in r if k.startswith("train_weight_")} == {"train_weight_primary", "train_weight_rotation"}
+    if weighting == "ol-aux":
+        assert all(r["train_meta_grad_primary"] == 0 for r in records)  # its primary weight is not learnt
