@@ -32,6 +32,7 @@ __all__ = [
     "curves",
     "task_weights",
     "weight_keys",
+    "meta_grad_keys",
     "GRID_CELL_PX",
     "GRID_LABEL_PX",
     "TITLE_PX",
@@ -398,10 +399,22 @@ def weight_keys(runs: Sequence[tuple[str, Sequence[dict]]]) -> list[str]:
     return keys
 
 
+def meta_grad_keys(runs: Sequence[tuple[str, Sequence[dict]]]) -> list[str]:
+    """The ``train_meta_grad_<task>`` keys (the mean meta-gradient each task weight received per
+    step, Auto-λ and OL-AUX) any run's records hold, in the order first seen."""
+    keys: list[str] = []
+    for _, metrics in runs:
+        for record in metrics:
+            keys += [k for k in record if k.startswith("train_meta_grad_") and k not in keys]
+    return keys
+
+
 def task_weights(runs: Sequence[tuple[str, Sequence[dict]]], title: str) -> Figure:
     """The task weights per epoch (``train_weight_<task>``, the epoch's mean weight of each task's
     loss: learnt by a meta-learned weighting, or set by a loss weighting), one panel per run, one
-    colour per task.
+    colour per task; where any run recorded them, beside each a panel of the mean meta-gradient
+    each weight received (``train_meta_grad_<task>``: below 0, the look-ahead asks for more of the
+    task).
 
     Args:
         runs: ``(name, metrics records)`` per run.
@@ -410,22 +423,39 @@ def task_weights(runs: Sequence[tuple[str, Sequence[dict]]], title: str) -> Figu
     Returns:
         A figure ``CURVES_SIZE_PX[0]`` pixels wide.
     """
-    keys = weight_keys(runs)
+    keys, grad_keys = weight_keys(runs), meta_grad_keys(runs)
+    tasks = [k[len("train_weight_") :] for k in keys]
+    tasks += [k[len("train_meta_grad_") :] for k in grad_keys if k[len("train_meta_grad_") :] not in tasks]
     w = CURVES_SIZE_PX[0]
     panel_h = 300
     fig = _figure(w, TITLE_PX + 20 + panel_h * len(runs))
     fig.text(0.5, 1 - 10 / fig.bbox.height, title, ha="center", va="top", fontsize=13, weight="bold")
-    colours = _colours(len(keys))
+    colour_of = dict(zip(tasks, _colours(len(tasks))))
+    panels = [("train_weight_", "weight of each task's loss (epoch mean)")]
+    if grad_keys:
+        panels.append(("train_meta_grad_", "meta-gradient of each weight (mean per step)"))
+    width = (w - 230) / len(panels) - (60 if grad_keys else 0)
     for r, (name, metrics) in enumerate(runs):
-        ax = _axes(fig, 70, TITLE_PX + 20 + r * panel_h, w - 300, panel_h - 75)
-        ax.set_title(f"{name}: weight of each task's loss (epoch mean)", fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.tick_params(labelsize=8)
-        ax.grid(alpha=0.3)
-        for key, colour in zip(keys, colours):
-            x, y = _series(metrics, key)
-            if x:
-                ax.plot(x, y, "-", color=colour, marker="o" if len(x) < 30 else None, markersize=3, label=key[13:])
-        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        for c, (prefix, what) in enumerate(panels):
+            ax = _axes(fig, 70 + c * (width + 90), TITLE_PX + 20 + r * panel_h, width, panel_h - 75)
+            ax.set_title(f"{name}: {what}", fontsize=9)
+            ax.set_xlabel("epoch", fontsize=8)
+            ax.tick_params(labelsize=8)
+            ax.grid(alpha=0.3)
+            if prefix == "train_meta_grad_":
+                ax.axhline(0.0, color="black", linewidth=0.8)
+            drawn = False
+            for task, colour in colour_of.items():
+                x, y = _series(metrics, prefix + task)
+                if x:
+                    ax.plot(x, y, "-", color=colour, marker="o" if len(x) < 30 else None, markersize=3, label=task)
+                    drawn = True
+            if not drawn:
+                ax.text(0.5, 0.5, "not recorded by this run", ha="center", va="center", transform=ax.transAxes,
+                        fontsize=9, color="grey")  # fmt: skip
+            if c == len(panels) - 1:
+                handles = [Line2D([], [], color=colour, marker="o", markersize=3) for colour in colour_of.values()]
+                ax.legend(handles, list(colour_of), loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8,
+                          frameon=False)  # fmt: skip
+            ax.xaxis.get_major_locator().set_params(integer=True)
     return fig
