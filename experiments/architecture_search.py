@@ -170,6 +170,13 @@ def network_parameters(net) -> tuple[int, int | None]:
     return total, None
 
 
+def _count_range(counts: list[int]) -> str:
+    """A parameter count over the seeds: one number, or ``min–max`` where the seeds' differ (a
+    derived architecture: each seed's search derives its own)."""
+    lo, hi = min(counts), max(counts)
+    return f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
+
+
 def _mean_std(values: list[float]) -> str:
     mean = sum(values) / len(values)
     if len(values) < 2:
@@ -226,7 +233,8 @@ def report(args: argparse.Namespace) -> int:
         "Primary test accuracy (%) after the last epoch and the mean of the epochs' test accuracies (5 epochs: "
         "every epoch), mean ± std over the seeds present; the final accuracy's difference from hard sharing with "
         "the same auxiliary labels, paired by seed (mean ± std, SE = std / √n); parameters of the multi-task "
-        "network (and of the derived network at inference); training time per epoch (the runs' own s / epoch on "
+        "network (and of the derived network at inference; min–max where the seeds' derived architectures "
+        "differ); training time per epoch (the runs' own s / epoch on "
         "2 cores shared with other jobs, so the ratios to hard sharing are rough); the recipe's cost: the seconds "
         "of the whole recipe per seed (the training epochs, the searches made before them, e.g. sparse sharing's "
         "masks, and for a derived architecture the search run it was derived from) and their ratio to hard "
@@ -270,7 +278,9 @@ def report(args: argparse.Namespace) -> int:
                 mean = sum(diffs) / len(diffs)
                 std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
                 paired = f"{mean:+.2f} ± {std:.2f} (SE {std / math.sqrt(len(diffs)):.2f})"
-            total, derived = _parameters(next(iter(runs.values())))
+            counts = [_parameters(r) for r in runs.values()]  # a derived architecture's differs by seed
+            total = _count_range([c[0] for c in counts])
+            derived = _count_range([c[1] for c in counts if c[1] is not None]) if counts[0][1] is not None else None
             ratio = f"{epoch_s / hard_epoch:.2f}" if hard_epoch else "—"
             recipes = [s for s in (pipeline_seconds(root, method, name, k) for k in runs) if s is not None]
             recipe = sum(recipes) / len(recipes) if recipes else None
@@ -281,7 +291,7 @@ def report(args: argparse.Namespace) -> int:
             )
             row = (
                 f"| {method} | {name} | {len(runs)} | {_mean_std(finals)} | {_mean_std(last5)} | {paired} | "
-                f"{total:,} | {f'{derived:,}' if derived is not None else '—'} | {epoch_s:.0f} | {ratio} | "
+                f"{total} | {derived if derived is not None else '—'} | {epoch_s:.0f} | {ratio} | "
                 f"{recipe_cells} |"
             )
             if steps is not None:

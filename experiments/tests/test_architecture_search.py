@@ -134,3 +134,18 @@ def test_recipe_cost_counts_searches_before_training_and_the_search_a_derived_ru
         for c in (line.strip("|").split(" | ") for line in table.splitlines() if line.startswith("| maxl |"))
     }
     assert maxl["hard"][-2:] == ["1500", "1.00"] and maxl["adashare-derived"][-2:] == ["—", "—"]
+
+
+def test_parameters_show_the_range_where_the_seeds_derived_architectures_differ(runs, tmp_path, monkeypatch):
+    for seed in (0, 1):
+        _fake_run(runs, "mtl-nas-derived", seed, 0.8, 100.0)
+        _fake_run(runs, "mtl-nas-search", seed, 0.7, 100.0)
+    counts = {"mtl-nas-derived/seed0": (710_572, None), "mtl-nas-derived/seed1": (705_000, None)}
+    monkeypatch.setattr(
+        search, "_parameters", lambda folder: counts.get(f"{folder.parent.name}/{folder.name}", (1000, 900))
+    )
+    figures = tmp_path / "figures"
+    assert search.main(["report", "--runs", str(runs), "--figures", str(figures)]) == 0
+    rows = _rows((figures / "architecture-search.md").read_text())
+    assert rows["mtl-nas-derived"][6:8] == ["705,000–710,572", "—"]
+    assert rows["hard"][6:8] == ["1,000", "900"]  # the same count on every seed: one number
