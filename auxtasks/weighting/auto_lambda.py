@@ -33,7 +33,10 @@ from maxl.meta.task_weights import (
 
 from .base import Weighting
 
-__all__ = ["AutoLambda"]
+__all__ = ["AutoLambda", "WEIGHT_OPTIMIZERS"]
+
+#: the steps a meta-learned weight can take: Adam's (the reference's) or a plain gradient step
+WEIGHT_OPTIMIZERS = ("adam", "sgd")
 
 
 class AutoLambda(Weighting):
@@ -51,6 +54,9 @@ class AutoLambda(Weighting):
         engine: one of :data:`maxl.meta.task_weights.TASK_WEIGHT_ENGINES`.
         fd_epsilon: ε₀ of the ``"fd"`` engine.
         betas: Adam's (β1, β2).
+        optimizer: the weights' step, one of :data:`WEIGHT_OPTIMIZERS`: ``"adam"`` (the reference's;
+            each weight moves by about ``lr`` per step whatever its gradient's size) or ``"sgd"``
+            (λ ← λ − lr · ∂L/∂λ: a task whose signal is stronger moves faster).
         fused: a trainer (:class:`maxl.train.step.StepPath`) takes the weight step from the real
             training step's forward and per-task backward passes instead of a look-ahead of its own
             (:func:`maxl.meta.task_weights.fused_task_weight_gradient`: the same λ update as the
@@ -58,7 +64,7 @@ class AutoLambda(Weighting):
             ``"fd"`` (an approximation chosen on purpose) always runs its own look-ahead.
 
     Raises:
-        ValueError: ``lr`` not > 0 (or NaN), ``init`` < 0, an unknown engine.
+        ValueError: ``lr`` not > 0 (or NaN), ``init`` < 0, an unknown engine or optimizer.
     """
 
     meta_learned = True
@@ -68,6 +74,7 @@ class AutoLambda(Weighting):
         "engine": (str, f"meta-gradient engine, one of {', '.join(TASK_WEIGHT_ENGINES)}"),
         "fd_epsilon": (float, "the fd engine's step ε0 (the difference step is ε0 / ‖v‖)"),
         "fused": (bool, "take the weight step from the training step's own forward/backward (exact engines)"),
+        "optimizer": (str, "the weights' step: adam (default) or sgd (plain gradient step, lr × gradient)"),
     }
     adam_m: Tensor  # buffers made at bind: Adam's moments, its step count, λ after the last step
     adam_v: Tensor
@@ -82,6 +89,7 @@ class AutoLambda(Weighting):
         fd_epsilon: float = 0.01,
         betas: tuple[float, float] = (0.9, 0.999),
         fused: bool = True,
+        optimizer: str = "adam",
     ):
         super().__init__()
         if not lr > 0 or math.isinf(lr):
@@ -92,6 +100,11 @@ class AutoLambda(Weighting):
             raise ValueError(f"unknown task-weight engine {engine!r}; expected one of {TASK_WEIGHT_ENGINES}")
         self.lr, self.init, self.engine, self.fd_epsilon, self.betas = float(lr), float(init), engine, fd_epsilon, betas
         self.fused = bool(fused)
+        if optimizer not in WEIGHT_OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {optimizer!r} for the task weights; expected one of {WEIGHT_OPTIMIZERS}"
+            )
+        self.optimizer = optimizer
         self.lam: nn.Parameter | None = None
 
     def _build(self) -> None:
@@ -152,7 +165,8 @@ class AutoLambda(Weighting):
 
     @torch.no_grad()
     def apply_gradient(self, grad: Tensor) -> None:
-        """One Adam step of λ along ``grad`` float ``[T]``, then λ ← max(λ, 0).
+        """One step of λ along ``grad`` float ``[T]`` (Adam's, or with ``optimizer="sgd"``
+        λ ← λ − lr · grad), then λ ← max(λ, 0).
 
         Raises:
             FloatingPointError: ``grad`` holds NaN or Inf (λ is left as it was).
@@ -161,6 +175,11 @@ class AutoLambda(Weighting):
         if not torch.isfinite(grad).all():
             raise FloatingPointError(f"non-finite meta-gradient of the task weights {self.task_names}: {grad.tolist()}")
         grad = grad.to(self.lam)
+        if self.optimizer == "sgd":
+            self.lam.sub_(self.lr * grad).clamp_(min=0.0)
+            self.lam_after_step.copy_(self.lam)
+            self.lam.grad = None
+            return
         b1, b2 = self.betas
         self.adam_steps += 1
         t = int(self.adam_steps)
@@ -172,4 +191,6 @@ class AutoLambda(Weighting):
         self.lam.grad = None
 
     def extra_repr(self) -> str:
-        return f"lr={self.lr}, init={self.init}, engine={self.engine!r}, fused={self.fused}"
+        return (
+            f"lr={self.lr}, init={self.init}, engine={self.engine!r}, fused={self.fused}, optimizer={self.optimizer!r}"
+        )

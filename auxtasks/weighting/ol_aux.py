@@ -17,9 +17,10 @@ the training step computes anyway: with ``fused`` (the default), a trainer
 passes (:meth:`OLAux.fused_meta_gradient`) instead of a forward and T backward passes of OL-AUX's
 own (:meth:`OLAux.meta_gradient`); the same alignments, the same weights.
 
-Differences from the paper: the step is Adam's (as Auto-λ's, :class:`auxtasks.weighting.AutoLambda`,
-so that one weight learning rate means the same for every meta-learned weighting) and the weights
-are clipped at 0; the primary weight stays 1.
+Differences from the paper: the step is Adam's by default (as Auto-λ's,
+:class:`auxtasks.weighting.AutoLambda`, so that one weight learning rate means the same for every
+meta-learned weighting; ``optimizer="sgd"`` takes the paper's plain step) and the weights are
+clipped at 0; the primary weight stays 1.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class OLAux(AutoLambda):
         fused: a trainer takes the alignments from the training step's own per-task gradients
             (:meth:`fused_meta_gradient`; no forward or backward of OL-AUX's own; default) instead
             of :meth:`meta_gradient`.
+        optimizer: ``"adam"`` (default: every weight moves by about ``lr`` per update whatever
+            its alignment's size) or ``"sgd"`` (the paper's w ← w − lr · Σ: a task whose gradient
+            aligns more strongly with the primary one gains weight faster).
 
     Raises:
         ValueError: ``lr`` not > 0, ``horizon`` < 1, ``init`` < 0.
@@ -59,12 +63,15 @@ class OLAux(AutoLambda):
         "horizon": (int, "N, the steps whose gradient alignments make one update"),
         "init": (float, "initial weight of every auxiliary task"),
         "fused": (bool, "take the alignments from the training step's own forward/backward"),
+        "optimizer": (str, "the weights' step: adam (default) or sgd (the paper's plain gradient step)"),
     }
     accumulated: Tensor  # buffers made at bind: the horizon's sum of −α⟨∇L_pri, ∇L_i⟩ and its steps
     accumulated_steps: Tensor
 
-    def __init__(self, lr: float = 3e-4, horizon: int = 5, init: float = 1.0, fused: bool = True):
-        super().__init__(lr=lr, init=init, fused=fused)
+    def __init__(
+        self, lr: float = 3e-4, horizon: int = 5, init: float = 1.0, fused: bool = True, optimizer: str = "adam"
+    ):
+        super().__init__(lr=lr, init=init, fused=fused, optimizer=optimizer)
         if horizon < 1:
             raise ValueError(f"OL-AUX's horizon must be >= 1 steps, got {horizon}")
         self.horizon = int(horizon)
@@ -139,7 +146,9 @@ class OLAux(AutoLambda):
         super().apply_gradient(total)
 
     def extra_repr(self) -> str:
-        return f"lr={self.lr}, horizon={self.horizon}, init={self.init}, fused={self.fused}"
+        return (
+            f"lr={self.lr}, horizon={self.horizon}, init={self.init}, fused={self.fused}, optimizer={self.optimizer!r}"
+        )
 
 
 def _alignment_gradient(grads, primary_loss: Tensor, alpha: float) -> TaskWeightGradient:

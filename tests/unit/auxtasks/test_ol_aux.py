@@ -74,6 +74,39 @@ def test_alignment_and_horizon_update_equal_a_hand_computation(monkeypatch):
     assert float(weighting.accumulated.abs().sum()) == 0.0 and int(weighting.accumulated_steps) == 0
 
 
+def test_the_papers_plain_step_moves_each_weight_by_lr_times_its_own_sum(monkeypatch):
+    """``optimizer="sgd"``: at the horizon w ← max(w − lr · Σ, 0), so that two tasks with sums of
+    different sizes move by different amounts (Adam's first step moves both by lr); against a hand
+    computation of the sums."""
+    torch.manual_seed(0)
+    backbone = nn.Linear(4, 1, bias=False).double()
+    reg2 = type("_Regression2", (_Regression,), {"name": "reg2"})
+    z = {"reg": torch.randn(8, dtype=torch.float64), "reg2": 3 * torch.randn(8, dtype=torch.float64)}
+    learner = AuxiliaryLearner(
+        backbone,
+        nn.Identity(),
+        [_Regression(head=nn.Identity()), reg2(head=nn.Identity())],
+        OLAux(lr=0.5, horizon=2, optimizer="sgd"),
+        feature_dim=1,
+        primary_loss=lambda out, y: 0.5 * ((out.squeeze(1) - y) ** 2).mean(),
+    )
+    monkeypatch.setattr(_Regression, "make_inputs_and_targets", lambda self, images, *a, **k: (images, z[self.name]))
+    alpha, sums = 0.05, {"reg": 0.0, "reg2": 0.0}
+    for _ in range(2):
+        x, y = torch.randn(8, 4, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+        theta = backbone.weight.detach().reshape(-1).clone()
+        learner.weight_step(x, y, None, alpha=alpha)
+        for name in sums:
+            sums[name] += -alpha * _alignment_by_hand(theta, x, y, z[name])
+    weights = learner.weighting.weights()
+    assert abs(sums["reg"] - sums["reg2"]) > 1e-3  # the two tasks' signals differ in size
+    for name in sums:
+        assert weights[name] == pytest.approx(max(1.0 - 0.5 * sums[name], 0.0), rel=1e-5)
+    assert weights["primary"] == 1.0
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        OLAux(optimizer="rmsprop")
+
+
 def test_ol_aux_is_registered_and_needs_no_held_out_batch():
     assert WEIGHTINGS["ol-aux"] is OLAux and OLAux.meta_learned and not OLAux.uses_held_out
     with pytest.raises(ValueError, match="horizon must be >= 1"):
