@@ -99,7 +99,14 @@ def test_the_goal_section_picks_the_best_of_each_kind_on_validation_and_compares
 def test_meta_learned_and_fixed_configs_are_told_apart_by_name():
     from experiments.task_weights_report import FIXED, META
 
-    for name in ("auto-lambda", "auto-lambda-s0", "auto-lambda-lr1e-3-s0", "ol-aux-lr0.01", "maxl-auto-lambda-s0"):
+    for name in (
+        "auto-lambda",
+        "auto-lambda-s0",
+        "auto-lambda-lr1e-3-s0",
+        "ol-aux-lr0.01",
+        "maxl-auto-lambda-s0",
+        "ol-aux-sgd-lr0.3",
+    ):
         assert META.match(name) and not FIXED.match(name), name
     for name in ("equal", "human", "human-0.3", "rotation-3", "both-3-0.3"):
         assert FIXED.match(name) and not META.match(name), name
