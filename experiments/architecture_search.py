@@ -190,17 +190,21 @@ def _runs(root: Path, folder: str) -> dict[int, Path]:
     return {int(r.parent.name[4:]): r.parent for r in sorted((root / folder).glob("seed*/summary.json"))}
 
 
+def _epoch_times(run: Path) -> list[float]:
+    """Seconds of each of a run's epochs (metrics.jsonl's ``epoch_time_s``)."""
+    return [json.loads(line)["epoch_time_s"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def _epoch_seconds(run: Path) -> float:
-    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return sum(x["epoch_time_s"] for x in recs) / len(recs)
+    times = _epoch_times(run)
+    return sum(times) / len(times)
 
 
 def _run_seconds(run: Path) -> float:
     """Seconds of one run: its epochs' training time and the searches it made before the first
     epoch (config.json's ``setup_seconds``: sparse sharing's masks)."""
     setup = json.loads((run / "config.json").read_text()).get("setup_seconds", {})
-    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return sum(setup.values()) + sum(x["epoch_time_s"] for x in recs)
+    return sum(setup.values()) + sum(_epoch_times(run))
 
 
 def pipeline_seconds(root: Path, method: str, name: str, seed: int) -> float | None:
@@ -284,11 +288,10 @@ def report(args: argparse.Namespace) -> int:
             ratio = f"{epoch_s / hard_epoch:.2f}" if hard_epoch else "—"
             recipes = [s for s in (pipeline_seconds(root, method, name, k) for k in runs) if s is not None]
             recipe = sum(recipes) / len(recipes) if recipes else None
-            recipe_cells = (
-                f"{recipe:.0f} | {recipe / hard_recipe:.2f}"
-                if recipe is not None and hard_recipe
-                else (f"{recipe:.0f} | —" if recipe is not None else "— | —")
-            )
+            if recipe is None:
+                recipe_cells = "— | —"
+            else:
+                recipe_cells = f"{recipe:.0f} | " + (f"{recipe / hard_recipe:.2f}" if hard_recipe else "—")
             row = (
                 f"| {method} | {name} | {len(runs)} | {_mean_std(finals)} | {_mean_std(last5)} | {paired} | "
                 f"{total} | {derived if derived is not None else '—'} | {epoch_s:.0f} | {ratio} | "

@@ -176,17 +176,16 @@ class AutoLambda(Weighting):
             raise FloatingPointError(f"non-finite meta-gradient of the task weights {self.task_names}: {grad.tolist()}")
         grad = grad.to(self.lam)
         if self.optimizer == "sgd":
-            self.lam.sub_(self.lr * grad).clamp_(min=0.0)
-            self.lam_after_step.copy_(self.lam)
-            self.lam.grad = None
-            return
-        b1, b2 = self.betas
-        self.adam_steps += 1
-        t = int(self.adam_steps)
-        self.adam_m.mul_(b1).add_(grad, alpha=1 - b1)
-        self.adam_v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        m_hat, v_hat = self.adam_m / (1 - b1**t), self.adam_v / (1 - b2**t)
-        self.lam.sub_(self.lr * m_hat / (v_hat.sqrt() + 1e-8)).clamp_(min=0.0)  # λ ≥ 0
+            update = self.lr * grad
+        else:
+            b1, b2 = self.betas
+            self.adam_steps += 1
+            t = int(self.adam_steps)
+            self.adam_m.mul_(b1).add_(grad, alpha=1 - b1)
+            self.adam_v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            m_hat, v_hat = self.adam_m / (1 - b1**t), self.adam_v / (1 - b2**t)
+            update = self.lr * m_hat / (v_hat.sqrt() + 1e-8)
+        self.lam.sub_(update).clamp_(min=0.0)  # λ ≥ 0
         self.lam_after_step.copy_(self.lam)
         self.lam.grad = None
 

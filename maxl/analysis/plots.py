@@ -390,23 +390,24 @@ def curves(runs: Sequence[tuple[str, Sequence[dict]]], title: str) -> Figure:
     return fig
 
 
-def weight_keys(runs: Sequence[tuple[str, Sequence[dict]]]) -> list[str]:
-    """The ``train_weight_<task>`` keys any run's records hold, in the order first seen."""
+def _keys_with_prefix(runs: Sequence[tuple[str, Sequence[dict]]], prefix: str) -> list[str]:
+    """The keys starting with ``prefix`` that any run's records hold, in the order first seen."""
     keys: list[str] = []
     for _, metrics in runs:
         for record in metrics:
-            keys += [k for k in record if k.startswith("train_weight_") and k not in keys]
+            keys += [k for k in record if k.startswith(prefix) and k not in keys]
     return keys
+
+
+def weight_keys(runs: Sequence[tuple[str, Sequence[dict]]]) -> list[str]:
+    """The ``train_weight_<task>`` keys any run's records hold, in the order first seen."""
+    return _keys_with_prefix(runs, "train_weight_")
 
 
 def meta_grad_keys(runs: Sequence[tuple[str, Sequence[dict]]]) -> list[str]:
     """The ``train_meta_grad_<task>`` keys (the mean meta-gradient each task weight received per
     step, Auto-λ and OL-AUX) any run's records hold, in the order first seen."""
-    keys: list[str] = []
-    for _, metrics in runs:
-        for record in metrics:
-            keys += [k for k in record if k.startswith("train_meta_grad_") and k not in keys]
-    return keys
+    return _keys_with_prefix(runs, "train_meta_grad_")
 
 
 def task_weights(runs: Sequence[tuple[str, Sequence[dict]]], title: str) -> Figure:
