@@ -36,6 +36,8 @@
 #   NAME-s0         a meta-learned config NAME with --weight-split 0: no images held out, the weights'
 #                   outer loss on the training images (Auto-λ's reference practice)
 #   NAME-lrX        a meta-learned config NAME with --weight-lr X (before -s0: auto-lambda-lr0.001-s0)
+#   NAME-initX      the auxiliary tasks' weights start at X (--weighting-option init=X; after -lrX, before
+#                   -s0: ol-aux-sgd-lr0.3-init3)
 #   NAME-sgd        the weights take plain gradient steps, not Adam's (before -lrX: ol-aux-sgd-lr0.3)
 # Then: python experiments/task_weights_report.py RUNS OUT.md --protocol 30-epoch | mnist-long | animal-vehicle
 #
@@ -81,8 +83,9 @@ for seed in "${seeds[@]}"; do
   for config in "${configs[@]}"; do
     dir="$out/$config/seed$seed"
     [[ -f "$dir/summary.json" ]] && continue
-    method=$method_a name=$config split=() lr=() opt=()
+    method=$method_a name=$config split=() lr=() opt=() init=()
     [[ $name == *-s0 ]] && name=${name%-s0} split=(--weight-split 0)
+    [[ $name == *-init* ]] && init=(--weighting-option "init=${name##*-init}") name=${name%-init*}
     [[ $name == *-lr* ]] && lr=(--weight-lr "${name##*-lr}") name=${name%-lr*}
     [[ $name == *-sgd ]] && opt=(--weighting-option optimizer=sgd) name=${name%-sgd}
     case $name in
@@ -102,6 +105,6 @@ for seed in "${seeds[@]}"; do
       *) extra=("${with_a[@]}" "${with_b[@]}" --weighting "$name") ;;
     esac
     [[ $protocol == cifar10 && $method == "$method_a" ]] && method=single
-    python -m maxl train "${common[@]}" --method "$method" --seed "$seed" "${extra[@]}" "${split[@]}" "${lr[@]}" "${opt[@]}" --out "$dir"
+    python -m maxl train "${common[@]}" --method "$method" --seed "$seed" "${extra[@]}" "${split[@]}" "${lr[@]}" "${opt[@]}" "${init[@]}" --out "$dir"
   done
 done

@@ -183,9 +183,11 @@ def report(root: Path, protocol: str = "6-epoch") -> str:
 FIXED = re.compile(
     r"^(equal|human|rotation|colourisation)$|^(human|rotation|colourisation)-[0-9.]+$|^both-[0-9.]+-[0-9.]+$"
 )
-# meta-learned weights: a weighting, its plain step (-sgd), its weight learning rate (-lrX) and its
-# outer-loss images (-s0)
-META = re.compile(r"^(auto-lambda|ol-aux|auxilearn|auxilearn-nonlinear|maxl-auto-lambda)(-sgd)?(-lr[0-9.e-]+)?(-s0)?$")
+# meta-learned weights: a weighting, its plain step (-sgd), its weight learning rate (-lrX), the
+# auxiliary weights' start (-initX) and its outer-loss images (-s0)
+META = re.compile(
+    r"^(auto-lambda|ol-aux|auxilearn|auxilearn-nonlinear|maxl-auto-lambda)(-sgd)?(-lr[0-9.e-]+)?(-init[0-9.]+)?(-s0)?$"
+)
 
 
 def _goal(runs) -> list[str]:
