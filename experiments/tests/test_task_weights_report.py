@@ -106,11 +106,13 @@ def test_meta_learned_and_fixed_configs_are_told_apart_by_name():
         "ol-aux-lr0.01",
         "maxl-auto-lambda-s0",
         "ol-aux-sgd-lr0.3",
+        "ol-aux-sgd-lr0.3-init3",
+        "auto-lambda-init0.1-s0",
     ):
         assert META.match(name) and not FIXED.match(name), name
     for name in ("equal", "human", "human-0.3", "rotation-3", "both-3-0.3"):
         assert FIXED.match(name) and not META.match(name), name
-    for name in ("single", "uncertainty", "maxl", "pcgrad"):
+    for name in ("single", "uncertainty", "maxl", "pcgrad", "ol-aux-init3-sgd", "human-init3"):
         assert not FIXED.match(name) and not META.match(name), name
 
 
