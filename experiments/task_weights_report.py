@@ -100,9 +100,18 @@ PROTOCOLS = {
         "test images, cnn3, 30 epochs, one-cycle SGD (lr 0.1, no momentum), batch 100, cross-entropy, one "
         "thread (the architectures table's optimiser); auxiliary tasks: the ten classes (the human hierarchy "
         "ψ = [6, 4], task `human`) and rotation (one random rotation per image); `human-W` = the ten classes "
-        "alone at weight W. Accuracies in %, mean of the last 5 epochs; mean ± std over seeds; paired "
-        "differences per seed (same training subset and initial seed) with their standard error. Epoch times "
-        "on a 2-core machine shared with other jobs.",
+        "alone at weight W, `rotation-W` rotation alone, `both-WH-WR` both at weights WH and WR: the grid "
+        "{0.1, 0.3, 1, 3} of issue 23, extended to the ten classes at 10, 30 and 100 once the meta-learned "
+        "weights went above 3. `auto-lambda`: weights from 1, Adam lr 0.01, 200 of the 2000 training images "
+        "held out for its outer loss, fused step; `ol-aux-lrX`: fused OL-AUX (horizon 5) whose weights take "
+        "Adam steps of lr X; `ol-aux-sgd-lrX`: the paper's plain step w ← w − X · Σ "
+        "(`--weighting-option optimizer=sgd`), X on validation from 0.1 to 30; OL-AUX trains on all 2000 "
+        "images. The other weightings at their defaults. Accuracies in %, mean of the last 5 epochs; mean ± "
+        "std over seeds; paired differences per seed (same training subset and initial seed) with their "
+        "standard error. Epoch times on a 2-core machine shared with other jobs (the cost per iteration is "
+        "`figures/task-weights-cost.md`'s). Weight curves (seed 0): `python -m maxl compare "
+        "RUNS/ol-aux-sgd-lr10/seed0 RUNS/ol-aux-lr0.01/seed0 RUNS/auto-lambda/seed0 --out "
+        "figures/task-weights-animal-vehicle-curves.png` (writes `task-weights-animal-vehicle-curves-weights.png`).",
         5,
     ),
 }
