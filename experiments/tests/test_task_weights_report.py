@@ -128,3 +128,39 @@ def test_the_goal_fails_when_the_meta_learned_weighting_is_worse_than_the_best_f
     goal = report(tmp_path, "mnist-long").split("## Against the goal")[1]
     assert "| best meta-learned − best fixed | -2.17 ± 0.29 (SE 0.17) | > −2 SE | no |" in goal
     assert "| best meta-learned − equal | +2.83 ± 0.29 (SE 0.17) | > 2 SE | yes |" in goal
+
+
+def test_a_grid_extended_past_the_issues_weights_adds_a_row_for_the_best_of_0_1_to_3(tmp_path):
+    runs = {  # val = test per seed
+        "equal": [0.90, 0.91, 0.92],
+        "human-3": [0.92, 0.93, 0.94],  # the best of {0.1, 0.3, 1, 3}
+        "human-0.3": [0.91, 0.91, 0.91],
+        "human-30": [0.95, 0.96, 0.97],  # the best fixed: outside the issue's grid
+        "ol-aux-sgd-lr10": [0.94, 0.955, 0.96],
+    }
+    for config, accs in runs.items():
+        for seed, a in enumerate(accs):
+            _run(tmp_path / config / f"seed{seed}", a, a)
+    goal = report(tmp_path, "animal-vehicle").split("## Against the goal")[1]
+    assert "The best fixed weights on validation: `human-30`" in goal
+    # − human-30: −1, −0.5, −1 -> −0.83 ± 0.29 (SE 0.17); − human-3: +2, +2.5, +2 -> +2.17 ± 0.29 (SE 0.17)
+    assert "| best meta-learned − best fixed | -0.83 ± 0.29 (SE 0.17) | > −2 SE | no |" in goal
+    assert (
+        "| best meta-learned − best of {0.1, 0.3, 1, 3} (`human-3`) | +2.17 ± 0.29 (SE 0.17) | > −2 SE | yes |" in goal
+    )
+    # when the best fixed weights are in the issue's grid, no second row
+    for seed in range(3):
+        for child in (tmp_path / "human-30" / f"seed{seed}").iterdir():
+            child.unlink()
+        (tmp_path / "human-30" / f"seed{seed}").rmdir()
+    assert "best of {0.1, 0.3, 1, 3}" not in report(tmp_path, "animal-vehicle")
+
+
+def test_the_issues_grid_holds_only_weights_0_1_to_3():
+    from experiments.task_weights_report import FIXED, ISSUE_GRID
+
+    for name in ("equal", "human", "human-0.1", "rotation-3", "both-3-0.3", "both-1-0.1"):
+        assert ISSUE_GRID.match(name), name
+    for name in ("human-10", "human-30", "both-10-0.3", "human-0.31", "ol-aux-sgd-lr1"):
+        assert not ISSUE_GRID.match(name), name
+    assert FIXED.match("human-30")
