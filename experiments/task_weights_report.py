@@ -76,19 +76,22 @@ PROTOCOLS = {
     ),
     "mnist-long-sgd": (
         "OL-AUX with the paper's plain weight step on MNIST-long (the digits and rotation for even / odd)",
-        'Made by `PROTOCOL=mnist-long SEEDS="0 1 2" CONFIGS="ol-aux-sgd-lr0.3 single equal human-3" bash '
+        'Made by `PROTOCOL=mnist-long SEEDS="0 1 2" CONFIGS="single equal human-3 human-10 human-30 '
+        'ol-aux-sgd-lr0.3 ol-aux-sgd-lr1 ol-aux-sgd-lr3 ol-aux-sgd-lr10" bash '
         'experiments/task_weights_calibrate.sh DATA_ROOT RUNS` (and `CONFIGS="auto-lambda-s0 ol-aux-lr0.01" '
         "SEEDS=0` for the two seed-0 rows, whose runs record the meta-gradient per epoch) and `python "
         "experiments/task_weights_report.py RUNS figures/task-weights-mnist-long-sgd.md --protocol "
         "mnist-long-sgd`. The protocol of `task-weights-mnist-long.md`: MNIST even / odd, 1800 stratified "
         "training images (1000 of them carved off as the validation set), 2000 test images, cnn3, 60 epochs, "
         "one-cycle SGD (lr 0.1, no momentum), batch 100, one thread; the digits (task `human`) and rotation. "
-        "`ol-aux-sgd-lr0.3`: fused OL-AUX (horizon 5) whose weights take the paper's plain gradient step "
-        "w ← w − 0.3 · Σ (`--weighting-option optimizer=sgd --weight-lr 0.3`) instead of Adam's; the learning "
-        "rate was set from the size of seed 0's signal in `ol-aux-lr0.01` (about −0.027 per step for the "
-        "digits over epochs 10–40), not tuned on validation or test. Accuracies in %, mean of the last 5 "
-        "epochs; mean ± std over seeds; paired differences per seed with their standard error. Epoch times "
-        "on a 2-core machine shared with other jobs.",
+        "`human-W`: the digits alone at weight W (10 and 30 extend the grid of `task-weights-mnist-long.md`, "
+        "whose best point was 3, once the learnt weights went above it). `ol-aux-sgd-lrX`: fused OL-AUX "
+        "(horizon 5) whose weights take the paper's plain gradient step w ← w − X · Σ (`--weighting-option "
+        "optimizer=sgd --weight-lr X`) instead of Adam's; X = 0.3 was first set from the size of seed 0's "
+        "signal in `ol-aux-lr0.01` (about −0.027 per step for the digits over epochs 10–40), then X was "
+        "chosen on validation among 0.3, 1, 3 and 10. Accuracies in %, mean of the last 5 epochs; mean ± "
+        "std over seeds; paired differences per seed with their standard error. Epoch times on a 2-core "
+        "machine shared with other jobs.",
         5,
     ),
     "animal-vehicle": (
