@@ -14,6 +14,13 @@ def _run(folder: Path, val: float, test: float, **weights):
     (folder / "summary.json").write_text("{}")
 
 
+def _seeded_runs(root: Path, runs: dict[str, list[float]]):
+    """One run folder per config and seed (seed = position), validation accuracy = test accuracy."""
+    for config, accs in runs.items():
+        for seed, a in enumerate(accs):
+            _run(root / config / f"seed{seed}", a, a)
+
+
 def test_report_pairs_the_seeds(tmp_path):
     for seed, (s, e, a) in enumerate([(0.30, 0.32, 0.35), (0.40, 0.41, 0.42)]):
         _run(tmp_path / "single" / f"seed{seed}", s, s)
@@ -122,9 +129,7 @@ def test_the_goal_fails_when_the_meta_learned_weighting_is_worse_than_the_best_f
         "human-3": [0.95, 0.96, 0.97],
         "auto-lambda": [0.93, 0.935, 0.95],  # − human-3: −2, −2.5, −2 -> −2.17 ± 0.29 (SE 0.17)
     }
-    for config, accs in runs.items():
-        for seed, a in enumerate(accs):
-            _run(tmp_path / config / f"seed{seed}", a, a)
+    _seeded_runs(tmp_path, runs)
     goal = report(tmp_path, "mnist-long").split("## Against the goal")[1]
     assert "| best meta-learned − best fixed | -2.17 ± 0.29 (SE 0.17) | > −2 SE | no |" in goal
     assert "| best meta-learned − equal | +2.83 ± 0.29 (SE 0.17) | > 2 SE | yes |" in goal
@@ -138,9 +143,7 @@ def test_a_grid_extended_past_the_issues_weights_adds_a_row_for_the_best_of_0_1_
         "human-30": [0.95, 0.96, 0.97],  # the best fixed: outside the issue's grid
         "ol-aux-sgd-lr10": [0.94, 0.955, 0.96],
     }
-    for config, accs in runs.items():
-        for seed, a in enumerate(accs):
-            _run(tmp_path / config / f"seed{seed}", a, a)
+    _seeded_runs(tmp_path, runs)
     goal = report(tmp_path, "animal-vehicle").split("## Against the goal")[1]
     assert "The best fixed weights on validation: `human-30`" in goal
     # − human-30: −1, −0.5, −1 -> −0.83 ± 0.29 (SE 0.17); − human-3: +2, +2.5, +2 -> +2.17 ± 0.29 (SE 0.17)
