@@ -192,16 +192,19 @@ def report(root: Path, protocol: str = "6-epoch") -> str:
     return "\n".join(lines + [""] + _goal(runs)) + "\n"
 
 
+def _fixed_weights(weight: str) -> re.Pattern:
+    """Config names of fixed weights: the auxiliary tasks at weight 1, or named with their weights,
+    each weight matching the pattern ``weight``."""
+    return re.compile(
+        rf"^(equal|human|rotation|colourisation)$|^(human|rotation|colourisation)-{weight}$|^both-{weight}-{weight}$"
+    )
+
+
 # fixed weights (the validation grid): the auxiliary tasks at weight 1, or named with their weights
-FIXED = re.compile(
-    r"^(equal|human|rotation|colourisation)$|^(human|rotation|colourisation)-[0-9.]+$|^both-[0-9.]+-[0-9.]+$"
-)
+FIXED = _fixed_weights(r"[0-9.]+")
 # the validation grid of issue 23: every auxiliary weight in {0.1, 0.3, 1, 3} (a protocol's grid may go
 # further, e.g. the ten classes at 10 and 30 on animal / vehicle, once the learnt weights went there)
-_W = r"(0\.1|0\.3|1|3)"
-ISSUE_GRID = re.compile(
-    rf"^(equal|human|rotation|colourisation)$|^(human|rotation|colourisation)-{_W}$|^both-{_W}-{_W}$"
-)
+ISSUE_GRID = _fixed_weights(r"(0\.1|0\.3|1|3)")
 # meta-learned weights: a weighting, its plain step (-sgd), its weight learning rate (-lrX), the
 # auxiliary weights' start (-initX) and its outer-loss images (-s0)
 META = re.compile(

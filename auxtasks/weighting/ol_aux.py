@@ -54,7 +54,7 @@ class OLAux(AutoLambda):
             aligns more strongly with the primary one gains weight faster).
 
     Raises:
-        ValueError: ``lr`` not > 0, ``horizon`` < 1, ``init`` < 0.
+        ValueError: ``lr`` not > 0, ``horizon`` < 1, ``init`` < 0, an unknown ``optimizer``.
     """
 
     uses_held_out = False
