@@ -95,7 +95,10 @@ PROTOCOLS = {
         "chosen on validation among 0.3, 1, 3 and 10. `ol-aux-sgd-lr3-initY`: the same at lr 3, its auxiliary weights "
         "starting at Y instead of 1 (`--weighting-option init=Y`), Y chosen on validation among 1, 3 and 10 "
         "(seeds 0–2). The existing weightings (uncertainty, DWA, GradNorm, PCGrad, GCS, MGDA, DTP) at their "
-        "defaults. Accuracies in %, mean of the last 5 epochs; mean ± "
+        "defaults. Curves (seed 0): `python -m maxl compare RUNS/ol-aux-sgd-lr3-init10/seed0 "
+        "RUNS/ol-aux-sgd-lr3/seed0 RUNS/human-30/seed0 RUNS/equal/seed0 --out "
+        "figures/task-weights-mnist-long-sgd-curves.png` (writes `task-weights-mnist-long-sgd-curves-weights.png`). "
+        "Accuracies in %, mean of the last 5 epochs; mean ± "
         "std over seeds; paired differences per seed with their standard error. Epoch times on a 2-core "
         "machine shared with other jobs.",
         5,
