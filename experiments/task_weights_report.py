@@ -74,6 +74,19 @@ PROTOCOLS = {
         "figures/task-weights-mnist-long-curves.png` (writes `task-weights-mnist-long-curves-weights.png`).",
         5,
     ),
+    "30-epoch-resnet20": (
+        "Auxiliary tasks on CIFAR-10, 30 epochs, ResNet-20 (CPU calibration, the residual backbone)",
+        "Made by `BACKBONE=resnet20 bash experiments/task_weights_calibrate.sh DATA_ROOT RUNS` (CONFIGS and "
+        "SEEDS as listed below) and `python experiments/task_weights_report.py RUNS "
+        "figures/task-weights-cifar10-30ep-resnet20.md --protocol 30-epoch-resnet20`. The protocol of "
+        "`task-weights-cifar10-30ep.md` with ResNet-20 in place of cnn3: 10-class primary task, 2000 "
+        "stratified training images (400 of them carved off as the validation set), 2000 test images, 30 "
+        "epochs, one-cycle SGD (lr 0.05, momentum 0.9, weight decay 5e-4), batch 32, one thread; rotation "
+        "(one random rotation per image) and colourisation. Accuracies in %, after the last epoch; mean ± "
+        "std over seeds; paired differences per seed (same training subset and initial seed) with their "
+        "standard error. Epoch times on a 2-core machine shared with other jobs.",
+        1,
+    ),
     "mnist-long-sgd": (
         "OL-AUX with the paper's plain weight step on MNIST-long (the digits and rotation for even / odd)",
         'Made by `PROTOCOL=mnist-long SEEDS="0 1 2" CONFIGS="single equal human-3 human-10 human-30 human-100 '

@@ -186,3 +186,18 @@ def test_a_validation_tie_goes_to_the_config_with_the_fewer_options(tmp_path):
     assert "the best meta-learned weighting on validation: `ol-aux-sgd-lr10` (" in table
     # ol-aux-sgd-lr10 − equal on test: +3, +3, +3 -> +3.00 ± 0.00
     assert "| best meta-learned − equal | +3.00 ± 0.00 (SE 0.00) | > 2 SE | yes |" in table
+
+
+def test_the_resnet20_calibration_reads_the_last_epoch_and_names_its_backbone(tmp_path):
+    for config, accs in {"single": [0.10, 0.50], "equal": [0.90, 0.40]}.items():
+        folder = tmp_path / config / "seed0"
+        folder.mkdir(parents=True)
+        lines = [
+            json.dumps({"epoch": i + 1, "val_acc": a, "test_acc": a, "epoch_time_s": 1.0}) for i, a in enumerate(accs)
+        ]
+        (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        (folder / "summary.json").write_text("{}")
+    table = report(tmp_path, "30-epoch-resnet20")
+    assert table.startswith("# Auxiliary tasks on CIFAR-10, 30 epochs, ResNet-20")
+    assert "`BACKBONE=resnet20 bash experiments/task_weights_calibrate.sh" in table
+    assert "| single | 1 | 50.00 | 50.00 |" in table and "| equal | 1 | 40.00 | 40.00 |" in table
