@@ -88,14 +88,16 @@ PROTOCOLS = {
         1,
     ),
     "mnist-long-sgd": (
-        "OL-AUX with the paper's plain weight step on MNIST-long (the digits and rotation for even / odd)",
+        "OL-AUX with the paper's plain weight step, and the other weightings, on MNIST-long (the digits and rotation "
+        "for even / odd)",
         'Made by `PROTOCOL=mnist-long SEEDS="0 1 2" CONFIGS="single equal human-3 human-10 human-30 human-100 '
         'ol-aux-sgd-lr0.3 ol-aux-sgd-lr1 ol-aux-sgd-lr3 ol-aux-sgd-lr10" bash '
         'experiments/task_weights_calibrate.sh DATA_ROOT RUNS`, then `SEEDS="3 4"` for the chosen ones '
         '(`CONFIGS="single equal human-3 human-30 ol-aux-sgd-lr3 ol-aux-sgd-lr3-init10"`; '
         '`SEEDS="0 1 2" CONFIGS="ol-aux-sgd-lr3-init3 ol-aux-sgd-lr3-init10 uncertainty dwa gradnorm pcgrad gcs '
-        'mgda dtp"`; and `CONFIGS="auto-lambda-s0 ol-aux-lr0.01" '
-        "SEEDS=0` for the two seed-0 rows, whose runs record the meta-gradient per epoch) and `python "
+        'mgda dtp"`; and `CONFIGS="auto-lambda-s0 ol-aux-lr0.01 auxilearn-nonlinear" '
+        "SEEDS=0` for the seed-0 rows: the first two record the meta-gradient per epoch; AuxiLearn's nonlinear "
+        "variant holds 200 images out) and `python "
         "experiments/task_weights_report.py RUNS figures/task-weights-mnist-long-sgd.md --protocol "
         "mnist-long-sgd`. The protocol of `task-weights-mnist-long.md`: MNIST even / odd, 1800 stratified "
         "training images (1000 of them carved off as the validation set), 2000 test images, cnn3, 60 epochs, "
