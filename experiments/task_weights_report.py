@@ -95,7 +95,8 @@ PROTOCOLS = {
         'experiments/task_weights_calibrate.sh DATA_ROOT RUNS`, then `SEEDS="3 4"` for the chosen ones '
         '(`CONFIGS="single equal human-3 human-30 ol-aux-sgd-lr3 ol-aux-sgd-lr3-init10"`; '
         '`SEEDS="0 1 2" CONFIGS="ol-aux-sgd-lr3-init3 ol-aux-sgd-lr3-init10 uncertainty dwa gradnorm pcgrad gcs '
-        'mgda dtp"`, then `SEEDS="3 4"` for the existing weightings too; and `CONFIGS="auto-lambda-s0 ol-aux-lr0.01 auxilearn-nonlinear" '
+        'mgda dtp"`, then `SEEDS="3 4"` for the existing weightings too; and '
+        '`CONFIGS="auto-lambda-s0 ol-aux-lr0.01 auxilearn-nonlinear" '
         "SEEDS=0` for the seed-0 rows: the first two record the meta-gradient per epoch; AuxiLearn's nonlinear "
         "variant holds 200 images out) and `python "
         "experiments/task_weights_report.py RUNS figures/task-weights-mnist-long-sgd.md --protocol "
